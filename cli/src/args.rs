@@ -1,0 +1,235 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default NATS address when neither --nats-url nor TRELLIS_NATS_URL is given.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about = "Run WebAssembly components across a NATS lattice")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Lattice name (one NATS subject prefix).
+    #[arg(long, env = "TRELLIS_LATTICE", default_value = "default", global = true)]
+    pub lattice: String,
+    /// NATS server address [default: nats://127.0.0.1:4222].
+    #[arg(long, env = "TRELLIS_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, env = "TRELLIS_OUTPUT", default_value = "text", global = true)]
+    pub output: Output,
+}
+
+impl Global {
+    pub fn nats_url(&self) -> &str {
+        self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a local lattice: nats-server (unless --nats-url is given) and one host.
+    Up(UpArgs),
+    /// Run a host that joins the lattice.
+    Host(HostArgs),
+    /// Show hosts, a host's inventory, or links.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Start a component or provider.
+    #[command(subcommand)]
+    Start(StartCommand),
+    /// Stop a component or provider.
+    #[command(subcommand)]
+    Stop(StopCommand),
+    /// Create, list and delete links.
+    #[command(subcommand)]
+    Link(LinkCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Port for the spawned nats-server.
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HostArgs {
+    /// Host name shown in listings [default: the machine's hostname].
+    #[arg(long, env = "TRELLIS_HOST_NAME")]
+    pub name: Option<String>,
+    /// Label `key=value` the scheduler places by; repeatable.
+    #[arg(long = "label", value_parser = parse_key_value, env = "TRELLIS_LABELS", value_delimiter = ',')]
+    pub labels: Vec<(String, String)>,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "TRELLIS_HEARTBEAT_INTERVAL", default_value_t = 3)]
+    pub heartbeat_interval: u64,
+    /// Directory searched first for `trellis-provider-<kind>` executables.
+    #[arg(long, env = "TRELLIS_PROVIDER_DIR")]
+    pub provider_dir: Option<PathBuf>,
+    /// Component instances (calls) alive at once on this host.
+    #[arg(long, env = "TRELLIS_MAX_INSTANCES", default_value_t = 256)]
+    pub max_instances: u32,
+    /// Largest linear memory of one instance, in MiB.
+    #[arg(long, env = "TRELLIS_MAX_MEMORY_MB", default_value_t = 64)]
+    pub max_memory_mb: usize,
+    /// Allocate instances on demand instead of from a pre-reserved pool.
+    #[arg(long, env = "TRELLIS_ON_DEMAND_ALLOCATOR")]
+    pub on_demand_allocator: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// Every host in the lattice.
+    Hosts,
+    /// What one host runs.
+    Inventory {
+        /// Host id (from `trellis get hosts`).
+        host_id: String,
+    },
+    /// Links, optionally of one source.
+    Links {
+        /// Only links from this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StartCommand {
+    /// Upload a component to the lattice and start it.
+    Component(StartComponentArgs),
+    /// Start a capability provider process on a host.
+    Provider(StartProviderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartComponentArgs {
+    /// Path to the .wasm component.
+    pub file: PathBuf,
+    /// Component id (the name links and calls use).
+    #[arg(long)]
+    pub id: String,
+    /// Start on this host only.
+    #[arg(long, conflicts_with_all = ["labels", "replicas"])]
+    pub host: Option<String>,
+    /// Only hosts with this `key=value` label; repeatable.
+    #[arg(long = "label", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Number of hosts to run a replica on.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct StartProviderArgs {
+    /// Provider kind, for example `http-server`.
+    pub kind: String,
+    /// Provider id (the source of its links).
+    #[arg(long)]
+    pub id: String,
+    /// Start on this host [default: the host with the fewest providers].
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StopCommand {
+    /// Stop a component (on every host, or one).
+    Component {
+        /// Component id.
+        id: String,
+        /// Stop only on this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Stop a provider (on every host, or one).
+    Provider {
+        /// Provider id.
+        id: String,
+        /// Stop only on this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkCommand {
+    /// Create or replace a link (idempotent).
+    Put(LinkPutArgs),
+    /// List links.
+    Get {
+        /// Only links from this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Delete a link.
+    Del(LinkKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LinkKeyArgs {
+    /// The calling side (a provider such as http-server, or a component).
+    #[arg(long)]
+    pub source: String,
+    /// `namespace:package/interface`, for example `wasi:http/incoming-handler`.
+    #[arg(long)]
+    pub interface: String,
+    /// Link name, to tell several links of one source and interface apart.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LinkPutArgs {
+    #[command(flatten)]
+    pub key: LinkKeyArgs,
+    /// The serving side.
+    #[arg(long)]
+    pub target: String,
+    /// Link config `key=value`; repeatable.
+    #[arg(long = "config", value_parser = parse_key_value)]
+    pub config: Vec<(String, String)>,
+}
+
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected key=value, got `{s}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_values_parse() {
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_key_value("=x").is_err());
+        assert!(parse_key_value("novalue").is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! `trellis host`: run a host until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use trellis_host::HostConfig;
+use trellis_host::runtime::RuntimeConfig;
+
+use crate::args::{Global, HostArgs};
+
+pub async fn run(g: &Global, args: HostArgs) -> anyhow::Result<ExitCode> {
+    let config = config(g, &args);
+    trellis_host::run(config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config(g: &Global, args: &HostArgs) -> HostConfig {
+    let mut config = HostConfig::new(g.nats_url(), &g.lattice);
+    if let Some(name) = &args.name {
+        config.name = name.clone();
+    }
+    config.labels = args.labels.iter().cloned().collect();
+    config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
+    config.provider_dir = args.provider_dir.clone();
+    config.runtime = RuntimeConfig {
+        max_instances: args.max_instances.max(1),
+        max_memory_bytes: args.max_memory_mb.max(1) << 20,
+        on_demand_allocator: args.on_demand_allocator,
+    };
+    config
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the host");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

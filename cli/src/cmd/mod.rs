@@ -1,0 +1,36 @@
+//! One module per subcommand.
+
+mod get;
+mod host;
+mod link;
+mod start;
+mod stop;
+mod up;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use trellis_lattice::client::LatticeClient;
+
+use crate::args::{Cli, Command, Global};
+
+/// Exit code for "accepted but not (fully) placed".
+pub const NOT_PLACED: u8 = 2;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Up(args) => up::run(g, args).await,
+        Command::Host(args) => host::run(g, args).await,
+        Command::Get(cmd) => get::run(g, cmd).await,
+        Command::Start(cmd) => start::run(g, cmd).await,
+        Command::Stop(cmd) => stop::run(g, cmd).await,
+        Command::Link(cmd) => link::run(g, cmd).await,
+    }
+}
+
+/// Connects to the lattice, failing fast with advice when NATS is not there.
+pub async fn connect(g: &Global) -> anyhow::Result<LatticeClient> {
+    let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli").await?;
+    LatticeClient::new(nats, &g.lattice).context("invalid --lattice")
+}

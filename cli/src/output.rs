@@ -1,0 +1,79 @@
+//! Printing results: aligned text for people, stable JSON for programs (stdout only).
+
+use serde_json::{Value, json};
+use trellis_lattice::link::Link;
+use trellis_proto as pb;
+
+pub fn host_json(h: &pb::HostInfo) -> Value {
+    let labels: std::collections::BTreeMap<_, _> = h.labels.iter().collect();
+    json!({
+        "id": h.id,
+        "name": h.name,
+        "labels": labels,
+        "version": h.version,
+        "uptime_s": h.uptime_s,
+        "components": h.components,
+        "providers": h.providers,
+        "inventory_hash": h.inventory_hash,
+        "lattice": h.lattice,
+    })
+}
+
+pub fn inventory_json(inv: &pb::Inventory) -> Value {
+    json!({
+        "host": inv.host.as_ref().map(host_json),
+        "components": inv.components.iter().map(|c| json!({
+            "id": c.id,
+            "digest": c.digest,
+            "exports": c.exports,
+            "invocations": c.invocations,
+            "errors": c.errors,
+        })).collect::<Vec<_>>(),
+        "providers": inv.providers.iter().map(|p| json!({
+            "id": p.id,
+            "kind": p.kind,
+            "pid": p.pid,
+            "restarts": p.restarts,
+            "running": p.running,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn link_json(l: &Link) -> Value {
+    json!({
+        "source": l.source,
+        "target": l.target,
+        "interface": l.interface.to_string(),
+        "name": l.name,
+        "config": l.config,
+    })
+}
+
+pub fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
+
+/// Prints rows as left-aligned columns under `headers`.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
+    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join(",")
+}

@@ -1,0 +1,92 @@
+//! The components running on this host, by id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::task::JoinHandle;
+use trellis_proto as pb;
+
+use crate::runtime::Component;
+
+/// One running component.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub id: String,
+    pub digest: String,
+    pub component: Component,
+    pub invocations: AtomicU64,
+    pub errors: AtomicU64,
+    /// The task serving the component's lattice subscription; aborted on stop.
+    pub serve: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Running {
+    pub fn new(id: String, digest: String, component: Component) -> Self {
+        Self {
+            id,
+            digest,
+            component,
+            invocations: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            serve: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Stops taking calls from the lattice; calls in flight finish.
+    pub fn stop_serving(&self) {
+        let task = self.serve.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+
+    pub fn describe(&self) -> pb::ComponentDescription {
+        pb::ComponentDescription {
+            id: self.id.clone(),
+            digest: self.digest.clone(),
+            invocations: self.invocations.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            exports: self.component.exports(),
+        }
+    }
+}
+
+/// Id → running component. Reads are the hot path (every call); writes are rare.
+#[derive(Debug, Default)]
+pub(crate) struct Components {
+    map: RwLock<HashMap<String, Arc<Running>>>,
+}
+
+impl Components {
+    pub fn get(&self, id: &str) -> Option<Arc<Running>> {
+        self.read().get(id).cloned()
+    }
+
+    pub fn insert(&self, running: Arc<Running>) {
+        self.write().insert(running.id.clone(), running);
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Running>> {
+        self.write().remove(id)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Running>> {
+        let mut all: Vec<_> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// True when another running component still uses `digest`.
+    pub fn uses_digest(&self, digest: &str) -> bool {
+        self.read().values().any(|r| r.digest == digest)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Running>>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Running>>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,57 @@
+//! How a host is configured (the CLI fills this from flags and env).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runtime::RuntimeConfig;
+
+/// Everything a host needs to join a lattice.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// NATS server address.
+    pub nats_url: String,
+    /// Lattice to join.
+    pub lattice: String,
+    /// Human-friendly host name (defaults to the machine's hostname).
+    pub name: String,
+    /// Labels the scheduler places by, for example `zone=a`.
+    pub labels: BTreeMap<String, String>,
+    /// How often the host publishes its digest.
+    pub heartbeat_interval: Duration,
+    /// Where provider executables are looked up first.
+    pub provider_dir: Option<PathBuf>,
+    /// Default time a call may take when the caller sets none.
+    pub call_timeout: Duration,
+    /// How long SIGTERM waits for calls in flight.
+    pub drain_timeout: Duration,
+    /// wasmtime limits.
+    pub runtime: RuntimeConfig,
+}
+
+impl HostConfig {
+    /// A configuration with defaults for everything but the address and lattice.
+    pub fn new(nats_url: impl Into<String>, lattice: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            lattice: lattice.into(),
+            name: machine_hostname(),
+            labels: BTreeMap::new(),
+            heartbeat_interval: Duration::from_secs(3),
+            provider_dir: None,
+            call_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// The machine's hostname, or `host` when it cannot be read.
+pub fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
+}

@@ -1,0 +1,93 @@
+//! The control server: answers pings and the host's control verbs.
+
+use std::sync::Arc;
+
+use async_nats::Message;
+use futures::StreamExt;
+use prost::Message as _;
+use trellis_lattice::subject::{HostVerb, Subject};
+use trellis_proto::{self as pb, ErrorCode};
+
+use crate::host::{Host, HostError};
+
+/// Serves control requests until the subscriptions end.
+pub(crate) async fn serve(host: Arc<Host>) -> Result<(), HostError> {
+    let subjects = host.subjects();
+    let nats = host.nats();
+    let mut own = nats.subscribe(subjects.host_control_all(host.id())).await.map_err(HostError::nats)?;
+    let mut ping = nats.subscribe(subjects.hosts_ping()).await.map_err(HostError::nats)?;
+    loop {
+        let msg = tokio::select! {
+            Some(msg) = own.next() => msg,
+            Some(msg) = ping.next() => msg,
+            else => return Ok(()),
+        };
+        let host = host.clone();
+        tokio::spawn(async move { handle(&host, msg).await });
+    }
+}
+
+async fn handle(host: &Host, msg: Message) {
+    let Some(reply) = msg.reply.clone() else { return };
+    let body = match host.subjects().parse(&msg.subject) {
+        Some(Subject::HostsPing) => host.info().encode_to_vec(),
+        Some(Subject::HostControl { verb, .. }) => dispatch(host, verb, &msg.payload).await,
+        _ => return,
+    };
+    if let Err(e) = host.nats().publish(reply, body.into()).await {
+        tracing::warn!(error = %e, "control reply not sent");
+    }
+}
+
+async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
+    match verb {
+        HostVerb::Inventory => pb::InventoryReply {
+            status: Some(ok()),
+            inventory: Some(host.inventory()),
+        }
+        .encode_to_vec(),
+        HostVerb::StartComponent => {
+            let status = match pb::StartComponentRequest::decode(payload) {
+                Ok(req) => status(host.start_component(&req.component_id, &req.digest).await),
+                Err(e) => bad_request(e),
+            };
+            pb::StartComponentReply { status: Some(status) }.encode_to_vec()
+        }
+        HostVerb::StopComponent => {
+            let status = match pb::StopComponentRequest::decode(payload) {
+                Ok(req) => status(host.stop_component(&req.component_id).await),
+                Err(e) => bad_request(e),
+            };
+            pb::StopComponentReply { status: Some(status) }.encode_to_vec()
+        }
+        HostVerb::StartProvider => {
+            let status = match pb::StartProviderRequest::decode(payload) {
+                Ok(req) => status(host.start_provider(&req.provider_id, &req.kind).await),
+                Err(e) => bad_request(e),
+            };
+            pb::StartProviderReply { status: Some(status) }.encode_to_vec()
+        }
+        HostVerb::StopProvider => {
+            let status = match pb::StopProviderRequest::decode(payload) {
+                Ok(req) => status(host.stop_provider(&req.provider_id).await),
+                Err(e) => bad_request(e),
+            };
+            pb::StopProviderReply { status: Some(status) }.encode_to_vec()
+        }
+    }
+}
+
+fn ok() -> pb::Status {
+    pb::Status { code: ErrorCode::Ok.into(), message: String::new() }
+}
+
+fn status(result: Result<(), (ErrorCode, String)>) -> pb::Status {
+    match result {
+        Ok(()) => ok(),
+        Err((code, message)) => pb::Status { code: code.into(), message },
+    }
+}
+
+fn bad_request(e: prost::DecodeError) -> pb::Status {
+    pb::Status { code: ErrorCode::BadRequest.into(), message: format!("undecodable request: {e}") }
+}

@@ -1,0 +1,298 @@
+//! A host: joins the lattice, runs components and providers, answers control requests, and
+//! drains on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use backon::{ExponentialBuilder, Retryable};
+use sha2::{Digest, Sha256};
+use trellis_lattice::connect::{connect_persistent, wait_connected};
+use trellis_lattice::hostlink::Bootstrap;
+use trellis_lattice::state::LatticeState;
+use trellis_lattice::subject::{EventKind, Subjects, validate_id};
+use trellis_proto::{self as pb, ErrorCode};
+
+use crate::components::{Components, Running};
+use crate::config::HostConfig;
+use crate::events::Events;
+use crate::providers::{Providers, StartError};
+use crate::router::Router;
+use crate::runtime::{LoadError, Runtime};
+use crate::{control, rpc};
+
+/// A host could not start or lost its footing.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Bad configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// wasmtime could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] LoadError),
+    /// NATS failed.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// JetStream state could not be opened.
+    #[error(transparent)]
+    State(#[from] trellis_lattice::state::StateError),
+}
+
+impl HostError {
+    pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
+        HostError::Nats(e.to_string())
+    }
+}
+
+type ControlResult = Result<(), (ErrorCode, String)>;
+
+/// A running host. Built by [`run`]; shared by its tasks.
+#[derive(Debug)]
+pub struct Host {
+    id: String,
+    config: HostConfig,
+    started: Instant,
+    nats: Client,
+    subjects: Subjects,
+    state: LatticeState,
+    runtime: Runtime,
+    components: Arc<Components>,
+    router: Arc<Router>,
+    providers: Providers,
+    events: Events,
+}
+
+impl Host {
+    /// The host's id: the public half of its nkey.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub(crate) fn nats(&self) -> &Client {
+        &self.nats
+    }
+
+    /// The bounded digest sent in heartbeats and ping replies.
+    pub fn info(&self) -> pb::HostInfo {
+        let components = self.components.all();
+        let providers = self.providers.describe();
+        let mut hash = Sha256::new();
+        for c in &components {
+            hash.update(c.id.as_bytes());
+            hash.update(c.digest.as_bytes());
+        }
+        for p in &providers {
+            hash.update(p.id.as_bytes());
+            hash.update(p.kind.as_bytes());
+        }
+        let inventory_hash = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        pb::HostInfo {
+            id: self.id.clone(),
+            name: self.config.name.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_s: self.started.elapsed().as_secs(),
+            components: components.len() as u32,
+            providers: providers.len() as u32,
+            inventory_hash,
+            lattice: self.config.lattice.clone(),
+        }
+    }
+
+    /// Everything this host runs.
+    pub fn inventory(&self) -> pb::Inventory {
+        pb::Inventory {
+            host: Some(self.info()),
+            components: self.components.all().iter().map(|c| c.describe()).collect(),
+            providers: self.providers.describe(),
+        }
+    }
+
+    /// Fetches, compiles and starts serving component `id` from artifact `digest`.
+    pub(crate) async fn start_component(&self, id: &str, digest: &str) -> ControlResult {
+        validate_id("component id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        if let Some(existing) = self.components.get(id) {
+            return if existing.digest == digest {
+                Ok(())
+            } else {
+                Err((
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "component `{id}` already runs here from {}; stop it first",
+                        existing.digest
+                    ),
+                ))
+            };
+        }
+        let result = self.load_and_serve(id, digest).await;
+        match &result {
+            Ok(()) => self.events.component(EventKind::ComponentStarted, id, digest, "").await,
+            Err((_, reason)) => {
+                tracing::warn!(component = id, %reason, "component failed to start");
+                self.events.component(EventKind::ComponentFailed, id, digest, reason).await;
+            }
+        }
+        result
+    }
+
+    async fn load_and_serve(&self, id: &str, digest: &str) -> ControlResult {
+        let bytes = self
+            .state
+            .get_artifact(digest)
+            .await
+            .map_err(|e| (ErrorCode::ArtifactUnavailable, e.to_string()))?;
+        let runtime = self.runtime.clone();
+        let digest_owned = digest.to_owned();
+        let component = tokio::task::spawn_blocking(move || runtime.load(&digest_owned, &bytes))
+            .await
+            .map_err(|e| (ErrorCode::Internal, format!("compile task failed: {e}")))?
+            .map_err(|e| (ErrorCode::InvalidComponent, e.to_string()))?;
+        let running = Arc::new(Running::new(id.to_owned(), digest.to_owned(), component));
+        let sub = rpc::subscribe(&self.nats, &self.subjects, id)
+            .await
+            .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
+        let task = tokio::spawn(rpc::serve(
+            sub,
+            running.clone(),
+            self.router.clone(),
+            self.nats.clone(),
+            self.subjects.clone(),
+        ));
+        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        self.components.insert(running);
+        tracing::info!(component = id, digest, "component started");
+        Ok(())
+    }
+
+    /// Stops component `id`; calls in flight finish.
+    pub(crate) async fn stop_component(&self, id: &str) -> ControlResult {
+        let running = self
+            .components
+            .remove(id)
+            .ok_or_else(|| (ErrorCode::NotFound, format!("no component `{id}` runs on this host")))?;
+        running.stop_serving();
+        if !self.components.uses_digest(&running.digest) {
+            self.runtime.evict(&running.digest);
+        }
+        self.events.component(EventKind::ComponentStopped, id, &running.digest, "stopped").await;
+        tracing::info!(component = id, "component stopped");
+        Ok(())
+    }
+
+    pub(crate) async fn start_provider(&self, id: &str, kind: &str) -> ControlResult {
+        validate_id("provider id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        validate_id("provider kind", kind).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        self.providers.start(id, kind).await.map_err(|e| {
+            let code = match e {
+                StartError::Conflict { .. } => ErrorCode::AlreadyExists,
+                _ => ErrorCode::ProviderFailed,
+            };
+            (code, e.to_string())
+        })?;
+        tracing::info!(provider = id, kind, "provider started");
+        Ok(())
+    }
+
+    pub(crate) async fn stop_provider(&self, id: &str) -> ControlResult {
+        self.providers.stop(id).await.map_err(|e| (ErrorCode::NotFound, e.to_string()))
+    }
+
+    async fn announce(&self, kind: EventKind) {
+        self.events.publish(kind, pb::event::Body::Host(self.info())).await;
+    }
+}
+
+/// Runs a host until `shutdown` resolves, then drains and leaves the lattice.
+///
+/// Waits for NATS as long as it takes to come up, and reconnects forever after that.
+pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Result<(), HostError> {
+    let subjects = Subjects::new(&config.lattice).map_err(|e| HostError::Config(e.to_string()))?;
+    let runtime = Runtime::new(config.runtime.clone())?;
+    let id = nkeys::KeyPair::new_server().public_key();
+
+    let (nats, mut conn_events) = connect_persistent(&config.nats_url, &format!("trellis-host {id}"))
+        .await
+        .map_err(HostError::nats)?;
+    if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats)).await.is_err() {
+        tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it");
+        wait_connected(&nats).await;
+    }
+    let js = async_nats::jetstream::new(nats.clone());
+    let state = (|| LatticeState::open(&js, &config.lattice))
+        .retry(ExponentialBuilder::default().with_max_times(8))
+        .notify(|e, _| tracing::warn!(error = %e, "lattice state not ready; retrying"))
+        .await?;
+
+    let components = Arc::new(Components::default());
+    let max_calls = config.runtime.max_instances;
+    let router = Arc::new(Router::new(components.clone(), nats.clone(), subjects.clone(), max_calls as usize));
+    let events = Events::new(nats.clone(), subjects.clone(), id.clone());
+    let bootstrap = Bootstrap {
+        lattice: config.lattice.clone(),
+        nats_url: config.nats_url.clone(),
+        host_id: id.clone(),
+        provider_id: String::new(),
+        kind: String::new(),
+    };
+    let providers = Providers::new(router.clone(), events.clone(), bootstrap, config.provider_dir.clone());
+    let host = Arc::new(Host {
+        id,
+        started: Instant::now(),
+        nats: nats.clone(),
+        subjects,
+        state,
+        runtime,
+        components,
+        router,
+        providers,
+        events,
+        config,
+    });
+
+    let control = tokio::spawn(control::serve(host.clone()));
+    let heartbeat = tokio::spawn(heartbeat(host.clone()));
+    let reannounce = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            while let Some(event) = conn_events.recv().await {
+                tracing::info!(%event, "NATS connection event");
+                if matches!(event, async_nats::Event::Connected) {
+                    host.announce(EventKind::HostStarted).await;
+                }
+            }
+        })
+    };
+    host.announce(EventKind::HostStarted).await;
+    tracing::info!(host = host.id(), lattice = %host.config.lattice, "host started");
+
+    shutdown.await;
+    tracing::info!(host = host.id(), "shutting down: draining calls");
+    control.abort();
+    heartbeat.abort();
+    reannounce.abort();
+    for running in host.components.all() {
+        running.stop_serving();
+    }
+    host.providers.stop_all().await;
+    if !host.router.drain(max_calls, host.config.drain_timeout).await {
+        tracing::warn!("calls still running after the drain timeout; leaving anyway");
+    }
+    host.announce(EventKind::HostStopped).await;
+    let _ = nats.flush().await;
+    tracing::info!(host = host.id(), "host stopped");
+    Ok(())
+}
+
+async fn heartbeat(host: Arc<Host>) {
+    let mut tick = tokio::time::interval(host.config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        host.announce(EventKind::HostHeartbeat).await;
+    }
+}

@@ -1,0 +1,26 @@
+//! The Trellis host.
+//!
+//! A host joins a lattice over NATS, runs WebAssembly components with wasmtime (a fresh store
+//! per call from a pre-instantiated component), supervises capability provider processes, routes
+//! calls (in process when the target is here, over NATS otherwise), answers control requests and
+//! heartbeats. It speaks no raw subjects: names and codecs come from `trellis-lattice`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), trellis_host::HostError> {
+//! let config = trellis_host::HostConfig::new("nats://127.0.0.1:4222", "default");
+//! trellis_host::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+mod components;
+pub mod config;
+mod control;
+mod events;
+mod host;
+mod providers;
+mod router;
+mod rpc;
+pub mod runtime;
+
+pub use config::HostConfig;
+pub use host::{Host, HostError, run};

@@ -1,0 +1,9 @@
+//! Capability providers: processes this host starts, feeds a bootstrap, serves calls for over a
+//! pipe (see `trellis_lattice::hostlink`), and restarts with backoff when they crash.
+
+mod executable;
+mod link;
+mod supervisor;
+
+pub(crate) use executable::find_executable;
+pub(crate) use supervisor::{Providers, StartError};

@@ -1,0 +1,266 @@
+//! Starting, watching and restarting provider processes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use trellis_lattice::hostlink::Bootstrap;
+use trellis_lattice::subject::EventKind;
+use trellis_proto as pb;
+
+use super::{find_executable, link};
+use crate::events::Events;
+use crate::router::Router;
+
+/// Why a provider could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// No executable for the kind.
+    #[error("{0}")]
+    NoExecutable(String),
+    /// The process could not be spawned.
+    #[error("cannot start provider `{id}` ({path}): {source}")]
+    Spawn { id: String, path: String, source: std::io::Error },
+    /// Another kind already runs under this id.
+    #[error("provider `{id}` already runs here as `{kind}`; stop it first")]
+    Conflict { id: String, kind: String },
+    /// No provider with this id runs here.
+    #[error("no provider `{0}` runs on this host")]
+    NotFound(String),
+}
+
+/// A supervised provider.
+#[derive(Debug)]
+pub(crate) struct ProviderHandle {
+    pub id: String,
+    pub kind: String,
+    pid: AtomicU32,
+    restarts: AtomicU32,
+    running: AtomicBool,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ProviderHandle {
+    pub fn describe(&self) -> pb::ProviderDescription {
+        pb::ProviderDescription {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            pid: self.pid.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The providers of this host.
+#[derive(Debug)]
+pub(crate) struct Providers {
+    map: Mutex<HashMap<String, Arc<ProviderHandle>>>,
+    router: Arc<Router>,
+    events: Events,
+    bootstrap: Bootstrap,
+    dir: Option<PathBuf>,
+}
+
+impl Providers {
+    pub fn new(router: Arc<Router>, events: Events, bootstrap: Bootstrap, dir: Option<PathBuf>) -> Self {
+        Self { map: Mutex::new(HashMap::new()), router, events, bootstrap, dir }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProviderHandle>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn describe(&self) -> Vec<pb::ProviderDescription> {
+        let mut all: Vec<_> = self.lock().values().map(|h| h.describe()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Starts provider `id` of `kind`; idempotent for the same kind.
+    pub async fn start(&self, id: &str, kind: &str) -> Result<(), StartError> {
+        if let Some(existing) = self.lock().get(id) {
+            return if existing.kind == kind {
+                Ok(())
+            } else {
+                Err(StartError::Conflict { id: id.to_owned(), kind: existing.kind.clone() })
+            };
+        }
+        let path = find_executable(kind, self.dir.as_deref()).map_err(StartError::NoExecutable)?;
+        let child = spawn(id, &path)?;
+        let (stop, stopped) = watch::channel(false);
+        let handle = Arc::new(ProviderHandle {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            pid: AtomicU32::new(child.id().unwrap_or(0)),
+            restarts: AtomicU32::new(0),
+            running: AtomicBool::new(true),
+            stop,
+            task: Mutex::new(None),
+        });
+        let bootstrap =
+            Bootstrap { provider_id: id.to_owned(), kind: kind.to_owned(), ..self.bootstrap.clone() };
+        let supervisor = Supervisor {
+            handle: handle.clone(),
+            path,
+            bootstrap,
+            router: self.router.clone(),
+            events: self.events.clone(),
+        };
+        let task = tokio::spawn(supervisor.run(child, stopped));
+        *handle.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        self.lock().insert(id.to_owned(), handle);
+        self.events.provider(EventKind::ProviderStarted, id, kind, "").await;
+        Ok(())
+    }
+
+    /// Stops provider `id` gracefully (SIGTERM, then SIGKILL after a grace period).
+    pub async fn stop(&self, id: &str) -> Result<(), StartError> {
+        let handle = self.lock().remove(id).ok_or_else(|| StartError::NotFound(id.to_owned()))?;
+        let _ = handle.stop.send(true);
+        let task = handle.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.events.provider(EventKind::ProviderStopped, id, &handle.kind, "stopped").await;
+        Ok(())
+    }
+
+    /// Stops every provider.
+    pub async fn stop_all(&self) {
+        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        for id in ids {
+            let _ = self.stop(&id).await;
+        }
+    }
+}
+
+fn spawn(id: &str, path: &PathBuf) -> Result<Child, StartError> {
+    Command::new(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| StartError::Spawn {
+            id: id.to_owned(),
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// How long a provider must run before a crash no longer counts towards backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(5);
+
+struct Supervisor {
+    handle: Arc<ProviderHandle>,
+    path: PathBuf,
+    bootstrap: Bootstrap,
+    router: Arc<Router>,
+    events: Events,
+}
+
+impl Supervisor {
+    async fn run(self, first: Child, mut stop: watch::Receiver<bool>) {
+        let mut child = Some(first);
+        let mut failures = 0u32;
+        loop {
+            let Some(mut running) = child.take() else { break };
+            let started = Instant::now();
+            self.handle.pid.store(running.id().unwrap_or(0), Ordering::Relaxed);
+            self.handle.running.store(true, Ordering::Relaxed);
+            let status = tokio::select! {
+                status = self.serve(&mut running) => status,
+                _ = stop_requested(&mut stop) => {
+                    terminate(&mut running).await;
+                    break;
+                }
+            };
+            self.handle.running.store(false, Ordering::Relaxed);
+            let reason = format!("provider process exited: {status}");
+            tracing::warn!(provider = %self.handle.id, %reason, "restarting provider");
+            self.events
+                .provider(EventKind::ProviderFailed, &self.handle.id, &self.handle.kind, &reason)
+                .await;
+            failures = if started.elapsed() > HEALTHY_AFTER { 1 } else { failures + 1 };
+            // Respawn with backoff until it works or we are told to stop.
+            loop {
+                let delay = backoff(failures);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop_requested(&mut stop) => return,
+                }
+                match spawn(&self.handle.id, &self.path) {
+                    Ok(c) => {
+                        self.handle.restarts.fetch_add(1, Ordering::Relaxed);
+                        child = Some(c);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "provider respawn failed");
+                        failures += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves the pipe until the process exits; returns how it exited.
+    async fn serve(&self, child: &mut Child) -> String {
+        let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+            return "its pipes were not set up".into();
+        };
+        let link = link::serve(
+            self.handle.id.clone(),
+            self.bootstrap.clone(),
+            stdout,
+            stdin,
+            self.router.clone(),
+        );
+        let (status, ()) = tokio::join!(child.wait(), link);
+        match status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("wait failed: {e}"),
+        }
+    }
+}
+
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    // The borrow guard is not Send; drop it before returning.
+    let _ = stop.wait_for(|s| *s).await.map(drop);
+}
+
+/// SIGTERM, then SIGKILL if it has not exited within the grace period.
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if tokio::time::timeout(GRACE, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// 200 ms doubling per consecutive failure, at most 10 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << failures.min(6).saturating_sub(1))).min(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert!(backoff(100) <= Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,131 @@
+//! Where a call goes: a replica on this host is called in process; otherwise NATS spreads the
+//! call over the target's replicas on other hosts (queue group).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::Client;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use trellis_lattice::client::invoke_request_error;
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, Invocation};
+use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
+use trellis_lattice::subject::Subjects;
+
+use crate::components::{Components, Running};
+
+/// Routes invocations from this host's callers (providers, components).
+#[derive(Debug)]
+pub(crate) struct Router {
+    pub components: Arc<Components>,
+    nats: Client,
+    subjects: Subjects,
+    /// Calls running on this host; closed permits mean draining.
+    admission: Arc<Semaphore>,
+}
+
+impl Router {
+    pub fn new(components: Arc<Components>, nats: Client, subjects: Subjects, max_calls: usize) -> Self {
+        Self { components, nats, subjects, admission: Arc::new(Semaphore::new(max_calls)) }
+    }
+
+    /// Invokes `interface.function` of `target` on behalf of `source`.
+    pub async fn invoke(
+        &self,
+        source: &str,
+        target: &str,
+        interface: &str,
+        function: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, InvokeError> {
+        if let Some(local) = self.components.get(target) {
+            return self.call_local(&local, interface, function, &payload, timeout).await;
+        }
+        self.call_remote(source, target, interface, function, payload, timeout).await
+    }
+
+    /// Runs a call on a component of this host.
+    pub async fn call_local(
+        &self,
+        running: &Running,
+        interface: &str,
+        function: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, InvokeError> {
+        running.invocations.fetch_add(1, Ordering::Relaxed);
+        let result = self.run_local(running, interface, function, payload, timeout).await;
+        if result.is_err() {
+            running.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn run_local(
+        &self,
+        running: &Running,
+        interface: &str,
+        function: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, InvokeError> {
+        if interface != INCOMING_HANDLER || function != http::HANDLE {
+            return Err(InvokeError::new(
+                InvokeErrorKind::BadRequest,
+                format!("component `{}` does not export {interface}.{function}", running.id),
+            ));
+        }
+        let request: HttpRequest = http::decode(payload).map_err(|e| {
+            InvokeError::new(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
+        })?;
+        let _permit = match tokio::time::timeout(timeout, self.admission.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
+            Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
+        };
+        let response = running.component.handle_http(&running.id, request, timeout).await?;
+        http::encode(&response).map(Bytes::from).map_err(|e| {
+            InvokeError::new(InvokeErrorKind::Trap, format!("unencodable HTTP response: {e}"))
+        })
+    }
+
+    async fn call_remote(
+        &self,
+        source: &str,
+        target: &str,
+        interface: &str,
+        function: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, InvokeError> {
+        let op = format!("{interface}.{function}");
+        let invocation = Invocation::new(source, &op, timeout, nuid::next().to_string());
+        let request = async_nats::Request::new()
+            .headers(invocation.to_headers())
+            .payload(payload)
+            .timeout(Some(timeout));
+        let subject = self.subjects.rpc(target, interface, function);
+        let msg = self
+            .nats
+            .send_request(subject, request)
+            .await
+            .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
+        match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+            Some(err) => Err(err),
+            None => Ok(msg.payload),
+        }
+    }
+
+    /// Waits until no call runs on this host (or `timeout` passes), then refuses new ones.
+    pub async fn drain(&self, max_calls: u32, timeout: Duration) -> bool {
+        let drained = tokio::time::timeout(timeout, self.admission.acquire_many(max_calls)).await;
+        self.admission.close();
+        matches!(drained, Ok(Ok(_)))
+    }
+}
+
+fn unavailable(why: &str) -> InvokeError {
+    InvokeError::new(InvokeErrorKind::Unavailable, why)
+}

@@ -1,0 +1,87 @@
+//! Loading a component: check that the bytes are a component, compile, link its imports, and
+//! find the exports Trellis can call.
+
+use trellis_lattice::artifact::{WasmKind, sniff};
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::engine::Runtime;
+use super::state::CallState;
+
+/// Why a component cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file (no `\\0asm` header); pass a .wasm component built for wasm32-wasip2")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "this is a core WebAssembly module, not a component; build for `wasm32-wasip2` or wrap it \
+         with `wasm-tools component new`"
+    )]
+    CoreModule,
+    /// Compilation failed.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// An import the host does not provide.
+    #[error("cannot link the component's imports: {0}")]
+    Link(String),
+    /// The component exports nothing Trellis can call.
+    #[error("the component exports no `wasi:http/incoming-handler@0.2.x`, so nothing can call it")]
+    NoUsableExport,
+    /// The engine could not be built.
+    #[error("wasmtime engine: {0}")]
+    Engine(String),
+}
+
+/// Compiles `bytes` after checking that they are a component.
+pub(crate) fn compile(
+    engine: &wasmtime::Engine,
+    bytes: &[u8],
+) -> Result<wasmtime::component::Component, LoadError> {
+    match sniff(bytes) {
+        WasmKind::NotWasm => return Err(LoadError::NotWasm),
+        WasmKind::CoreModule => return Err(LoadError::CoreModule),
+        WasmKind::Component => {}
+    }
+    wasmtime::component::Component::new(engine, bytes)
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))
+}
+
+/// A compiled, linked component, ready to instantiate once per call.
+#[derive(Clone)]
+pub struct Component {
+    pub(super) runtime: Runtime,
+    pub(super) http: Option<ProxyPre<CallState>>,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component").field("http", &self.http.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Component {
+    pub(super) fn new(
+        runtime: Runtime,
+        linker: &Linker<CallState>,
+        compiled: wasmtime::component::Component,
+    ) -> Result<Self, LoadError> {
+        let pre = linker.instantiate_pre(&compiled).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        // Semver-compatible: finds `wasi:http/incoming-handler@0.2.N` for any N.
+        let http = ProxyPre::new(pre).ok();
+        if http.is_none() {
+            return Err(LoadError::NoUsableExport);
+        }
+        Ok(Self { runtime, http })
+    }
+
+    /// The interfaces (without version) this component exports that Trellis can call.
+    pub fn exports(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.http.is_some() {
+            out.push(trellis_lattice::http::INCOMING_HANDLER.to_owned());
+        }
+        out
+    }
+}

@@ -1,0 +1,165 @@
+//! The wasmtime engine: pooling allocator sized from limits, epoch interruption on its own thread.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, PoolingAllocationConfig};
+
+use super::component::{Component, LoadError};
+use super::state::CallState;
+
+/// How often the epoch advances; deadlines are rounded up to this.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Component instances alive at once (calls in flight) on this host.
+    pub max_instances: u32,
+    /// Largest linear memory of one instance, in bytes.
+    pub max_memory_bytes: usize,
+    /// Allocate instances on demand instead of from a pre-reserved pool. Slower; for machines
+    /// where reserving the pool's address space fails.
+    pub on_demand_allocator: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { max_instances: 256, max_memory_bytes: 64 << 20, on_demand_allocator: false }
+    }
+}
+
+/// A wasmtime engine with the Trellis linker; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<CallState>,
+    config: RuntimeConfig,
+    /// Compiled components by digest: starting the same artifact twice compiles it once.
+    compiled: Mutex<HashMap<String, wasmtime::component::Component>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch thread.
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        // Concurrency support (component-model async) costs ~3x per call and we do not use it.
+        wasm.concurrency_support(false);
+        if !config.on_demand_allocator {
+            let n = config.max_instances;
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_component_instances(n)
+                // A Rust component holds a handful of core instances, memories and tables.
+                .total_core_instances(n * 8)
+                .total_memories(n * 2)
+                .total_tables(n * 4)
+                .total_stacks(n)
+                .max_memory_size(config.max_memory_bytes);
+            wasm.allocation_strategy(pool);
+        }
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                compiled: Mutex::new(HashMap::new()),
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// The limits this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Compiles (or reuses) and validates the component in `bytes`, known by `digest`.
+    ///
+    /// CPU-heavy: call from a blocking thread.
+    pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let cached = self.lock_compiled().get(digest).cloned();
+        let compiled = match cached {
+            Some(c) => c,
+            None => {
+                let c = super::component::compile(&self.inner.engine, bytes)?;
+                self.lock_compiled().insert(digest.to_owned(), c.clone());
+                c
+            }
+        };
+        Component::new(self.clone(), &self.inner.linker, compiled)
+    }
+
+    /// Forgets the compiled code of `digest` (after its last component stopped).
+    pub fn evict(&self, digest: &str) {
+        self.lock_compiled().remove(digest);
+    }
+
+    fn lock_compiled(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, wasmtime::component::Component>> {
+        // A panic while holding this lock leaves a consistent map; keep going.
+        self.inner.compiled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), LoadError> {
+    std::thread::Builder::new()
+        .name("trellis-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(drop)
+        .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))
+}
+
+/// Epoch ticks covering `timeout`, rounded up.
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_rounds_up() {
+        assert_eq!(deadline_ticks(Duration::ZERO), 1);
+        assert_eq!(deadline_ticks(Duration::from_millis(25)), 3);
+    }
+}

@@ -1,0 +1,129 @@
+//! Serving `wasi:http/incoming-handler.handle` with a fresh store per request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
+use trellis_lattice::http::{HttpRequest, HttpResponse};
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use super::component::Component;
+use super::engine::deadline_ticks;
+use super::state::CallState;
+
+/// Largest response body a component may produce for one request.
+pub const MAX_RESPONSE_BODY: usize = 64 << 20;
+
+impl Component {
+    /// Runs the component's HTTP handler on `req`; the call is abandoned after `timeout`.
+    pub async fn handle_http(
+        &self,
+        id: &str,
+        req: HttpRequest,
+        timeout: Duration,
+    ) -> Result<HttpResponse, InvokeError> {
+        let Some(pre) = self.http.clone() else {
+            return Err(InvokeError::new(
+                InvokeErrorKind::BadRequest,
+                format!("component `{id}` does not export wasi:http/incoming-handler"),
+            ));
+        };
+        let request = to_hyper(req)?;
+        let max_memory = self.runtime.config().max_memory_bytes;
+        let mut store = Store::new(self.runtime.engine(), CallState::new(id, max_memory));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(timeout));
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let mut http = store.data_mut().http();
+        let (request, out) = http
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|r| Ok((r, http.new_response_outparam(sender)?)))
+            .map_err(|e| trap(id, "preparing the request", &e))?;
+
+        let guest = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
+        });
+        let call = async {
+            let response = match receiver.await {
+                Ok(Ok(response)) => response,
+                Ok(Err(code)) => {
+                    return Err(InvokeError::new(
+                        InvokeErrorKind::Trap,
+                        format!("component `{id}` answered with an HTTP error: {code:?}"),
+                    ));
+                }
+                Err(_) => return Err(guest_failure(id, guest.await)),
+            };
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BODY).collect().await.map_err(|e| {
+                InvokeError::new(
+                    InvokeErrorKind::Trap,
+                    format!("component `{id}` failed while writing its response body: {e}"),
+                )
+            })?;
+            Ok(from_hyper(parts, body.to_bytes()))
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(InvokeError::new(
+                InvokeErrorKind::Timeout,
+                format!("component `{id}` did not answer within {timeout:?}"),
+            )),
+        }
+    }
+}
+
+fn guest_failure(
+    id: &str,
+    joined: Result<wasmtime::Result<()>, tokio::task::JoinError>,
+) -> InvokeError {
+    match joined {
+        Ok(Ok(())) => InvokeError::new(
+            InvokeErrorKind::Trap,
+            format!("component `{id}` returned without setting a response"),
+        ),
+        Ok(Err(e)) => trap(id, "handling the request", &e),
+        Err(e) => InvokeError::new(InvokeErrorKind::Trap, format!("component `{id}` task failed: {e}")),
+    }
+}
+
+fn trap(id: &str, during: &str, e: &wasmtime::Error) -> InvokeError {
+    tracing::warn!(component = id, error = ?e, "component trapped while {during}");
+    InvokeError::new(InvokeErrorKind::Trap, format!("component `{id}` trapped while {during}: {e:#}"))
+}
+
+fn bad(message: String) -> InvokeError {
+    InvokeError::new(InvokeErrorKind::BadRequest, message)
+}
+
+fn to_hyper(req: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, InvokeError> {
+    let mut builder = hyper::Request::builder()
+        .method(req.method.as_str())
+        .uri(req.path_and_query.as_str());
+    let mut has_host = false;
+    for (name, value) in &req.headers {
+        has_host |= name.eq_ignore_ascii_case("host");
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    if !has_host {
+        // wasi-http requires an authority; HTTP/1.0 clients may omit Host.
+        builder = builder.header("host", req.authority.as_deref().unwrap_or("localhost"));
+    }
+    builder
+        .body(Full::new(Bytes::from(req.body.into_vec())))
+        .map_err(|e| bad(format!("invalid HTTP request: {e}")))
+}
+
+fn from_hyper(parts: http::response::Parts, body: Bytes) -> HttpResponse {
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec().into()))
+        .collect();
+    HttpResponse { status: parts.status.as_u16(), headers, body: body.to_vec().into() }
+}

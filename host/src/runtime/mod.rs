@@ -1,0 +1,14 @@
+//! The wasmtime side of a host: one engine, one linker, components compiled once and
+//! pre-instantiated, a fresh store per call.
+//!
+//! `engine` configures wasmtime (pooling allocator, epochs); `state` is the per-call store data
+//! and the WASI views; `component` loads and validates artifacts; `http` runs
+//! `wasi:http/incoming-handler`.
+
+mod component;
+mod engine;
+mod http;
+mod state;
+
+pub use component::{Component, LoadError};
+pub use engine::{Runtime, RuntimeConfig};

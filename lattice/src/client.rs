@@ -1,0 +1,270 @@
+//! The typed control-plane client: what the CLI, tests and the scheduler use to drive a lattice.
+
+use std::time::Duration;
+
+use async_nats::{Client, RequestErrorKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use trellis_proto as pb;
+
+use crate::envelope::{InvokeError, InvokeErrorKind};
+use crate::state::{LatticeState, StateError};
+use crate::subject::{HostVerb, InvalidId, Subjects};
+
+/// A control request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No host with this id is listening.
+    #[error("no host `{host}` in lattice `{lattice}`; list hosts with `trellis get hosts`")]
+    NoSuchHost {
+        /// The id asked for.
+        host: String,
+        /// The lattice searched.
+        lattice: String,
+    },
+    /// The host did not answer in time.
+    #[error("host `{host}` did not answer within {timeout:?}")]
+    Timeout {
+        /// The host asked.
+        host: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The host answered with an error code.
+    #[error("host refused: {message} ({code:?})")]
+    Remote {
+        /// The code from the reply.
+        code: pb::ErrorCode,
+        /// The host's explanation.
+        message: String,
+    },
+    /// A reply could not be decoded.
+    #[error("undecodable reply from {from}: {reason}")]
+    Decode {
+        /// Who sent it.
+        from: String,
+        /// Why decoding failed.
+        reason: String,
+    },
+    /// Lattice state (KV or object store) failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// An id or lattice name is invalid.
+    #[error(transparent)]
+    InvalidId(#[from] InvalidId),
+    /// NATS failed underneath.
+    #[error("NATS request failed: {0}")]
+    Nats(String),
+}
+
+impl ControlError {
+    /// The error code, when the host refused.
+    pub fn code(&self) -> Option<pb::ErrorCode> {
+        match self {
+            ControlError::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A cheap, cloneable handle that drives one lattice.
+#[derive(Clone, Debug)]
+pub struct LatticeClient {
+    nats: Client,
+    lattice: String,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+impl LatticeClient {
+    /// A client of `lattice` over an established NATS connection.
+    pub fn new(nats: Client, lattice: &str) -> Result<Self, InvalidId> {
+        Ok(Self {
+            nats,
+            lattice: lattice.to_owned(),
+            subjects: Subjects::new(lattice)?,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Sets how long control requests wait for an answer (default 10 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The lattice name.
+    pub fn lattice(&self) -> &str {
+        &self.lattice
+    }
+
+    /// The subjects of this lattice.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The underlying NATS client.
+    pub fn nats(&self) -> &Client {
+        &self.nats
+    }
+
+    /// Opens the lattice's JetStream state.
+    pub async fn state(&self) -> Result<LatticeState, StateError> {
+        LatticeState::open(&async_nats::jetstream::new(self.nats.clone()), &self.lattice).await
+    }
+
+    /// Every host that answers a ping within `wait`, sorted by id.
+    pub async fn hosts(&self, wait: Duration) -> Result<Vec<pb::HostInfo>, ControlError> {
+        let inbox = self.nats.new_inbox();
+        let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(nats_err)?;
+        let ping = pb::PingRequest {}.encode_to_vec();
+        self.nats
+            .publish_with_reply(self.subjects.hosts_ping(), inbox, ping.into())
+            .await
+            .map_err(nats_err)?;
+        self.nats.flush().await.map_err(nats_err)?;
+        let mut hosts = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
+            match pb::HostInfo::decode(msg.payload) {
+                Ok(info) => hosts.push(info),
+                Err(e) => tracing::warn!(error = %e, "ignoring undecodable ping reply"),
+            }
+        }
+        hosts.sort_by(|a, b| a.id.cmp(&b.id));
+        hosts.dedup_by(|a, b| a.id == b.id);
+        Ok(hosts)
+    }
+
+    /// The full inventory of one host.
+    pub async fn inventory(&self, host: &str) -> Result<pb::Inventory, ControlError> {
+        let reply: pb::InventoryReply =
+            self.request(host, HostVerb::Inventory, &pb::InventoryRequest {}).await?;
+        check(reply.status)?;
+        reply.inventory.ok_or_else(|| ControlError::Decode {
+            from: host.to_owned(),
+            reason: "inventory reply without inventory".into(),
+        })
+    }
+
+    /// Starts component `id` from artifact `digest` on `host`.
+    pub async fn start_component(&self, host: &str, id: &str, digest: &str) -> Result<(), ControlError> {
+        let req = pb::StartComponentRequest { component_id: id.to_owned(), digest: digest.to_owned() };
+        let reply: pb::StartComponentReply = self.request(host, HostVerb::StartComponent, &req).await?;
+        check(reply.status)
+    }
+
+    /// Stops component `id` on `host`.
+    pub async fn stop_component(&self, host: &str, id: &str) -> Result<(), ControlError> {
+        let req = pb::StopComponentRequest { component_id: id.to_owned() };
+        let reply: pb::StopComponentReply = self.request(host, HostVerb::StopComponent, &req).await?;
+        check(reply.status)
+    }
+
+    /// Starts provider `id` of `kind` (for example `http-server`) on `host`.
+    pub async fn start_provider(&self, host: &str, id: &str, kind: &str) -> Result<(), ControlError> {
+        let req = pb::StartProviderRequest { provider_id: id.to_owned(), kind: kind.to_owned() };
+        let reply: pb::StartProviderReply = self.request(host, HostVerb::StartProvider, &req).await?;
+        check(reply.status)
+    }
+
+    /// Stops provider `id` on `host`.
+    pub async fn stop_provider(&self, host: &str, id: &str) -> Result<(), ControlError> {
+        let req = pb::StopProviderRequest { provider_id: id.to_owned() };
+        let reply: pb::StopProviderReply = self.request(host, HostVerb::StopProvider, &req).await?;
+        check(reply.status)
+    }
+
+    /// Invokes `interface.function` of `target` with a msgpack `payload`; returns the msgpack
+    /// result. Errors are typed: match on [`InvokeError::kind`].
+    pub async fn invoke(
+        &self,
+        target: &str,
+        interface: &str,
+        function: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, InvokeError> {
+        let jti = self.nats.new_inbox();
+        let op = format!("{interface}.{function}");
+        let inv = crate::envelope::Invocation::new("cli", &op, timeout, jti);
+        let request = async_nats::Request::new()
+            .headers(inv.to_headers())
+            .payload(payload)
+            .timeout(Some(timeout));
+        let subject = self.subjects.rpc(target, interface, function);
+        let msg = self.nats.send_request(subject, request).await.map_err(|e| {
+            invoke_request_error(target, timeout, e.kind(), &e)
+        })?;
+        match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+            Some(err) => Err(err),
+            None => Ok(msg.payload),
+        }
+    }
+
+    async fn request<Req: Message, Rep: Message + Default>(
+        &self,
+        host: &str,
+        verb: HostVerb,
+        req: &Req,
+    ) -> Result<Rep, ControlError> {
+        crate::subject::validate_id("host id", host)?;
+        let subject = self.subjects.host_control(host, verb);
+        let request = async_nats::Request::new()
+            .payload(req.encode_to_vec().into())
+            .timeout(Some(self.timeout));
+        let msg = self.nats.send_request(subject, request).await.map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => ControlError::NoSuchHost {
+                host: host.to_owned(),
+                lattice: self.lattice.clone(),
+            },
+            RequestErrorKind::TimedOut => {
+                ControlError::Timeout { host: host.to_owned(), timeout: self.timeout }
+            }
+            _ => nats_err(e),
+        })?;
+        Rep::decode(msg.payload)
+            .map_err(|e| ControlError::Decode { from: host.to_owned(), reason: e.to_string() })
+    }
+}
+
+/// Maps a NATS request failure of an invocation to its typed kind.
+pub fn invoke_request_error(
+    target: &str,
+    timeout: Duration,
+    kind: RequestErrorKind,
+    source: &dyn std::fmt::Display,
+) -> InvokeError {
+    match kind {
+        RequestErrorKind::NoResponders => InvokeError::new(
+            InvokeErrorKind::NoResponders,
+            format!("no replica of `{target}` is running in the lattice; start one with `trellis start component`"),
+        ),
+        RequestErrorKind::TimedOut => InvokeError::new(
+            InvokeErrorKind::Timeout,
+            format!("`{target}` did not answer within {timeout:?}"),
+        ),
+        RequestErrorKind::MaxPayloadExceeded => InvokeError::new(
+            InvokeErrorKind::TooLarge,
+            format!("the call to `{target}` exceeds the lattice's message size: {source}"),
+        ),
+        _ => InvokeError::new(
+            InvokeErrorKind::Unavailable,
+            format!("cannot reach `{target}`: {source}"),
+        ),
+    }
+}
+
+fn check(status: Option<pb::Status>) -> Result<(), ControlError> {
+    let status = status.unwrap_or_default();
+    match pb::ErrorCode::try_from(status.code) {
+        Ok(pb::ErrorCode::Ok) => Ok(()),
+        Ok(code) => Err(ControlError::Remote { code, message: status.message }),
+        Err(_) => Err(ControlError::Remote { code: pb::ErrorCode::Internal, message: status.message }),
+    }
+}
+
+fn nats_err(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Nats(e.to_string())
+}

@@ -1,0 +1,244 @@
+//! The invocation envelope: NATS headers around a msgpack body, and the typed error a caller
+//! gets back.
+//!
+//! A reply either carries the msgpack result, or the header [`header::ERROR`] naming an
+//! [`InvokeErrorKind`] with a human message as the body. Callers match on the kind.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+
+/// Header names of the envelope.
+pub mod header {
+    /// Id of the caller (component, provider or `cli`).
+    pub const SRC: &str = "trellis-src";
+    /// The operation, `ns:pkg/iface.function`.
+    pub const OP: &str = "trellis-op";
+    /// Absolute deadline in unix milliseconds; the receiver drops work past it.
+    pub const DEADLINE: &str = "trellis-deadline";
+    /// Unique id of this invocation.
+    pub const JTI: &str = "trellis-jti";
+    /// On a reply: the [`super::InvokeErrorKind`] of a failed call.
+    pub const ERROR: &str = "trellis-error";
+}
+
+/// What went wrong with an invocation. Stable names: they cross the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvokeErrorKind {
+    /// No link binds the caller's import to a target.
+    NoLink,
+    /// No replica of the target is running anywhere in the lattice.
+    NoResponders,
+    /// The target did not answer before the deadline.
+    Timeout,
+    /// The call was refused by identity, claims or policy checks.
+    Denied,
+    /// The component trapped (or its handler failed) while serving the call.
+    Trap,
+    /// The payload exceeds what the lattice carries.
+    TooLarge,
+    /// The call could not be decoded or does not fit the target's interface.
+    BadRequest,
+    /// The target exists but cannot serve now (draining, overloaded, NATS down).
+    Unavailable,
+}
+
+impl InvokeErrorKind {
+    const ALL: [InvokeErrorKind; 8] = [
+        InvokeErrorKind::NoLink,
+        InvokeErrorKind::NoResponders,
+        InvokeErrorKind::Timeout,
+        InvokeErrorKind::Denied,
+        InvokeErrorKind::Trap,
+        InvokeErrorKind::TooLarge,
+        InvokeErrorKind::BadRequest,
+        InvokeErrorKind::Unavailable,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvokeErrorKind::NoLink => "NoLink",
+            InvokeErrorKind::NoResponders => "NoResponders",
+            InvokeErrorKind::Timeout => "Timeout",
+            InvokeErrorKind::Denied => "Denied",
+            InvokeErrorKind::Trap => "Trap",
+            InvokeErrorKind::TooLarge => "TooLarge",
+            InvokeErrorKind::BadRequest => "BadRequest",
+            InvokeErrorKind::Unavailable => "Unavailable",
+        }
+    }
+
+    /// Parses a wire name; unknown names (from a newer peer) become `Unavailable`.
+    pub fn from_wire(name: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .unwrap_or(InvokeErrorKind::Unavailable)
+    }
+
+    /// The HTTP status that best reports this kind to an HTTP client.
+    pub fn http_status(self) -> u16 {
+        match self {
+            InvokeErrorKind::NoLink | InvokeErrorKind::NoResponders => 503,
+            InvokeErrorKind::Unavailable => 503,
+            InvokeErrorKind::Timeout => 504,
+            InvokeErrorKind::Denied => 403,
+            InvokeErrorKind::Trap => 500,
+            InvokeErrorKind::TooLarge => 413,
+            InvokeErrorKind::BadRequest => 400,
+        }
+    }
+}
+
+impl fmt::Display for InvokeErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed invocation: a kind to match on and a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct InvokeError {
+    kind: InvokeErrorKind,
+    message: String,
+}
+
+impl InvokeError {
+    /// A new error of `kind`.
+    pub fn new(kind: InvokeErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> InvokeErrorKind {
+        self.kind
+    }
+
+    /// The human-readable explanation.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Headers of an error reply.
+    pub fn to_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ERROR, self.kind.as_str());
+        headers
+    }
+
+    /// Reads an error reply; `None` when the reply is a success.
+    pub fn from_reply(headers: Option<&HeaderMap>, body: &[u8]) -> Option<Self> {
+        let kind = headers?.get(header::ERROR)?;
+        Some(Self {
+            kind: InvokeErrorKind::from_wire(kind.as_str()),
+            message: String::from_utf8_lossy(body).into_owned(),
+        })
+    }
+}
+
+/// The routing facts of one invocation, carried in headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// Caller id.
+    pub source: String,
+    /// `ns:pkg/iface.function`
+    pub operation: String,
+    /// Unix milliseconds after which the call is abandoned.
+    pub deadline_ms: u64,
+    /// Unique id of the call.
+    pub jti: String,
+}
+
+impl Invocation {
+    /// An invocation due `timeout` from now.
+    pub fn new(source: &str, operation: &str, timeout: Duration, jti: String) -> Self {
+        Self {
+            source: source.to_owned(),
+            operation: operation.to_owned(),
+            deadline_ms: unix_ms() + timeout.as_millis() as u64,
+            jti,
+        }
+    }
+
+    /// The envelope headers.
+    pub fn to_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::SRC, self.source.as_str());
+        headers.insert(header::OP, self.operation.as_str());
+        headers.insert(header::DEADLINE, self.deadline_ms.to_string().as_str());
+        headers.insert(header::JTI, self.jti.as_str());
+        headers
+    }
+
+    /// Reads the envelope of a received invocation.
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Result<Self, InvokeError> {
+        let headers = headers.ok_or_else(|| bad("invocation carries no envelope headers"))?;
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.as_str().to_owned())
+                .ok_or_else(|| bad(&format!("invocation lacks the `{name}` header")))
+        };
+        let deadline_ms = get(header::DEADLINE)?
+            .parse()
+            .map_err(|_| bad("`trellis-deadline` is not unix milliseconds"))?;
+        Ok(Self {
+            source: get(header::SRC)?,
+            operation: get(header::OP)?,
+            deadline_ms,
+            jti: get(header::JTI)?,
+        })
+    }
+
+    /// Time left until the deadline; `None` once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        let now = unix_ms();
+        (self.deadline_ms > now).then(|| Duration::from_millis(self.deadline_ms - now))
+    }
+}
+
+fn bad(message: &str) -> InvokeError {
+    InvokeError::new(InvokeErrorKind::BadRequest, message)
+}
+
+/// Milliseconds since the unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips() {
+        let inv = Invocation::new("web", "wasi:http/incoming-handler.handle", Duration::from_secs(5), "j1".into());
+        let parsed = Invocation::from_headers(Some(&inv.to_headers())).unwrap();
+        assert_eq!(parsed, inv);
+        assert!(parsed.remaining().unwrap() > Duration::from_secs(4));
+    }
+
+    #[test]
+    fn missing_headers_are_bad_requests() {
+        let err = Invocation::from_headers(None).unwrap_err();
+        assert_eq!(err.kind(), InvokeErrorKind::BadRequest);
+        let mut headers = Invocation::new("a", "b", Duration::ZERO, "j".into()).to_headers();
+        headers.insert(header::DEADLINE, "soon");
+        let err = Invocation::from_headers(Some(&headers)).unwrap_err();
+        assert!(err.message().contains("trellis-deadline"), "{err}");
+    }
+
+    #[test]
+    fn errors_round_trip_through_reply_headers() {
+        for kind in InvokeErrorKind::ALL {
+            let err = InvokeError::new(kind, "why");
+            let back = InvokeError::from_reply(Some(&err.to_headers()), b"why").unwrap();
+            assert_eq!(back, err);
+        }
+        assert_eq!(InvokeError::from_reply(None, b""), None);
+        assert_eq!(InvokeErrorKind::from_wire("Martian"), InvokeErrorKind::Unavailable);
+    }
+}

@@ -1,0 +1,72 @@
+//! HTTP requests and responses as they cross the lattice (msgpack).
+//!
+//! The http-server provider turns an incoming request into an [`HttpRequest`]; the host that runs
+//! the component hands it to `wasi:http/incoming-handler` and answers with an [`HttpResponse`].
+
+use serde::{Deserialize, Serialize};
+
+/// The operation name of `wasi:http/incoming-handler.handle`.
+pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
+/// The function of [`INCOMING_HANDLER`].
+pub const HANDLE: &str = "handle";
+
+/// An HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query, for example `/hello?x=1`.
+    pub path_and_query: String,
+    /// Host header or URI authority, if any.
+    pub authority: Option<String>,
+    /// Header name/value pairs in order (names may repeat).
+    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+    /// Whole body.
+    pub body: serde_bytes::ByteBuf,
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header name/value pairs in order.
+    pub headers: Vec<(String, serde_bytes::ByteBuf)>,
+    /// Whole body.
+    pub body: serde_bytes::ByteBuf,
+}
+
+/// Encodes a value as compact msgpack.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec(value)
+}
+
+/// Decodes msgpack from the network; never panics on bad input.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let req = HttpRequest {
+            method: "POST".into(),
+            path_and_query: "/a?b=c".into(),
+            authority: Some("example.com".into()),
+            headers: vec![("x-a".into(), b"1".to_vec().into())],
+            body: b"payload".to_vec().into(),
+        };
+        let bytes = encode(&req).unwrap();
+        assert_eq!(decode::<HttpRequest>(&bytes).unwrap(), req);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&b""[..], b"\xff\xff", b"\x95\x01", &[0x93, 0xa1, b'G', 0xc0, 0xc0][..]] {
+            assert!(decode::<HttpRequest>(bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The Trellis wire contract.
+//!
+//! Everything two Trellis processes must agree on lives here: subject names ([`subject`]),
+//! connecting to NATS ([`connect`]), the invocation envelope and its typed errors
+//! ([`envelope`]), wire types ([`http`], [`link`]), lattice state in JetStream ([`state`]) and the
+//! typed control-plane client ([`client`]). It never depends on wasmtime.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use trellis_lattice::{client::LatticeClient, connect::connect_once};
+//!
+//! let nats = connect_once("nats://127.0.0.1:4222", "example").await?;
+//! let lattice = LatticeClient::new(nats, "default")?;
+//! for host in lattice.hosts(Duration::from_millis(500)).await? {
+//!     println!("{} {:?}", host.id, host.labels);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod artifact;
+pub mod client;
+pub mod connect;
+pub mod envelope;
+pub mod hostlink;
+pub mod http;
+pub mod link;
+pub mod state;
+pub mod subject;
+
+pub use trellis_proto as proto;

@@ -1,0 +1,219 @@
+//! Lattice state in JetStream: links in KV, artifacts in the object store.
+
+use async_nats::jetstream::{self, kv, object_store};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::link::{InterfaceName, Link, link_key, source_filter};
+
+/// A JetStream operation on lattice state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// JetStream is missing or the bucket cannot be opened or created.
+    #[error(
+        "cannot open JetStream bucket `{bucket}`: {reason}. Is nats-server running with \
+         JetStream enabled (`nats-server -js`)?"
+    )]
+    Bucket {
+        /// Bucket name.
+        bucket: String,
+        /// Underlying error.
+        reason: String,
+    },
+    /// The artifact is not in the store.
+    #[error("artifact {digest} is not in the lattice artifact store; upload it with `trellis start component <file>`")]
+    ArtifactMissing {
+        /// The digest asked for.
+        digest: String,
+    },
+    /// Stored bytes do not hash to the digest they are stored under.
+    #[error("artifact {digest} is corrupt: its content hashes to {actual}")]
+    ArtifactCorrupt {
+        /// Expected digest.
+        digest: String,
+        /// What the content hashes to.
+        actual: String,
+    },
+    /// A stored link could not be decoded.
+    #[error("link `{key}` in the LINKS bucket is not valid JSON: {reason}")]
+    BadLink {
+        /// KV key.
+        key: String,
+        /// Why decoding failed.
+        reason: String,
+    },
+    /// Any other JetStream failure.
+    #[error("JetStream {op} failed: {reason}")]
+    JetStream {
+        /// What was being done.
+        op: &'static str,
+        /// Underlying error.
+        reason: String,
+    },
+}
+
+fn js_err(op: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StateError {
+    move |e| StateError::JetStream { op, reason: e.to_string() }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Handles on one lattice's JetStream buckets.
+#[derive(Clone)]
+pub struct LatticeState {
+    links: kv::Store,
+    artifacts: object_store::ObjectStore,
+}
+
+impl std::fmt::Debug for LatticeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatticeState").field("links", &self.links.name).finish_non_exhaustive()
+    }
+}
+
+impl LatticeState {
+    /// Opens (creating when missing) the buckets of `lattice`.
+    pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self, StateError> {
+        let links = open_kv(js, &format!("TRELLIS_{lattice}_LINKS")).await?;
+        let artifacts = open_objects(js, &format!("TRELLIS_{lattice}_ARTIFACTS")).await?;
+        Ok(Self { links, artifacts })
+    }
+
+    /// Stores `bytes` under their digest (skipping the upload when present); returns the digest.
+    pub async fn put_artifact(&self, bytes: &[u8]) -> Result<String, StateError> {
+        let digest = digest_of(bytes);
+        if self.artifacts.info(&digest).await.is_ok() {
+            return Ok(digest);
+        }
+        let mut reader = bytes;
+        self.artifacts
+            .put(digest.as_str(), &mut reader)
+            .await
+            .map_err(|e| js_err("artifact upload")(&e))?;
+        Ok(digest)
+    }
+
+    /// Fetches an artifact and checks that it hashes to `digest`.
+    pub async fn get_artifact(&self, digest: &str) -> Result<Vec<u8>, StateError> {
+        let mut object = self.artifacts.get(digest).await.map_err(|e| match e.kind() {
+            object_store::GetErrorKind::NotFound => {
+                StateError::ArtifactMissing { digest: digest.to_owned() }
+            }
+            _ => js_err("artifact fetch")(&e),
+        })?;
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).await.map_err(|e| js_err("artifact read")(&e))?;
+        let actual = digest_of(&bytes);
+        if actual != digest {
+            return Err(StateError::ArtifactCorrupt { digest: digest.to_owned(), actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Creates or replaces a link (idempotent).
+    pub async fn put_link(&self, link: &Link) -> Result<(), StateError> {
+        let json = serde_json::to_vec(link).map_err(|e| js_err("link encode")(&e))?;
+        self.links.put(link.key(), json.into()).await.map_err(|e| js_err("link put")(&e))?;
+        Ok(())
+    }
+
+    /// Deletes a link; `Ok(false)` when there was none.
+    pub async fn delete_link(
+        &self,
+        source: &str,
+        interface: &InterfaceName,
+        name: &str,
+    ) -> Result<bool, StateError> {
+        let key = link_key(source, interface, name);
+        let existed = self.links.get(&key).await.map_err(|e| js_err("link get")(&e))?.is_some();
+        if existed {
+            self.links.delete(&key).await.map_err(|e| js_err("link delete")(&e))?;
+        }
+        Ok(existed)
+    }
+
+    /// Every link in the lattice, sorted by key.
+    pub async fn links(&self) -> Result<Vec<Link>, StateError> {
+        let mut keys: Vec<String> = match self.links.keys().await {
+            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+            Err(e) => return Err(js_err("link list")(&e)),
+        };
+        keys.sort();
+        let mut links = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(bytes) = self.links.get(&key).await.map_err(|e| js_err("link get")(&e))? {
+                links.push(decode_link(&key, &bytes)?);
+            }
+        }
+        Ok(links)
+    }
+
+    /// Watches the links of `source`: first every current link, then each change, live.
+    pub async fn watch_links(&self, source: &str) -> Result<kv::Watch, StateError> {
+        self.links
+            .watch_with_history(source_filter(source))
+            .await
+            .map_err(|e| js_err("link watch")(&e))
+    }
+}
+
+/// Decodes a link stored under `key`.
+pub fn decode_link(key: &str, bytes: &[u8]) -> Result<Link, StateError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::BadLink { key: key.to_owned(), reason: e.to_string() })
+}
+
+async fn open_kv(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, StateError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    let config = kv::Config { bucket: bucket.to_owned(), history: 5, ..Default::default() };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another process may have created it between our two calls.
+        Err(create) => js.get_key_value(bucket).await.map_err(|_| StateError::Bucket {
+            bucket: bucket.to_owned(),
+            reason: create.to_string(),
+        }),
+    }
+}
+
+async fn open_objects(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<object_store::ObjectStore, StateError> {
+    if let Ok(store) = js.get_object_store(bucket).await {
+        return Ok(store);
+    }
+    let config = object_store::Config { bucket: bucket.to_owned(), ..Default::default() };
+    match js.create_object_store(config).await {
+        Ok(store) => Ok(store),
+        Err(create) => js.get_object_store(bucket).await.map_err(|_| StateError::Bucket {
+            bucket: bucket.to_owned(),
+            reason: create.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_prefixed_hex_sha256() {
+        assert_eq!(
+            digest_of(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! `trellis-provider-http-server`: listens on the address of each `wasi:http/incoming-handler`
+//! link from this provider and sends every request to the link's target component, wherever it
+//! runs in the lattice.
+//!
+//! Link config:
+//! - `address` (required): `host:port` to listen on.
+//! - `max_body_bytes` (default 1 MiB): larger request bodies get 413.
+//! - `timeout_ms` (default 30000): how long a request may take.
+
+mod server;
+
+use trellis_provider::serve;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    serve(server::HttpServer::new).await?;
+    Ok(())
+}

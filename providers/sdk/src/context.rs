@@ -1,0 +1,45 @@
+//! What a provider can use while it runs.
+
+use std::time::Duration;
+
+use trellis_lattice::envelope::InvokeError;
+use trellis_lattice::hostlink::Bootstrap;
+
+use crate::hostlink::HostLink;
+
+/// The provider's view of its host and lattice. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) bootstrap: Bootstrap,
+    pub(crate) host: HostLink,
+}
+
+impl Context {
+    /// This provider's id.
+    pub fn provider_id(&self) -> &str {
+        &self.bootstrap.provider_id
+    }
+
+    /// The lattice name.
+    pub fn lattice(&self) -> &str {
+        &self.bootstrap.lattice
+    }
+
+    /// The supervising host's id.
+    pub fn host_id(&self) -> &str {
+        &self.bootstrap.host_id
+    }
+
+    /// Invokes `interface.function` of component `target` with msgpack `payload`, wherever the
+    /// target runs; errors are typed ([`InvokeError::kind`]).
+    pub async fn invoke(
+        &self,
+        target: &str,
+        interface: &str,
+        function: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, InvokeError> {
+        self.host.invoke(target, interface, function, payload, timeout).await
+    }
+}

@@ -1,0 +1,118 @@
+//! The provider main loop: bootstrap, links, shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use async_nats::jetstream::kv::Operation;
+use futures::StreamExt;
+use trellis_lattice::connect::{connect_persistent, wait_connected};
+use trellis_lattice::hostlink::{Bootstrap, read_frame};
+use trellis_lattice::link::Link;
+use trellis_lattice::state::{LatticeState, decode_link};
+
+use crate::context::Context;
+use crate::hostlink::HostLink;
+
+/// A provider could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// No bootstrap arrived on stdin; providers are started by a host.
+    #[error(
+        "no bootstrap on stdin: providers are started by a host (`trellis start provider <kind>`), \
+         not by hand"
+    )]
+    NoBootstrap,
+    /// The bootstrap could not be read.
+    #[error("bad bootstrap: {0}")]
+    BadBootstrap(String),
+    /// NATS or lattice state failed.
+    #[error("lattice: {0}")]
+    Lattice(String),
+}
+
+/// A capability provider implementation.
+pub trait Provider: Send + Sync + 'static {
+    /// A link from this provider was created or changed; apply it. An error is logged.
+    fn link_put(&self, ctx: &Context, link: Link) -> impl Future<Output = Result<(), String>> + Send;
+    /// A link from this provider was deleted; stop serving it.
+    fn link_deleted(&self, ctx: &Context, link: Link) -> impl Future<Output = ()> + Send;
+    /// The host asked the provider to stop; finish in-flight work.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs a provider built by `make` until the host stops it.
+pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), SdkError> {
+    init_logging();
+    let mut stdin = tokio::io::stdin();
+    let bootstrap: Bootstrap = read_frame(&mut stdin)
+        .await
+        .map_err(|e| SdkError::BadBootstrap(e.to_string()))?
+        .ok_or(SdkError::NoBootstrap)?;
+    let (host, host_closed) = HostLink::start(stdin, tokio::io::stdout());
+    let ctx = Context { bootstrap, host };
+    let provider = make(ctx.clone());
+
+    let name = format!("trellis-provider {}", ctx.provider_id());
+    let (nats, _events) = connect_persistent(&ctx.bootstrap.nats_url, &name)
+        .await
+        .map_err(|e| SdkError::Lattice(e.to_string()))?;
+    wait_connected(&nats).await;
+    let js = async_nats::jetstream::new(nats.clone());
+    let state = LatticeState::open(&js, &ctx.bootstrap.lattice)
+        .await
+        .map_err(|e| SdkError::Lattice(e.to_string()))?;
+    let mut watch = state
+        .watch_links(ctx.provider_id())
+        .await
+        .map_err(|e| SdkError::Lattice(e.to_string()))?;
+    tracing::info!(provider = ctx.provider_id(), kind = %ctx.bootstrap.kind, "provider ready");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| SdkError::Lattice(format!("cannot watch SIGTERM: {e}")))?;
+    let mut links: HashMap<String, Link> = HashMap::new();
+    tokio::pin!(host_closed);
+    loop {
+        tokio::select! {
+            entry = watch.next() => match entry {
+                Some(Ok(entry)) => apply(&provider, &ctx, &mut links, entry).await,
+                Some(Err(e)) => tracing::warn!(error = %e, "link watch error"),
+                None => return Err(SdkError::Lattice("link watch ended".into())),
+            },
+            _ = &mut host_closed => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    tracing::info!(provider = ctx.provider_id(), "provider shutting down");
+    provider.shutdown().await;
+    Ok(())
+}
+
+async fn apply<P: Provider>(
+    provider: &P,
+    ctx: &Context,
+    links: &mut HashMap<String, Link>,
+    entry: async_nats::jetstream::kv::Entry,
+) {
+    match entry.operation {
+        Operation::Put => match decode_link(&entry.key, &entry.value) {
+            Ok(link) => {
+                links.insert(entry.key.clone(), link.clone());
+                if let Err(e) = provider.link_put(ctx, link).await {
+                    tracing::error!(link = %entry.key, error = %e, "link not applied");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "ignoring bad link"),
+        },
+        Operation::Delete | Operation::Purge => {
+            if let Some(link) = links.remove(&entry.key) {
+                provider.link_deleted(ctx, link).await;
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

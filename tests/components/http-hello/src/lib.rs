@@ -1,0 +1,52 @@
+//! A `wasi:http/incoming-handler` component for tests and the demo.
+//!
+//! - any path: `200 hello from trellis, path=<path>`
+//! - `/echo`: the request body back
+//! - `/trap`: traps (to test error reporting)
+
+use wasip2::http::types::{
+    Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+struct Hello;
+
+impl wasip2::exports::http::incoming_handler::Guest for Hello {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        let body = match path.as_str() {
+            "/trap" => panic!("asked to trap"),
+            "/echo" => read_body(request),
+            _ => format!("hello from trellis, path={path}\n").into_bytes(),
+        };
+        let headers = Fields::new();
+        let _ = headers.append("content-type", b"text/plain");
+        let _ = headers.append("x-component", b"http-hello");
+        let response = OutgoingResponse::new(headers);
+        let _ = response.set_status_code(200);
+        let Ok(out) = response.body() else { return };
+        ResponseOutparam::set(response_out, Ok(response));
+        {
+            let Ok(stream) = out.write() else { return };
+            for chunk in body.chunks(4096) {
+                if stream.blocking_write_and_flush(chunk).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = OutgoingBody::finish(out, None);
+    }
+}
+
+fn read_body(request: IncomingRequest) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let Ok(body) = request.consume() else { return bytes };
+    if let Ok(stream) = body.stream() {
+        while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+    let _ = IncomingBody::finish(body);
+    bytes
+}
+
+wasip2::http::proxy::export!(Hello);
