@@ -15,6 +15,12 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts nats-server with JetStream on 127.0.0.1:`port` and waits until it accepts clients.
     pub async fn start(port: u16) -> anyhow::Result<Self> {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!(
+                "port {port} is already in use (another nats-server?). Use it with --nats-url \
+                 nats://127.0.0.1:{port}, or pick a free port with --nats-port"
+            );
+        }
         let store = tempfile::Builder::new().prefix("trellis-nats-").tempdir()?;
         let mut child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--store_dir"])

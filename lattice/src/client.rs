@@ -127,6 +127,10 @@ impl LatticeClient {
         let mut hosts = Vec::new();
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
+            // A status message (no responders) is the server's, not a host's.
+            if msg.status.is_some() {
+                continue;
+            }
             match pb::HostInfo::decode(msg.payload) {
                 Ok(info) => hosts.push(info),
                 Err(e) => tracing::warn!(error = %e, "ignoring undecodable ping reply"),

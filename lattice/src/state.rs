@@ -12,8 +12,8 @@ use crate::link::{InterfaceName, Link, link_key, source_filter};
 pub enum StateError {
     /// JetStream is missing or the bucket cannot be opened or created.
     #[error(
-        "cannot open JetStream bucket `{bucket}`: {reason}. Is nats-server running with \
-         JetStream enabled (`nats-server -js`)?"
+        "cannot open JetStream bucket `{bucket}`: {reason}. Is nats-server (2.10 or newer) \
+         running with JetStream enabled (`nats-server -js`)?"
     )]
     Bucket {
         /// Bucket name.

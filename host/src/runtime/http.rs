@@ -93,8 +93,12 @@ fn guest_failure(
 }
 
 fn trap(id: &str, during: &str, e: &wasmtime::Error) -> InvokeError {
-    tracing::warn!(component = id, error = ?e, "component trapped while {during}");
-    InvokeError::new(InvokeErrorKind::Trap, format!("component `{id}` trapped while {during}: {e:#}"))
+    // The log gets the whole chain with the wasm backtrace; the caller gets the cause.
+    tracing::warn!(component = id, error = %format!("{e:#}"), "component failed while {during}");
+    InvokeError::new(
+        InvokeErrorKind::Trap,
+        format!("component `{id}` trapped while {during}: {}", e.root_cause()),
+    )
 }
 
 fn bad(message: String) -> InvokeError {
