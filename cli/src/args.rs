@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Debug, Parser)]
-#[command(name = "trellis", version, about = "Run WebAssembly components across a NATS lattice")]
+#[command(
+    name = "trellis",
+    version,
+    about = "Run WebAssembly components across a NATS lattice"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -19,13 +23,24 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Lattice name (one NATS subject prefix).
-    #[arg(long, env = "TRELLIS_LATTICE", default_value = "default", global = true)]
+    #[arg(
+        long,
+        env = "TRELLIS_LATTICE",
+        default_value = "default",
+        global = true
+    )]
     pub lattice: String,
     /// NATS server address [default: nats://127.0.0.1:4222].
     #[arg(long, env = "TRELLIS_NATS_URL", global = true)]
     pub nats_url: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, env = "TRELLIS_OUTPUT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        env = "TRELLIS_OUTPUT",
+        default_value = "text",
+        global = true
+    )]
     pub output: Output,
 }
 
@@ -228,7 +243,10 @@ mod tests {
 
     #[test]
     fn key_values_parse() {
-        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(
+            parse_key_value("a=b=c").unwrap(),
+            ("a".into(), "b=c".into())
+        );
         assert!(parse_key_value("=x").is_err());
         assert!(parse_key_value("novalue").is_err());
     }

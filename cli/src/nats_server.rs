@@ -23,7 +23,14 @@ impl NatsServer {
         }
         let store = tempfile::Builder::new().prefix("trellis-nats-").tempdir()?;
         let mut child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--store_dir"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--store_dir",
+            ])
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -49,7 +56,11 @@ impl NatsServer {
                 );
             }
             if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Ok(Self { child, url: format!("nats://{addr}"), store });
+                return Ok(Self {
+                    child,
+                    url: format!("nats://{addr}"),
+                    store,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -66,7 +77,11 @@ impl NatsServer {
 
     /// SIGTERM and wait, then remove its data.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let waited = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;

@@ -14,8 +14,14 @@ use crate::host::{Host, HostError};
 pub(crate) async fn serve(host: Arc<Host>) -> Result<(), HostError> {
     let subjects = host.subjects();
     let nats = host.nats();
-    let mut own = nats.subscribe(subjects.host_control_all(host.id())).await.map_err(HostError::nats)?;
-    let mut ping = nats.subscribe(subjects.hosts_ping()).await.map_err(HostError::nats)?;
+    let mut own = nats
+        .subscribe(subjects.host_control_all(host.id()))
+        .await
+        .map_err(HostError::nats)?;
+    let mut ping = nats
+        .subscribe(subjects.hosts_ping())
+        .await
+        .map_err(HostError::nats)?;
     loop {
         let msg = tokio::select! {
             Some(msg) = own.next() => msg,
@@ -28,7 +34,9 @@ pub(crate) async fn serve(host: Arc<Host>) -> Result<(), HostError> {
 }
 
 async fn handle(host: &Host, msg: Message) {
-    let Some(reply) = msg.reply.clone() else { return };
+    let Some(reply) = msg.reply.clone() else {
+        return;
+    };
     let body = match host.subjects().parse(&msg.subject) {
         Some(Subject::HostsPing) => host.info().encode_to_vec(),
         Some(Subject::HostControl { verb, .. }) => dispatch(host, verb, &msg.payload).await,
@@ -51,43 +59,64 @@ async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
                 Ok(req) => status(host.start_component(&req.component_id, &req.digest).await),
                 Err(e) => bad_request(e),
             };
-            pb::StartComponentReply { status: Some(status) }.encode_to_vec()
+            pb::StartComponentReply {
+                status: Some(status),
+            }
+            .encode_to_vec()
         }
         HostVerb::StopComponent => {
             let status = match pb::StopComponentRequest::decode(payload) {
                 Ok(req) => status(host.stop_component(&req.component_id).await),
                 Err(e) => bad_request(e),
             };
-            pb::StopComponentReply { status: Some(status) }.encode_to_vec()
+            pb::StopComponentReply {
+                status: Some(status),
+            }
+            .encode_to_vec()
         }
         HostVerb::StartProvider => {
             let status = match pb::StartProviderRequest::decode(payload) {
                 Ok(req) => status(host.start_provider(&req.provider_id, &req.kind).await),
                 Err(e) => bad_request(e),
             };
-            pb::StartProviderReply { status: Some(status) }.encode_to_vec()
+            pb::StartProviderReply {
+                status: Some(status),
+            }
+            .encode_to_vec()
         }
         HostVerb::StopProvider => {
             let status = match pb::StopProviderRequest::decode(payload) {
                 Ok(req) => status(host.stop_provider(&req.provider_id).await),
                 Err(e) => bad_request(e),
             };
-            pb::StopProviderReply { status: Some(status) }.encode_to_vec()
+            pb::StopProviderReply {
+                status: Some(status),
+            }
+            .encode_to_vec()
         }
     }
 }
 
 fn ok() -> pb::Status {
-    pb::Status { code: ErrorCode::Ok.into(), message: String::new() }
+    pb::Status {
+        code: ErrorCode::Ok.into(),
+        message: String::new(),
+    }
 }
 
 fn status(result: Result<(), (ErrorCode, String)>) -> pb::Status {
     match result {
         Ok(()) => ok(),
-        Err((code, message)) => pb::Status { code: code.into(), message },
+        Err((code, message)) => pb::Status {
+            code: code.into(),
+            message,
+        },
     }
 }
 
 fn bad_request(e: prost::DecodeError) -> pb::Status {
-    pb::Status { code: ErrorCode::BadRequest.into(), message: format!("undecodable request: {e}") }
+    pb::Status {
+        code: ErrorCode::BadRequest.into(),
+        message: format!("undecodable request: {e}"),
+    }
 }

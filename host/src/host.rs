@@ -90,7 +90,10 @@ impl Host {
             hash.update(p.id.as_bytes());
             hash.update(p.kind.as_bytes());
         }
-        let inventory_hash = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let inventory_hash = hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         pb::HostInfo {
             id: self.id.clone(),
             name: self.config.name.clone(),
@@ -131,10 +134,16 @@ impl Host {
         }
         let result = self.load_and_serve(id, digest).await;
         match &result {
-            Ok(()) => self.events.component(EventKind::ComponentStarted, id, digest, "").await,
+            Ok(()) => {
+                self.events
+                    .component(EventKind::ComponentStarted, id, digest, "")
+                    .await
+            }
             Err((_, reason)) => {
                 tracing::warn!(component = id, %reason, "component failed to start");
-                self.events.component(EventKind::ComponentFailed, id, digest, reason).await;
+                self.events
+                    .component(EventKind::ComponentFailed, id, digest, reason)
+                    .await;
             }
         }
         result
@@ -171,15 +180,19 @@ impl Host {
 
     /// Stops component `id`; calls in flight finish.
     pub(crate) async fn stop_component(&self, id: &str) -> ControlResult {
-        let running = self
-            .components
-            .remove(id)
-            .ok_or_else(|| (ErrorCode::NotFound, format!("no component `{id}` runs on this host")))?;
+        let running = self.components.remove(id).ok_or_else(|| {
+            (
+                ErrorCode::NotFound,
+                format!("no component `{id}` runs on this host"),
+            )
+        })?;
         running.stop_serving();
         if !self.components.uses_digest(&running.digest) {
             self.runtime.evict(&running.digest);
         }
-        self.events.component(EventKind::ComponentStopped, id, &running.digest, "stopped").await;
+        self.events
+            .component(EventKind::ComponentStopped, id, &running.digest, "stopped")
+            .await;
         tracing::info!(component = id, "component stopped");
         Ok(())
     }
@@ -199,11 +212,16 @@ impl Host {
     }
 
     pub(crate) async fn stop_provider(&self, id: &str) -> ControlResult {
-        self.providers.stop(id).await.map_err(|e| (ErrorCode::NotFound, e.to_string()))
+        self.providers
+            .stop(id)
+            .await
+            .map_err(|e| (ErrorCode::NotFound, e.to_string()))
     }
 
     async fn announce(&self, kind: EventKind) {
-        self.events.publish(kind, pb::event::Body::Host(self.info())).await;
+        self.events
+            .publish(kind, pb::event::Body::Host(self.info()))
+            .await;
     }
 }
 
@@ -215,10 +233,14 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     let runtime = Runtime::new(config.runtime.clone())?;
     let id = nkeys::KeyPair::new_server().public_key();
 
-    let (nats, mut conn_events) = connect_persistent(&config.nats_url, &format!("trellis-host {id}"))
+    let (nats, mut conn_events) =
+        connect_persistent(&config.nats_url, &format!("trellis-host {id}"))
+            .await
+            .map_err(HostError::nats)?;
+    if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats))
         .await
-        .map_err(HostError::nats)?;
-    if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats)).await.is_err() {
+        .is_err()
+    {
         tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it");
         wait_connected(&nats).await;
     }
@@ -230,7 +252,12 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
 
     let components = Arc::new(Components::default());
     let max_calls = config.runtime.max_instances;
-    let router = Arc::new(Router::new(components.clone(), nats.clone(), subjects.clone(), max_calls as usize));
+    let router = Arc::new(Router::new(
+        components.clone(),
+        nats.clone(),
+        subjects.clone(),
+        max_calls as usize,
+    ));
     let events = Events::new(nats.clone(), subjects.clone(), id.clone());
     let bootstrap = Bootstrap {
         lattice: config.lattice.clone(),
@@ -239,7 +266,12 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         provider_id: String::new(),
         kind: String::new(),
     };
-    let providers = Providers::new(router.clone(), events.clone(), bootstrap, config.provider_dir.clone());
+    let providers = Providers::new(
+        router.clone(),
+        events.clone(),
+        bootstrap,
+        config.provider_dir.clone(),
+    );
     let host = Arc::new(Host {
         id,
         started: Instant::now(),
@@ -279,7 +311,11 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         running.stop_serving();
     }
     host.providers.stop_all().await;
-    if !host.router.drain(max_calls, host.config.drain_timeout).await {
+    if !host
+        .router
+        .drain(max_calls, host.config.drain_timeout)
+        .await
+    {
         tracing::warn!("calls still running after the drain timeout; leaving anyway");
     }
     host.announce(EventKind::HostStopped).await;

@@ -9,7 +9,7 @@ use async_nats::Client;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use trellis_lattice::client::invoke_request_error;
-use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, Invocation};
+use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::subject::Subjects;
 
@@ -26,8 +26,18 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub fn new(components: Arc<Components>, nats: Client, subjects: Subjects, max_calls: usize) -> Self {
-        Self { components, nats, subjects, admission: Arc::new(Semaphore::new(max_calls)) }
+    pub fn new(
+        components: Arc<Components>,
+        nats: Client,
+        subjects: Subjects,
+        max_calls: usize,
+    ) -> Self {
+        Self {
+            components,
+            nats,
+            subjects,
+            admission: Arc::new(Semaphore::new(max_calls)),
+        }
     }
 
     /// Invokes `interface.function` of `target` on behalf of `source`.
@@ -41,9 +51,12 @@ impl Router {
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
         if let Some(local) = self.components.get(target) {
-            return self.call_local(&local, interface, function, &payload, timeout).await;
+            return self
+                .call_local(&local, interface, function, &payload, timeout)
+                .await;
         }
-        self.call_remote(source, target, interface, function, payload, timeout).await
+        self.call_remote(source, target, interface, function, payload, timeout)
+            .await
     }
 
     /// Runs a call on a component of this host.
@@ -56,7 +69,9 @@ impl Router {
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
         running.invocations.fetch_add(1, Ordering::Relaxed);
-        let result = self.run_local(running, interface, function, payload, timeout).await;
+        let result = self
+            .run_local(running, interface, function, payload, timeout)
+            .await;
         if result.is_err() {
             running.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -74,20 +89,32 @@ impl Router {
         if interface != INCOMING_HANDLER || function != http::HANDLE {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
-                format!("component `{}` does not export {interface}.{function}", running.id),
+                format!(
+                    "component `{}` does not export {interface}.{function}",
+                    running.id
+                ),
             ));
         }
         let request: HttpRequest = http::decode(payload).map_err(|e| {
-            InvokeError::new(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
+            InvokeError::new(
+                InvokeErrorKind::BadRequest,
+                format!("undecodable HTTP request: {e}"),
+            )
         })?;
         let _permit = match tokio::time::timeout(timeout, self.admission.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
             Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
         };
-        let response = running.component.handle_http(&running.id, request, timeout).await?;
+        let response = running
+            .component
+            .handle_http(&running.id, request, timeout)
+            .await?;
         http::encode(&response).map(Bytes::from).map_err(|e| {
-            InvokeError::new(InvokeErrorKind::Trap, format!("unencodable HTTP response: {e}"))
+            InvokeError::new(
+                InvokeErrorKind::Trap,
+                format!("unencodable HTTP response: {e}"),
+            )
         })
     }
 

@@ -111,7 +111,11 @@ impl LatticeClient {
 
     /// Opens the lattice's JetStream state.
     pub async fn state(&self) -> Result<LatticeState, StateError> {
-        LatticeState::open(&async_nats::jetstream::new(self.nats.clone()), &self.lattice).await
+        LatticeState::open(
+            &async_nats::jetstream::new(self.nats.clone()),
+            &self.lattice,
+        )
+        .await
     }
 
     /// Every host that answers a ping within `wait`, sorted by id.
@@ -143,8 +147,9 @@ impl LatticeClient {
 
     /// The full inventory of one host.
     pub async fn inventory(&self, host: &str) -> Result<pb::Inventory, ControlError> {
-        let reply: pb::InventoryReply =
-            self.request(host, HostVerb::Inventory, &pb::InventoryRequest {}).await?;
+        let reply: pb::InventoryReply = self
+            .request(host, HostVerb::Inventory, &pb::InventoryRequest {})
+            .await?;
         check(reply.status)?;
         reply.inventory.ok_or_else(|| ControlError::Decode {
             from: host.to_owned(),
@@ -153,29 +158,52 @@ impl LatticeClient {
     }
 
     /// Starts component `id` from artifact `digest` on `host`.
-    pub async fn start_component(&self, host: &str, id: &str, digest: &str) -> Result<(), ControlError> {
-        let req = pb::StartComponentRequest { component_id: id.to_owned(), digest: digest.to_owned() };
-        let reply: pb::StartComponentReply = self.request(host, HostVerb::StartComponent, &req).await?;
+    pub async fn start_component(
+        &self,
+        host: &str,
+        id: &str,
+        digest: &str,
+    ) -> Result<(), ControlError> {
+        let req = pb::StartComponentRequest {
+            component_id: id.to_owned(),
+            digest: digest.to_owned(),
+        };
+        let reply: pb::StartComponentReply =
+            self.request(host, HostVerb::StartComponent, &req).await?;
         check(reply.status)
     }
 
     /// Stops component `id` on `host`.
     pub async fn stop_component(&self, host: &str, id: &str) -> Result<(), ControlError> {
-        let req = pb::StopComponentRequest { component_id: id.to_owned() };
-        let reply: pb::StopComponentReply = self.request(host, HostVerb::StopComponent, &req).await?;
+        let req = pb::StopComponentRequest {
+            component_id: id.to_owned(),
+        };
+        let reply: pb::StopComponentReply =
+            self.request(host, HostVerb::StopComponent, &req).await?;
         check(reply.status)
     }
 
     /// Starts provider `id` of `kind` (for example `http-server`) on `host`.
-    pub async fn start_provider(&self, host: &str, id: &str, kind: &str) -> Result<(), ControlError> {
-        let req = pb::StartProviderRequest { provider_id: id.to_owned(), kind: kind.to_owned() };
-        let reply: pb::StartProviderReply = self.request(host, HostVerb::StartProvider, &req).await?;
+    pub async fn start_provider(
+        &self,
+        host: &str,
+        id: &str,
+        kind: &str,
+    ) -> Result<(), ControlError> {
+        let req = pb::StartProviderRequest {
+            provider_id: id.to_owned(),
+            kind: kind.to_owned(),
+        };
+        let reply: pb::StartProviderReply =
+            self.request(host, HostVerb::StartProvider, &req).await?;
         check(reply.status)
     }
 
     /// Stops provider `id` on `host`.
     pub async fn stop_provider(&self, host: &str, id: &str) -> Result<(), ControlError> {
-        let req = pb::StopProviderRequest { provider_id: id.to_owned() };
+        let req = pb::StopProviderRequest {
+            provider_id: id.to_owned(),
+        };
         let reply: pb::StopProviderReply = self.request(host, HostVerb::StopProvider, &req).await?;
         check(reply.status)
     }
@@ -198,9 +226,11 @@ impl LatticeClient {
             .payload(payload)
             .timeout(Some(timeout));
         let subject = self.subjects.rpc(target, interface, function);
-        let msg = self.nats.send_request(subject, request).await.map_err(|e| {
-            invoke_request_error(target, timeout, e.kind(), &e)
-        })?;
+        let msg = self
+            .nats
+            .send_request(subject, request)
+            .await
+            .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
         match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
             Some(err) => Err(err),
             None => Ok(msg.payload),
@@ -218,18 +248,25 @@ impl LatticeClient {
         let request = async_nats::Request::new()
             .payload(req.encode_to_vec().into())
             .timeout(Some(self.timeout));
-        let msg = self.nats.send_request(subject, request).await.map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => ControlError::NoSuchHost {
-                host: host.to_owned(),
-                lattice: self.lattice.clone(),
-            },
-            RequestErrorKind::TimedOut => {
-                ControlError::Timeout { host: host.to_owned(), timeout: self.timeout }
-            }
-            _ => nats_err(e),
-        })?;
-        Rep::decode(msg.payload)
-            .map_err(|e| ControlError::Decode { from: host.to_owned(), reason: e.to_string() })
+        let msg = self
+            .nats
+            .send_request(subject, request)
+            .await
+            .map_err(|e| match e.kind() {
+                RequestErrorKind::NoResponders => ControlError::NoSuchHost {
+                    host: host.to_owned(),
+                    lattice: self.lattice.clone(),
+                },
+                RequestErrorKind::TimedOut => ControlError::Timeout {
+                    host: host.to_owned(),
+                    timeout: self.timeout,
+                },
+                _ => nats_err(e),
+            })?;
+        Rep::decode(msg.payload).map_err(|e| ControlError::Decode {
+            from: host.to_owned(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -243,7 +280,9 @@ pub fn invoke_request_error(
     match kind {
         RequestErrorKind::NoResponders => InvokeError::new(
             InvokeErrorKind::NoResponders,
-            format!("no replica of `{target}` is running in the lattice; start one with `trellis start component`"),
+            format!(
+                "no replica of `{target}` is running in the lattice; start one with `trellis start component`"
+            ),
         ),
         RequestErrorKind::TimedOut => InvokeError::new(
             InvokeErrorKind::Timeout,
@@ -264,8 +303,14 @@ fn check(status: Option<pb::Status>) -> Result<(), ControlError> {
     let status = status.unwrap_or_default();
     match pb::ErrorCode::try_from(status.code) {
         Ok(pb::ErrorCode::Ok) => Ok(()),
-        Ok(code) => Err(ControlError::Remote { code, message: status.message }),
-        Err(_) => Err(ControlError::Remote { code: pb::ErrorCode::Internal, message: status.message }),
+        Ok(code) => Err(ControlError::Remote {
+            code,
+            message: status.message,
+        }),
+        Err(_) => Err(ControlError::Remote {
+            code: pb::ErrorCode::Internal,
+            message: status.message,
+        }),
     }
 }
 

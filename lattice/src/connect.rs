@@ -30,7 +30,10 @@ pub async fn connect_once(url: &str, name: &str) -> Result<Client, ConnectError>
         .max_reconnects(3)
         .connect(url)
         .await
-        .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })
+        .map_err(|source| ConnectError::Unreachable {
+            url: url.to_owned(),
+            source,
+        })
 }
 
 /// Connects in the background and reconnects forever; the returned receiver yields connection
@@ -58,7 +61,10 @@ pub async fn connect_persistent(
         })
         .connect(url)
         .await
-        .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })?;
+        .map_err(|source| ConnectError::Unreachable {
+            url: url.to_owned(),
+            source,
+        })?;
     Ok((client, rx))
 }
 

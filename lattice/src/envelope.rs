@@ -109,7 +109,10 @@ pub struct InvokeError {
 impl InvokeError {
     /// A new error of `kind`.
     pub fn new(kind: InvokeErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// What went wrong.
@@ -206,7 +209,9 @@ fn bad(message: &str) -> InvokeError {
 
 /// Milliseconds since the unix epoch.
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -215,7 +220,12 @@ mod tests {
 
     #[test]
     fn envelope_round_trips() {
-        let inv = Invocation::new("web", "wasi:http/incoming-handler.handle", Duration::from_secs(5), "j1".into());
+        let inv = Invocation::new(
+            "web",
+            "wasi:http/incoming-handler.handle",
+            Duration::from_secs(5),
+            "j1".into(),
+        );
         let parsed = Invocation::from_headers(Some(&inv.to_headers())).unwrap();
         assert_eq!(parsed, inv);
         assert!(parsed.remaining().unwrap() > Duration::from_secs(4));
@@ -239,6 +249,9 @@ mod tests {
             assert_eq!(back, err);
         }
         assert_eq!(InvokeError::from_reply(None, b""), None);
-        assert_eq!(InvokeErrorKind::from_wire("Martian"), InvokeErrorKind::Unavailable);
+        assert_eq!(
+            InvokeErrorKind::from_wire("Martian"),
+            InvokeErrorKind::Unavailable
+        );
     }
 }

@@ -45,7 +45,8 @@ impl InterfaceName {
         let (package, interface) = rest.split_once('/').ok_or_else(bad)?;
         let word = |s: &str| {
             !s.is_empty()
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
         if !(word(namespace) && word(package) && word(interface)) {
             return Err(bad());
@@ -158,7 +159,14 @@ mod tests {
         let name = InterfaceName::parse("wasi:http/incoming-handler@0.2.3").unwrap();
         assert_eq!(name.to_string(), "wasi:http/incoming-handler");
         assert_eq!(name.package(), "http");
-        for bad in ["wasi", "wasi:http", "Wasi:http/x", "wasi:/x", "a:b/c.d", ":b/c"] {
+        for bad in [
+            "wasi",
+            "wasi:http",
+            "Wasi:http/x",
+            "wasi:/x",
+            "a:b/c.d",
+            ":b/c",
+        ] {
             assert!(InterfaceName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -19,11 +19,16 @@ pub struct InvalidId {
 pub fn validate_id(what: &'static str, value: &str) -> Result<(), InvalidId> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(InvalidId { what, value: value.to_owned() })
+        Err(InvalidId {
+            what,
+            value: value.to_owned(),
+        })
     }
 }
 
@@ -141,7 +146,9 @@ impl Subjects {
     /// Subjects of the lattice `lattice` (validated with [`validate_id`]).
     pub fn new(lattice: &str) -> Result<Self, InvalidId> {
         validate_id("lattice", lattice)?;
-        Ok(Self { prefix: format!("trellis.{lattice}") })
+        Ok(Self {
+            prefix: format!("trellis.{lattice}"),
+        })
     }
 
     /// `trellis.<lattice>.ctl.host.<host>.<verb>`
@@ -186,7 +193,9 @@ impl Subjects {
 
     /// Parses a subject of this lattice; `None` for anything else.
     pub fn parse<'a>(&self, subject: &'a str) -> Option<Subject<'a>> {
-        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?;
         let mut tokens = rest.split('.');
         let subject = match (tokens.next()?, tokens.next()?) {
             ("ctl", "host") => {
@@ -201,7 +210,11 @@ impl Subjects {
             ("rpc", target) => {
                 let interface = tokens.next()?;
                 let function = tokens.next()?;
-                Subject::Rpc { target, interface, function }
+                Subject::Rpc {
+                    target,
+                    interface,
+                    function,
+                }
             }
             _ => return None,
         };
@@ -224,7 +237,10 @@ mod tests {
         let s = Subjects::new("default").unwrap();
         for verb in HostVerb::ALL {
             let subject = s.host_control("NABC", verb);
-            assert_eq!(s.parse(&subject), Some(Subject::HostControl { host: "NABC", verb }));
+            assert_eq!(
+                s.parse(&subject),
+                Some(Subject::HostControl { host: "NABC", verb })
+            );
         }
     }
 
@@ -232,7 +248,10 @@ mod tests {
     fn rpc_round_trips() {
         let s = Subjects::new("l1").unwrap();
         let subject = s.rpc("hello", "wasi:http/incoming-handler", "handle");
-        assert_eq!(subject, "trellis.l1.rpc.hello.wasi:http/incoming-handler.handle");
+        assert_eq!(
+            subject,
+            "trellis.l1.rpc.hello.wasi:http/incoming-handler.handle"
+        );
         assert_eq!(
             s.parse(&subject),
             Some(Subject::Rpc {
@@ -251,7 +270,10 @@ mod tests {
         assert_eq!(s.parse("trellis.a.ctl.host.X.reboot"), None);
         assert_eq!(s.parse("trellis.a.ctl.hosts.ping.extra"), None);
         assert_eq!(s.parse("trellis.a.rpc.x"), None);
-        assert_eq!(s.parse("trellis.a.ctl.hosts.ping"), Some(Subject::HostsPing));
+        assert_eq!(
+            s.parse("trellis.a.ctl.hosts.ping"),
+            Some(Subject::HostsPing)
+        );
     }
 
     #[test]

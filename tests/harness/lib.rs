@@ -1,0 +1,36 @@
+//! Test harness: real `nats-server` and `trellis` processes on loopback, cleaned up on drop.
+//!
+//! Binaries come from the cargo target directory of the running test (`cargo build --workspace`
+//! builds them; the README's test command does). Test components are built from
+//! `tests/components` for `wasm32-wasip2` on first use.
+
+mod components;
+mod http;
+mod nats;
+mod process;
+
+pub use components::component;
+pub use http::{HttpReply, http_request};
+pub use nats::NatsServer;
+pub use process::{Host, Trellis, bin, free_port};
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `check` every 100 ms until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -6,9 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::args::{GetCommand, Global, Output};
-use crate::output::{
-    host_json, inventory_json, labels_text, link_json, print_json, print_table,
-};
+use crate::output::{host_json, inventory_json, labels_text, link_json, print_json, print_table};
 
 /// How long `get hosts` listens for ping replies.
 pub const PING_WAIT: Duration = Duration::from_millis(500);
@@ -34,7 +32,10 @@ pub async fn run(g: &Global, cmd: GetCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                print_table(&["ID", "NAME", "LABELS", "UPTIME", "COMPONENTS", "PROVIDERS"], &rows);
+                print_table(
+                    &["ID", "NAME", "LABELS", "UPTIME", "COMPONENTS", "PROVIDERS"],
+                    &rows,
+                );
             }
         }
         GetCommand::Inventory { host_id } => {
@@ -45,10 +46,22 @@ pub async fn run(g: &Global, cmd: GetCommand) -> anyhow::Result<ExitCode> {
                 let rows: Vec<Vec<String>> = inv
                     .components
                     .iter()
-                    .map(|c| vec!["component".into(), c.id.clone(), c.digest.clone(), c.exports.join(",")])
+                    .map(|c| {
+                        vec![
+                            "component".into(),
+                            c.id.clone(),
+                            c.digest.clone(),
+                            c.exports.join(","),
+                        ]
+                    })
                     .chain(inv.providers.iter().map(|p| {
                         let state = if p.running { "running" } else { "restarting" };
-                        vec!["provider".into(), p.id.clone(), p.kind.clone(), format!("{state}, {} restarts", p.restarts)]
+                        vec![
+                            "provider".into(),
+                            p.id.clone(),
+                            p.kind.clone(),
+                            format!("{state}, {} restarts", p.restarts),
+                        ]
                     }))
                     .collect();
                 print_table(&["KIND", "ID", "ARTIFACT", "DETAIL"], &rows);
@@ -68,7 +81,13 @@ pub fn links_out(g: &Global, links: &[trellis_lattice::link::Link]) {
         .iter()
         .map(|l| {
             let config: Vec<String> = l.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            vec![l.source.clone(), l.interface.to_string(), l.name.clone(), l.target.clone(), config.join(",")]
+            vec![
+                l.source.clone(),
+                l.interface.to_string(),
+                l.name.clone(),
+                l.target.clone(),
+                config.join(","),
+            ]
         })
         .collect();
     print_table(&["SOURCE", "INTERFACE", "NAME", "TARGET", "CONFIG"], &rows);

@@ -27,14 +27,20 @@ pub async fn run(g: &Global, cmd: LinkCommand) -> anyhow::Result<ExitCode> {
             if g.output == Output::Json {
                 print_json(&link_json(&link));
             } else {
-                println!("link {} -> {} ({}) saved", link.source, link.target, link.interface);
+                println!(
+                    "link {} -> {} ({}) saved",
+                    link.source, link.target, link.interface
+                );
             }
         }
         LinkCommand::Get { source } => list(g, &lattice, source.as_deref()).await?,
         LinkCommand::Del(args) => {
             let interface = InterfaceName::parse(&args.interface)?;
-            let existed =
-                lattice.state().await?.delete_link(&args.source, &interface, &args.name).await?;
+            let existed = lattice
+                .state()
+                .await?
+                .delete_link(&args.source, &interface, &args.name)
+                .await?;
             if !existed {
                 bail!(
                     "no link from `{}` over {interface} named `{}`; list links with `trellis link get`",
@@ -62,7 +68,9 @@ async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<()
     let interface = link.interface.to_string();
     let mut found_without_export = false;
     for host in lattice.hosts(PING_WAIT).await? {
-        let Ok(inv) = lattice.inventory(&host.id).await else { continue };
+        let Ok(inv) = lattice.inventory(&host.id).await else {
+            continue;
+        };
         for c in inv.components.iter().filter(|c| c.id == link.target) {
             if c.exports.contains(&interface) {
                 return Ok(());

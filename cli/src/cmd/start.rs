@@ -26,7 +26,10 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
         .with_context(|| format!("cannot read component file {}", args.file.display()))?;
     match sniff(&bytes) {
         WasmKind::Component => {}
-        WasmKind::NotWasm => bail!("{} is not a WebAssembly file; pass a .wasm component built for wasm32-wasip2", args.file.display()),
+        WasmKind::NotWasm => bail!(
+            "{} is not a WebAssembly file; pass a .wasm component built for wasm32-wasip2",
+            args.file.display()
+        ),
         WasmKind::CoreModule => bail!(
             "{} is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`",
             args.file.display()
@@ -41,12 +44,21 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
             let all = lattice.hosts(PING_WAIT).await?;
             let chosen = place(&all, &args.labels, args.replicas);
             if chosen.is_empty() {
-                bail!("no host in lattice `{}` matches {}", g.lattice, describe_labels(&args.labels));
+                bail!(
+                    "no host in lattice `{}` matches {}",
+                    g.lattice,
+                    describe_labels(&args.labels)
+                );
             }
             chosen
         }
     };
-    let results = join_all(hosts.iter().map(|h| lattice.start_component(h, &args.id, &digest))).await;
+    let results = join_all(
+        hosts
+            .iter()
+            .map(|h| lattice.start_component(h, &args.id, &digest)),
+    )
+    .await;
     let mut started = Vec::new();
     let mut first_error = None;
     for (host, result) in hosts.iter().zip(results) {
@@ -64,11 +76,22 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
     if g.output == Output::Json {
         print_json(&serde_json::json!({"id": args.id, "digest": digest, "hosts": started}));
     } else {
-        println!("component {} ({digest}) started on {}", args.id, started.join(", "));
+        println!(
+            "component {} ({digest}) started on {}",
+            args.id,
+            started.join(", ")
+        );
     }
-    let wanted = if args.host.is_some() { 1 } else { args.replicas };
+    let wanted = if args.host.is_some() {
+        1
+    } else {
+        args.replicas
+    };
     if started.len() < wanted {
-        eprintln!("placed {} of {wanted} replicas: not enough matching hosts", started.len());
+        eprintln!(
+            "placed {} of {wanted} replicas: not enough matching hosts",
+            started.len()
+        );
         return Ok(ExitCode::from(NOT_PLACED));
     }
     Ok(ExitCode::SUCCESS)
@@ -80,8 +103,15 @@ fn place(hosts: &[pb::HostInfo], labels: &[(String, String)], replicas: usize) -
         .iter()
         .filter(|h| labels.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
         .collect();
-    fit.sort_by(|a, b| a.components.cmp(&b.components).then_with(|| a.id.cmp(&b.id)));
-    fit.into_iter().take(replicas).map(|h| h.id.clone()).collect()
+    fit.sort_by(|a, b| {
+        a.components
+            .cmp(&b.components)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    fit.into_iter()
+        .take(replicas)
+        .map(|h| h.id.clone())
+        .collect()
 }
 
 fn describe_labels(labels: &[(String, String)]) -> String {
@@ -113,7 +143,12 @@ async fn least_providers(lattice: &LatticeClient) -> anyhow::Result<String> {
         .iter()
         .min_by(|a, b| a.providers.cmp(&b.providers).then_with(|| a.id.cmp(&b.id)))
         .map(|h| h.id.clone())
-        .with_context(|| format!("no host in lattice `{}`; start one with `trellis host`", lattice.lattice()))
+        .with_context(|| {
+            format!(
+                "no host in lattice `{}`; start one with `trellis host`",
+                lattice.lattice()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -124,14 +159,21 @@ mod tests {
         pb::HostInfo {
             id: id.into(),
             components,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
 
     #[test]
     fn places_on_distinct_matching_hosts_least_loaded_first() {
-        let hosts = [host("a", 3, &[("zone", "x")]), host("b", 0, &[("zone", "x")]), host("c", 0, &[])];
+        let hosts = [
+            host("a", 3, &[("zone", "x")]),
+            host("b", 0, &[("zone", "x")]),
+            host("c", 0, &[]),
+        ];
         let zone = [("zone".to_string(), "x".to_string())];
         assert_eq!(place(&hosts, &zone, 1), vec!["b"]);
         assert_eq!(place(&hosts, &zone, 5), vec!["b", "a"]);

@@ -29,7 +29,10 @@ pub async fn run(g: &Global, cmd: StopCommand) -> anyhow::Result<ExitCode> {
         What::Provider => "provider",
     };
     if hosts.is_empty() {
-        bail!("{noun} `{id}` runs on no host in lattice `{}`", lattice.lattice());
+        bail!(
+            "{noun} `{id}` runs on no host in lattice `{}`",
+            lattice.lattice()
+        );
     }
     for host in &hosts {
         match what {
@@ -44,7 +47,9 @@ pub async fn run(g: &Global, cmd: StopCommand) -> anyhow::Result<ExitCode> {
 async fn running_on(lattice: &LatticeClient, what: What, id: &str) -> anyhow::Result<Vec<String>> {
     let mut found = Vec::new();
     for host in lattice.hosts(PING_WAIT).await? {
-        let Ok(inv) = lattice.inventory(&host.id).await else { continue };
+        let Ok(inv) = lattice.inventory(&host.id).await else {
+            continue;
+        };
         let runs = match what {
             What::Component => inv.components.iter().any(|c| c.id == id),
             What::Provider => inv.providers.iter().any(|p| p.id == id),

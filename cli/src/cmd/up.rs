@@ -14,12 +14,19 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let server = NatsServer::start(args.nats_port).await?;
-            eprintln!("started nats-server -js at {} (data in {})", server.url(), server.store_dir());
+            eprintln!(
+                "started nats-server -js at {} (data in {})",
+                server.url(),
+                server.store_dir()
+            );
             global.nats_url = Some(server.url().to_owned());
             Some(server)
         }
     };
-    eprintln!("starting a host in lattice `{}`; Ctrl-C stops everything", g.lattice);
+    eprintln!(
+        "starting a host in lattice `{}`; Ctrl-C stops everything",
+        g.lattice
+    );
     let config = super::host::config(&global, &args.host);
     let result = trellis_host::run(config, super::host::shutdown_signal()).await;
     if let Some(server) = server {

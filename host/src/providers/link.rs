@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use trellis_lattice::hostlink::{Bootstrap, ToHost, ToProvider, WireError, read_frame, write_frame};
+use trellis_lattice::hostlink::{
+    Bootstrap, ToHost, ToProvider, WireError, read_frame, write_frame,
+};
 
 use crate::router::Router;
 
@@ -38,12 +40,27 @@ pub(crate) async fn serve<R, W>(
     });
     loop {
         match read_frame::<_, ToHost>(&mut from_provider).await {
-            Ok(Some(ToHost::Invoke { id, target, interface, function, timeout_ms, payload })) => {
-                let (router, replies, source) = (router.clone(), replies.clone(), provider_id.clone());
+            Ok(Some(ToHost::Invoke {
+                id,
+                target,
+                interface,
+                function,
+                timeout_ms,
+                payload,
+            })) => {
+                let (router, replies, source) =
+                    (router.clone(), replies.clone(), provider_id.clone());
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(timeout_ms);
                     let result = router
-                        .invoke(&source, &target, &interface, &function, Bytes::from(payload), timeout)
+                        .invoke(
+                            &source,
+                            &target,
+                            &interface,
+                            &function,
+                            Bytes::from(payload),
+                            timeout,
+                        )
                         .await
                         .map(|b| serde_bytes::ByteBuf::from(Vec::from(b)))
                         .map_err(|e| WireError::from(&e));

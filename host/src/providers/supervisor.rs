@@ -25,7 +25,11 @@ pub(crate) enum StartError {
     NoExecutable(String),
     /// The process could not be spawned.
     #[error("cannot start provider `{id}` ({path}): {source}")]
-    Spawn { id: String, path: String, source: std::io::Error },
+    Spawn {
+        id: String,
+        path: String,
+        source: std::io::Error,
+    },
     /// Another kind already runs under this id.
     #[error("provider `{id}` already runs here as `{kind}`; stop it first")]
     Conflict { id: String, kind: String },
@@ -69,8 +73,19 @@ pub(crate) struct Providers {
 }
 
 impl Providers {
-    pub fn new(router: Arc<Router>, events: Events, bootstrap: Bootstrap, dir: Option<PathBuf>) -> Self {
-        Self { map: Mutex::new(HashMap::new()), router, events, bootstrap, dir }
+    pub fn new(
+        router: Arc<Router>,
+        events: Events,
+        bootstrap: Bootstrap,
+        dir: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            router,
+            events,
+            bootstrap,
+            dir,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProviderHandle>>> {
@@ -89,7 +104,10 @@ impl Providers {
             return if existing.kind == kind {
                 Ok(())
             } else {
-                Err(StartError::Conflict { id: id.to_owned(), kind: existing.kind.clone() })
+                Err(StartError::Conflict {
+                    id: id.to_owned(),
+                    kind: existing.kind.clone(),
+                })
             };
         }
         let path = find_executable(kind, self.dir.as_deref()).map_err(StartError::NoExecutable)?;
@@ -104,8 +122,11 @@ impl Providers {
             stop,
             task: Mutex::new(None),
         });
-        let bootstrap =
-            Bootstrap { provider_id: id.to_owned(), kind: kind.to_owned(), ..self.bootstrap.clone() };
+        let bootstrap = Bootstrap {
+            provider_id: id.to_owned(),
+            kind: kind.to_owned(),
+            ..self.bootstrap.clone()
+        };
         let supervisor = Supervisor {
             handle: handle.clone(),
             path,
@@ -116,19 +137,26 @@ impl Providers {
         let task = tokio::spawn(supervisor.run(child, stopped));
         *handle.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         self.lock().insert(id.to_owned(), handle);
-        self.events.provider(EventKind::ProviderStarted, id, kind, "").await;
+        self.events
+            .provider(EventKind::ProviderStarted, id, kind, "")
+            .await;
         Ok(())
     }
 
     /// Stops provider `id` gracefully (SIGTERM, then SIGKILL after a grace period).
     pub async fn stop(&self, id: &str) -> Result<(), StartError> {
-        let handle = self.lock().remove(id).ok_or_else(|| StartError::NotFound(id.to_owned()))?;
+        let handle = self
+            .lock()
+            .remove(id)
+            .ok_or_else(|| StartError::NotFound(id.to_owned()))?;
         let _ = handle.stop.send(true);
         let task = handle.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
         }
-        self.events.provider(EventKind::ProviderStopped, id, &handle.kind, "stopped").await;
+        self.events
+            .provider(EventKind::ProviderStopped, id, &handle.kind, "stopped")
+            .await;
         Ok(())
     }
 
@@ -172,9 +200,13 @@ impl Supervisor {
         let mut child = Some(first);
         let mut failures = 0u32;
         loop {
-            let Some(mut running) = child.take() else { break };
+            let Some(mut running) = child.take() else {
+                break;
+            };
             let started = Instant::now();
-            self.handle.pid.store(running.id().unwrap_or(0), Ordering::Relaxed);
+            self.handle
+                .pid
+                .store(running.id().unwrap_or(0), Ordering::Relaxed);
             self.handle.running.store(true, Ordering::Relaxed);
             let status = tokio::select! {
                 status = self.serve(&mut running) => status,
@@ -187,9 +219,18 @@ impl Supervisor {
             let reason = format!("provider process exited: {status}");
             tracing::warn!(provider = %self.handle.id, %reason, "restarting provider");
             self.events
-                .provider(EventKind::ProviderFailed, &self.handle.id, &self.handle.kind, &reason)
+                .provider(
+                    EventKind::ProviderFailed,
+                    &self.handle.id,
+                    &self.handle.kind,
+                    &reason,
+                )
                 .await;
-            failures = if started.elapsed() > HEALTHY_AFTER { 1 } else { failures + 1 };
+            failures = if started.elapsed() > HEALTHY_AFTER {
+                1
+            } else {
+                failures + 1
+            };
             // Respawn with backoff until it works or we are told to stop.
             loop {
                 let delay = backoff(failures);
@@ -239,7 +280,10 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 
 /// SIGTERM, then SIGKILL if it has not exited within the grace period.
 async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         if tokio::time::timeout(GRACE, child.wait()).await.is_ok() {
             return;
@@ -250,7 +294,8 @@ async fn terminate(child: &mut Child) {
 
 /// 200 ms doubling per consecutive failure, at most 10 s.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << failures.min(6).saturating_sub(1))).min(Duration::from_secs(10))
+    Duration::from_millis(200u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
+        .min(Duration::from_secs(10))
 }
 
 #[cfg(test)]

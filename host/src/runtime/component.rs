@@ -12,7 +12,9 @@ use super::state::CallState;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
     /// The bytes are not WebAssembly at all.
-    #[error("not a WebAssembly file (no `\\0asm` header); pass a .wasm component built for wasm32-wasip2")]
+    #[error(
+        "not a WebAssembly file (no `\\0asm` header); pass a .wasm component built for wasm32-wasip2"
+    )]
     NotWasm,
     /// A core module, not a component.
     #[error(
@@ -57,7 +59,9 @@ pub struct Component {
 
 impl std::fmt::Debug for Component {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Component").field("http", &self.http.is_some()).finish_non_exhaustive()
+        f.debug_struct("Component")
+            .field("http", &self.http.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,7 +71,9 @@ impl Component {
         linker: &Linker<CallState>,
         compiled: wasmtime::component::Component,
     ) -> Result<Self, LoadError> {
-        let pre = linker.instantiate_pre(&compiled).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&compiled)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         // Semver-compatible: finds `wasi:http/incoming-handler@0.2.N` for any N.
         let http = ProxyPre::new(pre).ok();
         if http.is_none() {

@@ -28,7 +28,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { max_instances: 256, max_memory_bytes: 64 << 20, on_demand_allocator: false }
+        Self {
+            max_instances: 256,
+            max_memory_bytes: 64 << 20,
+            on_demand_allocator: false,
+        }
     }
 }
 
@@ -49,7 +53,9 @@ struct Inner {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +137,10 @@ impl Runtime {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, wasmtime::component::Component>> {
         // A panic while holding this lock leaves a consistent map; keep going.
-        self.inner.compiled.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 

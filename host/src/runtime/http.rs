@@ -46,7 +46,10 @@ impl Component {
 
         let guest = tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
         });
         let call = async {
             let response = match receiver.await {
@@ -60,12 +63,15 @@ impl Component {
                 Err(_) => return Err(guest_failure(id, guest.await)),
             };
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BODY).collect().await.map_err(|e| {
-                InvokeError::new(
-                    InvokeErrorKind::Trap,
-                    format!("component `{id}` failed while writing its response body: {e}"),
-                )
-            })?;
+            let body = Limited::new(body, MAX_RESPONSE_BODY)
+                .collect()
+                .await
+                .map_err(|e| {
+                    InvokeError::new(
+                        InvokeErrorKind::Trap,
+                        format!("component `{id}` failed while writing its response body: {e}"),
+                    )
+                })?;
             Ok(from_hyper(parts, body.to_bytes()))
         };
         match tokio::time::timeout(timeout, call).await {
@@ -88,7 +94,10 @@ fn guest_failure(
             format!("component `{id}` returned without setting a response"),
         ),
         Ok(Err(e)) => trap(id, "handling the request", &e),
-        Err(e) => InvokeError::new(InvokeErrorKind::Trap, format!("component `{id}` task failed: {e}")),
+        Err(e) => InvokeError::new(
+            InvokeErrorKind::Trap,
+            format!("component `{id}` task failed: {e}"),
+        ),
     }
 }
 
@@ -97,7 +106,10 @@ fn trap(id: &str, during: &str, e: &wasmtime::Error) -> InvokeError {
     tracing::warn!(component = id, error = %format!("{e:#}"), "component failed while {during}");
     InvokeError::new(
         InvokeErrorKind::Trap,
-        format!("component `{id}` trapped while {during}: {}", e.root_cause()),
+        format!(
+            "component `{id}` trapped while {during}: {}",
+            e.root_cause()
+        ),
     )
 }
 
@@ -129,5 +141,9 @@ fn from_hyper(parts: http::response::Parts, body: Bytes) -> HttpResponse {
         .iter()
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec().into()))
         .collect();
-    HttpResponse { status: parts.status.as_u16(), headers, body: body.to_vec().into() }
+    HttpResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.to_vec().into(),
+    }
 }

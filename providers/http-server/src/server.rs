@@ -46,11 +46,17 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn new(ctx: Context) -> Self {
-        Self { ctx, listeners: Mutex::new(HashMap::new()) }
+        Self {
+            ctx,
+            listeners: Mutex::new(HashMap::new()),
+        }
     }
 
     fn take(&self, key: &str) -> Option<Listener> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
     }
 }
 
@@ -87,8 +93,13 @@ impl Provider for HttpServer {
     }
 
     async fn shutdown(&self) {
-        let all: Vec<Listener> =
-            self.listeners.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, l)| l).collect();
+        let all: Vec<Listener> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, l)| l)
+            .collect();
         for listener in all {
             listener.accept.abort();
         }
@@ -97,15 +108,19 @@ impl Provider for HttpServer {
 }
 
 fn parse_config(link: &Link) -> Result<(SocketAddr, Route), String> {
-    let address = link
-        .config
-        .get("address")
-        .ok_or_else(|| format!("link {} lacks config `address` (for example address=127.0.0.1:8080)", link.key()))?;
-    let address: SocketAddr =
-        address.parse().map_err(|e| format!("link config address `{address}` is not host:port: {e}"))?;
+    let address = link.config.get("address").ok_or_else(|| {
+        format!(
+            "link {} lacks config `address` (for example address=127.0.0.1:8080)",
+            link.key()
+        )
+    })?;
+    let address: SocketAddr = address
+        .parse()
+        .map_err(|e| format!("link config address `{address}` is not host:port: {e}"))?;
     let number = |key: &str, default: u64| -> Result<u64, String> {
         link.config.get(key).map_or(Ok(default), |v| {
-            v.parse().map_err(|_| format!("link config `{key}` must be a number, got `{v}`"))
+            v.parse()
+                .map_err(|_| format!("link config `{key}` must be a number, got `{v}`"))
         })
     };
     let route = Route {
@@ -132,7 +147,10 @@ async fn accept_loop(listener: TcpListener, ctx: Context, route: Arc<Route>) {
                 let (ctx, route) = (ctx.clone(), route.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(&ctx, &route, req).await) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -146,11 +164,18 @@ async fn handle(ctx: &Context, route: &Route, req: Request<Incoming>) -> Respons
     }
 }
 
-async fn forward(ctx: &Context, route: &Route, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, InvokeError> {
+async fn forward(
+    ctx: &Context,
+    route: &Route,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, InvokeError> {
     let too_large = || {
         InvokeError::new(
             InvokeErrorKind::TooLarge,
-            format!("request body exceeds {} bytes (link config max_body_bytes)", route.max_body),
+            format!(
+                "request body exceeds {} bytes (link config max_body_bytes)",
+                route.max_body
+            ),
         )
     };
     let declared = req
@@ -161,10 +186,18 @@ async fn forward(ctx: &Context, route: &Route, req: Request<Incoming>) -> Result
         return Err(too_large());
     }
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, route.max_body).collect().await.map_err(|_| too_large())?.to_bytes();
+    let body = Limited::new(body, route.max_body)
+        .collect()
+        .await
+        .map_err(|_| too_large())?
+        .to_bytes();
     let request = HttpRequest {
         method: parts.method.to_string(),
-        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
         authority: parts.uri.authority().map(|a| a.to_string()),
         headers: parts
             .headers
@@ -175,25 +208,46 @@ async fn forward(ctx: &Context, route: &Route, req: Request<Incoming>) -> Result
     };
     let payload = wire::encode(&request)
         .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;
-    let reply = ctx.invoke(&route.target, INCOMING_HANDLER, HANDLE, payload, route.timeout).await?;
+    let reply = ctx
+        .invoke(
+            &route.target,
+            INCOMING_HANDLER,
+            HANDLE,
+            payload,
+            route.timeout,
+        )
+        .await?;
     let response: HttpResponse = wire::decode(&reply).map_err(|e| {
-        InvokeError::new(InvokeErrorKind::Trap, format!("undecodable response from `{}`: {e}", route.target))
+        InvokeError::new(
+            InvokeErrorKind::Trap,
+            format!("undecodable response from `{}`: {e}", route.target),
+        )
     })?;
     let mut builder = Response::builder().status(response.status);
     for (name, value) in &response.headers {
         builder = builder.header(name.as_str(), value.as_slice());
     }
-    builder.body(Full::new(Bytes::from(response.body.into_vec()))).map_err(|e| {
-        InvokeError::new(InvokeErrorKind::Trap, format!("invalid response from `{}`: {e}", route.target))
-    })
+    builder
+        .body(Full::new(Bytes::from(response.body.into_vec())))
+        .map_err(|e| {
+            InvokeError::new(
+                InvokeErrorKind::Trap,
+                format!("invalid response from `{}`: {e}", route.target),
+            )
+        })
 }
 
 fn error_response(e: &InvokeError) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = Response::new(Full::new(Bytes::from(format!("trellis: {e}\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::ERROR, hyper::header::HeaderValue::from_static(e.kind().as_str()));
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::ERROR,
+        hyper::header::HeaderValue::from_static(e.kind().as_str()),
+    );
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }

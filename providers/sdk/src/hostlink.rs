@@ -42,7 +42,10 @@ impl HostLink {
             loop {
                 match read_frame::<_, ToProvider>(&mut from_host).await {
                     Ok(Some(ToProvider::Reply { id, result })) => {
-                        let waiter = replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        let waiter = replies
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(result.map(|b| b.into_vec()).map_err(Into::into));
                         }
@@ -56,7 +59,14 @@ impl HostLink {
             }
             let _ = closed_tx.send(());
         });
-        (Self { outbox, pending, next_id: Arc::default() }, closed)
+        (
+            Self {
+                outbox,
+                pending,
+                next_id: Arc::default(),
+            },
+            closed,
+        )
     }
 
     /// Invokes `interface.function` of `target` through the host.
@@ -80,8 +90,16 @@ impl HostLink {
         let frame = encode_frame(&call)
             .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        let host_gone = || InvokeError::new(InvokeErrorKind::Unavailable, "the host closed the provider pipe");
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let host_gone = || {
+            InvokeError::new(
+                InvokeErrorKind::Unavailable,
+                "the host closed the provider pipe",
+            )
+        };
         if self.outbox.send(frame).await.is_err() {
             self.forget(id);
             return Err(host_gone());
@@ -101,6 +119,9 @@ impl HostLink {
     }
 
     fn forget(&self, id: u64) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 }

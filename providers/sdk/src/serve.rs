@@ -33,7 +33,11 @@ pub enum SdkError {
 /// A capability provider implementation.
 pub trait Provider: Send + Sync + 'static {
     /// A link from this provider was created or changed; apply it. An error is logged.
-    fn link_put(&self, ctx: &Context, link: Link) -> impl Future<Output = Result<(), String>> + Send;
+    fn link_put(
+        &self,
+        ctx: &Context,
+        link: Link,
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// A link from this provider was deleted; stop serving it.
     fn link_deleted(&self, ctx: &Context, link: Link) -> impl Future<Output = ()> + Send;
     /// The host asked the provider to stop; finish in-flight work.
@@ -114,5 +118,8 @@ async fn apply<P: Provider>(
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

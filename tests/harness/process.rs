@@ -1,0 +1,184 @@
+//! `trellis` processes: CLI invocations and hosts.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use trellis_lattice::client::LatticeClient;
+
+/// The cargo target profile directory holding this test's binaries (`target/debug`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/<test-binary>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The cargo target directory (`target`).
+pub fn target_dir() -> PathBuf {
+    profile_dir().parent().expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary, which must have been built (`cargo build --workspace`).
+pub fn bin(name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Runs `trellis` against one lattice.
+#[derive(Debug, Clone)]
+pub struct Trellis {
+    pub nats_url: String,
+    pub lattice: String,
+}
+
+impl Trellis {
+    pub fn new(nats_url: &str, lattice: &str) -> Self {
+        Self {
+            nats_url: nats_url.to_owned(),
+            lattice: lattice.to_owned(),
+        }
+    }
+
+    /// Runs a CLI command to completion.
+    pub async fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("trellis"))
+            .args(args)
+            .env("TRELLIS_NATS_URL", &self.nats_url)
+            .env("TRELLIS_LATTICE", &self.lattice)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run trellis")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args).await;
+        assert!(
+            out.status.success(),
+            "`trellis {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a CLI command that must fail with exit code 1; returns its stderr.
+    pub async fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "`trellis {}` should fail; stdout: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A lattice client over a fresh connection.
+    pub async fn client(&self) -> LatticeClient {
+        let nats = trellis_lattice::connect::connect_once(&self.nats_url, "trellis-tests")
+            .await
+            .expect("connect");
+        LatticeClient::new(nats, &self.lattice).expect("lattice")
+    }
+
+    /// Spawns `trellis host` named `name` with `labels`; returns once it is in the lattice.
+    pub async fn host(&self, name: &str, labels: &[&str]) -> Host {
+        let host = self.spawn_host(name, labels);
+        let client = self.client().await;
+        let id = crate::eventually(
+            &format!("host {name} to join"),
+            Duration::from_secs(20),
+            || {
+                let client = client.clone();
+                async move {
+                    let hosts = client.hosts(Duration::from_millis(300)).await.ok()?;
+                    hosts.into_iter().find(|h| h.name == name).map(|h| h.id)
+                }
+            },
+        )
+        .await;
+        Host { id, ..host }
+    }
+
+    /// Spawns `trellis host` without waiting for it to join.
+    pub fn spawn_host(&self, name: &str, labels: &[&str]) -> Host {
+        let mut cmd = Command::new(bin("trellis"));
+        cmd.arg("host").args([
+            "--name",
+            name,
+            "--heartbeat-interval",
+            "1",
+            "--max-instances",
+            "32",
+        ]);
+        for label in labels {
+            cmd.args(["--label", label]);
+        }
+        let child = cmd
+            .env("TRELLIS_NATS_URL", &self.nats_url)
+            .env("TRELLIS_LATTICE", &self.lattice)
+            .env("TRELLIS_PROVIDER_DIR", profile_dir())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn trellis host");
+        Host {
+            child,
+            id: String::new(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// A `trellis host` process; killed when dropped.
+#[derive(Debug)]
+pub struct Host {
+    child: Child,
+    pub id: String,
+    pub name: String,
+}
+
+impl Host {
+    /// SIGKILL: the host gets no chance to say goodbye.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let pid = self
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            .expect("running host");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("host exits within 20 s of SIGTERM")
+            .expect("wait")
+    }
+}
