@@ -22,6 +22,8 @@ impl NatsServer {
             );
         }
         let store = tempfile::Builder::new().prefix("trellis-nats-").tempdir()?;
+        let log_path = store.path().join("nats-server.log");
+        let log = std::fs::File::create(&log_path)?;
         let mut child = Command::new("nats-server")
             .args([
                 "-js",
@@ -33,7 +35,7 @@ impl NatsServer {
             ])
             .arg(store.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
@@ -50,10 +52,8 @@ impl NatsServer {
         let addr = format!("127.0.0.1:{port}");
         for _ in 0..100 {
             if let Some(status) = child.try_wait()? {
-                bail!(
-                    "nats-server exited at start ({status}); is port {port} in use? Pick another \
-                     with --nats-port or pass --nats-url"
-                );
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("nats-server exited at start ({status}):\n{log}");
             }
             if tokio::net::TcpStream::connect(&addr).await.is_ok() {
                 return Ok(Self {

