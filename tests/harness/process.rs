@@ -140,7 +140,7 @@ impl Trellis {
             .env("TRELLIS_NATS_URL", &self.nats_url)
             .env("TRELLIS_LATTICE", &self.lattice)
             .env("TRELLIS_PROVIDER_DIR", profile_dir())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

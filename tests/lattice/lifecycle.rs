@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use prost::Message;
+use trellis_lattice::http::{HANDLE, HttpRequest, HttpResponse, INCOMING_HANDLER};
+use trellis_lattice::subject::EventKind;
 use trellis_tests::{NatsServer, Trellis, eventually, free_port};
 
 use crate::{Lattice, get};
@@ -62,29 +64,61 @@ async fn host_started_before_nats_joins_when_it_comes_up() {
 }
 
 #[tokio::test]
-async fn host_reconnects_and_reannounces_after_nats_restarts() {
+async fn host_reconnects_and_serves_again_after_nats_restarts() {
     let mut lattice = Lattice::new("reconnect").await;
     let host = lattice.trellis.host("steady", &[]).await;
     lattice.start_hello("hello", &["--host", &host.id]).await;
     lattice.nats.restart().await;
 
+    // Control and invocation subscriptions come back on their own, and heartbeats resume.
     let client = lattice.trellis.client().await;
-    let mut started = client
+    let mut beats = client
         .nats()
-        .subscribe(
-            client
-                .subjects()
-                .event(trellis_lattice::subject::EventKind::HostStarted),
-        )
+        .subscribe(client.subjects().event(EventKind::HostHeartbeat))
         .await
         .unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(20), started.next())
+    let beat = tokio::time::timeout(Duration::from_secs(20), beats.next())
         .await
-        .expect("host_started again after the reconnect")
+        .expect("heartbeats resume")
         .unwrap();
-    let event = trellis_proto::Event::decode(event.payload).unwrap();
-    assert_eq!(event.host_id, host.id);
-    // The component still serves after the reconnect (its subscription was restored).
+    assert_eq!(
+        trellis_proto::Event::decode(beat.payload).unwrap().host_id,
+        host.id
+    );
+    let request = HttpRequest {
+        method: "GET".into(),
+        path_and_query: "/after-restart".into(),
+        authority: None,
+        headers: vec![],
+        body: Vec::new().into(),
+    };
+    let payload = trellis_lattice::http::encode(&request).unwrap();
+    let reply = eventually(
+        "hello to answer after the reconnect",
+        Duration::from_secs(20),
+        || {
+            let (client, payload) = (client.clone(), payload.clone());
+            async move {
+                client
+                    .invoke(
+                        "hello",
+                        INCOMING_HANDLER,
+                        HANDLE,
+                        payload.into(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    let response: HttpResponse = trellis_lattice::http::decode(&reply).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        &response.body[..],
+        b"hello from trellis, path=/after-restart\n"
+    );
     let out = lattice
         .trellis
         .ok(&["get", "inventory", &host.id, "--output", "json"])
