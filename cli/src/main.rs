@@ -3,7 +3,6 @@
 
 mod args;
 mod cmd;
-mod nats_server;
 mod output;
 
 use std::process::ExitCode;

@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod hostlink;
 pub mod http;
 pub mod link;
+pub mod nats_server;
 pub mod state;
 pub mod subject;
 

@@ -6,13 +6,12 @@
 
 mod components;
 mod http;
-mod nats;
 mod process;
 
 pub use components::component;
 pub use http::{HttpReply, http_request};
-pub use nats::NatsServer;
 pub use process::{Host, Trellis, bin, free_port};
+pub use trellis_lattice::nats_server::LocalNatsServer as NatsServer;
 
 use std::future::Future;
 use std::time::Duration;

@@ -51,7 +51,9 @@ async fn host_started_before_nats_joins_when_it_comes_up() {
     let t = Trellis::new(&format!("nats://127.0.0.1:{port}"), "late");
     let _host = t.spawn_host("early", &[]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _nats = NatsServer::start_on(port).await;
+    let _nats = NatsServer::start(Some(port))
+        .await
+        .expect("nats-server starts");
     let client = t.client().await;
     eventually("the early host to join", Duration::from_secs(20), || {
         let client = client.clone();
@@ -68,7 +70,7 @@ async fn host_reconnects_and_serves_again_after_nats_restarts() {
     let mut lattice = Lattice::new("reconnect").await;
     let host = lattice.trellis.host("steady", &[]).await;
     lattice.start_hello("hello", &["--host", &host.id]).await;
-    lattice.nats.restart().await;
+    lattice.nats.restart().await.expect("nats-server restarts");
 
     // Control and invocation subscriptions come back on their own, and heartbeats resume.
     let client = lattice.trellis.client().await;

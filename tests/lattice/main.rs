@@ -21,7 +21,7 @@ pub struct Lattice {
 
 impl Lattice {
     pub async fn new(name: &str) -> Self {
-        let nats = NatsServer::start().await;
+        let nats = NatsServer::start(None).await.expect("nats-server starts");
         let trellis = Trellis::new(&nats.url(), name);
         Self { nats, trellis }
     }

@@ -2,24 +2,25 @@
 
 use std::process::ExitCode;
 
+use trellis_lattice::nats_server::LocalNatsServer;
+
 use crate::args::{Global, UpArgs};
-use crate::nats_server::NatsServer;
 
 pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut global = g.clone();
-    let server = match &g.nats_url {
+    let mut server = match &g.nats_url {
         Some(url) => {
             eprintln!("using NATS at {url}");
             None
         }
         None => {
-            let server = NatsServer::start(args.nats_port).await?;
+            let server = LocalNatsServer::start(Some(args.nats_port)).await?;
             eprintln!(
-                "started nats-server -js at {} (data in {})",
+                "started nats-server -js at {} (data and log in {})",
                 server.url(),
-                server.store_dir()
+                server.dir().display()
             );
-            global.nats_url = Some(server.url().to_owned());
+            global.nats_url = Some(server.url());
             Some(server)
         }
     };
@@ -29,7 +30,7 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     let config = super::host::config(&global, &args.host);
     let result = trellis_host::run(config, super::host::shutdown_signal()).await;
-    if let Some(server) = server {
+    if let Some(server) = server.as_mut() {
         server.stop().await;
     }
     result?;
