@@ -74,6 +74,31 @@ pub enum Command {
     /// Create, list and delete links.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Measure Trellis against baselines in the same run (see docs/benchmarks.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenario to run.
+    #[arg(value_enum, default_value = "all")]
+    pub scenario: BenchScenario,
+    /// Small counts: checks that the scenarios run, measures little.
+    #[arg(long)]
+    pub quick: bool,
+    /// The http-hello component [default: built beside this binary's target directory].
+    #[arg(long)]
+    pub component: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchScenario {
+    All,
+    Invoke,
+    Local,
+    Http,
+    Start,
+    Memory,
 }
 
 #[derive(Debug, Args)]

@@ -291,10 +291,17 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     let reannounce = {
         let host = host.clone();
         tokio::spawn(async move {
+            let mut lost = false;
             while let Some(event) = conn_events.recv().await {
                 tracing::info!(%event, "NATS connection event");
-                if matches!(event, async_nats::Event::Connected) {
-                    host.announce(EventKind::HostStarted).await;
+                match event {
+                    async_nats::Event::Disconnected => lost = true,
+                    // Subscriptions are restored by the client; tell the lattice we are back.
+                    async_nats::Event::Connected if lost => {
+                        lost = false;
+                        host.announce(EventKind::HostStarted).await;
+                    }
+                    _ => {}
                 }
             }
         })

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod bench;
 mod get;
 mod host;
 mod link;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(cmd) => start::run(g, cmd).await,
         Command::Stop(cmd) => stop::run(g, cmd).await,
         Command::Link(cmd) => link::run(g, cmd).await,
+        Command::Bench(args) => bench::run(g, args).await,
     }
 }
 

@@ -1,0 +1,38 @@
+//! HTTP hello through the http-server provider and a component on the same host, against the
+//! plain wasmtime `wasi:http` server, with 1 and 32 connections.
+
+use crate::env::{BenchLattice, free_addr};
+use crate::http_baseline::Baseline;
+use crate::report::Row;
+use crate::{BenchError, Options, load, setup};
+
+pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
+    let mut lattice = BenchLattice::start().await?;
+    lattice.add_host(options, "web").await?;
+    lattice.start_component(options, 0, "hello").await?;
+    let trellis_addr = free_addr()?;
+    lattice.serve_http(0, "hello", trellis_addr).await?;
+
+    let wasm = std::fs::read(&options.component).map_err(setup)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(setup)?;
+    let baseline_addr = listener.local_addr().map_err(setup)?;
+    let server = tokio::spawn(Baseline::new(&wasm)?.serve(listener));
+
+    let mut rows = Vec::new();
+    for connections in [1usize, 32] {
+        let total = options.count(if connections == 1 { 2000 } else { 10000 }, 64);
+        // Warm both up, then measure each in turn.
+        load::run(trellis_addr, connections, total / 10 + 1).await?;
+        load::run(baseline_addr, connections, total / 10 + 1).await?;
+        let trellis = load::run(trellis_addr, connections, total).await?;
+        let baseline = load::run(baseline_addr, connections, total).await?;
+        rows.push(Row::compared(
+            format!("{connections} connection(s)"),
+            trellis,
+            baseline,
+            "plain wasmtime wasi:http server (hyper + wasmtime-wasi-http, pooling, fresh instance per request)",
+        ));
+    }
+    server.abort();
+    Ok(rows)
+}

@@ -1,0 +1,138 @@
+//! The baseline users would otherwise pick: a plain wasmtime `wasi:http` server (hyper +
+//! wasmtime-wasi-http), one fresh instance per request, pooling allocator.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::{BenchError, setup};
+
+struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: NoOutgoing,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+struct NoOutgoing;
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for NoOutgoing {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// A component ready to serve, the way the wasmtime docs do it.
+#[derive(Clone)]
+pub struct Baseline {
+    pre: ProxyPre<State>,
+}
+
+impl std::fmt::Debug for Baseline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Baseline")
+    }
+}
+
+impl Baseline {
+    pub fn new(wasm: &[u8]) -> Result<Self, BenchError> {
+        let mut config = Config::new();
+        config.allocation_strategy(PoolingAllocationConfig::new());
+        let engine = Engine::new(&config).map_err(setup)?;
+        let component = Component::new(&engine, wasm).map_err(setup)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
+        let pre = ProxyPre::new(linker.instantiate_pre(&component).map_err(setup)?).map_err(setup)?;
+        Ok(Self { pre })
+    }
+
+    /// Serves one request in a fresh instance and collects the response body.
+    pub async fn call<B>(&self, req: hyper::Request<B>) -> Result<hyper::Response<Full<Bytes>>, String>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let state = State {
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: NoOutgoing,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).map_err(|e| e.to_string())?;
+        let out = store.data_mut().http().new_response_outparam(sender).map_err(|e| e.to_string())?;
+        let pre = self.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+        let resp = match receiver.await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(code)) => return Err(format!("{code:?}")),
+            Err(_) => return Err(format!("no response: {:?}", task.await)),
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(hyper::Response::from_parts(parts, Full::new(body)))
+    }
+
+    /// Serves HTTP/1.1 on `listener` until the task is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) {
+        let this = Arc::new(self);
+        while let Ok((stream, _)) = listener.accept().await {
+            let this = this.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let this = this.clone();
+                    async move {
+                        let resp = match this.call(req).await {
+                            Ok(resp) => resp,
+                            Err(e) => {
+                                let mut resp = hyper::Response::new(Full::new(Bytes::from(e)));
+                                *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                resp
+                            }
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Remote invocation (a component on another host) against raw NATS request/reply of the same
+//! payload through the same server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
+
+use crate::env::BenchLattice;
+use crate::report::{Figures, Row};
+use crate::{BenchError, Options, setup};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
+    let mut lattice = BenchLattice::start().await?;
+    lattice.add_host(options, "callee").await?;
+    lattice.start_component(options, 0, "echo").await?;
+    let responder = raw_responder(&lattice).await?;
+
+    let mut rows = Vec::new();
+    for size in [100usize, 10 * 1024] {
+        let request = HttpRequest {
+            method: "POST".into(),
+            path_and_query: "/echo".into(),
+            authority: None,
+            headers: vec![],
+            body: vec![b'x'; size].into(),
+        };
+        let payload = Bytes::from(encode(&request).map_err(setup)?);
+        for in_flight in [1usize, 64] {
+            let ops = options.count(if in_flight == 1 { 2000 } else { 20000 }, 64);
+            let client = lattice.client.clone();
+            let trellis = measure(ops, in_flight, {
+                let payload = payload.clone();
+                move || {
+                    let (client, payload) = (client.clone(), payload.clone());
+                    async move {
+                        client.invoke("echo", INCOMING_HANDLER, HANDLE, payload, TIMEOUT).await.map(drop).map_err(|e| e.to_string())
+                    }
+                }
+            })
+            .await?;
+            let nats = lattice.client.nats().clone();
+            let subject = responder.clone();
+            let baseline = measure(ops, in_flight, {
+                let payload = payload.clone();
+                move || {
+                    let (nats, payload, subject) = (nats.clone(), payload.clone(), subject.clone());
+                    async move { nats.request(subject.to_string(), payload).await.map(drop).map_err(|e| e.to_string()) }
+                }
+            })
+            .await?;
+            let case = format!("{in_flight} in flight, {}", if size == 100 { "100 B" } else { "10 KiB" });
+            rows.push(Row::compared(case, trellis, baseline, "raw NATS request/reply, same payload and server"));
+        }
+    }
+    Ok(rows)
+}
+
+/// A raw NATS echo responder on its own connection; returns its subject.
+async fn raw_responder(lattice: &BenchLattice) -> Result<Arc<str>, BenchError> {
+    let nats = trellis_lattice::connect::connect_once(&lattice.nats.url(), "bench-echo").await.map_err(setup)?;
+    let subject: Arc<str> = Arc::from("bench.echo");
+    let mut sub = nats.subscribe(subject.to_string()).await.map_err(setup)?;
+    nats.flush().await.map_err(setup)?;
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = nats.publish(reply, msg.payload).await;
+            }
+        }
+    });
+    Ok(subject)
+}
+
+/// Runs `ops` calls of `call`, `in_flight` at a time, after a warm-up; returns the figures.
+pub async fn measure<F, Fut>(ops: usize, in_flight: usize, call: F) -> Result<Figures, BenchError>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    for _ in 0..(ops / 10).clamp(10, 200) {
+        call().await.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?;
+    }
+    let per_worker = ops.div_ceil(in_flight);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(per_worker);
+                for _ in 0..per_worker {
+                    let t = Instant::now();
+                    call().await?;
+                    samples.push(t.elapsed());
+                }
+                Ok::<_, String>(samples)
+            })
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(per_worker * in_flight);
+    for worker in workers {
+        let done = worker.await.map_err(|e| BenchError::Run { scenario: "invoke", reason: e.to_string() })?;
+        samples.extend(done.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?);
+    }
+    Ok(Figures::from_samples(&mut samples, started.elapsed()))
+}

@@ -1,0 +1,109 @@
+//! The Trellis benchmark harness.
+//!
+//! Every scenario starts what it needs (its own `nats-server`, `trellis host` processes), warms
+//! up, runs a fixed number of operations, and reports p50, p99 and throughput next to a baseline
+//! measured in the same run (raw NATS request/reply, plain wasmtime), because the machines we
+//! run on are shared and noisy: the ratio is the figure to read. `trellis bench` is the front end.
+
+mod env;
+mod http;
+mod http_baseline;
+mod invoke;
+mod load;
+mod local;
+mod memory;
+mod report;
+mod start;
+
+use std::path::PathBuf;
+
+pub use report::{Report, Row};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Remote invocation vs raw NATS request/reply.
+    Invoke,
+    /// In-process call through the Trellis runtime vs plain wasmtime.
+    Local,
+    /// HTTP through the http-server provider vs a plain wasmtime wasi:http server.
+    Http,
+    /// Starting 100 components on one host.
+    Start,
+    /// Host resident memory idle, with 1 and with 100 components.
+    Memory,
+}
+
+impl Scenario {
+    /// Every scenario, in report order.
+    pub const ALL: [Scenario; 5] =
+        [Scenario::Invoke, Scenario::Local, Scenario::Http, Scenario::Start, Scenario::Memory];
+
+    /// The scenario's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Invoke => "invoke",
+            Scenario::Local => "local",
+            Scenario::Http => "http",
+            Scenario::Start => "start",
+            Scenario::Memory => "memory",
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Small counts: proves the scenario runs, measures little.
+    pub quick: bool,
+    /// The http-hello test component (built from `tests/components`).
+    pub component: PathBuf,
+    /// The `trellis` executable used to start hosts (normally the running one).
+    pub trellis: PathBuf,
+}
+
+impl Options {
+    /// `full` operations normally, `quick` in quick mode.
+    pub(crate) fn count(&self, full: usize, quick: usize) -> usize {
+        if self.quick { quick } else { full }
+    }
+}
+
+/// A benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Something the scenario needs could not be set up.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// An operation failed while measuring.
+    #[error("{scenario}: {reason}")]
+    Run {
+        /// Which scenario.
+        scenario: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
+pub(crate) fn setup(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+/// Runs one scenario.
+pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchError> {
+    if !options.component.is_file() {
+        return Err(BenchError::Setup(format!(
+            "component {} not found; build it with `cargo build --release --target wasm32-wasip2 \
+             --manifest-path tests/components/Cargo.toml` or pass --component",
+            options.component.display()
+        )));
+    }
+    let rows = match scenario {
+        Scenario::Invoke => invoke::run(options).await?,
+        Scenario::Local => local::run(options).await?,
+        Scenario::Http => http::run(options).await?,
+        Scenario::Start => start::run(options).await?,
+        Scenario::Memory => memory::run(options).await?,
+    };
+    Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
+}

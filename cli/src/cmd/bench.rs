@@ -1,0 +1,44 @@
+//! `trellis bench`: runs the harness in `trellis-bench` and prints its reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use trellis_bench::{Options, Scenario};
+
+use crate::args::{BenchArgs, BenchScenario, Global, Output};
+
+pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let trellis = std::env::current_exe().context("cannot find the trellis executable")?;
+    let component = args.component.unwrap_or_else(|| default_component(&trellis));
+    let options = Options { quick: args.quick, component, trellis };
+    let scenarios: Vec<Scenario> = match args.scenario {
+        BenchScenario::All => Scenario::ALL.to_vec(),
+        BenchScenario::Invoke => vec![Scenario::Invoke],
+        BenchScenario::Local => vec![Scenario::Local],
+        BenchScenario::Http => vec![Scenario::Http],
+        BenchScenario::Start => vec![Scenario::Start],
+        BenchScenario::Memory => vec![Scenario::Memory],
+    };
+    let mut reports = Vec::new();
+    for scenario in scenarios {
+        if g.output == Output::Text {
+            eprintln!("running {} ...", scenario.name());
+        }
+        let report = trellis_bench::run(scenario, &options).await?;
+        if g.output == Output::Text {
+            println!("{}", report.to_table());
+        }
+        reports.push(report);
+    }
+    if g.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `<target>/wasm-components/wasm32-wasip2/release/http_hello.wasm`, next to `target/<profile>/`.
+fn default_component(trellis: &std::path::Path) -> PathBuf {
+    let target = trellis.parent().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("target"));
+    target.join("wasm-components/wasm32-wasip2/release/http_hello.wasm")
+}
