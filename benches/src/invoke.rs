@@ -38,7 +38,11 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
                 move || {
                     let (client, payload) = (client.clone(), payload.clone());
                     async move {
-                        client.invoke("echo", INCOMING_HANDLER, HANDLE, payload, TIMEOUT).await.map(drop).map_err(|e| e.to_string())
+                        client
+                            .invoke("echo", INCOMING_HANDLER, HANDLE, payload, TIMEOUT)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
                     }
                 }
             })
@@ -49,12 +53,25 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
                 let payload = payload.clone();
                 move || {
                     let (nats, payload, subject) = (nats.clone(), payload.clone(), subject.clone());
-                    async move { nats.request(subject.to_string(), payload).await.map(drop).map_err(|e| e.to_string()) }
+                    async move {
+                        nats.request(subject.to_string(), payload)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
                 }
             })
             .await?;
-            let case = format!("{in_flight} in flight, {}", if size == 100 { "100 B" } else { "10 KiB" });
-            rows.push(Row::compared(case, trellis, baseline, "raw NATS request/reply, same payload and server"));
+            let case = format!(
+                "{in_flight} in flight, {}",
+                if size == 100 { "100 B" } else { "10 KiB" }
+            );
+            rows.push(Row::compared(
+                case,
+                trellis,
+                baseline,
+                "raw NATS request/reply, same payload and server",
+            ));
         }
     }
     Ok(rows)
@@ -62,7 +79,9 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
 
 /// A raw NATS echo responder on its own connection; returns its subject.
 async fn raw_responder(lattice: &BenchLattice) -> Result<Arc<str>, BenchError> {
-    let nats = trellis_lattice::connect::connect_once(&lattice.nats.url(), "bench-echo").await.map_err(setup)?;
+    let nats = trellis_lattice::connect::connect_once(&lattice.nats.url(), "bench-echo")
+        .await
+        .map_err(setup)?;
     let subject: Arc<str> = Arc::from("bench.echo");
     let mut sub = nats.subscribe(subject.to_string()).await.map_err(setup)?;
     nats.flush().await.map_err(setup)?;
@@ -83,7 +102,10 @@ where
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     for _ in 0..(ops / 10).clamp(10, 200) {
-        call().await.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?;
+        call().await.map_err(|reason| BenchError::Run {
+            scenario: "invoke",
+            reason,
+        })?;
     }
     let per_worker = ops.div_ceil(in_flight);
     let started = Instant::now();
@@ -103,8 +125,14 @@ where
         .collect();
     let mut samples = Vec::with_capacity(per_worker * in_flight);
     for worker in workers {
-        let done = worker.await.map_err(|e| BenchError::Run { scenario: "invoke", reason: e.to_string() })?;
-        samples.extend(done.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?);
+        let done = worker.await.map_err(|e| BenchError::Run {
+            scenario: "invoke",
+            reason: e.to_string(),
+        })?;
+        samples.extend(done.map_err(|reason| BenchError::Run {
+            scenario: "invoke",
+            reason,
+        })?);
     }
     Ok(Figures::from_samples(&mut samples, started.elapsed()))
 }

@@ -58,13 +58,22 @@ impl Figures {
 
     /// A single value (memory, a total time).
     pub fn value(value: f64, unit: &'static str) -> Self {
-        Self { value: Some(value), unit: Some(unit), ..Self::default() }
+        Self {
+            value: Some(value),
+            unit: Some(unit),
+            ..Self::default()
+        }
     }
 }
 
 impl Row {
     /// A row with a baseline; ratios are computed.
-    pub fn compared(case: impl Into<String>, trellis: Figures, baseline: Figures, name: &str) -> Self {
+    pub fn compared(
+        case: impl Into<String>,
+        trellis: Figures,
+        baseline: Figures,
+        name: &str,
+    ) -> Self {
         let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
         Self {
             case: case.into(),
@@ -103,10 +112,22 @@ pub struct Report {
 impl Report {
     /// A plain-text table.
     pub fn to_table(&self) -> String {
-        let mut out = format!("## {}{}\n", self.scenario, if self.quick { " (quick)" } else { "" });
+        let mut out = format!(
+            "## {}{}\n",
+            self.scenario,
+            if self.quick { " (quick)" } else { "" }
+        );
         out.push_str(&format!(
             "{:<34} {:>10} {:>10} {:>12} | {:>10} {:>10} {:>12} | {:>8} {:>8}\n",
-            "case", "p50 µs", "p99 µs", "ops/s", "base p50", "base p99", "base ops/s", "p50 x", "ops x"
+            "case",
+            "p50 µs",
+            "p99 µs",
+            "ops/s",
+            "base p50",
+            "base p99",
+            "base ops/s",
+            "p50 x",
+            "ops x"
         ));
         for row in &self.rows {
             let t = &row.trellis;
@@ -147,7 +168,11 @@ mod tests {
         assert_eq!(f.p50_us.round(), 51.0);
         assert_eq!(f.p99_us.round(), 99.0);
         assert_eq!(f.ops_per_s, 100.0);
-        let base = Figures { p50_us: 25.5, ops_per_s: 200.0, ..f };
+        let base = Figures {
+            p50_us: 25.5,
+            ops_per_s: 200.0,
+            ..f
+        };
         let row = Row::compared("x", f, base, "b");
         assert_eq!(row.p50_ratio.map(f64::round), Some(2.0));
         assert_eq!(row.throughput_ratio, Some(0.5));

@@ -16,7 +16,14 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let mut lattice = BenchLattice::start().await?;
     lattice.add_host(options, "many").await?;
     let bytes = std::fs::read(&options.component).map_err(setup)?;
-    let digest = lattice.client.state().await.map_err(setup)?.put_artifact(&bytes).await.map_err(setup)?;
+    let digest = lattice
+        .client
+        .state()
+        .await
+        .map_err(setup)?
+        .put_artifact(&bytes)
+        .await
+        .map_err(setup)?;
     let host = lattice.hosts[0].id.clone();
     let request = HttpRequest {
         method: "GET".into(),
@@ -26,7 +33,10 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         body: Vec::new().into(),
     };
     let payload = Bytes::from(encode(&request).map_err(setup)?);
-    let fail = |reason: String| BenchError::Run { scenario: "start", reason };
+    let fail = |reason: String| BenchError::Run {
+        scenario: "start",
+        reason,
+    };
 
     let started = Instant::now();
     let client = &lattice.client;
@@ -34,9 +44,18 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         let (host, digest, payload) = (host.clone(), digest.clone(), payload.clone());
         async move {
             let id = format!("c{i}");
-            client.start_component(&host, &id, &digest).await.map_err(|e| fail(e.to_string()))?;
             client
-                .invoke(&id, INCOMING_HANDLER, HANDLE, payload, Duration::from_secs(30))
+                .start_component(&host, &id, &digest)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            client
+                .invoke(
+                    &id,
+                    INCOMING_HANDLER,
+                    HANDLE,
+                    payload,
+                    Duration::from_secs(30),
+                )
                 .await
                 .map_err(|e| fail(e.to_string()))
         }

@@ -241,6 +241,12 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
         reply.text()
     );
 
+    // A guest that never returns is cut off at the deadline and does not hold the host.
+    let reply = get(addr, "/spin").await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(reply.header("trellis-error"), Some("Timeout"));
+    assert_eq!(get(addr, "/after-spin").await.status, 200);
+
     t.ok(&["stop", "component", "hello"]).await;
     let reply = get(addr, "/gone").await;
     assert_eq!(reply.status, 503);

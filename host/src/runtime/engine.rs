@@ -11,8 +11,11 @@ use wasmtime::{Config, Engine, PoolingAllocationConfig};
 use super::component::{Component, LoadError};
 use super::state::CallState;
 
-/// How often the epoch advances; deadlines are rounded up to this.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: the longest a guest runs before yielding to other tasks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of each pooled memory and table kept resident between calls.
+const KEEP_RESIDENT: usize = 1 << 20;
 
 /// Limits of the runtime.
 #[derive(Debug, Clone)]
@@ -81,7 +84,11 @@ impl Runtime {
                 .total_memories(n * 2)
                 .total_tables(n * 4)
                 .total_stacks(n)
-                .max_memory_size(config.max_memory_bytes);
+                .max_memory_size(config.max_memory_bytes)
+                // Reset the first pages of a slot by memset instead of madvise, so the next
+                // call does not fault them back in: instantiation is the per-call cost.
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
             wasm.allocation_strategy(pool);
         }
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
@@ -155,20 +162,4 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), LoadE
         })
         .map(drop)
         .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))
-}
-
-/// Epoch ticks covering `timeout`, rounded up.
-pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_rounds_up() {
-        assert_eq!(deadline_ticks(Duration::ZERO), 1);
-        assert_eq!(deadline_ticks(Duration::from_millis(25)), 3);
-    }
 }

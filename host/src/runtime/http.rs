@@ -11,7 +11,6 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use super::component::Component;
-use super::engine::deadline_ticks;
 use super::state::CallState;
 
 /// Largest response body a component may produce for one request.
@@ -35,7 +34,10 @@ impl Component {
         let max_memory = self.runtime.config().max_memory_bytes;
         let mut store = Store::new(self.runtime.engine(), CallState::new(id, max_memory));
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(timeout));
+        // Yield to the executor every epoch tick, so a long-running guest never holds a worker
+        // thread; the deadline itself is the timeout around the whole call below.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let mut http = store.data_mut().http();
@@ -44,35 +46,46 @@ impl Component {
             .and_then(|r| Ok((r, http.new_response_outparam(sender)?)))
             .map_err(|e| trap(id, "preparing the request", &e))?;
 
-        let guest = tokio::spawn(async move {
+        // Guest and response collection run in this task, side by side: no hop to another
+        // worker thread and back on every call.
+        let guest = async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, request, out)
                 .await
-        });
-        let call = async {
+        };
+        let response = async {
             let response = match receiver.await {
                 Ok(Ok(response)) => response,
                 Ok(Err(code)) => {
-                    return Err(InvokeError::new(
+                    return Err(Some(InvokeError::new(
                         InvokeErrorKind::Trap,
                         format!("component `{id}` answered with an HTTP error: {code:?}"),
-                    ));
+                    )));
                 }
-                Err(_) => return Err(guest_failure(id, guest.await)),
+                // The guest returned or failed without a response; its result says why.
+                Err(_) => return Err(None),
             };
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BODY)
                 .collect()
                 .await
                 .map_err(|e| {
-                    InvokeError::new(
+                    Some(InvokeError::new(
                         InvokeErrorKind::Trap,
                         format!("component `{id}` failed while writing its response body: {e}"),
-                    )
+                    ))
                 })?;
             Ok(from_hyper(parts, body.to_bytes()))
+        };
+        let call = async {
+            let (guest, response) = tokio::join!(guest, response);
+            match (response, guest) {
+                (Ok(response), _) => Ok(response),
+                (Err(Some(e)), _) => Err(e),
+                (Err(None), guest) => Err(guest_failure(id, guest)),
+            }
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
@@ -84,20 +97,13 @@ impl Component {
     }
 }
 
-fn guest_failure(
-    id: &str,
-    joined: Result<wasmtime::Result<()>, tokio::task::JoinError>,
-) -> InvokeError {
-    match joined {
-        Ok(Ok(())) => InvokeError::new(
+fn guest_failure(id: &str, guest: wasmtime::Result<()>) -> InvokeError {
+    match guest {
+        Ok(()) => InvokeError::new(
             InvokeErrorKind::Trap,
             format!("component `{id}` returned without setting a response"),
         ),
-        Ok(Err(e)) => trap(id, "handling the request", &e),
-        Err(e) => InvokeError::new(
-            InvokeErrorKind::Trap,
-            format!("component `{id}` task failed: {e}"),
-        ),
+        Err(e) => trap(id, "handling the request", &e),
     }
 }
 

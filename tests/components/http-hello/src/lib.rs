@@ -3,6 +3,7 @@
 //! - any path: `200 hello from trellis, path=<path>`
 //! - `/echo`: the request body back
 //! - `/trap`: traps (to test error reporting)
+//! - `/spin`: loops forever (to test deadlines)
 
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -15,6 +16,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
         let body = match path.as_str() {
             "/trap" => panic!("asked to trap"),
+            "/spin" => loop {
+                std::hint::black_box(0u8);
+            },
             "/echo" => read_body(request),
             _ => format!("hello from trellis, path={path}\n").into_bytes(),
         };
