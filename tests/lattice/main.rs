@@ -1,6 +1,7 @@
 //! Multi-host scenarios on a real nats-server, driven through the `trellis` CLI and the lattice
 //! client library.
 
+mod bench;
 mod errors;
 mod http;
 mod lifecycle;
