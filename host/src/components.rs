@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use trellis_proto as pb;
 
 use crate::runtime::Component;
@@ -17,8 +17,8 @@ pub(crate) struct Running {
     pub component: Component,
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
-    /// The task serving the component's lattice subscription; aborted on stop.
-    pub serve: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Tells the serving task to drain its subscription and end.
+    pub stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Running {
@@ -29,15 +29,15 @@ impl Running {
             component,
             invocations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            serve: std::sync::Mutex::new(None),
+            stop: std::sync::Mutex::new(None),
         }
     }
 
-    /// Stops taking calls from the lattice; calls in flight finish.
+    /// Stops taking calls from the lattice; calls already delivered and in flight finish.
     pub fn stop_serving(&self) {
-        let task = self.serve.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            task.abort();
+        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
         }
     }
 
@@ -63,8 +63,15 @@ impl Components {
         self.read().get(id).cloned()
     }
 
-    pub fn insert(&self, running: Arc<Running>) {
-        self.write().insert(running.id.clone(), running);
+    /// Inserts `running` unless the id is taken; returns the one already there.
+    pub fn try_insert(&self, running: Arc<Running>) -> Result<(), Arc<Running>> {
+        match self.write().entry(running.id.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => Err(e.get().clone()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(running);
+                Ok(())
+            }
+        }
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Running>> {

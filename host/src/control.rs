@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use async_nats::Message;
+use async_nats::{Message, Subscriber};
 use futures::StreamExt;
 use prost::Message as _;
 use trellis_lattice::subject::{HostVerb, Subject};
@@ -10,23 +10,36 @@ use trellis_proto::{self as pb, ErrorCode};
 
 use crate::host::{Host, HostError};
 
-/// Serves control requests until the subscriptions end.
-pub(crate) async fn serve(host: Arc<Host>) -> Result<(), HostError> {
-    let subjects = host.subjects();
-    let nats = host.nats();
-    let mut own = nats
+/// The host's control subscriptions: its own verbs and the lattice-wide ping.
+pub(crate) struct ControlSubscriptions {
+    own: Subscriber,
+    ping: Subscriber,
+}
+
+/// Subscribes before the host announces itself, so nobody who hears the announcement finds
+/// the host deaf.
+pub(crate) async fn subscribe(host: &Host) -> Result<ControlSubscriptions, HostError> {
+    let (subjects, nats) = (host.subjects(), host.nats());
+    let own = nats
         .subscribe(subjects.host_control_all(host.id()))
         .await
         .map_err(HostError::nats)?;
-    let mut ping = nats
+    let ping = nats
         .subscribe(subjects.hosts_ping())
         .await
         .map_err(HostError::nats)?;
+    nats.flush().await.map_err(HostError::nats)?;
+    Ok(ControlSubscriptions { own, ping })
+}
+
+/// Serves control requests until the subscriptions end.
+pub(crate) async fn serve(host: Arc<Host>, subs: ControlSubscriptions) {
+    let ControlSubscriptions { mut own, mut ping } = subs;
     loop {
         let msg = tokio::select! {
             Some(msg) = own.next() => msg,
             Some(msg) = ping.next() => msg,
-            else => return Ok(()),
+            else => return,
         };
         let host = host.clone();
         tokio::spawn(async move { handle(&host, msg).await });

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use trellis_lattice::connect::{connect_persistent, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::state::LatticeState;
@@ -165,15 +166,29 @@ impl Host {
         let sub = rpc::subscribe(&self.nats, &self.subjects, id)
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
-        let task = tokio::spawn(rpc::serve(
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        tokio::spawn(rpc::serve(
             sub,
+            stopped,
             running.clone(),
             self.router.clone(),
-            self.nats.clone(),
-            self.subjects.clone(),
         ));
-        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        self.components.insert(running);
+        // A concurrent start of the same id may have won; keep exactly one.
+        if let Err(existing) = self.components.try_insert(running.clone()) {
+            running.stop_serving();
+            return if existing.digest == digest {
+                Ok(())
+            } else {
+                Err((
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "component `{id}` already runs here from {}",
+                        existing.digest
+                    ),
+                ))
+            };
+        }
         tracing::info!(component = id, digest, "component started");
         Ok(())
     }
@@ -229,106 +244,124 @@ impl Host {
 ///
 /// Waits for NATS as long as it takes to come up, and reconnects forever after that.
 pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Result<(), HostError> {
-    let subjects = Subjects::new(&config.lattice).map_err(|e| HostError::Config(e.to_string()))?;
-    let runtime = Runtime::new(config.runtime.clone())?;
-    let id = nkeys::KeyPair::new_server().public_key();
-
-    let (nats, mut conn_events) =
-        connect_persistent(&config.nats_url, &format!("trellis-host {id}"))
-            .await
-            .map_err(HostError::nats)?;
-    if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats))
-        .await
-        .is_err()
-    {
-        tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it");
-        wait_connected(&nats).await;
-    }
-    let js = async_nats::jetstream::new(nats.clone());
-    let state = (|| LatticeState::open(&js, &config.lattice))
-        .retry(ExponentialBuilder::default().with_max_times(8))
-        .notify(|e, _| tracing::warn!(error = %e, "lattice state not ready; retrying"))
-        .await?;
-
-    let components = Arc::new(Components::default());
-    let max_calls = config.runtime.max_instances;
-    let router = Arc::new(Router::new(
-        components.clone(),
-        nats.clone(),
-        subjects.clone(),
-        max_calls as usize,
-    ));
-    let events = Events::new(nats.clone(), subjects.clone(), id.clone());
-    let bootstrap = Bootstrap {
-        lattice: config.lattice.clone(),
-        nats_url: config.nats_url.clone(),
-        host_id: id.clone(),
-        provider_id: String::new(),
-        kind: String::new(),
-    };
-    let providers = Providers::new(
-        router.clone(),
-        events.clone(),
-        bootstrap,
-        config.provider_dir.clone(),
-    );
-    let host = Arc::new(Host {
-        id,
-        started: Instant::now(),
-        nats: nats.clone(),
-        subjects,
-        state,
-        runtime,
-        components,
-        router,
-        providers,
-        events,
-        config,
-    });
-
-    let control = tokio::spawn(control::serve(host.clone()));
-    let heartbeat = tokio::spawn(heartbeat(host.clone()));
-    let reannounce = {
-        let host = host.clone();
-        tokio::spawn(async move {
-            let mut lost = false;
-            while let Some(event) = conn_events.recv().await {
-                tracing::info!(%event, "NATS connection event");
-                match event {
-                    async_nats::Event::Disconnected => lost = true,
-                    // Subscriptions are restored by the client; tell the lattice we are back.
-                    async_nats::Event::Connected if lost => {
-                        lost = false;
-                        host.announce(EventKind::HostStarted).await;
-                    }
-                    _ => {}
-                }
-            }
-        })
-    };
+    let (host, conn_events) = Host::start(config).await?;
+    let control = control::subscribe(&host).await?;
+    let tasks = [
+        tokio::spawn(control::serve(host.clone(), control)),
+        tokio::spawn(heartbeat(host.clone())),
+        tokio::spawn(reannounce(host.clone(), conn_events)),
+    ];
     host.announce(EventKind::HostStarted).await;
     tracing::info!(host = host.id(), lattice = %host.config.lattice, "host started");
 
     shutdown.await;
-    tracing::info!(host = host.id(), "shutting down: draining calls");
-    control.abort();
-    heartbeat.abort();
-    reannounce.abort();
-    for running in host.components.all() {
-        running.stop_serving();
+    for task in &tasks {
+        task.abort();
     }
-    host.providers.stop_all().await;
-    if !host
-        .router
-        .drain(max_calls, host.config.drain_timeout)
-        .await
-    {
-        tracing::warn!("calls still running after the drain timeout; leaving anyway");
-    }
-    host.announce(EventKind::HostStopped).await;
-    let _ = nats.flush().await;
-    tracing::info!(host = host.id(), "host stopped");
+    host.drain().await;
     Ok(())
+}
+
+impl Host {
+    /// Connects (waiting for NATS), opens lattice state and builds the host.
+    async fn start(
+        config: HostConfig,
+    ) -> Result<(Arc<Self>, mpsc::Receiver<async_nats::Event>), HostError> {
+        let subjects =
+            Subjects::new(&config.lattice).map_err(|e| HostError::Config(e.to_string()))?;
+        let runtime = Runtime::new(config.runtime.clone())?;
+        let id = nkeys::KeyPair::new_server().public_key();
+
+        let (nats, conn_events) =
+            connect_persistent(&config.nats_url, &format!("trellis-host {id}"))
+                .await
+                .map_err(HostError::nats)?;
+        if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats))
+            .await
+            .is_err()
+        {
+            tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it");
+            wait_connected(&nats).await;
+        }
+        let js = async_nats::jetstream::new(nats.clone());
+        let state = (|| LatticeState::open(&js, &config.lattice))
+            .retry(ExponentialBuilder::default().with_max_times(8))
+            .notify(|e, _| tracing::warn!(error = %e, "lattice state not ready; retrying"))
+            .await?;
+
+        let components = Arc::new(Components::default());
+        let router = Arc::new(Router::new(
+            components.clone(),
+            nats.clone(),
+            subjects.clone(),
+            config.runtime.max_instances as usize,
+            config.call_timeout,
+        ));
+        let events = Events::new(nats.clone(), subjects.clone(), id.clone());
+        let bootstrap = Bootstrap {
+            lattice: config.lattice.clone(),
+            nats_url: config.nats_url.clone(),
+            host_id: id.clone(),
+            provider_id: String::new(),
+            kind: String::new(),
+        };
+        let providers = Providers::new(
+            router.clone(),
+            events.clone(),
+            bootstrap,
+            config.provider_dir.clone(),
+        );
+        let host = Self {
+            id,
+            started: Instant::now(),
+            nats,
+            subjects,
+            state,
+            runtime,
+            components,
+            router,
+            providers,
+            events,
+            config,
+        };
+        Ok((Arc::new(host), conn_events))
+    }
+
+    /// Leaves cleanly: take no new calls, finish the ones running, stop providers (which finish
+    /// their own requests), say goodbye.
+    async fn drain(&self) {
+        tracing::info!(host = self.id(), "shutting down: draining calls");
+        for running in self.components.all() {
+            running.stop_serving();
+        }
+        if !self
+            .router
+            .drain(self.config.runtime.max_instances, self.config.drain_timeout)
+            .await
+        {
+            tracing::warn!("calls still running after the drain timeout; leaving anyway");
+        }
+        self.providers.stop_all().await;
+        self.announce(EventKind::HostStopped).await;
+        let _ = self.nats.flush().await;
+        tracing::info!(host = self.id(), "host stopped");
+    }
+}
+
+/// After a reconnect the client restores subscriptions; tell the lattice we are back.
+async fn reannounce(host: Arc<Host>, mut conn_events: mpsc::Receiver<async_nats::Event>) {
+    let mut lost = false;
+    while let Some(event) = conn_events.recv().await {
+        tracing::info!(%event, "NATS connection event");
+        match event {
+            async_nats::Event::Disconnected => lost = true,
+            async_nats::Event::Connected if lost => {
+                lost = false;
+                host.announce(EventKind::HostStarted).await;
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn heartbeat(host: Arc<Host>) {

@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_nats::Client;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use trellis_lattice::client::invoke_request_error;
 use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
-use trellis_lattice::subject::Subjects;
+use trellis_lattice::subject::{Subjects, validate_id};
 
 use crate::components::{Components, Running};
 
@@ -23,6 +24,8 @@ pub(crate) struct Router {
     subjects: Subjects,
     /// Calls running on this host; closed permits mean draining.
     admission: Arc<Semaphore>,
+    /// No call runs longer than this, whatever its caller asked.
+    max_call_time: Duration,
 }
 
 impl Router {
@@ -31,13 +34,28 @@ impl Router {
         nats: Client,
         subjects: Subjects,
         max_calls: usize,
+        max_call_time: Duration,
     ) -> Self {
+        let admission = Arc::new(Semaphore::new(max_calls));
         Self {
             components,
             nats,
             subjects,
-            admission: Arc::new(Semaphore::new(max_calls)),
+            admission,
+            max_call_time,
         }
+    }
+
+    pub fn nats(&self) -> &Client {
+        &self.nats
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub fn max_call_time(&self) -> Duration {
+        self.max_call_time
     }
 
     /// Invokes `interface.function` of `target` on behalf of `source`.
@@ -50,10 +68,17 @@ impl Router {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
+        let timeout = timeout.min(self.max_call_time);
         if let Some(local) = self.components.get(target) {
             return self
                 .call_local(&local, interface, function, &payload, timeout)
                 .await;
+        }
+        if validate_id("target", target).is_err() || !is_token(interface) || !is_token(function) {
+            return Err(InvokeError::new(
+                InvokeErrorKind::BadRequest,
+                format!("invalid call target `{target}` / `{interface}.{function}`"),
+            ));
         }
         self.call_remote(source, target, interface, function, payload, timeout)
             .await
@@ -95,20 +120,22 @@ impl Router {
                 ),
             ));
         }
+        let deadline = Instant::now() + timeout;
+        let _permit = match tokio::time::timeout_at(deadline, self.admission.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
+            Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
+        };
         let request: HttpRequest = http::decode(payload).map_err(|e| {
             InvokeError::new(
                 InvokeErrorKind::BadRequest,
                 format!("undecodable HTTP request: {e}"),
             )
         })?;
-        let _permit = match tokio::time::timeout(timeout, self.admission.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
-            Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
-        };
+        let left = deadline.saturating_duration_since(Instant::now());
         let response = running
             .component
-            .handle_http(&running.id, request, timeout)
+            .handle_http(&running.id, request, left)
             .await?;
         http::encode(&response).map(Bytes::from).map_err(|e| {
             InvokeError::new(
@@ -151,6 +178,14 @@ impl Router {
         self.admission.close();
         matches!(drained, Ok(Ok(_)))
     }
+}
+
+/// One subject token: no separators, wildcards or whitespace.
+fn is_token(t: &str) -> bool {
+    !t.is_empty()
+        && !t
+            .bytes()
+            .any(|b| matches!(b, b'.' | b'*' | b'>') || b.is_ascii_whitespace())
 }
 
 fn unavailable(why: &str) -> InvokeError {

@@ -1,10 +1,12 @@
 //! Serving a component's invocations from the lattice: one queue subscription per component.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
-use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind};
+use tokio::sync::oneshot;
+use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::subject::{Subject, Subjects};
 
 use crate::components::Running;
@@ -20,45 +22,52 @@ pub(crate) async fn subscribe(
         .await
 }
 
-/// Serves each message on its own task until the subscription ends.
+/// Serves each message on its own task until `stop` fires; then drains the subscription, so
+/// calls NATS already delivered are answered rather than dropped.
 pub(crate) async fn serve(
     mut sub: Subscriber,
+    stop: oneshot::Receiver<()>,
     running: Arc<Running>,
     router: Arc<Router>,
-    nats: Client,
-    subjects: Subjects,
 ) {
-    while let Some(msg) = sub.next().await {
-        let (running, router, nats, subjects) = (
-            running.clone(),
-            router.clone(),
-            nats.clone(),
-            subjects.clone(),
-        );
-        tokio::spawn(async move { handle(msg, &running, &router, &nats, &subjects).await });
+    tokio::pin!(stop);
+    let mut draining = false;
+    loop {
+        let msg = tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = &mut stop, if !draining => {
+                draining = true;
+                if let Err(e) = sub.drain().await {
+                    tracing::debug!(component = %running.id, error = %e, "drain failed");
+                    return;
+                }
+                continue;
+            }
+        };
+        let (running, router) = (running.clone(), router.clone());
+        tokio::spawn(async move { handle(msg, &running, &router).await });
     }
 }
 
-async fn handle(
-    msg: Message,
-    running: &Running,
-    router: &Router,
-    nats: &Client,
-    subjects: &Subjects,
-) {
+async fn handle(msg: Message, running: &Running, router: &Router) {
     let Some(reply) = msg.reply.clone() else {
         tracing::debug!(subject = %msg.subject, "invocation without reply subject dropped");
         return;
     };
-    let result = match parse(&msg, subjects) {
+    let nats = router.nats();
+    let result = match parse(&msg, router.subjects()) {
         Ok((interface, function, remaining)) => {
+            let remaining = remaining.min(router.max_call_time());
             router
                 .call_local(running, interface, function, &msg.payload, remaining)
                 .await
         }
         Err(e) => Err(e),
     };
-    let sent = match result {
+    let sent = match result.and_then(|body| fits(nats, &running.id, body)) {
         Ok(body) => nats.publish(reply, body).await,
         Err(e) => {
             tracing::debug!(component = %running.id, error = %e, "invocation failed");
@@ -71,10 +80,25 @@ async fn handle(
     }
 }
 
+/// A reply NATS cannot carry becomes a `TooLarge` error now, not a timeout at the caller.
+fn fits(nats: &Client, id: &str, body: bytes::Bytes) -> Result<bytes::Bytes, InvokeError> {
+    let max = nats.server_info().max_payload;
+    if body.len() > max {
+        return Err(InvokeError::new(
+            InvokeErrorKind::TooLarge,
+            format!(
+                "the reply of `{id}` is {} bytes; NATS carries at most {max}",
+                body.len()
+            ),
+        ));
+    }
+    Ok(body)
+}
+
 fn parse<'m>(
     msg: &'m Message,
     subjects: &Subjects,
-) -> Result<(&'m str, &'m str, std::time::Duration), InvokeError> {
+) -> Result<(&'m str, &'m str, Duration), InvokeError> {
     let Some(Subject::Rpc {
         interface,
         function,
@@ -90,7 +114,11 @@ fn parse<'m>(
     let remaining = invocation.remaining().ok_or_else(|| {
         InvokeError::new(
             InvokeErrorKind::Timeout,
-            "the invocation's deadline passed before it arrived",
+            format!(
+                "the invocation's deadline passed {} ms before it arrived; check that the hosts' \
+                 clocks are in sync",
+                unix_ms().saturating_sub(invocation.deadline_ms)
+            ),
         )
     })?;
     Ok((interface, function, remaining))

@@ -288,6 +288,10 @@ pub fn invoke_request_error(
             InvokeErrorKind::Timeout,
             format!("`{target}` did not answer within {timeout:?}"),
         ),
+        RequestErrorKind::InvalidSubject => InvokeError::new(
+            InvokeErrorKind::BadRequest,
+            format!("`{target}` is not a valid call target: {source}"),
+        ),
         RequestErrorKind::MaxPayloadExceeded => InvokeError::new(
             InvokeErrorKind::TooLarge,
             format!("the call to `{target}` exceeds the lattice's message size: {source}"),

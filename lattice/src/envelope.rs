@@ -161,7 +161,8 @@ impl Invocation {
         Self {
             source: source.to_owned(),
             operation: operation.to_owned(),
-            deadline_ms: unix_ms() + timeout.as_millis() as u64,
+            deadline_ms: unix_ms()
+                .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             jti,
         }
     }

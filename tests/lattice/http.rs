@@ -93,3 +93,25 @@ async fn replicas_on_two_hosts_share_the_load() {
     );
     assert!(on_a + on_b >= 30);
 }
+
+#[tokio::test]
+async fn components_built_against_older_wasi_releases_run() {
+    let lattice = Lattice::new("semver").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    let wasm = trellis_tests::component("http-hello-v020");
+    t.ok(&[
+        "start",
+        "component",
+        wasm.to_str().unwrap(),
+        "--id",
+        "old",
+        "--host",
+        &host.id,
+    ])
+    .await;
+    let addr = lattice.serve_http(&host.id, "old", &[]).await;
+    let reply = get(addr, "/v020").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "hello from wasi 0.2.0, path=/v020\n");
+}

@@ -16,13 +16,14 @@ use crate::router::Router;
 pub(crate) async fn serve<R, W>(
     provider_id: String,
     bootstrap: Bootstrap,
-    mut from_provider: R,
+    from_provider: R,
     mut to_provider: W,
     router: Arc<Router>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let mut from_provider = tokio::io::BufReader::new(from_provider);
     let (replies, mut outbox) = mpsc::channel::<ToProvider>(256);
     // Every reply goes through one writer task that owns stdin; when this function returns and
     // the last sender drops, stdin closes and the provider shuts down.
@@ -74,6 +75,6 @@ pub(crate) async fn serve<R, W>(
             }
         }
     }
-    drop(replies);
-    let _ = writer.await;
+    // The provider closed its end: nobody reads replies any more, so do not wait for them.
+    writer.abort();
 }

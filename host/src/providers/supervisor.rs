@@ -100,43 +100,48 @@ impl Providers {
 
     /// Starts provider `id` of `kind`; idempotent for the same kind.
     pub async fn start(&self, id: &str, kind: &str) -> Result<(), StartError> {
-        if let Some(existing) = self.lock().get(id) {
-            return if existing.kind == kind {
-                Ok(())
-            } else {
-                Err(StartError::Conflict {
-                    id: id.to_owned(),
-                    kind: existing.kind.clone(),
-                })
+        {
+            // Check, spawn and insert under one lock: two concurrent starts make one process.
+            let mut map = self.lock();
+            if let Some(existing) = map.get(id) {
+                return if existing.kind == kind {
+                    Ok(())
+                } else {
+                    Err(StartError::Conflict {
+                        id: id.to_owned(),
+                        kind: existing.kind.clone(),
+                    })
+                };
+            }
+            let path =
+                find_executable(kind, self.dir.as_deref()).map_err(StartError::NoExecutable)?;
+            let child = spawn(id, &path)?;
+            let (stop, stopped) = watch::channel(false);
+            let handle = Arc::new(ProviderHandle {
+                id: id.to_owned(),
+                kind: kind.to_owned(),
+                pid: AtomicU32::new(child.id().unwrap_or(0)),
+                restarts: AtomicU32::new(0),
+                running: AtomicBool::new(true),
+                stop,
+                task: Mutex::new(None),
+            });
+            let bootstrap = Bootstrap {
+                provider_id: id.to_owned(),
+                kind: kind.to_owned(),
+                ..self.bootstrap.clone()
             };
+            let supervisor = Supervisor {
+                handle: handle.clone(),
+                path,
+                bootstrap,
+                router: self.router.clone(),
+                events: self.events.clone(),
+            };
+            let task = tokio::spawn(supervisor.run(child, stopped));
+            *handle.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+            map.insert(id.to_owned(), handle);
         }
-        let path = find_executable(kind, self.dir.as_deref()).map_err(StartError::NoExecutable)?;
-        let child = spawn(id, &path)?;
-        let (stop, stopped) = watch::channel(false);
-        let handle = Arc::new(ProviderHandle {
-            id: id.to_owned(),
-            kind: kind.to_owned(),
-            pid: AtomicU32::new(child.id().unwrap_or(0)),
-            restarts: AtomicU32::new(0),
-            running: AtomicBool::new(true),
-            stop,
-            task: Mutex::new(None),
-        });
-        let bootstrap = Bootstrap {
-            provider_id: id.to_owned(),
-            kind: kind.to_owned(),
-            ..self.bootstrap.clone()
-        };
-        let supervisor = Supervisor {
-            handle: handle.clone(),
-            path,
-            bootstrap,
-            router: self.router.clone(),
-            events: self.events.clone(),
-        };
-        let task = tokio::spawn(supervisor.run(child, stopped));
-        *handle.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        self.lock().insert(id.to_owned(), handle);
         self.events
             .provider(EventKind::ProviderStarted, id, kind, "")
             .await;
@@ -160,12 +165,10 @@ impl Providers {
         Ok(())
     }
 
-    /// Stops every provider.
+    /// Stops every provider, all at once.
     pub async fn stop_all(&self) {
         let ids: Vec<String> = self.lock().keys().cloned().collect();
-        for id in ids {
-            let _ = self.stop(&id).await;
-        }
+        futures::future::join_all(ids.iter().map(|id| self.stop(id))).await;
     }
 }
 
@@ -208,12 +211,8 @@ impl Supervisor {
                 .pid
                 .store(running.id().unwrap_or(0), Ordering::Relaxed);
             self.handle.running.store(true, Ordering::Relaxed);
-            let status = tokio::select! {
-                status = self.serve(&mut running) => status,
-                _ = stop_requested(&mut stop) => {
-                    terminate(&mut running).await;
-                    break;
-                }
+            let Some(status) = self.serve(&mut running, &mut stop).await else {
+                break;
             };
             self.handle.running.store(false, Ordering::Relaxed);
             let reason = format!("provider process exited: {status}");
@@ -253,10 +252,11 @@ impl Supervisor {
         }
     }
 
-    /// Serves the pipe until the process exits; returns how it exited.
-    async fn serve(&self, child: &mut Child) -> String {
+    /// Serves the pipe until the process exits (returns how) or a stop is requested (returns
+    /// `None` once the process is gone). The pipe stays served while the provider winds down.
+    async fn serve(&self, child: &mut Child, stop: &mut watch::Receiver<bool>) -> Option<String> {
         let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
-            return "its pipes were not set up".into();
+            return Some("its pipes were not set up".into());
         };
         let link = link::serve(
             self.handle.id.clone(),
@@ -265,11 +265,22 @@ impl Supervisor {
             stdin,
             self.router.clone(),
         );
-        let (status, ()) = tokio::join!(child.wait(), link);
-        match status {
+        tokio::pin!(link);
+        let (status, ()) = tokio::select! {
+            both = async { tokio::join!(child.wait(), &mut link) } => both,
+            _ = stop_requested(stop) => {
+                sigterm(child);
+                let wound_down = tokio::time::timeout(GRACE, async { tokio::join!(child.wait(), &mut link) }).await;
+                if wound_down.is_err() {
+                    let _ = child.kill().await;
+                }
+                return None;
+            }
+        };
+        Some(match status {
             Ok(s) => s.to_string(),
             Err(e) => format!("wait failed: {e}"),
-        }
+        })
     }
 }
 
@@ -278,18 +289,13 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(drop);
 }
 
-/// SIGTERM, then SIGKILL if it has not exited within the grace period.
-async fn terminate(child: &mut Child) {
+fn sigterm(child: &Child) {
     if let Some(pid) = child
         .id()
         .and_then(|p| rustix::process::Pid::from_raw(p as i32))
     {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if tokio::time::timeout(GRACE, child.wait()).await.is_ok() {
-            return;
-        }
     }
-    let _ = child.kill().await;
 }
 
 /// 200 ms doubling per consecutive failure, at most 10 s.

@@ -123,16 +123,14 @@ impl Runtime {
     ///
     /// CPU-heavy: call from a blocking thread.
     pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
-        let cached = self.lock_compiled().get(digest).cloned();
-        let compiled = match cached {
-            Some(c) => c,
-            None => {
-                let c = super::component::compile(&self.inner.engine, bytes)?;
-                self.lock_compiled().insert(digest.to_owned(), c.clone());
-                c
-            }
-        };
-        Component::new(self.clone(), &self.inner.linker, compiled)
+        if let Some(compiled) = self.lock_compiled().get(digest).cloned() {
+            return Component::new(self.clone(), &self.inner.linker, compiled);
+        }
+        let compiled = super::component::compile(&self.inner.engine, bytes)?;
+        let component = Component::new(self.clone(), &self.inner.linker, compiled.clone())?;
+        // Cache only what links: a rejected artifact must not stay compiled in memory.
+        self.lock_compiled().insert(digest.to_owned(), compiled);
+        Ok(component)
     }
 
     /// Forgets the compiled code of `digest` (after its last component stopped).

@@ -79,12 +79,27 @@ impl Component {
                 })?;
             Ok(from_hyper(parts, body.to_bytes()))
         };
+        let deadline = tokio::time::Instant::now() + timeout;
         let call = async {
-            let (guest, response) = tokio::join!(guest, response);
-            match (response, guest) {
-                (Ok(response), _) => Ok(response),
-                (Err(Some(e)), _) => Err(e),
-                (Err(None), guest) => Err(guest_failure(id, guest)),
+            let mut guest = Box::pin(guest);
+            tokio::pin!(response);
+            tokio::select! {
+                biased;
+                done = &mut guest => match response.await {
+                    Ok(response) => Ok(response),
+                    Err(Some(e)) => Err(e),
+                    Err(None) => Err(guest_failure(id, done)),
+                },
+                answered = &mut response => match answered {
+                    Ok(response) => {
+                        // The response is complete but the guest still runs (work after the
+                        // response is allowed): let it finish in the background, to its deadline.
+                        tokio::spawn(tokio::time::timeout_at(deadline, guest));
+                        Ok(response)
+                    }
+                    Err(Some(e)) => Err(e),
+                    Err(None) => Err(guest_failure(id, guest.await)),
+                },
             }
         };
         match tokio::time::timeout(timeout, call).await {
@@ -150,6 +165,6 @@ fn from_hyper(parts: http::response::Parts, body: Bytes) -> HttpResponse {
     HttpResponse {
         status: parts.status.as_u16(),
         headers,
-        body: body.to_vec().into(),
+        body: Vec::from(body).into(),
     }
 }

@@ -11,8 +11,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header};
 use trellis_lattice::http::{self as wire, HANDLE, HttpRequest, HttpResponse, INCOMING_HANDLER};
@@ -34,7 +36,19 @@ struct Route {
 #[derive(Debug)]
 struct Listener {
     address: SocketAddr,
-    accept: JoinHandle<()>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// How long closing a listener waits for requests in flight.
+const GRACE: Duration = Duration::from_secs(10);
+
+impl Listener {
+    /// Stops accepting, lets requests in flight finish (up to [`GRACE`]), frees the port.
+    async fn close(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }
 
 /// The provider: one listener per link.
@@ -70,25 +84,33 @@ impl Provider for HttpServer {
         }
         let (address, route) = parse_config(&link)?;
         if let Some(old) = self.take(&link.key()) {
-            old.accept.abort();
+            old.close().await;
         }
         let listener = TcpListener::bind(address)
             .await
             .map_err(|e| format!("cannot listen on {address} for link {}: {e}", link.key()))?;
         let address = listener.local_addr().unwrap_or(address);
         tracing::info!(%address, target = %route.target, "serving HTTP");
-        let accept = tokio::spawn(accept_loop(listener, ctx.clone(), Arc::new(route)));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(listener, ctx.clone(), Arc::new(route), stopped));
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(link.key(), Listener { address, accept });
+            .insert(
+                link.key(),
+                Listener {
+                    address,
+                    stop,
+                    task,
+                },
+            );
         Ok(())
     }
 
     async fn link_deleted(&self, _ctx: &Context, link: Link) {
         if let Some(old) = self.take(&link.key()) {
-            tracing::info!(address = %old.address, "link deleted; listener closed");
-            old.accept.abort();
+            tracing::info!(address = %old.address, "link deleted; closing its listener");
+            old.close().await;
         }
     }
 
@@ -100,9 +122,7 @@ impl Provider for HttpServer {
             .drain()
             .map(|(_, l)| l)
             .collect();
-        for listener in all {
-            listener.accept.abort();
-        }
+        futures::future::join_all(all.into_iter().map(Listener::close)).await;
         tracing::debug!(provider = self.ctx.provider_id(), "listeners closed");
     }
 }
@@ -131,29 +151,48 @@ fn parse_config(link: &Link) -> Result<(SocketAddr, Route), String> {
     Ok((address, route))
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Context, route: Arc<Route>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Context,
+    route: Arc<Route>,
+    stop: oneshot::Receiver<()>,
+) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
         };
         let (ctx, route) = (ctx.clone(), route.clone());
+        let service = service_fn(move |req| {
+            let (ctx, route) = (ctx.clone(), route.clone());
+            async move { Ok::<_, std::convert::Infallible>(handle(&ctx, &route, req).await) }
+        });
+        // The timer enables hyper's header read timeout: idle or slow clients are cut off.
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let (ctx, route) = (ctx.clone(), route.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(&ctx, &route, req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {GRACE:?}; closing anyway");
     }
 }
 
@@ -204,7 +243,7 @@ async fn forward(
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec().into()))
             .collect(),
-        body: body.to_vec().into(),
+        body: Vec::from(body).into(),
     };
     let payload = wire::encode(&request)
         .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;

@@ -57,6 +57,8 @@ impl HostLink {
                     }
                 }
             }
+            // Calls waiting for the host fail now, not at their timeout.
+            replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let _ = closed_tx.send(());
         });
         (

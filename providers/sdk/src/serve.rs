@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use async_nats::jetstream::kv::Operation;
+use std::os::fd::AsFd;
+
 use futures::StreamExt;
+use tokio::net::unix::pipe;
 use trellis_lattice::connect::{connect_persistent, wait_connected};
 use trellis_lattice::hostlink::{Bootstrap, read_frame};
 use trellis_lattice::link::Link;
-use trellis_lattice::state::{LatticeState, decode_link};
+use trellis_lattice::state::{LatticeState, StateError, decode_link};
 
 use crate::context::Context;
 use crate::hostlink::HostLink;
@@ -47,12 +50,12 @@ pub trait Provider: Send + Sync + 'static {
 /// Runs a provider built by `make` until the host stops it.
 pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), SdkError> {
     init_logging();
-    let mut stdin = tokio::io::stdin();
-    let bootstrap: Bootstrap = read_frame(&mut stdin)
+    let (mut from_host, to_host) = host_pipes()?;
+    let bootstrap: Bootstrap = read_frame(&mut from_host)
         .await
         .map_err(|e| SdkError::BadBootstrap(e.to_string()))?
         .ok_or(SdkError::NoBootstrap)?;
-    let (host, host_closed) = HostLink::start(stdin, tokio::io::stdout());
+    let (host, host_closed) = HostLink::start(from_host, to_host);
     let ctx = Context { bootstrap, host };
     let provider = make(ctx.clone());
 
@@ -98,7 +101,12 @@ async fn apply<P: Provider>(
     entry: async_nats::jetstream::kv::Entry,
 ) {
     match entry.operation {
-        Operation::Put => match decode_link(&entry.key, &entry.value) {
+        Operation::Put => match decode_link(&entry.key, &entry.value).and_then(|l| {
+            l.validate().map(|()| l).map_err(|e| StateError::BadLink {
+                key: entry.key.clone(),
+                reason: e.to_string(),
+            })
+        }) {
             Ok(link) => {
                 links.insert(entry.key.clone(), link.clone());
                 if let Err(e) = provider.link_put(ctx, link).await {
@@ -113,6 +121,29 @@ async fn apply<P: Provider>(
             }
         }
     }
+}
+
+/// The pipe to the host as non-blocking, cancellable halves (tokio's stdin would park a thread
+/// in a read that nothing can interrupt). Afterwards fd 1 points at stderr, so a stray
+/// `println!` cannot corrupt the frames.
+fn host_pipes() -> Result<(pipe::Receiver, pipe::Sender), SdkError> {
+    let not_a_pipe = |e: std::io::Error| {
+        tracing::error!(error = %e, "stdin/stdout are not pipes");
+        SdkError::NoBootstrap
+    };
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(not_a_pipe)?;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(not_a_pipe)?;
+    let from_host = pipe::Receiver::from_owned_fd(stdin).map_err(not_a_pipe)?;
+    let to_host = pipe::Sender::from_owned_fd(stdout).map_err(not_a_pipe)?;
+    rustix::stdio::dup2_stdout(std::io::stderr())
+        .map_err(|e| SdkError::BadBootstrap(format!("cannot redirect stdout: {e}")))?;
+    Ok((from_host, to_host))
 }
 
 fn init_logging() {
