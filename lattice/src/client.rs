@@ -157,6 +157,17 @@ impl LatticeClient {
         })
     }
 
+    /// Every host's inventory (or why it could not be read), from one ping round.
+    pub async fn inventories(
+        &self,
+        wait: Duration,
+    ) -> Result<Vec<(pb::HostInfo, Result<pb::Inventory, ControlError>)>, ControlError> {
+        let hosts = self.hosts(wait).await?;
+        let inventories =
+            futures::future::join_all(hosts.iter().map(|h| self.inventory(&h.id))).await;
+        Ok(hosts.into_iter().zip(inventories).collect())
+    }
+
     /// Starts component `id` from artifact `digest` on `host`.
     pub async fn start_component(
         &self,
@@ -168,8 +179,11 @@ impl LatticeClient {
             component_id: id.to_owned(),
             digest: digest.to_owned(),
         };
-        let reply: pb::StartComponentReply =
-            self.request(host, HostVerb::StartComponent, &req).await?;
+        // Fetching and compiling a large component takes longer than other verbs.
+        let timeout = self.timeout.max(Duration::from_secs(60));
+        let reply: pb::StartComponentReply = self
+            .request_within(host, HostVerb::StartComponent, &req, timeout)
+            .await?;
         check(reply.status)
     }
 
@@ -243,11 +257,21 @@ impl LatticeClient {
         verb: HostVerb,
         req: &Req,
     ) -> Result<Rep, ControlError> {
+        self.request_within(host, verb, req, self.timeout).await
+    }
+
+    async fn request_within<Req: Message, Rep: Message + Default>(
+        &self,
+        host: &str,
+        verb: HostVerb,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Rep, ControlError> {
         crate::subject::validate_id("host id", host)?;
         let subject = self.subjects.host_control(host, verb);
         let request = async_nats::Request::new()
             .payload(req.encode_to_vec().into())
-            .timeout(Some(self.timeout));
+            .timeout(Some(timeout));
         let msg = self
             .nats
             .send_request(subject, request)
@@ -259,7 +283,7 @@ impl LatticeClient {
                 },
                 RequestErrorKind::TimedOut => ControlError::Timeout {
                     host: host.to_owned(),
-                    timeout: self.timeout,
+                    timeout,
                 },
                 _ => nats_err(e),
             })?;

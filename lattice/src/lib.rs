@@ -26,6 +26,7 @@ pub mod hostlink;
 pub mod http;
 pub mod link;
 pub mod nats_server;
+pub mod placement;
 pub mod state;
 pub mod subject;
 

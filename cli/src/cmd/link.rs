@@ -67,9 +67,14 @@ pub async fn list(g: &Global, lattice: &LatticeClient, source: Option<&str>) -> 
 async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<()> {
     let interface = link.interface.to_string();
     let mut found_without_export = false;
-    for host in lattice.hosts(PING_WAIT).await? {
-        let Ok(inv) = lattice.inventory(&host.id).await else {
-            continue;
+    let mut unreadable = Vec::new();
+    for (host, inventory) in lattice.inventories(PING_WAIT).await? {
+        let inv = match inventory {
+            Ok(inv) => inv,
+            Err(e) => {
+                unreadable.push(format!("{}: {e}", host.id));
+                continue;
+            }
         };
         for c in inv.components.iter().filter(|c| c.id == link.target) {
             if c.exports.contains(&interface) {
@@ -85,8 +90,14 @@ async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<()
             link.target
         );
     }
+    let also = if unreadable.is_empty() {
+        String::new()
+    } else {
+        format!(" (could not ask: {})", unreadable.join("; "))
+    };
     bail!(
-        "no component `{}` runs in lattice `{}`; start it first with `trellis start component <file> --id {}`",
+        "no component `{}` runs in lattice `{}`{also}; start it first with `trellis start component \
+         <file> --id {}`",
         link.target,
         lattice.lattice(),
         link.target

@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use futures::future::join_all;
+use std::path::Path;
 use trellis_lattice::artifact::{WasmKind, sniff};
 use trellis_lattice::client::LatticeClient;
-use trellis_proto as pb;
+
+use trellis_lattice::placement::{self, pick_hosts};
 
 use super::NOT_PLACED;
 use super::get::PING_WAIT;
@@ -22,19 +24,7 @@ pub async fn run(g: &Global, cmd: StartCommand) -> anyhow::Result<ExitCode> {
 
 async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitCode> {
     trellis_lattice::subject::validate_id("component id", &args.id)?;
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read component file {}", args.file.display()))?;
-    match sniff(&bytes) {
-        WasmKind::Component => {}
-        WasmKind::NotWasm => bail!(
-            "{} is not a WebAssembly file; pass a .wasm component built for wasm32-wasip2",
-            args.file.display()
-        ),
-        WasmKind::CoreModule => bail!(
-            "{} is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`",
-            args.file.display()
-        ),
-    }
+    let bytes = read_component(&args.file)?;
     let lattice = super::connect(g).await?;
     let digest = lattice.state().await?.put_artifact(&bytes).await?;
 
@@ -42,7 +32,8 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
         Some(host) => vec![host.clone()],
         None => {
             let all = lattice.hosts(PING_WAIT).await?;
-            let chosen = place(&all, &args.labels, args.replicas);
+            let labels = args.labels.iter().cloned().collect();
+            let chosen = pick_hosts(&all, &labels, args.replicas);
             if chosen.is_empty() {
                 bail!(
                     "no host in lattice `{}` matches {}",
@@ -97,21 +88,22 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// Picks up to `replicas` distinct hosts carrying every label, fewest components first.
-fn place(hosts: &[pb::HostInfo], labels: &[(String, String)], replicas: usize) -> Vec<String> {
-    let mut fit: Vec<&pb::HostInfo> = hosts
-        .iter()
-        .filter(|h| labels.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
-        .collect();
-    fit.sort_by(|a, b| {
-        a.components
-            .cmp(&b.components)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    fit.into_iter()
-        .take(replicas)
-        .map(|h| h.id.clone())
-        .collect()
+/// Reads a component file, refusing what is not a component before anything is uploaded.
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read component file {}", path.display()))?;
+    match sniff(&bytes) {
+        WasmKind::Component => Ok(bytes),
+        WasmKind::NotWasm => bail!(
+            "{} is not a WebAssembly file; pass a .wasm component built for wasm32-wasip2",
+            path.display()
+        ),
+        WasmKind::CoreModule => bail!(
+            "{} is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap \
+             it with `wasm-tools component new`",
+            path.display()
+        ),
+    }
 }
 
 fn describe_labels(labels: &[(String, String)]) -> String {
@@ -139,9 +131,7 @@ async fn provider(g: &Global, args: StartProviderArgs) -> anyhow::Result<ExitCod
 
 async fn least_providers(lattice: &LatticeClient) -> anyhow::Result<String> {
     let hosts = lattice.hosts(PING_WAIT).await?;
-    hosts
-        .iter()
-        .min_by(|a, b| a.providers.cmp(&b.providers).then_with(|| a.id.cmp(&b.id)))
+    placement::least_providers(&hosts)
         .map(|h| h.id.clone())
         .with_context(|| {
             format!(
@@ -149,35 +139,4 @@ async fn least_providers(lattice: &LatticeClient) -> anyhow::Result<String> {
                 lattice.lattice()
             )
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host(id: &str, components: u32, labels: &[(&str, &str)]) -> pb::HostInfo {
-        pb::HostInfo {
-            id: id.into(),
-            components,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn places_on_distinct_matching_hosts_least_loaded_first() {
-        let hosts = [
-            host("a", 3, &[("zone", "x")]),
-            host("b", 0, &[("zone", "x")]),
-            host("c", 0, &[]),
-        ];
-        let zone = [("zone".to_string(), "x".to_string())];
-        assert_eq!(place(&hosts, &zone, 1), vec!["b"]);
-        assert_eq!(place(&hosts, &zone, 5), vec!["b", "a"]);
-        assert_eq!(place(&hosts, &[], 2), vec!["b", "c"]);
-        assert!(place(&hosts, &[("zone".into(), "y".into())], 1).is_empty());
-    }
 }

@@ -46,9 +46,13 @@ pub async fn run(g: &Global, cmd: StopCommand) -> anyhow::Result<ExitCode> {
 
 async fn running_on(lattice: &LatticeClient, what: What, id: &str) -> anyhow::Result<Vec<String>> {
     let mut found = Vec::new();
-    for host in lattice.hosts(PING_WAIT).await? {
-        let Ok(inv) = lattice.inventory(&host.id).await else {
-            continue;
+    for (host, inventory) in lattice.inventories(PING_WAIT).await? {
+        let inv = match inventory {
+            Ok(inv) => inv,
+            Err(e) => {
+                eprintln!("could not ask host {}: {e}", host.id);
+                continue;
+            }
         };
         let runs = match what {
             What::Component => inv.components.iter().any(|c| c.id == id),

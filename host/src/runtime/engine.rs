@@ -91,7 +91,12 @@ impl Runtime {
                 .table_keep_resident(KEEP_RESIDENT);
             wasm.allocation_strategy(pool);
         }
-        let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&wasm).map_err(|e| {
+            LoadError::Engine(format!(
+                "{e:#}; if the instance pool cannot be reserved, lower --max-instances or \
+                 --max-memory-mb, or pass --on-demand-allocator"
+            ))
+        })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
