@@ -20,9 +20,10 @@ pub struct HostProcess {
 /// NATS, hosts and a client, torn down on drop.
 #[derive(Debug)]
 pub struct BenchLattice {
-    pub nats: LocalNatsServer,
+    // Dropped in order: the client and hosts leave before their server goes away.
     pub client: LatticeClient,
     pub hosts: Vec<HostProcess>,
+    pub nats: LocalNatsServer,
     lattice: String,
 }
 

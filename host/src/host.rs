@@ -20,7 +20,7 @@ use crate::config::HostConfig;
 use crate::events::Events;
 use crate::providers::{Providers, StartError};
 use crate::router::Router;
-use crate::runtime::{LoadError, Runtime};
+use crate::runtime::{Component, LoadError, Runtime};
 use crate::{control, rpc};
 
 /// A host could not start or lost its footing.
@@ -62,6 +62,8 @@ pub struct Host {
     router: Arc<Router>,
     providers: Providers,
     events: Events,
+    /// Held while an artifact is fetched and compiled.
+    compiling: tokio::sync::Mutex<()>,
 }
 
 impl Host {
@@ -151,21 +153,16 @@ impl Host {
     }
 
     async fn load_and_serve(&self, id: &str, digest: &str) -> ControlResult {
-        let bytes = self
-            .state
-            .get_artifact(digest)
-            .await
-            .map_err(|e| (ErrorCode::ArtifactUnavailable, e.to_string()))?;
-        let runtime = self.runtime.clone();
-        let digest_owned = digest.to_owned();
-        let component = tokio::task::spawn_blocking(move || runtime.load(&digest_owned, &bytes))
-            .await
-            .map_err(|e| (ErrorCode::Internal, format!("compile task failed: {e}")))?
-            .map_err(|e| (ErrorCode::InvalidComponent, e.to_string()))?;
+        let component = self.component(digest).await?;
         let running = Arc::new(Running::new(id.to_owned(), digest.to_owned(), component));
         let sub = rpc::subscribe(&self.nats, &self.subjects, id)
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
+        // Once we answer "started", a call must find the subscription on the server.
+        self.nats
+            .flush()
+            .await
+            .map_err(|e| (ErrorCode::Internal, format!("cannot reach NATS: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         tokio::spawn(rpc::serve(
@@ -191,6 +188,30 @@ impl Host {
         }
         tracing::info!(component = id, digest, "component started");
         Ok(())
+    }
+
+    /// The component of `digest`, compiled once: starts of the same artifact that arrive
+    /// together wait for one fetch and one compile.
+    async fn component(&self, digest: &str) -> Result<Component, (ErrorCode, String)> {
+        let invalid = |e: LoadError| (ErrorCode::InvalidComponent, e.to_string());
+        if let Some(loaded) = self.runtime.load_compiled(digest) {
+            return loaded.map_err(invalid);
+        }
+        let _one_at_a_time = self.compiling.lock().await;
+        if let Some(loaded) = self.runtime.load_compiled(digest) {
+            return loaded.map_err(invalid);
+        }
+        let bytes = self
+            .state
+            .get_artifact(digest)
+            .await
+            .map_err(|e| (ErrorCode::ArtifactUnavailable, e.to_string()))?;
+        let runtime = self.runtime.clone();
+        let digest = digest.to_owned();
+        tokio::task::spawn_blocking(move || runtime.load(&digest, &bytes))
+            .await
+            .map_err(|e| (ErrorCode::Internal, format!("compile task failed: {e}")))?
+            .map_err(|e| (ErrorCode::InvalidComponent, e.to_string()))
     }
 
     /// Stops component `id`; calls in flight finish.
@@ -323,6 +344,7 @@ impl Host {
             providers,
             events,
             config,
+            compiling: tokio::sync::Mutex::new(()),
         };
         Ok((Arc::new(host), conn_events))
     }
@@ -343,7 +365,9 @@ impl Host {
         }
         self.providers.stop_all().await;
         self.announce(EventKind::HostStopped).await;
-        let _ = self.nats.flush().await;
+        if let Err(e) = self.nats.flush().await {
+            tracing::warn!(error = %e, "could not flush the goodbye to NATS");
+        }
         tracing::info!(host = self.id(), "host stopped");
     }
 }

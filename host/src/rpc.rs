@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use tokio::sync::oneshot;
-use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
+use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, remaining, unix_ms};
 use trellis_lattice::subject::{Subject, Subjects};
 
 use crate::components::Running;
@@ -110,14 +110,14 @@ fn parse<'m>(
             "malformed invocation subject",
         ));
     };
-    let invocation = Invocation::from_headers(msg.headers.as_ref())?;
-    let remaining = invocation.remaining().ok_or_else(|| {
+    let deadline_ms = Invocation::deadline_from_headers(msg.headers.as_ref())?;
+    let remaining = remaining(deadline_ms).ok_or_else(|| {
         InvokeError::new(
             InvokeErrorKind::Timeout,
             format!(
                 "the invocation's deadline passed {} ms before it arrived; check that the hosts' \
                  clocks are in sync",
-                unix_ms().saturating_sub(invocation.deadline_ms)
+                unix_ms().saturating_sub(deadline_ms)
             ),
         )
     })?;

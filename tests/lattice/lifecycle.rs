@@ -146,7 +146,7 @@ async fn sigterm_drains_announces_host_stopped_and_exits_zero() {
 
     let status = host.terminate().await;
     assert!(status.success(), "exit status {status}");
-    let event = tokio::time::timeout(Duration::from_secs(5), stopped.next())
+    let event = tokio::time::timeout(Duration::from_secs(20), stopped.next())
         .await
         .expect("host_stopped")
         .unwrap();

@@ -138,6 +138,13 @@ impl Runtime {
         Ok(component)
     }
 
+    /// The component of `digest` if its code is already compiled here: starting another
+    /// component from a known artifact needs no fetch and no compile.
+    pub fn load_compiled(&self, digest: &str) -> Option<Result<Component, LoadError>> {
+        let compiled = self.lock_compiled().get(digest).cloned()?;
+        Some(Component::new(self.clone(), &self.inner.linker, compiled))
+    }
+
     /// Forgets the compiled code of `digest` (after its last component stopped).
     pub fn evict(&self, digest: &str) {
         self.lock_compiled().remove(digest);
