@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use trellis_lattice::hostlink::{
     Bootstrap, ToHost, ToProvider, WireError, read_frame, write_frame,
 };
@@ -24,21 +23,13 @@ pub(crate) async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut from_provider = tokio::io::BufReader::new(from_provider);
-    let (replies, mut outbox) = mpsc::channel::<ToProvider>(256);
-    // Every reply goes through one writer task that owns stdin; when this function returns and
-    // the last sender drops, stdin closes and the provider shuts down.
-    let writer = tokio::spawn(async move {
-        if let Err(e) = write_frame(&mut to_provider, &bootstrap).await {
-            tracing::warn!(error = %e, "provider bootstrap not written");
-            return;
-        }
-        while let Some(reply) = outbox.recv().await {
-            if let Err(e) = write_frame(&mut to_provider, &reply).await {
-                tracing::warn!(error = %e, "provider pipe closed");
-                return;
-            }
-        }
-    });
+    if let Err(e) = write_frame(&mut to_provider, &bootstrap).await {
+        tracing::warn!(provider = %provider_id, error = %e, "provider bootstrap not written");
+        return;
+    }
+    // Each call task writes its own reply, in turn: no hop through a writer task. The pipe
+    // closes (telling the provider to stop) when the last holder is gone.
+    let to_provider = Arc::new(tokio::sync::Mutex::new(to_provider));
     loop {
         match read_frame::<_, ToHost>(&mut from_provider).await {
             Ok(Some(ToHost::Invoke {
@@ -49,8 +40,8 @@ pub(crate) async fn serve<R, W>(
                 timeout_ms,
                 payload,
             })) => {
-                let (router, replies, source) =
-                    (router.clone(), replies.clone(), provider_id.clone());
+                let (router, to_provider, source) =
+                    (router.clone(), to_provider.clone(), provider_id.clone());
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(timeout_ms);
                     let result = router
@@ -65,7 +56,10 @@ pub(crate) async fn serve<R, W>(
                         .await
                         .map(|b| serde_bytes::ByteBuf::from(Vec::from(b)))
                         .map_err(|e| WireError::from(&e));
-                    let _ = replies.send(ToProvider::Reply { id, result }).await;
+                    let reply = ToProvider::Reply { id, result };
+                    if let Err(e) = write_frame(&mut *to_provider.lock().await, &reply).await {
+                        tracing::debug!(error = %e, "reply to provider not written");
+                    }
                 });
             }
             Ok(None) => break,
@@ -75,6 +69,4 @@ pub(crate) async fn serve<R, W>(
             }
         }
     }
-    // The provider closed its end: nobody reads replies any more, so do not wait for them.
-    writer.abort();
 }

@@ -6,35 +6,36 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{ToHost, ToProvider, encode_frame, read_frame};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, InvokeError>>>>>;
+type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
 /// Sends calls to the host and matches replies.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct HostLink {
-    outbox: mpsc::Sender<Vec<u8>>,
+    /// Callers write their frames themselves, in turn: no hop through a writer task.
+    to_host: Writer,
     pending: Pending,
     next_id: Arc<AtomicU64>,
 }
 
+impl std::fmt::Debug for HostLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostLink").finish_non_exhaustive()
+    }
+}
+
 impl HostLink {
     /// Starts the reader and writer tasks; `closed` fires when the host closes the pipe.
-    pub fn start<R, W>(mut from_host: R, mut to_host: W) -> (Self, oneshot::Receiver<()>)
+    pub fn start<R, W>(mut from_host: R, to_host: W) -> (Self, oneshot::Receiver<()>)
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (outbox, mut frames) = mpsc::channel::<Vec<u8>>(256);
-        tokio::spawn(async move {
-            while let Some(frame) = frames.recv().await {
-                if to_host.write_all(&frame).await.is_err() || to_host.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let to_host: Writer = Arc::new(tokio::sync::Mutex::new(Box::new(to_host)));
         let pending: Pending = Arc::default();
         let (closed_tx, closed) = oneshot::channel();
         let replies = pending.clone();
@@ -63,7 +64,7 @@ impl HostLink {
         });
         (
             Self {
-                outbox,
+                to_host,
                 pending,
                 next_id: Arc::default(),
             },
@@ -102,7 +103,14 @@ impl HostLink {
                 "the host closed the provider pipe",
             )
         };
-        if self.outbox.send(frame).await.is_err() {
+        let written = {
+            let mut to_host = self.to_host.lock().await;
+            match to_host.write_all(&frame).await {
+                Ok(()) => to_host.flush().await,
+                Err(e) => Err(e),
+            }
+        };
+        if written.is_err() {
             self.forget(id);
             return Err(host_gone());
         }
