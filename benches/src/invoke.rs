@@ -84,7 +84,9 @@ async fn raw_responder(lattice: &BenchLattice) -> Result<Arc<str>, BenchError> {
         .map_err(setup)?;
     let subject: Arc<str> = Arc::from("bench.echo");
     let mut sub = nats.subscribe(subject.to_string()).await.map_err(setup)?;
-    nats.flush().await.map_err(setup)?;
+    trellis_lattice::connect::sync_with_server(&nats)
+        .await
+        .map_err(setup)?;
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             if let Some(reply) = msg.reply {

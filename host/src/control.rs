@@ -28,7 +28,9 @@ pub(crate) async fn subscribe(host: &Host) -> Result<ControlSubscriptions, HostE
         .subscribe(subjects.hosts_ping())
         .await
         .map_err(HostError::nats)?;
-    nats.flush().await.map_err(HostError::nats)?;
+    trellis_lattice::connect::sync_with_server(nats)
+        .await
+        .map_err(HostError::nats)?;
     Ok(ControlSubscriptions { own, ping })
 }
 

@@ -9,7 +9,7 @@ use async_nats::Client;
 use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use trellis_lattice::connect::{connect_persistent, wait_connected};
+use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::state::LatticeState;
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
@@ -159,8 +159,7 @@ impl Host {
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
         // Once we answer "started", a call must find the subscription on the server.
-        self.nats
-            .flush()
+        sync_with_server(&self.nats)
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot reach NATS: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();

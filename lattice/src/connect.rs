@@ -74,6 +74,18 @@ fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(5))
 }
 
+/// Waits until the server has processed everything sent on `client` so far (subscriptions
+/// included). `flush` only writes to the socket; this is a round trip: a request nobody
+/// answers, which the server refuses at once with "no responders".
+pub async fn sync_with_server(client: &Client) -> Result<(), async_nats::RequestError> {
+    let subject = format!("_TRELLIS_SYNC.{}", client.new_inbox());
+    match client.request(subject, bytes::Bytes::new()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Waits until `client` is connected, however long NATS takes to come up.
 pub async fn wait_connected(client: &Client) {
     let mut delay = Duration::from_millis(20);

@@ -220,7 +220,11 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
     let host = t.host("h", &[]).await;
     lattice.start_hello("hello", &["--host", &host.id]).await;
     let addr = lattice
-        .serve_http(&host.id, "hello", &["max_body_bytes=1024"])
+        .serve_http(
+            &host.id,
+            "hello",
+            &["max_body_bytes=1024", "timeout_ms=1000"],
+        )
         .await;
 
     let big = vec![b'x'; 4096];
@@ -246,6 +250,18 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
     assert_eq!(reply.status, 504, "{}", reply.text());
     assert_eq!(reply.header("trellis-error"), Some("Timeout"));
     assert_eq!(get(addr, "/after-spin").await.status, 200);
+
+    // Runaway memory and recursion trap with a reason; the host keeps serving.
+    for (path, reason) in [
+        ("/grow", "memory"),
+        ("/recurse", "out of bounds memory access"),
+    ] {
+        let reply = get(addr, path).await;
+        assert_eq!(reply.status, 500, "{path}: {}", reply.text());
+        assert_eq!(reply.header("trellis-error"), Some("Trap"), "{path}");
+        assert!(reply.text().contains(reason), "{path}: {}", reply.text());
+        assert_eq!(get(addr, "/still-here").await.status, 200, "after {path}");
+    }
 
     t.ok(&["stop", "component", "hello"]).await;
     let reply = get(addr, "/gone").await;

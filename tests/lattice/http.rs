@@ -50,7 +50,9 @@ async fn co_located_replica_is_called_in_process_without_nats() {
         .subscribe(nats.subjects().rpc_all("hello"))
         .await
         .unwrap();
-    nats.nats().flush().await.unwrap();
+    trellis_lattice::connect::sync_with_server(nats.nats())
+        .await
+        .unwrap();
     let before = lattice.invocations(&host.id, "hello").await;
     for _ in 0..10 {
         assert_eq!(get(addr, "/local").await.status, 200);

@@ -142,7 +142,9 @@ async fn sigterm_drains_announces_host_stopped_and_exits_zero() {
         )
         .await
         .unwrap();
-    client.nats().flush().await.unwrap();
+    trellis_lattice::connect::sync_with_server(client.nats())
+        .await
+        .unwrap();
 
     let status = host.terminate().await;
     assert!(status.success(), "exit status {status}");

@@ -29,6 +29,9 @@ impl CallState {
             },
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
+                // A guest growing past its limit traps with a message that says so, instead of
+                // seeing a failed grow and aborting with `unreachable`.
+                .trap_on_grow_failure(true)
                 .build(),
         }
     }

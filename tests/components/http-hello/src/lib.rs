@@ -4,6 +4,8 @@
 //! - `/echo`: the request body back
 //! - `/trap`: traps (to test error reporting)
 //! - `/spin`: loops forever (to test deadlines)
+//! - `/grow`: allocates memory without end (to test memory limits)
+//! - `/recurse`: recurses without end (to test stack limits)
 
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -19,6 +21,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             "/spin" => loop {
                 std::hint::black_box(0u8);
             },
+            "/grow" => grow(),
+            "/recurse" => format!("{}", recurse(std::hint::black_box(1))).into_bytes(),
             "/echo" => read_body(request),
             _ => format!("hello from trellis, path={path}\n").into_bytes(),
         };
@@ -39,6 +43,21 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         }
         let _ = OutgoingBody::finish(out, None);
     }
+}
+
+fn grow() -> Vec<u8> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    // Frames too large to be optimised away, so the stack really grows.
+    let frame = std::hint::black_box([n; 64]);
+    recurse(frame[7].wrapping_add(1)).wrapping_add(frame[3])
 }
 
 fn read_body(request: IncomingRequest) -> Vec<u8> {
