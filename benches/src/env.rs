@@ -51,7 +51,14 @@ impl BenchLattice {
             .map(|p| p.to_path_buf())
             .unwrap_or_default();
         let child = Command::new(&options.trellis)
-            .args(["host", "--name", name, "--max-instances", "128"])
+            .args([
+                "host",
+                "--name",
+                name,
+                "--max-instances",
+                "128",
+                "--allow-unsigned",
+            ])
             .env("TRELLIS_NATS_URL", self.nats.url())
             .env("TRELLIS_LATTICE", &self.lattice)
             .env("TRELLIS_PROVIDER_DIR", provider_dir)

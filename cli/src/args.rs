@@ -76,6 +76,93 @@ pub enum Command {
     Link(LinkCommand),
     /// Measure Trellis against baselines in the same run (see docs/benchmarks.md).
     Bench(BenchArgs),
+    /// Make nkeys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign and inspect component claims.
+    #[command(subcommand)]
+    Claims(ClaimsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key pair: prints the public key, writes the seed to a 0600 file.
+    Gen {
+        /// What the key is for.
+        #[arg(value_enum)]
+        kind: KeyKind,
+        /// Seed file to write [default: ./<kind>.nk]; never overwritten.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyKind {
+    Account,
+    Cluster,
+    Host,
+    Component,
+    Provider,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClaimsCommand {
+    /// Embed signed claims in a component.
+    Sign(ClaimsSignArgs),
+    /// Show a component's claims and whether they verify.
+    Inspect {
+        /// The component.
+        file: PathBuf,
+        /// Account public keys to check the issuer against; repeatable.
+        #[arg(
+            long = "trusted-issuer",
+            env = "TRELLIS_TRUSTED_ISSUERS",
+            value_delimiter = ','
+        )]
+        trusted_issuers: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClaimsSignArgs {
+    /// The component to sign.
+    pub file: PathBuf,
+    /// Where to write the signed component.
+    #[arg(long, short)]
+    pub output_file: PathBuf,
+    /// Seed file of the issuing account (from `trellis keys gen account`).
+    #[arg(long)]
+    pub issuer: PathBuf,
+    /// Component name.
+    #[arg(long)]
+    pub name: String,
+    /// Revision.
+    #[arg(long, default_value_t = 1)]
+    pub rev: u32,
+    /// Validity from now, like `30d`, `12h`, `90m`, `3600s` [default: never expires].
+    #[arg(long, value_parser = parse_duration)]
+    pub expires: Option<std::time::Duration>,
+    /// An interface it may import beyond the baseline (`wasi:keyvalue/store`, `wasi:keyvalue/*`);
+    /// repeatable.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30d, 12h, 90m or 3600s"))?;
+    let secs = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("unknown unit in `{s}`: use s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +220,16 @@ pub struct HostArgs {
     /// Allocate instances on demand instead of from a pre-reserved pool.
     #[arg(long, env = "TRELLIS_ON_DEMAND_ALLOCATOR")]
     pub on_demand_allocator: bool,
+    /// Account public key whose signed components this host runs; repeatable.
+    #[arg(
+        long = "trusted-issuer",
+        env = "TRELLIS_TRUSTED_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub trusted_issuers: Vec<String>,
+    /// Run components without trusted claims. Local development only (`trellis up` sets it).
+    #[arg(long, env = "TRELLIS_ALLOW_UNSIGNED")]
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +361,15 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30d").unwrap().as_secs(), 30 * 86400);
+        assert_eq!(parse_duration("90m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("15").unwrap().as_secs(), 15);
+        assert!(parse_duration("3w").is_err());
+        assert!(parse_duration("h").is_err());
     }
 
     #[test]

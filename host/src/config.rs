@@ -27,6 +27,10 @@ pub struct HostConfig {
     pub drain_timeout: Duration,
     /// wasmtime limits.
     pub runtime: RuntimeConfig,
+    /// Account public keys whose component claims this host accepts.
+    pub trusted_issuers: Vec<String>,
+    /// Accept components without (trusted) claims. Local development only.
+    pub allow_unsigned: bool,
 }
 
 impl HostConfig {
@@ -42,6 +46,8 @@ impl HostConfig {
             call_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             runtime: RuntimeConfig::default(),
+            trusted_issuers: Vec::new(),
+            allow_unsigned: false,
         }
     }
 }

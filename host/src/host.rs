@@ -1,6 +1,7 @@
 //! A host: joins the lattice, runs components and providers, answers control requests, and
 //! drains on shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,12 +10,14 @@ use async_nats::Client;
 use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use trellis_lattice::claims::{ClaimsError, Token};
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::state::LatticeState;
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_proto::{self as pb, ErrorCode};
 
+use crate::admission::Trust;
 use crate::components::{Components, Running};
 use crate::config::HostConfig;
 use crate::events::Events;
@@ -64,6 +67,10 @@ pub struct Host {
     events: Events,
     /// Held while an artifact is fetched and compiled.
     compiling: tokio::sync::Mutex<()>,
+    /// Which issuers' claims this host accepts.
+    trust: Trust,
+    /// Verified claims of compiled artifacts, by digest (`None`: accepted unsigned).
+    tokens: std::sync::Mutex<HashMap<String, Option<Token>>>,
 }
 
 impl Host {
@@ -192,25 +199,49 @@ impl Host {
     /// The component of `digest`, compiled once: starts of the same artifact that arrive
     /// together wait for one fetch and one compile.
     async fn component(&self, digest: &str) -> Result<Component, (ErrorCode, String)> {
-        let invalid = |e: LoadError| (ErrorCode::InvalidComponent, e.to_string());
-        if let Some(loaded) = self.runtime.load_compiled(digest) {
-            return loaded.map_err(invalid);
+        if let Some(loaded) = self.cached_component(digest) {
+            return loaded;
         }
         let _one_at_a_time = self.compiling.lock().await;
-        if let Some(loaded) = self.runtime.load_compiled(digest) {
-            return loaded.map_err(invalid);
+        if let Some(loaded) = self.cached_component(digest) {
+            return loaded;
         }
         let bytes = self
             .state
             .get_artifact(digest)
             .await
             .map_err(|e| (ErrorCode::ArtifactUnavailable, e.to_string()))?;
+        // Claims first: a tampered or unsigned artifact is never compiled.
+        let token = self.trust.check(&bytes, unix_s()).map_err(denied)?;
         let runtime = self.runtime.clone();
-        let digest = digest.to_owned();
-        tokio::task::spawn_blocking(move || runtime.load(&digest, &bytes))
+        let owned_digest = digest.to_owned();
+        let component = tokio::task::spawn_blocking(move || runtime.load(&owned_digest, &bytes))
             .await
             .map_err(|e| (ErrorCode::Internal, format!("compile task failed: {e}")))?
-            .map_err(|e| (ErrorCode::InvalidComponent, e.to_string()))
+            .map_err(|e| (ErrorCode::InvalidComponent, e.to_string()))?;
+        if let Err(e) = self
+            .trust
+            .check_imports(token.as_ref(), component.imports())
+        {
+            self.runtime.evict(digest);
+            return Err(denied(e));
+        }
+        self.lock_tokens().insert(digest.to_owned(), token);
+        Ok(component)
+    }
+
+    /// A component compiled earlier from `digest`, its claims' validity checked again.
+    fn cached_component(&self, digest: &str) -> Option<Result<Component, (ErrorCode, String)>> {
+        let token = self.lock_tokens().get(digest).cloned()?;
+        let loaded = self.runtime.load_compiled(digest)?;
+        Some(match self.trust.recheck(token.as_ref(), unix_s()) {
+            Ok(()) => loaded.map_err(|e| (ErrorCode::InvalidComponent, e.to_string())),
+            Err(e) => Err(denied(e)),
+        })
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Token>>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops component `id`; calls in flight finish.
@@ -291,6 +322,16 @@ impl Host {
             Subjects::new(&config.lattice).map_err(|e| HostError::Config(e.to_string()))?;
         let runtime = Runtime::new(config.runtime.clone())?;
         let id = nkeys::KeyPair::new_server().public_key();
+        let trust = Trust {
+            issuers: config.trusted_issuers.clone(),
+            allow_unsigned: config.allow_unsigned,
+        };
+        if trust.allow_unsigned {
+            tracing::warn!(
+                "accepting unsigned components (--allow-unsigned): for local development only, \
+                 never in production"
+            );
+        }
 
         let (nats, conn_events) =
             connect_persistent(&config.nats_url, &format!("trellis-host {id}"))
@@ -344,6 +385,8 @@ impl Host {
             events,
             config,
             compiling: tokio::sync::Mutex::new(()),
+            trust,
+            tokens: std::sync::Mutex::new(HashMap::new()),
         };
         Ok((Arc::new(host), conn_events))
     }
@@ -369,6 +412,14 @@ impl Host {
         }
         tracing::info!(host = self.id(), "host stopped");
     }
+}
+
+fn denied(e: ClaimsError) -> (ErrorCode, String) {
+    (ErrorCode::Denied, e.to_string())
+}
+
+fn unix_s() -> u64 {
+    trellis_lattice::envelope::unix_ms() / 1000
 }
 
 /// After a reconnect the client restores subscriptions; tell the lattice we are back.

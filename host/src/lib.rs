@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+mod admission;
 mod components;
 pub mod config;
 mod control;

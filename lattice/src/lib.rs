@@ -19,6 +19,7 @@
 //! ```
 
 pub mod artifact;
+pub mod claims;
 pub mod client;
 pub mod connect;
 pub mod envelope;

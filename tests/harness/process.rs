@@ -103,9 +103,17 @@ impl Trellis {
         LatticeClient::new(nats, &self.lattice).expect("lattice")
     }
 
-    /// Spawns `trellis host` named `name` with `labels`; returns once it is in the lattice.
+    /// Spawns a development `trellis host` (`--allow-unsigned`) named `name` with `labels`;
+    /// returns once it is in the lattice.
     pub async fn host(&self, name: &str, labels: &[&str]) -> Host {
-        let host = self.spawn_host(name, labels);
+        let mut args: Vec<String> = labels.iter().map(|l| format!("--label={l}")).collect();
+        args.push("--allow-unsigned".into());
+        self.host_with(name, &args).await
+    }
+
+    /// Spawns `trellis host` named `name` with extra `args`; returns once it is in the lattice.
+    pub async fn host_with(&self, name: &str, args: &[String]) -> Host {
+        let host = self.spawn_host_with(name, args);
         let client = self.client().await;
         let id = crate::eventually(
             &format!("host {name} to join"),
@@ -122,28 +130,30 @@ impl Trellis {
         Host { id, ..host }
     }
 
-    /// Spawns `trellis host` without waiting for it to join.
+    /// Spawns a development `trellis host` without waiting for it to join.
     pub fn spawn_host(&self, name: &str, labels: &[&str]) -> Host {
-        let mut cmd = Command::new(bin("trellis"));
-        cmd.arg("host").args([
-            "--name",
-            name,
-            "--heartbeat-interval",
-            "1",
-            "--max-instances",
-            "32",
-        ]);
-        for label in labels {
-            cmd.args(["--label", label]);
-        }
-        let child = cmd
+        let mut args: Vec<String> = labels.iter().map(|l| format!("--label={l}")).collect();
+        args.push("--allow-unsigned".into());
+        self.spawn_host_with(name, &args)
+    }
+
+    fn spawn_host_with(&self, name: &str, args: &[String]) -> Host {
+        let log = std::env::var("TRELLIS_TEST_HOST_LOG").unwrap_or_else(|_| "warn".into());
+        let child = Command::new(bin("trellis"))
+            .arg("host")
+            .args([
+                "--name",
+                name,
+                "--heartbeat-interval",
+                "1",
+                "--max-instances",
+                "32",
+            ])
+            .args(args)
             .env("TRELLIS_NATS_URL", &self.nats_url)
             .env("TRELLIS_LATTICE", &self.lattice)
             .env("TRELLIS_PROVIDER_DIR", profile_dir())
-            .env(
-                "RUST_LOG",
-                std::env::var("TRELLIS_TEST_HOST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -2,6 +2,7 @@
 //! client library.
 
 mod bench;
+mod claims;
 mod errors;
 mod http;
 mod lifecycle;

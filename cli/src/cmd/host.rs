@@ -22,6 +22,8 @@ pub fn config(g: &Global, args: &HostArgs) -> HostConfig {
     config.labels = args.labels.iter().cloned().collect();
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.provider_dir = args.provider_dir.clone();
+    config.trusted_issuers = args.trusted_issuers.clone();
+    config.allow_unsigned = args.allow_unsigned;
     config.runtime = RuntimeConfig {
         max_instances: args.max_instances.max(1),
         max_memory_bytes: args.max_memory_mb.max(1) << 20,

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 mod bench;
+mod claims;
 mod get;
 mod host;
+mod keys;
 mod link;
 mod start;
 mod stop;
@@ -28,6 +30,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(cmd) => stop::run(g, cmd).await,
         Command::Link(cmd) => link::run(g, cmd).await,
         Command::Bench(args) => bench::run(g, args).await,
+        Command::Keys(cmd) => keys::run(g, cmd),
+        Command::Claims(cmd) => claims::run(g, cmd),
     }
 }
 

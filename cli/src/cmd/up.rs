@@ -28,7 +28,14 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         "starting a host in lattice `{}`; Ctrl-C stops everything",
         g.lattice
     );
-    let config = super::host::config(&global, &args.host);
+    let mut config = super::host::config(&global, &args.host);
+    if !config.allow_unsigned {
+        eprintln!(
+            "local lattice: unsigned components are allowed (--allow-unsigned); a `trellis host` \
+             in production refuses them"
+        );
+        config.allow_unsigned = true;
+    }
     let result = trellis_host::run(config, super::host::shutdown_signal()).await;
     if let Some(server) = server.as_mut() {
         server.stop().await;

@@ -50,11 +50,32 @@ pub(crate) fn compile(
         .map_err(|e| LoadError::Invalid(format!("{e:#}")))
 }
 
+/// The interfaces a component imports (`ns:pkg/iface@version`), from its compiled type.
+pub(crate) fn imports_of(
+    engine: &wasmtime::Engine,
+    compiled: &wasmtime::component::Component,
+) -> Vec<String> {
+    compiled
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// Compiles `bytes` with a throwaway engine to list what the component imports (for
+/// `trellis claims inspect`; slow for big components: it compiles them).
+pub fn list_imports(bytes: &[u8]) -> Result<Vec<String>, LoadError> {
+    let engine = wasmtime::Engine::default();
+    let compiled = compile(&engine, bytes)?;
+    Ok(imports_of(&engine, &compiled))
+}
+
 /// A compiled, linked component, ready to instantiate once per call.
 #[derive(Clone)]
 pub struct Component {
     pub(super) runtime: Runtime,
     pub(super) http: Option<ProxyPre<CallState>>,
+    imports: std::sync::Arc<[String]>,
 }
 
 impl std::fmt::Debug for Component {
@@ -71,6 +92,7 @@ impl Component {
         linker: &Linker<CallState>,
         compiled: wasmtime::component::Component,
     ) -> Result<Self, LoadError> {
+        let imports = imports_of(linker.engine(), &compiled).into();
         let pre = linker
             .instantiate_pre(&compiled)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
@@ -79,7 +101,16 @@ impl Component {
         if http.is_none() {
             return Err(LoadError::NoUsableExport);
         }
-        Ok(Self { runtime, http })
+        Ok(Self {
+            runtime,
+            http,
+            imports,
+        })
+    }
+
+    /// The interfaces it imports, `ns:pkg/iface@version`.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// The interfaces (without version) this component exports that Trellis can call.

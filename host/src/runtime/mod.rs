@@ -10,5 +10,5 @@ mod engine;
 mod http;
 mod state;
 
-pub use component::{Component, LoadError};
+pub use component::{Component, LoadError, list_imports};
 pub use engine::{Runtime, RuntimeConfig};

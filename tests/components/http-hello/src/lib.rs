@@ -6,6 +6,8 @@
 //! - `/spin`: loops forever (to test deadlines)
 //! - `/grow`: allocates memory without end (to test memory limits)
 //! - `/recurse`: recurses without end (to test stack limits)
+//! - `/fetch`: makes an outgoing HTTP request (imports `wasi:http/outgoing-handler`) and answers
+//!   with the outcome
 
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -23,6 +25,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             },
             "/grow" => grow(),
             "/recurse" => format!("{}", recurse(std::hint::black_box(1))).into_bytes(),
+            "/fetch" => fetch(),
             "/echo" => read_body(request),
             _ => format!("hello from trellis, path={path}\n").into_bytes(),
         };
@@ -42,6 +45,26 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             }
         }
         let _ = OutgoingBody::finish(out, None);
+    }
+}
+
+fn fetch() -> Vec<u8> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some("127.0.0.1:9"));
+    let _ = request.set_path_with_query(Some("/"));
+    match outgoing_handler::handle(request, None) {
+        Ok(future) => {
+            future.subscribe().block();
+            match future.get() {
+                Some(Ok(Ok(response))) => format!("fetched: {}\n", response.status()).into_bytes(),
+                Some(Ok(Err(e))) => format!("fetch failed: {e:?}\n").into_bytes(),
+                other => format!("fetch failed: {other:?}\n").into_bytes(),
+            }
+        }
+        Err(e) => format!("fetch refused: {e:?}\n").into_bytes(),
     }
 }
 
