@@ -227,9 +227,21 @@ pub struct HostArgs {
         value_delimiter = ','
     )]
     pub trusted_issuers: Vec<String>,
-    /// Run components without trusted claims. Local development only (`trellis up` sets it).
+    /// Run components without trusted claims and accept unsigned invocations. Local
+    /// development only (`trellis up` sets it).
     #[arg(long, env = "TRELLIS_ALLOW_UNSIGNED")]
     pub allow_unsigned: bool,
+    /// Seed file of the cluster key that vouches for this host's identity.
+    #[arg(long, env = "TRELLIS_CLUSTER_SEED")]
+    pub cluster_seed: Option<PathBuf>,
+    /// Cluster public key whose hosts may call this one; repeatable. Without any, every host
+    /// key is accepted as long as its signature verifies.
+    #[arg(
+        long = "trusted-cluster",
+        env = "TRELLIS_TRUSTED_CLUSTERS",
+        value_delimiter = ','
+    )]
+    pub trusted_clusters: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

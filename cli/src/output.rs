@@ -16,6 +16,7 @@ pub fn host_json(h: &pb::HostInfo) -> Value {
         "providers": h.providers,
         "inventory_hash": h.inventory_hash,
         "lattice": h.lattice,
+        "invocations_denied": h.invocations_denied,
     })
 }
 

@@ -29,8 +29,14 @@ pub struct HostConfig {
     pub runtime: RuntimeConfig,
     /// Account public keys whose component claims this host accepts.
     pub trusted_issuers: Vec<String>,
-    /// Accept components without (trusted) claims. Local development only.
+    /// Accept components without (trusted) claims and unsigned invocations. Local development
+    /// only.
     pub allow_unsigned: bool,
+    /// Cluster seed this host signs its own identity with, if the lattice requires one.
+    pub cluster_seed: Option<String>,
+    /// Cluster public keys whose host identities this host accepts calls from (empty: any host
+    /// key, as long as its signature verifies).
+    pub trusted_clusters: Vec<String>,
 }
 
 impl HostConfig {
@@ -48,6 +54,8 @@ impl HostConfig {
             runtime: RuntimeConfig::default(),
             trusted_issuers: Vec::new(),
             allow_unsigned: false,
+            cluster_seed: None,
+            trusted_clusters: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use trellis_lattice::claims::{ClaimsError, Token};
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
+use trellis_lattice::signing::{Signer, Verifier, issue_identity};
 use trellis_lattice::state::LatticeState;
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_proto::{self as pb, ErrorCode};
@@ -114,6 +115,7 @@ impl Host {
             providers: providers.len() as u32,
             inventory_hash,
             lattice: self.config.lattice.clone(),
+            invocations_denied: self.router.denied(),
         }
     }
 
@@ -321,7 +323,19 @@ impl Host {
         let subjects =
             Subjects::new(&config.lattice).map_err(|e| HostError::Config(e.to_string()))?;
         let runtime = Runtime::new(config.runtime.clone())?;
-        let id = nkeys::KeyPair::new_server().public_key();
+        let key = nkeys::KeyPair::new_server();
+        let id = key.public_key();
+        let signer = Signer::new(key, host_identity(&config, &id)?);
+        // Deadlines further out than the longest call (plus clock skew) are refused, which
+        // bounds the replay cache.
+        let window_ms = u64::try_from(config.call_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(60_000);
+        let verifier = Verifier::new(
+            config.trusted_clusters.clone(),
+            config.allow_unsigned,
+            window_ms,
+        );
         let trust = Trust {
             issuers: config.trusted_issuers.clone(),
             allow_unsigned: config.allow_unsigned,
@@ -351,14 +365,16 @@ impl Host {
             .await?;
 
         let components = Arc::new(Components::default());
+        let events = Events::new(nats.clone(), subjects.clone(), id.clone());
         let router = Arc::new(Router::new(
             components.clone(),
             nats.clone(),
             subjects.clone(),
             config.runtime.max_instances as usize,
             config.call_timeout,
+            (signer, verifier),
+            events.clone(),
         ));
-        let events = Events::new(nats.clone(), subjects.clone(), id.clone());
         let bootstrap = Bootstrap {
             lattice: config.lattice.clone(),
             nats_url: config.nats_url.clone(),
@@ -412,6 +428,24 @@ impl Host {
         }
         tracing::info!(host = self.id(), "host stopped");
     }
+}
+
+/// The identity token a cluster key vouches for this host with, when the host has the seed.
+fn host_identity(config: &HostConfig, host: &str) -> Result<Option<String>, HostError> {
+    let Some(seed) = &config.cluster_seed else {
+        return Ok(None);
+    };
+    let cluster = nkeys::KeyPair::from_seed(seed.trim())
+        .ok()
+        .filter(|k| matches!(k.key_pair_type(), nkeys::KeyPairType::Cluster))
+        .ok_or_else(|| {
+            HostError::Config(
+                "--cluster-seed does not hold a cluster seed (`trellis keys gen cluster`)".into(),
+            )
+        })?;
+    issue_identity(&cluster, host, unix_s())
+        .map(Some)
+        .map_err(HostError::Config)
 }
 
 fn denied(e: ClaimsError) -> (ErrorCode, String) {

@@ -2,7 +2,7 @@
 //! call over the target's replicas on other hosts (queue group).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::Client;
@@ -10,11 +10,13 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use trellis_lattice::client::invoke_request_error;
-use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind};
+use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
-use trellis_lattice::subject::{Subjects, validate_id};
+use trellis_lattice::signing::{Signed, Signer, Verifier};
+use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 
 use crate::components::{Components, Running};
+use crate::events::Events;
 
 /// Routes invocations from this host's callers (providers, components).
 #[derive(Debug)]
@@ -26,6 +28,13 @@ pub(crate) struct Router {
     admission: Arc<Semaphore>,
     /// No call runs longer than this, whatever its caller asked.
     max_call_time: Duration,
+    /// Signs the calls this host sends over NATS.
+    signer: Signer,
+    /// Checks the calls this host receives over NATS.
+    verifier: Verifier,
+    /// Calls refused by the verifier.
+    denied: AtomicU64,
+    events: Events,
 }
 
 impl Router {
@@ -35,6 +44,8 @@ impl Router {
         subjects: Subjects,
         max_calls: usize,
         max_call_time: Duration,
+        (signer, verifier): (Signer, Verifier),
+        events: Events,
     ) -> Self {
         let admission = Arc::new(Semaphore::new(max_calls));
         Self {
@@ -43,7 +54,38 @@ impl Router {
             subjects,
             admission,
             max_call_time,
+            signer,
+            verifier,
+            denied: AtomicU64::new(0),
+            events,
         }
+    }
+
+    /// Checks a call received over NATS (signature, signer, replay, deadline); counts refusals.
+    pub fn verify(
+        &self,
+        subject: &str,
+        headers: Option<&async_nats::HeaderMap>,
+        body: &[u8],
+    ) -> Result<u64, InvokeError> {
+        let result = self.verifier.verify(subject, headers, body, unix_ms());
+        if result.is_err() {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Calls refused since start.
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    /// A refused call: a log line and an `invocation_denied` event (the counter is already up).
+    pub async fn report_denied(&self, target: &str, e: &InvokeError) {
+        tracing::warn!(target, reason = e.message(), "invocation denied");
+        self.events
+            .component(EventKind::InvocationDenied, target, "", e.message())
+            .await;
     }
 
     pub fn nats(&self) -> &Client {
@@ -156,11 +198,21 @@ impl Router {
     ) -> Result<Bytes, InvokeError> {
         let op = format!("{interface}.{function}");
         let invocation = Invocation::new(source, &op, timeout, nuid::next().to_string());
+        let subject = self.subjects.rpc(target, interface, function);
+        let mut headers = invocation.to_headers();
+        let signed = Signed {
+            subject: &subject,
+            operation: &op,
+            source,
+            jti: &invocation.jti,
+            deadline_ms: invocation.deadline_ms,
+            body: &payload,
+        };
+        self.signer.sign(&mut headers, &signed);
         let request = async_nats::Request::new()
-            .headers(invocation.to_headers())
+            .headers(headers)
             .payload(payload)
             .timeout(Some(timeout));
-        let subject = self.subjects.rpc(target, interface, function);
         let msg = self
             .nats
             .send_request(subject, request)

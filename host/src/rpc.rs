@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use tokio::sync::oneshot;
-use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, remaining, unix_ms};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, remaining};
 use trellis_lattice::subject::{Subject, Subjects};
 
 use crate::components::Running;
@@ -58,7 +58,7 @@ async fn handle(msg: Message, running: &Running, router: &Router) {
         return;
     };
     let nats = router.nats();
-    let result = match parse(&msg, router.subjects()) {
+    let result = match parse(&msg, router) {
         Ok((interface, function, remaining)) => {
             let remaining = remaining.min(router.max_call_time());
             router
@@ -70,6 +70,9 @@ async fn handle(msg: Message, running: &Running, router: &Router) {
     let sent = match result.and_then(|body| fits(nats, &running.id, body)) {
         Ok(body) => nats.publish(reply, body).await,
         Err(e) => {
+            if e.kind() == InvokeErrorKind::Denied {
+                router.report_denied(&running.id, &e).await;
+            }
             tracing::debug!(component = %running.id, error = %e, "invocation failed");
             nats.publish_with_headers(reply, e.to_headers(), e.message().to_owned().into())
                 .await
@@ -97,28 +100,25 @@ fn fits(nats: &Client, id: &str, body: bytes::Bytes) -> Result<bytes::Bytes, Inv
 
 fn parse<'m>(
     msg: &'m Message,
-    subjects: &Subjects,
+    router: &Router,
 ) -> Result<(&'m str, &'m str, Duration), InvokeError> {
     let Some(Subject::Rpc {
         interface,
         function,
         ..
-    }) = subjects.parse(msg.subject.as_str())
+    }) = router.subjects().parse(msg.subject.as_str())
     else {
         return Err(InvokeError::new(
             InvokeErrorKind::BadRequest,
             "malformed invocation subject",
         ));
     };
-    let deadline_ms = Invocation::deadline_from_headers(msg.headers.as_ref())?;
+    let deadline_ms = router.verify(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload)?;
+    // The verifier refused passed deadlines; a deadline that passes right now is a timeout.
     let remaining = remaining(deadline_ms).ok_or_else(|| {
         InvokeError::new(
             InvokeErrorKind::Timeout,
-            format!(
-                "the invocation's deadline passed {} ms before it arrived; check that the hosts' \
-                 clocks are in sync",
-                unix_ms().saturating_sub(deadline_ms)
-            ),
+            "the invocation's deadline passed on arrival",
         )
     })?;
     Ok((interface, function, remaining))

@@ -75,6 +75,7 @@ pub struct LatticeClient {
     lattice: String,
     subjects: Subjects,
     timeout: Duration,
+    signer: Option<std::sync::Arc<crate::signing::Signer>>,
 }
 
 impl LatticeClient {
@@ -85,12 +86,19 @@ impl LatticeClient {
             lattice: lattice.to_owned(),
             subjects: Subjects::new(lattice)?,
             timeout: Duration::from_secs(10),
+            signer: None,
         })
     }
 
     /// Sets how long control requests wait for an answer (default 10 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Signs invocations with `signer` (a host key), as strict hosts require.
+    pub fn with_signer(mut self, signer: crate::signing::Signer) -> Self {
+        self.signer = Some(std::sync::Arc::new(signer));
         self
     }
 
@@ -232,14 +240,25 @@ impl LatticeClient {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
-        let jti = self.nats.new_inbox();
         let op = format!("{interface}.{function}");
-        let inv = crate::envelope::Invocation::new("cli", &op, timeout, jti);
+        let inv = crate::envelope::Invocation::new("cli", &op, timeout, nuid::next().to_string());
+        let subject = self.subjects.rpc(target, interface, function);
+        let mut headers = inv.to_headers();
+        if let Some(signer) = &self.signer {
+            let signed = crate::signing::Signed {
+                subject: &subject,
+                operation: &op,
+                source: &inv.source,
+                jti: &inv.jti,
+                deadline_ms: inv.deadline_ms,
+                body: &payload,
+            };
+            signer.sign(&mut headers, &signed);
+        }
         let request = async_nats::Request::new()
-            .headers(inv.to_headers())
+            .headers(headers)
             .payload(payload)
             .timeout(Some(timeout));
-        let subject = self.subjects.rpc(target, interface, function);
         let msg = self
             .nats
             .send_request(subject, request)

@@ -94,6 +94,8 @@ pub enum EventKind {
     ProviderStopped,
     /// A provider process exited unexpectedly.
     ProviderFailed,
+    /// An invocation was refused by identity, signature, replay or claims checks.
+    InvocationDenied,
 }
 
 impl EventKind {
@@ -109,6 +111,7 @@ impl EventKind {
             EventKind::ProviderStarted => "provider_started",
             EventKind::ProviderStopped => "provider_stopped",
             EventKind::ProviderFailed => "provider_failed",
+            EventKind::InvocationDenied => "invocation_denied",
         }
     }
 }

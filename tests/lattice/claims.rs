@@ -160,7 +160,14 @@ async fn strict_host_runs_only_what_a_trusted_issuer_signed() {
         headers: vec![],
         body: Vec::new().into(),
     };
-    let client = t.client().await;
+    // A strict host takes only signed calls; with no trusted cluster, any host key will do.
+    let client = t
+        .client()
+        .await
+        .with_signer(trellis_lattice::signing::Signer::new(
+            nkeys::KeyPair::new_server(),
+            None,
+        ));
     let reply = client
         .invoke(
             "hello",

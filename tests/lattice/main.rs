@@ -6,6 +6,7 @@ mod claims;
 mod errors;
 mod http;
 mod lifecycle;
+mod security;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,18 +3,19 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use trellis_host::HostConfig;
 use trellis_host::runtime::RuntimeConfig;
 
 use crate::args::{Global, HostArgs};
 
 pub async fn run(g: &Global, args: HostArgs) -> anyhow::Result<ExitCode> {
-    let config = config(g, &args);
+    let config = config(g, &args)?;
     trellis_host::run(config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn config(g: &Global, args: &HostArgs) -> HostConfig {
+pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     let mut config = HostConfig::new(g.nats_url(), &g.lattice);
     if let Some(name) = &args.name {
         config.name = name.clone();
@@ -23,13 +24,19 @@ pub fn config(g: &Global, args: &HostArgs) -> HostConfig {
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.provider_dir = args.provider_dir.clone();
     config.trusted_issuers = args.trusted_issuers.clone();
+    config.trusted_clusters = args.trusted_clusters.clone();
+    if let Some(path) = &args.cluster_seed {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read cluster seed file {}", path.display()))?;
+        config.cluster_seed = Some(seed);
+    }
     config.allow_unsigned = args.allow_unsigned;
     config.runtime = RuntimeConfig {
         max_instances: args.max_instances.max(1),
         max_memory_bytes: args.max_memory_mb.max(1) << 20,
         on_demand_allocator: args.on_demand_allocator,
     };
-    config
+    Ok(config)
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -28,7 +28,7 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         "starting a host in lattice `{}`; Ctrl-C stops everything",
         g.lattice
     );
-    let mut config = super::host::config(&global, &args.host);
+    let mut config = super::host::config(&global, &args.host)?;
     if !config.allow_unsigned {
         eprintln!(
             "local lattice: unsigned components are allowed (--allow-unsigned); a `trellis host` \

@@ -1,0 +1,371 @@
+//! Signed invocations: the calling host signs every call that crosses NATS; the receiver checks
+//! the signer, the signature, the body, the deadline and replays before any guest code runs.
+//!
+//! The signature is Ed25519 (the host's nkey) over SHA-256 of the subject, operation, source,
+//! unique id, deadline and the body's SHA-256. A lattice may also require hosts to present an
+//! identity signed by a cluster key it trusts. Everything here is plain data in, decision out:
+//! the caller supplies `now`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_nats::HeaderMap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use nkeys::KeyPair;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::envelope::{InvokeError, InvokeErrorKind, header};
+
+/// Header: the signing host's public key.
+pub const HOST: &str = "trellis-host";
+/// Header: the signature (base64url).
+pub const SIG: &str = "trellis-sig";
+/// Header: the host's identity token, signed by a cluster key.
+pub const IDENTITY: &str = "trellis-host-identity";
+
+/// The fields a signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// NATS subject.
+    pub subject: &'a str,
+    /// `ns:pkg/iface.function`
+    pub operation: &'a str,
+    /// Caller id.
+    pub source: &'a str,
+    /// Unique id.
+    pub jti: &'a str,
+    /// Deadline, unix ms.
+    pub deadline_ms: u64,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+impl Signed<'_> {
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in [self.subject, self.operation, self.source, self.jti] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.deadline_ms.to_be_bytes());
+        h.update(Sha256::digest(self.body));
+        h.finalize().into()
+    }
+}
+
+/// What a host signs with.
+#[derive(Debug)]
+pub struct Signer {
+    key: KeyPair,
+    public: String,
+    identity: Option<String>,
+}
+
+impl Signer {
+    /// A signer with host key `key` and, optionally, a cluster-signed identity token.
+    pub fn new(key: KeyPair, identity: Option<String>) -> Self {
+        Self {
+            public: key.public_key(),
+            key,
+            identity,
+        }
+    }
+
+    /// The host's public key.
+    pub fn public_key(&self) -> &str {
+        &self.public
+    }
+
+    /// Adds the signature headers for `signed` to `headers`.
+    pub fn sign(&self, headers: &mut HeaderMap, signed: &Signed<'_>) {
+        // Signing with an in-memory Ed25519 key cannot fail; an empty signature would be refused.
+        let sig = self.key.sign(&signed.digest()).unwrap_or_default();
+        headers.insert(HOST, self.public.as_str());
+        headers.insert(SIG, URL_SAFE_NO_PAD.encode(sig).as_str());
+        if let Some(identity) = &self.identity {
+            headers.insert(IDENTITY, identity.as_str());
+        }
+    }
+}
+
+/// A host identity: the cluster vouches for a host key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    sub: String,
+    iss: String,
+    iat: u64,
+}
+
+/// Issues the identity token of `host` (a public key), signed by `cluster`.
+pub fn issue_identity(cluster: &KeyPair, host: &str, now_s: u64) -> Result<String, String> {
+    let body = serde_json::to_vec(&Identity {
+        sub: host.to_owned(),
+        iss: cluster.public_key(),
+        iat: now_s,
+    })
+    .map_err(|e| e.to_string())?;
+    let sig = cluster
+        .sign(&body)
+        .map_err(|e| format!("cannot sign with the cluster key: {e}"))?;
+    Ok(format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(body),
+        URL_SAFE_NO_PAD.encode(sig)
+    ))
+}
+
+fn check_identity(token: &str, host: &str, trusted: &[String]) -> Result<(), String> {
+    let (body, sig) = token.split_once('.').ok_or("identity token is malformed")?;
+    let body = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|_| "identity token is malformed")?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| "identity token is malformed")?;
+    let identity: Identity =
+        serde_json::from_slice(&body).map_err(|_| "identity token is malformed")?;
+    if identity.sub != host {
+        return Err("identity token names another host".into());
+    }
+    if !trusted.contains(&identity.iss) {
+        return Err(format!(
+            "host identity issued by untrusted cluster {}",
+            identity.iss
+        ));
+    }
+    let cluster =
+        KeyPair::from_public_key(&identity.iss).map_err(|_| "identity issuer is not a key")?;
+    cluster
+        .verify(&body, &sig)
+        .map_err(|_| "identity token signature does not verify".to_owned())
+}
+
+/// How a receiver checks invocations.
+#[derive(Debug)]
+pub struct Verifier {
+    trusted_clusters: Vec<String>,
+    allow_unsigned: bool,
+    /// Longest deadline accepted from now; bounds the replay cache.
+    max_window_ms: u64,
+    seen: Mutex<Replay>,
+    /// Host keys whose identity already verified.
+    known_hosts: Mutex<HashMap<String, ()>>,
+}
+
+#[derive(Debug, Default)]
+struct Replay {
+    jtis: HashMap<String, u64>,
+    next_prune_ms: u64,
+}
+
+impl Verifier {
+    /// A verifier; with `trusted_clusters` empty any host key is accepted (its signature must
+    /// still verify); `allow_unsigned` accepts unsigned calls (development only).
+    pub fn new(trusted_clusters: Vec<String>, allow_unsigned: bool, max_window_ms: u64) -> Self {
+        Self {
+            trusted_clusters,
+            allow_unsigned,
+            max_window_ms,
+            seen: Mutex::new(Replay::default()),
+            known_hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks a received invocation on `subject`; returns its deadline (unix ms).
+    pub fn verify(
+        &self,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Result<u64, InvokeError> {
+        let headers = headers.ok_or_else(|| denied("invocation carries no envelope"))?;
+        let get = |name: &str| headers.get(name).map(|v| v.as_str());
+        let deadline_ms: u64 = get(header::DEADLINE)
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| denied("invocation lacks a valid `trellis-deadline`"))?;
+        if deadline_ms <= now_ms {
+            return Err(denied(&format!(
+                "deadline passed {} ms ago",
+                now_ms - deadline_ms
+            )));
+        }
+        if deadline_ms > now_ms.saturating_add(self.max_window_ms) {
+            return Err(denied("deadline is too far in the future"));
+        }
+        let Some(signer) = get(HOST) else {
+            return if self.allow_unsigned {
+                Ok(deadline_ms)
+            } else {
+                Err(denied(
+                    "unsigned invocation; this host accepts only calls signed by a lattice host",
+                ))
+            };
+        };
+        self.check_host(signer, get(IDENTITY))?;
+        let (op, src, jti) = match (get(header::OP), get(header::SRC), get(header::JTI)) {
+            (Some(op), Some(src), Some(jti)) => (op, src, jti),
+            _ => return Err(denied("signed invocation lacks op, source or id")),
+        };
+        let sig = get(SIG)
+            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+            .ok_or_else(|| denied("signature is missing or not base64url"))?;
+        let signed = Signed {
+            subject,
+            operation: op,
+            source: src,
+            jti,
+            deadline_ms,
+            body,
+        };
+        let key =
+            KeyPair::from_public_key(signer).map_err(|_| denied("signer is not a public key"))?;
+        key.verify(&signed.digest(), &sig).map_err(|_| {
+            denied("bad signature: the call or its body was altered, or not signed by this host")
+        })?;
+        self.remember(jti, deadline_ms, now_ms)?;
+        Ok(deadline_ms)
+    }
+
+    fn check_host(&self, signer: &str, identity: Option<&str>) -> Result<(), InvokeError> {
+        if self.trusted_clusters.is_empty() {
+            return Ok(());
+        }
+        let mut known = self.known_hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains_key(signer) {
+            return Ok(());
+        }
+        let identity = identity
+            .ok_or_else(|| denied(&format!("host {signer} presents no cluster identity")))?;
+        check_identity(identity, signer, &self.trusted_clusters)
+            .map_err(|e| denied(&format!("untrusted host {signer}: {e}")))?;
+        known.insert(signer.to_owned(), ());
+        Ok(())
+    }
+
+    fn remember(&self, jti: &str, deadline_ms: u64, now_ms: u64) -> Result<(), InvokeError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if now_ms >= seen.next_prune_ms {
+            seen.jtis.retain(|_, d| *d > now_ms);
+            seen.next_prune_ms = now_ms + 1000;
+        }
+        if seen.jtis.contains_key(jti) {
+            return Err(denied("replayed invocation: this id was already used"));
+        }
+        seen.jtis.insert(jti.to_owned(), deadline_ms);
+        Ok(())
+    }
+}
+
+fn denied(why: &str) -> InvokeError {
+    InvokeError::new(InvokeErrorKind::Denied, why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Invocation;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn signed_headers(
+        signer: &Signer,
+        subject: &str,
+        body: &[u8],
+        deadline_ms: u64,
+        jti: &str,
+    ) -> HeaderMap {
+        let inv = Invocation {
+            source: "web".into(),
+            operation: "a:b/c.f".into(),
+            deadline_ms,
+            jti: jti.into(),
+        };
+        let mut headers = inv.to_headers();
+        let signed = Signed {
+            subject,
+            operation: "a:b/c.f",
+            source: "web",
+            jti,
+            deadline_ms,
+            body,
+        };
+        signer.sign(&mut headers, &signed);
+        headers
+    }
+
+    #[test]
+    fn good_calls_pass_and_every_attack_is_denied() {
+        let host = Signer::new(KeyPair::new_server(), None);
+        let v = Verifier::new(vec![], false, 60_000);
+        let h = signed_headers(&host, "s", b"body", NOW + 1000, "j1");
+        assert_eq!(v.verify("s", Some(&h), b"body", NOW), Ok(NOW + 1000));
+
+        let reason = |r: Result<u64, InvokeError>| r.unwrap_err().message().to_owned();
+        assert!(reason(v.verify("s", Some(&h), b"body", NOW)).contains("replayed"));
+        let h2 = signed_headers(&host, "s", b"body", NOW + 1000, "j2");
+        assert!(reason(v.verify("s", Some(&h2), b"BODY", NOW)).contains("bad signature"));
+        assert!(reason(v.verify("other", Some(&h2), b"body", NOW)).contains("bad signature"));
+        let late = signed_headers(&host, "s", b"body", NOW - 1, "j3");
+        assert!(reason(v.verify("s", Some(&late), b"body", NOW)).contains("deadline passed"));
+        let far = signed_headers(&host, "s", b"body", NOW + 3_600_000, "j4");
+        assert!(reason(v.verify("s", Some(&far), b"body", NOW)).contains("too far"));
+
+        let mut forged = signed_headers(
+            &Signer::new(KeyPair::new_server(), None),
+            "s",
+            b"body",
+            NOW + 1000,
+            "j5",
+        );
+        forged.insert(HOST, host.public_key());
+        assert!(reason(v.verify("s", Some(&forged), b"body", NOW)).contains("bad signature"));
+
+        let unsigned = Invocation {
+            source: "x".into(),
+            operation: "o".into(),
+            deadline_ms: NOW + 1000,
+            jti: "j6".into(),
+        };
+        assert!(reason(v.verify("s", Some(&unsigned.to_headers()), b"", NOW)).contains("unsigned"));
+        let dev = Verifier::new(vec![], true, 60_000);
+        assert!(
+            dev.verify("s", Some(&unsigned.to_headers()), b"", NOW)
+                .is_ok()
+        );
+        assert!(v.verify("s", None, b"", NOW).is_err());
+    }
+
+    #[test]
+    fn cluster_identity_is_required_when_configured() {
+        let cluster = KeyPair::new_cluster();
+        let key = KeyPair::new_server();
+        let identity = issue_identity(&cluster, &key.public_key(), 1).unwrap();
+        let vouched = Signer::new(key, Some(identity));
+        let stranger = Signer::new(KeyPair::new_server(), None);
+        let other_cluster = KeyPair::new_cluster();
+        let k2 = KeyPair::new_server();
+        let id2 = issue_identity(&other_cluster, &k2.public_key(), 1).unwrap();
+        let foreign = Signer::new(k2, Some(id2));
+
+        let v = Verifier::new(vec![cluster.public_key()], false, 60_000);
+        let ok = signed_headers(&vouched, "s", b"", NOW + 1000, "a");
+        assert!(v.verify("s", Some(&ok), b"", NOW).is_ok());
+        let none = signed_headers(&stranger, "s", b"", NOW + 1000, "b");
+        assert!(
+            v.verify("s", Some(&none), b"", NOW)
+                .unwrap_err()
+                .message()
+                .contains("no cluster identity")
+        );
+        let bad = signed_headers(&foreign, "s", b"", NOW + 1000, "c");
+        assert!(
+            v.verify("s", Some(&bad), b"", NOW)
+                .unwrap_err()
+                .message()
+                .contains("untrusted cluster")
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! Signed invocations between hosts: every attack on a strict host is refused with `Denied`
+//! before guest code runs, counted, and announced; honest calls from a trusted host go through.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use trellis_lattice::claims::{self, ClaimsInput};
+use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
+use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
+use trellis_lattice::signing::{Signed, Signer, issue_identity};
+use trellis_lattice::subject::EventKind;
+use trellis_tests::component;
+
+use crate::{Lattice, get};
+
+fn request(path: &str) -> Bytes {
+    let req = HttpRequest {
+        method: "GET".into(),
+        path_and_query: path.into(),
+        authority: None,
+        headers: vec![],
+        body: Vec::new().into(),
+    };
+    encode(&req).unwrap().into()
+}
+
+fn seed_file(dir: &Path, name: &str, key: &nkeys::KeyPair) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, key.seed().unwrap()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn vouched(cluster: &nkeys::KeyPair) -> Signer {
+    let key = nkeys::KeyPair::new_server();
+    let identity = issue_identity(cluster, &key.public_key(), unix_ms() / 1000).unwrap();
+    Signer::new(key, Some(identity))
+}
+
+/// Sends one hand-made invocation to `hello` and returns its typed outcome.
+async fn send(
+    nats: &async_nats::Client,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    body: Bytes,
+) -> Result<Bytes, InvokeError> {
+    let msg = nats
+        .request_with_headers(subject.to_owned(), headers, body)
+        .await
+        .unwrap();
+    match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+        Some(e) => Err(e),
+        None => Ok(msg.payload),
+    }
+}
+
+fn signed_headers(
+    signer: &Signer,
+    subject: &str,
+    body: &[u8],
+    deadline_ms: u64,
+    jti: &str,
+) -> async_nats::HeaderMap {
+    let op = "wasi:http/incoming-handler.handle";
+    let inv = Invocation {
+        source: "attacker".into(),
+        operation: op.into(),
+        deadline_ms,
+        jti: jti.into(),
+    };
+    let mut headers = inv.to_headers();
+    signer.sign(
+        &mut headers,
+        &Signed {
+            subject,
+            operation: op,
+            source: "attacker",
+            jti,
+            deadline_ms,
+            body,
+        },
+    );
+    headers
+}
+
+#[tokio::test]
+async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
+    let lattice = Lattice::new("signing").await;
+    let t = &lattice.trellis;
+    let dir = tempfile::tempdir().unwrap();
+    let account = nkeys::KeyPair::new_account();
+    let cluster = nkeys::KeyPair::new_cluster();
+    let cluster_seed = seed_file(dir.path(), "cluster.nk", &cluster);
+    let strict = vec![
+        format!("--trusted-issuer={}", account.public_key()),
+        format!("--trusted-cluster={}", cluster.public_key()),
+        format!("--cluster-seed={cluster_seed}"),
+    ];
+    let worker = t.host_with("worker", &strict).await;
+    let edge = t.host_with("edge", &strict).await;
+
+    let wasm = std::fs::read(component("http-hello")).unwrap();
+    let input = ClaimsInput {
+        name: "hello".into(),
+        rev: 1,
+        allow: vec!["wasi:http/outgoing-handler".into()],
+        valid_for: None,
+    };
+    let signed_wasm = claims::sign(&wasm, &account, &input, unix_ms() / 1000).unwrap();
+    let file = dir.path().join("hello.wasm");
+    std::fs::write(&file, signed_wasm).unwrap();
+    t.ok(&[
+        "start",
+        "component",
+        file.to_str().unwrap(),
+        "--id",
+        "hello",
+        "--host",
+        &worker.id,
+    ])
+    .await;
+
+    // Honest path: HTTP into the edge host, signed by it, served on the worker.
+    let addr = lattice.serve_http(&edge.id, "hello", &[]).await;
+    let reply = get(addr, "/signed-hop").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(lattice.invocations(&worker.id, "hello").await >= 2);
+
+    let client = t.client().await;
+    let mut denied_events = client
+        .nats()
+        .subscribe(client.subjects().event(EventKind::InvocationDenied))
+        .await
+        .unwrap();
+    trellis_lattice::connect::sync_with_server(client.nats())
+        .await
+        .unwrap();
+    let subject = client.subjects().rpc("hello", INCOMING_HANDLER, HANDLE);
+    let nats = client.nats();
+    let soon = || unix_ms() + 5000;
+    let denied = |r: Result<Bytes, InvokeError>| {
+        let e = r.expect_err("the call must be refused");
+        assert_eq!(e.kind(), InvokeErrorKind::Denied, "{e}");
+        e.message().to_owned()
+    };
+
+    // A caller vouched for by the trusted cluster gets through.
+    let trusted = client.clone().with_signer(vouched(&cluster));
+    trusted
+        .invoke(
+            "hello",
+            INCOMING_HANDLER,
+            HANDLE,
+            request("/ok"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+
+    let unsigned = client
+        .invoke(
+            "hello",
+            INCOMING_HANDLER,
+            HANDLE,
+            request("/x"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(denied(unsigned).contains("unsigned invocation"));
+
+    let stranger = client
+        .clone()
+        .with_signer(vouched(&nkeys::KeyPair::new_cluster()));
+    let r = stranger
+        .invoke(
+            "hello",
+            INCOMING_HANDLER,
+            HANDLE,
+            request("/x"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(denied(r).contains("untrusted cluster"));
+
+    let anonymous = client
+        .clone()
+        .with_signer(Signer::new(nkeys::KeyPair::new_server(), None));
+    let r = anonymous
+        .invoke(
+            "hello",
+            INCOMING_HANDLER,
+            HANDLE,
+            request("/x"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(denied(r).contains("no cluster identity"));
+
+    let signer = vouched(&cluster);
+    let body = request("/replay");
+    let headers = signed_headers(&signer, &subject, &body, soon(), "replay-1");
+    send(nats, &subject, headers.clone(), body.clone())
+        .await
+        .expect("first delivery is honest");
+    assert!(denied(send(nats, &subject, headers, body).await).contains("replayed"));
+
+    let headers = signed_headers(&signer, &subject, &request("/a"), soon(), "altered-1");
+    assert!(denied(send(nats, &subject, headers, request("/b")).await).contains("bad signature"));
+
+    let mut forged = signed_headers(
+        &vouched(&cluster),
+        &subject,
+        &request("/f"),
+        soon(),
+        "forged-1",
+    );
+    let real = signed_headers(&signer, &subject, &request("/f"), soon(), "forged-2");
+    for name in [
+        trellis_lattice::signing::HOST,
+        trellis_lattice::signing::IDENTITY,
+    ] {
+        forged.insert(name, real.get(name).unwrap().as_str());
+    }
+    assert!(denied(send(nats, &subject, forged, request("/f")).await).contains("bad signature"));
+
+    let expired = signed_headers(
+        &signer,
+        &subject,
+        &request("/late"),
+        unix_ms() - 1000,
+        "late-1",
+    );
+    assert!(
+        denied(send(nats, &subject, expired, request("/late")).await).contains("deadline passed")
+    );
+
+    // Each refusal was counted and announced, and no guest code ran for them.
+    let event = tokio::time::timeout(Duration::from_secs(5), denied_events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let event = trellis_proto::Event::decode(event.payload).unwrap();
+    assert_eq!(event.host_id, worker.id);
+    let info = client.hosts(Duration::from_millis(300)).await.unwrap();
+    let worker_info = info.iter().find(|h| h.id == worker.id).unwrap();
+    assert!(worker_info.invocations_denied >= 7, "{worker_info:?}");
+}
