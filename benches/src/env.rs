@@ -30,35 +30,23 @@ pub struct BenchLattice {
 impl BenchLattice {
     pub async fn start() -> Result<Self, BenchError> {
         let nats = LocalNatsServer::start(None).await.map_err(setup)?;
-        let conn = trellis_lattice::connect::connect_once(&nats.url(), "trellis-bench")
-            .await
-            .map_err(setup)?;
+        let conn = trellis_lattice::connect::connect_once(
+            &nats.url(),
+            "trellis-bench",
+            &Default::default(),
+        )
+        .await
+        .map_err(setup)?;
         let lattice = "bench".to_owned();
         let client = LatticeClient::new(conn, &lattice).map_err(setup)?;
-        Ok(Self {
-            nats,
-            client,
-            hosts: Vec::new(),
-            lattice,
-        })
+        Ok(Self { nats, client, hosts: Vec::new(), lattice })
     }
 
     /// Starts a host named `name` and waits until it answers pings; returns its index.
     pub async fn add_host(&mut self, options: &Options, name: &str) -> Result<usize, BenchError> {
-        let provider_dir = options
-            .trellis
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
+        let provider_dir = options.trellis.parent().map(|p| p.to_path_buf()).unwrap_or_default();
         let child = Command::new(&options.trellis)
-            .args([
-                "host",
-                "--name",
-                name,
-                "--max-instances",
-                "128",
-                "--allow-unsigned",
-            ])
+            .args(["host", "--name", name, "--max-instances", "128", "--allow-unsigned"])
             .env("TRELLIS_NATS_URL", self.nats.url())
             .env("TRELLIS_LATTICE", &self.lattice)
             .env("TRELLIS_PROVIDER_DIR", provider_dir)
@@ -69,11 +57,7 @@ impl BenchLattice {
             .spawn()
             .map_err(|e| setup(format!("cannot start {}: {e}", options.trellis.display())))?;
         for _ in 0..200 {
-            let hosts = self
-                .client
-                .hosts(Duration::from_millis(100))
-                .await
-                .map_err(setup)?;
+            let hosts = self.client.hosts(Duration::from_millis(100)).await.map_err(setup)?;
             if let Some(h) = hosts.into_iter().find(|h| h.name == name) {
                 self.hosts.push(HostProcess { id: h.id, child });
                 return Ok(self.hosts.len() - 1);
@@ -90,18 +74,9 @@ impl BenchLattice {
         id: &str,
     ) -> Result<(), BenchError> {
         let bytes = std::fs::read(&options.component).map_err(setup)?;
-        let digest = self
-            .client
-            .state()
-            .await
-            .map_err(setup)?
-            .put_artifact(&bytes)
-            .await
-            .map_err(setup)?;
-        self.client
-            .start_component(&self.hosts[index].id, id, &digest)
-            .await
-            .map_err(setup)
+        let digest =
+            self.client.state().await.map_err(setup)?.put_artifact(&bytes).await.map_err(setup)?;
+        self.client.start_component(&self.hosts[index].id, id, &digest).await.map_err(setup)
     }
 
     /// Starts an http-server provider on host `index` serving `target` on `addr`.
@@ -123,28 +98,18 @@ impl BenchLattice {
             name: "default".into(),
             config: [("address".to_owned(), addr.to_string())].into(),
         };
-        self.client
-            .state()
-            .await
-            .map_err(setup)?
-            .put_link(&link)
-            .await
-            .map_err(setup)?;
+        self.client.state().await.map_err(setup)?.put_link(&link).await.map_err(setup)?;
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(setup(format!(
-            "http-server did not listen on {addr} within 20 s"
-        )))
+        Err(setup(format!("http-server did not listen on {addr} within 20 s")))
     }
 }
 
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> Result<std::net::SocketAddr, BenchError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(setup)
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(setup)
 }

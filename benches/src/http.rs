@@ -14,9 +14,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     lattice.serve_http(0, "hello", trellis_addr).await?;
 
     let wasm = std::fs::read(&options.component).map_err(setup)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(setup)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(setup)?;
     let baseline_addr = listener.local_addr().map_err(setup)?;
     let server = tokio::spawn(Baseline::new(&wasm)?.serve(listener));
 

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use trellis_lattice::client::LatticeClient;
 use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
+use trellis_lattice::signing::Signer;
 
 use crate::env::BenchLattice;
 use crate::report::{Figures, Row};
@@ -20,6 +22,9 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     lattice.start_component(options, 0, "echo").await?;
     let responder = raw_responder(&lattice).await?;
 
+    // The callee verifies signatures when they are present; this client signs like a host.
+    let signing =
+        lattice.client.clone().with_signer(Signer::new(nkeys::KeyPair::new_server(), None));
     let mut rows = Vec::new();
     for size in [100usize, 10 * 1024] {
         let request = HttpRequest {
@@ -32,61 +37,82 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         let payload = Bytes::from(encode(&request).map_err(setup)?);
         for in_flight in [1usize, 64] {
             let ops = options.count(if in_flight == 1 { 2000 } else { 20000 }, 64);
-            let client = lattice.client.clone();
-            let trellis = measure(ops, in_flight, {
-                let payload = payload.clone();
-                move || {
-                    let (client, payload) = (client.clone(), payload.clone());
-                    async move {
-                        client
-                            .invoke("echo", INCOMING_HANDLER, HANDLE, payload, TIMEOUT)
-                            .await
-                            .map(drop)
-                            .map_err(|e| e.to_string())
-                    }
-                }
-            })
-            .await?;
-            let nats = lattice.client.nats().clone();
-            let subject = responder.clone();
-            let baseline = measure(ops, in_flight, {
-                let payload = payload.clone();
-                move || {
-                    let (nats, payload, subject) = (nats.clone(), payload.clone(), subject.clone());
-                    async move {
-                        nats.request(subject.to_string(), payload)
-                            .await
-                            .map(drop)
-                            .map_err(|e| e.to_string())
-                    }
-                }
-            })
-            .await?;
-            let case = format!(
-                "{in_flight} in flight, {}",
-                if size == 100 { "100 B" } else { "10 KiB" }
-            );
+            let unsigned = measure(ops, in_flight, invoker(&lattice.client, &payload)).await?;
+            let signed = measure(ops, in_flight, invoker(&signing, &payload)).await?;
+            let baseline =
+                measure(ops, in_flight, raw_request(&lattice, &responder, &payload)).await?;
+            let size = if size == 100 { "100 B" } else { "10 KiB" };
             rows.push(Row::compared(
-                case,
-                trellis,
+                format!("{in_flight} in flight, {size}"),
+                unsigned,
                 baseline,
                 "raw NATS request/reply, same payload and server",
+            ));
+            rows.push(Row::compared(
+                format!("{in_flight} in flight, {size}, signed"),
+                signed,
+                baseline,
+                "raw NATS request/reply, same payload and server",
+            ));
+            rows.push(Row::compared(
+                format!("{in_flight} in flight, {size}, signed/unsigned"),
+                signed,
+                unsigned,
+                "the same invocation unsigned",
             ));
         }
     }
     Ok(rows)
 }
 
+/// One remote invocation of the echo component per call.
+fn invoker(
+    client: &LatticeClient,
+    payload: &Bytes,
+) -> impl Fn() -> CallFuture + Clone + Send + 'static {
+    let (client, payload) = (client.clone(), payload.clone());
+    move || {
+        let (client, payload) = (client.clone(), payload.clone());
+        Box::pin(async move {
+            client
+                .invoke("echo", INCOMING_HANDLER, HANDLE, payload, TIMEOUT)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// One raw NATS request to the echo responder per call.
+fn raw_request(
+    lattice: &BenchLattice,
+    subject: &Arc<str>,
+    payload: &Bytes,
+) -> impl Fn() -> CallFuture + Clone + Send + 'static {
+    let (nats, subject, payload) =
+        (lattice.client.nats().clone(), subject.clone(), payload.clone());
+    move || {
+        let (nats, subject, payload) = (nats.clone(), subject.clone(), payload.clone());
+        Box::pin(async move {
+            nats.request(subject.to_string(), payload).await.map(drop).map_err(|e| e.to_string())
+        })
+    }
+}
+
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
 /// A raw NATS echo responder on its own connection; returns its subject.
 async fn raw_responder(lattice: &BenchLattice) -> Result<Arc<str>, BenchError> {
-    let nats = trellis_lattice::connect::connect_once(&lattice.nats.url(), "bench-echo")
-        .await
-        .map_err(setup)?;
+    let nats = trellis_lattice::connect::connect_once(
+        &lattice.nats.url(),
+        "bench-echo",
+        &Default::default(),
+    )
+    .await
+    .map_err(setup)?;
     let subject: Arc<str> = Arc::from("bench.echo");
     let mut sub = nats.subscribe(subject.to_string()).await.map_err(setup)?;
-    trellis_lattice::connect::sync_with_server(&nats)
-        .await
-        .map_err(setup)?;
+    trellis_lattice::connect::sync_with_server(&nats).await.map_err(setup)?;
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             if let Some(reply) = msg.reply {
@@ -104,10 +130,7 @@ where
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     for _ in 0..(ops / 10).clamp(10, 200) {
-        call().await.map_err(|reason| BenchError::Run {
-            scenario: "invoke",
-            reason,
-        })?;
+        call().await.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?;
     }
     let per_worker = ops.div_ceil(in_flight);
     let started = Instant::now();
@@ -127,14 +150,10 @@ where
         .collect();
     let mut samples = Vec::with_capacity(per_worker * in_flight);
     for worker in workers {
-        let done = worker.await.map_err(|e| BenchError::Run {
-            scenario: "invoke",
-            reason: e.to_string(),
-        })?;
-        samples.extend(done.map_err(|reason| BenchError::Run {
-            scenario: "invoke",
-            reason,
-        })?);
+        let done = worker
+            .await
+            .map_err(|e| BenchError::Run { scenario: "invoke", reason: e.to_string() })?;
+        samples.extend(done.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?);
     }
     Ok(Figures::from_samples(&mut samples, started.elapsed()))
 }

@@ -36,13 +36,8 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 5] = [
-        Scenario::Invoke,
-        Scenario::Local,
-        Scenario::Http,
-        Scenario::Start,
-        Scenario::Memory,
-    ];
+    pub const ALL: [Scenario; 5] =
+        [Scenario::Invoke, Scenario::Local, Scenario::Http, Scenario::Start, Scenario::Memory];
 
     /// The scenario's name on the command line.
     pub fn name(self) -> &'static str {
@@ -110,9 +105,5 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Start => start::run(options).await?,
         Scenario::Memory => memory::run(options).await?,
     };
-    Ok(Report {
-        scenario: scenario.name(),
-        quick: options.quick,
-        rows,
-    })
+    Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
 }

@@ -18,9 +18,8 @@ pub async fn run(
 ) -> Result<Figures, BenchError> {
     let per_conn = total.div_ceil(connections);
     let started = Instant::now();
-    let workers: Vec<_> = (0..connections)
-        .map(|_| tokio::spawn(connection(addr, per_conn)))
-        .collect();
+    let workers: Vec<_> =
+        (0..connections).map(|_| tokio::spawn(connection(addr, per_conn))).collect();
     let mut samples = Vec::with_capacity(per_conn * connections);
     for w in workers {
         let done = w.await.map_err(|e| fail(e.to_string()))?;
@@ -30,26 +29,18 @@ pub async fn run(
 }
 
 fn fail(reason: String) -> BenchError {
-    BenchError::Run {
-        scenario: "http",
-        reason,
-    }
+    BenchError::Run { scenario: "http", reason }
 }
 
 async fn connection(addr: SocketAddr, requests: usize) -> Result<Vec<Duration>, BenchError> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| fail(e.to_string()))?;
     stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
     let request = format!("GET /bench HTTP/1.1\r\nhost: {addr}\r\n\r\n");
     let mut buf = Vec::with_capacity(4096);
     let mut samples = Vec::with_capacity(requests);
     for _ in 0..requests {
         let t = Instant::now();
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        stream.write_all(request.as_bytes()).await.map_err(|e| fail(e.to_string()))?;
         read_response(&mut stream, &mut buf).await?;
         samples.push(t.elapsed());
     }
@@ -88,10 +79,7 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), 
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), BenchError> {
     let mut chunk = [0u8; 4096];
-    let n = stream
-        .read(&mut chunk)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let n = stream.read(&mut chunk).await.map_err(|e| fail(e.to_string()))?;
     if n == 0 {
         return Err(fail("server closed the connection".into()));
     }

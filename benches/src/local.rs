@@ -19,10 +19,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let component = runtime.load(&digest, &wasm).map_err(setup)?;
     let baseline = Baseline::new(&wasm)?;
     let ops = options.count(5000, 50);
-    let fail = |reason: String| BenchError::Run {
-        scenario: "local",
-        reason,
-    };
+    let fail = |reason: String| BenchError::Run { scenario: "local", reason };
 
     let request = HttpRequest {
         method: "GET".into(),

@@ -10,17 +10,9 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let many = options.count(100, 10);
     let mut lattice = BenchLattice::start().await?;
     lattice.add_host(options, "mem").await?;
-    let pid = lattice.hosts[0]
-        .child
-        .id()
-        .ok_or_else(|| setup("host exited"))?;
-    let settle = || {
-        tokio::time::sleep(Duration::from_millis(if options.quick {
-            100
-        } else {
-            1000
-        }))
-    };
+    let pid = lattice.hosts[0].child.id().ok_or_else(|| setup("host exited"))?;
+    let settle =
+        || tokio::time::sleep(Duration::from_millis(if options.quick { 100 } else { 1000 }));
 
     settle().await;
     let idle = rss_mib(pid)?;
@@ -28,19 +20,14 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     settle().await;
     let one = rss_mib(pid)?;
     for i in 1..many {
-        lattice
-            .start_component(options, 0, &format!("c{i}"))
-            .await?;
+        lattice.start_component(options, 0, &format!("c{i}")).await?;
     }
     settle().await;
     let hundred = rss_mib(pid)?;
     Ok(vec![
         Row::alone("host RSS idle", Figures::value(idle, "MiB")),
         Row::alone("host RSS, 1 component", Figures::value(one, "MiB")),
-        Row::alone(
-            format!("host RSS, {many} components"),
-            Figures::value(hundred, "MiB"),
-        ),
+        Row::alone(format!("host RSS, {many} components"), Figures::value(hundred, "MiB")),
     ])
 }
 

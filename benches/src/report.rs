@@ -58,11 +58,7 @@ impl Figures {
 
     /// A single value (memory, a total time).
     pub fn value(value: f64, unit: &'static str) -> Self {
-        Self {
-            value: Some(value),
-            unit: Some(unit),
-            ..Self::default()
-        }
+        Self { value: Some(value), unit: Some(unit), ..Self::default() }
     }
 }
 
@@ -112,11 +108,7 @@ pub struct Report {
 impl Report {
     /// A plain-text table.
     pub fn to_table(&self) -> String {
-        let mut out = format!(
-            "## {}{}\n",
-            self.scenario,
-            if self.quick { " (quick)" } else { "" }
-        );
+        let mut out = format!("## {}{}\n", self.scenario, if self.quick { " (quick)" } else { "" });
         out.push_str(&format!(
             "{:<34} {:>10} {:>10} {:>12} | {:>10} {:>10} {:>12} | {:>8} {:>8}\n",
             "case",
@@ -168,11 +160,7 @@ mod tests {
         assert_eq!(f.p50_us.round(), 51.0);
         assert_eq!(f.p99_us.round(), 99.0);
         assert_eq!(f.ops_per_s, 100.0);
-        let base = Figures {
-            p50_us: 25.5,
-            ops_per_s: 200.0,
-            ..f
-        };
+        let base = Figures { p50_us: 25.5, ops_per_s: 200.0, ..f };
         let row = Row::compared("x", f, base, "b");
         assert_eq!(row.p50_ratio.map(f64::round), Some(2.0));
         assert_eq!(row.throughput_ratio, Some(0.5));

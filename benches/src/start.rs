@@ -16,14 +16,8 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let mut lattice = BenchLattice::start().await?;
     lattice.add_host(options, "many").await?;
     let bytes = std::fs::read(&options.component).map_err(setup)?;
-    let digest = lattice
-        .client
-        .state()
-        .await
-        .map_err(setup)?
-        .put_artifact(&bytes)
-        .await
-        .map_err(setup)?;
+    let digest =
+        lattice.client.state().await.map_err(setup)?.put_artifact(&bytes).await.map_err(setup)?;
     let host = lattice.hosts[0].id.clone();
     let request = HttpRequest {
         method: "GET".into(),
@@ -33,10 +27,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         body: Vec::new().into(),
     };
     let payload = Bytes::from(encode(&request).map_err(setup)?);
-    let fail = |reason: String| BenchError::Run {
-        scenario: "start",
-        reason,
-    };
+    let fail = |reason: String| BenchError::Run { scenario: "start", reason };
 
     let started = Instant::now();
     let client = &lattice.client;

@@ -8,11 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "trellis",
-    version,
-    about = "Run WebAssembly components across a NATS lattice"
-)]
+#[command(name = "trellis", version, about = "Run WebAssembly components across a NATS lattice")]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -23,30 +19,52 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Lattice name (one NATS subject prefix).
-    #[arg(
-        long,
-        env = "TRELLIS_LATTICE",
-        default_value = "default",
-        global = true
-    )]
+    #[arg(long, env = "TRELLIS_LATTICE", default_value = "default", global = true)]
     pub lattice: String,
     /// NATS server address [default: nats://127.0.0.1:4222].
     #[arg(long, env = "TRELLIS_NATS_URL", global = true)]
     pub nats_url: Option<String>,
     /// Output format.
-    #[arg(
-        long,
-        value_enum,
-        env = "TRELLIS_OUTPUT",
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, value_enum, env = "TRELLIS_OUTPUT", default_value = "text", global = true)]
     pub output: Output,
+    /// NATS credentials file (`.creds`).
+    #[arg(long, env = "TRELLIS_NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding an nkey user seed for NATS.
+    #[arg(long, env = "TRELLIS_NATS_NKEY", global = true)]
+    pub nats_nkey: Option<PathBuf>,
+    /// CA certificate for a TLS connection to NATS.
+    #[arg(long, env = "TRELLIS_NATS_TLS_CA", global = true)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS with NATS (with --nats-tls-key).
+    #[arg(long, env = "TRELLIS_NATS_TLS_CERT", global = true, requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS with NATS (with --nats-tls-cert).
+    #[arg(long, env = "TRELLIS_NATS_TLS_KEY", global = true, requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl Global {
     pub fn nats_url(&self) -> &str {
         self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    }
+
+    /// Credentials and TLS settings for NATS, with the nkey seed read from its file.
+    pub fn nats_auth(&self) -> anyhow::Result<trellis_lattice::connect::NatsAuth> {
+        use anyhow::Context as _;
+        let nkey_seed =
+            match &self.nats_nkey {
+                Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read NATS nkey seed file {}", path.display())
+                })?),
+                None => None,
+            };
+        Ok(trellis_lattice::connect::NatsAuth {
+            creds_file: self.nats_creds.clone(),
+            nkey_seed,
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+        })
     }
 }
 
@@ -104,6 +122,8 @@ pub enum KeyKind {
     Host,
     Component,
     Provider,
+    /// A NATS user key, for nkey-authenticated accounts (see deploy/nats/).
+    NatsUser,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,11 +135,7 @@ pub enum ClaimsCommand {
         /// The component.
         file: PathBuf,
         /// Account public keys to check the issuer against; repeatable.
-        #[arg(
-            long = "trusted-issuer",
-            env = "TRELLIS_TRUSTED_ISSUERS",
-            value_delimiter = ','
-        )]
+        #[arg(long = "trusted-issuer", env = "TRELLIS_TRUSTED_ISSUERS", value_delimiter = ',')]
         trusted_issuers: Vec<String>,
     },
 }
@@ -221,11 +237,7 @@ pub struct HostArgs {
     #[arg(long, env = "TRELLIS_ON_DEMAND_ALLOCATOR")]
     pub on_demand_allocator: bool,
     /// Account public key whose signed components this host runs; repeatable.
-    #[arg(
-        long = "trusted-issuer",
-        env = "TRELLIS_TRUSTED_ISSUERS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "trusted-issuer", env = "TRELLIS_TRUSTED_ISSUERS", value_delimiter = ',')]
     pub trusted_issuers: Vec<String>,
     /// Run components without trusted claims and accept unsigned invocations. Local
     /// development only (`trellis up` sets it).
@@ -236,11 +248,7 @@ pub struct HostArgs {
     pub cluster_seed: Option<PathBuf>,
     /// Cluster public key whose hosts may call this one; repeatable. Without any, every host
     /// key is accepted as long as its signature verifies.
-    #[arg(
-        long = "trusted-cluster",
-        env = "TRELLIS_TRUSTED_CLUSTERS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "trusted-cluster", env = "TRELLIS_TRUSTED_CLUSTERS", value_delimiter = ',')]
     pub trusted_clusters: Vec<String>,
 }
 
@@ -386,10 +394,7 @@ mod tests {
 
     #[test]
     fn key_values_parse() {
-        assert_eq!(
-            parse_key_value("a=b=c").unwrap(),
-            ("a".into(), "b=c".into())
-        );
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
         assert!(parse_key_value("=x").is_err());
         assert!(parse_key_value("novalue").is_err());
     }

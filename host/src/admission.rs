@@ -35,10 +35,7 @@ impl Trust {
     pub fn recheck(&self, token: Option<&Token>, now: u64) -> Result<(), ClaimsError> {
         let Some(token) = token else { return Ok(()) };
         if token.nbf > now.saturating_add(claims::LEEWAY_S) {
-            return Err(ClaimsError::NotYetValid {
-                nbf: token.nbf,
-                now,
-            });
+            return Err(ClaimsError::NotYetValid { nbf: token.nbf, now });
         }
         match token.exp {
             Some(exp) if exp.saturating_add(claims::LEEWAY_S) < now => {
@@ -84,39 +81,15 @@ mod tests {
     #[test]
     fn strict_hosts_refuse_what_development_hosts_accept() {
         let account = nkeys::KeyPair::new_account();
-        let strict = Trust {
-            issuers: vec![account.public_key()],
-            allow_unsigned: false,
-        };
-        let dev = Trust {
-            issuers: vec![],
-            allow_unsigned: true,
-        };
-        let nobody = Trust {
-            issuers: vec![],
-            allow_unsigned: false,
-        };
+        let strict = Trust { issuers: vec![account.public_key()], allow_unsigned: false };
+        let dev = Trust { issuers: vec![], allow_unsigned: true };
+        let nobody = Trust { issuers: vec![], allow_unsigned: false };
 
-        assert!(
-            strict
-                .check(&signed(&account, None), NOW)
-                .unwrap()
-                .is_some()
-        );
+        assert!(strict.check(&signed(&account, None), NOW).unwrap().is_some());
         assert_eq!(strict.check(EMPTY, NOW), Err(ClaimsError::Unsigned));
-        assert!(
-            nobody
-                .check(EMPTY, NOW)
-                .unwrap_err()
-                .to_string()
-                .contains("--trusted-issuer")
-        );
+        assert!(nobody.check(EMPTY, NOW).unwrap_err().to_string().contains("--trusted-issuer"));
         assert_eq!(dev.check(EMPTY, NOW), Ok(None));
-        assert_eq!(
-            dev.check(&signed(&account, None), NOW),
-            Ok(None),
-            "untrusted issuer, dev mode"
-        );
+        assert_eq!(dev.check(&signed(&account, None), NOW), Ok(None), "untrusted issuer, dev mode");
 
         let mut tampered = signed(&account, None);
         tampered.insert(8, 0); // breaks the framing: malformed, refused even in dev mode
@@ -126,17 +99,10 @@ mod tests {
     #[test]
     fn cached_claims_expire() {
         let account = nkeys::KeyPair::new_account();
-        let strict = Trust {
-            issuers: vec![account.public_key()],
-            allow_unsigned: false,
-        };
+        let strict = Trust { issuers: vec![account.public_key()], allow_unsigned: false };
         let token = strict.check(&signed(&account, Some(10)), NOW).unwrap();
         assert!(strict.recheck(token.as_ref(), NOW).is_ok());
-        assert!(
-            strict
-                .recheck(token.as_ref(), NOW + 10 + claims::LEEWAY_S + 1)
-                .is_err()
-        );
+        assert!(strict.recheck(token.as_ref(), NOW + 10 + claims::LEEWAY_S + 1).is_err());
         assert!(strict.recheck(None, NOW).is_ok());
     }
 }

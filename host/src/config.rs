@@ -11,6 +11,8 @@ use crate::runtime::RuntimeConfig;
 pub struct HostConfig {
     /// NATS server address.
     pub nats_url: String,
+    /// NATS credentials and TLS, passed through (also to providers).
+    pub nats_auth: trellis_lattice::connect::NatsAuth,
     /// Lattice to join.
     pub lattice: String,
     /// Human-friendly host name (defaults to the machine's hostname).
@@ -44,6 +46,7 @@ impl HostConfig {
     pub fn new(nats_url: impl Into<String>, lattice: impl Into<String>) -> Self {
         Self {
             nats_url: nats_url.into(),
+            nats_auth: Default::default(),
             lattice: lattice.into(),
             name: machine_hostname(),
             labels: BTreeMap::new(),

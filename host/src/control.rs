@@ -20,17 +20,10 @@ pub(crate) struct ControlSubscriptions {
 /// the host deaf.
 pub(crate) async fn subscribe(host: &Host) -> Result<ControlSubscriptions, HostError> {
     let (subjects, nats) = (host.subjects(), host.nats());
-    let own = nats
-        .subscribe(subjects.host_control_all(host.id()))
-        .await
-        .map_err(HostError::nats)?;
-    let ping = nats
-        .subscribe(subjects.hosts_ping())
-        .await
-        .map_err(HostError::nats)?;
-    trellis_lattice::connect::sync_with_server(nats)
-        .await
-        .map_err(HostError::nats)?;
+    let own =
+        nats.subscribe(subjects.host_control_all(host.id())).await.map_err(HostError::nats)?;
+    let ping = nats.subscribe(subjects.hosts_ping()).await.map_err(HostError::nats)?;
+    trellis_lattice::connect::sync_with_server(nats).await.map_err(HostError::nats)?;
     Ok(ControlSubscriptions { own, ping })
 }
 
@@ -64,74 +57,52 @@ async fn handle(host: &Host, msg: Message) {
 
 async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
     match verb {
-        HostVerb::Inventory => pb::InventoryReply {
-            status: Some(ok()),
-            inventory: Some(host.inventory()),
+        HostVerb::Inventory => {
+            pb::InventoryReply { status: Some(ok()), inventory: Some(host.inventory()) }
+                .encode_to_vec()
         }
-        .encode_to_vec(),
         HostVerb::StartComponent => {
             let status = match pb::StartComponentRequest::decode(payload) {
                 Ok(req) => status(host.start_component(&req.component_id, &req.digest).await),
                 Err(e) => bad_request(e),
             };
-            pb::StartComponentReply {
-                status: Some(status),
-            }
-            .encode_to_vec()
+            pb::StartComponentReply { status: Some(status) }.encode_to_vec()
         }
         HostVerb::StopComponent => {
             let status = match pb::StopComponentRequest::decode(payload) {
                 Ok(req) => status(host.stop_component(&req.component_id).await),
                 Err(e) => bad_request(e),
             };
-            pb::StopComponentReply {
-                status: Some(status),
-            }
-            .encode_to_vec()
+            pb::StopComponentReply { status: Some(status) }.encode_to_vec()
         }
         HostVerb::StartProvider => {
             let status = match pb::StartProviderRequest::decode(payload) {
                 Ok(req) => status(host.start_provider(&req.provider_id, &req.kind).await),
                 Err(e) => bad_request(e),
             };
-            pb::StartProviderReply {
-                status: Some(status),
-            }
-            .encode_to_vec()
+            pb::StartProviderReply { status: Some(status) }.encode_to_vec()
         }
         HostVerb::StopProvider => {
             let status = match pb::StopProviderRequest::decode(payload) {
                 Ok(req) => status(host.stop_provider(&req.provider_id).await),
                 Err(e) => bad_request(e),
             };
-            pb::StopProviderReply {
-                status: Some(status),
-            }
-            .encode_to_vec()
+            pb::StopProviderReply { status: Some(status) }.encode_to_vec()
         }
     }
 }
 
 fn ok() -> pb::Status {
-    pb::Status {
-        code: ErrorCode::Ok.into(),
-        message: String::new(),
-    }
+    pb::Status { code: ErrorCode::Ok.into(), message: String::new() }
 }
 
 fn status(result: Result<(), (ErrorCode, String)>) -> pb::Status {
     match result {
         Ok(()) => ok(),
-        Err((code, message)) => pb::Status {
-            code: code.into(),
-            message,
-        },
+        Err((code, message)) => pb::Status { code: code.into(), message },
     }
 }
 
 fn bad_request(e: prost::DecodeError) -> pb::Status {
-    pb::Status {
-        code: ErrorCode::BadRequest.into(),
-        message: format!("undecodable request: {e}"),
-    }
+    pb::Status { code: ErrorCode::BadRequest.into(), message: format!("undecodable request: {e}") }
 }

@@ -17,23 +17,14 @@ pub(crate) struct Events {
 
 impl Events {
     pub fn new(nats: Client, subjects: Subjects, host_id: String) -> Self {
-        Self {
-            nats,
-            subjects,
-            host_id,
-        }
+        Self { nats, subjects, host_id }
     }
 
     pub async fn publish(&self, kind: EventKind, body: pb::event::Body) {
-        let event = pb::Event {
-            time_ms: unix_ms(),
-            host_id: self.host_id.clone(),
-            body: Some(body),
-        };
-        if let Err(e) = self
-            .nats
-            .publish(self.subjects.event(kind), event.encode_to_vec().into())
-            .await
+        let event =
+            pb::Event { time_ms: unix_ms(), host_id: self.host_id.clone(), body: Some(body) };
+        if let Err(e) =
+            self.nats.publish(self.subjects.event(kind), event.encode_to_vec().into()).await
         {
             tracing::debug!(error = %e, kind = kind.as_str(), "event not published");
         }

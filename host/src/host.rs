@@ -101,10 +101,7 @@ impl Host {
             hash.update(p.id.as_bytes());
             hash.update(p.kind.as_bytes());
         }
-        let inventory_hash = hash.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let inventory_hash = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
         pb::HostInfo {
             id: self.id.clone(),
             name: self.config.name.clone(),
@@ -146,16 +143,10 @@ impl Host {
         }
         let result = self.load_and_serve(id, digest).await;
         match &result {
-            Ok(()) => {
-                self.events
-                    .component(EventKind::ComponentStarted, id, digest, "")
-                    .await
-            }
+            Ok(()) => self.events.component(EventKind::ComponentStarted, id, digest, "").await,
             Err((_, reason)) => {
                 tracing::warn!(component = id, %reason, "component failed to start");
-                self.events
-                    .component(EventKind::ComponentFailed, id, digest, reason)
-                    .await;
+                self.events.component(EventKind::ComponentFailed, id, digest, reason).await;
             }
         }
         result
@@ -173,12 +164,7 @@ impl Host {
             .map_err(|e| (ErrorCode::Internal, format!("cannot reach NATS: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
-        tokio::spawn(rpc::serve(
-            sub,
-            stopped,
-            running.clone(),
-            self.router.clone(),
-        ));
+        tokio::spawn(rpc::serve(sub, stopped, running.clone(), self.router.clone()));
         // A concurrent start of the same id may have won; keep exactly one.
         if let Err(existing) = self.components.try_insert(running.clone()) {
             running.stop_serving();
@@ -187,10 +173,7 @@ impl Host {
             } else {
                 Err((
                     ErrorCode::AlreadyExists,
-                    format!(
-                        "component `{id}` already runs here from {}",
-                        existing.digest
-                    ),
+                    format!("component `{id}` already runs here from {}", existing.digest),
                 ))
             };
         }
@@ -221,10 +204,7 @@ impl Host {
             .await
             .map_err(|e| (ErrorCode::Internal, format!("compile task failed: {e}")))?
             .map_err(|e| (ErrorCode::InvalidComponent, e.to_string()))?;
-        if let Err(e) = self
-            .trust
-            .check_imports(token.as_ref(), component.imports())
-        {
+        if let Err(e) = self.trust.check_imports(token.as_ref(), component.imports()) {
             self.runtime.evict(digest);
             return Err(denied(e));
         }
@@ -249,18 +229,13 @@ impl Host {
     /// Stops component `id`; calls in flight finish.
     pub(crate) async fn stop_component(&self, id: &str) -> ControlResult {
         let running = self.components.remove(id).ok_or_else(|| {
-            (
-                ErrorCode::NotFound,
-                format!("no component `{id}` runs on this host"),
-            )
+            (ErrorCode::NotFound, format!("no component `{id}` runs on this host"))
         })?;
         running.stop_serving();
         if !self.components.uses_digest(&running.digest) {
             self.runtime.evict(&running.digest);
         }
-        self.events
-            .component(EventKind::ComponentStopped, id, &running.digest, "stopped")
-            .await;
+        self.events.component(EventKind::ComponentStopped, id, &running.digest, "stopped").await;
         tracing::info!(component = id, "component stopped");
         Ok(())
     }
@@ -280,16 +255,11 @@ impl Host {
     }
 
     pub(crate) async fn stop_provider(&self, id: &str) -> ControlResult {
-        self.providers
-            .stop(id)
-            .await
-            .map_err(|e| (ErrorCode::NotFound, e.to_string()))
+        self.providers.stop(id).await.map_err(|e| (ErrorCode::NotFound, e.to_string()))
     }
 
     async fn announce(&self, kind: EventKind) {
-        self.events
-            .publish(kind, pb::event::Body::Host(self.info()))
-            .await;
+        self.events.publish(kind, pb::event::Body::Host(self.info())).await;
     }
 }
 
@@ -331,11 +301,8 @@ impl Host {
         let window_ms = u64::try_from(config.call_timeout.as_millis())
             .unwrap_or(u64::MAX)
             .saturating_add(60_000);
-        let verifier = Verifier::new(
-            config.trusted_clusters.clone(),
-            config.allow_unsigned,
-            window_ms,
-        );
+        let verifier =
+            Verifier::new(config.trusted_clusters.clone(), config.allow_unsigned, window_ms);
         let trust = Trust {
             issuers: config.trusted_issuers.clone(),
             allow_unsigned: config.allow_unsigned,
@@ -348,13 +315,10 @@ impl Host {
         }
 
         let (nats, conn_events) =
-            connect_persistent(&config.nats_url, &format!("trellis-host {id}"))
+            connect_persistent(&config.nats_url, &format!("trellis-host {id}"), &config.nats_auth)
                 .await
                 .map_err(HostError::nats)?;
-        if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats))
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats)).await.is_err() {
             tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it");
             wait_connected(&nats).await;
         }
@@ -378,16 +342,13 @@ impl Host {
         let bootstrap = Bootstrap {
             lattice: config.lattice.clone(),
             nats_url: config.nats_url.clone(),
+            nats_auth: config.nats_auth.clone(),
             host_id: id.clone(),
             provider_id: String::new(),
             kind: String::new(),
         };
-        let providers = Providers::new(
-            router.clone(),
-            events.clone(),
-            bootstrap,
-            config.provider_dir.clone(),
-        );
+        let providers =
+            Providers::new(router.clone(), events.clone(), bootstrap, config.provider_dir.clone());
         let host = Self {
             id,
             started: Instant::now(),
@@ -414,11 +375,7 @@ impl Host {
         for running in self.components.all() {
             running.stop_serving();
         }
-        if !self
-            .router
-            .drain(self.config.runtime.max_instances, self.config.drain_timeout)
-            .await
-        {
+        if !self.router.drain(self.config.runtime.max_instances, self.config.drain_timeout).await {
             tracing::warn!("calls still running after the drain timeout; leaving anyway");
         }
         self.providers.stop_all().await;
@@ -443,9 +400,7 @@ fn host_identity(config: &HostConfig, host: &str) -> Result<Option<String>, Host
                 "--cluster-seed does not hold a cluster seed (`trellis keys gen cluster`)".into(),
             )
         })?;
-    issue_identity(&cluster, host, unix_s())
-        .map(Some)
-        .map_err(HostError::Config)
+    issue_identity(&cluster, host, unix_s()).map(Some).map_err(HostError::Config)
 }
 
 fn denied(e: ClaimsError) -> (ErrorCode, String) {

@@ -83,9 +83,7 @@ impl Router {
     /// A refused call: a log line and an `invocation_denied` event (the counter is already up).
     pub async fn report_denied(&self, target: &str, e: &InvokeError) {
         tracing::warn!(target, reason = e.message(), "invocation denied");
-        self.events
-            .component(EventKind::InvocationDenied, target, "", e.message())
-            .await;
+        self.events.component(EventKind::InvocationDenied, target, "", e.message()).await;
     }
 
     pub fn nats(&self) -> &Client {
@@ -112,9 +110,7 @@ impl Router {
     ) -> Result<Bytes, InvokeError> {
         let timeout = timeout.min(self.max_call_time);
         if let Some(local) = self.components.get(target) {
-            return self
-                .call_local(&local, interface, function, &payload, timeout)
-                .await;
+            return self.call_local(&local, interface, function, &payload, timeout).await;
         }
         if validate_id("target", target).is_err() || !is_token(interface) || !is_token(function) {
             return Err(InvokeError::new(
@@ -122,8 +118,7 @@ impl Router {
                 format!("invalid call target `{target}` / `{interface}.{function}`"),
             ));
         }
-        self.call_remote(source, target, interface, function, payload, timeout)
-            .await
+        self.call_remote(source, target, interface, function, payload, timeout).await
     }
 
     /// Runs a call on a component of this host.
@@ -136,9 +131,7 @@ impl Router {
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
         running.invocations.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .run_local(running, interface, function, payload, timeout)
-            .await;
+        let result = self.run_local(running, interface, function, payload, timeout).await;
         if result.is_err() {
             running.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -156,10 +149,7 @@ impl Router {
         if interface != INCOMING_HANDLER || function != http::HANDLE {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
-                format!(
-                    "component `{}` does not export {interface}.{function}",
-                    running.id
-                ),
+                format!("component `{}` does not export {interface}.{function}", running.id),
             ));
         }
         let deadline = Instant::now() + timeout;
@@ -169,21 +159,12 @@ impl Router {
             Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
         };
         let request: HttpRequest = http::decode(payload).map_err(|e| {
-            InvokeError::new(
-                InvokeErrorKind::BadRequest,
-                format!("undecodable HTTP request: {e}"),
-            )
+            InvokeError::new(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
         })?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let response = running
-            .component
-            .handle_http(&running.id, request, left)
-            .await?;
+        let response = running.component.handle_http(&running.id, request, left).await?;
         http::encode(&response).map(Bytes::from).map_err(|e| {
-            InvokeError::new(
-                InvokeErrorKind::Trap,
-                format!("unencodable HTTP response: {e}"),
-            )
+            InvokeError::new(InvokeErrorKind::Trap, format!("unencodable HTTP response: {e}"))
         })
     }
 
@@ -209,10 +190,8 @@ impl Router {
             body: &payload,
         };
         self.signer.sign(&mut headers, &signed);
-        let request = async_nats::Request::new()
-            .headers(headers)
-            .payload(payload)
-            .timeout(Some(timeout));
+        let request =
+            async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
         let msg = self
             .nats
             .send_request(subject, request)
@@ -234,10 +213,7 @@ impl Router {
 
 /// One subject token: no separators, wildcards or whitespace.
 fn is_token(t: &str) -> bool {
-    !t.is_empty()
-        && !t
-            .bytes()
-            .any(|b| matches!(b, b'.' | b'*' | b'>') || b.is_ascii_whitespace())
+    !t.is_empty() && !t.bytes().any(|b| matches!(b, b'.' | b'*' | b'>') || b.is_ascii_whitespace())
 }
 
 fn unavailable(why: &str) -> InvokeError {

@@ -18,8 +18,7 @@ pub(crate) async fn subscribe(
     subjects: &Subjects,
     id: &str,
 ) -> Result<Subscriber, async_nats::SubscribeError> {
-    nats.queue_subscribe(subjects.rpc_all(id), Subjects::rpc_queue_group(id))
-        .await
+    nats.queue_subscribe(subjects.rpc_all(id), Subjects::rpc_queue_group(id)).await
 }
 
 /// Serves each message on its own task until `stop` fires; then drains the subscription, so
@@ -61,9 +60,7 @@ async fn handle(msg: Message, running: &Running, router: &Router) {
     let result = match parse(&msg, router) {
         Ok((interface, function, remaining)) => {
             let remaining = remaining.min(router.max_call_time());
-            router
-                .call_local(running, interface, function, &msg.payload, remaining)
-                .await
+            router.call_local(running, interface, function, &msg.payload, remaining).await
         }
         Err(e) => Err(e),
     };
@@ -74,8 +71,7 @@ async fn handle(msg: Message, running: &Running, router: &Router) {
                 router.report_denied(&running.id, &e).await;
             }
             tracing::debug!(component = %running.id, error = %e, "invocation failed");
-            nats.publish_with_headers(reply, e.to_headers(), e.message().to_owned().into())
-                .await
+            nats.publish_with_headers(reply, e.to_headers(), e.message().to_owned().into()).await
         }
     };
     if let Err(e) = sent {
@@ -89,10 +85,7 @@ fn fits(nats: &Client, id: &str, body: bytes::Bytes) -> Result<bytes::Bytes, Inv
     if body.len() > max {
         return Err(InvokeError::new(
             InvokeErrorKind::TooLarge,
-            format!(
-                "the reply of `{id}` is {} bytes; NATS carries at most {max}",
-                body.len()
-            ),
+            format!("the reply of `{id}` is {} bytes; NATS carries at most {max}", body.len()),
         ));
     }
     Ok(body)
@@ -102,24 +95,15 @@ fn parse<'m>(
     msg: &'m Message,
     router: &Router,
 ) -> Result<(&'m str, &'m str, Duration), InvokeError> {
-    let Some(Subject::Rpc {
-        interface,
-        function,
-        ..
-    }) = router.subjects().parse(msg.subject.as_str())
+    let Some(Subject::Rpc { interface, function, .. }) =
+        router.subjects().parse(msg.subject.as_str())
     else {
-        return Err(InvokeError::new(
-            InvokeErrorKind::BadRequest,
-            "malformed invocation subject",
-        ));
+        return Err(InvokeError::new(InvokeErrorKind::BadRequest, "malformed invocation subject"));
     };
     let deadline_ms = router.verify(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload)?;
     // The verifier refused passed deadlines; a deadline that passes right now is a timeout.
     let remaining = remaining(deadline_ms).ok_or_else(|| {
-        InvokeError::new(
-            InvokeErrorKind::Timeout,
-            "the invocation's deadline passed on arrival",
-        )
+        InvokeError::new(InvokeErrorKind::Timeout, "the invocation's deadline passed on arrival")
     })?;
     Ok((interface, function, remaining))
 }

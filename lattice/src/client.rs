@@ -119,11 +119,7 @@ impl LatticeClient {
 
     /// Opens the lattice's JetStream state.
     pub async fn state(&self) -> Result<LatticeState, StateError> {
-        LatticeState::open(
-            &async_nats::jetstream::new(self.nats.clone()),
-            &self.lattice,
-        )
-        .await
+        LatticeState::open(&async_nats::jetstream::new(self.nats.clone()), &self.lattice).await
     }
 
     /// Every host that answers a ping within `wait`, sorted by id.
@@ -155,9 +151,8 @@ impl LatticeClient {
 
     /// The full inventory of one host.
     pub async fn inventory(&self, host: &str) -> Result<pb::Inventory, ControlError> {
-        let reply: pb::InventoryReply = self
-            .request(host, HostVerb::Inventory, &pb::InventoryRequest {})
-            .await?;
+        let reply: pb::InventoryReply =
+            self.request(host, HostVerb::Inventory, &pb::InventoryRequest {}).await?;
         check(reply.status)?;
         reply.inventory.ok_or_else(|| ControlError::Decode {
             from: host.to_owned(),
@@ -183,23 +178,18 @@ impl LatticeClient {
         id: &str,
         digest: &str,
     ) -> Result<(), ControlError> {
-        let req = pb::StartComponentRequest {
-            component_id: id.to_owned(),
-            digest: digest.to_owned(),
-        };
+        let req =
+            pb::StartComponentRequest { component_id: id.to_owned(), digest: digest.to_owned() };
         // Fetching and compiling a large component takes longer than other verbs.
         let timeout = self.timeout.max(Duration::from_secs(60));
-        let reply: pb::StartComponentReply = self
-            .request_within(host, HostVerb::StartComponent, &req, timeout)
-            .await?;
+        let reply: pb::StartComponentReply =
+            self.request_within(host, HostVerb::StartComponent, &req, timeout).await?;
         check(reply.status)
     }
 
     /// Stops component `id` on `host`.
     pub async fn stop_component(&self, host: &str, id: &str) -> Result<(), ControlError> {
-        let req = pb::StopComponentRequest {
-            component_id: id.to_owned(),
-        };
+        let req = pb::StopComponentRequest { component_id: id.to_owned() };
         let reply: pb::StopComponentReply =
             self.request(host, HostVerb::StopComponent, &req).await?;
         check(reply.status)
@@ -212,10 +202,7 @@ impl LatticeClient {
         id: &str,
         kind: &str,
     ) -> Result<(), ControlError> {
-        let req = pb::StartProviderRequest {
-            provider_id: id.to_owned(),
-            kind: kind.to_owned(),
-        };
+        let req = pb::StartProviderRequest { provider_id: id.to_owned(), kind: kind.to_owned() };
         let reply: pb::StartProviderReply =
             self.request(host, HostVerb::StartProvider, &req).await?;
         check(reply.status)
@@ -223,9 +210,7 @@ impl LatticeClient {
 
     /// Stops provider `id` on `host`.
     pub async fn stop_provider(&self, host: &str, id: &str) -> Result<(), ControlError> {
-        let req = pb::StopProviderRequest {
-            provider_id: id.to_owned(),
-        };
+        let req = pb::StopProviderRequest { provider_id: id.to_owned() };
         let reply: pb::StopProviderReply = self.request(host, HostVerb::StopProvider, &req).await?;
         check(reply.status)
     }
@@ -255,10 +240,8 @@ impl LatticeClient {
             };
             signer.sign(&mut headers, &signed);
         }
-        let request = async_nats::Request::new()
-            .headers(headers)
-            .payload(payload)
-            .timeout(Some(timeout));
+        let request =
+            async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
         let msg = self
             .nats
             .send_request(subject, request)
@@ -288,28 +271,17 @@ impl LatticeClient {
     ) -> Result<Rep, ControlError> {
         crate::subject::validate_id("host id", host)?;
         let subject = self.subjects.host_control(host, verb);
-        let request = async_nats::Request::new()
-            .payload(req.encode_to_vec().into())
-            .timeout(Some(timeout));
-        let msg = self
-            .nats
-            .send_request(subject, request)
-            .await
-            .map_err(|e| match e.kind() {
-                RequestErrorKind::NoResponders => ControlError::NoSuchHost {
-                    host: host.to_owned(),
-                    lattice: self.lattice.clone(),
-                },
-                RequestErrorKind::TimedOut => ControlError::Timeout {
-                    host: host.to_owned(),
-                    timeout,
-                },
-                _ => nats_err(e),
-            })?;
-        Rep::decode(msg.payload).map_err(|e| ControlError::Decode {
-            from: host.to_owned(),
-            reason: e.to_string(),
-        })
+        let request =
+            async_nats::Request::new().payload(req.encode_to_vec().into()).timeout(Some(timeout));
+        let msg = self.nats.send_request(subject, request).await.map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => {
+                ControlError::NoSuchHost { host: host.to_owned(), lattice: self.lattice.clone() }
+            }
+            RequestErrorKind::TimedOut => ControlError::Timeout { host: host.to_owned(), timeout },
+            _ => nats_err(e),
+        })?;
+        Rep::decode(msg.payload)
+            .map_err(|e| ControlError::Decode { from: host.to_owned(), reason: e.to_string() })
     }
 }
 
@@ -350,14 +322,10 @@ fn check(status: Option<pb::Status>) -> Result<(), ControlError> {
     let status = status.unwrap_or_default();
     match pb::ErrorCode::try_from(status.code) {
         Ok(pb::ErrorCode::Ok) => Ok(()),
-        Ok(code) => Err(ControlError::Remote {
-            code,
-            message: status.message,
-        }),
-        Err(_) => Err(ControlError::Remote {
-            code: pb::ErrorCode::Internal,
-            message: status.message,
-        }),
+        Ok(code) => Err(ControlError::Remote { code, message: status.message }),
+        Err(_) => {
+            Err(ControlError::Remote { code: pb::ErrorCode::Internal, message: status.message })
+        }
     }
 }
 

@@ -1,9 +1,47 @@
 //! Connecting to NATS: fail fast for one-shot commands, retry forever for long-lived processes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
 use tokio::sync::mpsc;
+
+/// How a process authenticates to NATS; passed through as is, so NATS accounts can isolate
+/// lattices. Everything optional; an empty value connects anonymously without TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NatsAuth {
+    /// A `.creds` file (user JWT and seed).
+    pub creds_file: Option<PathBuf>,
+    /// An nkey user seed (the seed itself, not a path).
+    pub nkey_seed: Option<String>,
+    /// CA certificate to verify the server with (turns TLS on).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+}
+
+impl NatsAuth {
+    async fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, std::io::Error> {
+        if let Some(creds) = &self.creds_file {
+            options = options.credentials_file(creds).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot read NATS credentials {}: {e}", creds.display()),
+                )
+            })?;
+        }
+        if let Some(seed) = &self.nkey_seed {
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+        }
+        Ok(options)
+    }
+}
 
 /// NATS could not be reached or the address is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -20,20 +58,22 @@ pub enum ConnectError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// Credentials or certificates could not be loaded.
+    #[error("{0}")]
+    Auth(std::io::Error),
 }
 
 /// Connects once, giving up after a short timeout. For CLI commands.
-pub async fn connect_once(url: &str, name: &str) -> Result<Client, ConnectError> {
-    ConnectOptions::new()
+pub async fn connect_once(url: &str, name: &str, auth: &NatsAuth) -> Result<Client, ConnectError> {
+    auth.apply(ConnectOptions::new())
+        .await
+        .map_err(ConnectError::Auth)?
         .name(name)
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(3)
         .connect(url)
         .await
-        .map_err(|source| ConnectError::Unreachable {
-            url: url.to_owned(),
-            source,
-        })
+        .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })
 }
 
 /// Connects in the background and reconnects forever; the returned receiver yields connection
@@ -44,9 +84,13 @@ pub async fn connect_once(url: &str, name: &str) -> Result<Client, ConnectError>
 pub async fn connect_persistent(
     url: &str,
     name: &str,
+    auth: &NatsAuth,
 ) -> Result<(Client, mpsc::Receiver<Event>), ConnectError> {
     let (tx, rx) = mpsc::channel(64);
-    let client = ConnectOptions::new()
+    let client = auth
+        .apply(ConnectOptions::new())
+        .await
+        .map_err(ConnectError::Auth)?
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -61,10 +105,7 @@ pub async fn connect_persistent(
         })
         .connect(url)
         .await
-        .map_err(|source| ConnectError::Unreachable {
-            url: url.to_owned(),
-            source,
-        })?;
+        .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })?;
     Ok((client, rx))
 }
 

@@ -72,10 +72,7 @@ impl InvokeErrorKind {
 
     /// Parses a wire name; unknown names (from a newer peer) become `Unavailable`.
     pub fn from_wire(name: &str) -> Self {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == name)
-            .unwrap_or(InvokeErrorKind::Unavailable)
+        Self::ALL.into_iter().find(|k| k.as_str() == name).unwrap_or(InvokeErrorKind::Unavailable)
     }
 
     /// The HTTP status that best reports this kind to an HTTP client.
@@ -109,10 +106,7 @@ pub struct InvokeError {
 impl InvokeError {
     /// A new error of `kind`.
     pub fn new(kind: InvokeErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 
     /// What went wrong.
@@ -228,9 +222,7 @@ fn bad(message: &str) -> InvokeError {
 
 /// Milliseconds since the unix epoch.
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -276,9 +268,6 @@ mod tests {
             assert_eq!(back, err);
         }
         assert_eq!(InvokeError::from_reply(None, b""), None);
-        assert_eq!(
-            InvokeErrorKind::from_wire("Martian"),
-            InvokeErrorKind::Unavailable
-        );
+        assert_eq!(InvokeErrorKind::from_wire("Martian"), InvokeErrorKind::Unavailable);
     }
 }

@@ -22,6 +22,9 @@ pub struct Bootstrap {
     pub lattice: String,
     /// NATS address the provider uses for lattice state (links).
     pub nats_url: String,
+    /// How to authenticate to NATS (the host's own credentials).
+    #[serde(default)]
+    pub nats_auth: crate::connect::NatsAuth,
     /// The supervising host.
     pub host_id: String,
     /// This provider's id (the source of its links).
@@ -62,10 +65,7 @@ pub struct WireError {
 
 impl From<&InvokeError> for WireError {
     fn from(e: &InvokeError) -> Self {
-        Self {
-            kind: e.kind().as_str().to_owned(),
-            message: e.message().to_owned(),
-        }
+        Self { kind: e.kind().as_str().to_owned(), message: e.message().to_owned() }
     }
 }
 
@@ -166,39 +166,24 @@ mod tests {
         };
         let reply = ToProvider::Reply {
             id: 7,
-            result: Err(WireError {
-                kind: "NoResponders".into(),
-                message: "none".into(),
-            }),
+            result: Err(WireError { kind: "NoResponders".into(), message: "none".into() }),
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &call).await.unwrap();
         write_frame(&mut buf, &reply).await.unwrap();
         let mut r = buf.as_slice();
         assert_eq!(read_frame::<_, ToHost>(&mut r).await.unwrap(), Some(call));
-        assert_eq!(
-            read_frame::<_, ToProvider>(&mut r).await.unwrap(),
-            Some(reply)
-        );
+        assert_eq!(read_frame::<_, ToProvider>(&mut r).await.unwrap(), Some(reply));
         assert_eq!(read_frame::<_, ToHost>(&mut r).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn oversized_and_garbage_frames_are_errors() {
         let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(
-            read_frame::<_, ToHost>(&mut r).await,
-            Err(FrameError::TooLarge(_))
-        ));
+        assert!(matches!(read_frame::<_, ToHost>(&mut r).await, Err(FrameError::TooLarge(_))));
         let mut r: &[u8] = &[0, 0, 0, 2, 0xc1, 0xc1];
-        assert!(matches!(
-            read_frame::<_, ToHost>(&mut r).await,
-            Err(FrameError::Decode(_))
-        ));
+        assert!(matches!(read_frame::<_, ToHost>(&mut r).await, Err(FrameError::Decode(_))));
         let mut r: &[u8] = &[0, 0, 0, 9, 1];
-        assert!(matches!(
-            read_frame::<_, ToHost>(&mut r).await,
-            Err(FrameError::Io(_))
-        ));
+        assert!(matches!(read_frame::<_, ToHost>(&mut r).await, Err(FrameError::Io(_))));
     }
 }

@@ -65,12 +65,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [
-            &b""[..],
-            b"\xff\xff",
-            b"\x95\x01",
-            &[0x93, 0xa1, b'G', 0xc0, 0xc0][..],
-        ] {
+        for bytes in [&b""[..], b"\xff\xff", b"\x95\x01", &[0x93, 0xa1, b'G', 0xc0, 0xc0][..]] {
             assert!(decode::<HttpRequest>(bytes).is_err());
         }
     }

@@ -10,7 +10,7 @@
 //! use std::time::Duration;
 //! use trellis_lattice::{client::LatticeClient, connect::connect_once};
 //!
-//! let nats = connect_once("nats://127.0.0.1:4222", "example").await?;
+//! let nats = connect_once("nats://127.0.0.1:4222", "example", &Default::default()).await?;
 //! let lattice = LatticeClient::new(nats, "default")?;
 //! for host in lattice.hosts(Duration::from_millis(500)).await? {
 //!     println!("{} {:?}", host.id, host.labels);

@@ -45,8 +45,7 @@ impl InterfaceName {
         let (package, interface) = rest.split_once('/').ok_or_else(bad)?;
         let word = |s: &str| {
             !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
         if !(word(namespace) && word(package) && word(interface)) {
             return Err(bad());
@@ -129,10 +128,7 @@ impl Link {
 
 /// The KV key of a link: `<source>.<namespace>.<package>.<interface>.<name>`.
 pub fn link_key(source: &str, interface: &InterfaceName, name: &str) -> String {
-    format!(
-        "{source}.{}.{}.{}.{name}",
-        interface.namespace, interface.package, interface.interface
-    )
+    format!("{source}.{}.{}.{}.{name}", interface.namespace, interface.package, interface.interface)
 }
 
 /// The KV key filter for every link of `source`.
@@ -159,14 +155,7 @@ mod tests {
         let name = InterfaceName::parse("wasi:http/incoming-handler@0.2.3").unwrap();
         assert_eq!(name.to_string(), "wasi:http/incoming-handler");
         assert_eq!(name.package(), "http");
-        for bad in [
-            "wasi",
-            "wasi:http",
-            "Wasi:http/x",
-            "wasi:/x",
-            "a:b/c.d",
-            ":b/c",
-        ] {
+        for bad in ["wasi", "wasi:http", "Wasi:http/x", "wasi:/x", "a:b/c.d", ":b/c"] {
             assert!(InterfaceName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -50,13 +50,21 @@ pub struct LocalNatsServer {
 impl LocalNatsServer {
     /// Starts a server on `port` (`None`: any free port) with data in a fresh temporary directory.
     pub async fn start(port: Option<u16>) -> Result<Self, NatsServerError> {
+        Self::start_with_config(port, None).await
+    }
+
+    /// Like [`LocalNatsServer::start`], with a server configuration file's text (accounts,
+    /// users, TLS); the port, address and store directory given here take precedence.
+    pub async fn start_with_config(
+        port: Option<u16>,
+        config: Option<&str>,
+    ) -> Result<Self, NatsServerError> {
         let dir = std::env::temp_dir().join(format!("trellis-nats-{}", nuid::next()));
         std::fs::create_dir_all(&dir)?;
-        let mut server = Self {
-            child: None,
-            port: port.unwrap_or(0),
-            dir,
-        };
+        if let Some(config) = config {
+            std::fs::write(dir.join("nats-server.conf"), config)?;
+        }
+        let mut server = Self { child: None, port: port.unwrap_or(0), dir };
         server.spawn().await?;
         Ok(server)
     }
@@ -81,15 +89,9 @@ impl LocalNatsServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Some(pid) = child
-            .id()
-            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-        {
+        if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                .await
-                .is_ok()
-            {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
                 return;
             }
         }
@@ -114,13 +116,14 @@ impl LocalNatsServer {
             return Err(NatsServerError::PortInUse(self.port));
         }
         let log_path = self.dir.join("nats-server.log");
-        let mut child = Command::new("nats-server")
+        let config = self.dir.join("nats-server.conf");
+        let mut command = Command::new("nats-server");
+        if config.is_file() {
+            command.arg("-c").arg(&config);
+        }
+        let mut child = command
             .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(if self.port == 0 {
-                "-1".to_owned()
-            } else {
-                self.port.to_string()
-            })
+            .arg(if self.port == 0 { "-1".to_owned() } else { self.port.to_string() })
             .arg("--store_dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -131,10 +134,7 @@ impl LocalNatsServer {
                 std::io::ErrorKind::NotFound => NatsServerError::NotFound,
                 _ => NatsServerError::Io(e),
             })?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
+        let stderr = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
         let mut lines = BufReader::new(stderr).lines();
         let mut log = std::fs::File::create(&log_path)?;
         let mut port = None;

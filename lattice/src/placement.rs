@@ -11,26 +11,15 @@ pub fn pick_hosts(
     labels: &BTreeMap<String, String>,
     replicas: usize,
 ) -> Vec<String> {
-    let mut fit: Vec<&HostInfo> = hosts
-        .iter()
-        .filter(|h| labels.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
-        .collect();
-    fit.sort_by(|a, b| {
-        a.components
-            .cmp(&b.components)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    fit.into_iter()
-        .take(replicas)
-        .map(|h| h.id.clone())
-        .collect()
+    let mut fit: Vec<&HostInfo> =
+        hosts.iter().filter(|h| labels.iter().all(|(k, v)| h.labels.get(k) == Some(v))).collect();
+    fit.sort_by(|a, b| a.components.cmp(&b.components).then_with(|| a.id.cmp(&b.id)));
+    fit.into_iter().take(replicas).map(|h| h.id.clone()).collect()
 }
 
 /// The host with the fewest providers, for a provider without a placement.
 pub fn least_providers(hosts: &[HostInfo]) -> Option<&HostInfo> {
-    hosts
-        .iter()
-        .min_by(|a, b| a.providers.cmp(&b.providers).then_with(|| a.id.cmp(&b.id)))
+    hosts.iter().min_by(|a, b| a.providers.cmp(&b.providers).then_with(|| a.id.cmp(&b.id)))
 }
 
 #[cfg(test)]
@@ -41,21 +30,15 @@ mod tests {
         HostInfo {
             id: id.into(),
             components,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         }
     }
 
     #[test]
     fn places_on_distinct_matching_hosts_least_loaded_first() {
-        let hosts = [
-            host("a", 3, &[("zone", "x")]),
-            host("b", 0, &[("zone", "x")]),
-            host("c", 0, &[]),
-        ];
+        let hosts =
+            [host("a", 3, &[("zone", "x")]), host("b", 0, &[("zone", "x")]), host("c", 0, &[])];
         let zone: BTreeMap<_, _> = [("zone".to_string(), "x".to_string())].into();
         assert_eq!(pick_hosts(&hosts, &zone, 1), vec!["b"]);
         assert_eq!(pick_hosts(&hosts, &zone, 5), vec!["b", "a"]);

@@ -66,11 +66,7 @@ pub struct Signer {
 impl Signer {
     /// A signer with host key `key` and, optionally, a cluster-signed identity token.
     pub fn new(key: KeyPair, identity: Option<String>) -> Self {
-        Self {
-            public: key.public_key(),
-            key,
-            identity,
-        }
+        Self { public: key.public_key(), key, identity }
     }
 
     /// The host's public key.
@@ -106,40 +102,25 @@ pub fn issue_identity(cluster: &KeyPair, host: &str, now_s: u64) -> Result<Strin
         iat: now_s,
     })
     .map_err(|e| e.to_string())?;
-    let sig = cluster
-        .sign(&body)
-        .map_err(|e| format!("cannot sign with the cluster key: {e}"))?;
-    Ok(format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(body),
-        URL_SAFE_NO_PAD.encode(sig)
-    ))
+    let sig = cluster.sign(&body).map_err(|e| format!("cannot sign with the cluster key: {e}"))?;
+    Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(body), URL_SAFE_NO_PAD.encode(sig)))
 }
 
 fn check_identity(token: &str, host: &str, trusted: &[String]) -> Result<(), String> {
     let (body, sig) = token.split_once('.').ok_or("identity token is malformed")?;
-    let body = URL_SAFE_NO_PAD
-        .decode(body)
-        .map_err(|_| "identity token is malformed")?;
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig)
-        .map_err(|_| "identity token is malformed")?;
+    let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| "identity token is malformed")?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| "identity token is malformed")?;
     let identity: Identity =
         serde_json::from_slice(&body).map_err(|_| "identity token is malformed")?;
     if identity.sub != host {
         return Err("identity token names another host".into());
     }
     if !trusted.contains(&identity.iss) {
-        return Err(format!(
-            "host identity issued by untrusted cluster {}",
-            identity.iss
-        ));
+        return Err(format!("host identity issued by untrusted cluster {}", identity.iss));
     }
     let cluster =
         KeyPair::from_public_key(&identity.iss).map_err(|_| "identity issuer is not a key")?;
-    cluster
-        .verify(&body, &sig)
-        .map_err(|_| "identity token signature does not verify".to_owned())
+    cluster.verify(&body, &sig).map_err(|_| "identity token signature does not verify".to_owned())
 }
 
 /// How a receiver checks invocations.
@@ -187,10 +168,7 @@ impl Verifier {
             .and_then(|d| d.parse().ok())
             .ok_or_else(|| denied("invocation lacks a valid `trellis-deadline`"))?;
         if deadline_ms <= now_ms {
-            return Err(denied(&format!(
-                "deadline passed {} ms ago",
-                now_ms - deadline_ms
-            )));
+            return Err(denied(&format!("deadline passed {} ms ago", now_ms - deadline_ms)));
         }
         if deadline_ms > now_ms.saturating_add(self.max_window_ms) {
             return Err(denied("deadline is too far in the future"));
@@ -212,14 +190,7 @@ impl Verifier {
         let sig = get(SIG)
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .ok_or_else(|| denied("signature is missing or not base64url"))?;
-        let signed = Signed {
-            subject,
-            operation: op,
-            source: src,
-            jti,
-            deadline_ms,
-            body,
-        };
+        let signed = Signed { subject, operation: op, source: src, jti, deadline_ms, body };
         let key =
             KeyPair::from_public_key(signer).map_err(|_| denied("signer is not a public key"))?;
         key.verify(&signed.digest(), &sig).map_err(|_| {
@@ -284,14 +255,8 @@ mod tests {
             jti: jti.into(),
         };
         let mut headers = inv.to_headers();
-        let signed = Signed {
-            subject,
-            operation: "a:b/c.f",
-            source: "web",
-            jti,
-            deadline_ms,
-            body,
-        };
+        let signed =
+            Signed { subject, operation: "a:b/c.f", source: "web", jti, deadline_ms, body };
         signer.sign(&mut headers, &signed);
         headers
     }
@@ -331,10 +296,7 @@ mod tests {
         };
         assert!(reason(v.verify("s", Some(&unsigned.to_headers()), b"", NOW)).contains("unsigned"));
         let dev = Verifier::new(vec![], true, 60_000);
-        assert!(
-            dev.verify("s", Some(&unsigned.to_headers()), b"", NOW)
-                .is_ok()
-        );
+        assert!(dev.verify("s", Some(&unsigned.to_headers()), b"", NOW).is_ok());
         assert!(v.verify("s", None, b"", NOW).is_err());
     }
 

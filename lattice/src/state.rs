@@ -56,10 +56,7 @@ pub enum StateError {
 }
 
 fn js_err(op: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StateError {
-    move |e| StateError::JetStream {
-        op,
-        reason: e.to_string(),
-    }
+    move |e| StateError::JetStream { op, reason: e.to_string() }
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -82,9 +79,7 @@ pub struct LatticeState {
 
 impl std::fmt::Debug for LatticeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LatticeState")
-            .field("links", &self.links.name)
-            .finish_non_exhaustive()
+        f.debug_struct("LatticeState").field("links", &self.links.name).finish_non_exhaustive()
     }
 }
 
@@ -112,27 +107,17 @@ impl LatticeState {
 
     /// Fetches an artifact and checks that it hashes to `digest`.
     pub async fn get_artifact(&self, digest: &str) -> Result<Vec<u8>, StateError> {
-        let mut object = self
-            .artifacts
-            .get(digest)
-            .await
-            .map_err(|e| match e.kind() {
-                object_store::GetErrorKind::NotFound => StateError::ArtifactMissing {
-                    digest: digest.to_owned(),
-                },
-                _ => js_err("artifact fetch")(&e),
-            })?;
+        let mut object = self.artifacts.get(digest).await.map_err(|e| match e.kind() {
+            object_store::GetErrorKind::NotFound => {
+                StateError::ArtifactMissing { digest: digest.to_owned() }
+            }
+            _ => js_err("artifact fetch")(&e),
+        })?;
         let mut bytes = Vec::new();
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| js_err("artifact read")(&e))?;
+        object.read_to_end(&mut bytes).await.map_err(|e| js_err("artifact read")(&e))?;
         let actual = digest_of(&bytes);
         if actual != digest {
-            return Err(StateError::ArtifactCorrupt {
-                digest: digest.to_owned(),
-                actual,
-            });
+            return Err(StateError::ArtifactCorrupt { digest: digest.to_owned(), actual });
         }
         Ok(bytes)
     }
@@ -140,10 +125,7 @@ impl LatticeState {
     /// Creates or replaces a link (idempotent).
     pub async fn put_link(&self, link: &Link) -> Result<(), StateError> {
         let json = serde_json::to_vec(link).map_err(|e| js_err("link encode")(&e))?;
-        self.links
-            .put(link.key(), json.into())
-            .await
-            .map_err(|e| js_err("link put")(&e))?;
+        self.links.put(link.key(), json.into()).await.map_err(|e| js_err("link put")(&e))?;
         Ok(())
     }
 
@@ -155,17 +137,9 @@ impl LatticeState {
         name: &str,
     ) -> Result<bool, StateError> {
         let key = link_key(source, interface, name);
-        let existed = self
-            .links
-            .get(&key)
-            .await
-            .map_err(|e| js_err("link get")(&e))?
-            .is_some();
+        let existed = self.links.get(&key).await.map_err(|e| js_err("link get")(&e))?.is_some();
         if existed {
-            self.links
-                .delete(&key)
-                .await
-                .map_err(|e| js_err("link delete")(&e))?;
+            self.links.delete(&key).await.map_err(|e| js_err("link delete")(&e))?;
         }
         Ok(existed)
     }
@@ -179,12 +153,7 @@ impl LatticeState {
         keys.sort();
         let mut links = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(bytes) = self
-                .links
-                .get(&key)
-                .await
-                .map_err(|e| js_err("link get")(&e))?
-            {
+            if let Some(bytes) = self.links.get(&key).await.map_err(|e| js_err("link get")(&e))? {
                 links.push(decode_link(&key, &bytes)?);
             }
         }
@@ -202,31 +171,22 @@ impl LatticeState {
 
 /// Decodes a link stored under `key`.
 pub fn decode_link(key: &str, bytes: &[u8]) -> Result<Link, StateError> {
-    serde_json::from_slice(bytes).map_err(|e| StateError::BadLink {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::BadLink { key: key.to_owned(), reason: e.to_string() })
 }
 
 async fn open_kv(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, StateError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
-    let config = kv::Config {
-        bucket: bucket.to_owned(),
-        history: 5,
-        ..Default::default()
-    };
+    let config = kv::Config { bucket: bucket.to_owned(), history: 5, ..Default::default() };
     match js.create_key_value(config).await {
         Ok(store) => Ok(store),
         // Another process may have created it between our two calls.
-        Err(create) => js
-            .get_key_value(bucket)
-            .await
-            .map_err(|_| StateError::Bucket {
-                bucket: bucket.to_owned(),
-                reason: create.to_string(),
-            }),
+        Err(create) => js.get_key_value(bucket).await.map_err(|_| StateError::Bucket {
+            bucket: bucket.to_owned(),
+            reason: create.to_string(),
+        }),
     }
 }
 
@@ -237,19 +197,13 @@ async fn open_objects(
     if let Ok(store) = js.get_object_store(bucket).await {
         return Ok(store);
     }
-    let config = object_store::Config {
-        bucket: bucket.to_owned(),
-        ..Default::default()
-    };
+    let config = object_store::Config { bucket: bucket.to_owned(), ..Default::default() };
     match js.create_object_store(config).await {
         Ok(store) => Ok(store),
-        Err(create) => js
-            .get_object_store(bucket)
-            .await
-            .map_err(|_| StateError::Bucket {
-                bucket: bucket.to_owned(),
-                reason: create.to_string(),
-            }),
+        Err(create) => js.get_object_store(bucket).await.map_err(|_| StateError::Bucket {
+            bucket: bucket.to_owned(),
+            reason: create.to_string(),
+        }),
     }
 }
 

@@ -19,17 +19,8 @@ pub struct InvalidId {
 pub fn validate_id(what: &'static str, value: &str) -> Result<(), InvalidId> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(InvalidId {
-            what,
-            value: value.to_owned(),
-        })
-    }
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(InvalidId { what, value: value.to_owned() }) }
 }
 
 /// A control verb addressed to one host.
@@ -149,9 +140,7 @@ impl Subjects {
     /// Subjects of the lattice `lattice` (validated with [`validate_id`]).
     pub fn new(lattice: &str) -> Result<Self, InvalidId> {
         validate_id("lattice", lattice)?;
-        Ok(Self {
-            prefix: format!("trellis.{lattice}"),
-        })
+        Ok(Self { prefix: format!("trellis.{lattice}") })
     }
 
     /// `trellis.<lattice>.ctl.host.<host>.<verb>`
@@ -196,9 +185,7 @@ impl Subjects {
 
     /// Parses a subject of this lattice; `None` for anything else.
     pub fn parse<'a>(&self, subject: &'a str) -> Option<Subject<'a>> {
-        let rest = subject
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix('.')?;
+        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
         let mut tokens = rest.split('.');
         let subject = match (tokens.next()?, tokens.next()?) {
             ("ctl", "host") => {
@@ -213,11 +200,7 @@ impl Subjects {
             ("rpc", target) => {
                 let interface = tokens.next()?;
                 let function = tokens.next()?;
-                Subject::Rpc {
-                    target,
-                    interface,
-                    function,
-                }
+                Subject::Rpc { target, interface, function }
             }
             _ => return None,
         };
@@ -240,10 +223,7 @@ mod tests {
         let s = Subjects::new("default").unwrap();
         for verb in HostVerb::ALL {
             let subject = s.host_control("NABC", verb);
-            assert_eq!(
-                s.parse(&subject),
-                Some(Subject::HostControl { host: "NABC", verb })
-            );
+            assert_eq!(s.parse(&subject), Some(Subject::HostControl { host: "NABC", verb }));
         }
     }
 
@@ -251,10 +231,7 @@ mod tests {
     fn rpc_round_trips() {
         let s = Subjects::new("l1").unwrap();
         let subject = s.rpc("hello", "wasi:http/incoming-handler", "handle");
-        assert_eq!(
-            subject,
-            "trellis.l1.rpc.hello.wasi:http/incoming-handler.handle"
-        );
+        assert_eq!(subject, "trellis.l1.rpc.hello.wasi:http/incoming-handler.handle");
         assert_eq!(
             s.parse(&subject),
             Some(Subject::Rpc {
@@ -273,10 +250,7 @@ mod tests {
         assert_eq!(s.parse("trellis.a.ctl.host.X.reboot"), None);
         assert_eq!(s.parse("trellis.a.ctl.hosts.ping.extra"), None);
         assert_eq!(s.parse("trellis.a.rpc.x"), None);
-        assert_eq!(
-            s.parse("trellis.a.ctl.hosts.ping"),
-            Some(Subject::HostsPing)
-        );
+        assert_eq!(s.parse("trellis.a.ctl.hosts.ping"), Some(Subject::HostsPing));
     }
 
     #[test]

@@ -65,12 +65,8 @@ fn request() -> HttpRequest {
 fn http_messages_survive_mutation() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let req = encode(&request()).unwrap();
-    let resp = encode(&HttpResponse {
-        status: 200,
-        headers: vec![],
-        body: b"x".to_vec().into(),
-    })
-    .unwrap();
+    let resp =
+        encode(&HttpResponse { status: 200, headers: vec![], body: b"x".to_vec().into() }).unwrap();
     for seed in [req, resp] {
         for m in mutants(&seed, &mut rng, 5000) {
             let _ = decode::<HttpRequest>(&m);
@@ -94,15 +90,13 @@ fn hostlink_frames_survive_mutation() {
         .unwrap(),
         encode_frame(&ToProvider::Reply {
             id: 1,
-            result: Err(WireError {
-                kind: "Trap".into(),
-                message: "m".into(),
-            }),
+            result: Err(WireError { kind: "Trap".into(), message: "m".into() }),
         })
         .unwrap(),
         encode_frame(&Bootstrap {
             lattice: "l".into(),
             nats_url: "nats://x".into(),
+            nats_auth: Default::default(),
             host_id: "h".into(),
             provider_id: "p".into(),
             kind: "k".into(),
@@ -122,10 +116,7 @@ fn hostlink_frames_survive_mutation() {
 fn subjects_survive_mutation() {
     let mut rng = Rng(7);
     let s = Subjects::new("lat").unwrap();
-    for seed in [
-        s.rpc("a", "wasi:http/incoming-handler", "handle"),
-        s.hosts_ping(),
-    ] {
+    for seed in [s.rpc("a", "wasi:http/incoming-handler", "handle"), s.hosts_ping()] {
         for m in mutants(seed.as_bytes(), &mut rng, 5000) {
             let _ = s.parse(&String::from_utf8_lossy(&m));
         }

@@ -12,16 +12,8 @@ pub fn component(name: &str) -> PathBuf {
     let out = BUILT.get_or_init(build_all);
     // Libraries (cdylib) turn dashes into underscores; binaries keep their name.
     let lib = out.join(format!("{}.wasm", name.replace('-', "_")));
-    let path = if lib.is_file() {
-        lib
-    } else {
-        out.join(format!("{name}.wasm"))
-    };
-    assert!(
-        path.is_file(),
-        "test component {} was not built",
-        path.display()
-    );
+    let path = if lib.is_file() { lib } else { out.join(format!("{name}.wasm")) };
+    assert!(path.is_file(), "test component {} was not built", path.display());
     path
 }
 
@@ -29,13 +21,7 @@ fn build_all() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("components/Cargo.toml");
     let target = target_dir().join("wasm-components");
     let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(&target)

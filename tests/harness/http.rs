@@ -15,10 +15,7 @@ pub struct HttpReply {
 
 impl HttpReply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -43,10 +40,7 @@ pub async fn http_request(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
     parse(&raw).ok_or_else(|| {
-        std::io::Error::other(format!(
-            "bad HTTP response: {:?}",
-            String::from_utf8_lossy(&raw)
-        ))
+        std::io::Error::other(format!("bad HTTP response: {:?}", String::from_utf8_lossy(&raw)))
     })
 }
 
@@ -59,9 +53,5 @@ fn parse(raw: &[u8]) -> Option<HttpReply> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Some(HttpReply {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    })
+    Some(HttpReply { status, headers, body: raw[split + 4..].to_vec() })
 }

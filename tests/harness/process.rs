@@ -46,6 +46,10 @@ pub fn free_port() -> u16 {
 pub struct Trellis {
     pub nats_url: String,
     pub lattice: String,
+    /// Credentials for the test's own client (CLI runs and hosts get theirs through `env`).
+    pub auth: trellis_lattice::connect::NatsAuth,
+    /// Extra environment for every `trellis` process (for example `TRELLIS_NATS_NKEY`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Trellis {
@@ -53,6 +57,8 @@ impl Trellis {
         Self {
             nats_url: nats_url.to_owned(),
             lattice: lattice.to_owned(),
+            auth: Default::default(),
+            env: Vec::new(),
         }
     }
 
@@ -63,6 +69,7 @@ impl Trellis {
             .env("TRELLIS_NATS_URL", &self.nats_url)
             .env("TRELLIS_LATTICE", &self.lattice)
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .await
@@ -97,9 +104,10 @@ impl Trellis {
 
     /// A lattice client over a fresh connection.
     pub async fn client(&self) -> LatticeClient {
-        let nats = trellis_lattice::connect::connect_once(&self.nats_url, "trellis-tests")
-            .await
-            .expect("connect");
+        let nats =
+            trellis_lattice::connect::connect_once(&self.nats_url, "trellis-tests", &self.auth)
+                .await
+                .expect("connect");
         LatticeClient::new(nats, &self.lattice).expect("lattice")
     }
 
@@ -115,18 +123,15 @@ impl Trellis {
     pub async fn host_with(&self, name: &str, args: &[String]) -> Host {
         let host = self.spawn_host_with(name, args);
         let client = self.client().await;
-        let id = crate::eventually(
-            &format!("host {name} to join"),
-            Duration::from_secs(20),
-            || {
+        let id =
+            crate::eventually(&format!("host {name} to join"), Duration::from_secs(20), || {
                 let client = client.clone();
                 async move {
                     let hosts = client.hosts(Duration::from_millis(300)).await.ok()?;
                     hosts.into_iter().find(|h| h.name == name).map(|h| h.id)
                 }
-            },
-        )
-        .await;
+            })
+            .await;
         Host { id, ..host }
     }
 
@@ -141,29 +146,19 @@ impl Trellis {
         let log = std::env::var("TRELLIS_TEST_HOST_LOG").unwrap_or_else(|_| "warn".into());
         let child = Command::new(bin("trellis"))
             .arg("host")
-            .args([
-                "--name",
-                name,
-                "--heartbeat-interval",
-                "1",
-                "--max-instances",
-                "32",
-            ])
+            .args(["--name", name, "--heartbeat-interval", "1", "--max-instances", "32"])
             .args(args)
             .env("TRELLIS_NATS_URL", &self.nats_url)
             .env("TRELLIS_LATTICE", &self.lattice)
             .env("TRELLIS_PROVIDER_DIR", profile_dir())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn trellis host");
-        Host {
-            child,
-            id: String::new(),
-            name: name.to_owned(),
-        }
+        Host { child, id: String::new(), name: name.to_owned() }
     }
 }
 

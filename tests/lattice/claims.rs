@@ -47,35 +47,21 @@ async fn strict_host_runs_only_what_a_trusted_issuer_signed() {
     let dir = tempfile::tempdir().unwrap();
     let (trusted, trusted_seed) = account(dir.path(), "trusted");
     let (stranger, _) = account(dir.path(), "stranger");
-    let host = t
-        .host_with(
-            "strict",
-            &[format!("--trusted-issuer={}", trusted.public_key())],
-        )
-        .await;
+    let host = t.host_with("strict", &[format!("--trusted-issuer={}", trusted.public_key())]).await;
     let wasm = std::fs::read(component("http-hello")).unwrap();
     let now = unix_ms() / 1000;
     let start = |file: String, id: &'static str| {
         let host = host.id.clone();
-        async move {
-            t.fails(&["start", "component", &file, "--id", id, "--host", &host])
-                .await
-        }
+        async move { t.fails(&["start", "component", &file, "--id", id, "--host", &host]).await }
     };
 
     let err = start(write(dir.path(), "unsigned.wasm", &wasm), "u").await;
-    assert!(
-        err.contains("is not signed") && err.contains("Denied"),
-        "{err}"
-    );
+    assert!(err.contains("is not signed") && err.contains("Denied"), "{err}");
 
     let other = sign_at(&wasm, &stranger, &["wasi:http/outgoing-handler"], now, None);
     let err = start(write(dir.path(), "stranger.wasm", &other), "s").await;
     assert!(
-        err.contains(&format!(
-            "issuer {} is not trusted here",
-            stranger.public_key()
-        )),
+        err.contains(&format!("issuer {} is not trusted here", stranger.public_key())),
         "{err}"
     );
 
@@ -86,23 +72,11 @@ async fn strict_host_runs_only_what_a_trusted_issuer_signed() {
     let err = start(write(dir.path(), "tampered.wasm", &tampered), "t").await;
     assert!(err.contains("modified after signing"), "{err}");
 
-    let expired = sign_at(
-        &wasm,
-        &trusted,
-        &["wasi:http/outgoing-handler"],
-        now - 7200,
-        Some(3600),
-    );
+    let expired = sign_at(&wasm, &trusted, &["wasi:http/outgoing-handler"], now - 7200, Some(3600));
     let err = start(write(dir.path(), "expired.wasm", &expired), "e").await;
     assert!(err.contains("claims expired"), "{err}");
 
-    let early = sign_at(
-        &wasm,
-        &trusted,
-        &["wasi:http/outgoing-handler"],
-        now + 7200,
-        None,
-    );
+    let early = sign_at(&wasm, &trusted, &["wasi:http/outgoing-handler"], now + 7200, None);
     let err = start(write(dir.path(), "early.wasm", &early), "n").await;
     assert!(err.contains("not valid before"), "{err}");
 
@@ -143,16 +117,8 @@ async fn strict_host_runs_only_what_a_trusted_issuer_signed() {
         ])
         .await;
     assert!(inspected.contains("verifies"), "{inspected}");
-    t.ok(&[
-        "start",
-        "component",
-        signed.to_str().unwrap(),
-        "--id",
-        "hello",
-        "--host",
-        &host.id,
-    ])
-    .await;
+    t.ok(&["start", "component", signed.to_str().unwrap(), "--id", "hello", "--host", &host.id])
+        .await;
     let request = HttpRequest {
         method: "GET".into(),
         path_and_query: "/signed".into(),
@@ -164,10 +130,7 @@ async fn strict_host_runs_only_what_a_trusted_issuer_signed() {
     let client = t
         .client()
         .await
-        .with_signer(trellis_lattice::signing::Signer::new(
-            nkeys::KeyPair::new_server(),
-            None,
-        ));
+        .with_signer(trellis_lattice::signing::Signer::new(nkeys::KeyPair::new_server(), None));
     let reply = client
         .invoke(
             "hello",
@@ -183,13 +146,7 @@ async fn strict_host_runs_only_what_a_trusted_issuer_signed() {
     assert_eq!(&response.body[..], b"hello from trellis, path=/signed\n");
 
     let inv = client.inventory(&host.id).await.unwrap();
-    assert_eq!(
-        inv.components
-            .iter()
-            .map(|c| c.id.as_str())
-            .collect::<Vec<_>>(),
-        ["hello"]
-    );
+    assert_eq!(inv.components.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["hello"]);
 }
 
 #[tokio::test]
@@ -199,18 +156,7 @@ async fn host_without_trusted_issuers_refuses_unsigned_and_says_how() {
     let host = t.host_with("bare", &[]).await;
     let wasm = component("http-hello");
     let err = t
-        .fails(&[
-            "start",
-            "component",
-            wasm.to_str().unwrap(),
-            "--id",
-            "x",
-            "--host",
-            &host.id,
-        ])
+        .fails(&["start", "component", wasm.to_str().unwrap(), "--id", "x", "--host", &host.id])
         .await;
-    assert!(
-        err.contains("--trusted-issuer") && err.contains("--allow-unsigned"),
-        "{err}"
-    );
+    assert!(err.contains("--trusted-issuer") && err.contains("--allow-unsigned"), "{err}");
 }

@@ -15,55 +15,27 @@ async fn bad_component_files_are_refused_by_name() {
 
     let text = dir.path().join("notes.wasm");
     std::fs::write(&text, b"hello, I am text").unwrap();
-    let err = t
-        .fails(&["start", "component", text.to_str().unwrap(), "--id", "x"])
-        .await;
+    let err = t.fails(&["start", "component", text.to_str().unwrap(), "--id", "x"]).await;
     assert!(err.contains("not a WebAssembly file"), "{err}");
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    let err = t
-        .fails(&["start", "component", core.to_str().unwrap(), "--id", "x"])
-        .await;
-    assert!(
-        err.contains("core WebAssembly module, not a component"),
-        "{err}"
-    );
+    let err = t.fails(&["start", "component", core.to_str().unwrap(), "--id", "x"]).await;
+    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
 
     let missing = dir.path().join("missing.wasm");
-    let err = t
-        .fails(&["start", "component", missing.to_str().unwrap(), "--id", "x"])
-        .await;
+    let err = t.fails(&["start", "component", missing.to_str().unwrap(), "--id", "x"]).await;
     assert!(err.contains("cannot read component file"), "{err}");
 
     // A valid component that exports nothing Trellis can call.
     let cli = component("cli-only");
     let err = t
-        .fails(&[
-            "start",
-            "component",
-            cli.to_str().unwrap(),
-            "--id",
-            "cli",
-            "--host",
-            &host.id,
-        ])
+        .fails(&["start", "component", cli.to_str().unwrap(), "--id", "cli", "--host", &host.id])
         .await;
-    assert!(
-        err.contains("exports no `wasi:http/incoming-handler"),
-        "{err}"
-    );
+    assert!(err.contains("exports no `wasi:http/incoming-handler"), "{err}");
     assert!(err.contains("InvalidComponent"), "{err}");
 
-    let err = t
-        .fails(&[
-            "start",
-            "component",
-            cli.to_str().unwrap(),
-            "--id",
-            "bad.id",
-        ])
-        .await;
+    let err = t.fails(&["start", "component", cli.to_str().unwrap(), "--id", "bad.id"]).await;
     assert!(err.contains("invalid component id `bad.id`"), "{err}");
 
     // The host is still there and runs nothing.
@@ -79,21 +51,10 @@ async fn unknown_ids_and_bad_links_name_what_is_wrong() {
     let bogus = "NBOGUSHOSTID";
 
     let err = t.fails(&["get", "inventory", bogus]).await;
-    assert!(
-        err.contains("no host `NBOGUSHOSTID` in lattice `unknown`"),
-        "{err}"
-    );
+    assert!(err.contains("no host `NBOGUSHOSTID` in lattice `unknown`"), "{err}");
     let wasm = component("http-hello");
     let err = t
-        .fails(&[
-            "start",
-            "component",
-            wasm.to_str().unwrap(),
-            "--id",
-            "h1",
-            "--host",
-            bogus,
-        ])
+        .fails(&["start", "component", wasm.to_str().unwrap(), "--id", "h1", "--host", bogus])
         .await;
     assert!(err.contains("no host `NBOGUSHOSTID`"), "{err}");
     let err = t
@@ -107,20 +68,12 @@ async fn unknown_ids_and_bad_links_name_what_is_wrong() {
             "zone=mars",
         ])
         .await;
-    assert!(
-        err.contains("no host in lattice `unknown` matches labels zone=mars"),
-        "{err}"
-    );
+    assert!(err.contains("no host in lattice `unknown` matches labels zone=mars"), "{err}");
 
     let err = t.fails(&["stop", "component", "ghost"]).await;
     assert!(err.contains("component `ghost` runs on no host"), "{err}");
-    let err = t
-        .fails(&["stop", "component", "ghost", "--host", &host.id])
-        .await;
-    assert!(
-        err.contains("no component `ghost` runs on this host"),
-        "{err}"
-    );
+    let err = t.fails(&["stop", "component", "ghost", "--host", &host.id]).await;
+    assert!(err.contains("no component `ghost` runs on this host"), "{err}");
 
     let link = [
         "link",
@@ -133,10 +86,7 @@ async fn unknown_ids_and_bad_links_name_what_is_wrong() {
         "address=127.0.0.1:1",
     ];
     let err = t.fails(&[&link[..], &["--target", "ghost"]].concat()).await;
-    assert!(
-        err.contains("no component `ghost` runs in lattice"),
-        "{err}"
-    );
+    assert!(err.contains("no component `ghost` runs in lattice"), "{err}");
 
     lattice.start_hello("hello", &["--host", &host.id]).await;
     let err = t
@@ -153,50 +103,19 @@ async fn unknown_ids_and_bad_links_name_what_is_wrong() {
         .await;
     assert!(err.contains("does not export wasi:keyvalue/store"), "{err}");
     let err = t
-        .fails(&[
-            "link",
-            "put",
-            "--source",
-            "app",
-            "--target",
-            "hello",
-            "--interface",
-            "keyvalue",
-        ])
+        .fails(&["link", "put", "--source", "app", "--target", "hello", "--interface", "keyvalue"])
         .await;
     assert!(err.contains("invalid interface `keyvalue`"), "{err}");
-    let err = t
-        .fails(&[
-            "link",
-            "del",
-            "--source",
-            "app",
-            "--interface",
-            "wasi:keyvalue/store",
-        ])
-        .await;
+    let err =
+        t.fails(&["link", "del", "--source", "app", "--interface", "wasi:keyvalue/store"]).await;
     assert!(err.contains("no link from `app`"), "{err}");
 
-    let err = t
-        .fails(&[
-            "start",
-            "provider",
-            "no-such-kind",
-            "--id",
-            "p",
-            "--host",
-            &host.id,
-        ])
-        .await;
+    let err =
+        t.fails(&["start", "provider", "no-such-kind", "--id", "p", "--host", &host.id]).await;
     assert!(err.contains("trellis-provider-no-such-kind"), "{err}");
 
     assert_eq!(
-        t.client()
-            .await
-            .hosts(Duration::from_millis(300))
-            .await
-            .unwrap()
-            .len(),
+        t.client().await.hosts(Duration::from_millis(300)).await.unwrap().len(),
         1,
         "host still up"
     );
@@ -206,10 +125,7 @@ async fn unknown_ids_and_bad_links_name_what_is_wrong() {
 async fn cli_without_nats_says_how_to_fix_it() {
     let t = Trellis::new("nats://127.0.0.1:1", "none");
     let err = t.fails(&["get", "hosts"]).await;
-    assert!(
-        err.contains("cannot reach NATS at nats://127.0.0.1:1"),
-        "{err}"
-    );
+    assert!(err.contains("cannot reach NATS at nats://127.0.0.1:1"), "{err}");
     assert!(err.contains("trellis up"), "{err}");
 }
 
@@ -219,31 +135,18 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
     let t = &lattice.trellis;
     let host = t.host("h", &[]).await;
     lattice.start_hello("hello", &["--host", &host.id]).await;
-    let addr = lattice
-        .serve_http(
-            &host.id,
-            "hello",
-            &["max_body_bytes=1024", "timeout_ms=1000"],
-        )
-        .await;
+    let addr =
+        lattice.serve_http(&host.id, "hello", &["max_body_bytes=1024", "timeout_ms=1000"]).await;
 
     let big = vec![b'x'; 4096];
     let reply = http_request(addr, "POST", "/echo", &big).await.unwrap();
     assert_eq!(reply.status, 413, "{}", reply.text());
-    assert!(
-        reply.text().contains("exceeds 1024 bytes"),
-        "{}",
-        reply.text()
-    );
+    assert!(reply.text().contains("exceeds 1024 bytes"), "{}", reply.text());
 
     let reply = get(addr, "/trap").await;
     assert_eq!(reply.status, 500);
     assert_eq!(reply.header("trellis-error"), Some("Trap"));
-    assert!(
-        reply.text().contains("component `hello` trapped"),
-        "{}",
-        reply.text()
-    );
+    assert!(reply.text().contains("component `hello` trapped"), "{}", reply.text());
 
     // A guest that never returns is cut off at the deadline and does not hold the host.
     let reply = get(addr, "/spin").await;
@@ -252,10 +155,7 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
     assert_eq!(get(addr, "/after-spin").await.status, 200);
 
     // Runaway memory and recursion trap with a reason; the host keeps serving.
-    for (path, reason) in [
-        ("/grow", "memory"),
-        ("/recurse", "out of bounds memory access"),
-    ] {
+    for (path, reason) in [("/grow", "memory"), ("/recurse", "out of bounds memory access")] {
         let reply = get(addr, path).await;
         assert_eq!(reply.status, 500, "{path}: {}", reply.text());
         assert_eq!(reply.header("trellis-error"), Some("Trap"), "{path}");
@@ -266,11 +166,7 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
     t.ok(&["stop", "component", "hello"]).await;
     let reply = get(addr, "/gone").await;
     assert_eq!(reply.status, 503);
-    assert!(
-        reply.text().contains("no replica of `hello` is running"),
-        "{}",
-        reply.text()
-    );
+    assert!(reply.text().contains("no replica of `hello` is running"), "{}", reply.text());
 
     lattice.start_hello("hello", &["--host", &host.id]).await;
     assert_eq!(get(addr, "/back").await.status, 200);

@@ -12,9 +12,7 @@ async fn request_crosses_hosts_and_returns_the_components_response() {
     let t = &lattice.trellis;
     let edge = t.host("edge", &["role=edge"]).await;
     let worker = t.host("worker", &["role=worker"]).await;
-    lattice
-        .start_hello("hello", &["--label", "role=worker"])
-        .await;
+    lattice.start_hello("hello", &["--label", "role=worker"]).await;
     let addr = lattice.serve_http(&edge.id, "hello", &[]).await;
 
     let reply = get(addr, "/some/path?x=1").await;
@@ -22,15 +20,10 @@ async fn request_crosses_hosts_and_returns_the_components_response() {
     assert_eq!(reply.text(), "hello from trellis, path=/some/path?x=1\n");
     assert_eq!(reply.header("x-component"), Some("http-hello"));
     assert!(lattice.invocations(&worker.id, "hello").await >= 2);
-    assert_eq!(
-        lattice.invocations(&edge.id, "hello").await,
-        0,
-        "edge runs no replica"
-    );
+    assert_eq!(lattice.invocations(&edge.id, "hello").await, 0, "edge runs no replica");
 
-    let echoed = trellis_tests::http_request(addr, "POST", "/echo", b"payload bytes")
-        .await
-        .unwrap();
+    let echoed =
+        trellis_tests::http_request(addr, "POST", "/echo", b"payload bytes").await.unwrap();
     assert_eq!(echoed.body, b"payload bytes");
 }
 
@@ -45,29 +38,16 @@ async fn co_located_replica_is_called_in_process_without_nats() {
     let addr = lattice.serve_http(&host.id, "hello", &[]).await;
 
     let nats = t.client().await;
-    let mut rpc = nats
-        .nats()
-        .subscribe(nats.subjects().rpc_all("hello"))
-        .await
-        .unwrap();
-    trellis_lattice::connect::sync_with_server(nats.nats())
-        .await
-        .unwrap();
+    let mut rpc = nats.nats().subscribe(nats.subjects().rpc_all("hello")).await.unwrap();
+    trellis_lattice::connect::sync_with_server(nats.nats()).await.unwrap();
     let before = lattice.invocations(&host.id, "hello").await;
     for _ in 0..10 {
         assert_eq!(get(addr, "/local").await.status, 200);
     }
-    assert_eq!(
-        lattice.invocations(&host.id, "hello").await - before,
-        10,
-        "all served locally"
-    );
+    assert_eq!(lattice.invocations(&host.id, "hello").await - before, 10, "all served locally");
     assert_eq!(lattice.invocations(&_other.id, "hello").await, 0);
     let leaked = tokio::time::timeout(Duration::from_millis(300), rpc.next()).await;
-    assert!(
-        leaked.is_err(),
-        "a co-located call went over NATS: {leaked:?}"
-    );
+    assert!(leaked.is_err(), "a co-located call went over NATS: {leaked:?}");
 }
 
 #[tokio::test]
@@ -77,22 +57,15 @@ async fn replicas_on_two_hosts_share_the_load() {
     let edge = t.host("edge", &["role=edge"]).await;
     let a = t.host("worker-a", &["role=worker"]).await;
     let b = t.host("worker-b", &["role=worker"]).await;
-    lattice
-        .start_hello("hello", &["--label", "role=worker", "--replicas", "2"])
-        .await;
+    lattice.start_hello("hello", &["--label", "role=worker", "--replicas", "2"]).await;
     let addr = lattice.serve_http(&edge.id, "hello", &[]).await;
 
     for _ in 0..30 {
         assert_eq!(get(addr, "/spread").await.status, 200);
     }
-    let (on_a, on_b) = (
-        lattice.invocations(&a.id, "hello").await,
-        lattice.invocations(&b.id, "hello").await,
-    );
-    assert!(
-        on_a > 0 && on_b > 0,
-        "both replicas serve: a={on_a} b={on_b}"
-    );
+    let (on_a, on_b) =
+        (lattice.invocations(&a.id, "hello").await, lattice.invocations(&b.id, "hello").await);
+    assert!(on_a > 0 && on_b > 0, "both replicas serve: a={on_a} b={on_b}");
     assert!(on_a + on_b >= 30);
 }
 
@@ -102,16 +75,7 @@ async fn components_built_against_older_wasi_releases_run() {
     let t = &lattice.trellis;
     let host = t.host("h", &[]).await;
     let wasm = trellis_tests::component("http-hello-v020");
-    t.ok(&[
-        "start",
-        "component",
-        wasm.to_str().unwrap(),
-        "--id",
-        "old",
-        "--host",
-        &host.id,
-    ])
-    .await;
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "old", "--host", &host.id]).await;
     let addr = lattice.serve_http(&host.id, "old", &[]).await;
     let reply = get(addr, "/v020").await;
     assert_eq!(reply.status, 200, "{}", reply.text());

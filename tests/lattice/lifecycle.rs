@@ -32,16 +32,10 @@ async fn killed_host_fails_requests_fast_then_another_replica_serves() {
     .await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.header("trellis-error"), Some("NoResponders"));
-    assert!(
-        reply.text().contains("no replica of `hello`"),
-        "{}",
-        reply.text()
-    );
+    assert!(reply.text().contains("no replica of `hello`"), "{}", reply.text());
 
     let _spare = t.host("spare", &["role=worker"]).await;
-    lattice
-        .start_hello("hello", &["--label", "role=worker"])
-        .await;
+    lattice.start_hello("hello", &["--label", "role=worker"]).await;
     assert_eq!(get(addr, "/after").await.status, 200);
 }
 
@@ -51,9 +45,7 @@ async fn host_started_before_nats_joins_when_it_comes_up() {
     let t = Trellis::new(&format!("nats://127.0.0.1:{port}"), "late");
     let _host = t.spawn_host("early", &[]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _nats = NatsServer::start(Some(port))
-        .await
-        .expect("nats-server starts");
+    let _nats = NatsServer::start(Some(port)).await.expect("nats-server starts");
     let client = t.client().await;
     eventually("the early host to join", Duration::from_secs(20), || {
         let client = client.clone();
@@ -74,19 +66,13 @@ async fn host_reconnects_and_serves_again_after_nats_restarts() {
 
     // Control and invocation subscriptions come back on their own, and heartbeats resume.
     let client = lattice.trellis.client().await;
-    let mut beats = client
-        .nats()
-        .subscribe(client.subjects().event(EventKind::HostHeartbeat))
-        .await
-        .unwrap();
+    let mut beats =
+        client.nats().subscribe(client.subjects().event(EventKind::HostHeartbeat)).await.unwrap();
     let beat = tokio::time::timeout(Duration::from_secs(20), beats.next())
         .await
         .expect("heartbeats resume")
         .unwrap();
-    assert_eq!(
-        trellis_proto::Event::decode(beat.payload).unwrap().host_id,
-        host.id
-    );
+    assert_eq!(trellis_proto::Event::decode(beat.payload).unwrap().host_id, host.id);
     let request = HttpRequest {
         method: "GET".into(),
         path_and_query: "/after-restart".into(),
@@ -95,36 +81,20 @@ async fn host_reconnects_and_serves_again_after_nats_restarts() {
         body: Vec::new().into(),
     };
     let payload = trellis_lattice::http::encode(&request).unwrap();
-    let reply = eventually(
-        "hello to answer after the reconnect",
-        Duration::from_secs(20),
-        || {
-            let (client, payload) = (client.clone(), payload.clone());
-            async move {
-                client
-                    .invoke(
-                        "hello",
-                        INCOMING_HANDLER,
-                        HANDLE,
-                        payload.into(),
-                        Duration::from_secs(5),
-                    )
-                    .await
-                    .ok()
-            }
-        },
-    )
+    let reply = eventually("hello to answer after the reconnect", Duration::from_secs(20), || {
+        let (client, payload) = (client.clone(), payload.clone());
+        async move {
+            client
+                .invoke("hello", INCOMING_HANDLER, HANDLE, payload.into(), Duration::from_secs(5))
+                .await
+                .ok()
+        }
+    })
     .await;
     let response: HttpResponse = trellis_lattice::http::decode(&reply).unwrap();
     assert_eq!(response.status, 200);
-    assert_eq!(
-        &response.body[..],
-        b"hello from trellis, path=/after-restart\n"
-    );
-    let out = lattice
-        .trellis
-        .ok(&["get", "inventory", &host.id, "--output", "json"])
-        .await;
+    assert_eq!(&response.body[..], b"hello from trellis, path=/after-restart\n");
+    let out = lattice.trellis.ok(&["get", "inventory", &host.id, "--output", "json"]).await;
     assert!(out.contains("\"hello\""), "{out}");
 }
 
@@ -135,16 +105,10 @@ async fn sigterm_drains_announces_host_stopped_and_exits_zero() {
     let client = lattice.trellis.client().await;
     let mut stopped = client
         .nats()
-        .subscribe(
-            client
-                .subjects()
-                .event(trellis_lattice::subject::EventKind::HostStopped),
-        )
+        .subscribe(client.subjects().event(trellis_lattice::subject::EventKind::HostStopped))
         .await
         .unwrap();
-    trellis_lattice::connect::sync_with_server(client.nats())
-        .await
-        .unwrap();
+    trellis_lattice::connect::sync_with_server(client.nats()).await.unwrap();
 
     let status = host.terminate().await;
     assert!(status.success(), "exit status {status}");
@@ -152,10 +116,7 @@ async fn sigterm_drains_announces_host_stopped_and_exits_zero() {
         .await
         .expect("host_stopped")
         .unwrap();
-    assert_eq!(
-        trellis_proto::Event::decode(event.payload).unwrap().host_id,
-        host.id
-    );
+    assert_eq!(trellis_proto::Event::decode(event.payload).unwrap().host_id, host.id);
 }
 
 #[tokio::test]

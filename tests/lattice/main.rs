@@ -1,6 +1,7 @@
 //! Multi-host scenarios on a real nats-server, driven through the `trellis` CLI and the lattice
 //! client library.
 
+mod accounts;
 mod bench;
 mod claims;
 mod errors;
@@ -32,30 +33,14 @@ impl Lattice {
     /// Uploads and starts http-hello as `id` with extra CLI args (placement).
     pub async fn start_hello(&self, id: &str, placement: &[&str]) {
         let wasm = component("http-hello");
-        let mut args = vec![
-            "start",
-            "component",
-            wasm.to_str().expect("utf-8 path"),
-            "--id",
-            id,
-        ];
+        let mut args = vec!["start", "component", wasm.to_str().expect("utf-8 path"), "--id", id];
         args.extend_from_slice(placement);
         self.trellis.ok(&args).await;
     }
 
     /// Starts an http-server provider `web` on `host` and links it to `target` on a free port.
     pub async fn serve_http(&self, host: &str, target: &str, extra_config: &[&str]) -> SocketAddr {
-        self.trellis
-            .ok(&[
-                "start",
-                "provider",
-                "http-server",
-                "--id",
-                "web",
-                "--host",
-                host,
-            ])
-            .await;
+        self.trellis.ok(&["start", "provider", "http-server", "--id", "web", "--host", host]).await;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let address = format!("address={addr}");
         let mut args = vec![
@@ -75,38 +60,20 @@ impl Lattice {
         }
         self.trellis.ok(&args).await;
         // The provider applies the link asynchronously; wait until it listens.
-        eventually(
-            "the http-server to listen",
-            Duration::from_secs(20),
-            || async move {
-                http_request(addr, "GET", "/ready", b"")
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
+        eventually("the http-server to listen", Duration::from_secs(20), || async move {
+            http_request(addr, "GET", "/ready", b"").await.ok().map(drop)
+        })
         .await;
         addr
     }
 
     /// Invocations served by `component` on `host`, from the host's inventory.
     pub async fn invocations(&self, host: &str, component: &str) -> u64 {
-        let inv = self
-            .trellis
-            .client()
-            .await
-            .inventory(host)
-            .await
-            .expect("inventory");
-        inv.components
-            .iter()
-            .find(|c| c.id == component)
-            .map_or(0, |c| c.invocations)
+        let inv = self.trellis.client().await.inventory(host).await.expect("inventory");
+        inv.components.iter().find(|c| c.id == component).map_or(0, |c| c.invocations)
     }
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> HttpReply {
-    http_request(addr, "GET", path, b"")
-        .await
-        .expect("HTTP request")
+    http_request(addr, "GET", path, b"").await.expect("HTTP request")
 }

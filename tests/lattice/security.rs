@@ -46,10 +46,7 @@ async fn send(
     headers: async_nats::HeaderMap,
     body: Bytes,
 ) -> Result<Bytes, InvokeError> {
-    let msg = nats
-        .request_with_headers(subject.to_owned(), headers, body)
-        .await
-        .unwrap();
+    let msg = nats.request_with_headers(subject.to_owned(), headers, body).await.unwrap();
     match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
         Some(e) => Err(e),
         None => Ok(msg.payload),
@@ -73,14 +70,7 @@ fn signed_headers(
     let mut headers = inv.to_headers();
     signer.sign(
         &mut headers,
-        &Signed {
-            subject,
-            operation: op,
-            source: "attacker",
-            jti,
-            deadline_ms,
-            body,
-        },
+        &Signed { subject, operation: op, source: "attacker", jti, deadline_ms, body },
     );
     headers
 }
@@ -111,16 +101,8 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     let signed_wasm = claims::sign(&wasm, &account, &input, unix_ms() / 1000).unwrap();
     let file = dir.path().join("hello.wasm");
     std::fs::write(&file, signed_wasm).unwrap();
-    t.ok(&[
-        "start",
-        "component",
-        file.to_str().unwrap(),
-        "--id",
-        "hello",
-        "--host",
-        &worker.id,
-    ])
-    .await;
+    t.ok(&["start", "component", file.to_str().unwrap(), "--id", "hello", "--host", &worker.id])
+        .await;
 
     // Honest path: HTTP into the edge host, signed by it, served on the worker.
     let addr = lattice.serve_http(&edge.id, "hello", &[]).await;
@@ -134,9 +116,7 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
         .subscribe(client.subjects().event(EventKind::InvocationDenied))
         .await
         .unwrap();
-    trellis_lattice::connect::sync_with_server(client.nats())
-        .await
-        .unwrap();
+    trellis_lattice::connect::sync_with_server(client.nats()).await.unwrap();
     let subject = client.subjects().rpc("hello", INCOMING_HANDLER, HANDLE);
     let nats = client.nats();
     let soon = || unix_ms() + 5000;
@@ -149,98 +129,52 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     // A caller vouched for by the trusted cluster gets through.
     let trusted = client.clone().with_signer(vouched(&cluster));
     trusted
-        .invoke(
-            "hello",
-            INCOMING_HANDLER,
-            HANDLE,
-            request("/ok"),
-            Duration::from_secs(5),
-        )
+        .invoke("hello", INCOMING_HANDLER, HANDLE, request("/ok"), Duration::from_secs(5))
         .await
         .unwrap();
 
     let unsigned = client
-        .invoke(
-            "hello",
-            INCOMING_HANDLER,
-            HANDLE,
-            request("/x"),
-            Duration::from_secs(5),
-        )
+        .invoke("hello", INCOMING_HANDLER, HANDLE, request("/x"), Duration::from_secs(5))
         .await;
     assert!(denied(unsigned).contains("unsigned invocation"));
 
-    let stranger = client
-        .clone()
-        .with_signer(vouched(&nkeys::KeyPair::new_cluster()));
+    let stranger = client.clone().with_signer(vouched(&nkeys::KeyPair::new_cluster()));
     let r = stranger
-        .invoke(
-            "hello",
-            INCOMING_HANDLER,
-            HANDLE,
-            request("/x"),
-            Duration::from_secs(5),
-        )
+        .invoke("hello", INCOMING_HANDLER, HANDLE, request("/x"), Duration::from_secs(5))
         .await;
     assert!(denied(r).contains("untrusted cluster"));
 
-    let anonymous = client
-        .clone()
-        .with_signer(Signer::new(nkeys::KeyPair::new_server(), None));
+    let anonymous = client.clone().with_signer(Signer::new(nkeys::KeyPair::new_server(), None));
     let r = anonymous
-        .invoke(
-            "hello",
-            INCOMING_HANDLER,
-            HANDLE,
-            request("/x"),
-            Duration::from_secs(5),
-        )
+        .invoke("hello", INCOMING_HANDLER, HANDLE, request("/x"), Duration::from_secs(5))
         .await;
     assert!(denied(r).contains("no cluster identity"));
 
     let signer = vouched(&cluster);
     let body = request("/replay");
     let headers = signed_headers(&signer, &subject, &body, soon(), "replay-1");
-    send(nats, &subject, headers.clone(), body.clone())
-        .await
-        .expect("first delivery is honest");
+    send(nats, &subject, headers.clone(), body.clone()).await.expect("first delivery is honest");
     assert!(denied(send(nats, &subject, headers, body).await).contains("replayed"));
 
     let headers = signed_headers(&signer, &subject, &request("/a"), soon(), "altered-1");
     assert!(denied(send(nats, &subject, headers, request("/b")).await).contains("bad signature"));
 
-    let mut forged = signed_headers(
-        &vouched(&cluster),
-        &subject,
-        &request("/f"),
-        soon(),
-        "forged-1",
-    );
+    let mut forged =
+        signed_headers(&vouched(&cluster), &subject, &request("/f"), soon(), "forged-1");
     let real = signed_headers(&signer, &subject, &request("/f"), soon(), "forged-2");
-    for name in [
-        trellis_lattice::signing::HOST,
-        trellis_lattice::signing::IDENTITY,
-    ] {
+    for name in [trellis_lattice::signing::HOST, trellis_lattice::signing::IDENTITY] {
         forged.insert(name, real.get(name).unwrap().as_str());
     }
     assert!(denied(send(nats, &subject, forged, request("/f")).await).contains("bad signature"));
 
-    let expired = signed_headers(
-        &signer,
-        &subject,
-        &request("/late"),
-        unix_ms() - 1000,
-        "late-1",
-    );
+    let expired = signed_headers(&signer, &subject, &request("/late"), unix_ms() - 1000, "late-1");
     assert!(
         denied(send(nats, &subject, expired, request("/late")).await).contains("deadline passed")
     );
 
     // Each refusal was counted and announced, and no guest code ran for them.
-    let event = tokio::time::timeout(Duration::from_secs(5), denied_events.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let event =
+        tokio::time::timeout(Duration::from_secs(5), denied_events.next()).await.unwrap().unwrap();
     let event = trellis_proto::Event::decode(event.payload).unwrap();
     assert_eq!(event.host_id, worker.id);
     let info = client.hosts(Duration::from_millis(300)).await.unwrap();

@@ -10,14 +10,8 @@ use crate::args::{BenchArgs, BenchScenario, Global, Output};
 
 pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let trellis = std::env::current_exe().context("cannot find the trellis executable")?;
-    let component = args
-        .component
-        .unwrap_or_else(|| default_component(&trellis));
-    let options = Options {
-        quick: args.quick,
-        component,
-        trellis,
-    };
+    let component = args.component.unwrap_or_else(|| default_component(&trellis));
+    let options = Options { quick: args.quick, component, trellis };
     let scenarios: Vec<Scenario> = match args.scenario {
         BenchScenario::All => Scenario::ALL.to_vec(),
         BenchScenario::Invoke => vec![Scenario::Invoke],
@@ -45,9 +39,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// `<target>/wasm-components/wasm32-wasip2/release/http_hello.wasm`, next to `target/<profile>/`.
 fn default_component(trellis: &std::path::Path) -> PathBuf {
-    let target = trellis
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap_or(std::path::Path::new("target"));
+    let target =
+        trellis.parent().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("target"));
     target.join("wasm-components/wasm32-wasip2/release/http_hello.wasm")
 }

@@ -11,10 +11,7 @@ use crate::output::print_json;
 pub fn run(g: &Global, cmd: ClaimsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ClaimsCommand::Sign(args) => sign(g, args),
-        ClaimsCommand::Inspect {
-            file,
-            trusted_issuers,
-        } => inspect(g, &file, &trusted_issuers),
+        ClaimsCommand::Inspect { file, trusted_issuers } => inspect(g, &file, &trusted_issuers),
     }
 }
 
@@ -42,12 +39,8 @@ fn sign(g: &Global, args: ClaimsSignArgs) -> anyhow::Result<ExitCode> {
             trellis_lattice::link::InterfaceName::parse(interface)?;
         }
     }
-    let input = ClaimsInput {
-        name: args.name,
-        rev: args.rev,
-        allow: args.allow,
-        valid_for: args.expires,
-    };
+    let input =
+        ClaimsInput { name: args.name, rev: args.rev, allow: args.allow, valid_for: args.expires };
     let signed = claims::sign(&wasm, &issuer, &input, now_s())?;
     std::fs::write(&args.output_file, &signed)
         .with_context(|| format!("cannot write {}", args.output_file.display()))?;
@@ -72,9 +65,10 @@ fn inspect(g: &Global, file: &std::path::Path, trusted: &[String]) -> anyhow::Re
     let token = claims::inspect(&wasm);
     let verdict = match (&token, trusted.is_empty()) {
         (Err(e), _) => Err(e.clone()),
-        (Ok(_), true) => Ok(
-            "signature and hash verify (no --trusted-issuer given: trust not checked)".to_owned(),
-        ),
+        (Ok(_), true) => {
+            Ok("signature and hash verify (no --trusted-issuer given: trust not checked)"
+                .to_owned())
+        }
         (Ok(_), false) => claims::verify(&wasm, trusted, now_s())
             .and_then(|v| {
                 claims::check_imports(&v.claims, imports.iter().map(String::as_str)).map(|()| v)
@@ -94,10 +88,7 @@ fn inspect(g: &Global, file: &std::path::Path, trusted: &[String]) -> anyhow::Re
             println!("issuer:  {}", t.iss);
             println!("hash:    {}", t.trellis.hash);
             println!("issued:  {} (unix)", t.iat);
-            println!(
-                "expires: {}",
-                t.exp.map_or("never".to_owned(), |e| format!("{e} (unix)"))
-            );
+            println!("expires: {}", t.exp.map_or("never".to_owned(), |e| format!("{e} (unix)")));
             println!("allow:   {}", t.trellis.allow.join(", "));
         }
         println!("imports: {}", imports.join(", "));
@@ -106,11 +97,7 @@ fn inspect(g: &Global, file: &std::path::Path, trusted: &[String]) -> anyhow::Re
             Err(e) => println!("result:  does not verify: {e}"),
         }
     }
-    Ok(if verdict.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if verdict.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn now_s() -> u64 {

@@ -32,10 +32,7 @@ pub async fn run(g: &Global, cmd: GetCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                print_table(
-                    &["ID", "NAME", "LABELS", "UPTIME", "COMPONENTS", "PROVIDERS"],
-                    &rows,
-                );
+                print_table(&["ID", "NAME", "LABELS", "UPTIME", "COMPONENTS", "PROVIDERS"], &rows);
             }
         }
         GetCommand::Inventory { host_id } => {

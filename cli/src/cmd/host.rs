@@ -17,6 +17,7 @@ pub async fn run(g: &Global, args: HostArgs) -> anyhow::Result<ExitCode> {
 
 pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     let mut config = HostConfig::new(g.nats_url(), &g.lattice);
+    config.nats_auth = g.nats_auth()?;
     if let Some(name) = &args.name {
         config.name = name.clone();
     }

@@ -18,6 +18,7 @@ pub fn run(g: &Global, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         KeyKind::Host => (KeyPair::new_server(), "host"),
         KeyKind::Component => (KeyPair::new_module(), "component"),
         KeyKind::Provider => (KeyPair::new_service(), "provider"),
+        KeyKind::NatsUser => (KeyPair::new_user(), "nats-user"),
     };
     let path = out.unwrap_or_else(|| format!("{name}.nk").into());
     let seed = pair.seed().context("cannot encode the seed")?;
@@ -28,10 +29,7 @@ pub fn run(g: &Global, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         .mode(0o600)
         .open(&path)
         .with_context(|| {
-            format!(
-                "cannot create seed file {} (it must not exist yet)",
-                path.display()
-            )
+            format!("cannot create seed file {} (it must not exist yet)", path.display())
         })?;
     writeln!(file, "{seed}").with_context(|| format!("cannot write {}", path.display()))?;
     if g.output == Output::Json {
@@ -42,10 +40,7 @@ pub fn run(g: &Global, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         }));
     } else {
         println!("{}", pair.public_key());
-        eprintln!(
-            "{name} seed written to {} (mode 0600); keep it secret",
-            path.display()
-        );
+        eprintln!("{name} seed written to {} (mode 0600); keep it secret", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,20 +27,14 @@ pub async fn run(g: &Global, cmd: LinkCommand) -> anyhow::Result<ExitCode> {
             if g.output == Output::Json {
                 print_json(&link_json(&link));
             } else {
-                println!(
-                    "link {} -> {} ({}) saved",
-                    link.source, link.target, link.interface
-                );
+                println!("link {} -> {} ({}) saved", link.source, link.target, link.interface);
             }
         }
         LinkCommand::Get { source } => list(g, &lattice, source.as_deref()).await?,
         LinkCommand::Del(args) => {
             let interface = InterfaceName::parse(&args.interface)?;
-            let existed = lattice
-                .state()
-                .await?
-                .delete_link(&args.source, &interface, &args.name)
-                .await?;
+            let existed =
+                lattice.state().await?.delete_link(&args.source, &interface, &args.name).await?;
             if !existed {
                 bail!(
                     "no link from `{}` over {interface} named `{}`; list links with `trellis link get`",

@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Connects to the lattice, failing fast with advice when NATS is not there.
 pub async fn connect(g: &Global) -> anyhow::Result<LatticeClient> {
-    let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli").await?;
+    let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli", &g.nats_auth()?)
+        .await?;
     LatticeClient::new(nats, &g.lattice).context("invalid --lattice")
 }

@@ -44,12 +44,8 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
             chosen
         }
     };
-    let results = join_all(
-        hosts
-            .iter()
-            .map(|h| lattice.start_component(h, &args.id, &digest)),
-    )
-    .await;
+    let results =
+        join_all(hosts.iter().map(|h| lattice.start_component(h, &args.id, &digest))).await;
     let mut started = Vec::new();
     let mut first_error = None;
     for (host, result) in hosts.iter().zip(results) {
@@ -67,22 +63,11 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
     if g.output == Output::Json {
         print_json(&serde_json::json!({"id": args.id, "digest": digest, "hosts": started}));
     } else {
-        println!(
-            "component {} ({digest}) started on {}",
-            args.id,
-            started.join(", ")
-        );
+        println!("component {} ({digest}) started on {}", args.id, started.join(", "));
     }
-    let wanted = if args.host.is_some() {
-        1
-    } else {
-        args.replicas
-    };
+    let wanted = if args.host.is_some() { 1 } else { args.replicas };
     if started.len() < wanted {
-        eprintln!(
-            "placed {} of {wanted} replicas: not enough matching hosts",
-            started.len()
-        );
+        eprintln!("placed {} of {wanted} replicas: not enough matching hosts", started.len());
         return Ok(ExitCode::from(NOT_PLACED));
     }
     Ok(ExitCode::SUCCESS)
@@ -131,12 +116,7 @@ async fn provider(g: &Global, args: StartProviderArgs) -> anyhow::Result<ExitCod
 
 async fn least_providers(lattice: &LatticeClient) -> anyhow::Result<String> {
     let hosts = lattice.hosts(PING_WAIT).await?;
-    placement::least_providers(&hosts)
-        .map(|h| h.id.clone())
-        .with_context(|| {
-            format!(
-                "no host in lattice `{}`; start one with `trellis host`",
-                lattice.lattice()
-            )
-        })
+    placement::least_providers(&hosts).map(|h| h.id.clone()).with_context(|| {
+        format!("no host in lattice `{}`; start one with `trellis host`", lattice.lattice())
+    })
 }

@@ -29,10 +29,7 @@ pub async fn run(g: &Global, cmd: StopCommand) -> anyhow::Result<ExitCode> {
         What::Provider => "provider",
     };
     if hosts.is_empty() {
-        bail!(
-            "{noun} `{id}` runs on no host in lattice `{}`",
-            lattice.lattice()
-        );
+        bail!("{noun} `{id}` runs on no host in lattice `{}`", lattice.lattice());
     }
     for host in &hosts {
         match what {

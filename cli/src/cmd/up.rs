@@ -24,10 +24,7 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             Some(server)
         }
     };
-    eprintln!(
-        "starting a host in lattice `{}`; Ctrl-C stops everything",
-        g.lattice
-    );
+    eprintln!("starting a host in lattice `{}`; Ctrl-C stops everything", g.lattice);
     let mut config = super::host::config(&global, &args.host)?;
     if !config.allow_unsigned {
         eprintln!(

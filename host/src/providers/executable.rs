@@ -6,17 +6,11 @@ use std::path::{Path, PathBuf};
 pub(crate) fn find_executable(kind: &str, dir: Option<&Path>) -> Result<PathBuf, String> {
     let name = format!("trellis-provider-{kind}");
     let mut searched = Vec::new();
-    let beside_me = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let beside_me = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    let candidates = dir
-        .map(Path::to_path_buf)
-        .into_iter()
-        .chain(beside_me)
-        .chain(path_dirs);
+    let candidates = dir.map(Path::to_path_buf).into_iter().chain(beside_me).chain(path_dirs);
     for dir in candidates {
         let path = dir.join(&name);
         if path.is_file() {

@@ -32,14 +32,7 @@ pub(crate) async fn serve<R, W>(
     let to_provider = Arc::new(tokio::sync::Mutex::new(to_provider));
     loop {
         match read_frame::<_, ToHost>(&mut from_provider).await {
-            Ok(Some(ToHost::Invoke {
-                id,
-                target,
-                interface,
-                function,
-                timeout_ms,
-                payload,
-            })) => {
+            Ok(Some(ToHost::Invoke { id, target, interface, function, timeout_ms, payload })) => {
                 let (router, to_provider, source) =
                     (router.clone(), to_provider.clone(), provider_id.clone());
                 tokio::spawn(async move {

@@ -25,11 +25,7 @@ pub(crate) enum StartError {
     NoExecutable(String),
     /// The process could not be spawned.
     #[error("cannot start provider `{id}` ({path}): {source}")]
-    Spawn {
-        id: String,
-        path: String,
-        source: std::io::Error,
-    },
+    Spawn { id: String, path: String, source: std::io::Error },
     /// Another kind already runs under this id.
     #[error("provider `{id}` already runs here as `{kind}`; stop it first")]
     Conflict { id: String, kind: String },
@@ -79,13 +75,7 @@ impl Providers {
         bootstrap: Bootstrap,
         dir: Option<PathBuf>,
     ) -> Self {
-        Self {
-            map: Mutex::new(HashMap::new()),
-            router,
-            events,
-            bootstrap,
-            dir,
-        }
+        Self { map: Mutex::new(HashMap::new()), router, events, bootstrap, dir }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProviderHandle>>> {
@@ -107,10 +97,7 @@ impl Providers {
                 return if existing.kind == kind {
                     Ok(())
                 } else {
-                    Err(StartError::Conflict {
-                        id: id.to_owned(),
-                        kind: existing.kind.clone(),
-                    })
+                    Err(StartError::Conflict { id: id.to_owned(), kind: existing.kind.clone() })
                 };
             }
             let path =
@@ -142,26 +129,19 @@ impl Providers {
             *handle.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
             map.insert(id.to_owned(), handle);
         }
-        self.events
-            .provider(EventKind::ProviderStarted, id, kind, "")
-            .await;
+        self.events.provider(EventKind::ProviderStarted, id, kind, "").await;
         Ok(())
     }
 
     /// Stops provider `id` gracefully (SIGTERM, then SIGKILL after a grace period).
     pub async fn stop(&self, id: &str) -> Result<(), StartError> {
-        let handle = self
-            .lock()
-            .remove(id)
-            .ok_or_else(|| StartError::NotFound(id.to_owned()))?;
+        let handle = self.lock().remove(id).ok_or_else(|| StartError::NotFound(id.to_owned()))?;
         let _ = handle.stop.send(true);
         let task = handle.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
         }
-        self.events
-            .provider(EventKind::ProviderStopped, id, &handle.kind, "stopped")
-            .await;
+        self.events.provider(EventKind::ProviderStopped, id, &handle.kind, "stopped").await;
         Ok(())
     }
 
@@ -207,9 +187,7 @@ impl Supervisor {
                 break;
             };
             let started = Instant::now();
-            self.handle
-                .pid
-                .store(running.id().unwrap_or(0), Ordering::Relaxed);
+            self.handle.pid.store(running.id().unwrap_or(0), Ordering::Relaxed);
             self.handle.running.store(true, Ordering::Relaxed);
             let Some(status) = self.serve(&mut running, &mut stop).await else {
                 break;
@@ -218,18 +196,9 @@ impl Supervisor {
             let reason = format!("provider process exited: {status}");
             tracing::warn!(provider = %self.handle.id, %reason, "restarting provider");
             self.events
-                .provider(
-                    EventKind::ProviderFailed,
-                    &self.handle.id,
-                    &self.handle.kind,
-                    &reason,
-                )
+                .provider(EventKind::ProviderFailed, &self.handle.id, &self.handle.kind, &reason)
                 .await;
-            failures = if started.elapsed() > HEALTHY_AFTER {
-                1
-            } else {
-                failures + 1
-            };
+            failures = if started.elapsed() > HEALTHY_AFTER { 1 } else { failures + 1 };
             // Respawn with backoff until it works or we are told to stop.
             loop {
                 let delay = backoff(failures);
@@ -290,10 +259,7 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 }
 
 fn sigterm(child: &Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-    {
+    if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
 }

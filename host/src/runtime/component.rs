@@ -55,11 +55,7 @@ pub(crate) fn imports_of(
     engine: &wasmtime::Engine,
     compiled: &wasmtime::component::Component,
 ) -> Vec<String> {
-    compiled
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect()
+    compiled.component_type().imports(engine).map(|(name, _)| name.to_owned()).collect()
 }
 
 /// Compiles `bytes` with a throwaway engine to list what the component imports (for
@@ -80,9 +76,7 @@ pub struct Component {
 
 impl std::fmt::Debug for Component {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Component")
-            .field("http", &self.http.is_some())
-            .finish_non_exhaustive()
+        f.debug_struct("Component").field("http", &self.http.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -93,19 +87,14 @@ impl Component {
         compiled: wasmtime::component::Component,
     ) -> Result<Self, LoadError> {
         let imports = imports_of(linker.engine(), &compiled).into();
-        let pre = linker
-            .instantiate_pre(&compiled)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre =
+            linker.instantiate_pre(&compiled).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         // Semver-compatible: finds `wasi:http/incoming-handler@0.2.N` for any N.
         let http = ProxyPre::new(pre).ok();
         if http.is_none() {
             return Err(LoadError::NoUsableExport);
         }
-        Ok(Self {
-            runtime,
-            http,
-            imports,
-        })
+        Ok(Self { runtime, http, imports })
     }
 
     /// The interfaces it imports, `ns:pkg/iface@version`.

@@ -31,11 +31,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self {
-            max_instances: 256,
-            max_memory_bytes: 64 << 20,
-            on_demand_allocator: false,
-        }
+        Self { max_instances: 256, max_memory_bytes: 64 << 20, on_demand_allocator: false }
     }
 }
 
@@ -56,9 +52,7 @@ struct Inner {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("config", &self.inner.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Runtime").field("config", &self.inner.config).finish_non_exhaustive()
     }
 }
 
@@ -154,10 +148,7 @@ impl Runtime {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<String, wasmtime::component::Component>> {
         // A panic while holding this lock leaves a consistent map; keep going.
-        self.inner
-            .compiled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

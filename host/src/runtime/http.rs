@@ -50,10 +50,7 @@ impl Component {
         // worker thread and back on every call.
         let guest = async move {
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
         };
         let response = async {
             let response = match receiver.await {
@@ -68,15 +65,12 @@ impl Component {
                 Err(_) => return Err(None),
             };
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BODY)
-                .collect()
-                .await
-                .map_err(|e| {
-                    Some(InvokeError::new(
-                        InvokeErrorKind::Trap,
-                        format!("component `{id}` failed while writing its response body: {e}"),
-                    ))
-                })?;
+            let body = Limited::new(body, MAX_RESPONSE_BODY).collect().await.map_err(|e| {
+                Some(InvokeError::new(
+                    InvokeErrorKind::Trap,
+                    format!("component `{id}` failed while writing its response body: {e}"),
+                ))
+            })?;
             Ok(from_hyper(parts, body.to_bytes()))
         };
         let deadline = tokio::time::Instant::now() + timeout;
@@ -127,10 +121,7 @@ fn trap(id: &str, during: &str, e: &wasmtime::Error) -> InvokeError {
     tracing::warn!(component = id, error = %format!("{e:#}"), "component failed while {during}");
     InvokeError::new(
         InvokeErrorKind::Trap,
-        format!(
-            "component `{id}` trapped while {during}: {}",
-            e.root_cause()
-        ),
+        format!("component `{id}` trapped while {during}: {}", e.root_cause()),
     )
 }
 
@@ -139,9 +130,8 @@ fn bad(message: String) -> InvokeError {
 }
 
 fn to_hyper(req: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, InvokeError> {
-    let mut builder = hyper::Request::builder()
-        .method(req.method.as_str())
-        .uri(req.path_and_query.as_str());
+    let mut builder =
+        hyper::Request::builder().method(req.method.as_str()).uri(req.path_and_query.as_str());
     let mut has_host = false;
     for (name, value) in &req.headers {
         has_host |= name.eq_ignore_ascii_case("host");
@@ -162,9 +152,5 @@ fn from_hyper(parts: http::response::Parts, body: Bytes) -> HttpResponse {
         .iter()
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec().into()))
         .collect();
-    HttpResponse {
-        status: parts.status.as_u16(),
-        headers,
-        body: Vec::from(body).into(),
-    }
+    HttpResponse { status: parts.status.as_u16(), headers, body: Vec::from(body).into() }
 }

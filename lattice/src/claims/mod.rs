@@ -186,11 +186,8 @@ pub fn sign(
         },
     };
     let payload = serde_json::to_vec(&token).map_err(|e| ClaimsError::Malformed(e.to_string()))?;
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(HEADER),
-        URL_SAFE_NO_PAD.encode(payload)
-    );
+    let signing_input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER), URL_SAFE_NO_PAD.encode(payload));
     let signature = issuer
         .sign(signing_input.as_bytes())
         .map_err(|e| ClaimsError::Malformed(format!("cannot sign with this key: {e}")))?;
@@ -209,10 +206,7 @@ pub fn inspect(wasm: &[u8]) -> Result<Token, ClaimsError> {
     let token = decode_jwt(jwt)?;
     let actual = digest_of(&split.stripped);
     if actual != token.trellis.hash {
-        return Err(ClaimsError::HashMismatch {
-            signed: token.trellis.hash,
-            actual,
-        });
+        return Err(ClaimsError::HashMismatch { signed: token.trellis.hash, actual });
     }
     Ok(token)
 }
@@ -224,19 +218,12 @@ pub fn verify(wasm: &[u8], trusted: &[String], now: u64) -> Result<Verified, Cla
         return Err(ClaimsError::UntrustedIssuer { issuer: token.iss });
     }
     if token.nbf > now.saturating_add(LEEWAY_S) {
-        return Err(ClaimsError::NotYetValid {
-            nbf: token.nbf,
-            now,
-        });
+        return Err(ClaimsError::NotYetValid { nbf: token.nbf, now });
     }
     if let Some(exp) = token.exp.filter(|&exp| exp.saturating_add(LEEWAY_S) < now) {
         return Err(ClaimsError::Expired { exp, now });
     }
-    Ok(Verified {
-        issuer: token.iss.clone(),
-        claims: token.trellis.clone(),
-        token,
-    })
+    Ok(Verified { issuer: token.iss.clone(), claims: token.trellis.clone(), token })
 }
 
 /// Checks that every import (`ns:pkg/iface@version`) is in the baseline or allowed by `claims`.
@@ -246,17 +233,13 @@ pub fn check_imports<'a>(
 ) -> Result<(), ClaimsError> {
     for import in imports {
         let interface = import.split_once('@').map_or(import, |(name, _)| name);
-        let baseline = BASELINE
-            .iter()
-            .any(|b| interface.starts_with(b) || interface == *b);
+        let baseline = BASELINE.iter().any(|b| interface.starts_with(b) || interface == *b);
         let allowed = claims.allow.iter().any(|a| match a.strip_suffix('*') {
             Some(prefix) => interface.starts_with(prefix),
             None => interface == a,
         });
         if !(baseline || allowed) {
-            return Err(ClaimsError::NotAllowed {
-                interface: interface.to_owned(),
-            });
+            return Err(ClaimsError::NotAllowed { interface: interface.to_owned() });
         }
     }
     Ok(())
@@ -274,37 +257,29 @@ fn decode_jwt(jwt: &[u8]) -> Result<Token, ClaimsError> {
     else {
         return Err(bad("claims token is not a three-part JWT"));
     };
-    let header_json = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| bad("JWT header is not base64url"))?;
+    let header_json =
+        URL_SAFE_NO_PAD.decode(header).map_err(|_| bad("JWT header is not base64url"))?;
     let header_value: serde_json::Value =
         serde_json::from_slice(&header_json).map_err(|_| bad("JWT header is not JSON"))?;
     if header_value.get("alg").and_then(|a| a.as_str()) != Some("ed25519-nkey") {
         return Err(bad("JWT algorithm is not ed25519-nkey"));
     }
-    let payload_json = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| bad("JWT payload is not base64url"))?;
+    let payload_json =
+        URL_SAFE_NO_PAD.decode(payload).map_err(|_| bad("JWT payload is not base64url"))?;
     let token: Token = serde_json::from_slice(&payload_json)
         .map_err(|e| ClaimsError::Malformed(format!("JWT payload: {e}")))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| bad("JWT signature is not base64url"))?;
+    let signature =
+        URL_SAFE_NO_PAD.decode(signature).map_err(|_| bad("JWT signature is not base64url"))?;
     let issuer = KeyPair::from_public_key(&token.iss)
         .ok()
         .filter(|k| matches!(k.key_pair_type(), nkeys::KeyPairType::Account))
         .ok_or_else(|| {
-            ClaimsError::Malformed(format!(
-                "issuer `{}` is not an account public key",
-                token.iss
-            ))
+            ClaimsError::Malformed(format!("issuer `{}` is not an account public key", token.iss))
         })?;
     let signing_input = &jwt[..header.len() + 1 + payload.len()];
     issuer
         .verify(signing_input.as_bytes(), &signature)
-        .map_err(|_| ClaimsError::BadSignature {
-            issuer: token.iss.clone(),
-        })?;
+        .map_err(|_| ClaimsError::BadSignature { issuer: token.iss.clone() })?;
     Ok(token)
 }
 
@@ -336,10 +311,7 @@ mod tests {
 
         let mut tampered = signed.clone();
         tampered[10] ^= 1;
-        assert!(matches!(
-            verify(&tampered, &trusted, NOW),
-            Err(ClaimsError::HashMismatch { .. })
-        ));
+        assert!(matches!(verify(&tampered, &trusted, NOW), Err(ClaimsError::HashMismatch { .. })));
 
         assert_eq!(verify(&wasm, &trusted, NOW), Err(ClaimsError::Unsigned));
         let other = KeyPair::new_account();
@@ -379,10 +351,7 @@ mod tests {
         let forged_sig = KeyPair::new_account().sign(head.as_bytes()).unwrap();
         let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode(forged_sig));
         let forged = section::append(&split.stripped, forged.as_bytes());
-        assert!(matches!(
-            inspect(&forged),
-            Err(ClaimsError::BadSignature { .. })
-        ));
+        assert!(matches!(inspect(&forged), Err(ClaimsError::BadSignature { .. })));
         let garbage = section::append(&split.stripped, b"a.b");
         assert!(matches!(inspect(&garbage), Err(ClaimsError::Malformed(_))));
     }
@@ -393,10 +362,7 @@ mod tests {
             name: "x".into(),
             rev: 1,
             hash: String::new(),
-            allow: vec![
-                "wasi:keyvalue/*".into(),
-                "wasi:http/outgoing-handler".into(),
-            ],
+            allow: vec!["wasi:keyvalue/*".into(), "wasi:http/outgoing-handler".into()],
         };
         let ok = [
             "wasi:io/streams@0.2.0",
@@ -407,9 +373,7 @@ mod tests {
         assert!(check_imports(&claims, ok).is_ok());
         assert_eq!(
             check_imports(&claims, ["wasi:blobstore/blobstore@0.2.0-draft"]),
-            Err(ClaimsError::NotAllowed {
-                interface: "wasi:blobstore/blobstore".into()
-            })
+            Err(ClaimsError::NotAllowed { interface: "wasi:blobstore/blobstore".into() })
         );
     }
 }

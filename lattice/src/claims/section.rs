@@ -29,10 +29,7 @@ pub struct Split {
 /// Splits `wasm` into its claims sections and everything else.
 pub fn split(wasm: &[u8]) -> Result<Split, SectionError> {
     if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
-        return Err(SectionError {
-            offset: 0,
-            what: "no `\\0asm` preamble",
-        });
+        return Err(SectionError { offset: 0, what: "no `\\0asm` preamble" });
     }
     let mut stripped = Vec::with_capacity(wasm.len());
     stripped.extend_from_slice(&wasm[..8]);
@@ -42,28 +39,20 @@ pub fn split(wasm: &[u8]) -> Result<Split, SectionError> {
         let start = at;
         let id = wasm[at];
         at += 1;
-        let (size, used) = leb128_u32(&wasm[at..]).ok_or(SectionError {
-            offset: at,
-            what: "bad section size",
-        })?;
+        let (size, used) =
+            leb128_u32(&wasm[at..]).ok_or(SectionError { offset: at, what: "bad section size" })?;
         at += used;
         let end = at
             .checked_add(size as usize)
             .filter(|&e| e <= wasm.len())
-            .ok_or(SectionError {
-                offset: at,
-                what: "section runs past the end",
-            })?;
+            .ok_or(SectionError { offset: at, what: "section runs past the end" })?;
         let payload = &wasm[at..end];
         match (id, custom_name(payload)) {
             (0, Some((name, data))) if name == SECTION_NAME.as_bytes() => {
                 tokens.push(data.to_vec())
             }
             (0, None) => {
-                return Err(SectionError {
-                    offset: at,
-                    what: "bad custom section name",
-                });
+                return Err(SectionError { offset: at, what: "bad custom section name" });
             }
             _ => stripped.extend_from_slice(&wasm[start..end]),
         }
@@ -88,9 +77,7 @@ pub fn append(stripped: &[u8], token: &[u8]) -> Vec<u8> {
 
 fn custom_name(payload: &[u8]) -> Option<(&[u8], &[u8])> {
     let (len, used) = leb128_u32(payload)?;
-    let end = used
-        .checked_add(len as usize)
-        .filter(|&e| e <= payload.len())?;
+    let end = used.checked_add(len as usize).filter(|&e| e <= payload.len())?;
     Some((&payload[used..end], &payload[end..]))
 }
 

@@ -60,17 +60,11 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn new(ctx: Context) -> Self {
-        Self {
-            ctx,
-            listeners: Mutex::new(HashMap::new()),
-        }
+        Self { ctx, listeners: Mutex::new(HashMap::new()) }
     }
 
     fn take(&self, key: &str) -> Option<Listener> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
     }
 }
 
@@ -96,14 +90,7 @@ impl Provider for HttpServer {
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                link.key(),
-                Listener {
-                    address,
-                    stop,
-                    task,
-                },
-            );
+            .insert(link.key(), Listener { address, stop, task });
         Ok(())
     }
 
@@ -129,18 +116,14 @@ impl Provider for HttpServer {
 
 fn parse_config(link: &Link) -> Result<(SocketAddr, Route), String> {
     let address = link.config.get("address").ok_or_else(|| {
-        format!(
-            "link {} lacks config `address` (for example address=127.0.0.1:8080)",
-            link.key()
-        )
+        format!("link {} lacks config `address` (for example address=127.0.0.1:8080)", link.key())
     })?;
     let address: SocketAddr = address
         .parse()
         .map_err(|e| format!("link config address `{address}` is not host:port: {e}"))?;
     let number = |key: &str, default: u64| -> Result<u64, String> {
         link.config.get(key).map_or(Ok(default), |v| {
-            v.parse()
-                .map_err(|_| format!("link config `{key}` must be a number, got `{v}`"))
+            v.parse().map_err(|_| format!("link config `{key}` must be a number, got `{v}`"))
         })
     };
     let route = Route {
@@ -188,10 +171,7 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still running after {GRACE:?}; closing anyway");
     }
 }
@@ -211,10 +191,7 @@ async fn forward(
     let too_large = || {
         InvokeError::new(
             InvokeErrorKind::TooLarge,
-            format!(
-                "request body exceeds {} bytes (link config max_body_bytes)",
-                route.max_body
-            ),
+            format!("request body exceeds {} bytes (link config max_body_bytes)", route.max_body),
         )
     };
     let declared = req
@@ -225,18 +202,11 @@ async fn forward(
         return Err(too_large());
     }
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, route.max_body)
-        .collect()
-        .await
-        .map_err(|_| too_large())?
-        .to_bytes();
+    let body =
+        Limited::new(body, route.max_body).collect().await.map_err(|_| too_large())?.to_bytes();
     let request = HttpRequest {
         method: parts.method.to_string(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned(),
+        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         authority: parts.uri.authority().map(|a| a.to_string()),
         headers: parts
             .headers
@@ -247,15 +217,7 @@ async fn forward(
     };
     let payload = wire::encode(&request)
         .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;
-    let reply = ctx
-        .invoke(
-            &route.target,
-            INCOMING_HANDLER,
-            HANDLE,
-            payload,
-            route.timeout,
-        )
-        .await?;
+    let reply = ctx.invoke(&route.target, INCOMING_HANDLER, HANDLE, payload, route.timeout).await?;
     let response: HttpResponse = wire::decode(&reply).map_err(|e| {
         InvokeError::new(
             InvokeErrorKind::Trap,
@@ -266,24 +228,20 @@ async fn forward(
     for (name, value) in &response.headers {
         builder = builder.header(name.as_str(), value.as_slice());
     }
-    builder
-        .body(Full::new(Bytes::from(response.body.into_vec())))
-        .map_err(|e| {
-            InvokeError::new(
-                InvokeErrorKind::Trap,
-                format!("invalid response from `{}`: {e}", route.target),
-            )
-        })
+    builder.body(Full::new(Bytes::from(response.body.into_vec()))).map_err(|e| {
+        InvokeError::new(
+            InvokeErrorKind::Trap,
+            format!("invalid response from `{}`: {e}", route.target),
+        )
+    })
 }
 
 fn error_response(e: &InvokeError) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = Response::new(Full::new(Bytes::from(format!("trellis: {e}\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::ERROR,
-        hyper::header::HeaderValue::from_static(e.kind().as_str()),
-    );
+    resp.headers_mut()
+        .insert(header::ERROR, hyper::header::HeaderValue::from_static(e.kind().as_str()));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -40,8 +40,6 @@ impl Context {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, InvokeError> {
-        self.host
-            .invoke(target, interface, function, payload, timeout)
-            .await
+        self.host.invoke(target, interface, function, payload, timeout).await
     }
 }

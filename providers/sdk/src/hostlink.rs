@@ -43,10 +43,7 @@ impl HostLink {
             loop {
                 match read_frame::<_, ToProvider>(&mut from_host).await {
                     Ok(Some(ToProvider::Reply { id, result })) => {
-                        let waiter = replies
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&id);
+                        let waiter = replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(result.map(|b| b.into_vec()).map_err(Into::into));
                         }
@@ -62,14 +59,7 @@ impl HostLink {
             replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let _ = closed_tx.send(());
         });
-        (
-            Self {
-                to_host,
-                pending,
-                next_id: Arc::default(),
-            },
-            closed,
-        )
+        (Self { to_host, pending, next_id: Arc::default() }, closed)
     }
 
     /// Invokes `interface.function` of `target` through the host.
@@ -93,16 +83,9 @@ impl HostLink {
         let frame = encode_frame(&call)
             .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        let host_gone = || {
-            InvokeError::new(
-                InvokeErrorKind::Unavailable,
-                "the host closed the provider pipe",
-            )
-        };
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        let host_gone =
+            || InvokeError::new(InvokeErrorKind::Unavailable, "the host closed the provider pipe");
         let written = {
             let mut to_host = self.to_host.lock().await;
             match to_host.write_all(&frame).await {
@@ -129,9 +112,6 @@ impl HostLink {
     }
 
     fn forget(&self, id: u64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 }

@@ -60,18 +60,17 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
     let provider = make(ctx.clone());
 
     let name = format!("trellis-provider {}", ctx.provider_id());
-    let (nats, _events) = connect_persistent(&ctx.bootstrap.nats_url, &name)
-        .await
-        .map_err(|e| SdkError::Lattice(e.to_string()))?;
+    let (nats, _events) =
+        connect_persistent(&ctx.bootstrap.nats_url, &name, &ctx.bootstrap.nats_auth)
+            .await
+            .map_err(|e| SdkError::Lattice(e.to_string()))?;
     wait_connected(&nats).await;
     let js = async_nats::jetstream::new(nats.clone());
     let state = LatticeState::open(&js, &ctx.bootstrap.lattice)
         .await
         .map_err(|e| SdkError::Lattice(e.to_string()))?;
-    let mut watch = state
-        .watch_links(ctx.provider_id())
-        .await
-        .map_err(|e| SdkError::Lattice(e.to_string()))?;
+    let mut watch =
+        state.watch_links(ctx.provider_id()).await.map_err(|e| SdkError::Lattice(e.to_string()))?;
     tracing::info!(provider = ctx.provider_id(), kind = %ctx.bootstrap.kind, "provider ready");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -102,10 +101,9 @@ async fn apply<P: Provider>(
 ) {
     match entry.operation {
         Operation::Put => match decode_link(&entry.key, &entry.value).and_then(|l| {
-            l.validate().map(|()| l).map_err(|e| StateError::BadLink {
-                key: entry.key.clone(),
-                reason: e.to_string(),
-            })
+            l.validate()
+                .map(|()| l)
+                .map_err(|e| StateError::BadLink { key: entry.key.clone(), reason: e.to_string() })
         }) {
             Ok(link) => {
                 links.insert(entry.key.clone(), link.clone());
@@ -131,14 +129,8 @@ fn host_pipes() -> Result<(pipe::Receiver, pipe::Sender), SdkError> {
         tracing::error!(error = %e, "stdin/stdout are not pipes");
         SdkError::NoBootstrap
     };
-    let stdin = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(not_a_pipe)?;
-    let stdout = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(not_a_pipe)?;
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned().map_err(not_a_pipe)?;
+    let stdout = std::io::stdout().as_fd().try_clone_to_owned().map_err(not_a_pipe)?;
     let from_host = pipe::Receiver::from_owned_fd(stdin).map_err(not_a_pipe)?;
     let to_host = pipe::Sender::from_owned_fd(stdout).map_err(not_a_pipe)?;
     rustix::stdio::dup2_stdout(std::io::stderr())
