@@ -33,3 +33,6 @@ pub mod state;
 pub mod subject;
 
 pub use trellis_proto as proto;
+
+// Only here for its `fast` feature (see the workspace Cargo.toml): nkeys signs through it.
+use ed25519_dalek as _;

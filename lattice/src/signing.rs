@@ -7,7 +7,7 @@
 //! the caller supplies `now`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_nats::HeaderMap;
 use base64::Engine as _;
@@ -24,6 +24,9 @@ pub const HOST: &str = "trellis-host";
 pub const SIG: &str = "trellis-sig";
 /// Header: the host's identity token, signed by a cluster key.
 pub const IDENTITY: &str = "trellis-host-identity";
+
+/// Host keys remembered by a verifier.
+const MAX_KNOWN_HOSTS: usize = 4096;
 
 /// The fields a signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +135,7 @@ pub struct Verifier {
     max_window_ms: u64,
     seen: Mutex<Replay>,
     /// Host keys whose identity already verified.
-    known_hosts: Mutex<HashMap<String, ()>>,
+    known_hosts: Mutex<HashMap<String, Arc<KeyPair>>>,
 }
 
 #[derive(Debug, Default)]
@@ -182,7 +185,7 @@ impl Verifier {
                 ))
             };
         };
-        self.check_host(signer, get(IDENTITY))?;
+        let key = self.host_key(signer, get(IDENTITY))?;
         let (op, src, jti) = match (get(header::OP), get(header::SRC), get(header::JTI)) {
             (Some(op), Some(src), Some(jti)) => (op, src, jti),
             _ => return Err(denied("signed invocation lacks op, source or id")),
@@ -191,8 +194,6 @@ impl Verifier {
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .ok_or_else(|| denied("signature is missing or not base64url"))?;
         let signed = Signed { subject, operation: op, source: src, jti, deadline_ms, body };
-        let key =
-            KeyPair::from_public_key(signer).map_err(|_| denied("signer is not a public key"))?;
         key.verify(&signed.digest(), &sig).map_err(|_| {
             denied("bad signature: the call or its body was altered, or not signed by this host")
         })?;
@@ -200,20 +201,30 @@ impl Verifier {
         Ok(deadline_ms)
     }
 
-    fn check_host(&self, signer: &str, identity: Option<&str>) -> Result<(), InvokeError> {
-        if self.trusted_clusters.is_empty() {
-            return Ok(());
-        }
+    /// The signer's verifying key, once its identity is accepted. Cached: decoding a key costs
+    /// about as much as a verification.
+    fn host_key(&self, signer: &str, identity: Option<&str>) -> Result<Arc<KeyPair>, InvokeError> {
         let mut known = self.known_hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if known.contains_key(signer) {
-            return Ok(());
+        if let Some(key) = known.get(signer) {
+            return Ok(key.clone());
         }
-        let identity = identity
-            .ok_or_else(|| denied(&format!("host {signer} presents no cluster identity")))?;
-        check_identity(identity, signer, &self.trusted_clusters)
-            .map_err(|e| denied(&format!("untrusted host {signer}: {e}")))?;
-        known.insert(signer.to_owned(), ());
-        Ok(())
+        if !self.trusted_clusters.is_empty() {
+            let identity = identity
+                .ok_or_else(|| denied(&format!("host {signer} presents no cluster identity")))?;
+            check_identity(identity, signer, &self.trusted_clusters)
+                .map_err(|e| denied(&format!("untrusted host {signer}: {e}")))?;
+        }
+        let key = KeyPair::from_public_key(signer)
+            .ok()
+            .filter(|k| matches!(k.key_pair_type(), nkeys::KeyPairType::Server))
+            .ok_or_else(|| denied("signer is not a host public key"))?;
+        // Bounded: a flood of made-up keys must not grow memory.
+        if known.len() >= MAX_KNOWN_HOSTS {
+            known.clear();
+        }
+        let key = Arc::new(key);
+        known.insert(signer.to_owned(), key.clone());
+        Ok(key)
     }
 
     fn remember(&self, jti: &str, deadline_ms: u64, now_ms: u64) -> Result<(), InvokeError> {
