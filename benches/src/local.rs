@@ -35,7 +35,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     for i in 0..ops + ops / 10 {
         let t = Instant::now();
         component
-            .handle_http("local", request.clone(), Duration::from_secs(5))
+            .handle_http("local", request.clone(), Duration::from_secs(5), usize::MAX)
             .await
             .map_err(|e| fail(e.to_string()))?;
         let dt = t.elapsed();

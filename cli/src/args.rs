@@ -293,6 +293,34 @@ pub struct StartComponentArgs {
     /// Number of hosts to run a replica on.
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Largest linear memory of one instance, in MiB [default: the host's].
+    #[arg(long)]
+    pub max_memory_mb: Option<u64>,
+    /// Longest a call may run, in milliseconds [default: the host's].
+    #[arg(long)]
+    pub timeout_ms: Option<u32>,
+    /// Calls running at once; more are refused at once with Unavailable [default: no own limit].
+    #[arg(long)]
+    pub max_concurrent: Option<u32>,
+    /// Largest request payload in bytes; larger ones get TooLarge [default: 1 MiB].
+    #[arg(long)]
+    pub max_request_bytes: Option<u64>,
+}
+
+impl StartComponentArgs {
+    /// The limit overrides given on the command line, if any.
+    pub fn limits(&self) -> Option<trellis_proto::ComponentLimits> {
+        let any = self.max_memory_mb.is_some()
+            || self.timeout_ms.is_some()
+            || self.max_concurrent.is_some()
+            || self.max_request_bytes.is_some();
+        any.then(|| trellis_proto::ComponentLimits {
+            max_memory_bytes: self.max_memory_mb.unwrap_or(0).saturating_mul(1 << 20),
+            timeout_ms: self.timeout_ms.unwrap_or(0),
+            max_concurrent: self.max_concurrent.unwrap_or(0),
+            max_request_bytes: self.max_request_bytes.unwrap_or(0),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

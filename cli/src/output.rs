@@ -29,6 +29,12 @@ pub fn inventory_json(inv: &pb::Inventory) -> Value {
             "exports": c.exports,
             "invocations": c.invocations,
             "errors": c.errors,
+            "limits": c.limits.as_ref().map(|l| json!({
+                "max_memory_bytes": l.max_memory_bytes,
+                "timeout_ms": l.timeout_ms,
+                "max_concurrent": l.max_concurrent,
+                "max_request_bytes": l.max_request_bytes,
+            })),
         })).collect::<Vec<_>>(),
         "providers": inv.providers.iter().map(|p| json!({
             "id": p.id,

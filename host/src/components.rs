@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use trellis_proto as pb;
 
+use crate::limits::Limits;
 use crate::runtime::Component;
 
 /// One running component.
@@ -15,6 +16,7 @@ pub(crate) struct Running {
     pub id: String,
     pub digest: String,
     pub component: Component,
+    pub limits: Limits,
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
     /// Tells the serving task to drain its subscription and end.
@@ -22,11 +24,12 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub fn new(id: String, digest: String, component: Component) -> Self {
+    pub fn new(id: String, digest: String, component: Component, limits: Limits) -> Self {
         Self {
             id,
             digest,
             component,
+            limits,
             invocations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             stop: std::sync::Mutex::new(None),
@@ -48,6 +51,7 @@ impl Running {
             invocations: self.invocations.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             exports: self.component.exports(),
+            limits: Some(self.limits.describe()),
         }
     }
 }

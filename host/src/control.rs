@@ -63,7 +63,9 @@ async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
         }
         HostVerb::StartComponent => {
             let status = match pb::StartComponentRequest::decode(payload) {
-                Ok(req) => status(host.start_component(&req.component_id, &req.digest).await),
+                Ok(req) => status(
+                    host.start_component(&req.component_id, &req.digest, req.limits.as_ref()).await,
+                ),
                 Err(e) => bad_request(e),
             };
             pb::StartComponentReply { status: Some(status) }.encode_to_vec()

@@ -22,6 +22,7 @@ use crate::admission::Trust;
 use crate::components::{Components, Running};
 use crate::config::HostConfig;
 use crate::events::Events;
+use crate::limits::Limits;
 use crate::providers::{Providers, StartError};
 use crate::router::Router;
 use crate::runtime::{Component, LoadError, Runtime};
@@ -126,8 +127,15 @@ impl Host {
     }
 
     /// Fetches, compiles and starts serving component `id` from artifact `digest`.
-    pub(crate) async fn start_component(&self, id: &str, digest: &str) -> ControlResult {
+    pub(crate) async fn start_component(
+        &self,
+        id: &str,
+        digest: &str,
+        limits: Option<&pb::ComponentLimits>,
+    ) -> ControlResult {
         validate_id("component id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        let limits =
+            Limits::resolve(limits, &self.config).map_err(|e| (ErrorCode::BadRequest, e))?;
         if let Some(existing) = self.components.get(id) {
             return if existing.digest == digest {
                 Ok(())
@@ -141,7 +149,7 @@ impl Host {
                 ))
             };
         }
-        let result = self.load_and_serve(id, digest).await;
+        let result = self.load_and_serve(id, digest, limits).await;
         match &result {
             Ok(()) => self.events.component(EventKind::ComponentStarted, id, digest, "").await,
             Err((_, reason)) => {
@@ -152,9 +160,9 @@ impl Host {
         result
     }
 
-    async fn load_and_serve(&self, id: &str, digest: &str) -> ControlResult {
+    async fn load_and_serve(&self, id: &str, digest: &str, limits: Limits) -> ControlResult {
         let component = self.component(digest).await?;
-        let running = Arc::new(Running::new(id.to_owned(), digest.to_owned(), component));
+        let running = Arc::new(Running::new(id.to_owned(), digest.to_owned(), component, limits));
         let sub = rpc::subscribe(&self.nats, &self.subjects, id)
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;

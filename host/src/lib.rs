@@ -18,6 +18,7 @@ pub mod config;
 mod control;
 mod events;
 mod host;
+mod limits;
 mod providers;
 mod router;
 mod rpc;

@@ -152,7 +152,29 @@ impl Router {
                 format!("component `{}` does not export {interface}.{function}", running.id),
             ));
         }
-        let deadline = Instant::now() + timeout;
+        let limits = &running.limits;
+        if payload.len() > limits.max_request_bytes {
+            return Err(InvokeError::new(
+                InvokeErrorKind::TooLarge,
+                format!(
+                    "the request to `{}` is {} bytes; its limit is {}",
+                    running.id,
+                    payload.len(),
+                    limits.max_request_bytes
+                ),
+            ));
+        }
+        // The component's own concurrency limit refuses at once: callers learn fast.
+        let _own = match &limits.concurrency {
+            Some(slots) => Some(slots.try_acquire().map_err(|_| {
+                unavailable(&format!(
+                    "component `{}` is at its limit of {} concurrent calls",
+                    running.id, limits.max_concurrent
+                ))
+            })?),
+            None => None,
+        };
+        let deadline = Instant::now() + timeout.min(limits.timeout);
         let _permit = match tokio::time::timeout_at(deadline, self.admission.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
@@ -162,7 +184,10 @@ impl Router {
             InvokeError::new(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
         })?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let response = running.component.handle_http(&running.id, request, left).await?;
+        let response = running
+            .component
+            .handle_http(&running.id, request, left, limits.max_memory_bytes)
+            .await?;
         http::encode(&response).map(Bytes::from).map_err(|e| {
             InvokeError::new(InvokeErrorKind::Trap, format!("unencodable HTTP response: {e}"))
         })

@@ -171,15 +171,29 @@ impl LatticeClient {
         Ok(hosts.into_iter().zip(inventories).collect())
     }
 
-    /// Starts component `id` from artifact `digest` on `host`.
+    /// Starts component `id` from artifact `digest` on `host` with the host's default limits.
     pub async fn start_component(
         &self,
         host: &str,
         id: &str,
         digest: &str,
     ) -> Result<(), ControlError> {
-        let req =
-            pb::StartComponentRequest { component_id: id.to_owned(), digest: digest.to_owned() };
+        self.start_component_with(host, id, digest, None).await
+    }
+
+    /// Starts component `id` from artifact `digest` on `host`, overriding some of its limits.
+    pub async fn start_component_with(
+        &self,
+        host: &str,
+        id: &str,
+        digest: &str,
+        limits: Option<pb::ComponentLimits>,
+    ) -> Result<(), ControlError> {
+        let req = pb::StartComponentRequest {
+            component_id: id.to_owned(),
+            digest: digest.to_owned(),
+            limits,
+        };
         // Fetching and compiling a large component takes longer than other verbs.
         let timeout = self.timeout.max(Duration::from_secs(60));
         let reply: pb::StartComponentReply =

@@ -7,6 +7,7 @@ mod claims;
 mod errors;
 mod http;
 mod lifecycle;
+mod limits;
 mod security;
 
 use std::net::SocketAddr;

@@ -27,6 +27,7 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
     let bytes = read_component(&args.file)?;
     let lattice = super::connect(g).await?;
     let digest = lattice.state().await?.put_artifact(&bytes).await?;
+    let limits = args.limits();
 
     let hosts = match &args.host {
         Some(host) => vec![host.clone()],
@@ -44,8 +45,10 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
             chosen
         }
     };
-    let results =
-        join_all(hosts.iter().map(|h| lattice.start_component(h, &args.id, &digest))).await;
+    let results = join_all(
+        hosts.iter().map(|h| lattice.start_component_with(h, &args.id, &digest, limits.clone())),
+    )
+    .await;
     let mut started = Vec::new();
     let mut first_error = None;
     for (host, result) in hosts.iter().zip(results) {

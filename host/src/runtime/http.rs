@@ -23,6 +23,7 @@ impl Component {
         id: &str,
         req: HttpRequest,
         timeout: Duration,
+        max_memory_bytes: usize,
     ) -> Result<HttpResponse, InvokeError> {
         let Some(pre) = self.http.clone() else {
             return Err(InvokeError::new(
@@ -31,7 +32,7 @@ impl Component {
             ));
         };
         let request = to_hyper(req)?;
-        let max_memory = self.runtime.config().max_memory_bytes;
+        let max_memory = max_memory_bytes.min(self.runtime.config().max_memory_bytes);
         let mut store = Store::new(self.runtime.engine(), CallState::new(id, max_memory));
         store.limiter(|s| &mut s.limits);
         // Yield to the executor every epoch tick, so a long-running guest never holds a worker
