@@ -45,10 +45,9 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
             chosen
         }
     };
-    let results = join_all(
-        hosts.iter().map(|h| lattice.start_component_with(h, &args.id, &digest, limits.clone())),
-    )
-    .await;
+    let results =
+        join_all(hosts.iter().map(|h| lattice.start_component_with(h, &args.id, &digest, limits)))
+            .await;
     let mut started = Vec::new();
     let mut first_error = None;
     for (host, result) in hosts.iter().zip(results) {
