@@ -388,8 +388,11 @@ impl Host {
         }
         self.providers.stop_all().await;
         self.announce(EventKind::HostStopped).await;
-        if let Err(e) = self.nats.flush().await {
-            tracing::warn!(error = %e, "could not flush the goodbye to NATS");
+        // NATS may be gone already; leaving must not wait for it.
+        match tokio::time::timeout(Duration::from_secs(2), self.nats.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the goodbye to NATS"),
+            Err(_) => tracing::warn!("NATS did not take the goodbye within 2 s; leaving anyway"),
         }
         tracing::info!(host = self.id(), "host stopped");
     }

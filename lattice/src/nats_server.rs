@@ -118,6 +118,9 @@ impl LocalNatsServer {
         let log_path = self.dir.join("nats-server.log");
         let config = self.dir.join("nats-server.conf");
         let mut command = Command::new("nats-server");
+        // Its own process group: Ctrl-C in the terminal reaches `trellis up`, which drains its
+        // host while NATS is still there, then stops the server itself.
+        command.process_group(0);
         if config.is_file() {
             command.arg("-c").arg(&config);
         }

@@ -154,6 +154,9 @@ impl Providers {
 
 fn spawn(id: &str, path: &PathBuf) -> Result<Child, StartError> {
     Command::new(path)
+        // Its own process group: a Ctrl-C meant for the host does not kill the provider under
+        // it; the host stops it in order (and a dead host closes its stdin).
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
