@@ -9,10 +9,10 @@ use async_nats::Client;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use trellis_lattice::client::invoke_request_error;
-use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
+use trellis_lattice::client::{Call, send_invocation};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
-use trellis_lattice::signing::{Signed, Signer, Verifier};
+use trellis_lattice::signing::{Signer, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 
 use crate::components::{Components, Running};
@@ -118,7 +118,8 @@ impl Router {
                 format!("invalid call target `{target}` / `{interface}.{function}`"),
             ));
         }
-        self.call_remote(source, target, interface, function, payload, timeout).await
+        let call = Call { source, target, interface, function, payload, timeout };
+        send_invocation(&self.nats, &self.subjects, Some(&self.signer), call).await
     }
 
     /// Runs a call on a component of this host.
@@ -191,41 +192,6 @@ impl Router {
         http::encode(&response).map(Bytes::from).map_err(|e| {
             InvokeError::new(InvokeErrorKind::Trap, format!("unencodable HTTP response: {e}"))
         })
-    }
-
-    async fn call_remote(
-        &self,
-        source: &str,
-        target: &str,
-        interface: &str,
-        function: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, InvokeError> {
-        let op = format!("{interface}.{function}");
-        let invocation = Invocation::new(source, &op, timeout, nuid::next().to_string());
-        let subject = self.subjects.rpc(target, interface, function);
-        let mut headers = invocation.to_headers();
-        let signed = Signed {
-            subject: &subject,
-            operation: &op,
-            source,
-            jti: &invocation.jti,
-            deadline_ms: invocation.deadline_ms,
-            body: &payload,
-        };
-        self.signer.sign(&mut headers, &signed);
-        let request =
-            async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
-        let msg = self
-            .nats
-            .send_request(subject, request)
-            .await
-            .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
-        match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
-            Some(err) => Err(err),
-            None => Ok(msg.payload),
-        }
     }
 
     /// Waits until no call runs on this host (or `timeout` passes), then refuses new ones.

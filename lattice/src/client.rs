@@ -239,32 +239,8 @@ impl LatticeClient {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
-        let op = format!("{interface}.{function}");
-        let inv = crate::envelope::Invocation::new("cli", &op, timeout, nuid::next().to_string());
-        let subject = self.subjects.rpc(target, interface, function);
-        let mut headers = inv.to_headers();
-        if let Some(signer) = &self.signer {
-            let signed = crate::signing::Signed {
-                subject: &subject,
-                operation: &op,
-                source: &inv.source,
-                jti: &inv.jti,
-                deadline_ms: inv.deadline_ms,
-                body: &payload,
-            };
-            signer.sign(&mut headers, &signed);
-        }
-        let request =
-            async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
-        let msg = self
-            .nats
-            .send_request(subject, request)
-            .await
-            .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
-        match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
-            Some(err) => Err(err),
-            None => Ok(msg.payload),
-        }
+        let call = Call { source: "cli", target, interface, function, payload, timeout };
+        send_invocation(&self.nats, &self.subjects, self.signer.as_deref(), call).await
     }
 
     async fn request<Req: Message, Rep: Message + Default>(
@@ -296,6 +272,59 @@ impl LatticeClient {
         })?;
         Rep::decode(msg.payload)
             .map_err(|e| ControlError::Decode { from: host.to_owned(), reason: e.to_string() })
+    }
+}
+
+/// One invocation to send.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// Caller id.
+    pub source: &'a str,
+    /// Component or provider id.
+    pub target: &'a str,
+    /// `ns:pkg/iface` without version.
+    pub interface: &'a str,
+    /// Function name.
+    pub function: &'a str,
+    /// msgpack arguments.
+    pub payload: Bytes,
+    /// How long to wait.
+    pub timeout: Duration,
+}
+
+/// Sends `call` over NATS (queue group of the target's replicas), signed when a `signer` is
+/// given, and returns the msgpack result or the typed error.
+pub async fn send_invocation(
+    nats: &Client,
+    subjects: &Subjects,
+    signer: Option<&crate::signing::Signer>,
+    call: Call<'_>,
+) -> Result<Bytes, InvokeError> {
+    let Call { source, target, interface, function, payload, timeout } = call;
+    let op = format!("{interface}.{function}");
+    let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string());
+    let subject = subjects.rpc(target, interface, function);
+    let mut headers = inv.to_headers();
+    if let Some(signer) = signer {
+        let signed = crate::signing::Signed {
+            subject: &subject,
+            operation: &op,
+            source,
+            jti: &inv.jti,
+            deadline_ms: inv.deadline_ms,
+            body: &payload,
+        };
+        signer.sign(&mut headers, &signed);
+    }
+    let request =
+        async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
+    let msg = nats
+        .send_request(subject, request)
+        .await
+        .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
+    match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+        Some(err) => Err(err),
+        None => Ok(msg.payload),
     }
 }
 
