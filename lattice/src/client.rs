@@ -304,18 +304,7 @@ pub async fn send_invocation(
     let op = format!("{interface}.{function}");
     let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string());
     let subject = subjects.rpc(target, interface, function);
-    let mut headers = inv.to_headers();
-    if let Some(signer) = signer {
-        let signed = crate::signing::Signed {
-            subject: &subject,
-            operation: &op,
-            source,
-            jti: &inv.jti,
-            deadline_ms: inv.deadline_ms,
-            body: &payload,
-        };
-        signer.sign(&mut headers, &signed);
-    }
+    let headers = crate::signing::invocation_headers(&inv, &subject, &payload, signer);
     let request =
         async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
     let msg = nats

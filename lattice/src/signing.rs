@@ -89,6 +89,28 @@ impl Signer {
     }
 }
 
+/// The envelope headers of `invocation` on `subject` with `body`, signed when a signer is given.
+pub fn invocation_headers(
+    invocation: &crate::envelope::Invocation,
+    subject: &str,
+    body: &[u8],
+    signer: Option<&Signer>,
+) -> HeaderMap {
+    let mut headers = invocation.to_headers();
+    if let Some(signer) = signer {
+        let signed = Signed {
+            subject,
+            operation: &invocation.operation,
+            source: &invocation.source,
+            jti: &invocation.jti,
+            deadline_ms: invocation.deadline_ms,
+            body,
+        };
+        signer.sign(&mut headers, &signed);
+    }
+    headers
+}
+
 /// A host identity: the cluster vouches for a host key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Identity {
@@ -259,17 +281,9 @@ mod tests {
         deadline_ms: u64,
         jti: &str,
     ) -> HeaderMap {
-        let inv = Invocation {
-            source: "web".into(),
-            operation: "a:b/c.f".into(),
-            deadline_ms,
-            jti: jti.into(),
-        };
-        let mut headers = inv.to_headers();
-        let signed =
-            Signed { subject, operation: "a:b/c.f", source: "web", jti, deadline_ms, body };
-        signer.sign(&mut headers, &signed);
-        headers
+        let op = "a:b/c.f".into();
+        let inv = Invocation { source: "web".into(), operation: op, deadline_ms, jti: jti.into() };
+        invocation_headers(&inv, subject, body, Some(signer))
     }
 
     #[test]

@@ -10,7 +10,7 @@ use prost::Message as _;
 use trellis_lattice::claims::{self, ClaimsInput};
 use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
-use trellis_lattice::signing::{Signed, Signer, issue_identity};
+use trellis_lattice::signing::{Signer, invocation_headers, issue_identity};
 use trellis_lattice::subject::EventKind;
 use trellis_tests::component;
 
@@ -60,19 +60,9 @@ fn signed_headers(
     deadline_ms: u64,
     jti: &str,
 ) -> async_nats::HeaderMap {
-    let op = "wasi:http/incoming-handler.handle";
-    let inv = Invocation {
-        source: "attacker".into(),
-        operation: op.into(),
-        deadline_ms,
-        jti: jti.into(),
-    };
-    let mut headers = inv.to_headers();
-    signer.sign(
-        &mut headers,
-        &Signed { subject, operation: op, source: "attacker", jti, deadline_ms, body },
-    );
-    headers
+    let op = "wasi:http/incoming-handler.handle".into();
+    let inv = Invocation { source: "attacker".into(), operation: op, deadline_ms, jti: jti.into() };
+    invocation_headers(&inv, subject, body, Some(signer))
 }
 
 #[tokio::test]
