@@ -190,22 +190,6 @@ impl Invocation {
             jti: get(header::JTI)?,
         })
     }
-
-    /// Time left until the deadline; `None` once it has passed.
-    pub fn remaining(&self) -> Option<Duration> {
-        remaining(self.deadline_ms)
-    }
-
-    /// Only the deadline of a received invocation, without copying the other headers: what a
-    /// receiver needs on the hot path.
-    pub fn deadline_from_headers(headers: Option<&HeaderMap>) -> Result<u64, InvokeError> {
-        headers
-            .and_then(|h| h.get(header::DEADLINE))
-            .ok_or_else(|| bad("invocation lacks the `trellis-deadline` header"))?
-            .as_str()
-            .parse()
-            .map_err(|_| bad("`trellis-deadline` is not unix milliseconds"))
-    }
 }
 
 /// Time left until `deadline_ms`; `None` once it has passed.
@@ -213,8 +197,6 @@ pub fn remaining(deadline_ms: u64) -> Option<Duration> {
     let now = unix_ms();
     (deadline_ms > now).then(|| Duration::from_millis(deadline_ms - now))
 }
-
-impl Invocation {}
 
 fn bad(message: &str) -> InvokeError {
     InvokeError::new(InvokeErrorKind::BadRequest, message)
@@ -239,15 +221,7 @@ mod tests {
         );
         let parsed = Invocation::from_headers(Some(&inv.to_headers())).unwrap();
         assert_eq!(parsed, inv);
-        assert!(parsed.remaining().unwrap() > Duration::from_secs(4));
-    }
-
-    #[test]
-    fn deadline_alone_is_read_cheaply() {
-        let inv = Invocation::new("a", "b", Duration::from_secs(1), "j".into());
-        let deadline = Invocation::deadline_from_headers(Some(&inv.to_headers())).unwrap();
-        assert_eq!(deadline, inv.deadline_ms);
-        assert!(Invocation::deadline_from_headers(None).is_err());
+        assert!(remaining(parsed.deadline_ms).unwrap() > Duration::from_secs(4));
     }
 
     #[test]
