@@ -243,6 +243,13 @@ pub struct HostArgs {
     /// development only (`trellis up` sets it).
     #[arg(long, env = "TRELLIS_ALLOW_UNSIGNED")]
     pub allow_unsigned: bool,
+    /// Ask the lattice's policy service (`trellis.<lattice>.policy`) before starts and calls;
+    /// no answer within --policy-timeout-ms denies.
+    #[arg(long, env = "TRELLIS_POLICY")]
+    pub policy: bool,
+    /// How long to wait for the policy service.
+    #[arg(long, env = "TRELLIS_POLICY_TIMEOUT_MS", default_value_t = 500)]
+    pub policy_timeout_ms: u64,
     /// Seed file of the cluster key that vouches for this host's identity.
     #[arg(long, env = "TRELLIS_CLUSTER_SEED")]
     pub cluster_seed: Option<PathBuf>,

@@ -36,6 +36,9 @@ pub struct HostConfig {
     pub allow_unsigned: bool,
     /// Cluster seed this host signs its own identity with, if the lattice requires one.
     pub cluster_seed: Option<String>,
+    /// Ask the lattice's policy service before starts and calls, waiting at most this long
+    /// (no answer denies). `None`: no policy service.
+    pub policy_timeout: Option<Duration>,
     /// Cluster public keys whose host identities this host accepts calls from (empty: any host
     /// key, as long as its signature verifies).
     pub trusted_clusters: Vec<String>,
@@ -58,6 +61,7 @@ impl HostConfig {
             trusted_issuers: Vec::new(),
             allow_unsigned: false,
             cluster_seed: None,
+            policy_timeout: None,
             trusted_clusters: Vec::new(),
         }
     }

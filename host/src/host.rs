@@ -13,10 +13,11 @@ use tokio::sync::mpsc;
 use trellis_lattice::claims::{ClaimsError, Token};
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
+use trellis_lattice::policy::Policy;
 use trellis_lattice::signing::{Signer, Verifier, issue_identity};
 use trellis_lattice::state::LatticeState;
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
-use trellis_proto::{self as pb, ErrorCode};
+use trellis_proto::{self as pb, ErrorCode, PolicyRequest};
 
 use crate::admission::Trust;
 use crate::components::{Components, Running};
@@ -24,7 +25,7 @@ use crate::config::HostConfig;
 use crate::events::Events;
 use crate::limits::Limits;
 use crate::providers::{Providers, StartError};
-use crate::router::Router;
+use crate::router::{Guard, Router};
 use crate::runtime::{Component, LoadError, Runtime};
 use crate::{control, rpc};
 
@@ -73,6 +74,8 @@ pub struct Host {
     trust: Trust,
     /// Verified claims of compiled artifacts, by digest (`None`: accepted unsigned).
     tokens: std::sync::Mutex<HashMap<String, Option<Token>>>,
+    /// The lattice's policy service, when the host asks one.
+    policy: Option<Policy>,
 }
 
 impl Host {
@@ -162,6 +165,16 @@ impl Host {
 
     async fn load_and_serve(&self, id: &str, digest: &str, limits: Limits) -> ControlResult {
         let component = self.component(digest).await?;
+        let claims = self.lock_tokens().get(digest).cloned().flatten();
+        self.ask_policy(PolicyRequest {
+            kind: "start_component".into(),
+            id: id.to_owned(),
+            digest: digest.to_owned(),
+            issuer: claims.as_ref().map(|t| t.iss.clone()).unwrap_or_default(),
+            claims_name: claims.map(|t| t.trellis.name).unwrap_or_default(),
+            ..Default::default()
+        })
+        .await?;
         let running = Arc::new(Running::new(id.to_owned(), digest.to_owned(), component, limits));
         let sub = rpc::subscribe(&self.nats, &self.subjects, id)
             .await
@@ -230,6 +243,12 @@ impl Host {
         })
     }
 
+    /// The policy service's word, when the host has one: `Denied` with its reason otherwise.
+    async fn ask_policy(&self, request: PolicyRequest) -> ControlResult {
+        let Some(policy) = &self.policy else { return Ok(()) };
+        policy.decide(request).await.map_err(|reason| (ErrorCode::Denied, reason))
+    }
+
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Token>>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -251,6 +270,13 @@ impl Host {
     pub(crate) async fn start_provider(&self, id: &str, kind: &str) -> ControlResult {
         validate_id("provider id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         validate_id("provider kind", kind).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        self.ask_policy(PolicyRequest {
+            kind: "start_provider".into(),
+            id: id.to_owned(),
+            provider_kind: kind.to_owned(),
+            ..Default::default()
+        })
+        .await?;
         self.providers.start(id, kind).await.map_err(|e| {
             let code = match e {
                 StartError::Conflict { .. } => ErrorCode::AlreadyExists,
@@ -277,11 +303,14 @@ impl Host {
 pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Result<(), HostError> {
     let (host, conn_events) = Host::start(config).await?;
     let control = control::subscribe(&host).await?;
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(control::serve(host.clone(), control)),
         tokio::spawn(heartbeat(host.clone())),
         tokio::spawn(reannounce(host.clone(), conn_events)),
     ];
+    if let Some(policy) = &host.policy {
+        tasks.push(tokio::spawn(policy.clone().follow_changes(host.subjects.clone())));
+    }
     host.announce(EventKind::HostStarted).await;
     tracing::info!(host = host.id(), lattice = %host.config.lattice, "host started");
 
@@ -336,6 +365,9 @@ impl Host {
             .notify(|e, _| tracing::warn!(error = %e, "lattice state not ready; retrying"))
             .await?;
 
+        let policy = config
+            .policy_timeout
+            .map(|t| Policy::new(nats.clone(), &subjects, t, &id, &config.lattice));
         let components = Arc::new(Components::default());
         let events = Events::new(nats.clone(), subjects.clone(), id.clone());
         let router = Arc::new(Router::new(
@@ -344,7 +376,7 @@ impl Host {
             subjects.clone(),
             config.runtime.max_instances as usize,
             config.call_timeout,
-            (signer, verifier),
+            Guard { signer, verifier, policy: policy.clone() },
             events.clone(),
         ));
         let bootstrap = Bootstrap {
@@ -372,6 +404,7 @@ impl Host {
             compiling: tokio::sync::Mutex::new(()),
             trust,
             tokens: std::sync::Mutex::new(HashMap::new()),
+            policy,
         };
         Ok((Arc::new(host), conn_events))
     }

@@ -12,11 +12,20 @@ use tokio::time::Instant;
 use trellis_lattice::client::{Call, send_invocation};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
+use trellis_lattice::policy::Policy;
 use trellis_lattice::signing::{Signer, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 
 use crate::components::{Components, Running};
 use crate::events::Events;
+
+/// What guards calls crossing NATS: signing out, verification and policy in.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    pub signer: Signer,
+    pub verifier: Verifier,
+    pub policy: Option<Policy>,
+}
 
 /// Routes invocations from this host's callers (providers, components).
 #[derive(Debug)]
@@ -32,6 +41,8 @@ pub(crate) struct Router {
     signer: Signer,
     /// Checks the calls this host receives over NATS.
     verifier: Verifier,
+    /// Asked before a received call runs, when the host uses a policy service.
+    policy: Option<Policy>,
     /// Calls refused by the verifier.
     denied: AtomicU64,
     events: Events,
@@ -44,7 +55,7 @@ impl Router {
         subjects: Subjects,
         max_calls: usize,
         max_call_time: Duration,
-        (signer, verifier): (Signer, Verifier),
+        Guard { signer, verifier, policy }: Guard,
         events: Events,
     ) -> Self {
         let admission = Arc::new(Semaphore::new(max_calls));
@@ -56,6 +67,7 @@ impl Router {
             max_call_time,
             signer,
             verifier,
+            policy,
             denied: AtomicU64::new(0),
             events,
         }
@@ -73,6 +85,27 @@ impl Router {
             self.denied.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Asks the policy service (if any) whether `source` may call `operation` of `target`.
+    pub async fn authorize(
+        &self,
+        source: &str,
+        target: &str,
+        operation: &str,
+    ) -> Result<(), InvokeError> {
+        let Some(policy) = &self.policy else { return Ok(()) };
+        let request = trellis_proto::PolicyRequest {
+            kind: "invoke".into(),
+            id: target.to_owned(),
+            source: source.to_owned(),
+            operation: operation.to_owned(),
+            ..Default::default()
+        };
+        policy.decide(request).await.map_err(|reason| {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            InvokeError::new(InvokeErrorKind::Denied, reason)
+        })
     }
 
     /// Calls refused since start.

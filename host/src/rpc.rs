@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use tokio::sync::oneshot;
-use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, remaining};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, remaining};
 use trellis_lattice::subject::{Subject, Subjects};
 
 use crate::components::Running;
@@ -58,10 +58,13 @@ async fn handle(msg: Message, running: &Running, router: &Router) {
     };
     let nats = router.nats();
     let result = match parse(&msg, router) {
-        Ok((interface, function, remaining)) => {
-            let remaining = remaining.min(router.max_call_time());
-            router.call_local(running, interface, function, &msg.payload, remaining).await
-        }
+        Ok((interface, function, remaining)) => match authorize(&msg, router, &running.id).await {
+            Ok(()) => {
+                let remaining = remaining.min(router.max_call_time());
+                router.call_local(running, interface, function, &msg.payload, remaining).await
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let sent = match result.and_then(|body| fits(nats, &running.id, body)) {
@@ -77,6 +80,12 @@ async fn handle(msg: Message, running: &Running, router: &Router) {
     if let Err(e) = sent {
         tracing::warn!(component = %running.id, error = %e, "reply not sent");
     }
+}
+
+/// The policy service's word on a verified call (when the host has one).
+async fn authorize(msg: &Message, router: &Router, target: &str) -> Result<(), InvokeError> {
+    let header = |name| msg.headers.as_ref().and_then(|h| h.get(name)).map_or("", |v| v.as_str());
+    router.authorize(header(header::SRC), target, header(header::OP)).await
 }
 
 /// A reply NATS cannot carry becomes a `TooLarge` error now, not a timeout at the caller.

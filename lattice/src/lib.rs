@@ -28,6 +28,7 @@ pub mod http;
 pub mod link;
 pub mod nats_server;
 pub mod placement;
+pub mod policy;
 pub mod signing;
 pub mod state;
 pub mod subject;

@@ -158,6 +158,17 @@ impl Subjects {
         format!("{}.ctl.hosts.ping", self.prefix)
     }
 
+    /// `trellis.<lattice>.policy`: start and invoke decisions (request/reply).
+    pub fn policy(&self) -> String {
+        format!("{}.policy", self.prefix)
+    }
+
+    /// `trellis.<lattice>.policy.changed`: published by the policy service when its decisions
+    /// change; hosts forget what they cached.
+    pub fn policy_changed(&self) -> String {
+        format!("{}.policy.changed", self.prefix)
+    }
+
     /// `trellis.<lattice>.evt.<kind>`
     pub fn event(&self, kind: EventKind) -> String {
         format!("{}.evt.{}", self.prefix, kind.as_str())

@@ -8,6 +8,7 @@ mod errors;
 mod http;
 mod lifecycle;
 mod limits;
+mod policy;
 mod security;
 
 use std::net::SocketAddr;

@@ -26,6 +26,7 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     config.provider_dir = args.provider_dir.clone();
     config.trusted_issuers = args.trusted_issuers.clone();
     config.trusted_clusters = args.trusted_clusters.clone();
+    config.policy_timeout = args.policy.then(|| Duration::from_millis(args.policy_timeout_ms));
     if let Some(path) = &args.cluster_seed {
         let seed = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read cluster seed file {}", path.display()))?;

@@ -1,0 +1,102 @@
+//! The optional policy service: hosts ask it before starting a component or provider and before
+//! running a call. No answer in time denies (fail closed). Decisions are cached until the
+//! service publishes a change notice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{Client, RequestErrorKind};
+use futures::StreamExt;
+use prost::Message;
+use trellis_proto::{PolicyReply, PolicyRequest};
+
+use crate::subject::Subjects;
+
+/// Asks the policy service and remembers its answers.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    nats: Client,
+    subject: String,
+    timeout: Duration,
+    /// Filled into every request: who asks, in which lattice.
+    host_id: String,
+    lattice: String,
+    /// Encoded request → `Ok` or the denial reason.
+    decisions: Arc<Mutex<HashMap<Vec<u8>, Result<(), String>>>>,
+}
+
+impl Policy {
+    /// A policy client; call [`Policy::follow_changes`] to keep its cache honest.
+    pub fn new(
+        nats: Client,
+        subjects: &Subjects,
+        timeout: Duration,
+        host_id: &str,
+        lattice: &str,
+    ) -> Self {
+        Self {
+            nats,
+            subject: subjects.policy(),
+            timeout,
+            host_id: host_id.to_owned(),
+            lattice: lattice.to_owned(),
+            decisions: Arc::default(),
+        }
+    }
+
+    /// Forgets cached decisions whenever the service announces a change; runs until the
+    /// subscription ends.
+    pub async fn follow_changes(self, subjects: Subjects) {
+        let mut changes = match self.nats.subscribe(subjects.policy_changed()).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot follow policy changes; decisions are not cached");
+                return;
+            }
+        };
+        while changes.next().await.is_some() {
+            self.lock().clear();
+            tracing::info!("policy changed; cached decisions forgotten");
+        }
+    }
+
+    /// `Ok` when allowed; otherwise why not.
+    pub async fn decide(&self, mut request: PolicyRequest) -> Result<(), String> {
+        request.host_id.clone_from(&self.host_id);
+        request.lattice.clone_from(&self.lattice);
+        let key = request.encode_to_vec();
+        if let Some(decision) = self.lock().get(&key) {
+            return decision.clone();
+        }
+        let ask =
+            async_nats::Request::new().payload(key.clone().into()).timeout(Some(self.timeout));
+        let decision = match self.nats.send_request(self.subject.clone(), ask).await {
+            Ok(msg) => match PolicyReply::decode(msg.payload) {
+                Ok(reply) if reply.allow => Ok(()),
+                Ok(reply) => Err(format!(
+                    "policy denies {} `{}`: {}",
+                    request.kind, request.id, reply.reason
+                )),
+                Err(e) => return Err(format!("undecodable policy reply ({e}); denied")),
+            },
+            // Fail closed, and do not cache: the next attempt asks again.
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                return Err("no policy service answers on the lattice; denied".into());
+            }
+            Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+                return Err(format!(
+                    "the policy service did not answer within {:?}; denied",
+                    self.timeout
+                ));
+            }
+            Err(e) => return Err(format!("cannot ask the policy service ({e}); denied")),
+        };
+        self.lock().insert(key, decision.clone());
+        decision
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Result<(), String>>> {
+        self.decisions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
