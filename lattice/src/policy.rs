@@ -13,6 +13,9 @@ use trellis_proto::{PolicyReply, PolicyRequest};
 
 use crate::subject::Subjects;
 
+/// Encoded request → `Ok` or the denial reason.
+type Decisions = HashMap<Vec<u8>, Result<(), String>>;
+
 /// Asks the policy service and remembers its answers.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -22,8 +25,7 @@ pub struct Policy {
     /// Filled into every request: who asks, in which lattice.
     host_id: String,
     lattice: String,
-    /// Encoded request → `Ok` or the denial reason.
-    decisions: Arc<Mutex<HashMap<Vec<u8>, Result<(), String>>>>,
+    decisions: Arc<Mutex<Decisions>>,
 }
 
 impl Policy {
@@ -96,7 +98,7 @@ impl Policy {
         decision
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Result<(), String>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Decisions> {
         self.decisions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
