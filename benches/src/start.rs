@@ -19,13 +19,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let digest =
         lattice.client.state().await.map_err(setup)?.put_artifact(&bytes).await.map_err(setup)?;
     let host = lattice.hosts[0].id.clone();
-    let request = HttpRequest {
-        method: "GET".into(),
-        path_and_query: "/".into(),
-        authority: None,
-        headers: vec![],
-        body: Vec::new().into(),
-    };
+    let request = HttpRequest::get("/");
     let payload = Bytes::from(encode(&request).map_err(setup)?);
     let fail = |reason: String| BenchError::Run { scenario: "start", reason };
 

@@ -344,6 +344,12 @@ impl Host {
             issuers: config.trusted_issuers.clone(),
             allow_unsigned: config.allow_unsigned,
         };
+        if !config.allow_unsigned && config.trusted_clusters.is_empty() {
+            tracing::warn!(
+                "no --trusted-cluster: calls must be signed and are checked for tampering and \
+                 replay, but any host key is accepted; set --trusted-cluster to admit only your hosts"
+            );
+        }
         if trust.allow_unsigned {
             tracing::warn!(
                 "accepting unsigned components (--allow-unsigned): for local development only, \

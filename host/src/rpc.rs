@@ -88,6 +88,22 @@ async fn authorize(msg: &Message, router: &Router, target: &str) -> Result<(), I
     router.authorize(header(header::SRC), target, header(header::OP)).await
 }
 
+/// The signed operation header must name what the subject routes to, or a policy decision about
+/// one function could admit a call of another.
+fn check_operation(msg: &Message, interface: &str, function: &str) -> Result<(), InvokeError> {
+    let op = msg.headers.as_ref().and_then(|h| h.get(header::OP)).map_or("", |v| v.as_str());
+    let matches =
+        op.strip_prefix(interface).and_then(|rest| rest.strip_prefix('.')) == Some(function);
+    if matches {
+        Ok(())
+    } else {
+        Err(InvokeError::new(
+            InvokeErrorKind::Denied,
+            "the operation header does not match the subject",
+        ))
+    }
+}
+
 /// A reply NATS cannot carry becomes a `TooLarge` error now, not a timeout at the caller.
 fn fits(nats: &Client, id: &str, body: bytes::Bytes) -> Result<bytes::Bytes, InvokeError> {
     let max = nats.server_info().max_payload;
@@ -110,6 +126,7 @@ fn parse<'m>(
         return Err(InvokeError::new(InvokeErrorKind::BadRequest, "malformed invocation subject"));
     };
     let deadline_ms = router.verify(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload)?;
+    check_operation(msg, interface, function)?;
     // The verifier refused passed deadlines; a deadline that passes right now is a timeout.
     let remaining = remaining(deadline_ms).ok_or_else(|| {
         InvokeError::new(InvokeErrorKind::Timeout, "the invocation's deadline passed on arrival")

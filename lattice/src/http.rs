@@ -25,6 +25,19 @@ pub struct HttpRequest {
     pub body: serde_bytes::ByteBuf,
 }
 
+impl HttpRequest {
+    /// A `GET` of `path_and_query` with no headers and no body.
+    pub fn get(path_and_query: &str) -> Self {
+        Self {
+            method: "GET".into(),
+            path_and_query: path_and_query.into(),
+            authority: None,
+            headers: Vec::new(),
+            body: Vec::new().into(),
+        }
+    }
+}
+
 /// An HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpResponse {

@@ -13,6 +13,9 @@ use trellis_proto::{PolicyReply, PolicyRequest};
 
 use crate::subject::Subjects;
 
+/// Decisions remembered before the cache starts over.
+const MAX_DECISIONS: usize = 16 * 1024;
+
 /// Encoded request → `Ok` or the denial reason.
 type Decisions = HashMap<Vec<u8>, Result<(), String>>;
 
@@ -26,6 +29,8 @@ pub struct Policy {
     host_id: String,
     lattice: String,
     decisions: Arc<Mutex<Decisions>>,
+    /// Bumped by every change notice: an answer asked for before a change is not cached.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Policy {
@@ -44,6 +49,7 @@ impl Policy {
             host_id: host_id.to_owned(),
             lattice: lattice.to_owned(),
             decisions: Arc::default(),
+            generation: Arc::default(),
         }
     }
 
@@ -58,6 +64,7 @@ impl Policy {
             }
         };
         while changes.next().await.is_some() {
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.lock().clear();
             tracing::info!("policy changed; cached decisions forgotten");
         }
@@ -71,6 +78,7 @@ impl Policy {
         if let Some(decision) = self.lock().get(&key) {
             return decision.clone();
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let ask =
             async_nats::Request::new().payload(key.clone().into()).timeout(Some(self.timeout));
         let decision = match self.nats.send_request(self.subject.clone(), ask).await {
@@ -94,7 +102,14 @@ impl Policy {
             }
             Err(e) => return Err(format!("cannot ask the policy service ({e}); denied")),
         };
-        self.lock().insert(key, decision.clone());
+        let mut decisions = self.lock();
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            // Bounded: callers choose some fields, so the key space is theirs.
+            if decisions.len() >= MAX_DECISIONS {
+                decisions.clear();
+            }
+            decisions.insert(key, decision.clone());
+        }
         decision
     }
 

@@ -27,6 +27,10 @@ pub const IDENTITY: &str = "trellis-host-identity";
 
 /// Host keys remembered by a verifier.
 const MAX_KNOWN_HOSTS: usize = 4096;
+/// Longest invocation id accepted (ids are 22-character nuids).
+const MAX_JTI: usize = 64;
+/// Invocation ids remembered within the replay window; beyond it calls are refused.
+const MAX_REMEMBERED: usize = 1 << 20;
 
 /// The fields a signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -48,9 +52,10 @@ pub struct Signed<'a> {
 impl Signed<'_> {
     fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
+        // Length-prefixed, so no two different calls hash alike by moving bytes between fields.
         for part in [self.subject, self.operation, self.source, self.jti] {
+            h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
-            h.update([0]);
         }
         h.update(self.deadline_ms.to_be_bytes());
         h.update(Sha256::digest(self.body));
@@ -212,6 +217,9 @@ impl Verifier {
             (Some(op), Some(src), Some(jti)) => (op, src, jti),
             _ => return Err(denied("signed invocation lacks op, source or id")),
         };
+        if jti.len() > MAX_JTI {
+            return Err(denied("invocation id is too long"));
+        }
         let sig = get(SIG)
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .ok_or_else(|| denied("signature is missing or not base64url"))?;
@@ -219,7 +227,7 @@ impl Verifier {
         key.verify(&signed.digest(), &sig).map_err(|_| {
             denied("bad signature: the call or its body was altered, or not signed by this host")
         })?;
-        self.remember(jti, deadline_ms, now_ms)?;
+        self.remember(signer, jti, deadline_ms, now_ms)?;
         Ok(deadline_ms)
     }
 
@@ -249,16 +257,28 @@ impl Verifier {
         Ok(key)
     }
 
-    fn remember(&self, jti: &str, deadline_ms: u64, now_ms: u64) -> Result<(), InvokeError> {
+    fn remember(
+        &self,
+        signer: &str,
+        jti: &str,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), InvokeError> {
+        // Per signer: one host cannot use up another's ids.
+        let key = format!("{signer}/{jti}");
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if now_ms >= seen.next_prune_ms {
+        if now_ms >= seen.next_prune_ms || seen.jtis.len() >= MAX_REMEMBERED {
             seen.jtis.retain(|_, d| *d > now_ms);
             seen.next_prune_ms = now_ms + 1000;
         }
-        if seen.jtis.contains_key(jti) {
+        if seen.jtis.contains_key(&key) {
             return Err(denied("replayed invocation: this id was already used"));
         }
-        seen.jtis.insert(jti.to_owned(), deadline_ms);
+        // Fail closed rather than forget ids that could still be replayed.
+        if seen.jtis.len() >= MAX_REMEMBERED {
+            return Err(denied("too many calls in the replay window; try again shortly"));
+        }
+        seen.jtis.insert(key, deadline_ms);
         Ok(())
     }
 }

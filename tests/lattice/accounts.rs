@@ -73,14 +73,8 @@ async fn accounts_isolate_lattices_of_the_same_name() {
         .await;
     assert!(err.contains("no component `hello`"), "{err}");
 
-    let payload = trellis_lattice::http::encode(&trellis_lattice::http::HttpRequest {
-        method: "GET".into(),
-        path_and_query: "/".into(),
-        authority: None,
-        headers: vec![],
-        body: Vec::new().into(),
-    })
-    .unwrap();
+    let payload =
+        trellis_lattice::http::encode(&trellis_lattice::http::HttpRequest::get("/")).unwrap();
     let from_b = b
         .client()
         .await

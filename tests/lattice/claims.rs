@@ -119,13 +119,7 @@ async fn strict_host_runs_only_what_a_trusted_issuer_signed() {
     assert!(inspected.contains("verifies"), "{inspected}");
     t.ok(&["start", "component", signed.to_str().unwrap(), "--id", "hello", "--host", &host.id])
         .await;
-    let request = HttpRequest {
-        method: "GET".into(),
-        path_and_query: "/signed".into(),
-        authority: None,
-        headers: vec![],
-        body: Vec::new().into(),
-    };
+    let request = HttpRequest::get("/signed");
     // A strict host takes only signed calls; with no trusted cluster, any host key will do.
     let client = t
         .client()

@@ -73,13 +73,7 @@ async fn host_reconnects_and_serves_again_after_nats_restarts() {
         .expect("heartbeats resume")
         .unwrap();
     assert_eq!(trellis_proto::Event::decode(beat.payload).unwrap().host_id, host.id);
-    let request = HttpRequest {
-        method: "GET".into(),
-        path_and_query: "/after-restart".into(),
-        authority: None,
-        headers: vec![],
-        body: Vec::new().into(),
-    };
+    let request = HttpRequest::get("/after-restart");
     let payload = trellis_lattice::http::encode(&request).unwrap();
     let reply = eventually("hello to answer after the reconnect", Duration::from_secs(20), || {
         let (client, payload) = (client.clone(), payload.clone());

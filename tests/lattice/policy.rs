@@ -63,14 +63,7 @@ async fn policy_decides_starts_and_calls_caches_and_fails_closed() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("policy denies start_component `forbidden`: not on the list"), "{err}");
 
-    let payload = encode(&HttpRequest {
-        method: "GET".into(),
-        path_and_query: "/".into(),
-        authority: None,
-        headers: vec![],
-        body: Vec::new().into(),
-    })
-    .unwrap();
+    let payload = encode(&HttpRequest::get("/")).unwrap();
     let call = |target: &'static str| {
         let (client, payload) = (client.clone(), payload.clone());
         async move {

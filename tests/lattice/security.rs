@@ -17,13 +17,7 @@ use trellis_tests::component;
 use crate::{Lattice, get};
 
 fn request(path: &str) -> Bytes {
-    let req = HttpRequest {
-        method: "GET".into(),
-        path_and_query: path.into(),
-        authority: None,
-        headers: vec![],
-        body: Vec::new().into(),
-    };
+    let req = HttpRequest::get(path);
     encode(&req).unwrap().into()
 }
 
@@ -157,6 +151,16 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     }
     assert!(denied(send(nats, &subject, forged, request("/f")).await).contains("bad signature"));
 
+    // A correctly signed call whose operation header names something else than its subject.
+    let inv = Invocation {
+        source: "attacker".into(),
+        operation: "wasi:http/incoming-handler.other".into(),
+        deadline_ms: soon(),
+        jti: "mismatch-1".into(),
+    };
+    let headers = invocation_headers(&inv, &subject, &request("/m"), Some(&signer));
+    assert!(denied(send(nats, &subject, headers, request("/m")).await).contains("does not match"));
+
     let expired = signed_headers(&signer, &subject, &request("/late"), unix_ms() - 1000, "late-1");
     assert!(
         denied(send(nats, &subject, expired, request("/late")).await).contains("deadline passed")
@@ -169,5 +173,5 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     assert_eq!(event.host_id, worker.id);
     let info = client.hosts(Duration::from_millis(300)).await.unwrap();
     let worker_info = info.iter().find(|h| h.id == worker.id).unwrap();
-    assert!(worker_info.invocations_denied >= 7, "{worker_info:?}");
+    assert!(worker_info.invocations_denied >= 8, "{worker_info:?}");
 }
