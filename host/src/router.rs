@@ -73,18 +73,14 @@ impl Router {
         }
     }
 
-    /// Checks a call received over NATS (signature, signer, replay, deadline); counts refusals.
+    /// Checks a call received over NATS (signature, signer, replay, deadline).
     pub fn verify(
         &self,
         subject: &str,
         headers: Option<&async_nats::HeaderMap>,
         body: &[u8],
     ) -> Result<u64, InvokeError> {
-        let result = self.verifier.verify(subject, headers, body, unix_ms());
-        if result.is_err() {
-            self.denied.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        self.verifier.verify(subject, headers, body, unix_ms())
     }
 
     /// Asks the policy service (if any) whether `source` may call `operation` of `target`.
@@ -102,10 +98,10 @@ impl Router {
             operation: operation.to_owned(),
             ..Default::default()
         };
-        policy.decide(request).await.map_err(|reason| {
-            self.denied.fetch_add(1, Ordering::Relaxed);
-            InvokeError::new(InvokeErrorKind::Denied, reason)
-        })
+        policy
+            .decide(request)
+            .await
+            .map_err(|reason| InvokeError::new(InvokeErrorKind::Denied, reason))
     }
 
     /// Calls refused since start.
@@ -113,8 +109,9 @@ impl Router {
         self.denied.load(Ordering::Relaxed)
     }
 
-    /// A refused call: a log line and an `invocation_denied` event (the counter is already up).
+    /// A refused call: the counter, a log line and an `invocation_denied` event.
     pub async fn report_denied(&self, target: &str, e: &InvokeError) {
+        self.denied.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(target, reason = e.message(), "invocation denied");
         self.events.component(EventKind::InvocationDenied, target, "", e.message()).await;
     }
