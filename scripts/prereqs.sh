@@ -25,6 +25,15 @@ if ! nats_ok; then
   nats_ok || { echo "nats-server 2.10+ is still not first on PATH: $(command -v nats-server)" >&2; exit 1; }
 fi
 
+# componentize-py builds the Python test component (a toolchain other than Rust's).
+if ! command -v componentize-py >/dev/null; then
+  echo "installing componentize-py from PyPI..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check componentize-py >&2
+  bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/componentize-py"
+  if [ "$(id -u)" = 0 ]; then ln -sf "$bin" /usr/local/bin/componentize-py; fi
+  hash -r
+fi
+
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   echo "adding the wasm32-wasip2 Rust target..." >&2
   rustup target add wasm32-wasip2 >&2

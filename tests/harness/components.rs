@@ -33,3 +33,49 @@ fn build_all() -> PathBuf {
     );
     target.join("wasm32-wasip2/release")
 }
+
+/// The Python test component `tests/components/<name>/app.py`, built with componentize-py
+/// against the `wasi:http/proxy` WIT that wasmtime-wasi-http ships; rebuilt when the source is
+/// newer than the output.
+pub fn python_component(name: &str) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("components").join(name);
+    let out = target_dir().join("wasm-components").join(format!("{name}.wasm"));
+    let stale = |out: &PathBuf| {
+        let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        match (modified(out), modified(&source.join("app.py"))) {
+            (Some(built), Some(edited)) => built < edited,
+            _ => true,
+        }
+    };
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_build = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if stale(&out) {
+        std::fs::create_dir_all(out.parent().expect("parent")).expect("output dir");
+        let status = Command::new("componentize-py")
+            .arg("-d")
+            .arg(wasi_http_wit())
+            .args(["-w", "wasi:http/proxy@0.2.12", "componentize", "app", "-o"])
+            .arg(&out)
+            .current_dir(&source)
+            .status()
+            .expect("componentize-py must be on PATH: `scripts/prereqs.sh` installs it");
+        assert!(status.success(), "componentize-py failed to build {name}");
+    }
+    out
+}
+
+/// The `wit/` directory of the wasmtime-wasi-http crate this workspace builds with.
+fn wasi_http_wit() -> PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+        .output()
+        .expect("cargo metadata");
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let manifest = metadata["packages"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "wasmtime-wasi-http"))
+        .and_then(|p| p["manifest_path"].as_str())
+        .expect("wasmtime-wasi-http in the dependency graph");
+    PathBuf::from(manifest).parent().expect("crate dir").join("wit")
+}

@@ -8,7 +8,7 @@ mod components;
 mod http;
 mod process;
 
-pub use components::component;
+pub use components::{component, python_component};
 pub use http::{HttpReply, http_request};
 pub use process::{Host, Trellis, bin, free_port};
 pub use trellis_lattice::nats_server::LocalNatsServer as NatsServer;

@@ -81,3 +81,17 @@ async fn components_built_against_older_wasi_releases_run() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "hello from wasi 0.2.0, path=/v020\n");
 }
+
+#[tokio::test]
+async fn components_from_other_toolchains_run() {
+    // CPython compiled to a component by componentize-py: another toolchain, another runtime.
+    let wasm = trellis_tests::python_component("py-hello");
+    let lattice = Lattice::new("python").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "py", "--host", &host.id]).await;
+    let addr = lattice.serve_http(&host.id, "py", &[]).await;
+    let reply = get(addr, "/snake?x=1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "hello from python, path=/snake?x=1\n");
+}
