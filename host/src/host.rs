@@ -333,30 +333,7 @@ impl Host {
         let key = nkeys::KeyPair::new_server();
         let id = key.public_key();
         let signer = Signer::new(key, host_identity(&config, &id)?);
-        // Deadlines further out than the longest call (plus clock skew) are refused, which
-        // bounds the replay cache.
-        let window_ms = u64::try_from(config.call_timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_add(60_000);
-        let verifier =
-            Verifier::new(config.trusted_clusters.clone(), config.allow_unsigned, window_ms);
-        let trust = Trust {
-            issuers: config.trusted_issuers.clone(),
-            allow_unsigned: config.allow_unsigned,
-        };
-        if !config.allow_unsigned && config.trusted_clusters.is_empty() {
-            tracing::warn!(
-                "no --trusted-cluster: calls must be signed and are checked for tampering and \
-                 replay, but any host key is accepted; set --trusted-cluster to admit only your hosts"
-            );
-        }
-        if trust.allow_unsigned {
-            tracing::warn!(
-                "accepting unsigned components (--allow-unsigned): for local development only, \
-                 never in production"
-            );
-        }
-
+        let (verifier, trust) = trust_settings(&config);
         let (nats, conn_events) =
             connect_persistent(&config.nats_url, &format!("trellis-host {id}"), &config.nats_auth)
                 .await
@@ -435,6 +412,31 @@ impl Host {
         }
         tracing::info!(host = self.id(), "host stopped");
     }
+}
+
+/// How this host checks what it receives: calls (verifier) and components (trust). Says loudly
+/// when the settings are weak.
+fn trust_settings(config: &HostConfig) -> (Verifier, Trust) {
+    // Deadlines further out than the longest call (plus clock skew) are refused, which bounds
+    // the replay cache.
+    let window_ms =
+        u64::try_from(config.call_timeout.as_millis()).unwrap_or(u64::MAX).saturating_add(60_000);
+    let verifier = Verifier::new(config.trusted_clusters.clone(), config.allow_unsigned, window_ms);
+    let trust =
+        Trust { issuers: config.trusted_issuers.clone(), allow_unsigned: config.allow_unsigned };
+    if !config.allow_unsigned && config.trusted_clusters.is_empty() {
+        tracing::warn!(
+            "no --trusted-cluster: calls must be signed and are checked for tampering and \
+             replay, but any host key is accepted; set --trusted-cluster to admit only your hosts"
+        );
+    }
+    if config.allow_unsigned {
+        tracing::warn!(
+            "accepting unsigned components and calls (--allow-unsigned): for local development \
+             only, never in production"
+        );
+    }
+    (verifier, trust)
 }
 
 /// The identity token a cluster key vouches for this host with, when the host has the seed.

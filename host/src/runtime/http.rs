@@ -32,13 +32,7 @@ impl Component {
             ));
         };
         let request = to_hyper(req)?;
-        let max_memory = max_memory_bytes.min(self.runtime.config().max_memory_bytes);
-        let mut store = Store::new(self.runtime.engine(), CallState::new(id, max_memory));
-        store.limiter(|s| &mut s.limits);
-        // Yield to the executor every epoch tick, so a long-running guest never holds a worker
-        // thread; the deadline itself is the timeout around the whole call below.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let mut store = self.new_store(id, max_memory_bytes);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let mut http = store.data_mut().http();
@@ -104,6 +98,19 @@ impl Component {
                 format!("component `{id}` did not answer within {timeout:?}"),
             )),
         }
+    }
+}
+
+impl Component {
+    /// A fresh store for one call: limits, and a yield to the executor every epoch tick so a
+    /// long-running guest never holds a worker thread (the deadline is the caller's timeout).
+    fn new_store(&self, id: &str, max_memory_bytes: usize) -> Store<CallState> {
+        let max_memory = max_memory_bytes.min(self.runtime.config().max_memory_bytes);
+        let mut store = Store::new(self.runtime.engine(), CallState::new(id, max_memory));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
     }
 }
 
