@@ -35,6 +35,9 @@ pub(crate) struct Router {
     subjects: Subjects,
     /// Calls running on this host; closed permits mean draining.
     admission: Arc<Semaphore>,
+    /// Messages received from NATS and being handled (checks included), at most a few per
+    /// admission slot.
+    intake: Arc<Semaphore>,
     /// No call runs longer than this, whatever its caller asked.
     max_call_time: Duration,
     /// Signs the calls this host sends over NATS.
@@ -59,11 +62,13 @@ impl Router {
         events: Events,
     ) -> Self {
         let admission = Arc::new(Semaphore::new(max_calls));
+        let intake = Arc::new(Semaphore::new(max_calls.saturating_mul(4)));
         Self {
             components,
             nats,
             subjects,
             admission,
+            intake,
             max_call_time,
             signer,
             verifier,
@@ -114,6 +119,10 @@ impl Router {
         self.denied.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(target, reason = e.message(), "invocation denied");
         self.events.component(EventKind::InvocationDenied, target, "", e.message()).await;
+    }
+
+    pub fn intake(&self) -> Arc<Semaphore> {
+        self.intake.clone()
     }
 
     pub fn nats(&self) -> &Client {

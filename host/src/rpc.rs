@@ -46,8 +46,14 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        // Bounded intake: a flood waits here (and in NATS) instead of becoming unbounded tasks
+        // that each verify signatures and ask the policy service.
+        let Ok(slot) = router.intake().acquire_owned().await else { return };
         let (running, router) = (running.clone(), router.clone());
-        tokio::spawn(async move { handle(msg, &running, &router).await });
+        tokio::spawn(async move {
+            handle(msg, &running, &router).await;
+            drop(slot);
+        });
     }
 }
 
