@@ -122,11 +122,10 @@ impl LatticeState {
         Ok(bytes)
     }
 
-    /// Creates or replaces a link (idempotent).
-    pub async fn put_link(&self, link: &Link) -> Result<(), StateError> {
+    /// Creates or replaces a link (idempotent); returns the KV revision written.
+    pub async fn put_link(&self, link: &Link) -> Result<u64, StateError> {
         let json = serde_json::to_vec(link).map_err(|e| js_err("link encode")(&e))?;
-        self.links.put(link.key(), json.into()).await.map_err(|e| js_err("link put")(&e))?;
-        Ok(())
+        self.links.put(link.key(), json.into()).await.map_err(|e| js_err("link put")(&e))
     }
 
     /// Deletes a link; `Ok(false)` when there was none.

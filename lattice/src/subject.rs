@@ -87,6 +87,10 @@ pub enum EventKind {
     ProviderFailed,
     /// An invocation was refused by identity, signature, replay or claims checks.
     InvocationDenied,
+    /// A provider applied a link.
+    LinkApplied,
+    /// A provider could not apply a link (bad config, address in use, ...).
+    LinkFailed,
 }
 
 impl EventKind {
@@ -103,6 +107,8 @@ impl EventKind {
             EventKind::ProviderStopped => "provider_stopped",
             EventKind::ProviderFailed => "provider_failed",
             EventKind::InvocationDenied => "invocation_denied",
+            EventKind::LinkApplied => "link_applied",
+            EventKind::LinkFailed => "link_failed",
         }
     }
 }

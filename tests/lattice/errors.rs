@@ -148,6 +148,26 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
     assert_eq!(reply.header("trellis-error"), Some("Trap"));
     assert!(reply.text().contains("component `hello` trapped"), "{}", reply.text());
 
+    // A link the provider cannot apply (its address is taken by the first link) says so.
+    let taken = format!("address={addr}");
+    let err = t
+        .fails(&[
+            "link",
+            "put",
+            "--source",
+            "web",
+            "--target",
+            "hello",
+            "--name",
+            "second",
+            "--interface",
+            "wasi:http/incoming-handler",
+            "--config",
+            &taken,
+        ])
+        .await;
+    assert!(err.contains("could not apply it") && err.contains("cannot listen"), "{err}");
+
     // A guest that never returns is cut off at the deadline and does not hold the host.
     let reply = get(addr, "/spin").await;
     assert_eq!(reply.status, 504, "{}", reply.text());

@@ -2,9 +2,15 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use anyhow::bail;
+use futures::StreamExt;
+use prost::Message as _;
 use trellis_lattice::client::LatticeClient;
 use trellis_lattice::link::{InterfaceName, Link};
+use trellis_lattice::proto as pb;
+use trellis_lattice::subject::EventKind;
 
 use super::get::{PING_WAIT, links_out};
 use crate::args::{Global, LinkCommand, Output};
@@ -22,8 +28,14 @@ pub async fn run(g: &Global, cmd: LinkCommand) -> anyhow::Result<ExitCode> {
                 config: args.config.into_iter().collect(),
             };
             link.validate()?;
-            check_target(&lattice, &link).await?;
-            lattice.state().await?.put_link(&link).await?;
+            let source_is_provider = check_target(&lattice, &link).await?;
+            // Listen before writing, so the provider's answer cannot be missed.
+            let outcome =
+                if source_is_provider { Some(LinkOutcome::listen(&lattice).await?) } else { None };
+            let revision = lattice.state().await?.put_link(&link).await?;
+            if let Some(outcome) = outcome {
+                outcome.wait(&link, revision).await?;
+            }
             if g.output == Output::Json {
                 print_json(&link_json(&link));
             } else {
@@ -57,9 +69,12 @@ pub async fn list(g: &Global, lattice: &LatticeClient, source: Option<&str>) -> 
     Ok(())
 }
 
-/// A link must point at a component that runs somewhere and exports the interface.
-async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<()> {
+/// A link must point at a component that runs somewhere and exports the interface. Returns
+/// whether the source is a running provider (which will confirm the link).
+async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<bool> {
     let interface = link.interface.to_string();
+    let mut found = false;
+    let mut source_is_provider = false;
     let mut found_without_export = false;
     let mut unreadable = Vec::new();
     for (host, inventory) in lattice.inventories(PING_WAIT).await? {
@@ -70,12 +85,17 @@ async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<()
                 continue;
             }
         };
+        source_is_provider |= inv.providers.iter().any(|p| p.id == link.source);
         for c in inv.components.iter().filter(|c| c.id == link.target) {
             if c.exports.contains(&interface) {
-                return Ok(());
+                found = true;
+            } else {
+                found_without_export = true;
             }
-            found_without_export = true;
         }
+    }
+    if found {
+        return Ok(source_is_provider);
     }
     if found_without_export {
         bail!(
@@ -96,4 +116,46 @@ async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<()
         lattice.lattice(),
         link.target
     )
+}
+
+/// Waits for the source provider to apply (or refuse) a link just written.
+struct LinkOutcome {
+    applied: async_nats::Subscriber,
+    failed: async_nats::Subscriber,
+}
+
+/// How long `link put` waits for a running provider to confirm.
+const CONFIRM_WAIT: Duration = Duration::from_secs(5);
+
+impl LinkOutcome {
+    async fn listen(lattice: &LatticeClient) -> anyhow::Result<Self> {
+        let (nats, subjects) = (lattice.nats(), lattice.subjects());
+        let applied = nats.subscribe(subjects.event(EventKind::LinkApplied)).await?;
+        let failed = nats.subscribe(subjects.event(EventKind::LinkFailed)).await?;
+        trellis_lattice::connect::sync_with_server(nats).await?;
+        Ok(Self { applied, failed })
+    }
+
+    async fn wait(mut self, link: &Link, revision: u64) -> anyhow::Result<()> {
+        let key = link.key();
+        let ours = |msg: &async_nats::Message| match pb::Event::decode(msg.payload.clone()) {
+            Ok(pb::Event { body: Some(pb::event::Body::Link(e)), .. }) => {
+                (e.link_key == key && e.revision >= revision).then_some(e)
+            }
+            _ => None,
+        };
+        let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
+        loop {
+            tokio::select! {
+                Some(msg) = self.applied.next() => if ours(&msg).is_some() { return Ok(()) },
+                Some(msg) = self.failed.next() => if let Some(e) = ours(&msg) {
+                    bail!("link saved, but provider `{}` could not apply it: {}", e.provider_id, e.reason);
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    eprintln!("link saved; provider `{}` has not confirmed it within {CONFIRM_WAIT:?}", link.source);
+                    return Ok(());
+                }
+            }
+        }
+    }
 }

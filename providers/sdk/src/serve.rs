@@ -3,8 +3,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use async_nats::jetstream::kv::Operation;
+use async_nats::jetstream::kv::{Entry, Operation};
+use prost::Message as _;
 use std::os::fd::AsFd;
+use trellis_lattice::envelope::unix_ms;
+use trellis_lattice::proto as pb;
+use trellis_lattice::subject::{EventKind, Subjects};
 
 use futures::StreamExt;
 use tokio::net::unix::pipe;
@@ -80,7 +84,7 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
     loop {
         tokio::select! {
             entry = watch.next() => match entry {
-                Some(Ok(entry)) => apply(&provider, &ctx, &mut links, entry).await,
+                Some(Ok(entry)) => apply(&provider, &nats, &ctx, &mut links, entry).await,
                 Some(Err(e)) => tracing::warn!(error = %e, "link watch error"),
                 None => return Err(SdkError::Lattice("link watch ended".into())),
             },
@@ -95,9 +99,10 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
 
 async fn apply<P: Provider>(
     provider: &P,
+    nats: &async_nats::Client,
     ctx: &Context,
     links: &mut HashMap<String, Link>,
-    entry: async_nats::jetstream::kv::Entry,
+    entry: Entry,
 ) {
     match entry.operation {
         Operation::Put => match decode_link(&entry.key, &entry.value).and_then(|l| {
@@ -107,9 +112,11 @@ async fn apply<P: Provider>(
         }) {
             Ok(link) => {
                 links.insert(entry.key.clone(), link.clone());
-                if let Err(e) = provider.link_put(ctx, link).await {
+                let outcome = provider.link_put(ctx, link).await;
+                if let Err(e) = &outcome {
                     tracing::error!(link = %entry.key, error = %e, "link not applied");
                 }
+                report(nats, ctx, &entry, outcome).await;
             }
             Err(e) => tracing::error!(error = %e, "ignoring bad link"),
         },
@@ -118,6 +125,34 @@ async fn apply<P: Provider>(
                 provider.link_deleted(ctx, link).await;
             }
         }
+    }
+}
+
+/// Tells the lattice whether a link was applied, so `trellis link put` can say so.
+async fn report(
+    nats: &async_nats::Client,
+    ctx: &Context,
+    entry: &Entry,
+    outcome: Result<(), String>,
+) {
+    let Ok(subjects) = Subjects::new(ctx.lattice()) else { return };
+    let (kind, reason) = match outcome {
+        Ok(()) => (EventKind::LinkApplied, String::new()),
+        Err(reason) => (EventKind::LinkFailed, reason),
+    };
+    let body = pb::LinkEvent {
+        provider_id: ctx.provider_id().to_owned(),
+        link_key: entry.key.clone(),
+        revision: entry.revision,
+        reason,
+    };
+    let event = pb::Event {
+        time_ms: unix_ms(),
+        host_id: ctx.host_id().to_owned(),
+        body: Some(pb::event::Body::Link(body)),
+    };
+    if let Err(e) = nats.publish(subjects.event(kind), event.encode_to_vec().into()).await {
+        tracing::debug!(error = %e, "link event not published");
     }
 }
 
