@@ -19,7 +19,7 @@ export TRELLIS_NATS_URL="nats://127.0.0.1:$nats_port" TRELLIS_LATTICE=demo
 # `trellis up` spawns nats-server itself; keep the URL out of its environment so it does.
 env -u TRELLIS_NATS_URL "$trellis" up --nats-port "$nats_port" &
 up=$!
-stop() { kill -TERM $up 2>/dev/null; wait $up 2>/dev/null; }
+stop() { kill -TERM $up 2>/dev/null || true; wait $up 2>/dev/null || true; }
 trap stop EXIT
 trap 'stop; exit 0' INT TERM
 
