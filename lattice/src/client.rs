@@ -90,12 +90,6 @@ impl LatticeClient {
         })
     }
 
-    /// Sets how long control requests wait for an answer (default 10 s).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
     /// Signs invocations with `signer` (a host key), as strict hosts require.
     pub fn with_signer(mut self, signer: crate::signing::Signer) -> Self {
         self.signer = Some(std::sync::Arc::new(signer));

@@ -180,11 +180,6 @@ impl Subjects {
         format!("{}.evt.{}", self.prefix, kind.as_str())
     }
 
-    /// All events: `trellis.<lattice>.evt.*`
-    pub fn events_all(&self) -> String {
-        format!("{}.evt.*", self.prefix)
-    }
-
     /// `trellis.<lattice>.rpc.<target>.<interface>.<function>`; `interface` has no version.
     pub fn rpc(&self, target: &str, interface: &str, function: &str) -> String {
         format!("{}.rpc.{target}.{interface}.{function}", self.prefix)
