@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what Trellis needs beyond Rust: nats-server 2.10+ and the wasm32-wasip2 target.
+# Installs what Trellis needs beyond Rust: nats-server 2.10+, redis-server (tests), componentize-py
+# (tests) and the wasm32-wasip2 target.
 # Safe to run again; does nothing when all is there.
 set -euo pipefail
 
@@ -23,6 +24,19 @@ if ! nats_ok; then
   fi
   hash -r
   nats_ok || { echo "nats-server 2.10+ is still not first on PATH: $(command -v nats-server)" >&2; exit 1; }
+fi
+
+# redis-server backs the keyvalue-redis provider's tests.
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing redis-server..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >&2
+    # The package starts a system service; the tests run their own servers.
+    (systemctl disable --now redis-server 2>/dev/null || service redis-server stop 2>/dev/null) || true
+  else
+    echo "redis-server is missing: install it (for example \`apt-get install redis-server\`)" >&2
+    exit 1
+  fi
 fi
 
 # componentize-py builds the Python test component (a toolchain other than Rust's).

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use trellis_host::runtime::{Runtime, RuntimeConfig};
+use trellis_host::runtime::{CallSettings, Runtime, RuntimeConfig};
 use trellis_lattice::http::HttpRequest;
 
 use crate::http_baseline::Baseline;
@@ -35,7 +35,15 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     for i in 0..ops + ops / 10 {
         let t = Instant::now();
         component
-            .handle_http("local", request.clone(), Duration::from_secs(5), usize::MAX)
+            .handle_http(
+                request.clone(),
+                CallSettings {
+                    component_id: "local",
+                    timeout: Duration::from_secs(5),
+                    max_memory_bytes: usize::MAX,
+                    outbound: None,
+                },
+            )
             .await
             .map_err(|e| fail(e.to_string()))?;
         let dt = t.elapsed();

@@ -52,6 +52,7 @@ impl Running {
             errors: self.errors.load(Ordering::Relaxed),
             exports: self.component.exports(),
             limits: Some(self.limits.describe()),
+            imports: self.component.imports().to_vec(),
         }
     }
 }

@@ -24,8 +24,10 @@ use crate::components::{Components, Running};
 use crate::config::HostConfig;
 use crate::events::Events;
 use crate::limits::Limits;
+use crate::links::Links;
+use crate::providers::Pipes;
 use crate::providers::{Providers, StartError};
-use crate::router::{Guard, Router};
+use crate::router::{Guard, Router, Routes};
 use crate::runtime::{Component, LoadError, Runtime};
 use crate::{control, rpc};
 
@@ -185,7 +187,8 @@ impl Host {
             .map_err(|e| (ErrorCode::Internal, format!("cannot reach NATS: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
-        tokio::spawn(rpc::serve(sub, stopped, running.clone(), self.router.clone()));
+        let target = rpc::Target::Component(running.clone());
+        tokio::spawn(rpc::serve(sub, stopped, target, self.router.clone()));
         // A concurrent start of the same id may have won; keep exactly one.
         if let Err(existing) = self.components.try_insert(running.clone()) {
             running.stop_serving();
@@ -352,16 +355,21 @@ impl Host {
             .policy_timeout
             .map(|t| Policy::new(nats.clone(), &subjects, t, &id, &config.lattice));
         let components = Arc::new(Components::default());
+        let links = Arc::new(Links::default());
+        let pipes = Arc::new(Pipes::default());
+        let watch = state.watch_all_links().await?;
+        tokio::spawn(links.clone().follow(watch));
         let events = Events::new(nats.clone(), subjects.clone(), id.clone());
-        let router = Arc::new(Router::new(
-            components.clone(),
+        let routes = Routes { components: components.clone(), links, providers: pipes.clone() };
+        let router = Router::new(
+            routes,
             nats.clone(),
             subjects.clone(),
             config.runtime.max_instances as usize,
             config.call_timeout,
             Guard { signer, verifier, policy: policy.clone() },
             events.clone(),
-        ));
+        );
         let bootstrap = Bootstrap {
             lattice: config.lattice.clone(),
             nats_url: config.nats_url.clone(),
@@ -370,8 +378,13 @@ impl Host {
             provider_id: String::new(),
             kind: String::new(),
         };
-        let providers =
-            Providers::new(router.clone(), events.clone(), bootstrap, config.provider_dir.clone());
+        let providers = Providers::new(
+            router.clone(),
+            pipes,
+            events.clone(),
+            bootstrap,
+            config.provider_dir.clone(),
+        );
         let host = Self {
             id,
             started: Instant::now(),

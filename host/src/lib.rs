@@ -19,6 +19,7 @@ mod control;
 mod events;
 mod host;
 mod limits;
+mod links;
 mod providers;
 mod router;
 mod rpc;

@@ -1,8 +1,8 @@
 //! Where a call goes: a replica on this host is called in process; otherwise NATS spreads the
 //! call over the target's replicas on other hosts (queue group).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::Client;
@@ -12,12 +12,16 @@ use tokio::time::Instant;
 use trellis_lattice::client::{Call, send_invocation};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
+use trellis_lattice::link::Link;
 use trellis_lattice::policy::Policy;
 use trellis_lattice::signing::{Signer, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 
 use crate::components::{Components, Running};
 use crate::events::Events;
+use crate::links::Links;
+use crate::providers::{Pipes, ProviderCall};
+use crate::runtime::{CallFuture, CallSettings, Outbound};
 
 /// What guards calls crossing NATS: signing out, verification and policy in.
 #[derive(Debug)]
@@ -49,21 +53,35 @@ pub(crate) struct Router {
     /// Calls refused by the verifier.
     denied: AtomicU64,
     events: Events,
+    /// Where components' imports lead.
+    links: Arc<Links>,
+    /// This host's provider processes.
+    providers: Arc<Pipes>,
+    /// Itself, handed to the components it runs as their way out.
+    me: Weak<Router>,
+}
+
+/// Where a call goes.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    pub components: Arc<Components>,
+    pub links: Arc<Links>,
+    pub providers: Arc<Pipes>,
 }
 
 impl Router {
     pub fn new(
-        components: Arc<Components>,
+        Routes { components, links, providers }: Routes,
         nats: Client,
         subjects: Subjects,
         max_calls: usize,
         max_call_time: Duration,
         Guard { signer, verifier, policy }: Guard,
         events: Events,
-    ) -> Self {
+    ) -> Arc<Self> {
         let admission = Arc::new(Semaphore::new(max_calls));
         let intake = Arc::new(Semaphore::new(max_calls.saturating_mul(4)));
-        Self {
+        Arc::new_cyclic(|me| Self {
             components,
             nats,
             subjects,
@@ -75,7 +93,10 @@ impl Router {
             policy,
             denied: AtomicU64::new(0),
             events,
-        }
+            links,
+            providers,
+            me: me.clone(),
+        })
     }
 
     /// Checks a call received over NATS (signature, signer, replay, deadline).
@@ -137,19 +158,19 @@ impl Router {
         self.max_call_time
     }
 
-    /// Invokes `interface.function` of `target` on behalf of `source`.
-    pub async fn invoke(
-        &self,
-        source: &str,
-        target: &str,
-        interface: &str,
-        function: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, InvokeError> {
+    /// Invokes `interface.function` of `target` on behalf of `source` over its link `link`:
+    /// a component on this host in process, then a provider of this host over its pipe, then
+    /// any replica in the lattice over NATS.
+    pub async fn invoke(&self, call: Call<'_>) -> Result<Bytes, InvokeError> {
+        let Call { source, target, interface, function, link, payload, timeout } = call;
         let timeout = timeout.min(self.max_call_time);
         if let Some(local) = self.components.get(target) {
             return self.call_local(&local, interface, function, &payload, timeout).await;
+        }
+        if let Some(pipe) = self.providers.get(target) {
+            let call =
+                ProviderCall { source, link, interface, function, payload: &payload, timeout };
+            return pipe.call(call).await;
         }
         if validate_id("target", target).is_err() || !is_token(interface) || !is_token(function) {
             return Err(InvokeError::new(
@@ -157,8 +178,20 @@ impl Router {
                 format!("invalid call target `{target}` / `{interface}.{function}`"),
             ));
         }
-        let call = Call { source, target, interface, function, payload, timeout };
+        let call = Call { source, target, interface, function, link, payload, timeout };
         send_invocation(&self.nats, &self.subjects, Some(&self.signer), call).await
+    }
+
+    /// Runs a call received over NATS on provider `id` of this host.
+    pub async fn call_provider(
+        &self,
+        id: &str,
+        call: ProviderCall<'_>,
+    ) -> Result<Bytes, InvokeError> {
+        match self.providers.get(id) {
+            Some(pipe) => pipe.call(call).await,
+            None => Err(unavailable(&format!("provider `{id}` is restarting on this host"))),
+        }
     }
 
     /// Runs a call on a component of this host.
@@ -224,10 +257,13 @@ impl Router {
             InvokeError::new(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
         })?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let response = running
-            .component
-            .handle_http(&running.id, request, left, limits.max_memory_bytes)
-            .await?;
+        let settings = CallSettings {
+            component_id: &running.id,
+            timeout: left,
+            max_memory_bytes: limits.max_memory_bytes,
+            outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
+        };
+        let response = running.component.handle_http(request, settings).await?;
         http::encode(&response).map(Bytes::from).map_err(|e| {
             InvokeError::new(InvokeErrorKind::Trap, format!("unencodable HTTP response: {e}"))
         })
@@ -238,6 +274,43 @@ impl Router {
         let drained = tokio::time::timeout(timeout, self.admission.acquire_many(max_calls)).await;
         self.admission.close();
         matches!(drained, Ok(Ok(_)))
+    }
+}
+
+impl Outbound for Router {
+    fn resolve(&self, source: &str, interface: &str, name: &str) -> Result<Arc<Link>, InvokeError> {
+        self.links.resolve(source, interface, name).inspect_err(|e| {
+            tracing::warn!(component = source, interface, link = name, "call over a missing link");
+            let (events, source, reason) =
+                (self.events.clone(), source.to_owned(), e.message().to_owned());
+            tokio::spawn(async move {
+                events.component(EventKind::NoLink, &source, "", &reason).await;
+            });
+        })
+    }
+
+    fn call<'a>(
+        &'a self,
+        source: &'a str,
+        link: &'a Link,
+        function: &'a str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> CallFuture<'a> {
+        Box::pin(async move {
+            // Outgoing calls are made while the caller's instance holds its admission slot.
+            let interface = link.interface.to_string();
+            let call = Call {
+                source,
+                target: &link.target,
+                interface: &interface,
+                function,
+                link: &link.name,
+                payload,
+                timeout,
+            };
+            self.invoke(call).await
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! Serving a component's invocations from the lattice: one queue subscription per component.
+//! Serving invocations from the lattice: one queue subscription per component or provider of
+//! this host.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,10 +7,11 @@ use std::time::Duration;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use tokio::sync::oneshot;
-use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, remaining};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, remaining};
 use trellis_lattice::subject::{Subject, Subjects};
 
 use crate::components::Running;
+use crate::providers::ProviderCall;
 use crate::router::Router;
 
 /// Subscribes to the component's invocations, spread over its replicas by queue group.
@@ -21,14 +23,33 @@ pub(crate) async fn subscribe(
     nats.queue_subscribe(subjects.rpc_all(id), Subjects::rpc_queue_group(id)).await
 }
 
+/// What a subscription serves.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// A component of this host.
+    Component(Arc<Running>),
+    /// A provider process of this host, by id.
+    Provider(String),
+}
+
+impl Target {
+    fn id(&self) -> &str {
+        match self {
+            Target::Component(running) => &running.id,
+            Target::Provider(id) => id,
+        }
+    }
+}
+
 /// Serves each message on its own task until `stop` fires; then drains the subscription, so
 /// calls NATS already delivered are answered rather than dropped.
 pub(crate) async fn serve(
     mut sub: Subscriber,
     stop: oneshot::Receiver<()>,
-    running: Arc<Running>,
+    target: Target,
     router: Arc<Router>,
 ) {
+    let target = Arc::new(target);
     tokio::pin!(stop);
     let mut draining = false;
     loop {
@@ -40,7 +61,7 @@ pub(crate) async fn serve(
             _ = &mut stop, if !draining => {
                 draining = true;
                 if let Err(e) = sub.drain().await {
-                    tracing::debug!(component = %running.id, error = %e, "drain failed");
+                    tracing::debug!(target = %target.id(), error = %e, "drain failed");
                     return;
                 }
                 continue;
@@ -49,55 +70,75 @@ pub(crate) async fn serve(
         // Bounded intake: a flood waits here (and in NATS) instead of becoming unbounded tasks
         // that each verify signatures and ask the policy service.
         let Ok(slot) = router.intake().acquire_owned().await else { return };
-        let (running, router) = (running.clone(), router.clone());
+        let (target, router) = (target.clone(), router.clone());
         tokio::spawn(async move {
-            handle(msg, &running, &router).await;
+            handle(msg, &target, &router).await;
             drop(slot);
         });
     }
 }
 
-async fn handle(msg: Message, running: &Running, router: &Router) {
+async fn handle(msg: Message, target: &Target, router: &Router) {
     let Some(reply) = msg.reply.clone() else {
         tracing::debug!(subject = %msg.subject, "invocation without reply subject dropped");
         return;
     };
     let nats = router.nats();
+    let id = target.id();
     let result = match parse(&msg, router) {
-        Ok((interface, function, remaining)) => match authorize(&msg, router, &running.id).await {
+        Ok((interface, function, remaining)) => match authorize(&msg, router, id).await {
             Ok(()) => {
-                let remaining = remaining.min(router.max_call_time());
-                router.call_local(running, interface, function, &msg.payload, remaining).await
+                let timeout = remaining.min(router.max_call_time());
+                match target {
+                    Target::Component(running) => {
+                        router.call_local(running, interface, function, &msg.payload, timeout).await
+                    }
+                    Target::Provider(id) => {
+                        let call = ProviderCall {
+                            source: field(&msg, header::SRC),
+                            link: link_name(msg.headers.as_ref()),
+                            interface,
+                            function,
+                            payload: &msg.payload,
+                            timeout,
+                        };
+                        router.call_provider(id, call).await
+                    }
+                }
             }
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
     };
-    let sent = match result.and_then(|body| fits(nats, &running.id, body)) {
+    let sent = match result.and_then(|body| fits(nats, id, body)) {
         Ok(body) => nats.publish(reply, body).await,
         Err(e) => {
             if e.kind() == InvokeErrorKind::Denied {
-                router.report_denied(&running.id, &e).await;
+                router.report_denied(id, &e).await;
             }
-            tracing::debug!(component = %running.id, error = %e, "invocation failed");
+            tracing::debug!(target = id, error = %e, "invocation failed");
             nats.publish_with_headers(reply, e.to_headers(), e.message().to_owned().into()).await
         }
     };
     if let Err(e) = sent {
-        tracing::warn!(component = %running.id, error = %e, "reply not sent");
+        tracing::warn!(target = id, error = %e, "reply not sent");
     }
 }
 
 /// The policy service's word on a verified call (when the host has one).
 async fn authorize(msg: &Message, router: &Router, target: &str) -> Result<(), InvokeError> {
-    let header = |name| msg.headers.as_ref().and_then(|h| h.get(name)).map_or("", |v| v.as_str());
-    router.authorize(header(header::SRC), target, header(header::OP)).await
+    router.authorize(field(msg, header::SRC), target, field(msg, header::OP)).await
+}
+
+/// A header of the (verified) envelope; empty when absent.
+fn field<'m>(msg: &'m Message, name: &str) -> &'m str {
+    msg.headers.as_ref().and_then(|h| h.get(name)).map_or("", |v| v.as_str())
 }
 
 /// The signed operation header must name what the subject routes to, or a policy decision about
 /// one function could admit a call of another.
 fn check_operation(msg: &Message, interface: &str, function: &str) -> Result<(), InvokeError> {
-    let op = msg.headers.as_ref().and_then(|h| h.get(header::OP)).map_or("", |v| v.as_str());
+    let op = field(msg, header::OP);
     let matches =
         op.strip_prefix(interface).and_then(|rest| rest.strip_prefix('.')) == Some(function);
     if matches {

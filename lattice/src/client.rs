@@ -233,7 +233,8 @@ impl LatticeClient {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
-        let call = Call { source: "cli", target, interface, function, payload, timeout };
+        let link = crate::link::DEFAULT_LINK_NAME;
+        let call = Call { source: "cli", target, interface, function, link, payload, timeout };
         send_invocation(&self.nats, &self.subjects, self.signer.as_deref(), call).await
     }
 
@@ -280,6 +281,8 @@ pub struct Call<'a> {
     pub interface: &'a str,
     /// Function name.
     pub function: &'a str,
+    /// The caller's link name (picks the target provider's config for this caller).
+    pub link: &'a str,
     /// msgpack arguments.
     pub payload: Bytes,
     /// How long to wait.
@@ -294,9 +297,10 @@ pub async fn send_invocation(
     signer: Option<&crate::signing::Signer>,
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
-    let Call { source, target, interface, function, payload, timeout } = call;
+    let Call { source, target, interface, function, link, payload, timeout } = call;
     let op = format!("{interface}.{function}");
-    let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string());
+    let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
+        .with_link(link);
     let subject = subjects.rpc(target, interface, function);
     let headers = crate::signing::invocation_headers(&inv, &subject, &payload, signer);
     let request =

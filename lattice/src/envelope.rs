@@ -19,6 +19,8 @@ pub mod header {
     pub const DEADLINE: &str = "trellis-deadline";
     /// Unique id of this invocation.
     pub const JTI: &str = "trellis-jti";
+    /// The caller's link name, when not `default`: a provider picks that link's config.
+    pub const LINK: &str = "trellis-link";
     /// On a reply: the [`super::InvokeErrorKind`] of a failed call.
     pub const ERROR: &str = "trellis-error";
 }
@@ -147,6 +149,8 @@ pub struct Invocation {
     pub deadline_ms: u64,
     /// Unique id of the call.
     pub jti: String,
+    /// The caller's link name ([`crate::link::DEFAULT_LINK_NAME`] when absent on the wire).
+    pub link: String,
 }
 
 impl Invocation {
@@ -158,7 +162,14 @@ impl Invocation {
             deadline_ms: unix_ms()
                 .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             jti,
+            link: crate::link::DEFAULT_LINK_NAME.to_owned(),
         }
+    }
+
+    /// The same invocation over link `name`.
+    pub fn with_link(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.link);
+        self
     }
 
     /// The envelope headers.
@@ -168,6 +179,9 @@ impl Invocation {
         headers.insert(header::OP, self.operation.as_str());
         headers.insert(header::DEADLINE, self.deadline_ms.to_string().as_str());
         headers.insert(header::JTI, self.jti.as_str());
+        if self.link != crate::link::DEFAULT_LINK_NAME {
+            headers.insert(header::LINK, self.link.as_str());
+        }
         headers
     }
 
@@ -188,8 +202,14 @@ impl Invocation {
             operation: get(header::OP)?,
             deadline_ms,
             jti: get(header::JTI)?,
+            link: link_name(Some(headers)).to_owned(),
         })
     }
+}
+
+/// The link name an invocation's headers carry (`default` when they name none).
+pub fn link_name(headers: Option<&HeaderMap>) -> &str {
+    headers.and_then(|h| h.get(header::LINK)).map_or(crate::link::DEFAULT_LINK_NAME, |v| v.as_str())
 }
 
 /// Time left until `deadline_ms`; `None` once it has passed.
@@ -218,7 +238,8 @@ mod tests {
             "wasi:http/incoming-handler.handle",
             Duration::from_secs(5),
             "j1".into(),
-        );
+        )
+        .with_link("cache");
         let parsed = Invocation::from_headers(Some(&inv.to_headers())).unwrap();
         assert_eq!(parsed, inv);
         assert!(remaining(parsed.deadline_ms).unwrap() > Duration::from_secs(4));

@@ -52,6 +52,13 @@ pub enum ToHost {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// The answer to [`ToProvider::Invoke`] `id`.
+    Reply {
+        /// Correlates with the call.
+        id: u64,
+        /// msgpack result or the error.
+        result: Result<serde_bytes::ByteBuf, WireError>,
+    },
 }
 
 /// A failed call as it crosses the pipe.
@@ -84,6 +91,25 @@ pub enum ToProvider {
         id: u64,
         /// msgpack result or the error.
         result: Result<serde_bytes::ByteBuf, WireError>,
+    },
+    /// A call to the provider: `source` (a component) calls `interface.function` over its link
+    /// `link`; answered by a [`ToHost::Reply`] with `id`.
+    Invoke {
+        /// Correlates the reply.
+        id: u64,
+        /// The caller.
+        source: String,
+        /// The caller's link name: which link's config applies.
+        link: String,
+        /// `ns:pkg/iface` without version.
+        interface: String,
+        /// Function name.
+        function: String,
+        /// How long the caller waits.
+        timeout_ms: u64,
+        /// msgpack arguments.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
     },
 }
 

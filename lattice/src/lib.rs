@@ -25,6 +25,7 @@ pub mod connect;
 pub mod envelope;
 pub mod hostlink;
 pub mod http;
+pub mod keyvalue;
 pub mod link;
 pub mod nats_server;
 pub mod placement;

@@ -2,7 +2,7 @@
 //! the signer, the signature, the body, the deadline and replays before any guest code runs.
 //!
 //! The signature is Ed25519 (the host's nkey) over SHA-256 of the subject, operation, source,
-//! unique id, deadline and the body's SHA-256. A lattice may also require hosts to present an
+//! unique id, link name, deadline and the body's SHA-256. A lattice may also require hosts to present an
 //! identity signed by a cluster key it trusts. Everything here is plain data in, decision out:
 //! the caller supplies `now`.
 
@@ -43,6 +43,8 @@ pub struct Signed<'a> {
     pub source: &'a str,
     /// Unique id.
     pub jti: &'a str,
+    /// The caller's link name.
+    pub link: &'a str,
     /// Deadline, unix ms.
     pub deadline_ms: u64,
     /// The body.
@@ -53,7 +55,7 @@ impl Signed<'_> {
     fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         // Length-prefixed, so no two different calls hash alike by moving bytes between fields.
-        for part in [self.subject, self.operation, self.source, self.jti] {
+        for part in [self.subject, self.operation, self.source, self.jti, self.link] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
@@ -108,6 +110,7 @@ pub fn invocation_headers(
             operation: &invocation.operation,
             source: &invocation.source,
             jti: &invocation.jti,
+            link: &invocation.link,
             deadline_ms: invocation.deadline_ms,
             body,
         };
@@ -223,7 +226,8 @@ impl Verifier {
         let sig = get(SIG)
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .ok_or_else(|| denied("signature is missing or not base64url"))?;
-        let signed = Signed { subject, operation: op, source: src, jti, deadline_ms, body };
+        let link = crate::envelope::link_name(Some(headers));
+        let signed = Signed { subject, operation: op, source: src, jti, link, deadline_ms, body };
         key.verify(&signed.digest(), &sig).map_err(|_| {
             denied("bad signature: the call or its body was altered, or not signed by this host")
         })?;
@@ -301,8 +305,9 @@ mod tests {
         deadline_ms: u64,
         jti: &str,
     ) -> HeaderMap {
-        let op = "a:b/c.f".into();
-        let inv = Invocation { source: "web".into(), operation: op, deadline_ms, jti: jti.into() };
+        let op = "a:b/c.f";
+        let inv = Invocation::new("web", op, std::time::Duration::ZERO, jti.into());
+        let inv = Invocation { deadline_ms, ..inv };
         invocation_headers(&inv, subject, body, Some(signer))
     }
 
@@ -332,13 +337,13 @@ mod tests {
         );
         forged.insert(HOST, host.public_key());
         assert!(reason(v.verify("s", Some(&forged), b"body", NOW)).contains("bad signature"));
+        // The link name picks the provider's config: it is signed too.
+        let mut relinked = signed_headers(&host, "s", b"body", NOW + 1000, "j7");
+        relinked.insert(header::LINK, "admin");
+        assert!(reason(v.verify("s", Some(&relinked), b"body", NOW)).contains("bad signature"));
 
-        let unsigned = Invocation {
-            source: "x".into(),
-            operation: "o".into(),
-            deadline_ms: NOW + 1000,
-            jti: "j6".into(),
-        };
+        let unsigned = Invocation::new("x", "o", std::time::Duration::ZERO, "j6".into());
+        let unsigned = Invocation { deadline_ms: NOW + 1000, ..unsigned };
         assert!(reason(v.verify("s", Some(&unsigned.to_headers()), b"", NOW)).contains("unsigned"));
         let dev = Verifier::new(vec![], true, 60_000);
         assert!(dev.verify("s", Some(&unsigned.to_headers()), b"", NOW).is_ok());

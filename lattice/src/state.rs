@@ -168,6 +168,13 @@ impl LatticeState {
     }
 }
 
+impl LatticeState {
+    /// Watches every link of the lattice: first the current ones, then each change, live.
+    pub async fn watch_all_links(&self) -> Result<kv::Watch, StateError> {
+        self.links.watch_with_history(">").await.map_err(|e| js_err("link watch")(&e))
+    }
+}
+
 /// Decodes a link stored under `key`.
 pub fn decode_link(key: &str, bytes: &[u8]) -> Result<Link, StateError> {
     serde_json::from_slice(bytes)

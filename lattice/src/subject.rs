@@ -91,6 +91,8 @@ pub enum EventKind {
     LinkApplied,
     /// A provider could not apply a link (bad config, address in use, ...).
     LinkFailed,
+    /// A component called over a link that does not exist.
+    NoLink,
 }
 
 impl EventKind {
@@ -109,6 +111,7 @@ impl EventKind {
             EventKind::InvocationDenied => "invocation_denied",
             EventKind::LinkApplied => "link_applied",
             EventKind::LinkFailed => "link_failed",
+            EventKind::NoLink => "no_link",
         }
     }
 }

@@ -159,6 +159,7 @@ fn signed_invocation_headers_survive_mutation() {
         operation: "o".into(),
         deadline_ms: now + 1000,
         jti: "j".into(),
+        link: "default".into(),
     };
     let mut headers = inv.to_headers();
     signer.sign(
@@ -168,6 +169,7 @@ fn signed_invocation_headers_survive_mutation() {
             operation: "o",
             source: "s",
             jti: "j",
+            link: "default",
             deadline_ms: now + 1000,
             body: b"b",
         },

@@ -7,10 +7,12 @@
 mod components;
 mod http;
 mod process;
+mod redis;
 
 pub use components::{component, python_component};
 pub use http::{HttpReply, http_request};
 pub use process::{Host, Trellis, bin, free_port};
+pub use redis::RedisServer;
 pub use trellis_lattice::nats_server::LocalNatsServer as NatsServer;
 
 use std::future::Future;

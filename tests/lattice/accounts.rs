@@ -71,7 +71,7 @@ async fn accounts_isolate_lattices_of_the_same_name() {
             "wasi:http/incoming-handler",
         ])
         .await;
-    assert!(err.contains("no component `hello`"), "{err}");
+    assert!(err.contains("no component or provider `hello`"), "{err}");
 
     let payload =
         trellis_lattice::http::encode(&trellis_lattice::http::HttpRequest::get("/")).unwrap();

@@ -86,7 +86,7 @@ async fn unknown_ids_and_bad_links_name_what_is_wrong() {
         "address=127.0.0.1:1",
     ];
     let err = t.fails(&[&link[..], &["--target", "ghost"]].concat()).await;
-    assert!(err.contains("no component `ghost` runs in lattice"), "{err}");
+    assert!(err.contains("no component or provider `ghost` runs in lattice"), "{err}");
 
     lattice.start_hello("hello", &["--host", &host.id]).await;
     let err = t

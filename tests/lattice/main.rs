@@ -6,6 +6,7 @@ mod bench;
 mod claims;
 mod errors;
 mod http;
+mod keyvalue;
 mod lifecycle;
 mod limits;
 mod policy;
@@ -42,14 +43,25 @@ impl Lattice {
 
     /// Starts an http-server provider `web` on `host` and links it to `target` on a free port.
     pub async fn serve_http(&self, host: &str, target: &str, extra_config: &[&str]) -> SocketAddr {
-        self.trellis.ok(&["start", "provider", "http-server", "--id", "web", "--host", host]).await;
+        self.serve_http_as("web", host, target, extra_config).await
+    }
+
+    /// [`Self::serve_http`] with provider id `id`.
+    pub async fn serve_http_as(
+        &self,
+        id: &str,
+        host: &str,
+        target: &str,
+        extra_config: &[&str],
+    ) -> SocketAddr {
+        self.trellis.ok(&["start", "provider", "http-server", "--id", id, "--host", host]).await;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let address = format!("address={addr}");
         let mut args = vec![
             "link",
             "put",
             "--source",
-            "web",
+            id,
             "--target",
             target,
             "--interface",

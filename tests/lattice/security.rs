@@ -55,7 +55,13 @@ fn signed_headers(
     jti: &str,
 ) -> async_nats::HeaderMap {
     let op = "wasi:http/incoming-handler.handle".into();
-    let inv = Invocation { source: "attacker".into(), operation: op, deadline_ms, jti: jti.into() };
+    let inv = Invocation {
+        source: "attacker".into(),
+        operation: op,
+        deadline_ms,
+        jti: jti.into(),
+        link: "default".into(),
+    };
     invocation_headers(&inv, subject, body, Some(signer))
 }
 
@@ -157,6 +163,7 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
         operation: "wasi:http/incoming-handler.other".into(),
         deadline_ms: soon(),
         jti: "mismatch-1".into(),
+        link: "default".into(),
     };
     let headers = invocation_headers(&inv, &subject, &request("/m"), Some(&signer));
     assert!(denied(send(nats, &subject, headers, request("/m")).await).contains("does not match"));

@@ -28,10 +28,10 @@ pub async fn run(g: &Global, cmd: LinkCommand) -> anyhow::Result<ExitCode> {
                 config: args.config.into_iter().collect(),
             };
             link.validate()?;
-            let source_is_provider = check_target(&lattice, &link).await?;
+            let provider_involved = check_link(&lattice, &link).await?;
             // Listen before writing, so the provider's answer cannot be missed.
             let outcome =
-                if source_is_provider { Some(LinkOutcome::listen(&lattice).await?) } else { None };
+                if provider_involved { Some(LinkOutcome::listen(&lattice).await?) } else { None };
             let revision = lattice.state().await?.put_link(&link).await?;
             if let Some(outcome) = outcome {
                 outcome.wait(&link, revision).await?;
@@ -69,12 +69,13 @@ pub async fn list(g: &Global, lattice: &LatticeClient, source: Option<&str>) -> 
     Ok(())
 }
 
-/// A link must point at a component that runs somewhere and exports the interface. Returns
-/// whether the source is a running provider (which will confirm the link).
-async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<bool> {
+/// A link must point at a provider or a component (exporting the interface) that runs
+/// somewhere, and a running source component must import the interface. Returns whether a
+/// running provider is at either end (it will confirm the link).
+async fn check_link(lattice: &LatticeClient, link: &Link) -> anyhow::Result<bool> {
     let interface = link.interface.to_string();
     let mut found = false;
-    let mut source_is_provider = false;
+    let mut provider_involved = false;
     let mut found_without_export = false;
     let mut unreadable = Vec::new();
     for (host, inventory) in lattice.inventories(PING_WAIT).await? {
@@ -85,7 +86,22 @@ async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<bo
                 continue;
             }
         };
-        source_is_provider |= inv.providers.iter().any(|p| p.id == link.source);
+        provider_involved |= inv.providers.iter().any(|p| p.id == link.source);
+        if inv.providers.iter().any(|p| p.id == link.target) {
+            provider_involved = true;
+            found = true;
+        }
+        for c in inv.components.iter().filter(|c| c.id == link.source) {
+            let imports = c.imports.iter().any(|i| unversioned(i) == interface);
+            if !imports {
+                bail!(
+                    "component `{}` does not import {interface}, so the link would never be used; \
+                     it imports: {}",
+                    link.source,
+                    if c.imports.is_empty() { "nothing".to_owned() } else { c.imports.join(", ") }
+                );
+            }
+        }
         for c in inv.components.iter().filter(|c| c.id == link.target) {
             if c.exports.contains(&interface) {
                 found = true;
@@ -95,7 +111,7 @@ async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<bo
         }
     }
     if found {
-        return Ok(source_is_provider);
+        return Ok(provider_involved);
     }
     if found_without_export {
         bail!(
@@ -110,12 +126,17 @@ async fn check_target(lattice: &LatticeClient, link: &Link) -> anyhow::Result<bo
         format!(" (could not ask: {})", unreadable.join("; "))
     };
     bail!(
-        "no component `{}` runs in lattice `{}`{also}; start it first with `trellis start component \
-         <file> --id {}`",
+        "no component or provider `{}` runs in lattice `{}`{also}; start it first with `trellis \
+         start component <file> --id {}` or `trellis start provider <kind> --id {}`",
         link.target,
         lattice.lattice(),
+        link.target,
         link.target
     )
+}
+
+fn unversioned(interface: &str) -> &str {
+    interface.split_once('@').map_or(interface, |(name, _)| name)
 }
 
 /// Waits for the source provider to apply (or refuse) a link just written.
@@ -152,7 +173,7 @@ impl LinkOutcome {
                     bail!("link saved, but provider `{}` could not apply it: {}", e.provider_id, e.reason);
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    eprintln!("link saved; provider `{}` has not confirmed it within {CONFIRM_WAIT:?}", link.source);
+                    eprintln!("link saved; its provider has not confirmed it within {CONFIRM_WAIT:?}");
                     return Ok(());
                 }
             }

@@ -1,60 +1,188 @@
-//! The host end of one provider process's pipe: read calls, route them, write replies.
+//! The host end of one provider process's pipe: calls both ways. The provider's calls to
+//! components are routed by the host; calls to the provider (from components, here or on other
+//! hosts) are written to it and matched with its replies.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use trellis_lattice::client::Call;
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{
-    Bootstrap, ToHost, ToProvider, WireError, read_frame, write_frame,
+    Bootstrap, ToHost, ToProvider, WireError, encode_frame, read_frame, write_frame,
 };
+use trellis_lattice::link::DEFAULT_LINK_NAME;
 
 use crate::router::Router;
 
-/// Writes `bootstrap`, then serves the provider's calls until its stdout closes.
-pub(crate) async fn serve<R, W>(
+type Reply = Result<Bytes, InvokeError>;
+type Writer = tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>;
+
+/// The pipes of this host's running provider processes, by provider id.
+#[derive(Debug, Default)]
+pub(crate) struct Pipes {
+    by_id: Mutex<HashMap<String, Arc<Pipe>>>,
+}
+
+impl Pipes {
+    /// The pipe of provider `id`, when it runs here.
+    pub fn get(&self, id: &str) -> Option<Arc<Pipe>> {
+        self.lock().get(id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pipe>>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One provider process's pipe, as seen by callers.
+pub(crate) struct Pipe {
     provider_id: String,
+    /// Callers write their frames themselves, in turn: no hop through a writer task.
+    writer: Writer,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe").field("provider_id", &self.provider_id).finish_non_exhaustive()
+    }
+}
+
+/// What a call to a provider carries.
+#[derive(Debug)]
+pub(crate) struct ProviderCall<'a> {
+    pub source: &'a str,
+    pub link: &'a str,
+    pub interface: &'a str,
+    pub function: &'a str,
+    pub payload: &'a [u8],
+    pub timeout: Duration,
+}
+
+impl Pipe {
+    /// Calls the provider and waits for its reply, at most `timeout`. A provider that dies
+    /// meanwhile fails the call at once with `Unavailable`.
+    pub async fn call(&self, call: ProviderCall<'_>) -> Reply {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = ToProvider::Invoke {
+            id,
+            source: call.source.to_owned(),
+            link: call.link.to_owned(),
+            interface: call.interface.to_owned(),
+            function: call.function.to_owned(),
+            timeout_ms: u64::try_from(call.timeout.as_millis()).unwrap_or(u64::MAX),
+            payload: call.payload.to_vec(),
+        };
+        let frame = encode_frame(&frame)
+            .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.lock_pending().insert(id, tx);
+        let written = {
+            let mut writer = self.writer.lock().await;
+            match writer.write_all(&frame).await {
+                Ok(()) => writer.flush().await,
+                Err(e) => Err(e),
+            }
+        };
+        if written.is_err() {
+            self.lock_pending().remove(&id);
+            return Err(self.gone());
+        }
+        match tokio::time::timeout(call.timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(self.gone()),
+            Err(_) => {
+                self.lock_pending().remove(&id);
+                Err(InvokeError::new(
+                    InvokeErrorKind::Timeout,
+                    format!(
+                        "provider `{}` did not answer within {:?}",
+                        self.provider_id, call.timeout
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn gone(&self) -> InvokeError {
+        InvokeError::new(
+            InvokeErrorKind::Unavailable,
+            format!(
+                "provider `{}` exited before answering; it is being restarted, try again",
+                self.provider_id
+            ),
+        )
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deliver(&self, id: u64, result: Result<serde_bytes::ByteBuf, WireError>) {
+        if let Some(waiter) = self.lock_pending().remove(&id) {
+            let _ = waiter.send(result.map(|b| Bytes::from(b.into_vec())).map_err(Into::into));
+        }
+    }
+}
+
+/// Writes `bootstrap`, then serves the provider's pipe until its stdout closes. While it runs,
+/// the pipe is in `pipes` for callers.
+pub(crate) async fn serve<R, W>(
     bootstrap: Bootstrap,
     from_provider: R,
     mut to_provider: W,
     router: Arc<Router>,
+    pipes: Arc<Pipes>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let provider_id = bootstrap.provider_id.clone();
     let mut from_provider = tokio::io::BufReader::new(from_provider);
     if let Err(e) = write_frame(&mut to_provider, &bootstrap).await {
         tracing::warn!(provider = %provider_id, error = %e, "provider bootstrap not written");
         return;
     }
-    // Each call task writes its own reply, in turn: no hop through a writer task. The pipe
-    // closes (telling the provider to stop) when the last holder is gone.
-    let to_provider = Arc::new(tokio::sync::Mutex::new(to_provider));
+    let pipe = Arc::new(Pipe {
+        provider_id: provider_id.clone(),
+        writer: tokio::sync::Mutex::new(Box::new(to_provider)),
+        pending: Mutex::default(),
+        next_id: AtomicU64::new(0),
+    });
+    pipes.lock().insert(provider_id.clone(), pipe.clone());
     loop {
         match read_frame::<_, ToHost>(&mut from_provider).await {
             Ok(Some(ToHost::Invoke { id, target, interface, function, timeout_ms, payload })) => {
-                let (router, to_provider, source) =
-                    (router.clone(), to_provider.clone(), provider_id.clone());
+                let (router, pipe, source) = (router.clone(), pipe.clone(), provider_id.clone());
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(timeout_ms);
+                    let call = Call {
+                        source: &source,
+                        target: &target,
+                        interface: &interface,
+                        function: &function,
+                        link: DEFAULT_LINK_NAME,
+                        payload: Bytes::from(payload),
+                        timeout,
+                    };
                     let result = router
-                        .invoke(
-                            &source,
-                            &target,
-                            &interface,
-                            &function,
-                            Bytes::from(payload),
-                            timeout,
-                        )
+                        .invoke(call)
                         .await
                         .map(|b| serde_bytes::ByteBuf::from(Vec::from(b)))
                         .map_err(|e| WireError::from(&e));
                     let reply = ToProvider::Reply { id, result };
-                    if let Err(e) = write_frame(&mut *to_provider.lock().await, &reply).await {
+                    if let Err(e) = write_frame(&mut *pipe.writer.lock().await, &reply).await {
                         tracing::debug!(error = %e, "reply to provider not written");
                     }
                 });
             }
+            Ok(Some(ToHost::Reply { id, result })) => pipe.deliver(id, result),
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(provider = %provider_id, error = %e, "bad frame from provider; closing its pipe");
@@ -62,4 +190,12 @@ pub(crate) async fn serve<R, W>(
             }
         }
     }
+    // Only our own entry: a restarted process may have registered its pipe already.
+    let mut map = pipes.lock();
+    if map.get(&provider_id).is_some_and(|p| Arc::ptr_eq(p, &pipe)) {
+        map.remove(&provider_id);
+    }
+    drop(map);
+    // Calls waiting for this process fail now (`Unavailable`), not at their timeout.
+    pipe.lock_pending().clear();
 }

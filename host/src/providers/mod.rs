@@ -6,4 +6,5 @@ mod link;
 mod supervisor;
 
 pub(crate) use executable::find_executable;
+pub(crate) use link::{Pipes, ProviderCall};
 pub(crate) use supervisor::{Providers, StartError};

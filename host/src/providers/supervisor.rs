@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::subject::EventKind;
 use trellis_proto as pb;
 
-use super::{find_executable, link};
+use super::{Pipes, find_executable, link};
 use crate::events::Events;
 use crate::router::Router;
+use crate::rpc;
 
 /// Why a provider could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub(crate) struct ProviderHandle {
     running: AtomicBool,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Stops serving the provider's invocations from the lattice.
+    stop_rpc: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl ProviderHandle {
@@ -63,6 +66,7 @@ impl ProviderHandle {
 pub(crate) struct Providers {
     map: Mutex<HashMap<String, Arc<ProviderHandle>>>,
     router: Arc<Router>,
+    pipes: Arc<Pipes>,
     events: Events,
     bootstrap: Bootstrap,
     dir: Option<PathBuf>,
@@ -71,11 +75,12 @@ pub(crate) struct Providers {
 impl Providers {
     pub fn new(
         router: Arc<Router>,
+        pipes: Arc<Pipes>,
         events: Events,
         bootstrap: Bootstrap,
         dir: Option<PathBuf>,
     ) -> Self {
-        Self { map: Mutex::new(HashMap::new()), router, events, bootstrap, dir }
+        Self { map: Mutex::new(HashMap::new()), router, pipes, events, bootstrap, dir }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProviderHandle>>> {
@@ -90,7 +95,7 @@ impl Providers {
 
     /// Starts provider `id` of `kind`; idempotent for the same kind.
     pub async fn start(&self, id: &str, kind: &str) -> Result<(), StartError> {
-        {
+        let handle = {
             // Check, spawn and insert under one lock: two concurrent starts make one process.
             let mut map = self.lock();
             if let Some(existing) = map.get(id) {
@@ -112,6 +117,7 @@ impl Providers {
                 running: AtomicBool::new(true),
                 stop,
                 task: Mutex::new(None),
+                stop_rpc: Mutex::new(None),
             });
             let bootstrap = Bootstrap {
                 provider_id: id.to_owned(),
@@ -123,11 +129,25 @@ impl Providers {
                 path,
                 bootstrap,
                 router: self.router.clone(),
+                pipes: self.pipes.clone(),
                 events: self.events.clone(),
             };
             let task = tokio::spawn(supervisor.run(child, stopped));
             *handle.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-            map.insert(id.to_owned(), handle);
+            map.insert(id.to_owned(), handle.clone());
+            handle
+        };
+        // Calls from components on other hosts arrive over NATS, spread over the replicas.
+        match rpc::subscribe(self.router.nats(), self.router.subjects(), id).await {
+            Ok(sub) => {
+                let (stop, stopped) = oneshot::channel();
+                *handle.stop_rpc.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+                let target = rpc::Target::Provider(id.to_owned());
+                tokio::spawn(rpc::serve(sub, stopped, target, self.router.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(provider = id, error = %e, "cannot take calls from other hosts")
+            }
         }
         self.events.provider(EventKind::ProviderStarted, id, kind, "").await;
         Ok(())
@@ -136,6 +156,9 @@ impl Providers {
     /// Stops provider `id` gracefully (SIGTERM, then SIGKILL after a grace period).
     pub async fn stop(&self, id: &str) -> Result<(), StartError> {
         let handle = self.lock().remove(id).ok_or_else(|| StartError::NotFound(id.to_owned()))?;
+        if let Some(stop_rpc) = handle.stop_rpc.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop_rpc.send(());
+        }
         let _ = handle.stop.send(true);
         let task = handle.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
@@ -178,6 +201,7 @@ struct Supervisor {
     path: PathBuf,
     bootstrap: Bootstrap,
     router: Arc<Router>,
+    pipes: Arc<Pipes>,
     events: Events,
 }
 
@@ -231,11 +255,11 @@ impl Supervisor {
             return Some("its pipes were not set up".into());
         };
         let link = link::serve(
-            self.handle.id.clone(),
             self.bootstrap.clone(),
             stdout,
             stdin,
             self.router.clone(),
+            self.pipes.clone(),
         );
         tokio::pin!(link);
         let (status, ()) = tokio::select! {

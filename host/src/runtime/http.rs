@@ -1,7 +1,5 @@
 //! Serving `wasi:http/incoming-handler.handle` with a fresh store per request.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
@@ -11,6 +9,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use super::component::Component;
+use super::outbound::CallSettings;
 use super::state::CallState;
 
 /// Largest response body a component may produce for one request.
@@ -20,11 +19,10 @@ impl Component {
     /// Runs the component's HTTP handler on `req`; the call is abandoned after `timeout`.
     pub async fn handle_http(
         &self,
-        id: &str,
         req: HttpRequest,
-        timeout: Duration,
-        max_memory_bytes: usize,
+        settings: CallSettings<'_>,
     ) -> Result<HttpResponse, InvokeError> {
+        let (id, timeout) = (settings.component_id, settings.timeout);
         let Some(pre) = self.http.clone() else {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
@@ -32,7 +30,7 @@ impl Component {
             ));
         };
         let request = to_hyper(req)?;
-        let mut store = self.new_store(id, max_memory_bytes);
+        let mut store = self.new_store(&settings);
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let mut http = store.data_mut().http();
@@ -104,9 +102,9 @@ impl Component {
 impl Component {
     /// A fresh store for one call: limits, and a yield to the executor every epoch tick so a
     /// long-running guest never holds a worker thread (the deadline is the caller's timeout).
-    fn new_store(&self, id: &str, max_memory_bytes: usize) -> Store<CallState> {
-        let max_memory = max_memory_bytes.min(self.runtime.config().max_memory_bytes);
-        let mut store = Store::new(self.runtime.engine(), CallState::new(id, max_memory));
+    fn new_store(&self, settings: &CallSettings<'_>) -> Store<CallState> {
+        let max_memory = settings.max_memory_bytes.min(self.runtime.config().max_memory_bytes);
+        let mut store = Store::new(self.runtime.engine(), CallState::new(settings, max_memory));
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);

@@ -3,12 +3,16 @@
 //!
 //! `engine` configures wasmtime (pooling allocator, epochs); `state` is the per-call store data
 //! and the WASI views; `component` loads and validates artifacts; `http` runs
-//! `wasi:http/incoming-handler`.
+//! `wasi:http/incoming-handler`; `keyvalue` serves `wasi:keyvalue` imports through links
+//! (`outbound`).
 
 mod component;
 mod engine;
 mod http;
+mod keyvalue;
+mod outbound;
 mod state;
 
 pub use component::{Component, LoadError, list_imports};
 pub use engine::{Runtime, RuntimeConfig};
+pub use outbound::{CallFuture, CallSettings, Outbound};

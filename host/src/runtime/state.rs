@@ -1,8 +1,12 @@
 //! Per-call store data: WASI contexts, the resource table, limits, and the HTTP hooks.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
+
+use super::outbound::{CallSettings, Outbound};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -13,18 +17,28 @@ use wasmtime_wasi_http::{
 pub(crate) struct CallState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     hooks: OutgoingHttp,
     pub(crate) limits: StoreLimits,
+    /// The component's id: the source of the calls it makes.
+    pub(super) component_id: Arc<str>,
+    /// Where the component's linked imports lead.
+    pub(super) outbound: Option<Arc<dyn Outbound>>,
+    /// When the call that created this store must be done; outgoing calls get what is left.
+    deadline: Instant,
 }
 
 impl CallState {
-    pub(crate) fn new(component_id: &str, max_memory_bytes: usize) -> Self {
+    pub(crate) fn new(settings: &CallSettings<'_>, max_memory_bytes: usize) -> Self {
+        let component_id: Arc<str> = settings.component_id.into();
         Self {
             wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: OutgoingHttp { component_id: component_id.into() },
+            hooks: OutgoingHttp { component_id: component_id.clone() },
+            component_id,
+            outbound: settings.outbound.clone(),
+            deadline: Instant::now() + settings.timeout,
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 // A guest growing past its limit traps with a message that says so, instead of
@@ -32,6 +46,13 @@ impl CallState {
                 .trap_on_grow_failure(true)
                 .build(),
         }
+    }
+}
+
+impl CallState {
+    /// Time left until the deadline of the call this store serves.
+    pub(super) fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
     }
 }
 
@@ -50,7 +71,7 @@ impl WasiHttpView for CallState {
 /// Outgoing HTTP from a component. Until an http-client provider can be linked, the host
 /// refuses it with `HTTP-request-denied` and says why in its log.
 struct OutgoingHttp {
-    component_id: Box<str>,
+    component_id: Arc<str>,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(

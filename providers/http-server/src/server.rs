@@ -70,6 +70,13 @@ impl HttpServer {
 
 impl Provider for HttpServer {
     async fn link_put(&self, ctx: &Context, link: Link) -> Result<(), String> {
+        if link.source != ctx.provider_id() {
+            return Err(format!(
+                "http-server takes no calls; link it as the source (`trellis link put {} \
+                 {INCOMING_HANDLER} <component>`)",
+                ctx.provider_id()
+            ));
+        }
         if link.interface.to_string() != INCOMING_HANDLER {
             return Err(format!(
                 "http-server serves only {INCOMING_HANDLER}, not {}; link another provider",

@@ -1,5 +1,6 @@
 //! What a provider can use while it runs.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use trellis_lattice::envelope::InvokeError;
@@ -12,6 +13,7 @@ use crate::hostlink::HostLink;
 pub struct Context {
     pub(crate) bootstrap: Bootstrap,
     pub(crate) host: HostLink,
+    pub(crate) nats: Arc<OnceLock<async_nats::Client>>,
 }
 
 impl Context {
@@ -23,6 +25,13 @@ impl Context {
     /// The lattice name.
     pub fn lattice(&self) -> &str {
         &self.bootstrap.lattice
+    }
+
+    /// The provider's NATS connection (the lattice's server, with its host's credentials).
+    /// Set before any link or call reaches the provider; `None` only inside the `make` closure
+    /// of [`crate::serve`].
+    pub fn nats(&self) -> Option<&async_nats::Client> {
+        self.nats.get()
     }
 
     /// The supervising host's id.

@@ -6,9 +6,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
-use trellis_lattice::hostlink::{ToHost, ToProvider, encode_frame, read_frame};
+use trellis_lattice::hostlink::{ToHost, ToProvider, WireError, encode_frame, read_frame};
+
+/// A call from the host to this provider.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub id: u64,
+    pub source: String,
+    pub link: String,
+    pub interface: String,
+    pub function: String,
+    pub timeout: Duration,
+    pub payload: Vec<u8>,
+}
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, InvokeError>>>>>;
 type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
@@ -29,8 +41,12 @@ impl std::fmt::Debug for HostLink {
 }
 
 impl HostLink {
-    /// Starts the reader and writer tasks; `closed` fires when the host closes the pipe.
-    pub fn start<R, W>(mut from_host: R, to_host: W) -> (Self, oneshot::Receiver<()>)
+    /// Starts the reader task; `closed` fires when the host closes the pipe, and calls to the
+    /// provider arrive on `incoming`.
+    pub fn start<R, W>(
+        mut from_host: R,
+        to_host: W,
+    ) -> (Self, oneshot::Receiver<()>, mpsc::Receiver<Incoming>)
     where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -38,6 +54,7 @@ impl HostLink {
         let to_host: Writer = Arc::new(tokio::sync::Mutex::new(Box::new(to_host)));
         let pending: Pending = Arc::default();
         let (closed_tx, closed) = oneshot::channel();
+        let (incoming_tx, incoming) = mpsc::channel(256);
         let replies = pending.clone();
         tokio::spawn(async move {
             loop {
@@ -46,6 +63,29 @@ impl HostLink {
                         let waiter = replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(result.map(|b| b.into_vec()).map_err(Into::into));
+                        }
+                    }
+                    Ok(Some(ToProvider::Invoke {
+                        id,
+                        source,
+                        link,
+                        interface,
+                        function,
+                        timeout_ms,
+                        payload,
+                    })) => {
+                        let call = Incoming {
+                            id,
+                            source,
+                            link,
+                            interface,
+                            function,
+                            timeout: Duration::from_millis(timeout_ms),
+                            payload,
+                        };
+                        // Bounded: a provider that falls behind slows its callers down.
+                        if incoming_tx.send(call).await.is_err() {
+                            break;
                         }
                     }
                     Ok(None) => break,
@@ -59,7 +99,31 @@ impl HostLink {
             replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let _ = closed_tx.send(());
         });
-        (Self { to_host, pending, next_id: Arc::default() }, closed)
+        (Self { to_host, pending, next_id: Arc::default() }, closed, incoming)
+    }
+
+    /// Answers the host's call `id`.
+    pub async fn reply(&self, id: u64, result: Result<Vec<u8>, InvokeError>) {
+        let result = result.map(serde_bytes::ByteBuf::from).map_err(|e| WireError::from(&e));
+        let frame = match encode_frame(&ToHost::Reply { id, result }) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let error = InvokeError::new(InvokeErrorKind::TooLarge, e.to_string());
+                let reply = ToHost::Reply { id, result: Err(WireError::from(&error)) };
+                match encode_frame(&reply) {
+                    Ok(frame) => frame,
+                    Err(_) => return,
+                }
+            }
+        };
+        let mut to_host = self.to_host.lock().await;
+        let written = match to_host.write_all(&frame).await {
+            Ok(()) => to_host.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "reply to the host not written");
+        }
     }
 
     /// Invokes `interface.function` of `target` through the host.

@@ -32,7 +32,8 @@
 
 mod context;
 mod hostlink;
+pub mod keyvalue;
 mod serve;
 
 pub use context::Context;
-pub use serve::{Provider, SdkError, serve};
+pub use serve::{Call, Provider, SdkError, serve};

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::kv::{Entry, Operation};
 use prost::Message as _;
@@ -13,12 +14,13 @@ use trellis_lattice::subject::{EventKind, Subjects};
 use futures::StreamExt;
 use tokio::net::unix::pipe;
 use trellis_lattice::connect::{connect_persistent, wait_connected};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{Bootstrap, read_frame};
-use trellis_lattice::link::Link;
+use trellis_lattice::link::{InterfaceName, Link, link_key};
 use trellis_lattice::state::{LatticeState, StateError, decode_link};
 
 use crate::context::Context;
-use crate::hostlink::HostLink;
+use crate::hostlink::{HostLink, Incoming};
 
 /// A provider could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -37,19 +39,52 @@ pub enum SdkError {
     Lattice(String),
 }
 
+/// A call to a provider from a component, over a link that targets the provider.
+#[derive(Debug)]
+pub struct Call {
+    /// The calling component.
+    pub source: String,
+    /// The link the call came over (its config is this caller's settings).
+    pub link: Arc<Link>,
+    /// The function of the link's interface.
+    pub function: String,
+    /// msgpack arguments, as the contract defines them.
+    pub payload: Vec<u8>,
+    /// How long the caller waits.
+    pub timeout: std::time::Duration,
+}
+
 /// A capability provider implementation.
 pub trait Provider: Send + Sync + 'static {
-    /// A link from this provider was created or changed; apply it. An error is logged.
+    /// A link from or to this provider was created or changed; apply it. An error is reported
+    /// to the lattice (`link_failed`), so `trellis link put` shows it.
     fn link_put(
         &self,
         ctx: &Context,
         link: Link,
     ) -> impl Future<Output = Result<(), String>> + Send;
-    /// A link from this provider was deleted; stop serving it.
+    /// A link from or to this provider was deleted; stop serving it.
     fn link_deleted(&self, ctx: &Context, link: Link) -> impl Future<Output = ()> + Send;
+    /// A component calls this provider; the reply is msgpack as the contract defines it.
+    fn invoke(
+        &self,
+        ctx: &Context,
+        call: Call,
+    ) -> impl Future<Output = Result<Vec<u8>, InvokeError>> + Send {
+        let _ = (ctx, call);
+        async {
+            Err(InvokeError::new(
+                InvokeErrorKind::BadRequest,
+                "this provider serves no calls from components",
+            ))
+        }
+    }
     /// The host asked the provider to stop; finish in-flight work.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }
+
+/// The links that concern this provider, by KV key.
+type LinkMap = Arc<RwLock<HashMap<String, Arc<Link>>>>;
 
 /// Runs a provider built by `make` until the host stops it.
 pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), SdkError> {
@@ -59,9 +94,9 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
         .await
         .map_err(|e| SdkError::BadBootstrap(e.to_string()))?
         .ok_or(SdkError::NoBootstrap)?;
-    let (host, host_closed) = HostLink::start(from_host, to_host);
-    let ctx = Context { bootstrap, host };
-    let provider = make(ctx.clone());
+    let (host, host_closed, mut incoming) = HostLink::start(from_host, to_host);
+    let ctx = Context { bootstrap, host, nats: Arc::default() };
+    let provider = Arc::new(make(ctx.clone()));
 
     let name = format!("trellis-provider {}", ctx.provider_id());
     let (nats, _events) =
@@ -69,25 +104,36 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
             .await
             .map_err(|e| SdkError::Lattice(e.to_string()))?;
     wait_connected(&nats).await;
+    let _ = ctx.nats.set(nats.clone());
     let js = async_nats::jetstream::new(nats.clone());
     let state = LatticeState::open(&js, &ctx.bootstrap.lattice)
         .await
         .map_err(|e| SdkError::Lattice(e.to_string()))?;
-    let mut watch =
-        state.watch_links(ctx.provider_id()).await.map_err(|e| SdkError::Lattice(e.to_string()))?;
+    let mut watch = state.watch_all_links().await.map_err(|e| SdkError::Lattice(e.to_string()))?;
     tracing::info!(provider = ctx.provider_id(), kind = %ctx.bootstrap.kind, "provider ready");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| SdkError::Lattice(format!("cannot watch SIGTERM: {e}")))?;
-    let mut links: HashMap<String, Link> = HashMap::new();
+    let links = LinkMap::default();
     tokio::pin!(host_closed);
     loop {
         tokio::select! {
             entry = watch.next() => match entry {
-                Some(Ok(entry)) => apply(&provider, &nats, &ctx, &mut links, entry).await,
+                Some(Ok(entry)) => apply(&*provider, &nats, &ctx, &links, entry).await,
                 Some(Err(e)) => tracing::warn!(error = %e, "link watch error"),
                 None => return Err(SdkError::Lattice("link watch ended".into())),
             },
+            Some(call) = incoming.recv() => {
+                let (provider, ctx, links) = (provider.clone(), ctx.clone(), links.clone());
+                tokio::spawn(async move {
+                    let id = call.id;
+                    let result = match resolve(&ctx, &links, call) {
+                        Ok(call) => provider.invoke(&ctx, call).await,
+                        Err(e) => Err(e),
+                    };
+                    ctx.host.reply(id, result).await;
+                });
+            }
             _ = &mut host_closed => break,
             _ = sigterm.recv() => break,
         }
@@ -97,21 +143,60 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
     Ok(())
 }
 
+/// The link a call came over: it must exist and lead to this provider.
+fn resolve(ctx: &Context, links: &LinkMap, call: Incoming) -> Result<Call, InvokeError> {
+    let key = InterfaceName::parse(&call.interface)
+        .map(|iface| link_key(&call.source, &iface, &call.link))
+        .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;
+    let link = links.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    match link {
+        Some(link) if link.target == ctx.provider_id() => Ok(Call {
+            source: call.source,
+            link,
+            function: call.function,
+            payload: call.payload,
+            timeout: call.timeout,
+        }),
+        _ => Err(InvokeError::new(
+            InvokeErrorKind::NoLink,
+            format!(
+                "provider `{}` has no link `{}` from `{}` over {}; create one with `trellis link \
+                 put --source {} --interface {} --target {}`",
+                ctx.provider_id(),
+                call.link,
+                call.source,
+                call.interface,
+                call.source,
+                call.interface,
+                ctx.provider_id()
+            ),
+        )),
+    }
+}
+
 async fn apply<P: Provider>(
     provider: &P,
     nats: &async_nats::Client,
     ctx: &Context,
-    links: &mut HashMap<String, Link>,
+    links: &LinkMap,
     entry: Entry,
 ) {
+    let me = ctx.provider_id();
     match entry.operation {
         Operation::Put => match decode_link(&entry.key, &entry.value).and_then(|l| {
             l.validate()
                 .map(|()| l)
                 .map_err(|e| StateError::BadLink { key: entry.key.clone(), reason: e.to_string() })
         }) {
+            Ok(link) if link.source != me && link.target != me => {
+                // Not ours; a link that used to be ours and now points elsewhere is gone.
+                let old = lock(links).remove(&entry.key);
+                if let Some(old) = old {
+                    provider.link_deleted(ctx, Arc::unwrap_or_clone(old)).await;
+                }
+            }
             Ok(link) => {
-                links.insert(entry.key.clone(), link.clone());
+                lock(links).insert(entry.key.clone(), Arc::new(link.clone()));
                 let outcome = provider.link_put(ctx, link).await;
                 if let Err(e) = &outcome {
                     tracing::error!(link = %entry.key, error = %e, "link not applied");
@@ -121,11 +206,16 @@ async fn apply<P: Provider>(
             Err(e) => tracing::error!(error = %e, "ignoring bad link"),
         },
         Operation::Delete | Operation::Purge => {
-            if let Some(link) = links.remove(&entry.key) {
-                provider.link_deleted(ctx, link).await;
+            let removed = lock(links).remove(&entry.key);
+            if let Some(link) = removed {
+                provider.link_deleted(ctx, Arc::unwrap_or_clone(link)).await;
             }
         }
     }
+}
+
+fn lock(links: &LinkMap) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Link>>> {
+    links.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Tells the lattice whether a link was applied, so `trellis link put` can say so.

@@ -1,0 +1,173 @@
+//! `wasi:keyvalue` through links: HTTP → component → key-value provider, on real Redis and NATS
+//! JetStream KV, across hosts, with a live link switch.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use trellis_tests::{RedisServer, component, http_request};
+
+use crate::{Lattice, get};
+
+const STORE: &str = "wasi:keyvalue/store";
+
+async fn link_store(lattice: &Lattice, target: &str, config: &[&str]) -> String {
+    let mut args =
+        vec!["link", "put", "--source", "counter", "--interface", STORE, "--target", target];
+    for c in config {
+        args.extend_from_slice(&["--config", c]);
+    }
+    lattice.trellis.ok(&args).await
+}
+
+/// `n` concurrent `/count/hits` requests to each address; the counter values they got.
+async fn count_concurrently(addrs: &[SocketAddr], n: usize) -> Vec<u64> {
+    let requests =
+        addrs.iter().flat_map(|&addr| (0..n).map(move |_| addr)).map(|addr| async move {
+            let reply = get(addr, "/count/hits").await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            reply.text().trim().parse::<u64>().expect("a number")
+        });
+    futures::stream::iter(requests).buffer_unordered(64).collect().await
+}
+
+fn assert_each_value_once(mut values: Vec<u64>, from: u64) {
+    values.sort_unstable();
+    let expected: Vec<u64> = (from..from + values.len() as u64).collect();
+    assert_eq!(values, expected, "every increment is counted exactly once");
+}
+
+#[tokio::test]
+async fn counter_counts_across_hosts_on_redis_then_nats_after_a_live_switch() {
+    let redis = RedisServer::start().await;
+    let lattice = Lattice::new("kv").await;
+    let t = &lattice.trellis;
+    let a = t.host("a", &[]).await;
+    let b = t.host("b", &[]).await;
+    let wasm = component("kv-counter");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "counter", "--replicas", "2"])
+        .await;
+    let addr_a = lattice.serve_http_as("web-a", &a.id, "counter", &[]).await;
+    let addr_b = lattice.serve_http_as("web-b", &b.id, "counter", &[]).await;
+
+    // No link yet: a typed NoLink error, at once, with an event.
+    let nats = t.client().await;
+    let mut no_link = nats
+        .nats()
+        .subscribe(nats.subjects().event(trellis_lattice::subject::EventKind::NoLink))
+        .await
+        .unwrap();
+    trellis_lattice::connect::sync_with_server(nats.nats()).await.unwrap();
+    let reply = get(addr_a, "/count/hits").await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply.text().contains("NoLink") && reply.text().contains("counter"),
+        "{}",
+        reply.text()
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), no_link.next()).await;
+    assert!(matches!(event, Ok(Some(_))), "no no_link event");
+
+    // Redis provider on host a only: host b's replica reaches it over NATS.
+    t.ok(&["start", "provider", "keyvalue-redis", "--id", "redis", "--host", &a.id]).await;
+    let url = format!("url={}", redis.url());
+    link_store(&lattice, "redis", &[&url]).await;
+    let values = count_concurrently(&[addr_a, addr_b], 40).await;
+    assert_each_value_once(values, 1);
+    assert_eq!(get(addr_b, "/get/hits").await.text(), "80");
+    assert!(redis.command(&["GET", "default:hits"]).await.unwrap().contains("80"));
+    assert!(lattice.invocations(&b.id, "counter").await > 0, "host b served some requests");
+
+    // Switch the running component to NATS KV (provider on host b): no restart.
+    t.ok(&["start", "provider", "keyvalue-nats", "--id", "natskv", "--host", &b.id]).await;
+    link_store(&lattice, "natskv", &[]).await;
+    let values = count_concurrently(&[addr_a, addr_b], 30).await;
+    assert_each_value_once(values, 1);
+    assert_eq!(get(addr_a, "/get/hits").await.text(), "60");
+    assert!(
+        redis.command(&["GET", "default:hits"]).await.unwrap().contains("80"),
+        "redis untouched"
+    );
+}
+
+/// Every store, atomics and batch operation, against one provider.
+async fn exercise_every_operation(addr: SocketAddr) {
+    let put = |path: &'static str, body: &'static [u8]| async move {
+        http_request(addr, "POST", path, body).await.expect("HTTP request")
+    };
+    assert_eq!(put("/set/greeting", b"hello").await.text(), "ok");
+    assert_eq!(put("/set/with%20space.and:colon", b"odd").await.text(), "ok");
+    assert_eq!(get(addr, "/get/greeting").await.text(), "hello");
+    assert_eq!(get(addr, "/get/nothing").await.status, 404);
+    assert_eq!(get(addr, "/exists/greeting").await.text(), "true");
+    assert_eq!(get(addr, "/count/n?bucket=other").await.text(), "1");
+    let keys: BTreeSet<String> =
+        get(addr, "/keys").await.text().lines().map(str::to_owned).collect();
+    let expected: BTreeSet<String> =
+        ["greeting", "with%20space.and:colon"].into_iter().map(str::to_owned).collect();
+    assert_eq!(keys, expected, "buckets are separate namespaces");
+    assert_eq!(get(addr, "/keys?bucket=other").await.text(), "n");
+    assert_eq!(get(addr, "/del/greeting").await.text(), "ok");
+    assert_eq!(get(addr, "/exists/greeting").await.text(), "false");
+    assert_eq!(get(addr, "/batch").await.text(), "a=1,b=2,none a-after-delete=false");
+}
+
+#[tokio::test]
+async fn every_operation_works_on_both_providers_and_bucket_lists_are_enforced() {
+    let redis = RedisServer::start().await;
+    let lattice = Lattice::new("kvops").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    let wasm = component("kv-counter");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "counter"]).await;
+    let addr = lattice.serve_http(&host.id, "counter", &[]).await;
+    t.ok(&["start", "provider", "keyvalue-redis", "--id", "redis"]).await;
+    t.ok(&["start", "provider", "keyvalue-nats", "--id", "natskv"]).await;
+
+    let url = format!("url={}", redis.url());
+    link_store(&lattice, "redis", &[&url]).await;
+    exercise_every_operation(addr).await;
+    link_store(&lattice, "natskv", &["bucket=ops"]).await;
+    exercise_every_operation(addr).await;
+
+    // A bucket the link does not list is refused by the host before any call.
+    link_store(&lattice, "natskv", &["bucket=ops", "buckets=default"]).await;
+    assert_eq!(get(addr, "/count/x").await.status, 200);
+    let refused = get(addr, "/count/x?bucket=other").await;
+    assert_eq!(refused.status, 500);
+    assert!(refused.text().contains("NoSuchStore"), "{}", refused.text());
+
+    // A link whose store cannot be reached is refused at `link put`, naming why.
+    let err = lattice
+        .trellis
+        .fails(&[
+            "link",
+            "put",
+            "--source",
+            "counter",
+            "--interface",
+            STORE,
+            "--target",
+            "redis",
+            "--config",
+            "url=redis://127.0.0.1:1",
+        ])
+        .await;
+    assert!(err.contains("cannot connect to redis"), "{err}");
+    // A link from a component that does not import the interface is refused.
+    let err = lattice
+        .trellis
+        .fails(&[
+            "link",
+            "put",
+            "--source",
+            "counter",
+            "--interface",
+            "wasi:blobstore/blobstore",
+            "--target",
+            "redis",
+        ])
+        .await;
+    assert!(err.contains("does not import"), "{err}");
+}
