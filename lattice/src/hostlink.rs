@@ -52,6 +52,8 @@ pub enum ToHost {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// The provider has applied its current links and takes calls now.
+    Ready,
     /// The answer to [`ToProvider::Invoke`] `id`.
     Reply {
         /// Correlates with the call.

@@ -169,6 +169,12 @@ impl LatticeState {
 }
 
 impl LatticeState {
+    /// Whether the LINKS bucket holds nothing at all (a watch of it then starts silent).
+    pub async fn links_empty(&self) -> Result<bool, StateError> {
+        let status = self.links.status().await.map_err(|e| js_err("link status")(&e))?;
+        Ok(status.info.state.messages == 0)
+    }
+
     /// Watches every link of the lattice: first the current ones, then each change, live.
     pub async fn watch_all_links(&self) -> Result<kv::Watch, StateError> {
         self.links.watch_with_history(">").await.map_err(|e| js_err("link watch")(&e))

@@ -171,3 +171,55 @@ async fn every_operation_works_on_both_providers_and_bucket_lists_are_enforced()
         .await;
     assert!(err.contains("does not import"), "{err}");
 }
+
+#[tokio::test]
+async fn calls_during_a_provider_crash_fail_typed_and_calls_after_its_restart_succeed() {
+    let redis = RedisServer::start().await;
+    let lattice = Lattice::new("kvcrash").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    let wasm = component("kv-counter");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "counter"]).await;
+    let addr = lattice.serve_http(&host.id, "counter", &[]).await;
+    t.ok(&["start", "provider", "keyvalue-redis", "--id", "redis", "--host", &host.id]).await;
+    let url = format!("url={}", redis.url());
+    link_store(&lattice, "redis", &[&url]).await;
+    assert_eq!(get(addr, "/count/c").await.text(), "1");
+
+    let client = t.client().await;
+    let inventory = client.inventory(&host.id).await.unwrap();
+    let pid = inventory.providers.iter().find(|p| p.id == "redis").unwrap().pid;
+    // Requests keep coming while the provider dies and comes back.
+    let load = tokio::spawn(async move {
+        let mut replies = Vec::new();
+        for _ in 0..200 {
+            let reply = get(addr, "/count/c").await;
+            let ok = reply.status == 200;
+            replies.push((reply.status, reply.text()));
+            if ok && replies.len() > 50 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replies
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("provider pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let replies = load.await.unwrap();
+    let failed = replies.iter().filter(|(status, _)| *status != 200).count();
+    eprintln!("{failed} of {} calls failed (typed) while the provider restarted", replies.len());
+    for (status, text) in &replies {
+        assert!(
+            *status == 200 || (*status == 500 && text.contains("Unavailable")),
+            "a call during the crash failed untyped: {status} {text}"
+        );
+    }
+    let last = replies.last().unwrap();
+    assert_eq!(last.0, 200, "calls succeed after the restart: {replies:?}");
+    // Redis kept the count: the restarted provider serves the same link config.
+    let before = last.1.trim().parse::<u64>().unwrap();
+    assert_eq!(get(addr, "/count/c").await.text(), (before + 1).to_string());
+    let inventory = client.inventory(&host.id).await.unwrap();
+    assert!(inventory.providers.iter().any(|p| p.id == "redis" && p.restarts >= 1));
+}

@@ -131,8 +131,8 @@ impl Pipe {
     }
 }
 
-/// Writes `bootstrap`, then serves the provider's pipe until its stdout closes. While it runs,
-/// the pipe is in `pipes` for callers.
+/// Writes `bootstrap`, then serves the provider's pipe until its stdout closes. Once the provider
+/// says it is ready, and while it runs, the pipe is in `pipes` for callers.
 pub(crate) async fn serve<R, W>(
     bootstrap: Bootstrap,
     from_provider: R,
@@ -155,7 +155,6 @@ pub(crate) async fn serve<R, W>(
         pending: Mutex::default(),
         next_id: AtomicU64::new(0),
     });
-    pipes.lock().insert(provider_id.clone(), pipe.clone());
     loop {
         match read_frame::<_, ToHost>(&mut from_provider).await {
             Ok(Some(ToHost::Invoke { id, target, interface, function, timeout_ms, payload })) => {
@@ -183,6 +182,10 @@ pub(crate) async fn serve<R, W>(
                 });
             }
             Ok(Some(ToHost::Reply { id, result })) => pipe.deliver(id, result),
+            // Its links are applied: calls may reach it now (until then they get `Unavailable`).
+            Ok(Some(ToHost::Ready)) => {
+                pipes.lock().insert(provider_id.clone(), pipe.clone());
+            }
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(provider = %provider_id, error = %e, "bad frame from provider; closing its pipe");

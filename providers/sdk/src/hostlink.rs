@@ -102,6 +102,19 @@ impl HostLink {
         (Self { to_host, pending, next_id: Arc::default() }, closed, incoming)
     }
 
+    /// Tells the host the provider takes calls now.
+    pub async fn ready(&self) {
+        let Ok(frame) = encode_frame(&ToHost::Ready) else { return };
+        let mut to_host = self.to_host.lock().await;
+        let written = match to_host.write_all(&frame).await {
+            Ok(()) => to_host.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "ready not written to the host");
+        }
+    }
+
     /// Answers the host's call `id`.
     pub async fn reply(&self, id: u64, result: Result<Vec<u8>, InvokeError>) {
         let result = result.map(serde_bytes::ByteBuf::from).map_err(|e| WireError::from(&e));

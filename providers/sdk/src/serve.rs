@@ -109,7 +109,13 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
     let state = LatticeState::open(&js, &ctx.bootstrap.lattice)
         .await
         .map_err(|e| SdkError::Lattice(e.to_string()))?;
-    let mut watch = state.watch_all_links().await.map_err(|e| SdkError::Lattice(e.to_string()))?;
+    let lattice_err = |e: StateError| SdkError::Lattice(e.to_string());
+    // Calls wait until the current links are applied: a call must find its caller's link.
+    let mut ready = state.links_empty().await.map_err(lattice_err)?;
+    let mut watch = state.watch_all_links().await.map_err(lattice_err)?;
+    if ready {
+        ctx.host.ready().await;
+    }
     tracing::info!(provider = ctx.provider_id(), kind = %ctx.bootstrap.kind, "provider ready");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -119,7 +125,14 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
     loop {
         tokio::select! {
             entry = watch.next() => match entry {
-                Some(Ok(entry)) => apply(&*provider, &nats, &ctx, &links, entry).await,
+                Some(Ok(entry)) => {
+                    let caught_up = entry.delta == 0 || entry.seen_current;
+                    apply(&*provider, &nats, &ctx, &links, entry).await;
+                    if caught_up && !ready {
+                        ready = true;
+                        ctx.host.ready().await;
+                    }
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "link watch error"),
                 None => return Err(SdkError::Lattice("link watch ended".into())),
             },
