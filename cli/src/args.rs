@@ -92,6 +92,8 @@ pub enum Command {
     /// Create, list and delete links.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Call an exported function of a component, wherever it runs, and print the result.
+    Call(CallArgs),
     /// Measure Trellis against baselines in the same run (see docs/benchmarks.md).
     Bench(BenchArgs),
     /// Make nkeys.
@@ -433,4 +435,22 @@ mod tests {
         assert!(parse_key_value("=x").is_err());
         assert!(parse_key_value("novalue").is_err());
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Component id.
+    pub component: String,
+    /// `namespace:package/interface.function`, for example `trellis:test/types.greet`.
+    pub function: String,
+    /// Arguments as a JSON array (records as objects, enums and variant cases as strings or
+    /// `{"case": value}`, options as null or the value).
+    #[arg(long, default_value = "[]")]
+    pub args: String,
+    /// How long to wait, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Sign the call with this host seed (`trellis keys gen host`), as strict hosts require.
+    #[arg(long, env = "TRELLIS_CALL_SEED")]
+    pub seed: Option<PathBuf>,
 }

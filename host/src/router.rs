@@ -219,7 +219,8 @@ impl Router {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
-        if interface != INCOMING_HANDLER || function != http::HANDLE {
+        let is_http = interface == INCOMING_HANDLER && function == http::HANDLE;
+        if !is_http && !running.component.exports_function(interface, function) {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
                 format!("component `{}` does not export {interface}.{function}", running.id),
@@ -253,9 +254,6 @@ impl Router {
             Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
             Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
         };
-        let request: HttpRequest = http::decode(payload).map_err(|e| {
-            InvokeError::new(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
-        })?;
         let left = deadline.saturating_duration_since(Instant::now());
         let settings = CallSettings {
             component_id: &running.id,
@@ -263,6 +261,12 @@ impl Router {
             max_memory_bytes: limits.max_memory_bytes,
             outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
         };
+        if !is_http {
+            return running.component.call_function(interface, function, payload, settings).await;
+        }
+        let request: HttpRequest = http::decode(payload).map_err(|e| {
+            InvokeError::new(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
+        })?;
         let response = running.component.handle_http(request, settings).await?;
         http::encode(&response).map(Bytes::from).map_err(|e| {
             InvokeError::new(InvokeErrorKind::Trap, format!("unencodable HTTP response: {e}"))

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bench;
+mod calls;
 mod claims;
 mod errors;
 mod http;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod bench;
+mod call;
 mod claims;
 mod get;
 mod host;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(cmd) => start::run(g, cmd).await,
         Command::Stop(cmd) => stop::run(g, cmd).await,
         Command::Link(cmd) => link::run(g, cmd).await,
+        Command::Call(args) => call::run(g, args).await,
         Command::Bench(args) => bench::run(g, args).await,
         Command::Keys(cmd) => keys::run(g, cmd),
         Command::Claims(cmd) => claims::run(g, cmd),

@@ -1,8 +1,12 @@
 //! Loading a component: check that the bytes are a component, compile, link its imports, and
 //! find the exports Trellis can call.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use trellis_lattice::artifact::{WasmKind, sniff};
-use wasmtime::component::Linker;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::engine::Runtime;
@@ -29,7 +33,10 @@ pub enum LoadError {
     #[error("cannot link the component's imports: {0}")]
     Link(String),
     /// The component exports nothing Trellis can call.
-    #[error("the component exports no `wasi:http/incoming-handler@0.2.x`, so nothing can call it")]
+    #[error(
+        "the component exports no `wasi:http/incoming-handler@0.2.x` and no function of its own, \
+         so nothing can call it"
+    )]
     NoUsableExport,
     /// The engine could not be built.
     #[error("wasmtime engine: {0}")]
@@ -66,12 +73,17 @@ pub fn list_imports(bytes: &[u8]) -> Result<Vec<String>, LoadError> {
     Ok(imports_of(&engine, &compiled))
 }
 
+/// Exported functions of custom interfaces: interface (unversioned) → function → index.
+pub(super) type Functions = HashMap<String, HashMap<String, ComponentExportIndex>>;
+
 /// A compiled, linked component, ready to instantiate once per call.
 #[derive(Clone)]
 pub struct Component {
     pub(super) runtime: Runtime,
     pub(super) http: Option<ProxyPre<CallState>>,
-    imports: std::sync::Arc<[String]>,
+    pub(super) pre: InstancePre<CallState>,
+    pub(super) functions: Arc<Functions>,
+    imports: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Component {
@@ -83,18 +95,21 @@ impl std::fmt::Debug for Component {
 impl Component {
     pub(super) fn new(
         runtime: Runtime,
-        linker: &Linker<CallState>,
+        base: &Linker<CallState>,
         compiled: wasmtime::component::Component,
     ) -> Result<Self, LoadError> {
-        let imports = imports_of(linker.engine(), &compiled).into();
+        let engine = base.engine();
+        let imports = imports_of(engine, &compiled).into();
+        let linker = super::forward::linker_for(engine, base, &compiled)?;
         let pre =
             linker.instantiate_pre(&compiled).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         // Semver-compatible: finds `wasi:http/incoming-handler@0.2.N` for any N.
-        let http = ProxyPre::new(pre).ok();
-        if http.is_none() {
+        let http = ProxyPre::new(pre.clone()).ok();
+        let functions = functions_of(engine, &compiled);
+        if http.is_none() && functions.is_empty() {
             return Err(LoadError::NoUsableExport);
         }
-        Ok(Self { runtime, http, imports })
+        Ok(Self { runtime, http, pre, functions: Arc::new(functions), imports })
     }
 
     /// The interfaces it imports, `ns:pkg/iface@version`.
@@ -108,6 +123,32 @@ impl Component {
         if self.http.is_some() {
             out.push(trellis_lattice::http::INCOMING_HANDLER.to_owned());
         }
+        let mut custom: Vec<String> = self.functions.keys().cloned().collect();
+        custom.sort();
+        out.extend(custom);
         out
     }
+}
+
+/// The functions of every exported interface outside `wasi:` (those are served by the host's
+/// own bindings, like `wasi:http/incoming-handler`).
+fn functions_of(engine: &wasmtime::Engine, compiled: &wasmtime::component::Component) -> Functions {
+    let mut functions = Functions::new();
+    for (name, item) in compiled.component_type().exports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        if super::forward::served_by_host(name) {
+            continue;
+        }
+        let Some(instance_index) = compiled.get_export_index(None, name) else { continue };
+        let interface = name.split_once('@').map_or(name, |(n, _)| n).to_owned();
+        for (function, item) in instance.exports(engine) {
+            if !matches!(item.ty, ComponentItem::ComponentFunc(_)) {
+                continue;
+            }
+            if let Some(index) = compiled.get_export_index(Some(&instance_index), function) {
+                functions.entry(interface.clone()).or_default().insert(function.to_owned(), index);
+            }
+        }
+    }
+    functions
 }

@@ -102,7 +102,7 @@ impl Component {
 impl Component {
     /// A fresh store for one call: limits, and a yield to the executor every epoch tick so a
     /// long-running guest never holds a worker thread (the deadline is the caller's timeout).
-    fn new_store(&self, settings: &CallSettings<'_>) -> Store<CallState> {
+    pub(super) fn new_store(&self, settings: &CallSettings<'_>) -> Store<CallState> {
         let max_memory = settings.max_memory_bytes.min(self.runtime.config().max_memory_bytes);
         let mut store = Store::new(self.runtime.engine(), CallState::new(settings, max_memory));
         store.limiter(|s| &mut s.limits);

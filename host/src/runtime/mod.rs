@@ -6,12 +6,15 @@
 //! `wasi:http/incoming-handler`; `keyvalue` serves `wasi:keyvalue` imports through links
 //! (`outbound`).
 
+mod call;
 mod component;
 mod engine;
+mod forward;
 mod http;
 mod keyvalue;
 mod outbound;
 mod state;
+mod values;
 
 pub use component::{Component, LoadError, list_imports};
 pub use engine::{Runtime, RuntimeConfig};

@@ -1,0 +1,127 @@
+//! Component-to-component calls over a custom WIT interface, in process and across hosts, and
+//! `trellis call`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use trellis_tests::component;
+
+use crate::{Lattice, get};
+
+const TYPES: &str = "trellis:test/types";
+
+/// What `caller`'s `/all` answers when `greeter` serves it: every kind of value, both ways.
+const ALL: &str = "hello, lattice
+Point { x: 20, y: -30, label: Some(\"p x10\") }
+18446744073709551615
+circle r=1.5
+rect 1x2 None
+empty
+Some(1)
+None
+Ok(3)
+Err(\"cannot divide 1 by 0\")
+Color::Blue Perms(READ | EXEC) (7, 'λ') Some(None)
+[3, 2, 1]";
+
+async fn start(lattice: &Lattice, name: &str, host: &str) {
+    let wasm = component(name);
+    lattice
+        .trellis
+        .ok(&["start", "component", wasm.to_str().unwrap(), "--id", name, "--host", host])
+        .await;
+}
+
+async fn link(lattice: &Lattice) {
+    lattice
+        .trellis
+        .ok(&["link", "put", "--source", "caller", "--interface", TYPES, "--target", "greeter"])
+        .await;
+}
+
+#[tokio::test]
+async fn co_located_components_call_each_other_in_process() {
+    let lattice = Lattice::new("c2clocal").await;
+    let host = lattice.trellis.host("h", &[]).await;
+    start(&lattice, "greeter", &host.id).await;
+    start(&lattice, "caller", &host.id).await;
+    let addr = lattice.serve_http(&host.id, "caller", &[]).await;
+
+    // Before the link: the call fails at once, naming what is missing.
+    let reply = get(addr, "/greet/x").await;
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("NoLink"), "{}", reply.text());
+
+    link(&lattice).await;
+    let nats = lattice.trellis.client().await;
+    let mut rpc = nats.nats().subscribe(nats.subjects().rpc_all("greeter")).await.unwrap();
+    trellis_lattice::connect::sync_with_server(nats.nats()).await.unwrap();
+    let reply = get(addr, "/all").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), ALL);
+    let leaked = tokio::time::timeout(Duration::from_millis(300), rpc.next()).await;
+    assert!(leaked.is_err(), "a co-located call went over NATS: {leaked:?}");
+    assert!(lattice.invocations(&host.id, "greeter").await >= 11);
+}
+
+#[tokio::test]
+async fn components_call_each_other_across_hosts() {
+    let lattice = Lattice::new("c2cremote").await;
+    let a = lattice.trellis.host("a", &[]).await;
+    let b = lattice.trellis.host("b", &[]).await;
+    start(&lattice, "caller", &a.id).await;
+    start(&lattice, "greeter", &b.id).await;
+    link(&lattice).await;
+    let addr = lattice.serve_http(&a.id, "caller", &[]).await;
+    let reply = get(addr, "/all").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), ALL);
+    assert!(lattice.invocations(&b.id, "greeter").await >= 11, "greeter on b served the calls");
+
+    // The link's target is checked: it must export the interface.
+    let err = lattice
+        .trellis
+        .fails(&["link", "put", "--source", "caller", "--interface", TYPES, "--target", "caller"])
+        .await;
+    assert!(err.contains("does not export"), "{err}");
+}
+
+#[tokio::test]
+async fn trellis_call_invokes_any_exported_function() {
+    let lattice = Lattice::new("c2ccli").await;
+    let host = lattice.trellis.host("h", &[]).await;
+    start(&lattice, "greeter", &host.id).await;
+    let t = &lattice.trellis;
+    let out = t.ok(&["call", "greeter", "trellis:test/types.greet", "--args", r#"["bob"]"#]).await;
+    assert_eq!(out.trim(), r#""hello, bob""#);
+    let out = t
+        .ok(&[
+            "call",
+            "greeter",
+            "trellis:test/types.scale",
+            "--args",
+            r#"[{"x": 1, "y": 2}, 3]"#,
+            "--output",
+            "json",
+        ])
+        .await;
+    let point: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(point, serde_json::json!({"x": 3, "y": 6, "label": null}));
+    let out = t
+        .ok(&["call", "greeter", "trellis:test/types.describe", "--args", r#"[{"circle": 2}]"#])
+        .await;
+    assert_eq!(out.trim(), r#""circle r=2""#);
+    let out =
+        t.ok(&["call", "greeter", "trellis:test/types.checked-div", "--args", "[1, 0]"]).await;
+    assert_eq!(out.trim(), r#"{"err":"cannot divide 1 by 0"}"#);
+
+    // Arguments that do not fit the function's types are refused before the guest runs.
+    let err = t
+        .fails(&["call", "greeter", "trellis:test/types.scale", "--args", r#"[{"x": "one"}, 3]"#])
+        .await;
+    assert!(err.contains("BadRequest") && err.contains("p.x"), "{err}");
+    let err = t.fails(&["call", "greeter", "trellis:test/types.sum", "--args", "[[1, -1]]"]).await;
+    assert!(err.contains("out of range for u64"), "{err}");
+    let err = t.fails(&["call", "greeter", "trellis:test/types.nope", "--args", "[]"]).await;
+    assert!(err.contains("does not export"), "{err}");
+}
