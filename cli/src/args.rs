@@ -94,6 +94,9 @@ pub enum Command {
     Link(LinkCommand),
     /// Call an exported function of a component, wherever it runs, and print the result.
     Call(CallArgs),
+    /// Create, show and delete named config (read by components through wasi:config).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Measure Trellis against baselines in the same run (see docs/benchmarks.md).
     Bench(BenchArgs),
     /// Make nkeys.
@@ -314,6 +317,10 @@ pub struct StartComponentArgs {
     /// Largest request payload in bytes; larger ones get TooLarge [default: 1 MiB].
     #[arg(long)]
     pub max_request_bytes: Option<u64>,
+    /// Named config (`trellis config put`) the component reads through wasi:config;
+    /// repeatable, later ones win on the same key.
+    #[arg(long = "config")]
+    pub config: Vec<String>,
 }
 
 impl StartComponentArgs {
@@ -453,4 +460,26 @@ pub struct CallArgs {
     /// Sign the call with this host seed (`trellis keys gen host`), as strict hosts require.
     #[arg(long, env = "TRELLIS_CALL_SEED")]
     pub seed: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Create or replace named config `name` with `key=value` pairs.
+    Put {
+        /// Config name.
+        name: String,
+        /// `key=value` pairs.
+        #[arg(value_parser = parse_key_value, required = true)]
+        values: Vec<(String, String)>,
+    },
+    /// Show named config `name`, or list every name.
+    Get {
+        /// Config name.
+        name: Option<String>,
+    },
+    /// Delete named config `name`.
+    Del {
+        /// Config name.
+        name: String,
+    },
 }

@@ -17,6 +17,8 @@ pub(crate) struct Running {
     pub digest: String,
     pub component: Component,
     pub limits: Limits,
+    /// Named configs it reads through wasi:config, in merge order.
+    pub config: Vec<String>,
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
     /// Tells the serving task to drain its subscription and end.
@@ -24,12 +26,19 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub fn new(id: String, digest: String, component: Component, limits: Limits) -> Self {
+    pub fn new(
+        id: String,
+        digest: String,
+        component: Component,
+        limits: Limits,
+        config: Vec<String>,
+    ) -> Self {
         Self {
             id,
             digest,
             component,
             limits,
+            config,
             invocations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             stop: std::sync::Mutex::new(None),
@@ -53,6 +62,7 @@ impl Running {
             exports: self.component.exports(),
             limits: Some(self.limits.describe()),
             imports: self.component.imports().to_vec(),
+            config: self.config.clone(),
         }
     }
 }

@@ -64,7 +64,13 @@ async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
         HostVerb::StartComponent => {
             let status = match pb::StartComponentRequest::decode(payload) {
                 Ok(req) => status(
-                    host.start_component(&req.component_id, &req.digest, req.limits.as_ref()).await,
+                    host.start_component(
+                        &req.component_id,
+                        &req.digest,
+                        req.limits.as_ref(),
+                        &req.config,
+                    )
+                    .await,
                 ),
                 Err(e) => bad_request(e),
             };

@@ -15,7 +15,7 @@ use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connec
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;
 use trellis_lattice::signing::{Signer, Verifier, issue_identity};
-use trellis_lattice::state::LatticeState;
+use trellis_lattice::state::{LatticeState, decode_config, decode_link};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_proto::{self as pb, ErrorCode, PolicyRequest};
 
@@ -24,7 +24,7 @@ use crate::components::{Components, Running};
 use crate::config::HostConfig;
 use crate::events::Events;
 use crate::limits::Limits;
-use crate::links::Links;
+use crate::links::{Configs, Links};
 use crate::providers::Pipes;
 use crate::providers::{Providers, StartError};
 use crate::router::{Guard, Router, Routes};
@@ -137,8 +137,12 @@ impl Host {
         id: &str,
         digest: &str,
         limits: Option<&pb::ComponentLimits>,
+        config: &[String],
     ) -> ControlResult {
         validate_id("component id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        for name in config {
+            validate_id("config name", name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        }
         let limits =
             Limits::resolve(limits, &self.config).map_err(|e| (ErrorCode::BadRequest, e))?;
         if let Some(existing) = self.components.get(id) {
@@ -154,7 +158,7 @@ impl Host {
                 ))
             };
         }
-        let result = self.load_and_serve(id, digest, limits).await;
+        let result = self.load_and_serve(id, digest, limits, config).await;
         match &result {
             Ok(()) => self.events.component(EventKind::ComponentStarted, id, digest, "").await,
             Err((_, reason)) => {
@@ -165,7 +169,13 @@ impl Host {
         result
     }
 
-    async fn load_and_serve(&self, id: &str, digest: &str, limits: Limits) -> ControlResult {
+    async fn load_and_serve(
+        &self,
+        id: &str,
+        digest: &str,
+        limits: Limits,
+        config: &[String],
+    ) -> ControlResult {
         let component = self.component(digest).await?;
         let claims = self.lock_tokens().get(digest).cloned().flatten();
         self.ask_policy(PolicyRequest {
@@ -177,7 +187,13 @@ impl Host {
             ..Default::default()
         })
         .await?;
-        let running = Arc::new(Running::new(id.to_owned(), digest.to_owned(), component, limits));
+        let running = Arc::new(Running::new(
+            id.to_owned(),
+            digest.to_owned(),
+            component,
+            limits,
+            config.to_vec(),
+        ));
         let sub = rpc::subscribe(&self.nats, &self.subjects, id)
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
@@ -355,12 +371,14 @@ impl Host {
             .policy_timeout
             .map(|t| Policy::new(nats.clone(), &subjects, t, &id, &config.lattice));
         let components = Arc::new(Components::default());
-        let links = Arc::new(Links::default());
+        let links = Arc::new(Links::new("links"));
+        tokio::spawn(links.clone().follow(state.watch_all_links().await?, decode_link));
+        let configs = Arc::new(Configs::new("configs"));
+        tokio::spawn(configs.clone().follow(state.watch_config().await?, decode_config));
         let pipes = Arc::new(Pipes::default());
-        let watch = state.watch_all_links().await?;
-        tokio::spawn(links.clone().follow(watch));
         let events = Events::new(nats.clone(), subjects.clone(), id.clone());
-        let routes = Routes { components: components.clone(), links, providers: pipes.clone() };
+        let routes =
+            Routes { components: components.clone(), links, configs, providers: pipes.clone() };
         let router = Router::new(
             routes,
             nats.clone(),

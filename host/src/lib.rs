@@ -20,6 +20,7 @@ mod events;
 mod host;
 mod limits;
 mod links;
+mod live;
 mod providers;
 mod router;
 mod rpc;

@@ -1,20 +1,15 @@
 //! The lattice's links as this host knows them: a live copy of the LINKS bucket, so resolving a
 //! component's import to its target is a map lookup, not a round trip.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use async_nats::jetstream::kv::{Operation, Watch};
-use futures::StreamExt;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::link::Link;
-use trellis_lattice::state::decode_link;
+
+use crate::live::LiveMap;
 
 /// Links by KV key (`<source>.<ns>.<pkg>.<iface>.<name>`).
-#[derive(Debug, Default)]
-pub(crate) struct Links {
-    by_key: RwLock<HashMap<String, Arc<Link>>>,
-}
+pub(crate) type Links = LiveMap<Link>;
 
 impl Links {
     /// The link `source` uses for `interface` (`ns:pkg/iface`) under `name`, or the typed
@@ -25,9 +20,7 @@ impl Links {
         interface: &str,
         name: &str,
     ) -> Result<Arc<Link>, InvokeError> {
-        let key = key_of(source, interface, name);
-        let found = self.read().get(&key).cloned();
-        found.ok_or_else(|| {
+        self.get(&key_of(source, interface, name)).ok_or_else(|| {
             InvokeError::new(
                 InvokeErrorKind::NoLink,
                 format!(
@@ -37,35 +30,21 @@ impl Links {
             )
         })
     }
+}
 
-    /// Applies one change of the LINKS bucket.
-    pub fn apply(&self, key: &str, link: Option<Link>) {
-        let mut map = self.by_key.write().unwrap_or_else(|p| p.into_inner());
-        match link {
-            Some(link) => map.insert(key.to_owned(), Arc::new(link)),
-            None => map.remove(key),
-        };
-    }
+/// Named config by name.
+pub(crate) type Configs = LiveMap<trellis_lattice::state::Config>;
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Link>>> {
-        self.by_key.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Follows the bucket until the watch ends.
-    pub async fn follow(self: Arc<Self>, mut watch: Watch) {
-        while let Some(entry) = watch.next().await {
-            match entry {
-                Ok(entry) => match entry.operation {
-                    Operation::Put => match decode_link(&entry.key, &entry.value) {
-                        Ok(link) => self.apply(&entry.key, Some(link)),
-                        Err(e) => tracing::warn!(error = %e, "ignoring an undecodable link"),
-                    },
-                    Operation::Delete | Operation::Purge => self.apply(&entry.key, None),
-                },
-                Err(e) => tracing::warn!(error = %e, "link watch error"),
+impl Configs {
+    /// `names` merged in order (a later one wins on the same key); missing names are skipped.
+    pub fn merged(&self, names: &[String]) -> Vec<(String, String)> {
+        let mut merged = trellis_lattice::state::Config::new();
+        for name in names {
+            if let Some(config) = self.get(name) {
+                merged.extend(config.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
-        tracing::warn!("the link watch ended; links no longer update on this host");
+        merged.into_iter().collect()
     }
 }
 
@@ -84,7 +63,7 @@ mod tests {
 
     #[test]
     fn resolves_live_and_names_what_is_missing() {
-        let links = Links::default();
+        let links = Links::new("links");
         let err = links.resolve("counter", "wasi:keyvalue/store", "default").unwrap_err();
         assert_eq!(err.kind(), InvokeErrorKind::NoLink);
         assert!(err.message().contains("counter") && err.message().contains("wasi:keyvalue/store"));

@@ -19,7 +19,7 @@ use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 
 use crate::components::{Components, Running};
 use crate::events::Events;
-use crate::links::Links;
+use crate::links::{Configs, Links};
 use crate::providers::{Pipes, ProviderCall};
 use crate::runtime::{CallFuture, CallSettings, Outbound};
 
@@ -55,6 +55,8 @@ pub(crate) struct Router {
     events: Events,
     /// Where components' imports lead.
     links: Arc<Links>,
+    /// Named config components read.
+    configs: Arc<Configs>,
     /// This host's provider processes.
     providers: Arc<Pipes>,
     /// Itself, handed to the components it runs as their way out.
@@ -66,12 +68,13 @@ pub(crate) struct Router {
 pub(crate) struct Routes {
     pub components: Arc<Components>,
     pub links: Arc<Links>,
+    pub configs: Arc<Configs>,
     pub providers: Arc<Pipes>,
 }
 
 impl Router {
     pub fn new(
-        Routes { components, links, providers }: Routes,
+        Routes { components, links, configs, providers }: Routes,
         nats: Client,
         subjects: Subjects,
         max_calls: usize,
@@ -94,6 +97,7 @@ impl Router {
             denied: AtomicU64::new(0),
             events,
             links,
+            configs,
             providers,
             me: me.clone(),
         })
@@ -291,6 +295,13 @@ impl Outbound for Router {
                 events.component(EventKind::NoLink, &source, "", &reason).await;
             });
         })
+    }
+
+    fn config(&self, source: &str) -> Vec<(String, String)> {
+        match self.components.get(source) {
+            Some(running) => self.configs.merged(&running.config),
+            None => Vec::new(),
+        }
     }
 
     fn call<'a>(

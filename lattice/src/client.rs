@@ -172,22 +172,20 @@ impl LatticeClient {
         id: &str,
         digest: &str,
     ) -> Result<(), ControlError> {
-        self.start_component_with(host, id, digest, None).await
-    }
-
-    /// Starts component `id` from artifact `digest` on `host`, overriding some of its limits.
-    pub async fn start_component_with(
-        &self,
-        host: &str,
-        id: &str,
-        digest: &str,
-        limits: Option<pb::ComponentLimits>,
-    ) -> Result<(), ControlError> {
         let req = pb::StartComponentRequest {
             component_id: id.to_owned(),
             digest: digest.to_owned(),
-            limits,
+            ..Default::default()
         };
+        self.start_component_with(host, req).await
+    }
+
+    /// Starts a component on `host` as `req` says (limits, named config).
+    pub async fn start_component_with(
+        &self,
+        host: &str,
+        req: pb::StartComponentRequest,
+    ) -> Result<(), ControlError> {
         // Fetching and compiling a large component takes longer than other verbs.
         let timeout = self.timeout.max(Duration::from_secs(60));
         let reply: pb::StartComponentReply =

@@ -1,4 +1,6 @@
-//! Lattice state in JetStream: links in KV, artifacts in the object store.
+//! Lattice state in JetStream: links and named config in KV, artifacts in the object store.
+
+use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
@@ -37,6 +39,14 @@ pub enum StateError {
         /// What the content hashes to.
         actual: String,
     },
+    /// A stored config could not be decoded.
+    #[error("config `{name}` in the CONFIG bucket is not a JSON object of strings: {reason}")]
+    BadConfig {
+        /// Config name.
+        name: String,
+        /// Decoder error.
+        reason: String,
+    },
     /// A stored link could not be decoded.
     #[error("link `{key}` in the LINKS bucket is not valid JSON: {reason}")]
     BadLink {
@@ -74,8 +84,12 @@ pub fn digest_of(bytes: &[u8]) -> String {
 #[derive(Clone)]
 pub struct LatticeState {
     links: kv::Store,
+    config: kv::Store,
     artifacts: object_store::ObjectStore,
 }
+
+/// A named config: string keys and values.
+pub type Config = BTreeMap<String, String>;
 
 impl std::fmt::Debug for LatticeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,8 +101,9 @@ impl LatticeState {
     /// Opens (creating when missing) the buckets of `lattice`.
     pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self, StateError> {
         let links = open_kv(js, &format!("TRELLIS_{lattice}_LINKS")).await?;
+        let config = open_kv(js, &format!("TRELLIS_{lattice}_CONFIG")).await?;
         let artifacts = open_objects(js, &format!("TRELLIS_{lattice}_ARTIFACTS")).await?;
-        Ok(Self { links, artifacts })
+        Ok(Self { links, config, artifacts })
     }
 
     /// Stores `bytes` under their digest (skipping the upload when present); returns the digest.
@@ -179,6 +194,52 @@ impl LatticeState {
     pub async fn watch_all_links(&self) -> Result<kv::Watch, StateError> {
         self.links.watch_with_history(">").await.map_err(|e| js_err("link watch")(&e))
     }
+}
+
+impl LatticeState {
+    /// Creates or replaces named config `name` (idempotent).
+    pub async fn put_config(&self, name: &str, config: &Config) -> Result<u64, StateError> {
+        let json = serde_json::to_vec(config).map_err(|e| js_err("config encode")(&e))?;
+        self.config.put(name, json.into()).await.map_err(|e| js_err("config put")(&e))
+    }
+
+    /// Named config `name`, if it exists.
+    pub async fn get_config(&self, name: &str) -> Result<Option<Config>, StateError> {
+        match self.config.get(name).await.map_err(|e| js_err("config get")(&e))? {
+            Some(bytes) => decode_config(name, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes named config `name`; `Ok(false)` when there was none.
+    pub async fn delete_config(&self, name: &str) -> Result<bool, StateError> {
+        let existed = self.get_config(name).await?.is_some();
+        if existed {
+            self.config.delete(name).await.map_err(|e| js_err("config delete")(&e))?;
+        }
+        Ok(existed)
+    }
+
+    /// The names of every named config, sorted.
+    pub async fn config_names(&self) -> Result<Vec<String>, StateError> {
+        let mut names: Vec<String> = match self.config.keys().await {
+            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+            Err(e) => return Err(js_err("config list")(&e)),
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    /// Watches every named config: first the current ones, then each change, live.
+    pub async fn watch_config(&self) -> Result<kv::Watch, StateError> {
+        self.config.watch_with_history(">").await.map_err(|e| js_err("config watch")(&e))
+    }
+}
+
+/// Decodes named config `name`.
+pub fn decode_config(name: &str, bytes: &[u8]) -> Result<Config, StateError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::BadConfig { name: name.to_owned(), reason: e.to_string() })
 }
 
 /// Decodes a link stored under `key`.

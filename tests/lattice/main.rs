@@ -5,6 +5,7 @@ mod accounts;
 mod bench;
 mod calls;
 mod claims;
+mod config;
 mod errors;
 mod http;
 mod keyvalue;

@@ -3,6 +3,7 @@
 mod bench;
 mod call;
 mod claims;
+mod config;
 mod get;
 mod host;
 mod keys;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(cmd) => stop::run(g, cmd).await,
         Command::Link(cmd) => link::run(g, cmd).await,
         Command::Call(args) => call::run(g, args).await,
+        Command::Config(cmd) => config::run(g, cmd).await,
         Command::Bench(args) => bench::run(g, args).await,
         Command::Keys(cmd) => keys::run(g, cmd),
         Command::Claims(cmd) => claims::run(g, cmd),

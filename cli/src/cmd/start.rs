@@ -27,7 +27,15 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
     let bytes = read_component(&args.file)?;
     let lattice = super::connect(g).await?;
     let digest = lattice.state().await?.put_artifact(&bytes).await?;
-    let limits = args.limits();
+    let request = trellis_lattice::proto::StartComponentRequest {
+        component_id: args.id.clone(),
+        digest: digest.clone(),
+        limits: args.limits(),
+        config: args.config.clone(),
+    };
+    for name in &args.config {
+        trellis_lattice::subject::validate_id("config name", name)?;
+    }
 
     let hosts = match &args.host {
         Some(host) => vec![host.clone()],
@@ -46,8 +54,7 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
         }
     };
     let results =
-        join_all(hosts.iter().map(|h| lattice.start_component_with(h, &args.id, &digest, limits)))
-            .await;
+        join_all(hosts.iter().map(|h| lattice.start_component_with(h, request.clone()))).await;
     let mut started = Vec::new();
     let mut first_error = None;
     for (host, result) in hosts.iter().zip(results) {

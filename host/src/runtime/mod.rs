@@ -8,6 +8,7 @@
 
 mod call;
 mod component;
+mod config;
 mod engine;
 mod forward;
 mod http;

@@ -19,6 +19,9 @@ pub trait Outbound: Send + Sync {
     /// error (logged and reported) when there is none.
     fn resolve(&self, source: &str, interface: &str, name: &str) -> Result<Arc<Link>, InvokeError>;
 
+    /// The runtime config of component `source` (its named configs, merged).
+    fn config(&self, source: &str) -> Vec<(String, String)>;
+
     /// Calls `function` of the link's interface on the link's target, on behalf of `source`.
     fn call<'a>(
         &'a self,
