@@ -33,6 +33,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
             authority: None,
             headers: vec![],
             body: vec![b'x'; size].into(),
+            scheme: None,
         };
         let payload = Bytes::from(encode(&request).map_err(setup)?);
         for in_flight in [1usize, 64] {

@@ -27,6 +27,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         authority: Some("localhost".into()),
         headers: vec![],
         body: Vec::new().into(),
+        scheme: None,
     };
     let mut trellis = Vec::with_capacity(ops);
     let mut plain = Vec::with_capacity(ops);

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// The operation name of `wasi:http/incoming-handler.handle`.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
-/// The function of [`INCOMING_HANDLER`].
+/// The interface of outgoing HTTP (a component calling out, served by an http-client provider).
+pub const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
+/// The function of [`INCOMING_HANDLER`] and [`OUTGOING_HANDLER`].
 pub const HANDLE: &str = "handle";
 
 /// An HTTP request.
@@ -23,6 +25,9 @@ pub struct HttpRequest {
     pub headers: Vec<(String, serde_bytes::ByteBuf)>,
     /// Whole body.
     pub body: serde_bytes::ByteBuf,
+    /// `http` or `https`, on outgoing requests (a component calling out).
+    #[serde(default)]
+    pub scheme: Option<String>,
 }
 
 impl HttpRequest {
@@ -34,6 +39,7 @@ impl HttpRequest {
             authority: None,
             headers: Vec::new(),
             body: Vec::new().into(),
+            scheme: None,
         }
     }
 }
@@ -71,6 +77,7 @@ mod tests {
             authority: Some("example.com".into()),
             headers: vec![("x-a".into(), b"1".to_vec().into())],
             body: b"payload".to_vec().into(),
+            scheme: Some("https".into()),
         };
         let bytes = encode(&req).unwrap();
         assert_eq!(decode::<HttpRequest>(&bytes).unwrap(), req);

@@ -58,6 +58,7 @@ fn request() -> HttpRequest {
         authority: Some("h".into()),
         headers: vec![("k".into(), b"v".to_vec().into())],
         body: b"body".to_vec().into(),
+        scheme: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn request(path: &str, body: usize) -> Bytes {
         authority: None,
         headers: vec![],
         body: vec![b'x'; body].into(),
+        scheme: None,
     };
     encode(&req).unwrap().into()
 }

@@ -4,7 +4,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
+use trellis_lattice::http::{
+    self as lattice_http, HANDLE, HttpRequest, HttpResponse, OUTGOING_HANDLER,
+};
+use trellis_lattice::link::DEFAULT_LINK_NAME;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi_http::Error as HttpError;
 
 use super::outbound::{CallSettings, Outbound};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -35,7 +43,11 @@ impl CallState {
             wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: OutgoingHttp { component_id: component_id.clone() },
+            hooks: OutgoingHttp {
+                component_id: component_id.clone(),
+                outbound: settings.outbound.clone(),
+                deadline: Instant::now() + settings.timeout,
+            },
             component_id,
             outbound: settings.outbound.clone(),
             deadline: Instant::now() + settings.timeout,
@@ -68,11 +80,17 @@ impl WasiHttpView for CallState {
     }
 }
 
-/// Outgoing HTTP from a component. Until an http-client provider can be linked, the host
-/// refuses it with `HTTP-request-denied` and says why in its log.
+/// Outgoing HTTP from a component: sent to the http-client provider its
+/// `wasi:http/outgoing-handler` link names, wherever that runs. Without a link the request is
+/// refused with `HTTP-request-denied`, and the host's log says why.
 struct OutgoingHttp {
     component_id: Arc<str>,
+    outbound: Option<Arc<dyn Outbound>>,
+    deadline: Instant,
 }
+
+/// Largest request body a component may send out.
+const MAX_OUTGOING_BODY: usize = 16 << 20;
 
 type SendResult = wasmtime_wasi_http::Result<(
     http::Response<WasiBody>,
@@ -83,14 +101,84 @@ impl WasiHttpHooks for OutgoingHttp {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        tracing::warn!(
-            component = %self.component_id,
-            uri = %request.uri(),
-            "outgoing HTTP refused: no wasi:http/outgoing-handler link (http-client provider) is available"
-        );
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let (id, outbound, deadline) =
+            (self.component_id.clone(), self.outbound.clone(), self.deadline);
+        Box::new(async move {
+            let Some(outbound) = outbound else {
+                tracing::warn!(component = %id, "outgoing HTTP refused: no lattice here");
+                return Err(HttpError::HttpRequestDenied);
+            };
+            let link = outbound.resolve(&id, OUTGOING_HANDLER, DEFAULT_LINK_NAME).map_err(|e| {
+                tracing::warn!(component = %id, uri = %request.uri(), error = %e, "outgoing HTTP refused");
+                HttpError::HttpRequestDenied
+            })?;
+            let mut timeout = deadline.saturating_duration_since(Instant::now());
+            if let Some(t) = options.and_then(|o| o.first_byte_timeout) {
+                timeout = timeout.min(t);
+            }
+            let payload = encode_request(request).await?;
+            let reply = outbound
+                .call(&id, &link, HANDLE, payload.into(), timeout)
+                .await
+                .map_err(|e| http_error(&id, &e))?;
+            let response: HttpResponse = lattice_http::decode(&reply).map_err(|e| {
+                HttpError::InternalError(Some(format!(
+                    "undecodable response from `{}`: {e}",
+                    link.target
+                )))
+            })?;
+            let mut builder = http::Response::builder().status(response.status);
+            for (name, value) in &response.headers {
+                builder = builder.header(name.as_str(), value.as_slice());
+            }
+            let body = Full::new(Bytes::from(response.body.into_vec()))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let response = builder
+                .body(body)
+                .map_err(|e| HttpError::InternalError(Some(format!("invalid response: {e}"))))?;
+            let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}
+
+/// The whole outgoing request as it crosses the lattice.
+async fn encode_request(request: http::Request<WasiBody>) -> Result<Vec<u8>, HttpError> {
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, MAX_OUTGOING_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_OUTGOING_BODY as u64)))?
+        .to_bytes();
+    let request = HttpRequest {
+        method: parts.method.to_string(),
+        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+        authority: parts.uri.authority().map(|a| a.to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec().into()))
+            .collect(),
+        body: Vec::from(body).into(),
+        scheme: parts.uri.scheme_str().map(str::to_owned),
+    };
+    lattice_http::encode(&request)
+        .map_err(|e| HttpError::InternalError(Some(format!("unencodable request: {e}"))))
+}
+
+/// What the guest sees when the lattice could not carry its request.
+fn http_error(id: &str, e: &InvokeError) -> HttpError {
+    tracing::warn!(component = id, error = %e, "outgoing HTTP failed");
+    match e.kind() {
+        InvokeErrorKind::Denied | InvokeErrorKind::NoLink => HttpError::HttpRequestDenied,
+        InvokeErrorKind::Timeout => HttpError::HttpResponseTimeout,
+        InvokeErrorKind::TooLarge => HttpError::HttpRequestBodySize(None),
+        InvokeErrorKind::BadRequest => HttpError::HttpRequestUriInvalid,
+        _ => HttpError::InternalError(Some(e.to_string())),
     }
 }

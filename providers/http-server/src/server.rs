@@ -221,6 +221,7 @@ async fn forward(
             .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec().into()))
             .collect(),
         body: Vec::from(body).into(),
+        scheme: None,
     };
     let payload = wire::encode(&request)
         .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;

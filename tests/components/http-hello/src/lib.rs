@@ -6,8 +6,8 @@
 //! - `/spin`: loops forever (to test deadlines)
 //! - `/grow`: allocates memory without end (to test memory limits)
 //! - `/recurse`: recurses without end (to test stack limits)
-//! - `/fetch`: makes an outgoing HTTP request (imports `wasi:http/outgoing-handler`) and answers
-//!   with the outcome
+//! - `/fetch?to=<host:port>`: GETs `http://<host:port>/from-component` (imports
+//!   `wasi:http/outgoing-handler`) and answers with the status and body, or the error
 
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -25,7 +25,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             },
             "/grow" => grow(),
             "/recurse" => format!("{}", recurse(std::hint::black_box(1))).into_bytes(),
-            "/fetch" => fetch(),
+            p if p.starts_with("/fetch") => {
+                fetch(p.split_once("?to=").map_or("127.0.0.1:9", |(_, to)| to))
+            }
             "/echo" => read_body(request),
             _ => format!("hello from trellis, path={path}\n").into_bytes(),
         };
@@ -48,18 +50,31 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
     }
 }
 
-fn fetch() -> Vec<u8> {
+fn fetch(authority: &str) -> Vec<u8> {
     use wasip2::http::outgoing_handler;
     use wasip2::http::types::{OutgoingRequest, Scheme};
     let request = OutgoingRequest::new(Fields::new());
     let _ = request.set_scheme(Some(&Scheme::Http));
-    let _ = request.set_authority(Some("127.0.0.1:9"));
-    let _ = request.set_path_with_query(Some("/"));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some("/from-component"));
     match outgoing_handler::handle(request, None) {
         Ok(future) => {
             future.subscribe().block();
             match future.get() {
-                Some(Ok(Ok(response))) => format!("fetched: {}\n", response.status()).into_bytes(),
+                Some(Ok(Ok(response))) => {
+                    let status = response.status();
+                    let mut body = Vec::new();
+                    if let Ok(incoming) = response.consume() {
+                        if let Ok(stream) = incoming.stream() {
+                            while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+                                body.extend_from_slice(&chunk);
+                            }
+                        }
+                    }
+                    let mut out = format!("fetched: {status} ").into_bytes();
+                    out.extend_from_slice(&body);
+                    out
+                }
                 Some(Ok(Err(e))) => format!("fetch failed: {e:?}\n").into_bytes(),
                 other => format!("fetch failed: {other:?}\n").into_bytes(),
             }
