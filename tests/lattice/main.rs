@@ -11,6 +11,7 @@ mod http;
 mod keyvalue;
 mod lifecycle;
 mod limits;
+mod messaging;
 mod outgoing;
 mod policy;
 mod security;

@@ -1,12 +1,13 @@
 //! Component-model values as msgpack, for calls between components over any WIT interface.
 //!
 //! The encoding is self-describing and JSON-friendly, so `trellis call` can write arguments as
-//! JSON: integers and floats as numbers, `char` and `string` as strings, lists and tuples as
-//! arrays, records as maps by field name, enums as their case name, variants and results as the
-//! case name (no payload) or a one-entry map `{case: payload}`, `option` as nil or the value
-//! (`[value]` when the payload is itself an option), flags as an array of names. Decoding checks
-//! every value against the receiving side's type and names the path of a mismatch. Resources,
-//! futures and streams do not cross the lattice.
+//! JSON: integers and floats as numbers, `list<u8>` as binary (an array of numbers is accepted
+//! too), `char` and `string` as strings, other lists and tuples as arrays, records as maps by
+//! field name, enums as their case name, variants and results as the case name (no payload) or
+//! a one-entry map `{case: payload}`, `option` as nil or the value (`[value]` when the payload is
+//! itself an option), flags as an array of names. Decoding checks every value against the
+//! receiving side's type and names the path of a mismatch. Resources, futures and streams do not
+//! cross the lattice.
 
 use rmpv::Value;
 use wasmtime::component::{Type, Val};
@@ -42,6 +43,10 @@ pub fn encode(val: &Val) -> Result<Value, ValueError> {
         Val::Float64(f) => Value::F64(*f),
         Val::Char(c) => Value::String(c.to_string().into()),
         Val::String(s) => Value::String(s.as_str().into()),
+        // list<u8> as msgpack binary: bodies and blobs stay compact.
+        Val::List(items) if !items.is_empty() && items.iter().all(|v| matches!(v, Val::U8(_))) => {
+            Value::Binary(items.iter().map(|v| if let Val::U8(b) = v { *b } else { 0 }).collect())
+        }
         Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
             Value::Array(items.iter().map(encode).collect::<Result<_, _>>()?)
         }
