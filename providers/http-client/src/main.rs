@@ -12,11 +12,5 @@ mod client;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match trellis_provider::serve(|_ctx| client::HttpClient::new()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    trellis_provider::run(|_ctx| client::HttpClient::new()).await
 }

@@ -9,10 +9,7 @@
 
 mod server;
 
-use trellis_provider::serve;
-
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    serve(server::HttpServer::new).await?;
-    Ok(())
+async fn main() -> std::process::ExitCode {
+    trellis_provider::run(server::HttpServer::new).await
 }

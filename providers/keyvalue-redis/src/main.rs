@@ -8,11 +8,5 @@ mod store;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match trellis_provider::serve(|_ctx| store::RedisKv::default()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    trellis_provider::run(|_ctx| store::RedisKv::default()).await
 }

@@ -14,11 +14,5 @@ mod provider;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match trellis_provider::serve(|_ctx| provider::Messaging::default()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    trellis_provider::run(|_ctx| provider::Messaging::default()).await
 }

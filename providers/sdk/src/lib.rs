@@ -36,4 +36,4 @@ pub mod keyvalue;
 mod serve;
 
 pub use context::Context;
-pub use serve::{Call, Provider, SdkError, serve};
+pub use serve::{Call, Provider, SdkError, run, serve};

@@ -86,6 +86,17 @@ pub trait Provider: Send + Sync + 'static {
 /// The links that concern this provider, by KV key.
 type LinkMap = Arc<RwLock<HashMap<String, Arc<Link>>>>;
 
+/// [`serve`] as a process `main`: errors are printed and become exit code 1.
+pub async fn run<P: Provider>(make: impl FnOnce(Context) -> P) -> std::process::ExitCode {
+    match serve(make).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a provider built by `make` until the host stops it.
 pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), SdkError> {
     init_logging();
