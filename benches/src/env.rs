@@ -74,8 +74,18 @@ impl BenchLattice {
         id: &str,
     ) -> Result<(), BenchError> {
         let bytes = std::fs::read(&options.component).map_err(setup)?;
+        self.start_bytes(&bytes, index, id).await
+    }
+
+    /// Uploads `bytes` and starts them as component `id` on host `index`.
+    pub async fn start_bytes(
+        &self,
+        bytes: &[u8],
+        index: usize,
+        id: &str,
+    ) -> Result<(), BenchError> {
         let digest =
-            self.client.state().await.map_err(setup)?.put_artifact(&bytes).await.map_err(setup)?;
+            self.client.state().await.map_err(setup)?.put_artifact(bytes).await.map_err(setup)?;
         self.client.start_component(&self.hosts[index].id, id, &digest).await.map_err(setup)
     }
 

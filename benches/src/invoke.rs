@@ -85,7 +85,7 @@ fn invoker(
 }
 
 /// One raw NATS request to the echo responder per call.
-fn raw_request(
+pub(crate) fn raw_request(
     lattice: &BenchLattice,
     subject: &Arc<str>,
     payload: &Bytes,
@@ -103,7 +103,7 @@ fn raw_request(
 type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// A raw NATS echo responder on its own connection; returns its subject.
-async fn raw_responder(lattice: &BenchLattice) -> Result<Arc<str>, BenchError> {
+pub(crate) async fn raw_responder(lattice: &BenchLattice) -> Result<Arc<str>, BenchError> {
     let nats = trellis_lattice::connect::connect_once(
         &lattice.nats.url(),
         "bench-echo",

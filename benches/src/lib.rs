@@ -5,6 +5,7 @@
 //! measured in the same run (raw NATS request/reply, plain wasmtime), because the machines we
 //! run on are shared and noisy: the ratio is the figure to read. `trellis bench` is the front end.
 
+mod call;
 mod env;
 mod http;
 mod http_baseline;
@@ -32,12 +33,20 @@ pub enum Scenario {
     Start,
     /// Host resident memory idle, with 1 and with 100 components.
     Memory,
+    /// Component-to-component calls, co-located and across hosts.
+    Call,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 5] =
-        [Scenario::Invoke, Scenario::Local, Scenario::Http, Scenario::Start, Scenario::Memory];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Invoke,
+        Scenario::Local,
+        Scenario::Http,
+        Scenario::Start,
+        Scenario::Memory,
+        Scenario::Call,
+    ];
 
     /// The scenario's name on the command line.
     pub fn name(self) -> &'static str {
@@ -47,6 +56,7 @@ impl Scenario {
             Scenario::Http => "http",
             Scenario::Start => "start",
             Scenario::Memory => "memory",
+            Scenario::Call => "call",
         }
     }
 }
@@ -104,6 +114,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Http => http::run(options).await?,
         Scenario::Start => start::run(options).await?,
         Scenario::Memory => memory::run(options).await?,
+        Scenario::Call => call::run(options).await?,
     };
     Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
 }

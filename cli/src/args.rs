@@ -194,7 +194,8 @@ pub struct BenchArgs {
     /// Small counts: checks that the scenarios run, measures little.
     #[arg(long)]
     pub quick: bool,
-    /// The http-hello component [default: built beside this binary's target directory].
+    /// The http-hello component; `call` uses greeter.wasm and caller.wasm beside it [default:
+    /// built beside this binary's target directory].
     #[arg(long)]
     pub component: Option<PathBuf>,
 }
@@ -207,6 +208,7 @@ pub enum BenchScenario {
     Http,
     Start,
     Memory,
+    Call,
 }
 
 #[derive(Debug, Args)]

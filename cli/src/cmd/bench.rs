@@ -19,6 +19,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Http => vec![Scenario::Http],
         BenchScenario::Start => vec![Scenario::Start],
         BenchScenario::Memory => vec![Scenario::Memory],
+        BenchScenario::Call => vec![Scenario::Call],
     };
     let mut reports = Vec::new();
     for scenario in scenarios {

@@ -3,8 +3,10 @@
 //!
 //! - `/greet/<name>`: `greet(name)`
 //! - `/all`: calls every function with fixed values and answers one line per call
+//!
+//! It also exports `trellis:test/bench.run(n)`, which times `n` calls of `greet` from inside.
 
-wit_bindgen::generate!({ path: "../wit", world: "caller-imports" });
+wit_bindgen::generate!({ path: "../wit", world: "caller-world" });
 
 use trellis::test::types::{self, Color, Perms, Point, Shape};
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
@@ -48,4 +50,18 @@ fn all() -> String {
     lines.join("\n")
 }
 
+impl exports::trellis::test::bench::Guest for Caller {
+    fn run(n: u32) -> Vec<u64> {
+        use wasip2::clocks::monotonic_clock::now;
+        (0..n)
+            .map(|_| {
+                let start = now();
+                std::hint::black_box(types::greet("x"));
+                now() - start
+            })
+            .collect()
+    }
+}
+
 wasip2::http::proxy::export!(Caller);
+export!(Caller);
