@@ -19,6 +19,7 @@
 //! ```
 
 pub mod artifact;
+pub mod blobstore;
 pub mod claims;
 pub mod client;
 pub mod connect;

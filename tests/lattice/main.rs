@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bench;
+mod blobstore;
 mod calls;
 mod claims;
 mod config;

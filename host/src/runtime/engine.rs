@@ -96,6 +96,7 @@ impl Runtime {
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| super::keyvalue::add_to_linker(&mut linker))
             .and_then(|()| super::config::add_to_linker(&mut linker))
+            .and_then(|()| super::blobstore::add_to_linker(&mut linker))
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));

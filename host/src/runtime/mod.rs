@@ -6,6 +6,7 @@
 //! `wasi:http/incoming-handler`; `keyvalue` serves `wasi:keyvalue` imports through links
 //! (`outbound`).
 
+mod blobstore;
 mod call;
 mod component;
 mod config;
