@@ -274,16 +274,34 @@ impl Host {
 
     /// Stops component `id`; calls in flight finish.
     pub(crate) async fn stop_component(&self, id: &str) -> ControlResult {
+        self.stop_component_because(id, "stopped").await
+    }
+
+    async fn stop_component_because(&self, id: &str, reason: &str) -> ControlResult {
         let running = self.components.remove(id).ok_or_else(|| {
             (ErrorCode::NotFound, format!("no component `{id}` runs on this host"))
         })?;
         running.stop_serving();
         if !self.components.uses_digest(&running.digest) {
             self.runtime.evict(&running.digest);
+            self.lock_tokens().remove(&running.digest);
         }
-        self.events.component(EventKind::ComponentStopped, id, &running.digest, "stopped").await;
-        tracing::info!(component = id, "component stopped");
+        self.events.component(EventKind::ComponentStopped, id, &running.digest, reason).await;
+        tracing::info!(component = id, reason, "component stopped");
         Ok(())
+    }
+
+    /// Stops the running components whose claims have expired since they started.
+    async fn stop_expired(&self) {
+        let now = unix_s();
+        for running in self.components.all() {
+            let token = self.lock_tokens().get(&running.digest).cloned().flatten();
+            if let Err(e) = self.trust.recheck(token.as_ref(), now) {
+                tracing::warn!(component = %running.id, error = %e, "claims no longer valid");
+                let reason = format!("claims no longer valid: {e}");
+                let _ = self.stop_component_because(&running.id, &reason).await;
+            }
+        }
     }
 
     pub(crate) async fn start_provider(&self, id: &str, kind: &str) -> ControlResult {
@@ -326,6 +344,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         tokio::spawn(control::serve(host.clone(), control)),
         tokio::spawn(heartbeat(host.clone())),
         tokio::spawn(reannounce(host.clone(), conn_events)),
+        tokio::spawn(expire_claims(host.clone())),
     ];
     if let Some(policy) = &host.policy {
         tasks.push(tokio::spawn(policy.clone().follow_changes(host.subjects.clone())));
@@ -507,6 +526,18 @@ async fn reannounce(host: Arc<Host>, mut conn_events: mpsc::Receiver<async_nats:
             }
             _ => {}
         }
+    }
+}
+
+/// How often running components' claims are checked for expiry.
+const CLAIMS_CHECK: Duration = Duration::from_secs(5);
+
+async fn expire_claims(host: Arc<Host>) {
+    let mut tick = tokio::time::interval(CLAIMS_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        host.stop_expired().await;
     }
 }
 

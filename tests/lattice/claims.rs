@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
+use prost::Message as _;
 use trellis_lattice::claims::{self, ClaimsInput};
 use trellis_lattice::envelope::unix_ms;
 use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
@@ -153,4 +155,42 @@ async fn host_without_trusted_issuers_refuses_unsigned_and_says_how() {
         .fails(&["start", "component", wasm.to_str().unwrap(), "--id", "x", "--host", &host.id])
         .await;
     assert!(err.contains("--trusted-issuer") && err.contains("--allow-unsigned"), "{err}");
+}
+
+#[tokio::test]
+async fn a_running_component_stops_when_its_claims_expire() {
+    let lattice = Lattice::new("claimsexp").await;
+    let t = &lattice.trellis;
+    let dir = tempfile::tempdir().unwrap();
+    let (trusted, _) = account(dir.path(), "trusted");
+    let host = t.host_with("strict", &[format!("--trusted-issuer={}", trusted.public_key())]).await;
+    let wasm = std::fs::read(component("http-hello")).unwrap();
+    // Valid now, expired (leeway included) a few seconds from now.
+    let now = unix_ms() / 1000;
+    let signed_at = now - 100;
+    let valid_for = 100 - claims::LEEWAY_S + 4;
+    let signed =
+        sign_at(&wasm, &trusted, &["wasi:http/outgoing-handler"], signed_at, Some(valid_for));
+    let file = write(dir.path(), "short.wasm", &signed);
+    let client = t.client().await;
+    let nats = client.nats().clone();
+    let mut stopped = nats
+        .subscribe(client.subjects().event(trellis_lattice::subject::EventKind::ComponentStopped))
+        .await
+        .unwrap();
+    trellis_lattice::connect::sync_with_server(&nats).await.unwrap();
+    t.ok(&["start", "component", &file, "--id", "short", "--host", &host.id]).await;
+    let running = client.inventory(&host.id).await.unwrap();
+    assert!(running.components.iter().any(|c| c.id == "short"), "it runs: {running:?}");
+
+    let event = tokio::time::timeout(Duration::from_secs(30), stopped.next())
+        .await
+        .expect("a component_stopped event")
+        .unwrap();
+    let event = trellis_proto::Event::decode(event.payload).unwrap();
+    let Some(trellis_proto::event::Body::Component(c)) = event.body else { panic!("{event:?}") };
+    assert_eq!(c.component_id, "short");
+    assert!(c.reason.contains("expired"), "{}", c.reason);
+    let inventory = client.inventory(&host.id).await.unwrap();
+    assert!(inventory.components.is_empty(), "{inventory:?}");
 }
