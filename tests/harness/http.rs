@@ -30,9 +30,20 @@ pub async fn http_request(
     path: &str,
     body: &[u8],
 ) -> std::io::Result<HttpReply> {
+    http_request_to_host(addr, &addr.to_string(), method, path, body).await
+}
+
+/// [`http_request`] with a `Host` header of its own.
+pub async fn http_request_to_host(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<HttpReply> {
     let mut stream = TcpStream::connect(addr).await?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

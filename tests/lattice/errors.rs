@@ -148,8 +148,9 @@ async fn http_errors_are_typed_statuses_and_the_host_keeps_serving() {
     assert_eq!(reply.header("trellis-error"), Some("Trap"));
     assert!(reply.text().contains("component `hello` trapped"), "{}", reply.text());
 
-    // A link the provider cannot apply (its address is taken by the first link) says so.
-    let taken = format!("address={addr}");
+    // A link the provider cannot apply (its address is taken by another process) says so.
+    let occupier = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("address={}", occupier.local_addr().unwrap());
     let err = t
         .fails(&[
             "link",

@@ -95,3 +95,83 @@ async fn components_from_other_toolchains_run() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.text(), "hello from python, path=/snake?x=1\n");
 }
+
+#[tokio::test]
+async fn links_share_an_address_routed_by_host_and_path_prefix() {
+    let lattice = Lattice::new("vhosts").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    lattice.start_hello("hello", &["--host", &host.id]).await;
+    let old = trellis_tests::component("http-hello-v020");
+    t.ok(&["start", "component", old.to_str().unwrap(), "--id", "old", "--host", &host.id]).await;
+    // The first link (any host, any path) goes to hello.
+    let addr = lattice.serve_http(&host.id, "hello", &[]).await;
+    let address = format!("address={addr}");
+    let link = |name: &'static str, config: &'static str| {
+        let address = address.clone();
+        async move {
+            t.ok(&[
+                "link",
+                "put",
+                "--source",
+                "web",
+                "--interface",
+                "wasi:http/incoming-handler",
+                "--target",
+                "old",
+                "--name",
+                name,
+                "--config",
+                &address,
+                "--config",
+                config,
+            ])
+            .await
+        }
+    };
+    link("vhost", "host=old.example").await;
+    link("legacy", "path_prefix=/legacy").await;
+
+    let at = |host: &'static str, path: &'static str| async move {
+        trellis_tests::http_request_to_host(addr, host, "GET", path, b"").await.unwrap().text()
+    };
+    assert_eq!(at("new.example", "/x").await, "hello from trellis, path=/x\n");
+    assert_eq!(at("old.example:8080", "/x").await, "hello from wasi 0.2.0, path=/x\n");
+    assert_eq!(at("new.example", "/legacy/y").await, "hello from wasi 0.2.0, path=/legacy/y\n");
+    assert_eq!(at("new.example", "/legacyz").await, "hello from trellis, path=/legacyz\n");
+
+    // The same host and prefix twice is refused, naming the link that has it.
+    let err = t
+        .fails(&[
+            "link",
+            "put",
+            "--source",
+            "web",
+            "--interface",
+            "wasi:http/incoming-handler",
+            "--target",
+            "hello",
+            "--name",
+            "dup",
+            "--config",
+            &address,
+            "--config",
+            "host=old.example",
+        ])
+        .await;
+    assert!(err.contains("already serves") && err.contains("vhost"), "{err}");
+
+    // Deleting a link removes only its route; the address keeps serving the others.
+    t.ok(&[
+        "link",
+        "del",
+        "--source",
+        "web",
+        "--interface",
+        "wasi:http/incoming-handler",
+        "--name",
+        "vhost",
+    ])
+    .await;
+    crate::eventually_text(addr, "old.example", "/x", "hello from trellis, path=/x\n").await;
+}

@@ -96,3 +96,12 @@ impl Lattice {
 pub async fn get(addr: SocketAddr, path: &str) -> HttpReply {
     http_request(addr, "GET", path, b"").await.expect("HTTP request")
 }
+
+/// Waits until a request for `host` and `path` answers `expected` (links apply asynchronously).
+pub async fn eventually_text(addr: SocketAddr, host: &str, path: &str, expected: &str) {
+    eventually("the expected answer", Duration::from_secs(10), || async move {
+        let reply = trellis_tests::http_request_to_host(addr, host, "GET", path, b"").await.ok()?;
+        (reply.text() == expected).then_some(())
+    })
+    .await;
+}

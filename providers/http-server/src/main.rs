@@ -6,7 +6,11 @@
 //! - `address` (required): `host:port` to listen on.
 //! - `max_body_bytes` (default 1 MiB): larger request bodies get 413.
 //! - `timeout_ms` (default 30000): how long a request may take.
+//! - `host`, `path_prefix` (optional): several links may share one address; a request goes to
+//!   the most specific link whose `host` matches its Host header and whose `path_prefix` starts
+//!   its path (the path is passed on unchanged). No match: 404.
 
+mod routes;
 mod server;
 
 #[tokio::main]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,21 +21,18 @@ use trellis_lattice::http::{self as wire, HANDLE, HttpRequest, HttpResponse, INC
 use trellis_lattice::link::Link;
 use trellis_provider::{Context, Provider};
 
+use crate::routes::{self, Route};
+
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where one listener sends its requests.
-#[derive(Debug, Clone)]
-struct Route {
-    target: String,
-    max_body: usize,
-    timeout: Duration,
-}
+/// The routes of one listener, shared with its accept loop.
+type Routes = Arc<RwLock<Vec<Route>>>;
 
-/// A listener serving one link.
+/// A listener on one address, serving every link that names it.
 #[derive(Debug)]
 struct Listener {
-    address: SocketAddr,
+    routes: Routes,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -51,20 +48,38 @@ impl Listener {
     }
 }
 
-/// The provider: one listener per link.
+/// Listeners by address, and the address of each link.
+#[derive(Debug, Default)]
+struct State {
+    listeners: HashMap<SocketAddr, Listener>,
+    addresses: HashMap<String, SocketAddr>,
+}
+
+/// The provider: one listener per address; links on the same address are routed by `host`
+/// and `path_prefix`.
 #[derive(Debug)]
 pub struct HttpServer {
     ctx: Context,
-    listeners: Mutex<HashMap<String, Listener>>,
+    state: tokio::sync::Mutex<State>,
 }
 
 impl HttpServer {
     pub fn new(ctx: Context) -> Self {
-        Self { ctx, listeners: Mutex::new(HashMap::new()) }
+        Self { ctx, state: tokio::sync::Mutex::new(State::default()) }
     }
+}
 
-    fn take(&self, key: &str) -> Option<Listener> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).remove(key)
+impl State {
+    /// Removes the route of `key`; returns the listener to close when it was the last one.
+    fn remove(&mut self, key: &str) -> Option<Listener> {
+        let address = self.addresses.remove(key)?;
+        let listener = self.listeners.get(&address)?;
+        let now_empty = {
+            let mut routes = listener.routes.write().unwrap_or_else(|p| p.into_inner());
+            routes.retain(|r| r.link_key != key);
+            routes.is_empty()
+        };
+        if now_empty { self.listeners.remove(&address) } else { None }
     }
 }
 
@@ -72,8 +87,8 @@ impl Provider for HttpServer {
     async fn link_put(&self, ctx: &Context, link: Link) -> Result<(), String> {
         if link.source != ctx.provider_id() {
             return Err(format!(
-                "http-server takes no calls; link it as the source (`trellis link put {} \
-                 {INCOMING_HANDLER} <component>`)",
+                "http-server takes no calls; link it as the source (`trellis link put --source {} \
+                 --interface {INCOMING_HANDLER} --target <component>`)",
                 ctx.provider_id()
             ));
         }
@@ -84,38 +99,52 @@ impl Provider for HttpServer {
             ));
         }
         let (address, route) = parse_config(&link)?;
-        if let Some(old) = self.take(&link.key()) {
-            old.close().await;
+        let key = link.key();
+        let mut state = self.state.lock().await;
+        // A link that moved to another address leaves its old one.
+        if state.addresses.get(&key).is_some_and(|a| *a != address)
+            && let Some(empty) = state.remove(&key)
+        {
+            empty.close().await;
+        }
+        if let Some(listener) = state.listeners.get(&address) {
+            let mut routes = listener.routes.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(clash) = routes.iter().find(|r| r.link_key != key && r.same_match(&route)) {
+                return Err(format!(
+                    "{address} already serves the same host and path prefix for link {}; set \
+                     `host` or `path_prefix` to tell them apart",
+                    clash.link_key
+                ));
+            }
+            routes.retain(|r| r.link_key != key);
+            routes.push(route);
+            drop(routes);
+            state.addresses.insert(key, address);
+            return Ok(());
         }
         let listener = TcpListener::bind(address)
             .await
-            .map_err(|e| format!("cannot listen on {address} for link {}: {e}", link.key()))?;
-        let address = listener.local_addr().unwrap_or(address);
+            .map_err(|e| format!("cannot listen on {address} for link {key}: {e}"))?;
         tracing::info!(%address, target = %route.target, "serving HTTP");
+        let routes: Routes = Arc::new(RwLock::new(vec![route]));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, ctx.clone(), Arc::new(route), stopped));
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(link.key(), Listener { address, stop, task });
+        let task = tokio::spawn(accept_loop(listener, ctx.clone(), routes.clone(), stopped));
+        state.listeners.insert(address, Listener { routes, stop, task });
+        state.addresses.insert(key, address);
         Ok(())
     }
 
     async fn link_deleted(&self, _ctx: &Context, link: Link) {
-        if let Some(old) = self.take(&link.key()) {
-            tracing::info!(address = %old.address, "link deleted; closing its listener");
-            old.close().await;
+        let empty = self.state.lock().await.remove(&link.key());
+        if let Some(listener) = empty {
+            tracing::info!(link = %link.key(), "last link of its address deleted; closing the listener");
+            listener.close().await;
         }
     }
 
     async fn shutdown(&self) {
-        let all: Vec<Listener> = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, l)| l)
-            .collect();
+        let all: Vec<Listener> =
+            self.state.lock().await.listeners.drain().map(|(_, l)| l).collect();
         futures::future::join_all(all.into_iter().map(Listener::close)).await;
         tracing::debug!(provider = self.ctx.provider_id(), "listeners closed");
     }
@@ -133,7 +162,14 @@ fn parse_config(link: &Link) -> Result<(SocketAddr, Route), String> {
             v.parse().map_err(|_| format!("link config `{key}` must be a number, got `{v}`"))
         })
     };
+    let prefix = link.config.get("path_prefix").cloned();
+    if prefix.as_ref().is_some_and(|p| !p.starts_with('/')) {
+        return Err("link config `path_prefix` must start with `/`".into());
+    }
     let route = Route {
+        link_key: link.key(),
+        host: link.config.get("host").cloned(),
+        prefix,
         target: link.target.clone(),
         max_body: number("max_body_bytes", DEFAULT_MAX_BODY as u64)? as usize,
         timeout: Duration::from_millis(number("timeout_ms", DEFAULT_TIMEOUT.as_millis() as u64)?),
@@ -144,7 +180,7 @@ fn parse_config(link: &Link) -> Result<(SocketAddr, Route), String> {
 async fn accept_loop(
     listener: TcpListener,
     ctx: Context,
-    route: Arc<Route>,
+    routes: Routes,
     stop: oneshot::Receiver<()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -161,10 +197,10 @@ async fn accept_loop(
             },
             _ = &mut stop => break,
         };
-        let (ctx, route) = (ctx.clone(), route.clone());
+        let (ctx, routes) = (ctx.clone(), routes.clone());
         let service = service_fn(move |req| {
-            let (ctx, route) = (ctx.clone(), route.clone());
-            async move { Ok::<_, std::convert::Infallible>(handle(&ctx, &route, req).await) }
+            let (ctx, routes) = (ctx.clone(), routes.clone());
+            async move { Ok::<_, std::convert::Infallible>(handle(&ctx, &routes, req).await) }
         });
         // The timer enables hyper's header read timeout: idle or slow clients are cut off.
         let conn = http1::Builder::new()
@@ -183,8 +219,24 @@ async fn accept_loop(
     }
 }
 
-async fn handle(ctx: &Context, route: &Route, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match forward(ctx, route, req).await {
+async fn handle(ctx: &Context, routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let route = {
+        let routes = routes.read().unwrap_or_else(|p| p.into_inner());
+        routes::select(&routes, host, path).cloned()
+    };
+    let Some(route) = route else {
+        let why = format!("no link of this address serves host {host:?} and path {path}");
+        let mut resp = Response::new(Full::new(Bytes::from(format!("trellis: {why}\n"))));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        return resp;
+    };
+    match forward(ctx, &route, req).await {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     }
