@@ -97,7 +97,7 @@ impl BenchLattice {
         addr: std::net::SocketAddr,
     ) -> Result<(), BenchError> {
         self.client
-            .start_provider(&self.hosts[index].id, "web", "http-server")
+            .start_provider(&self.hosts[index].id, "web", "http-server", false)
             .await
             .map_err(setup)?;
         let link = Link {

@@ -351,6 +351,10 @@ pub struct StartProviderArgs {
     /// Start on this host [default: the host with the fewest providers].
     #[arg(long)]
     pub host: Option<String>,
+    /// Run it inside the host process instead of as a child process (no process hop; the
+    /// `trellis` binary includes every provider of this repository).
+    #[arg(long)]
+    pub builtin: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! here, behaviour in the library crates.
 
 mod args;
+mod builtins;
 mod cmd;
 mod output;
 

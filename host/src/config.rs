@@ -42,6 +42,8 @@ pub struct HostConfig {
     /// Cluster public keys whose host identities this host accepts calls from (empty: any host
     /// key, as long as its signature verifies).
     pub trusted_clusters: Vec<String>,
+    /// Providers this host can run in its own process (`start provider --builtin`).
+    pub builtins: crate::providers::Builtins,
 }
 
 impl HostConfig {
@@ -63,6 +65,7 @@ impl HostConfig {
             cluster_seed: None,
             policy_timeout: None,
             trusted_clusters: Vec::new(),
+            builtins: Default::default(),
         }
     }
 }

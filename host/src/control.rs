@@ -85,7 +85,9 @@ async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
         }
         HostVerb::StartProvider => {
             let status = match pb::StartProviderRequest::decode(payload) {
-                Ok(req) => status(host.start_provider(&req.provider_id, &req.kind).await),
+                Ok(req) => {
+                    status(host.start_provider(&req.provider_id, &req.kind, req.builtin).await)
+                }
                 Err(e) => bad_request(e),
             };
             pb::StartProviderReply { status: Some(status) }.encode_to_vec()

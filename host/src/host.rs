@@ -304,7 +304,12 @@ impl Host {
         }
     }
 
-    pub(crate) async fn start_provider(&self, id: &str, kind: &str) -> ControlResult {
+    pub(crate) async fn start_provider(
+        &self,
+        id: &str,
+        kind: &str,
+        builtin: bool,
+    ) -> ControlResult {
         validate_id("provider id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         validate_id("provider kind", kind).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         self.ask_policy(PolicyRequest {
@@ -314,14 +319,14 @@ impl Host {
             ..Default::default()
         })
         .await?;
-        self.providers.start(id, kind).await.map_err(|e| {
+        self.providers.start(id, kind, builtin).await.map_err(|e| {
             let code = match e {
                 StartError::Conflict { .. } => ErrorCode::AlreadyExists,
                 _ => ErrorCode::ProviderFailed,
             };
             (code, e.to_string())
         })?;
-        tracing::info!(provider = id, kind, "provider started");
+        tracing::info!(provider = id, kind, builtin, "provider started");
         Ok(())
     }
 
@@ -420,7 +425,7 @@ impl Host {
             pipes,
             events.clone(),
             bootstrap,
-            config.provider_dir.clone(),
+            (config.provider_dir.clone(), config.builtins.clone()),
         );
         let host = Self {
             id,

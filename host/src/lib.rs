@@ -28,3 +28,4 @@ pub mod runtime;
 
 pub use config::HostConfig;
 pub use host::{Host, HostError, run};
+pub use providers::{BuiltinPipe, BuiltinRun, Builtins};

@@ -201,14 +201,17 @@ impl LatticeClient {
         check(reply.status)
     }
 
-    /// Starts provider `id` of `kind` (for example `http-server`) on `host`.
+    /// Starts provider `id` of `kind` (for example `http-server`) on `host`, as a process or,
+    /// with `builtin`, inside the host.
     pub async fn start_provider(
         &self,
         host: &str,
         id: &str,
         kind: &str,
+        builtin: bool,
     ) -> Result<(), ControlError> {
-        let req = pb::StartProviderRequest { provider_id: id.to_owned(), kind: kind.to_owned() };
+        let req =
+            pb::StartProviderRequest { provider_id: id.to_owned(), kind: kind.to_owned(), builtin };
         let reply: pb::StartProviderReply =
             self.request(host, HostVerb::StartProvider, &req).await?;
         check(reply.status)

@@ -223,3 +223,47 @@ async fn calls_during_a_provider_crash_fail_typed_and_calls_after_its_restart_su
     let inventory = client.inventory(&host.id).await.unwrap();
     assert!(inventory.providers.iter().any(|p| p.id == "redis" && p.restarts >= 1));
 }
+
+#[tokio::test]
+async fn builtin_providers_serve_links_inside_the_host() {
+    let lattice = Lattice::new("builtin").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    let wasm = component("kv-counter");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "counter"]).await;
+    t.ok(&["start", "provider", "http-server", "--id", "web", "--builtin"]).await;
+    t.ok(&["start", "provider", "keyvalue-nats", "--id", "natskv", "--builtin"]).await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", trellis_tests::free_port()).parse().unwrap();
+    let address = format!("address={addr}");
+    t.ok(&[
+        "link",
+        "put",
+        "--source",
+        "web",
+        "--interface",
+        "wasi:http/incoming-handler",
+        "--target",
+        "counter",
+        "--config",
+        &address,
+    ])
+    .await;
+    link_store(&lattice, "natskv", &[]).await;
+    assert_eq!(get(addr, "/count/b").await.text(), "1");
+    assert_eq!(get(addr, "/count/b").await.text(), "2");
+
+    let inventory = t.client().await.inventory(&host.id).await.unwrap();
+    assert_eq!(inventory.providers.len(), 2);
+    for p in &inventory.providers {
+        assert!(p.builtin && p.running, "{p:?}");
+    }
+    // Stopped like a process: its listener closes.
+    t.ok(&["stop", "provider", "web"]).await;
+    assert!(http_request(addr, "GET", "/count/b", b"").await.is_err(), "still listening");
+
+    let err = t.fails(&["start", "provider", "no-such-kind", "--id", "x", "--builtin"]).await;
+    assert!(
+        err.contains("no builtin provider `no-such-kind`") && err.contains("keyvalue-nats"),
+        "{err}"
+    );
+}

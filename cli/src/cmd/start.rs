@@ -114,7 +114,7 @@ async fn provider(g: &Global, args: StartProviderArgs) -> anyhow::Result<ExitCod
         Some(h) => h,
         None => least_providers(&lattice).await?,
     };
-    lattice.start_provider(&host, &args.id, &args.kind).await?;
+    lattice.start_provider(&host, &args.id, &args.kind, args.builtin).await?;
     if g.output == Output::Json {
         print_json(&serde_json::json!({"id": args.id, "kind": args.kind, "host": host}));
     } else {

@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::subject::EventKind;
 use trellis_proto as pb;
 
+use super::builtin::{self, BuiltinRun, Builtins};
 use super::{Pipes, find_executable, link};
 use crate::events::Events;
 use crate::router::Router;
@@ -27,6 +29,11 @@ pub(crate) enum StartError {
     /// The process could not be spawned.
     #[error("cannot start provider `{id}` ({path}): {source}")]
     Spawn { id: String, path: String, source: std::io::Error },
+    /// This host has no builtin of the kind.
+    #[error(
+        "this host has no builtin provider `{kind}` (builtins here: {available}); start it as a process instead"
+    )]
+    NoBuiltin { kind: String, available: String },
     /// Another kind already runs under this id.
     #[error("provider `{id}` already runs here as `{kind}`; stop it first")]
     Conflict { id: String, kind: String },
@@ -40,6 +47,8 @@ pub(crate) enum StartError {
 pub(crate) struct ProviderHandle {
     pub id: String,
     pub kind: String,
+    /// Runs inside the host process.
+    builtin: bool,
     pid: AtomicU32,
     restarts: AtomicU32,
     running: AtomicBool,
@@ -57,6 +66,7 @@ impl ProviderHandle {
             pid: self.pid.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
+            builtin: self.builtin,
         }
     }
 }
@@ -70,6 +80,7 @@ pub(crate) struct Providers {
     events: Events,
     bootstrap: Bootstrap,
     dir: Option<PathBuf>,
+    builtins: Builtins,
 }
 
 impl Providers {
@@ -78,9 +89,9 @@ impl Providers {
         pipes: Arc<Pipes>,
         events: Events,
         bootstrap: Bootstrap,
-        dir: Option<PathBuf>,
+        (dir, builtins): (Option<PathBuf>, Builtins),
     ) -> Self {
-        Self { map: Mutex::new(HashMap::new()), router, pipes, events, bootstrap, dir }
+        Self { map: Mutex::new(HashMap::new()), router, pipes, events, bootstrap, dir, builtins }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProviderHandle>>> {
@@ -93,8 +104,8 @@ impl Providers {
         all
     }
 
-    /// Starts provider `id` of `kind`; idempotent for the same kind.
-    pub async fn start(&self, id: &str, kind: &str) -> Result<(), StartError> {
+    /// Starts provider `id` of `kind`, as a process or a builtin; idempotent for the same kind.
+    pub async fn start(&self, id: &str, kind: &str, builtin: bool) -> Result<(), StartError> {
         let handle = {
             // Check, spawn and insert under one lock: two concurrent starts make one process.
             let mut map = self.lock();
@@ -105,14 +116,23 @@ impl Providers {
                     Err(StartError::Conflict { id: id.to_owned(), kind: existing.kind.clone() })
                 };
             }
-            let path =
-                find_executable(kind, self.dir.as_deref()).map_err(StartError::NoExecutable)?;
-            let child = spawn(id, &path)?;
+            let launch = if builtin {
+                Launch::Builtin(self.builtins.get(kind).ok_or_else(|| StartError::NoBuiltin {
+                    kind: kind.to_owned(),
+                    available: self.builtins.kinds().join(", "),
+                })?)
+            } else {
+                Launch::Process(
+                    find_executable(kind, self.dir.as_deref()).map_err(StartError::NoExecutable)?,
+                )
+            };
+            let instance = launch.start(id)?;
             let (stop, stopped) = watch::channel(false);
             let handle = Arc::new(ProviderHandle {
                 id: id.to_owned(),
                 kind: kind.to_owned(),
-                pid: AtomicU32::new(child.id().unwrap_or(0)),
+                builtin,
+                pid: AtomicU32::new(instance.pid()),
                 restarts: AtomicU32::new(0),
                 running: AtomicBool::new(true),
                 stop,
@@ -126,13 +146,13 @@ impl Providers {
             };
             let supervisor = Supervisor {
                 handle: handle.clone(),
-                path,
+                launch,
                 bootstrap,
                 router: self.router.clone(),
                 pipes: self.pipes.clone(),
                 events: self.events.clone(),
             };
-            let task = tokio::spawn(supervisor.run(child, stopped));
+            let task = tokio::spawn(supervisor.run(instance, stopped));
             *handle.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
             map.insert(id.to_owned(), handle.clone());
             handle
@@ -175,6 +195,99 @@ impl Providers {
     }
 }
 
+/// How a provider is started (again, after a crash).
+enum Launch {
+    /// An executable, run as a child process.
+    Process(PathBuf),
+    /// A builtin, run as a task of this host.
+    Builtin(BuiltinRun),
+}
+
+/// A started provider: a child process or a task.
+enum Instance {
+    Process(Child),
+    Builtin {
+        task: tokio::task::JoinHandle<()>,
+        host_ends: Option<(DuplexStream, DuplexStream)>,
+        stop: Option<oneshot::Sender<()>>,
+    },
+}
+
+type HostEnds = (Box<dyn AsyncRead + Unpin + Send>, Box<dyn AsyncWrite + Unpin + Send>);
+
+impl Launch {
+    fn start(&self, id: &str) -> Result<Instance, StartError> {
+        match self {
+            Launch::Process(path) => spawn(id, path).map(Instance::Process),
+            Launch::Builtin(run) => {
+                let (host_ends, provider_ends, stop) = builtin::pipe();
+                let task = tokio::spawn(run(provider_ends));
+                Ok(Instance::Builtin { task, host_ends: Some(host_ends), stop: Some(stop) })
+            }
+        }
+    }
+}
+
+impl Instance {
+    fn pid(&self) -> u32 {
+        match self {
+            Instance::Process(child) => child.id().unwrap_or(0),
+            Instance::Builtin { .. } => std::process::id(),
+        }
+    }
+
+    /// The host's ends of the provider's pipe (once).
+    fn take_pipe(&mut self) -> Option<HostEnds> {
+        match self {
+            Instance::Process(child) => {
+                let (stdout, stdin) = (child.stdout.take()?, child.stdin.take()?);
+                Some((Box::new(stdout), Box::new(stdin)))
+            }
+            Instance::Builtin { host_ends, .. } => {
+                let (from, to) = host_ends.take()?;
+                Some((Box::new(from), Box::new(to)))
+            }
+        }
+    }
+
+    /// Waits until it ends; says how.
+    async fn wait(&mut self) -> String {
+        match self {
+            Instance::Process(child) => match child.wait().await {
+                Ok(s) => format!("provider process exited: {s}"),
+                Err(e) => format!("wait failed: {e}"),
+            },
+            Instance::Builtin { task, .. } => match task.await {
+                Ok(()) => "builtin provider returned".to_owned(),
+                Err(e) if e.is_panic() => "builtin provider panicked".to_owned(),
+                Err(e) => format!("builtin provider ended: {e}"),
+            },
+        }
+    }
+
+    /// Asks it to stop (SIGTERM, or the builtin's stop signal).
+    fn terminate(&mut self) {
+        match self {
+            Instance::Process(child) => sigterm(child),
+            Instance::Builtin { stop, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+        }
+    }
+
+    /// Stops it now.
+    async fn kill(&mut self) {
+        match self {
+            Instance::Process(child) => {
+                let _ = child.kill().await;
+            }
+            Instance::Builtin { task, .. } => task.abort(),
+        }
+    }
+}
+
 fn spawn(id: &str, path: &PathBuf) -> Result<Child, StartError> {
     Command::new(path)
         // Its own process group: a Ctrl-C meant for the host does not kill the provider under
@@ -198,7 +311,7 @@ const GRACE: Duration = Duration::from_secs(5);
 
 struct Supervisor {
     handle: Arc<ProviderHandle>,
-    path: PathBuf,
+    launch: Launch,
     bootstrap: Bootstrap,
     router: Arc<Router>,
     pipes: Arc<Pipes>,
@@ -206,41 +319,40 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    async fn run(self, first: Child, mut stop: watch::Receiver<bool>) {
-        let mut child = Some(first);
+    async fn run(self, first: Instance, mut stop: watch::Receiver<bool>) {
+        let mut instance = Some(first);
         let mut failures = 0u32;
         loop {
-            let Some(mut running) = child.take() else {
+            let Some(mut running) = instance.take() else {
                 break;
             };
             let started = Instant::now();
-            self.handle.pid.store(running.id().unwrap_or(0), Ordering::Relaxed);
+            self.handle.pid.store(running.pid(), Ordering::Relaxed);
             self.handle.running.store(true, Ordering::Relaxed);
-            let Some(status) = self.serve(&mut running, &mut stop).await else {
+            let Some(reason) = self.serve(&mut running, &mut stop).await else {
                 break;
             };
             self.handle.running.store(false, Ordering::Relaxed);
-            let reason = format!("provider process exited: {status}");
             tracing::warn!(provider = %self.handle.id, %reason, "restarting provider");
             self.events
                 .provider(EventKind::ProviderFailed, &self.handle.id, &self.handle.kind, &reason)
                 .await;
             failures = if started.elapsed() > HEALTHY_AFTER { 1 } else { failures + 1 };
-            // Respawn with backoff until it works or we are told to stop.
+            // Start again with backoff until it works or we are told to stop.
             loop {
                 let delay = backoff(failures);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop_requested(&mut stop) => return,
                 }
-                match spawn(&self.handle.id, &self.path) {
-                    Ok(c) => {
+                match self.launch.start(&self.handle.id) {
+                    Ok(i) => {
                         self.handle.restarts.fetch_add(1, Ordering::Relaxed);
-                        child = Some(c);
+                        instance = Some(i);
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "provider respawn failed");
+                        tracing::warn!(error = %e, "provider restart failed");
                         failures += 1;
                     }
                 }
@@ -248,35 +360,36 @@ impl Supervisor {
         }
     }
 
-    /// Serves the pipe until the process exits (returns how) or a stop is requested (returns
-    /// `None` once the process is gone). The pipe stays served while the provider winds down.
-    async fn serve(&self, child: &mut Child, stop: &mut watch::Receiver<bool>) -> Option<String> {
-        let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+    /// Serves the pipe until the provider ends (returns how) or a stop is requested (returns
+    /// `None` once it is gone). The pipe stays served while the provider winds down.
+    async fn serve(
+        &self,
+        instance: &mut Instance,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<String> {
+        let Some((from_provider, to_provider)) = instance.take_pipe() else {
             return Some("its pipes were not set up".into());
         };
         let link = link::serve(
             self.bootstrap.clone(),
-            stdout,
-            stdin,
+            from_provider,
+            to_provider,
             self.router.clone(),
             self.pipes.clone(),
         );
         tokio::pin!(link);
-        let (status, ()) = tokio::select! {
-            both = async { tokio::join!(child.wait(), &mut link) } => both,
+        let (reason, ()) = tokio::select! {
+            both = async { tokio::join!(instance.wait(), &mut link) } => both,
             _ = stop_requested(stop) => {
-                sigterm(child);
-                let wound_down = tokio::time::timeout(GRACE, async { tokio::join!(child.wait(), &mut link) }).await;
+                instance.terminate();
+                let wound_down = tokio::time::timeout(GRACE, async { tokio::join!(instance.wait(), &mut link) }).await;
                 if wound_down.is_err() {
-                    let _ = child.kill().await;
+                    instance.kill().await;
                 }
                 return None;
             }
         };
-        Some(match status {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("wait failed: {e}"),
-        })
+        Some(reason)
     }
 }
 

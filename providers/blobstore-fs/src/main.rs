@@ -1,15 +1,6 @@
-//! `trellis-provider-blobstore-fs`: serves `wasi:blobstore` from a directory.
-//!
-//! Link a component to it with `trellis link put --source <component> --interface
-//! wasi:blobstore/blobstore --target <provider-id> --config root=/srv/blobs`. Each container is a
-//! directory under `root`, each object a file in it (`/` in an object name makes
-//! subdirectories). Names that would leave the root (`..`, absolute paths, empty segments) are
-//! refused.
-
-mod fs;
-mod paths;
+//! The `trellis-provider-blobstore-fs` executable (see the library's docs).
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    trellis_provider::run(|_ctx| fs::BlobFs).await
+    trellis_provider::run(|ctx| trellis_provider_blobstore_fs::new(&ctx)).await
 }

@@ -64,6 +64,12 @@ fn error(kind: InvokeErrorKind, message: String) -> InvokeError {
     InvokeError::new(kind, message)
 }
 
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl HttpClient {
     pub fn new() -> Self {
         let https = hyper_rustls::HttpsConnectorBuilder::new()

@@ -1,16 +1,6 @@
-//! `trellis-provider-http-client`: makes the outgoing HTTP requests of linked components
-//! (`wasi:http/outgoing-handler`), with pooled connections, timeouts and a host allow-list.
-//!
-//! Link a component to it with `trellis link put --source <component> --interface
-//! wasi:http/outgoing-handler --target <provider-id> [--config k=v ...]`. Link config:
-//! - `allowed_hosts`: comma-separated `host` or `host:port`; requests elsewhere are `Denied`
-//!   (absent: any host).
-//! - `timeout_ms` (default 30000): the longest one request may take, response body included.
-//! - `max_response_bytes` (default 16 MiB): larger responses fail with `TooLarge`.
-
-mod client;
+//! The `trellis-provider-http-client` executable (see the library's docs).
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    trellis_provider::run(|_ctx| client::HttpClient::new()).await
+    trellis_provider::run(|ctx| trellis_provider_http_client::new(&ctx)).await
 }

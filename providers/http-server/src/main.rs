@@ -1,19 +1,6 @@
-//! `trellis-provider-http-server`: listens on the address of each `wasi:http/incoming-handler`
-//! link from this provider and sends every request to the link's target component, wherever it
-//! runs in the lattice.
-//!
-//! Link config:
-//! - `address` (required): `host:port` to listen on.
-//! - `max_body_bytes` (default 1 MiB): larger request bodies get 413.
-//! - `timeout_ms` (default 30000): how long a request may take.
-//! - `host`, `path_prefix` (optional): several links may share one address; a request goes to
-//!   the most specific link whose `host` matches its Host header and whose `path_prefix` starts
-//!   its path (the path is passed on unchanged). No match: 404.
-
-mod routes;
-mod server;
+//! The `trellis-provider-http-server` executable (see the library's docs).
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    trellis_provider::run(server::HttpServer::new).await
+    trellis_provider::run(|ctx| trellis_provider_http_server::new(&ctx)).await
 }

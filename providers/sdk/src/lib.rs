@@ -62,4 +62,4 @@ pub mod keyvalue;
 mod serve;
 
 pub use context::Context;
-pub use serve::{Call, Provider, SdkError, run, serve};
+pub use serve::{Call, Provider, SdkError, run, serve, serve_on};

@@ -97,10 +97,33 @@ pub async fn run<P: Provider>(make: impl FnOnce(Context) -> P) -> std::process::
     }
 }
 
-/// Runs a provider built by `make` until the host stops it.
+/// Runs a provider process built by `make` until its host stops it (closes stdin or sends
+/// SIGTERM).
 pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), SdkError> {
     init_logging();
-    let (mut from_host, to_host) = host_pipes()?;
+    let (from_host, to_host) = host_pipes()?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| SdkError::Lattice(format!("cannot watch SIGTERM: {e}")))?;
+    serve_on(from_host, to_host, make, async move {
+        sigterm.recv().await;
+    })
+    .await
+}
+
+/// Runs a provider over the given ends of its pipe to the host until the host closes it or
+/// `stop` resolves. [`serve`] uses the process's stdin and stdout; a host runs a builtin provider
+/// in its own process with in-memory pipes.
+pub async fn serve_on<P, R, W>(
+    mut from_host: R,
+    to_host: W,
+    make: impl FnOnce(Context) -> P,
+    stop: impl Future<Output = ()>,
+) -> Result<(), SdkError>
+where
+    P: Provider,
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let bootstrap: Bootstrap = read_frame(&mut from_host)
         .await
         .map_err(|e| SdkError::BadBootstrap(e.to_string()))?
@@ -129,10 +152,9 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
     }
     tracing::info!(provider = ctx.provider_id(), kind = %ctx.bootstrap.kind, "provider ready");
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| SdkError::Lattice(format!("cannot watch SIGTERM: {e}")))?;
     let links = LinkMap::default();
     tokio::pin!(host_closed);
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             entry = watch.next() => match entry {
@@ -159,7 +181,7 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
                 });
             }
             _ = &mut host_closed => break,
-            _ = sigterm.recv() => break,
+            _ = &mut stop => break,
         }
     }
     tracing::info!(provider = ctx.provider_id(), "provider shutting down");
