@@ -89,19 +89,22 @@ impl BenchLattice {
         self.client.start_component(&self.hosts[index].id, id, &digest).await.map_err(setup)
     }
 
-    /// Starts an http-server provider on host `index` serving `target` on `addr`.
+    /// Starts http-server provider `id` (a process, or a builtin) on host `index` serving
+    /// `target` on `addr`.
     pub async fn serve_http(
         &self,
         index: usize,
+        id: &str,
         target: &str,
         addr: std::net::SocketAddr,
+        builtin: bool,
     ) -> Result<(), BenchError> {
         self.client
-            .start_provider(&self.hosts[index].id, "web", "http-server", false)
+            .start_provider(&self.hosts[index].id, id, "http-server", builtin)
             .await
             .map_err(setup)?;
         let link = Link {
-            source: "web".into(),
+            source: id.into(),
             target: target.into(),
             interface: InterfaceName::parse(trellis_lattice::http::INCOMING_HANDLER)
                 .map_err(setup)?,

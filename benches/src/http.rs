@@ -1,5 +1,6 @@
 //! HTTP hello through the http-server provider and a component on the same host, against the
-//! plain wasmtime `wasi:http` server, with 1 and 32 connections.
+//! plain wasmtime `wasi:http` server, with 1 and 32 connections; the provider as a process and
+//! as a builtin inside the host.
 
 use crate::env::{BenchLattice, free_addr};
 use crate::http_baseline::Baseline;
@@ -11,7 +12,9 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     lattice.add_host(options, "web").await?;
     lattice.start_component(options, 0, "hello").await?;
     let trellis_addr = free_addr()?;
-    lattice.serve_http(0, "hello", trellis_addr).await?;
+    lattice.serve_http(0, "web", "hello", trellis_addr, false).await?;
+    let builtin_addr = free_addr()?;
+    lattice.serve_http(0, "web-builtin", "hello", builtin_addr, true).await?;
 
     let wasm = std::fs::read(&options.component).map_err(setup)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(setup)?;
@@ -29,6 +32,20 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         rows.push(Row::compared(
             format!("{connections} connection(s)"),
             trellis,
+            baseline,
+            "plain wasmtime wasi:http server (hyper + wasmtime-wasi-http, pooling, fresh instance per request)",
+        ));
+    }
+    // The same provider running inside the host (no process hop).
+    for connections in [1usize, 32] {
+        let total = options.count(if connections == 1 { 2000 } else { 10000 }, 64);
+        load::run(builtin_addr, connections, total / 10 + 1).await?;
+        load::run(baseline_addr, connections, total / 10 + 1).await?;
+        let builtin = load::run(builtin_addr, connections, total).await?;
+        let baseline = load::run(baseline_addr, connections, total).await?;
+        rows.push(Row::compared(
+            format!("{connections} connection(s), builtin http-server"),
+            builtin,
             baseline,
             "plain wasmtime wasi:http server (hyper + wasmtime-wasi-http, pooling, fresh instance per request)",
         ));

@@ -315,6 +315,11 @@ impl Outbound for Router {
         Box::pin(async move {
             // Outgoing calls are made while the caller's instance holds its admission slot.
             let interface = link.interface.to_string();
+            // A link may bound its calls more tightly than the caller's own deadline.
+            let timeout = match link.config.get("timeout_ms").map(|t| t.parse::<u64>()) {
+                Some(Ok(ms)) => timeout.min(Duration::from_millis(ms)),
+                _ => timeout,
+            };
             let call = Call {
                 source,
                 target: &link.target,

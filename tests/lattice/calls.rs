@@ -78,6 +78,29 @@ async fn components_call_each_other_across_hosts() {
     assert_eq!(reply.text(), ALL);
     assert!(lattice.invocations(&b.id, "greeter").await >= 11, "greeter on b served the calls");
 
+    // A link's timeout_ms bounds its calls: the caller traps with Timeout at the link's deadline.
+    lattice
+        .trellis
+        .ok(&[
+            "link",
+            "put",
+            "--source",
+            "caller",
+            "--interface",
+            TYPES,
+            "--target",
+            "greeter",
+            "--config",
+            "timeout_ms=300",
+        ])
+        .await;
+    let reply = get(addr, "/spin").await;
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    // The deadline named in the error is the link's (milliseconds), not the caller's 30 s.
+    let text = reply.text();
+    assert!(text.contains("Timeout") && text.contains("did not answer within"), "{text}");
+    assert!(text.contains("ms"), "{text}");
+
     // The link's target is checked: it must export the interface.
     let err = lattice
         .trellis

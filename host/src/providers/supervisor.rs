@@ -349,6 +349,10 @@ impl Supervisor {
                     Ok(i) => {
                         self.handle.restarts.fetch_add(1, Ordering::Relaxed);
                         instance = Some(i);
+                        let (id, kind) = (&self.handle.id, &self.handle.kind);
+                        self.events
+                            .provider(EventKind::ProviderStarted, id, kind, "restarted")
+                            .await;
                         break;
                     }
                     Err(e) => {

@@ -3,6 +3,7 @@
 //!
 //! - `/greet/<name>`: `greet(name)`
 //! - `/all`: calls every function with fixed values and answers one line per call
+//! - `/spin`: calls `spin`, which runs far longer than any deadline
 //!
 //! It also exports `trellis:test/bench.run(n)`, which times `n` calls of `greet` from inside.
 
@@ -16,9 +17,12 @@ struct Caller;
 impl wasip2::exports::http::incoming_handler::Guest for Caller {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
-        let body = match path.strip_prefix("/greet/") {
-            Some(name) => types::greet(name),
-            None => all(),
+        let body = if let Some(name) = path.strip_prefix("/greet/") {
+            types::greet(name)
+        } else if path == "/spin" {
+            types::spin(100_000).to_string()
+        } else {
+            all()
         };
         let response = OutgoingResponse::new(Fields::new());
         let _ = response.set_status_code(200);

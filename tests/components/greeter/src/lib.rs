@@ -43,6 +43,14 @@ impl Guest for Greeter {
         data.reverse();
         data
     }
+
+    fn spin(rounds: u32) -> u64 {
+        let mut x = 0u64;
+        for i in 0..u64::from(rounds) * 1_000_000 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        x
+    }
 }
 
 export!(Greeter);
