@@ -253,17 +253,20 @@ impl Router {
             None => None,
         };
         let deadline = Instant::now() + timeout.min(limits.timeout);
-        let _permit = match tokio::time::timeout_at(deadline, self.admission.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
-            Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
-        };
+        let permit =
+            match tokio::time::timeout_at(deadline, self.admission.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
+                Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
+            };
         let left = deadline.saturating_duration_since(Instant::now());
         let settings = CallSettings {
             component_id: &running.id,
             timeout: left,
             max_memory_bytes: limits.max_memory_bytes,
             outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
+            // Held until the instance is gone, even when the guest runs on after its answer.
+            admission: Some(permit),
         };
         if !is_http {
             return running.component.call_function(interface, function, payload, settings).await;

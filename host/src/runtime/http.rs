@@ -20,9 +20,10 @@ impl Component {
     pub async fn handle_http(
         &self,
         req: HttpRequest,
-        settings: CallSettings<'_>,
+        mut settings: CallSettings<'_>,
     ) -> Result<HttpResponse, InvokeError> {
         let (id, timeout) = (settings.component_id, settings.timeout);
+        let admission = settings.admission.take();
         let Some(pre) = self.http.clone() else {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
@@ -81,7 +82,10 @@ impl Component {
                     Ok(response) => {
                         // The response is complete but the guest still runs (work after the
                         // response is allowed): let it finish in the background, to its deadline.
-                        tokio::spawn(tokio::time::timeout_at(deadline, guest));
+                        tokio::spawn(async move {
+                            let _admission = admission;
+                            tokio::time::timeout_at(deadline, guest).await
+                        });
                         Ok(response)
                     }
                     Err(Some(e)) => Err(e),

@@ -34,7 +34,6 @@ pub trait Outbound: Send + Sync {
 }
 
 /// What one call into a component runs with.
-#[derive(Clone)]
 pub struct CallSettings<'a> {
     /// The component's id (the source of its outgoing calls).
     pub component_id: &'a str,
@@ -44,6 +43,9 @@ pub struct CallSettings<'a> {
     pub max_memory_bytes: usize,
     /// Where its imports lead; `None` refuses every linked import.
     pub outbound: Option<Arc<dyn Outbound>>,
+    /// The host's admission slot for this call, released when the instance is dropped (which
+    /// may be after the answer: a guest may work on after responding).
+    pub admission: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for CallSettings<'_> {
