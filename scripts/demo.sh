@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local lattice (nats-server + one host), runs the http-hello component behind the
-# http-server provider on http://127.0.0.1:${PORT:-8080}, and shows it answering.
+# http-server provider on http://127.0.0.1:${PORT:-8080}, and a counter component (under /count)
+# that keeps its count in NATS KV through a linked provider, and shows both answering.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ cargo build --release --target wasm32-wasip2 --manifest-path tests/components/Ca
 target="${CARGO_TARGET_DIR:-target}"
 trellis="$target/debug/trellis"
 wasm="$target/wasm-components/wasm32-wasip2/release/http_hello.wasm"
+counter="$target/wasm-components/wasm32-wasip2/release/kv_counter.wasm"
 port="${PORT:-8080}"
 nats_port="${NATS_PORT:-4222}"
 export TRELLIS_NATS_URL="nats://127.0.0.1:$nats_port" TRELLIS_LATTICE=demo
@@ -33,11 +35,21 @@ done
 "$trellis" start provider http-server --id web
 "$trellis" link put --source web --target hello --interface wasi:http/incoming-handler \
   --config "address=127.0.0.1:$port"
+# A second component on the same address under /count, counting in NATS JetStream KV through
+# a linked key-value provider (run inside the host).
+"$trellis" start component "$counter" --id counter
+"$trellis" start provider keyvalue-nats --id kv --builtin
+"$trellis" link put --source counter --target kv --interface wasi:keyvalue/store
+"$trellis" link put --source web --target counter --interface wasi:http/incoming-handler \
+  --name count --config "address=127.0.0.1:$port" --config path_prefix=/count
 for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.2; done
 
 echo
 echo "\$ curl http://127.0.0.1:$port/hello"
 curl -s "http://127.0.0.1:$port/hello"
+echo "\$ curl http://127.0.0.1:$port/count/visits; curl http://127.0.0.1:$port/count/visits"
+curl -s "http://127.0.0.1:$port/count/visits"; echo
+curl -s "http://127.0.0.1:$port/count/visits"; echo
 echo
 echo "The lattice is up. Try: curl http://127.0.0.1:$port/anything   (Ctrl-C to stop)"
 wait $up
