@@ -43,7 +43,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
                     timeout: Duration::from_secs(5),
                     max_memory_bytes: usize::MAX,
                     outbound: None,
-                    admission: None,
+                    slots: [None, None],
                 },
             )
             .await

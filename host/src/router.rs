@@ -168,10 +168,21 @@ impl Router {
     pub async fn invoke(&self, call: Call<'_>) -> Result<Bytes, InvokeError> {
         let Call { source, target, interface, function, link, payload, timeout } = call;
         let timeout = timeout.min(self.max_call_time);
-        if let Some(local) = self.components.get(target) {
+        let local = self.components.get(target);
+        let provider = if local.is_none() { self.providers.get(target) } else { None };
+        // Calls that stay on this host get the policy's word too (remote ones get it from the
+        // receiving host), so placement never decides what is allowed.
+        if self.policy.is_some() && (local.is_some() || provider.is_some()) {
+            let operation = format!("{interface}.{function}");
+            if let Err(e) = self.authorize(source, target, &operation).await {
+                self.report_denied(target, &e).await;
+                return Err(e);
+            }
+        }
+        if let Some(local) = local {
             return self.call_local(&local, interface, function, &payload, timeout).await;
         }
-        if let Some(pipe) = self.providers.get(target) {
+        if let Some(pipe) = provider {
             let call =
                 ProviderCall { source, link, interface, function, payload: &payload, timeout };
             return pipe.call(call).await;
@@ -243,8 +254,8 @@ impl Router {
             ));
         }
         // The component's own concurrency limit refuses at once: callers learn fast.
-        let _own = match &limits.concurrency {
-            Some(slots) => Some(slots.try_acquire().map_err(|_| {
+        let own = match &limits.concurrency {
+            Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
                 unavailable(&format!(
                     "component `{}` is at its limit of {} concurrent calls",
                     running.id, limits.max_concurrent
@@ -266,7 +277,7 @@ impl Router {
             max_memory_bytes: limits.max_memory_bytes,
             outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
             // Held until the instance is gone, even when the guest runs on after its answer.
-            admission: Some(permit),
+            slots: [Some(permit), own],
         };
         if !is_http {
             return running.component.call_function(interface, function, payload, settings).await;

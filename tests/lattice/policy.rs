@@ -40,6 +40,7 @@ async fn policy_decides_starts_and_calls_caches_and_fails_closed() {
                     {
                         deny("cli may not call secret")
                     }
+                    ("invoke", "secret") if req.source == "web" => deny("web may not call secret"),
                     _ => PolicyReply { allow: true, reason: String::new() },
                 };
                 nats.publish(msg.reply.unwrap(), reply.encode_to_vec().into()).await.unwrap();
@@ -90,6 +91,12 @@ async fn policy_decides_starts_and_calls_caches_and_fails_closed() {
         call("secret").await.ok()
     })
     .await;
+
+    // A call that stays on the host (the http-server provider next to the component) asks too.
+    let addr = lattice.serve_http(&host.id, "secret", &[]).await;
+    let reply = crate::get(addr, "/").await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(reply.text().contains("web may not call secret"), "{}", reply.text());
 
     // Nobody answers: denied, not allowed.
     service.abort();

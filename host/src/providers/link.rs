@@ -68,7 +68,7 @@ pub(crate) struct ProviderCall<'a> {
 impl Pipe {
     /// Calls the provider and waits for its reply, at most `timeout`. A provider that dies
     /// meanwhile fails the call at once with `Unavailable`.
-    pub async fn call(&self, call: ProviderCall<'_>) -> Reply {
+    pub async fn call(self: Arc<Self>, call: ProviderCall<'_>) -> Reply {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = ToProvider::Invoke {
             id,
@@ -83,18 +83,35 @@ impl Pipe {
             .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
-        let written = {
-            let mut writer = self.writer.lock().await;
+        let deadline = tokio::time::Instant::now() + call.timeout;
+        // The frame is written by a task of its own: a caller that gives up (or is dropped)
+        // mid-write must not leave half a frame for the next one to continue.
+        let pipe = self.clone();
+        let write = tokio::spawn(async move {
+            let mut writer = pipe.writer.lock().await;
             match writer.write_all(&frame).await {
                 Ok(()) => writer.flush().await,
                 Err(e) => Err(e),
             }
-        };
-        if written.is_err() {
-            self.lock_pending().remove(&id);
-            return Err(self.gone());
+        });
+        match tokio::time::timeout_at(deadline, write).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(_) => {
+                self.lock_pending().remove(&id);
+                return Err(self.gone());
+            }
+            Err(_) => {
+                self.lock_pending().remove(&id);
+                return Err(InvokeError::new(
+                    InvokeErrorKind::Timeout,
+                    format!(
+                        "provider `{}` did not take the call within {:?}",
+                        self.provider_id, call.timeout
+                    ),
+                ));
+            }
         }
-        match tokio::time::timeout(call.timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(self.gone()),
             Err(_) => {

@@ -308,6 +308,8 @@ fn spawn(id: &str, path: &PathBuf) -> Result<Child, StartError> {
 /// How long a provider must run before a crash no longer counts towards backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(5);
+/// How long the pipe of a provider that has ended is still read.
+const LINGER: Duration = Duration::from_secs(1);
 
 struct Supervisor {
     handle: Arc<ProviderHandle>,
@@ -382,18 +384,34 @@ impl Supervisor {
             self.pipes.clone(),
         );
         tokio::pin!(link);
-        let (reason, ()) = tokio::select! {
-            both = async { tokio::join!(instance.wait(), &mut link) } => both,
-            _ = stop_requested(stop) => {
-                instance.terminate();
-                let wound_down = tokio::time::timeout(GRACE, async { tokio::join!(instance.wait(), &mut link) }).await;
-                if wound_down.is_err() {
-                    instance.kill().await;
+        let mut link_done = false;
+        loop {
+            tokio::select! {
+                reason = instance.wait() => {
+                    // Gone: serve what it wrote last, but a pipe something else keeps open (a
+                    // builtin's leftover tasks) must not keep it from being restarted.
+                    if !link_done {
+                        let _ = tokio::time::timeout(LINGER, &mut link).await;
+                    }
+                    return Some(reason);
                 }
-                return None;
+                () = &mut link, if !link_done => link_done = true,
+                _ = stop_requested(stop) => break,
             }
-        };
-        Some(reason)
+        }
+        instance.terminate();
+        let wound_down = tokio::time::timeout(GRACE, async {
+            if link_done {
+                instance.wait().await;
+            } else {
+                tokio::join!(instance.wait(), &mut link);
+            }
+        })
+        .await;
+        if wound_down.is_err() {
+            instance.kill().await;
+        }
+        None
     }
 }
 

@@ -1,7 +1,8 @@
 //! `wasi:blobstore@0.2.0-draft` for components: every operation goes to the provider the
 //! component's `wasi:blobstore/blobstore` link names (see `trellis_lattice::blobstore`). A
 //! container remembers the link it was opened through. Values are whole: a component's writes to
-//! an outgoing value are buffered in the host and sent when it finishes the value; reads fetch the
+//! an outgoing value are buffered in the host (at most 4 values of 16 MiB per call) and sent when
+//! it finishes the value; reads fetch the
 //! requested range at once and serve it from memory.
 
 use std::sync::Arc;
@@ -37,7 +38,9 @@ use bindings::wasi::blobstore::{blobstore, container, types};
 use wasmtime_wasi::p2::bindings::io::streams::{InputStream, OutputStream};
 
 /// Largest value a component may write in one go.
-const MAX_VALUE: usize = 64 << 20;
+const MAX_VALUE: usize = 16 << 20;
+/// Outgoing values one call may have open at once (bounds what the host buffers for it).
+const MAX_OPEN_VALUES: usize = 4;
 
 /// An open container and the link it came from.
 #[derive(Debug)]
@@ -334,6 +337,14 @@ impl types::Host for CallState {}
 
 impl types::HostOutgoingValue for CallState {
     async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
+        // The constructor cannot fail in WIT, so too many open values trap the call.
+        if self.open_values >= MAX_OPEN_VALUES {
+            return Err(wasmtime::Error::msg(format!(
+                "a call may hold at most {MAX_OPEN_VALUES} open blob values ({} MiB each)",
+                MAX_VALUE >> 20
+            )));
+        }
+        self.open_values += 1;
         let value = OutgoingValue { body: MemoryOutputPipe::new(MAX_VALUE), destination: None };
         Ok(self.table.push(value)?)
     }
@@ -349,6 +360,7 @@ impl types::HostOutgoingValue for CallState {
 
     async fn finish(&mut self, this: Resource<OutgoingValue>) -> BlobResult<()> {
         let value = self.table.delete(this)?;
+        self.open_values = self.open_values.saturating_sub(1);
         let Some((link, container, object)) = value.destination else {
             return Ok(Err("finish before write-data: the value has no destination".into()));
         };
@@ -358,6 +370,7 @@ impl types::HostOutgoingValue for CallState {
 
     async fn drop(&mut self, this: Resource<OutgoingValue>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
+        self.open_values = self.open_values.saturating_sub(1);
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ impl Component {
         mut settings: CallSettings<'_>,
     ) -> Result<HttpResponse, InvokeError> {
         let (id, timeout) = (settings.component_id, settings.timeout);
-        let admission = settings.admission.take();
+        let slots = std::mem::take(&mut settings.slots);
         let Some(pre) = self.http.clone() else {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
@@ -83,7 +83,7 @@ impl Component {
                         // The response is complete but the guest still runs (work after the
                         // response is allowed): let it finish in the background, to its deadline.
                         tokio::spawn(async move {
-                            let _admission = admission;
+                            let _slots = slots;
                             tokio::time::timeout_at(deadline, guest).await
                         });
                         Ok(response)

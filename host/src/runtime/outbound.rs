@@ -43,9 +43,10 @@ pub struct CallSettings<'a> {
     pub max_memory_bytes: usize,
     /// Where its imports lead; `None` refuses every linked import.
     pub outbound: Option<Arc<dyn Outbound>>,
-    /// The host's admission slot for this call, released when the instance is dropped (which
-    /// may be after the answer: a guest may work on after responding).
-    pub admission: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The host's admission slot and the component's own concurrency slot for this call,
+    /// released when the instance is dropped (which may be after the answer: a guest may work
+    /// on after responding).
+    pub slots: [Option<tokio::sync::OwnedSemaphorePermit>; 2],
 }
 
 impl std::fmt::Debug for CallSettings<'_> {

@@ -34,6 +34,8 @@ pub(crate) struct CallState {
     pub(super) outbound: Option<Arc<dyn Outbound>>,
     /// When the call that created this store must be done; outgoing calls get what is left.
     deadline: Instant,
+    /// Blob values being written (bounded: the host buffers them).
+    pub(super) open_values: usize,
 }
 
 impl CallState {
@@ -51,6 +53,7 @@ impl CallState {
             component_id,
             outbound: settings.outbound.clone(),
             deadline: Instant::now() + settings.timeout,
+            open_values: 0,
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 // A guest growing past its limit traps with a message that says so, instead of

@@ -87,10 +87,20 @@ async fn run(link: &Link, request: Request) -> Reply {
         }
         Request::WriteData { container, object, data } => {
             let path = new_object(&root, &container, &object).await?;
-            // Write aside and rename: readers never see half an object.
-            let tmp = path.with_extension("trellis-partial");
-            tokio::fs::write(&tmp, data.as_slice()).await.map_err(|e| io(&object, e))?;
-            tokio::fs::rename(&tmp, &path).await.map_err(|e| io(&object, e))?;
+            // Write aside and rename: readers never see half an object, and concurrent writers
+            // each have a file of their own.
+            let tmp = partial_path(&path);
+            let written = async {
+                let mut file =
+                    tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+                tokio::io::AsyncWriteExt::write_all(&mut file, data.as_slice()).await?;
+                file.sync_data().await?;
+                tokio::fs::rename(&tmp, &path).await
+            };
+            if let Err(e) = written.await {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(io(&object, e));
+            }
             Response::Done
         }
         Request::ListObjects { container } => {
@@ -154,6 +164,17 @@ async fn new_object(root: &Path, container: &str, object: &str) -> Result<PathBu
     Ok(path)
 }
 
+/// A name beside `path` no other write uses: `.<name>.<n>.trellis-partial`.
+fn partial_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.{}.{n}{PARTIAL}", std::process::id()))
+}
+
+/// The suffix of objects being written.
+const PARTIAL: &str = ".trellis-partial";
+
 /// Bytes `start..=end` of the file (clamped to its length).
 async fn read_range(path: &Path, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
     let mut file = tokio::fs::File::open(path).await?;
@@ -175,7 +196,7 @@ async fn list(dir: &Path, prefix: &str, out: &mut Vec<String>) -> std::io::Resul
         let mut entries = tokio::fs::read_dir(&dir).await?;
         while let Some(entry) = entries.next_entry().await? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".trellis-partial") {
+            if name.ends_with(PARTIAL) {
                 continue;
             }
             let full = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };

@@ -73,6 +73,12 @@ impl State {
     /// Removes the route of `key`; returns the listener to close when it was the last one.
     fn remove(&mut self, key: &str) -> Option<Listener> {
         let address = self.addresses.remove(key)?;
+        self.remove_route(key, address)
+    }
+
+    /// Removes the route of `key` from the listener on `address`; returns that listener when it
+    /// has no route left.
+    fn remove_route(&mut self, key: &str, address: SocketAddr) -> Option<Listener> {
         let listener = self.listeners.get(&address)?;
         let now_empty = {
             let mut routes = listener.routes.write().unwrap_or_else(|p| p.into_inner());
@@ -101,12 +107,8 @@ impl Provider for HttpServer {
         let (address, route) = parse_config(&link)?;
         let key = link.key();
         let mut state = self.state.lock().await;
-        // A link that moved to another address leaves its old one.
-        if state.addresses.get(&key).is_some_and(|a| *a != address)
-            && let Some(empty) = state.remove(&key)
-        {
-            empty.close().await;
-        }
+        let moved_from = state.addresses.get(&key).copied().filter(|a| *a != address);
+        // The new route first: a refused update leaves the link's current route serving.
         if let Some(listener) = state.listeners.get(&address) {
             let mut routes = listener.routes.write().unwrap_or_else(|p| p.into_inner());
             if let Some(clash) = routes.iter().find(|r| r.link_key != key && r.same_match(&route)) {
@@ -118,18 +120,22 @@ impl Provider for HttpServer {
             }
             routes.retain(|r| r.link_key != key);
             routes.push(route);
-            drop(routes);
-            state.addresses.insert(key, address);
-            return Ok(());
+        } else {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address} for link {key}: {e}"))?;
+            tracing::info!(%address, target = %route.target, "serving HTTP");
+            let routes: Routes = Arc::new(RwLock::new(vec![route]));
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(accept_loop(listener, ctx.clone(), routes.clone(), stopped));
+            state.listeners.insert(address, Listener { routes, stop, task });
         }
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|e| format!("cannot listen on {address} for link {key}: {e}"))?;
-        tracing::info!(%address, target = %route.target, "serving HTTP");
-        let routes: Routes = Arc::new(RwLock::new(vec![route]));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, ctx.clone(), routes.clone(), stopped));
-        state.listeners.insert(address, Listener { routes, stop, task });
+        // A link that moved leaves its old address.
+        if let Some(old) = moved_from
+            && let Some(empty) = state.remove_route(&key, old)
+        {
+            empty.close().await;
+        }
         state.addresses.insert(key, address);
         Ok(())
     }

@@ -7,7 +7,9 @@
 //!   --interface wasmcloud:messaging/consumer --target <provider-id>`.
 //!
 //! Both use the lattice's NATS connection unless the link config names another with `url`.
-//! Subjects under `trellis.` are the lattice's own and are refused.
+//! Subjects under `trellis.` (the lattice's own) and `$...` (the server's APIs, JetStream KV
+//! included) are refused. In production, also give hosts NATS users whose permissions deny
+//! those subjects to what providers publish for components.
 
 mod messages;
 mod provider;

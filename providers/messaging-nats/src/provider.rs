@@ -27,14 +27,22 @@ pub struct Messaging {
     clients: Mutex<HashMap<String, async_nats::Client>>,
 }
 
-/// A subject a component may use: not the lattice's own.
+/// A subject a component may use: not the lattice's own (`trellis.>`), not the server's APIs
+/// (`$JS.>`, `$KV.>`, `$O.>`, `$SYS.>` ...: a KV put is a publish, so these would let a component
+/// rewrite links), and no leading wildcard that would match them.
 fn check_subject(subject: &str) -> Result<(), String> {
-    if subject.is_empty() || subject.split('.').any(str::is_empty) {
+    if subject.is_empty()
+        || subject.split('.').any(str::is_empty)
+        || subject.bytes().any(|b| b.is_ascii_whitespace())
+    {
         return Err(format!("`{subject}` is not a valid subject"));
     }
     let first = subject.split('.').next().unwrap_or_default();
-    if matches!(first, "trellis" | "*" | ">") {
-        return Err(format!("`{subject}` would reach the lattice's own subjects (`trellis.>`)"));
+    if matches!(first, "trellis" | "*" | ">") || first.starts_with('$') {
+        return Err(format!(
+            "`{subject}` would reach the lattice's own subjects (`trellis.>`) or the server's \
+             (`$...`); use application subjects"
+        ));
     }
     Ok(())
 }
@@ -98,6 +106,9 @@ impl Messaging {
     ) -> Result<Option<Value>, String> {
         let msg = BrokerMessage::from_value(args.first().ok_or("publish takes a message")?)?;
         check_subject(&msg.subject)?;
+        if let Some(reply) = &msg.reply_to {
+            check_subject(reply)?;
+        }
         let client = self.client(ctx, link).await?;
         let published = match msg.reply_to {
             Some(reply) => client.publish_with_reply(msg.subject, reply, msg.body.into()).await,
@@ -210,5 +221,11 @@ mod tests {
         assert!(check_subject(">").is_err());
         assert!(check_subject("a..b").is_err());
         assert!(check_subject("*.>").is_err());
+        assert!(check_subject("$KV.TRELLIS_default_LINKS.x").is_err());
+        assert!(check_subject("$JS.API.STREAM.PURGE.KV_x").is_err());
+        assert!(
+            check_subject("_INBOX.abc").is_ok(),
+            "replying to a request is publishing to its inbox"
+        );
     }
 }

@@ -163,16 +163,28 @@ impl HostLink {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
         let host_gone =
             || InvokeError::new(InvokeErrorKind::Unavailable, "the host closed the provider pipe");
-        let written = {
-            let mut to_host = self.to_host.lock().await;
+        // Written by a task of its own: a caller dropped mid-write must not leave half a frame.
+        let to_host = self.to_host.clone();
+        let written = tokio::spawn(async move {
+            let mut to_host = to_host.lock().await;
             match to_host.write_all(&frame).await {
                 Ok(()) => to_host.flush().await,
                 Err(e) => Err(e),
             }
-        };
-        if written.is_err() {
-            self.forget(id);
-            return Err(host_gone());
+        });
+        match tokio::time::timeout(timeout, written).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(_) => {
+                self.forget(id);
+                return Err(host_gone());
+            }
+            Err(_) => {
+                self.forget(id);
+                return Err(InvokeError::new(
+                    InvokeErrorKind::Timeout,
+                    format!("the host did not take the call to `{target}` within {timeout:?}"),
+                ));
+            }
         }
         // The host enforces the deadline; this margin only guards against a lost reply.
         match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {

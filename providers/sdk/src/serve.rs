@@ -153,6 +153,7 @@ where
     tracing::info!(provider = ctx.provider_id(), kind = %ctx.bootstrap.kind, "provider ready");
 
     let links = LinkMap::default();
+    let mut outcome = Ok(());
     tokio::pin!(host_closed);
     tokio::pin!(stop);
     loop {
@@ -167,7 +168,10 @@ where
                     }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "link watch error"),
-                None => return Err(SdkError::Lattice("link watch ended".into())),
+                None => {
+                    outcome = Err(SdkError::Lattice("link watch ended".into()));
+                    break;
+                }
             },
             Some(call) = incoming.recv() => {
                 let (provider, ctx, links) = (provider.clone(), ctx.clone(), links.clone());
@@ -184,9 +188,10 @@ where
             _ = &mut stop => break,
         }
     }
+    // Every way out shuts down: listeners and subscriptions must not outlive the provider.
     tracing::info!(provider = ctx.provider_id(), "provider shutting down");
     provider.shutdown().await;
-    Ok(())
+    outcome
 }
 
 /// The link a call came over: it must exist and lead to this provider.
