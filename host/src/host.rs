@@ -14,7 +14,7 @@ use trellis_lattice::claims::{ClaimsError, Token};
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;
-use trellis_lattice::signing::{Signer, Verifier, issue_identity};
+use trellis_lattice::signing::{IDENTITY_TTL_S, Signer, Verifier, issue_identity};
 use trellis_lattice::state::{LatticeState, decode_config, decode_link};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_proto::{self as pb, ErrorCode, PolicyRequest};
@@ -350,6 +350,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         tokio::spawn(heartbeat(host.clone())),
         tokio::spawn(reannounce(host.clone(), conn_events)),
         tokio::spawn(expire_claims(host.clone())),
+        tokio::spawn(refresh_identity(host.clone())),
     ];
     if let Some(policy) = &host.policy {
         tasks.push(tokio::spawn(policy.clone().follow_changes(host.subjects.clone())));
@@ -492,6 +493,20 @@ fn trust_settings(config: &HostConfig) -> (Verifier, Trust) {
         );
     }
     (verifier, trust)
+}
+
+/// Re-issues the host's identity token well before it expires (hosts with a cluster seed).
+async fn refresh_identity(host: Arc<Host>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(IDENTITY_TTL_S / 4));
+    tick.tick().await; // The first tick is now; the token was just issued.
+    loop {
+        tick.tick().await;
+        match host_identity(&host.config, &host.id) {
+            Ok(Some(identity)) => host.router.set_identity(identity),
+            Ok(None) => return,
+            Err(e) => tracing::error!(error = %e, "cannot re-issue the host identity"),
+        }
+    }
 }
 
 /// The identity token a cluster key vouches for this host with, when the host has the seed.

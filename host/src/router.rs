@@ -134,6 +134,11 @@ impl Router {
             .map_err(|reason| InvokeError::new(InvokeErrorKind::Denied, reason))
     }
 
+    /// Replaces the identity token this host's calls carry.
+    pub fn set_identity(&self, identity: String) {
+        self.signer.set_identity(identity);
+    }
+
     /// Calls refused since start.
     pub fn denied(&self) -> u64 {
         self.denied.load(Ordering::Relaxed)

@@ -70,13 +70,20 @@ impl Signed<'_> {
 pub struct Signer {
     key: KeyPair,
     public: String,
-    identity: Option<String>,
+    /// Replaced before it expires (see [`IDENTITY_TTL_S`]).
+    identity: std::sync::RwLock<Option<Arc<str>>>,
 }
 
 impl Signer {
     /// A signer with host key `key` and, optionally, a cluster-signed identity token.
     pub fn new(key: KeyPair, identity: Option<String>) -> Self {
+        let identity = std::sync::RwLock::new(identity.map(Arc::from));
         Self { public: key.public_key(), key, identity }
+    }
+
+    /// Replaces the identity token (a fresh one, before the old one expires).
+    pub fn set_identity(&self, identity: String) {
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(identity));
     }
 
     /// The host's public key.
@@ -90,8 +97,9 @@ impl Signer {
         let sig = self.key.sign(&signed.digest()).unwrap_or_default();
         headers.insert(HOST, self.public.as_str());
         headers.insert(SIG, URL_SAFE_NO_PAD.encode(sig).as_str());
-        if let Some(identity) = &self.identity {
-            headers.insert(IDENTITY, identity.as_str());
+        let identity = self.identity.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(identity) = identity {
+            headers.insert(IDENTITY, &*identity);
         }
     }
 }
@@ -119,27 +127,37 @@ pub fn invocation_headers(
     headers
 }
 
-/// A host identity: the cluster vouches for a host key.
+/// How long a host identity token is valid; hosts re-issue theirs well before.
+pub const IDENTITY_TTL_S: u64 = 6 * 3600;
+/// Seconds of clock skew tolerated on an identity's expiry.
+const IDENTITY_LEEWAY_S: u64 = 60;
+
+/// A host identity: the cluster vouches for a host key, until `exp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Identity {
     sub: String,
     iss: String,
     iat: u64,
+    #[serde(default)]
+    exp: u64,
 }
 
-/// Issues the identity token of `host` (a public key), signed by `cluster`.
+/// Issues the identity token of `host` (a public key), signed by `cluster`, valid for
+/// [`IDENTITY_TTL_S`].
 pub fn issue_identity(cluster: &KeyPair, host: &str, now_s: u64) -> Result<String, String> {
     let body = serde_json::to_vec(&Identity {
         sub: host.to_owned(),
         iss: cluster.public_key(),
         iat: now_s,
+        exp: now_s.saturating_add(IDENTITY_TTL_S),
     })
     .map_err(|e| e.to_string())?;
     let sig = cluster.sign(&body).map_err(|e| format!("cannot sign with the cluster key: {e}"))?;
     Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(body), URL_SAFE_NO_PAD.encode(sig)))
 }
 
-fn check_identity(token: &str, host: &str, trusted: &[String]) -> Result<(), String> {
+/// Checks an identity token; returns until when (unix s) it is valid.
+fn check_identity(token: &str, host: &str, trusted: &[String], now_s: u64) -> Result<u64, String> {
     let (body, sig) = token.split_once('.').ok_or("identity token is malformed")?;
     let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| "identity token is malformed")?;
     let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| "identity token is malformed")?;
@@ -153,7 +171,14 @@ fn check_identity(token: &str, host: &str, trusted: &[String]) -> Result<(), Str
     }
     let cluster =
         KeyPair::from_public_key(&identity.iss).map_err(|_| "identity issuer is not a key")?;
-    cluster.verify(&body, &sig).map_err(|_| "identity token signature does not verify".to_owned())
+    cluster
+        .verify(&body, &sig)
+        .map_err(|_| "identity token signature does not verify".to_owned())?;
+    let valid_until = identity.exp.saturating_add(IDENTITY_LEEWAY_S);
+    if identity.exp == 0 || valid_until < now_s {
+        return Err(format!("identity token expired at unix time {}", identity.exp));
+    }
+    Ok(valid_until)
 }
 
 /// How a receiver checks invocations.
@@ -165,7 +190,8 @@ pub struct Verifier {
     max_window_ms: u64,
     seen: Mutex<Replay>,
     /// Host keys whose identity already verified.
-    known_hosts: Mutex<HashMap<String, Arc<KeyPair>>>,
+    /// Host keys whose identity already verified, and until when (unix s).
+    known_hosts: Mutex<HashMap<String, (Arc<KeyPair>, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -215,7 +241,7 @@ impl Verifier {
                 ))
             };
         };
-        let key = self.host_key(signer, get(IDENTITY))?;
+        let key = self.host_key(signer, get(IDENTITY), now_ms / 1000)?;
         let (op, src, jti) = match (get(header::OP), get(header::SRC), get(header::JTI)) {
             (Some(op), Some(src), Some(jti)) => (op, src, jti),
             _ => return Err(denied("signed invocation lacks op, source or id")),
@@ -237,15 +263,23 @@ impl Verifier {
 
     /// The signer's verifying key, once its identity is accepted. Cached: decoding a key costs
     /// about as much as a verification.
-    fn host_key(&self, signer: &str, identity: Option<&str>) -> Result<Arc<KeyPair>, InvokeError> {
+    fn host_key(
+        &self,
+        signer: &str,
+        identity: Option<&str>,
+        now_s: u64,
+    ) -> Result<Arc<KeyPair>, InvokeError> {
         let mut known = self.known_hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = known.get(signer) {
+        if let Some((key, valid_until)) = known.get(signer)
+            && *valid_until >= now_s
+        {
             return Ok(key.clone());
         }
+        let mut valid_until = u64::MAX;
         if !self.trusted_clusters.is_empty() {
             let identity = identity
                 .ok_or_else(|| denied(&format!("host {signer} presents no cluster identity")))?;
-            check_identity(identity, signer, &self.trusted_clusters)
+            valid_until = check_identity(identity, signer, &self.trusted_clusters, now_s)
                 .map_err(|e| denied(&format!("untrusted host {signer}: {e}")))?;
         }
         let key = KeyPair::from_public_key(signer)
@@ -257,7 +291,7 @@ impl Verifier {
             known.clear();
         }
         let key = Arc::new(key);
-        known.insert(signer.to_owned(), key.clone());
+        known.insert(signer.to_owned(), (key.clone(), valid_until));
         Ok(key)
     }
 
@@ -354,12 +388,12 @@ mod tests {
     fn cluster_identity_is_required_when_configured() {
         let cluster = KeyPair::new_cluster();
         let key = KeyPair::new_server();
-        let identity = issue_identity(&cluster, &key.public_key(), 1).unwrap();
+        let identity = issue_identity(&cluster, &key.public_key(), NOW / 1000).unwrap();
         let vouched = Signer::new(key, Some(identity));
         let stranger = Signer::new(KeyPair::new_server(), None);
         let other_cluster = KeyPair::new_cluster();
         let k2 = KeyPair::new_server();
-        let id2 = issue_identity(&other_cluster, &k2.public_key(), 1).unwrap();
+        let id2 = issue_identity(&other_cluster, &k2.public_key(), NOW / 1000).unwrap();
         let foreign = Signer::new(k2, Some(id2));
 
         let v = Verifier::new(vec![cluster.public_key()], false, 60_000);
@@ -379,5 +413,25 @@ mod tests {
                 .message()
                 .contains("untrusted cluster")
         );
+    }
+
+    #[test]
+    fn identities_expire_and_a_fresh_one_is_accepted() {
+        let cluster = KeyPair::new_cluster();
+        let key = KeyPair::new_server();
+        let public = key.public_key();
+        let stale = issue_identity(&cluster, &public, NOW / 1000 - IDENTITY_TTL_S - 120).unwrap();
+        let host = Signer::new(key, Some(stale));
+        let v = Verifier::new(vec![cluster.public_key()], false, 60_000);
+        let old = signed_headers(&host, "s", b"", NOW + 1000, "x1");
+        let err = v.verify("s", Some(&old), b"", NOW).unwrap_err();
+        assert!(err.message().contains("expired"), "{err}");
+        host.set_identity(issue_identity(&cluster, &public, NOW / 1000).unwrap());
+        let fresh = signed_headers(&host, "s", b"", NOW + 1000, "x2");
+        assert!(v.verify("s", Some(&fresh), b"", NOW).is_ok());
+        // Cached until it expires; then the identity is checked again.
+        let later = NOW + (IDENTITY_TTL_S + 3600) * 1000;
+        let late = signed_headers(&host, "s", b"", later + 1000, "x3");
+        assert!(v.verify("s", Some(&late), b"", later).unwrap_err().message().contains("expired"));
     }
 }
