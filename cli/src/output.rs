@@ -42,6 +42,9 @@ pub fn inventory_json(inv: &pb::Inventory) -> Value {
             "pid": p.pid,
             "restarts": p.restarts,
             "running": p.running,
+            "builtin": p.builtin,
+            "healthy": p.healthy,
+            "problem": p.problem,
         })).collect::<Vec<_>>(),
     })
 }

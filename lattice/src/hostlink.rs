@@ -54,6 +54,11 @@ pub enum ToHost {
     },
     /// The provider has applied its current links and takes calls now.
     Ready,
+    /// The provider's health changed: `None` is healthy, `Some` says what is wrong.
+    Health {
+        /// What is wrong, if anything.
+        problem: Option<String>,
+    },
     /// The answer to [`ToProvider::Invoke`] `id`.
     Reply {
         /// Correlates with the call.

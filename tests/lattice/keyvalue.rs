@@ -267,3 +267,35 @@ async fn builtin_providers_serve_links_inside_the_host() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_provider_reports_its_health_in_the_inventory() {
+    let redis = RedisServer::start().await;
+    let lattice = Lattice::new("health").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    let wasm = component("kv-counter");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "counter"]).await;
+    t.ok(&["start", "provider", "keyvalue-redis", "--id", "redis"]).await;
+    let url = format!("url={}", redis.url());
+    link_store(&lattice, "redis", &[&url]).await;
+    let client = t.client().await;
+    let health = |client: trellis_lattice::client::LatticeClient, id: String| async move {
+        let inventory = client.inventory(&id).await.ok()?;
+        let p = inventory.providers.into_iter().find(|p| p.id == "redis")?;
+        Some((p.healthy, p.problem))
+    };
+    assert_eq!(health(client.clone(), host.id.clone()).await, Some((true, String::new())));
+
+    drop(redis);
+    let problem =
+        trellis_tests::eventually("redis to be reported down", Duration::from_secs(30), || {
+            let (client, id) = (client.clone(), host.id.clone());
+            async move {
+                let (healthy, problem) = health(client, id).await?;
+                (!healthy).then_some(problem)
+            }
+        })
+        .await;
+    assert!(problem.contains("redis at redis://127.0.0.1"), "{problem}");
+}

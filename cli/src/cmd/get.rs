@@ -52,12 +52,17 @@ pub async fn run(g: &Global, cmd: GetCommand) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .chain(inv.providers.iter().map(|p| {
-                        let state = if p.running { "running" } else { "restarting" };
+                        let state = match (p.running, p.problem.as_str()) {
+                            (false, _) => "restarting".to_owned(),
+                            (true, "") => "running".to_owned(),
+                            (true, problem) => format!("unhealthy: {problem}"),
+                        };
+                        let place = if p.builtin { ", builtin" } else { "" };
                         vec![
                             "provider".into(),
                             p.id.clone(),
                             p.kind.clone(),
-                            format!("{state}, {} restarts", p.restarts),
+                            format!("{state}, {} restarts{place}", p.restarts),
                         ]
                     }))
                     .collect();

@@ -20,6 +20,9 @@ use trellis_lattice::link::DEFAULT_LINK_NAME;
 use crate::router::Router;
 
 type Reply = Result<Bytes, InvokeError>;
+
+/// What a provider last reported wrong (`None`: healthy), shared with its handle.
+pub(crate) type Health = Arc<Mutex<Option<String>>>;
 type Writer = tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>;
 
 /// The pipes of this host's running provider processes, by provider id.
@@ -152,10 +155,10 @@ impl Pipe {
 /// says it is ready, and while it runs, the pipe is in `pipes` for callers.
 pub(crate) async fn serve<R, W>(
     bootstrap: Bootstrap,
-    from_provider: R,
-    mut to_provider: W,
+    (from_provider, mut to_provider): (R, W),
     router: Arc<Router>,
     pipes: Arc<Pipes>,
+    health: Health,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -202,6 +205,15 @@ pub(crate) async fn serve<R, W>(
             // Its links are applied: calls may reach it now (until then they get `Unavailable`).
             Ok(Some(ToHost::Ready)) => {
                 pipes.lock().insert(provider_id.clone(), pipe.clone());
+            }
+            Ok(Some(ToHost::Health { problem })) => {
+                match &problem {
+                    Some(p) => {
+                        tracing::warn!(provider = %provider_id, problem = %p, "provider unhealthy")
+                    }
+                    None => tracing::info!(provider = %provider_id, "provider healthy"),
+                }
+                *health.lock().unwrap_or_else(|p| p.into_inner()) = problem;
             }
             Ok(None) => break,
             Err(e) => {

@@ -15,6 +15,7 @@ use trellis_lattice::subject::EventKind;
 use trellis_proto as pb;
 
 use super::builtin::{self, BuiltinRun, Builtins};
+use super::link::Health;
 use super::{Pipes, find_executable, link};
 use crate::events::Events;
 use crate::router::Router;
@@ -52,6 +53,8 @@ pub(crate) struct ProviderHandle {
     pid: AtomicU32,
     restarts: AtomicU32,
     running: AtomicBool,
+    /// What the provider last reported wrong; `None` when healthy.
+    problem: Health,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stops serving the provider's invocations from the lattice.
@@ -60,6 +63,7 @@ pub(crate) struct ProviderHandle {
 
 impl ProviderHandle {
     pub fn describe(&self) -> pb::ProviderDescription {
+        let problem = self.problem.lock().unwrap_or_else(|p| p.into_inner()).clone();
         pb::ProviderDescription {
             id: self.id.clone(),
             kind: self.kind.clone(),
@@ -67,6 +71,8 @@ impl ProviderHandle {
             restarts: self.restarts.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
             builtin: self.builtin,
+            healthy: self.running.load(Ordering::Relaxed) && problem.is_none(),
+            problem: problem.unwrap_or_default(),
         }
     }
 }
@@ -135,6 +141,7 @@ impl Providers {
                 pid: AtomicU32::new(instance.pid()),
                 restarts: AtomicU32::new(0),
                 running: AtomicBool::new(true),
+                problem: Health::default(),
                 stop,
                 task: Mutex::new(None),
                 stop_rpc: Mutex::new(None),
@@ -331,6 +338,7 @@ impl Supervisor {
             let started = Instant::now();
             self.handle.pid.store(running.pid(), Ordering::Relaxed);
             self.handle.running.store(true, Ordering::Relaxed);
+            *self.handle.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let Some(reason) = self.serve(&mut running, &mut stop).await else {
                 break;
             };
@@ -378,10 +386,10 @@ impl Supervisor {
         };
         let link = link::serve(
             self.bootstrap.clone(),
-            from_provider,
-            to_provider,
+            (from_provider, to_provider),
             self.router.clone(),
             self.pipes.clone(),
+            self.handle.problem.clone(),
         );
         tokio::pin!(link);
         let mut link_done = false;

@@ -180,6 +180,21 @@ impl Provider for RedisKv {
 
     async fn link_deleted(&self, _ctx: &Context, _link: Link) {}
 
+    async fn health(&self) -> Result<(), String> {
+        let connections: Vec<(String, ConnectionManager)> =
+            self.connections.lock().await.iter().map(|(u, c)| (u.clone(), c.clone())).collect();
+        for (url, mut con) in connections {
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut con);
+            match tokio::time::timeout(CONNECT_TIMEOUT, ping).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("redis at {url}: {e}")),
+                Err(_) => return Err(format!("redis at {url} does not answer")),
+            }
+        }
+        Ok(())
+    }
+
     async fn invoke(&self, _ctx: &Context, call: Call) -> Result<Vec<u8>, InvokeError> {
         trellis_provider::keyvalue::serve(call, |link, request| self.run(link, request)).await
     }

@@ -104,14 +104,24 @@ impl HostLink {
 
     /// Tells the host the provider takes calls now.
     pub async fn ready(&self) {
-        let Ok(frame) = encode_frame(&ToHost::Ready) else { return };
+        self.send(&ToHost::Ready).await;
+    }
+
+    /// Tells the host the provider's health changed.
+    pub async fn health(&self, problem: Option<String>) {
+        self.send(&ToHost::Health { problem }).await;
+    }
+
+    /// Writes one frame that answers nothing.
+    async fn send(&self, message: &ToHost) {
+        let Ok(frame) = encode_frame(message) else { return };
         let mut to_host = self.to_host.lock().await;
         let written = match to_host.write_all(&frame).await {
             Ok(()) => to_host.flush().await,
             Err(e) => Err(e),
         };
         if let Err(e) = written {
-            tracing::debug!(error = %e, "ready not written to the host");
+            tracing::debug!(error = %e, "frame not written to the host");
         }
     }
 

@@ -79,9 +79,18 @@ pub trait Provider: Send + Sync + 'static {
             ))
         }
     }
+    /// Whether the provider can do its work (its store reachable, ...): `Err` says what is
+    /// wrong. Asked every few seconds; changes are reported to the host, which shows them in its
+    /// inventory. Healthy unless the provider says otherwise.
+    fn health(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
     /// The host asked the provider to stop; finish in-flight work.
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
 }
+
+/// How often a provider's health is asked.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The links that concern this provider, by KV key.
 type LinkMap = Arc<RwLock<HashMap<String, Arc<Link>>>>;
@@ -154,6 +163,8 @@ where
 
     let links = LinkMap::default();
     let mut outcome = Ok(());
+    let mut health = tokio::time::interval(HEALTH_INTERVAL);
+    let mut last_health: Result<(), String> = Ok(());
     tokio::pin!(host_closed);
     tokio::pin!(stop);
     loop {
@@ -186,6 +197,17 @@ where
             }
             _ = &mut host_closed => break,
             _ = &mut stop => break,
+            _ = health.tick() => {
+                let now = provider.health().await;
+                if now != last_health {
+                    match &now {
+                        Ok(()) => tracing::info!(provider = ctx.provider_id(), "healthy again"),
+                        Err(e) => tracing::warn!(provider = ctx.provider_id(), problem = %e, "unhealthy"),
+                    }
+                    ctx.host.health(now.clone().err()).await;
+                    last_health = now;
+                }
+            }
         }
     }
     // Every way out shuts down: listeners and subscriptions must not outlive the provider.
