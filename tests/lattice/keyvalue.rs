@@ -299,3 +299,42 @@ async fn a_provider_reports_its_health_in_the_inventory() {
         .await;
     assert!(problem.contains("redis at redis://127.0.0.1"), "{problem}");
 }
+
+#[tokio::test]
+async fn a_component_picks_a_named_link_at_run_time() {
+    let lattice = Lattice::new("named").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    let wasm = component("kv-counter");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "counter"]).await;
+    let addr = lattice.serve_http(&host.id, "counter", &[]).await;
+    t.ok(&["start", "provider", "keyvalue-nats", "--id", "natskv", "--builtin"]).await;
+    link_store(&lattice, "natskv", &["bucket=main-store"]).await;
+    t.ok(&[
+        "link",
+        "put",
+        "--source",
+        "counter",
+        "--interface",
+        STORE,
+        "--target",
+        "natskv",
+        "--name",
+        "cache",
+        "--config",
+        "bucket=cache-store",
+    ])
+    .await;
+
+    assert_eq!(get(addr, "/count/x").await.text(), "1");
+    assert_eq!(get(addr, "/count/x").await.text(), "2");
+    assert_eq!(get(addr, "/count/x?link=cache").await.text(), "1", "another store");
+    assert_eq!(get(addr, "/count/x").await.text(), "3");
+    let missing = get(addr, "/count/x?link=nope").await;
+    assert_eq!(missing.status, 500);
+    assert!(
+        missing.text().contains("NoLink") && missing.text().contains("nope"),
+        "{}",
+        missing.text()
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_bytes::ByteBuf;
 use trellis_lattice::blobstore::{self as blob, Request, Response};
-use trellis_lattice::link::{DEFAULT_LINK_NAME, Link};
+use trellis_lattice::link::Link;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
@@ -87,7 +87,7 @@ impl CallState {
             .as_ref()
             .ok_or_else(|| no_outbound(&self.component_id, blob::BLOBSTORE).to_string())?;
         outbound
-            .resolve(&self.component_id, blob::BLOBSTORE, DEFAULT_LINK_NAME)
+            .resolve(&self.component_id, blob::BLOBSTORE, self.link_name(blob::BLOBSTORE))
             .map_err(|e| e.to_string())
     }
 

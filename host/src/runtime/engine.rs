@@ -97,6 +97,7 @@ impl Runtime {
             .and_then(|()| super::keyvalue::add_to_linker(&mut linker))
             .and_then(|()| super::config::add_to_linker(&mut linker))
             .and_then(|()| super::blobstore::add_to_linker(&mut linker))
+            .and_then(|()| super::bus::add_to_linker(&mut linker))
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use trellis_lattice::link::DEFAULT_LINK_NAME;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Linker, Val};
 use wasmtime::{Engine, StoreContextMut};
@@ -16,9 +15,10 @@ use super::outbound::no_outbound;
 use super::state::CallState;
 use super::values;
 
-/// Whether the host itself serves imports of this interface (WASI and Trellis' contracts).
+/// Whether the host itself serves imports of this interface (WASI, the contracts it binds, and
+/// `wasmcloud:bus`).
 pub(crate) fn served_by_host(interface: &str) -> bool {
-    interface.starts_with("wasi:")
+    interface.starts_with("wasi:") || interface.starts_with("wasmcloud:bus/")
 }
 
 /// A linker for `compiled`: `base` plus forwarding functions for its custom imports.
@@ -77,7 +77,7 @@ async fn forward(
         return Err(wasmtime::Error::msg(no_outbound(&source, &interface).to_string()));
     };
     let link = outbound
-        .resolve(&source, &interface, DEFAULT_LINK_NAME)
+        .resolve(&source, &interface, state.link_name(&interface))
         .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
     let payload = values::encode_all(params)
         .map_err(|e| wasmtime::Error::msg(format!("{interface}.{function}: {e}")))?;

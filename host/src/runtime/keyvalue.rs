@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_bytes::ByteBuf;
 use trellis_lattice::keyvalue::{self as kv, Request, Response};
-use trellis_lattice::link::{DEFAULT_LINK_NAME, Link};
+use trellis_lattice::link::Link;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::outbound::no_outbound;
@@ -83,7 +83,8 @@ impl store::Host for CallState {
         let Some(outbound) = &self.outbound else {
             return Ok(Err(Error::Other(no_outbound(&self.component_id, kv::STORE).to_string())));
         };
-        let link = match outbound.resolve(&self.component_id, kv::STORE, DEFAULT_LINK_NAME) {
+        let name = self.link_name(kv::STORE);
+        let link = match outbound.resolve(&self.component_id, kv::STORE, name) {
             Ok(link) => link,
             Err(e) => return Ok(Err(Error::Other(e.to_string()))),
         };

@@ -7,6 +7,7 @@
 //! (`outbound`).
 
 mod blobstore;
+mod bus;
 mod call;
 mod component;
 mod config;

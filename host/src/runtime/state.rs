@@ -14,6 +14,7 @@ use trellis_lattice::link::DEFAULT_LINK_NAME;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::Error as HttpError;
 
+use super::bus::LinkNames;
 use super::outbound::{CallSettings, Outbound};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -36,6 +37,8 @@ pub(crate) struct CallState {
     deadline: Instant,
     /// Blob values being written (bounded: the host buffers them).
     pub(super) open_values: usize,
+    /// Link names the component chose (`wasmcloud:bus`); `default` otherwise.
+    pub(super) link_names: LinkNames,
 }
 
 impl CallState {
@@ -49,11 +52,13 @@ impl CallState {
                 component_id: component_id.clone(),
                 outbound: settings.outbound.clone(),
                 deadline: Instant::now() + settings.timeout,
+                link_name: DEFAULT_LINK_NAME.to_owned(),
             },
             component_id,
             outbound: settings.outbound.clone(),
             deadline: Instant::now() + settings.timeout,
             open_values: 0,
+            link_names: LinkNames::default(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 // A guest growing past its limit traps with a message that says so, instead of
@@ -65,6 +70,19 @@ impl CallState {
 }
 
 impl CallState {
+    /// The link name the component uses for `interface`.
+    pub(super) fn link_name(&self, interface: &str) -> &str {
+        self.link_names.get(interface)
+    }
+
+    /// Uses link `name` for `interface` from now on in this call.
+    pub(super) fn set_link_name(&mut self, interface: String, name: String) {
+        if interface == OUTGOING_HANDLER {
+            self.hooks.link_name.clone_from(&name);
+        }
+        self.link_names.set(interface, name);
+    }
+
     /// Time left until the deadline of the call this store serves.
     pub(super) fn time_left(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -90,6 +108,8 @@ struct OutgoingHttp {
     component_id: Arc<str>,
     outbound: Option<Arc<dyn Outbound>>,
     deadline: Instant,
+    /// The link name for outgoing HTTP.
+    link_name: String,
 }
 
 /// Largest request body a component may send out.
@@ -107,14 +127,18 @@ impl WasiHttpHooks for OutgoingHttp {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let (id, outbound, deadline) =
-            (self.component_id.clone(), self.outbound.clone(), self.deadline);
+        let (id, outbound, deadline, link_name) = (
+            self.component_id.clone(),
+            self.outbound.clone(),
+            self.deadline,
+            self.link_name.clone(),
+        );
         Box::new(async move {
             let Some(outbound) = outbound else {
                 tracing::warn!(component = %id, "outgoing HTTP refused: no lattice here");
                 return Err(HttpError::HttpRequestDenied);
             };
-            let link = outbound.resolve(&id, OUTGOING_HANDLER, DEFAULT_LINK_NAME).map_err(|e| {
+            let link = outbound.resolve(&id, OUTGOING_HANDLER, &link_name).map_err(|e| {
                 tracing::warn!(component = %id, uri = %request.uri(), error = %e, "outgoing HTTP refused");
                 HttpError::HttpRequestDenied
             })?;

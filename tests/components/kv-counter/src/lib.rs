@@ -1,6 +1,7 @@
 //! A `wasi:http/incoming-handler` component that uses `wasi:keyvalue@0.2.0-draft` (store,
 //! atomics, batch) through whatever provider its link names. The bucket is `?bucket=<name>`
-//! (default `default`).
+//! (default `default`); `?link=<name>` uses that named link (`wasmcloud:bus`) instead of
+//! `default`.
 //!
 //! - `/count/<key>`: increments the counter, answers the new value
 //! - `/get/<key>`: the value, or 404
@@ -17,6 +18,10 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+mod bus {
+    wit_bindgen::generate!({ path: "../../../host/wit/bus", world: "wasmcloud:bus/imports" });
+}
+
 use wasi::keyvalue::{atomics, batch, store};
 use wasip2::http::types::{
     Fields, IncomingBody, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -28,7 +33,16 @@ impl wasip2::exports::http::incoming_handler::Guest for Counter {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let full = request.path_with_query().unwrap_or_else(|| "/".to_string());
         let (path, query) = full.split_once('?').unwrap_or((&full, ""));
-        let bucket = query.strip_prefix("bucket=").unwrap_or("default").to_owned();
+        let param = |name: &str| {
+            query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).map(str::to_owned)
+        };
+        let bucket = param("bucket").unwrap_or_else(|| "default".to_owned());
+        if let Some(link) = param("link") {
+            use bus::wasmcloud::bus::lattice::{CallTargetInterface, set_link_name};
+            let store = CallTargetInterface::new("wasi", "keyvalue", "store");
+            let atomics = CallTargetInterface::new("wasi", "keyvalue", "atomics");
+            set_link_name(&link, vec![store, atomics]);
+        }
         let (status, body) = match route(path, &bucket, request) {
             Ok(Some(body)) => (200, body),
             Ok(None) => (404, b"not found\n".to_vec()),
