@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use tokio::sync::oneshot;
+use trellis_lattice::chunks;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, remaining};
 use trellis_lattice::subject::{Subject, Subjects};
 
@@ -78,13 +79,33 @@ pub(crate) async fn serve(
     }
 }
 
-async fn handle(msg: Message, target: &Target, router: &Router) {
+async fn handle(mut msg: Message, target: &Target, router: &Router) {
     let Some(reply) = msg.reply.clone() else {
         tracing::debug!(subject = %msg.subject, "invocation without reply subject dropped");
         return;
     };
     let nats = router.nats();
     let id = target.id();
+    // A body too large for one message is pulled first, within the target's request limit; the
+    // signature (checked next) covers it whole.
+    if let Some((inbox, len)) = chunks::announced(msg.headers.as_ref()) {
+        let limit = match target {
+            Target::Component(running) => running.limits.max_request_bytes,
+            Target::Provider(_) => chunks::MAX_BODY,
+        };
+        let fetched = match len {
+            Ok(len) if len > limit => Err(InvokeError::new(
+                InvokeErrorKind::TooLarge,
+                format!("the request to `{id}` is {len} bytes; its limit is {limit}"),
+            )),
+            Ok(len) => chunks::fetch(nats, &inbox, len, router.max_call_time()).await,
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(body) => msg.payload = body,
+            Err(e) => return reply_error(router, reply, id, &e).await,
+        }
+    }
     let result = match parse(&msg, router) {
         Ok((interface, function, remaining)) => match authorize(&msg, router, id).await {
             Ok(()) => {
@@ -110,16 +131,35 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
         },
         Err(e) => Err(e),
     };
-    let sent = match result.and_then(|body| fits(nats, id, body)) {
-        Ok(body) => nats.publish(reply, body).await,
-        Err(e) => {
-            if e.kind() == InvokeErrorKind::Denied {
-                router.report_denied(id, &e).await;
-            }
-            tracing::debug!(target = id, error = %e, "invocation failed");
-            nats.publish_with_headers(reply, e.to_headers(), e.message().to_owned().into()).await
-        }
+    let body = match result {
+        Ok(body) => body,
+        Err(e) => return reply_error(router, reply, id, &e).await,
     };
+    let sent = if chunks::needs_chunks(nats, &body) {
+        // Too large for one message: the caller pulls it.
+        let mut headers = async_nats::HeaderMap::new();
+        match chunks::offer(nats, &mut headers, body, router.max_call_time()).await {
+            Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
+            Err(e) => return reply_error(router, reply, id, &e).await,
+        }
+    } else {
+        nats.publish(reply, body).await
+    };
+    if let Err(e) = sent {
+        tracing::warn!(target = id, error = %e, "reply not sent");
+    }
+}
+
+/// Answers with a typed error (and reports refusals).
+async fn reply_error(router: &Router, reply: async_nats::Subject, id: &str, e: &InvokeError) {
+    if e.kind() == InvokeErrorKind::Denied {
+        router.report_denied(id, e).await;
+    }
+    tracing::debug!(target = id, error = %e, "invocation failed");
+    let sent = router
+        .nats()
+        .publish_with_headers(reply, e.to_headers(), e.message().to_owned().into())
+        .await;
     if let Err(e) = sent {
         tracing::warn!(target = id, error = %e, "reply not sent");
     }
@@ -149,18 +189,6 @@ fn check_operation(msg: &Message, interface: &str, function: &str) -> Result<(),
             "the operation header does not match the subject",
         ))
     }
-}
-
-/// A reply NATS cannot carry becomes a `TooLarge` error now, not a timeout at the caller.
-fn fits(nats: &Client, id: &str, body: bytes::Bytes) -> Result<bytes::Bytes, InvokeError> {
-    let max = nats.server_info().max_payload;
-    if body.len() > max {
-        return Err(InvokeError::new(
-            InvokeErrorKind::TooLarge,
-            format!("the reply of `{id}` is {} bytes; NATS carries at most {max}", body.len()),
-        ));
-    }
-    Ok(body)
 }
 
 fn parse<'m>(

@@ -303,15 +303,29 @@ pub async fn send_invocation(
     let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
         .with_link(link);
     let subject = subjects.rpc(target, interface, function);
-    let headers = crate::signing::invocation_headers(&inv, &subject, &payload, signer);
+    // The signature covers the whole body, however it travels.
+    let mut headers = crate::signing::invocation_headers(&inv, &subject, &payload, signer);
+    let started = tokio::time::Instant::now();
+    let payload = if crate::chunks::needs_chunks(nats, &payload) {
+        crate::chunks::offer(nats, &mut headers, payload, timeout).await?;
+        Bytes::new()
+    } else {
+        payload
+    };
     let request =
         async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
     let msg = nats
         .send_request(subject, request)
         .await
         .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
-    match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
-        Some(err) => Err(err),
+    if let Some(err) = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+        return Err(err);
+    }
+    match crate::chunks::announced(msg.headers.as_ref()) {
+        Some((inbox, len)) => {
+            let left = timeout.saturating_sub(started.elapsed());
+            crate::chunks::fetch(nats, &inbox, len?, left).await
+        }
         None => Ok(msg.payload),
     }
 }

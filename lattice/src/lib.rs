@@ -20,6 +20,7 @@
 
 pub mod artifact;
 pub mod blobstore;
+pub mod chunks;
 pub mod claims;
 pub mod client;
 pub mod connect;

@@ -175,3 +175,44 @@ async fn links_share_an_address_routed_by_host_and_path_prefix() {
     .await;
     crate::eventually_text(addr, "old.example", "/x", "hello from trellis, path=/x\n").await;
 }
+
+#[tokio::test]
+async fn bodies_larger_than_a_nats_message_cross_hosts_in_chunks() {
+    let lattice = Lattice::new("chunks").await;
+    let t = &lattice.trellis;
+    let edge = t.host("edge", &["role=edge"]).await;
+    let worker = t.host("worker", &["role=worker"]).await;
+    lattice.start_hello("hello", &["--host", &worker.id, "--max-request-bytes", "8388608"]).await;
+    lattice.start_hello("small", &["--host", &worker.id]).await;
+    let addr = lattice.serve_http(&edge.id, "hello", &["max_body_bytes=8388608"]).await;
+
+    // 3 MiB each way through a server whose messages carry 1 MiB.
+    let body: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let echoed = trellis_tests::http_request(addr, "POST", "/echo", &body).await.unwrap();
+    assert_eq!(echoed.status, 200, "{}", echoed.text());
+    assert!(echoed.body == body, "the body came back changed ({} bytes)", echoed.body.len());
+    assert!(lattice.invocations(&worker.id, "hello").await >= 1);
+
+    // The receiving component's own limit still applies, before the body is pulled.
+    t.ok(&[
+        "link",
+        "put",
+        "--source",
+        "web",
+        "--interface",
+        "wasi:http/incoming-handler",
+        "--target",
+        "small",
+        "--name",
+        "small",
+        "--config",
+        &format!("address={addr}"),
+        "--config",
+        "path_prefix=/small",
+        "--config",
+        "max_body_bytes=8388608",
+    ])
+    .await;
+    let refused = trellis_tests::http_request(addr, "POST", "/small/echo", &body).await.unwrap();
+    assert_eq!(refused.status, 413, "{}", refused.text());
+}
