@@ -234,7 +234,8 @@ pub struct HostArgs {
     /// Directory searched first for `trellis-provider-<kind>` executables.
     #[arg(long, env = "TRELLIS_PROVIDER_DIR")]
     pub provider_dir: Option<PathBuf>,
-    /// Component instances (calls) alive at once on this host.
+    /// Calls running at once on this host (the instance pool holds twice as many: room for one
+    /// in-process call from each to another component).
     #[arg(long, env = "TRELLIS_MAX_INSTANCES", default_value_t = 256)]
     pub max_instances: u32,
     /// Largest linear memory of one instance, in MiB.

@@ -171,6 +171,10 @@ impl Router {
     /// a component on this host in process, then a provider of this host over its pipe, then
     /// any replica in the lattice over NATS.
     pub async fn invoke(&self, call: Call<'_>) -> Result<Bytes, InvokeError> {
+        self.route(call, Nesting::Outermost).await
+    }
+
+    async fn route(&self, call: Call<'_>, nesting: Nesting) -> Result<Bytes, InvokeError> {
         let Call { source, target, interface, function, link, payload, timeout } = call;
         let timeout = timeout.min(self.max_call_time);
         let local = self.components.get(target);
@@ -185,7 +189,8 @@ impl Router {
             }
         }
         if let Some(local) = local {
-            return self.call_local(&local, interface, function, &payload, timeout).await;
+            let call = LocalCall { interface, function, payload: &payload, timeout, nesting };
+            return self.call_local(&local, call).await;
         }
         if let Some(pipe) = provider {
             let call =
@@ -218,13 +223,10 @@ impl Router {
     pub async fn call_local(
         &self,
         running: &Running,
-        interface: &str,
-        function: &str,
-        payload: &[u8],
-        timeout: Duration,
+        call: LocalCall<'_>,
     ) -> Result<Bytes, InvokeError> {
         running.invocations.fetch_add(1, Ordering::Relaxed);
-        let result = self.run_local(running, interface, function, payload, timeout).await;
+        let result = self.run_local(running, call).await;
         if result.is_err() {
             running.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -234,11 +236,9 @@ impl Router {
     async fn run_local(
         &self,
         running: &Running,
-        interface: &str,
-        function: &str,
-        payload: &[u8],
-        timeout: Duration,
+        call: LocalCall<'_>,
     ) -> Result<Bytes, InvokeError> {
+        let LocalCall { interface, function, payload, timeout, nesting } = call;
         let is_http = interface == INCOMING_HANDLER && function == http::HANDLE;
         if !is_http && !running.component.exports_function(interface, function) {
             return Err(InvokeError::new(
@@ -269,12 +269,19 @@ impl Router {
             None => None,
         };
         let deadline = Instant::now() + timeout.min(limits.timeout);
-        let permit =
-            match tokio::time::timeout_at(deadline, self.admission.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
-                Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
-            };
+        // A call made by a component running here rides on its caller's slot: taking a second
+        // one could wait forever once every slot is held by a caller waiting for its callee.
+        let permit = match nesting {
+            Nesting::Inner => None,
+            Nesting::Outermost => {
+                let admitted = self.admission.clone().acquire_owned();
+                match tokio::time::timeout_at(deadline, admitted).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
+                    Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
+                }
+            }
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         let settings = CallSettings {
             component_id: &running.id,
@@ -282,7 +289,7 @@ impl Router {
             max_memory_bytes: limits.max_memory_bytes,
             outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
             // Held until the instance is gone, even when the guest runs on after its answer.
-            slots: [Some(permit), own],
+            slots: [permit, own],
         };
         if !is_http {
             return running.component.call_function(interface, function, payload, settings).await;
@@ -348,9 +355,27 @@ impl Outbound for Router {
                 payload,
                 timeout,
             };
-            self.invoke(call).await
+            self.route(call, Nesting::Inner).await
         })
     }
+}
+
+/// Whether a call comes from outside this host's components (it takes an admission slot) or
+/// from one of them (it rides on its caller's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nesting {
+    Outermost,
+    Inner,
+}
+
+/// A call to a component of this host.
+#[derive(Debug)]
+pub(crate) struct LocalCall<'a> {
+    pub interface: &'a str,
+    pub function: &'a str,
+    pub payload: &'a [u8],
+    pub timeout: Duration,
+    pub nesting: Nesting,
 }
 
 /// One subject token: no separators, wildcards or whitespace.

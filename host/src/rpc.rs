@@ -13,7 +13,7 @@ use trellis_lattice::subject::{Subject, Subjects};
 
 use crate::components::Running;
 use crate::providers::ProviderCall;
-use crate::router::Router;
+use crate::router::{LocalCall, Nesting, Router};
 
 /// Subscribes to the component's invocations, spread over its replicas by queue group.
 pub(crate) async fn subscribe(
@@ -112,7 +112,14 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
                 let timeout = remaining.min(router.max_call_time());
                 match target {
                     Target::Component(running) => {
-                        router.call_local(running, interface, function, &msg.payload, timeout).await
+                        let call = LocalCall {
+                            interface,
+                            function,
+                            payload: &msg.payload,
+                            timeout,
+                            nesting: Nesting::Outermost,
+                        };
+                        router.call_local(running, call).await
                     }
                     Target::Provider(id) => {
                         let call = ProviderCall {

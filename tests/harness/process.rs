@@ -144,9 +144,16 @@ impl Trellis {
 
     fn spawn_host_with(&self, name: &str, args: &[String]) -> Host {
         let log = std::env::var("TRELLIS_TEST_HOST_LOG").unwrap_or_else(|_| "warn".into());
+        // A small pool unless the test sizes it itself.
+        let pool: &[&str] = if args.iter().any(|a| a.starts_with("--max-instances")) {
+            &[]
+        } else {
+            &["--max-instances", "32"]
+        };
         let child = Command::new(bin("trellis"))
             .arg("host")
-            .args(["--name", name, "--heartbeat-interval", "1", "--max-instances", "32"])
+            .args(["--name", name, "--heartbeat-interval", "1"])
+            .args(pool)
             .args(args)
             .env("TRELLIS_NATS_URL", &self.nats_url)
             .env("TRELLIS_LATTICE", &self.lattice)

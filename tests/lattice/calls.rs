@@ -148,3 +148,22 @@ async fn trellis_call_invokes_any_exported_function() {
     let err = t.fails(&["call", "greeter", "trellis:test/types.nope", "--args", "[]"]).await;
     assert!(err.contains("does not export"), "{err}");
 }
+
+#[tokio::test]
+async fn in_process_calls_do_not_wait_for_their_callers_admission_slots() {
+    let lattice = Lattice::new("c2cfull").await;
+    // Two admission slots, both taken by callers whose callees run on the same host.
+    let host = lattice
+        .trellis
+        .host_with("h", &["--allow-unsigned".into(), "--max-instances=2".into()])
+        .await;
+    start(&lattice, "greeter", &host.id).await;
+    start(&lattice, "caller", &host.id).await;
+    link(&lattice).await;
+    let addr = lattice.serve_http(&host.id, "caller", &["timeout_ms=60000"]).await;
+    let calls = (0..8).map(|_| get(addr, "/all"));
+    for reply in futures::future::join_all(calls).await {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.text(), ALL);
+    }
+}

@@ -20,7 +20,8 @@ const KEEP_RESIDENT: usize = 1 << 20;
 /// Limits of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Component instances alive at once (calls in flight) on this host.
+    /// Calls in flight on this host (the pool holds twice as many instances: room for one
+    /// in-process call from each to another component).
     pub max_instances: u32,
     /// Largest linear memory of one instance, in bytes.
     pub max_memory_bytes: usize,
@@ -70,7 +71,9 @@ impl Runtime {
         // Concurrency support (component-model async) costs ~3x per call and we do not use it.
         wasm.concurrency_support(false);
         if !config.on_demand_allocator {
-            let n = config.max_instances;
+            // Every admitted call may make one in-process call to another component (which
+            // rides on its caller's admission slot), so the pool holds two instances per slot.
+            let n = config.max_instances.saturating_mul(2);
             let mut pool = PoolingAllocationConfig::new();
             pool.total_component_instances(n)
                 // A Rust component holds a handful of core instances, memories and tables.
