@@ -25,6 +25,7 @@ mod providers;
 mod router;
 mod rpc;
 pub mod runtime;
+pub mod scheduler;
 
 pub use config::HostConfig;
 pub use host::{Host, HostError, run};

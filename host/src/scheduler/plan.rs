@@ -1,0 +1,356 @@
+//! The scheduler's decision: what to start and stop so that what runs matches what is wanted.
+//!
+//! Pure: plain data in, commands out, no I/O, so it is tested exhaustively without NATS. The
+//! loop around it (issue #6) observes hosts, calls [`plan`], and carries the commands out;
+//! running it again on the new observation yields nothing (level-triggered and stable).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Labels a host must carry: every `key=value` must match.
+pub type Requirements = BTreeMap<String, String>;
+
+/// One spread rule: a share of the replicas on hosts matching `requirements`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spread {
+    /// Name, for status and errors.
+    pub name: String,
+    /// Labels the hosts of this share must carry.
+    pub requirements: Requirements,
+    /// Relative weight of this share.
+    pub weight: u32,
+}
+
+/// What should run: `replicas` replicas of component `id` from artifact `digest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Component id.
+    pub id: String,
+    /// Artifact digest.
+    pub digest: String,
+    /// How many hosts should run it (at most one replica per host).
+    pub replicas: u32,
+    /// Labels every host running it must carry.
+    pub requirements: Requirements,
+    /// How replicas are shared out; empty: one share over every eligible host.
+    pub spread: Vec<Spread>,
+}
+
+/// A host as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Host id.
+    pub id: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Components it runs: id → digest.
+    pub components: BTreeMap<String, String>,
+}
+
+/// One action.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Command {
+    /// Stop component `component` on `host`.
+    Stop { host: String, component: String },
+    /// Start `component` from `digest` on `host`.
+    Start { host: String, component: String, digest: String },
+}
+
+/// How a wanted component stands after the plan is carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Component id.
+    pub id: String,
+    /// Replicas that will run.
+    pub placed: u32,
+    /// Why fewer than wanted, if so.
+    pub shortfall: Option<String>,
+}
+
+fn matches(labels: &BTreeMap<String, String>, requirements: &Requirements) -> bool {
+    requirements.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Shares `total` over `weights` in proportion (largest remainder; ties to the earlier share).
+fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
+    let sum: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if sum == 0 {
+        return vec![0; weights.len()];
+    }
+    let exact: Vec<(u64, u64)> = weights
+        .iter()
+        .map(|&w| {
+            let scaled = u64::from(total) * u64::from(w);
+            (scaled / sum, scaled % sum)
+        })
+        .collect();
+    let mut shares: Vec<u32> = exact.iter().map(|&(q, _)| q as u32).collect();
+    let mut left = total - shares.iter().sum::<u32>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| exact[b].1.cmp(&exact[a].1).then(a.cmp(&b)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        shares[i] += 1;
+        left -= 1;
+    }
+    shares
+}
+
+/// The commands that make `hosts` run `wanted` (and nothing else of theirs), and how each wanted
+/// component will stand. `hosts` are the live ones; replicas on hosts that are gone are simply
+/// not there. Components a host runs that no entry of `wanted` names are left alone.
+pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placement>) {
+    let mut commands = Vec::new();
+    let mut placements = Vec::new();
+    // Load as the plan goes: spread new replicas over the least busy hosts.
+    let mut load: BTreeMap<&str, usize> =
+        hosts.iter().map(|h| (h.id.as_str(), h.components.len())).collect();
+    for w in wanted {
+        let running: BTreeSet<&str> = hosts
+            .iter()
+            .filter(|h| h.components.get(&w.id) == Some(&w.digest))
+            .map(|h| h.id.as_str())
+            .collect();
+        // Another artifact under the same id is replaced.
+        for h in hosts.iter().filter(|h| h.components.get(&w.id).is_some_and(|d| *d != w.digest)) {
+            commands.push(Command::Stop { host: h.id.clone(), component: w.id.clone() });
+            *load.entry(h.id.as_str()).or_default() -= 1;
+        }
+        let default_share =
+            [Spread { name: "all".into(), requirements: Requirements::new(), weight: 1 }];
+        let shares: &[Spread] = if w.spread.is_empty() { &default_share } else { &w.spread };
+        let targets = apportion(w.replicas, &shares.iter().map(|s| s.weight).collect::<Vec<_>>());
+        let mut keep: BTreeSet<&str> = BTreeSet::new();
+        let mut placed = 0u32;
+        let mut short = Vec::new();
+        for (share, &target) in shares.iter().zip(&targets) {
+            let eligible: Vec<&Observed> = hosts
+                .iter()
+                .filter(|h| {
+                    matches(&h.labels, &w.requirements) && matches(&h.labels, &share.requirements)
+                })
+                .filter(|h| !keep.contains(h.id.as_str()))
+                .collect();
+            // Replicas already where they belong stay (lowest host ids first, for stability).
+            let mut chosen: Vec<&str> = eligible
+                .iter()
+                .map(|h| h.id.as_str())
+                .filter(|id| running.contains(id))
+                .take(target as usize)
+                .collect();
+            // Then the least loaded eligible hosts that do not run it.
+            let mut candidates: Vec<&str> =
+                eligible.iter().map(|h| h.id.as_str()).filter(|id| !running.contains(id)).collect();
+            candidates.sort_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
+            for id in candidates {
+                if chosen.len() >= target as usize {
+                    break;
+                }
+                commands.push(Command::Start {
+                    host: id.to_owned(),
+                    component: w.id.clone(),
+                    digest: w.digest.clone(),
+                });
+                *load.entry(id).or_default() += 1;
+                chosen.push(id);
+            }
+            if chosen.len() < target as usize {
+                short.push(format!(
+                    "spread `{}` wants {target} but only {} matching hosts are up",
+                    share.name,
+                    chosen.len()
+                ));
+            }
+            placed += chosen.len() as u32;
+            keep.extend(chosen);
+        }
+        // Replicas beyond the spec, or on hosts no share wants any more, stop.
+        for id in running.iter().filter(|id| !keep.contains(*id)) {
+            commands.push(Command::Stop { host: (*id).to_owned(), component: w.id.clone() });
+            *load.entry(id).or_default() -= 1;
+        }
+        let shortfall = (!short.is_empty()).then(|| short.join("; "));
+        placements.push(Placement { id: w.id.clone(), placed, shortfall });
+    }
+    commands.sort();
+    commands.dedup();
+    (commands, placements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn host(id: &str, zone: &str) -> Observed {
+        Observed { id: id.into(), labels: labels(&[("zone", zone)]), components: BTreeMap::new() }
+    }
+
+    fn wanted(replicas: u32, spread: &[(&str, u32)]) -> Wanted {
+        Wanted {
+            id: "web".into(),
+            digest: "sha256:1".into(),
+            replicas,
+            requirements: Requirements::new(),
+            spread: spread
+                .iter()
+                .map(|(zone, weight)| Spread {
+                    name: (*zone).into(),
+                    requirements: labels(&[("zone", zone)]),
+                    weight: *weight,
+                })
+                .collect(),
+        }
+    }
+
+    /// What the hosts run after the commands are carried out.
+    fn apply(hosts: &[Observed], commands: &[Command]) -> Vec<Observed> {
+        let mut hosts = hosts.to_vec();
+        for c in commands {
+            match c {
+                Command::Stop { host, component } => {
+                    hosts.iter_mut().find(|h| h.id == *host).unwrap().components.remove(component);
+                }
+                Command::Start { host, component, digest } => {
+                    let h = hosts.iter_mut().find(|h| h.id == *host).unwrap();
+                    assert!(h.components.insert(component.clone(), digest.clone()).is_none());
+                }
+            }
+        }
+        hosts
+    }
+
+    fn running_in(hosts: &[Observed], zone: &str) -> usize {
+        hosts
+            .iter()
+            .filter(|h| h.labels["zone"] == zone && h.components.contains_key("web"))
+            .count()
+    }
+
+    #[test]
+    fn weights_share_replicas_and_the_plan_is_stable() {
+        let hosts: Vec<Observed> =
+            ["a1", "a2", "a3", "b1", "b2", "b3"].iter().map(|id| host(id, &id[..1])).collect();
+        let w = wanted(4, &[("a", 3), ("b", 1)]);
+        let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
+        let after = apply(&hosts, &commands);
+        assert_eq!((running_in(&after, "a"), running_in(&after, "b")), (3, 1));
+        assert_eq!(placements[0].placed, 4);
+        assert_eq!(plan(&[w], &after).0, vec![], "nothing to do once placed");
+    }
+
+    #[test]
+    fn a_lost_host_is_replaced_and_surplus_is_scaled_back() {
+        let hosts: Vec<Observed> = ["a1", "a2", "a3"].iter().map(|id| host(id, "a")).collect();
+        let w = wanted(2, &[]);
+        let after = apply(&hosts, &plan(std::slice::from_ref(&w), &hosts).0);
+        // The host with a replica dies: the survivors get it back to two.
+        let dead = after.iter().find(|h| h.components.contains_key("web")).unwrap().id.clone();
+        let survivors: Vec<Observed> = after.iter().filter(|h| h.id != dead).cloned().collect();
+        let healed = apply(&survivors, &plan(std::slice::from_ref(&w), &survivors).0);
+        assert_eq!(running_in(&healed, "a"), 2);
+        // It comes back still running its replica: one too many, one stops.
+        let mut back = healed.clone();
+        back.push(after.iter().find(|h| h.id == dead).unwrap().clone());
+        let (commands, _) = plan(std::slice::from_ref(&w), &back);
+        assert_eq!(commands.iter().filter(|c| matches!(c, Command::Stop { .. })).count(), 1);
+        assert_eq!(running_in(&apply(&back, &commands), "a"), 2);
+    }
+
+    #[test]
+    fn not_enough_hosts_is_a_shortfall_not_an_error() {
+        let hosts = vec![host("a1", "a")];
+        let (commands, placements) = plan(&[wanted(3, &[("a", 1), ("b", 1)])], &hosts);
+        assert_eq!(commands.len(), 1);
+        assert_eq!(placements[0].placed, 1);
+        let why = placements[0].shortfall.as_deref().unwrap();
+        assert!(why.contains("spread `a` wants 2") && why.contains("spread `b` wants 1"), "{why}");
+    }
+
+    #[test]
+    fn a_new_artifact_replaces_the_old_one() {
+        let mut hosts = vec![host("a1", "a")];
+        hosts[0].components.insert("web".into(), "sha256:0".into());
+        let (commands, _) = plan(&[wanted(1, &[])], &hosts);
+        assert_eq!(
+            commands,
+            vec![
+                Command::Stop { host: "a1".into(), component: "web".into() },
+                Command::Start {
+                    host: "a1".into(),
+                    component: "web".into(),
+                    digest: "sha256:1".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn apportion_is_exact_and_fair() {
+        assert_eq!(apportion(4, &[3, 1]), vec![3, 1]);
+        assert_eq!(apportion(5, &[1, 1]), vec![3, 2]);
+        assert_eq!(apportion(0, &[1, 2]), vec![0, 0]);
+        assert_eq!(apportion(3, &[0, 0]), vec![0, 0]);
+    }
+
+    /// A small deterministic generator, so the properties below cover many shapes.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % below.max(1)
+        }
+    }
+
+    #[test]
+    fn converges_in_one_step_never_overshoots_honours_labels_and_is_stable() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2000 {
+            let zones = ["a", "b", "c"];
+            let hosts: Vec<Observed> = (0..rng.next(8))
+                .map(|i| {
+                    let mut h = host(&format!("h{i}"), zones[rng.next(3) as usize]);
+                    if rng.next(3) == 0 {
+                        let digest = if rng.next(2) == 0 { "sha256:1" } else { "sha256:0" };
+                        h.components.insert("web".into(), digest.into());
+                    }
+                    h
+                })
+                .collect();
+            let mut spread: Vec<(&str, u32)> = Vec::new();
+            for zone in zones {
+                if rng.next(2) == 0 {
+                    spread.push((zone, rng.next(4) as u32 + 1));
+                }
+            }
+            let w = wanted(rng.next(6) as u32, &spread);
+            let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
+            let after = apply(&hosts, &commands);
+            let running: Vec<&Observed> =
+                after.iter().filter(|h| h.components.contains_key("web")).collect();
+            assert!(running.len() as u32 <= w.replicas, "never more than wanted");
+            assert_eq!(running.len() as u32, placements[0].placed);
+            assert!(
+                running.iter().all(|h| h.components["web"] == w.digest),
+                "only the wanted artifact"
+            );
+            if !spread.is_empty() {
+                let zones: BTreeSet<&str> = spread.iter().map(|(z, _)| *z).collect();
+                assert!(
+                    running.iter().all(|h| zones.contains(h.labels["zone"].as_str())),
+                    "labels"
+                );
+            }
+            if placements[0].shortfall.is_none() {
+                assert_eq!(running.len() as u32, w.replicas, "placed in full when it says so");
+            }
+            assert_eq!(plan(&[w], &after).0, vec![], "stable once carried out");
+        }
+    }
+}
