@@ -27,6 +27,9 @@ pub struct Global {
     /// Output format.
     #[arg(long, value_enum, env = "TRELLIS_OUTPUT", default_value = "text", global = true)]
     pub output: Output,
+    /// Log format (logs go to stderr): `json` writes one JSON object per record.
+    #[arg(long, value_enum, env = "TRELLIS_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
     /// NATS credentials file (`.creds`).
     #[arg(long, env = "TRELLIS_NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
@@ -282,6 +285,18 @@ pub enum GetCommand {
         #[arg(long)]
         source: Option<String>,
     },
+    /// The lattice's events as they happen (host, component, provider, link, denied calls).
+    Events {
+        /// Keep printing until interrupted [default: listen for --wait-ms, then exit].
+        #[arg(long)]
+        follow: bool,
+        /// Without --follow, how long to listen.
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
+        /// Only events of these kinds (repeatable), for example `component_started`.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -489,4 +504,10 @@ pub enum ConfigCommand {
         /// Config name.
         name: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

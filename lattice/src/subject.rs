@@ -183,6 +183,16 @@ impl Subjects {
         format!("{}.evt.{}", self.prefix, kind.as_str())
     }
 
+    /// Every event: `trellis.<lattice>.evt.*`
+    pub fn events_all(&self) -> String {
+        format!("{}.evt.*", self.prefix)
+    }
+
+    /// The kind of an event subject (`host_started`, ...), when it is one of this lattice's.
+    pub fn event_kind<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject.strip_prefix(self.prefix.as_str())?.strip_prefix(".evt.")
+    }
+
     /// `trellis.<lattice>.rpc.<target>.<interface>.<function>`; `interface` has no version.
     pub fn rpc(&self, target: &str, interface: &str, function: &str) -> String {
         format!("{}.rpc.{target}.{interface}.{function}", self.prefix)

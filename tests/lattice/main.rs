@@ -13,6 +13,7 @@ mod keyvalue;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod observe;
 mod outgoing;
 mod policy;
 mod security;

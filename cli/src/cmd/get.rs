@@ -1,9 +1,13 @@
-//! `trellis get hosts|inventory|links`.
+//! `trellis get hosts|inventory|links|events`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::Value;
+use futures::StreamExt;
+use prost::Message as _;
+use serde_json::{Value, json};
+use trellis_lattice::client::LatticeClient;
+use trellis_lattice::proto as pb;
 
 use crate::args::{GetCommand, Global, Output};
 use crate::output::{host_json, inventory_json, labels_text, link_json, print_json, print_table};
@@ -70,8 +74,75 @@ pub async fn run(g: &Global, cmd: GetCommand) -> anyhow::Result<ExitCode> {
             }
         }
         GetCommand::Links { source } => super::link::list(g, &lattice, source.as_deref()).await?,
+        GetCommand::Events { follow, wait_ms, kinds } => {
+            events(g, &lattice, follow, Duration::from_millis(wait_ms), &kinds).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints events as they arrive: a line of text each, or one JSON object per line.
+async fn events(
+    g: &Global,
+    lattice: &LatticeClient,
+    follow: bool,
+    wait: Duration,
+    kinds: &[String],
+) -> anyhow::Result<()> {
+    let mut sub = lattice.nats().subscribe(lattice.subjects().events_all()).await?;
+    trellis_lattice::connect::sync_with_server(lattice.nats()).await?;
+    eprintln!("listening for events of lattice `{}`", g.lattice);
+    let until = (!follow).then(|| tokio::time::Instant::now() + wait);
+    loop {
+        let next = match until {
+            Some(until) => match tokio::time::timeout_at(until, sub.next()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            },
+            None => sub.next().await,
+        };
+        let Some(msg) = next else { return Ok(()) };
+        let Some(kind) = lattice.subjects().event_kind(msg.subject.as_str()) else { continue };
+        if !kinds.is_empty() && !kinds.iter().any(|k| k == kind) {
+            continue;
+        }
+        let Ok(event) = pb::Event::decode(msg.payload) else { continue };
+        if g.output == Output::Json {
+            println!("{}", event_json(kind, &event));
+        } else {
+            println!("{} {kind:<18} host={} {}", event.time_ms, event.host_id, event_text(&event));
+        }
+    }
+}
+
+fn event_json(kind: &str, event: &pb::Event) -> Value {
+    let body = match &event.body {
+        Some(pb::event::Body::Host(h)) => host_json(h),
+        Some(pb::event::Body::Component(c)) => {
+            json!({ "component_id": c.component_id, "digest": c.digest, "reason": c.reason })
+        }
+        Some(pb::event::Body::Provider(p)) => {
+            json!({ "provider_id": p.provider_id, "kind": p.kind, "reason": p.reason })
+        }
+        Some(pb::event::Body::Link(l)) => json!({
+            "provider_id": l.provider_id, "link_key": l.link_key, "revision": l.revision,
+            "reason": l.reason,
+        }),
+        None => Value::Null,
+    };
+    json!({ "kind": kind, "time_ms": event.time_ms, "host_id": event.host_id, "body": body })
+}
+
+fn event_text(event: &pb::Event) -> String {
+    match &event.body {
+        Some(pb::event::Body::Host(h)) => format!("name={} components={}", h.name, h.components),
+        Some(pb::event::Body::Component(c)) => format!("component={} {}", c.component_id, c.reason),
+        Some(pb::event::Body::Provider(p)) => {
+            format!("provider={} kind={} {}", p.provider_id, p.kind, p.reason)
+        }
+        Some(pb::event::Body::Link(l)) => format!("link={} {}", l.link_key, l.reason),
+        None => String::new(),
+    }
 }
 
 pub fn links_out(g: &Global, links: &[trellis_lattice::link::Link]) {

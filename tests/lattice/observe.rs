@@ -1,0 +1,71 @@
+//! What operators watch: the live event stream and structured logs.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use trellis_tests::bin;
+
+use crate::Lattice;
+
+#[tokio::test]
+async fn get_events_follows_the_lattice_live() {
+    let lattice = Lattice::new("events").await;
+    let t = &lattice.trellis;
+    let host = t.host("h", &[]).await;
+    let mut follower = tokio::process::Command::new(bin("trellis"))
+        .args(["get", "events", "--follow", "--output", "json", "--kind", "component_started"])
+        .env("TRELLIS_NATS_URL", &t.nats_url)
+        .env("TRELLIS_LATTICE", &t.lattice)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(follower.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await;
+    assert!(matches!(ready, Ok(Ok(Some(ref l))) if l.contains("listening")), "{ready:?}");
+
+    lattice.start_hello("watched", &["--host", &host.id]).await;
+    let mut stdout = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+        .await
+        .expect("an event line")
+        .unwrap()
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["kind"], "component_started", "{event}");
+    assert_eq!(event["host_id"], host.id.as_str());
+    assert_eq!(event["body"]["component_id"], "watched");
+}
+
+#[tokio::test]
+async fn hosts_write_json_logs_when_asked() {
+    let lattice = Lattice::new("jsonlogs").await;
+    let t = &lattice.trellis;
+    let mut host = tokio::process::Command::new(bin("trellis"))
+        .args(["host", "--allow-unsigned", "--log-format", "json"])
+        .env("TRELLIS_NATS_URL", &t.nats_url)
+        .env("TRELLIS_LATTICE", &t.lattice)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stderr.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let record: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log record ({e}): {line}"));
+            if record["fields"]["message"] == "host started" {
+                return record;
+            }
+        }
+        panic!("the host exited before starting");
+    })
+    .await
+    .expect("a `host started` record");
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert!(started["fields"]["host"].as_str().is_some_and(|h| h.starts_with('N')), "{started}");
+}
