@@ -261,6 +261,9 @@ pub struct HostArgs {
     /// How long to wait for the policy service.
     #[arg(long, env = "TRELLIS_POLICY_TIMEOUT_MS", default_value_t = 500)]
     pub policy_timeout_ms: u64,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), for example 0.0.0.0:9090.
+    #[arg(long, env = "TRELLIS_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Seed file of the cluster key that vouches for this host's identity.
     #[arg(long, env = "TRELLIS_CLUSTER_SEED")]
     pub cluster_seed: Option<PathBuf>,

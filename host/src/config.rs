@@ -44,6 +44,8 @@ pub struct HostConfig {
     pub trusted_clusters: Vec<String>,
     /// Providers this host can run in its own process (`start provider --builtin`).
     pub builtins: crate::providers::Builtins,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl HostConfig {
@@ -66,6 +68,7 @@ impl HostConfig {
             policy_timeout: None,
             trusted_clusters: Vec::new(),
             builtins: Default::default(),
+            metrics_listen: None,
         }
     }
 }

@@ -94,6 +94,16 @@ impl Host {
         &self.nats
     }
 
+    pub(crate) fn components(&self) -> &Components {
+        &self.components
+    }
+
+    /// Calls running now, and the most that may.
+    pub(crate) fn instances(&self) -> (u64, u64) {
+        let max = u64::from(self.config.runtime.max_instances);
+        (max.saturating_sub(self.router.free_slots() as u64), max)
+    }
+
     /// The bounded digest sent in heartbeats and ping replies.
     pub fn info(&self) -> pb::HostInfo {
         let components = self.components.all();
@@ -354,6 +364,13 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     ];
     if let Some(policy) = &host.policy {
         tasks.push(tokio::spawn(policy.clone().follow_changes(host.subjects.clone())));
+    }
+    if let Some(address) = host.config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| HostError::Config(format!("cannot serve metrics on {address}: {e}")))?;
+        tracing::info!(%address, "serving metrics on /metrics");
+        tasks.push(tokio::spawn(crate::metrics::serve(host.clone(), listener)));
     }
     host.announce(EventKind::HostStarted).await;
     tracing::info!(host = host.id(), lattice = %host.config.lattice, "host started");

@@ -21,6 +21,7 @@ mod host;
 mod limits;
 mod links;
 mod live;
+mod metrics;
 mod providers;
 mod router;
 mod rpc;

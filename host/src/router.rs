@@ -139,6 +139,11 @@ impl Router {
         self.signer.set_identity(identity);
     }
 
+    /// Admission slots free now.
+    pub fn free_slots(&self) -> usize {
+        self.admission.available_permits()
+    }
+
     /// Calls refused since start.
     pub fn denied(&self) -> u64 {
         self.denied.load(Ordering::Relaxed)

@@ -69,3 +69,41 @@ async fn hosts_write_json_logs_when_asked() {
     assert_eq!(started["level"], "INFO", "{started}");
     assert!(started["fields"]["host"].as_str().is_some_and(|h| h.starts_with('N')), "{started}");
 }
+
+#[tokio::test]
+async fn the_metrics_endpoint_counts_calls() {
+    let lattice = Lattice::new("metrics").await;
+    let t = &lattice.trellis;
+    let metrics: std::net::SocketAddr =
+        format!("127.0.0.1:{}", trellis_tests::free_port()).parse().unwrap();
+    let host =
+        t.host_with("h", &["--allow-unsigned".into(), format!("--metrics-listen={metrics}")]).await;
+    lattice.start_hello("hello", &["--host", &host.id]).await;
+    let addr = lattice.serve_http(&host.id, "hello", &[]).await;
+    let scrape = || async move {
+        trellis_tests::http_request(metrics, "GET", "/metrics", b"").await.unwrap().text()
+    };
+    let value = |text: &str, name: &str, component: &str| -> u64 {
+        let prefix = format!("{name}{{host=\"{}\",component=\"{component}\"}} ", host.id);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    };
+    let before = value(&scrape().await, "trellis_invocations_total", "hello");
+    for _ in 0..3 {
+        crate::get(addr, "/x").await;
+    }
+    crate::get(addr, "/trap").await;
+    let text = scrape().await;
+    assert_eq!(value(&text, "trellis_invocations_total", "hello"), before + 4);
+    assert!(value(&text, "trellis_invocation_errors_total", "hello") >= 1);
+    assert!(text.contains("# TYPE trellis_provider_healthy gauge"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "trellis_provider_healthy{{host=\"{}\",provider=\"web\",kind=\"http-server\"}} 1",
+            host.id
+        )),
+        "{text}"
+    );
+}

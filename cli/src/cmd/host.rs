@@ -25,6 +25,7 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.provider_dir = args.provider_dir.clone();
     config.builtins = crate::builtins::all();
+    config.metrics_listen = args.metrics_listen;
     config.trusted_issuers = args.trusted_issuers.clone();
     config.trusted_clusters = args.trusted_clusters.clone();
     config.policy_timeout = args.policy.then(|| Duration::from_millis(args.policy_timeout_ms));

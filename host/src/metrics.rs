@@ -1,0 +1,130 @@
+//! Metrics in the Prometheus text format on `--metrics-listen` (`GET /metrics`): calls and
+//! errors per component, denied calls, instances in use, providers' restarts and health.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::host::Host;
+
+/// Serves `/metrics` until the task is dropped.
+pub(crate) async fn serve(host: Arc<Host>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let host = host.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let host = host.clone();
+                async move { Ok::<_, Infallible>(answer(&host, req.uri().path())) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn answer(host: &Host, path: &str) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/metrics" => (StatusCode::OK, render(host)),
+        _ => (StatusCode::NOT_FOUND, "try /metrics\n".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// The metrics of `host` in the Prometheus text exposition format. Label values are ids
+/// (`[A-Za-z0-9_-]`), which need no escaping.
+fn render(host: &Host) -> String {
+    let mut out = String::with_capacity(2048);
+    let h = host.id();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{host=\"{h}\"{labels}}} {value}");
+        }
+    };
+    let components = host.components().all();
+    let per_component = |value: &dyn Fn(&crate::components::Running) -> u64| {
+        components
+            .iter()
+            .map(|c| (format!(",component=\"{}\"", c.id), value(c)))
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "trellis_invocations_total",
+        "counter",
+        "Calls served by a component of this host.",
+        &per_component(&|c| c.invocations.load(Ordering::Relaxed)),
+    );
+    metric(
+        "trellis_invocation_errors_total",
+        "counter",
+        "Calls a component of this host answered with an error.",
+        &per_component(&|c| c.errors.load(Ordering::Relaxed)),
+    );
+    let info = host.info();
+    metric(
+        "trellis_invocations_denied_total",
+        "counter",
+        "Calls refused by signature, replay, claims or policy checks.",
+        &[(String::new(), info.invocations_denied)],
+    );
+    metric(
+        "trellis_components",
+        "gauge",
+        "Components running on this host.",
+        &[(String::new(), u64::from(info.components))],
+    );
+    let (in_use, max) = host.instances();
+    metric(
+        "trellis_calls_in_flight",
+        "gauge",
+        "Calls running on this host.",
+        &[(String::new(), in_use)],
+    );
+    metric(
+        "trellis_calls_max",
+        "gauge",
+        "Calls this host runs at once at most.",
+        &[(String::new(), max)],
+    );
+    metric(
+        "trellis_uptime_seconds",
+        "gauge",
+        "Seconds since the host started.",
+        &[(String::new(), info.uptime_s)],
+    );
+    let providers = host.inventory().providers;
+    let per_provider = |value: &dyn Fn(&trellis_proto::ProviderDescription) -> u64| {
+        providers
+            .iter()
+            .map(|p| (format!(",provider=\"{}\",kind=\"{}\"", p.id, p.kind), value(p)))
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "trellis_provider_restarts_total",
+        "counter",
+        "Times a provider of this host was restarted after it ended.",
+        &per_provider(&|p| u64::from(p.restarts)),
+    );
+    metric(
+        "trellis_provider_healthy",
+        "gauge",
+        "1 when a provider runs and reports no problem.",
+        &per_provider(&|p| u64::from(p.healthy)),
+    );
+    out
+}
