@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use trellis_proto as pb;
 
+use crate::histogram::Histogram;
 use crate::limits::Limits;
 use crate::runtime::Component;
 
@@ -21,6 +22,8 @@ pub(crate) struct Running {
     pub config: Vec<String>,
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
+    /// How long its calls took.
+    pub durations: Histogram,
     /// Tells the serving task to drain its subscription and end.
     pub stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -41,6 +44,7 @@ impl Running {
             config,
             invocations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            durations: Histogram::default(),
             stop: std::sync::Mutex::new(None),
         }
     }

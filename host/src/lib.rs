@@ -17,6 +17,7 @@ mod components;
 pub mod config;
 mod control;
 mod events;
+mod histogram;
 mod host;
 mod limits;
 mod links;

@@ -14,6 +14,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::histogram::BOUNDS_US;
 use crate::host::Host;
 
 /// Serves `/metrics` until the task is dropped.
@@ -126,5 +127,32 @@ fn render(host: &Host) -> String {
         "1 when a provider runs and reports no problem.",
         &per_provider(&|p| u64::from(p.healthy)),
     );
+    let _ = writeln!(
+        out,
+        "# HELP trellis_invocation_duration_seconds How long a component's calls took.\n\
+         # TYPE trellis_invocation_duration_seconds histogram"
+    );
+    for c in &components {
+        let (cumulative, sum_us) = c.durations.snapshot();
+        let labels = format!("host=\"{h}\",component=\"{}\"", c.id);
+        for (bound, count) in BOUNDS_US.iter().zip(&cumulative) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "trellis_invocation_duration_seconds_bucket{{{labels},le=\"{le}\"}} {count}"
+            );
+        }
+        let total = cumulative[BOUNDS_US.len()];
+        let _ = writeln!(
+            out,
+            "trellis_invocation_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "trellis_invocation_duration_seconds_sum{{{labels}}} {}",
+            sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "trellis_invocation_duration_seconds_count{{{labels}}} {total}");
+    }
     out
 }

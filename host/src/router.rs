@@ -231,7 +231,9 @@ impl Router {
         call: LocalCall<'_>,
     ) -> Result<Bytes, InvokeError> {
         running.invocations.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let result = self.run_local(running, call).await;
+        running.durations.observe(started.elapsed());
         if result.is_err() {
             running.errors.fetch_add(1, Ordering::Relaxed);
         }

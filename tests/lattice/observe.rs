@@ -99,6 +99,13 @@ async fn the_metrics_endpoint_counts_calls() {
     assert_eq!(value(&text, "trellis_invocations_total", "hello"), before + 4);
     assert!(value(&text, "trellis_invocation_errors_total", "hello") >= 1);
     assert!(text.contains("# TYPE trellis_provider_healthy gauge"), "{text}");
+    let count = format!(
+        "trellis_invocation_duration_seconds_count{{host=\"{}\",component=\"hello\"}} {}",
+        host.id,
+        before + 4
+    );
+    assert!(text.contains(&count), "{count} in:\n{text}");
+    assert!(text.contains("le=\"+Inf\""), "{text}");
     assert!(
         text.contains(&format!(
             "trellis_provider_healthy{{host=\"{}\",provider=\"web\",kind=\"http-server\"}} 1",
