@@ -44,6 +44,20 @@ impl HttpRequest {
     }
 }
 
+impl HttpRequest {
+    /// The request of `parts` with `body`, as it crosses the lattice.
+    pub fn from_parts(parts: &::http::request::Parts, body: bytes::Bytes) -> Self {
+        Self {
+            method: parts.method.to_string(),
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            authority: parts.uri.authority().map(|a| a.to_string()),
+            headers: header_pairs(&parts.headers),
+            body: Vec::from(body).into(),
+            scheme: parts.uri.scheme_str().map(str::to_owned),
+        }
+    }
+}
+
 /// An HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpResponse {
@@ -53,6 +67,22 @@ pub struct HttpResponse {
     pub headers: Vec<(String, serde_bytes::ByteBuf)>,
     /// Whole body.
     pub body: serde_bytes::ByteBuf,
+}
+
+impl HttpResponse {
+    /// The response of `parts` with `body`, as it crosses the lattice.
+    pub fn from_parts(parts: &::http::response::Parts, body: bytes::Bytes) -> Self {
+        Self {
+            status: parts.status.as_u16(),
+            headers: header_pairs(&parts.headers),
+            body: Vec::from(body).into(),
+        }
+    }
+}
+
+/// Header name/value pairs in order.
+fn header_pairs(headers: &::http::HeaderMap) -> Vec<(String, serde_bytes::ByteBuf)> {
+    headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec().into())).collect()
 }
 
 /// Encodes a value as compact msgpack.

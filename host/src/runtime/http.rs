@@ -65,7 +65,7 @@ impl Component {
                     format!("component `{id}` failed while writing its response body: {e}"),
                 ))
             })?;
-            Ok(from_hyper(parts, body.to_bytes()))
+            Ok(HttpResponse::from_parts(&parts, body.to_bytes()))
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let call = async {
@@ -154,13 +154,4 @@ fn to_hyper(req: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, InvokeError
     builder
         .body(Full::new(Bytes::from(req.body.into_vec())))
         .map_err(|e| bad(format!("invalid HTTP request: {e}")))
-}
-
-fn from_hyper(parts: http::response::Parts, body: Bytes) -> HttpResponse {
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec().into()))
-        .collect();
-    HttpResponse { status: parts.status.as_u16(), headers, body: Vec::from(body).into() }
 }

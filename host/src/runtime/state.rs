@@ -182,19 +182,7 @@ async fn encode_request(request: http::Request<WasiBody>) -> Result<Vec<u8>, Htt
         .await
         .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_OUTGOING_BODY as u64)))?
         .to_bytes();
-    let request = HttpRequest {
-        method: parts.method.to_string(),
-        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-        authority: parts.uri.authority().map(|a| a.to_string()),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec().into()))
-            .collect(),
-        body: Vec::from(body).into(),
-        scheme: parts.uri.scheme_str().map(str::to_owned),
-    };
-    lattice_http::encode(&request)
+    lattice_http::encode(&HttpRequest::from_parts(&parts, body))
         .map_err(|e| HttpError::InternalError(Some(format!("unencodable request: {e}"))))
 }
 

@@ -128,15 +128,7 @@ impl HttpClient {
                     format!("{uri}: response body failed or exceeds {max} bytes: {e}"),
                 )
             })?;
-            Ok::<_, InvokeError>(HttpResponse {
-                status: parts.status.as_u16(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec().into()))
-                    .collect(),
-                body: Vec::from(body.to_bytes()).into(),
-            })
+            Ok::<_, InvokeError>(HttpResponse::from_parts(&parts, body.to_bytes()))
         };
         tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| {
             Err(error(InvokeErrorKind::Timeout, format!("{uri} did not answer within {timeout:?}")))

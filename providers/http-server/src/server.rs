@@ -269,19 +269,7 @@ async fn forward(
     let (parts, body) = req.into_parts();
     let body =
         Limited::new(body, route.max_body).collect().await.map_err(|_| too_large())?.to_bytes();
-    let request = HttpRequest {
-        method: parts.method.to_string(),
-        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
-        authority: parts.uri.authority().map(|a| a.to_string()),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec().into()))
-            .collect(),
-        body: Vec::from(body).into(),
-        scheme: None,
-    };
-    let payload = wire::encode(&request)
+    let payload = wire::encode(&HttpRequest::from_parts(&parts, body))
         .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;
     let reply = ctx.invoke(&route.target, INCOMING_HANDLER, HANDLE, payload, route.timeout).await?;
     let response: HttpResponse = wire::decode(&reply).map_err(|e| {

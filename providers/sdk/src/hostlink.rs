@@ -115,12 +115,7 @@ impl HostLink {
     /// Writes one frame that answers nothing.
     async fn send(&self, message: &ToHost) {
         let Ok(frame) = encode_frame(message) else { return };
-        let mut to_host = self.to_host.lock().await;
-        let written = match to_host.write_all(&frame).await {
-            Ok(()) => to_host.flush().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
+        if let Err(e) = write(&self.to_host, &frame).await {
             tracing::debug!(error = %e, "frame not written to the host");
         }
     }
@@ -139,12 +134,7 @@ impl HostLink {
                 }
             }
         };
-        let mut to_host = self.to_host.lock().await;
-        let written = match to_host.write_all(&frame).await {
-            Ok(()) => to_host.flush().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
+        if let Err(e) = write(&self.to_host, &frame).await {
             tracing::debug!(error = %e, "reply to the host not written");
         }
     }
@@ -175,13 +165,7 @@ impl HostLink {
             || InvokeError::new(InvokeErrorKind::Unavailable, "the host closed the provider pipe");
         // Written by a task of its own: a caller dropped mid-write must not leave half a frame.
         let to_host = self.to_host.clone();
-        let written = tokio::spawn(async move {
-            let mut to_host = to_host.lock().await;
-            match to_host.write_all(&frame).await {
-                Ok(()) => to_host.flush().await,
-                Err(e) => Err(e),
-            }
-        });
+        let written = tokio::spawn(async move { write(&to_host, &frame).await });
         match tokio::time::timeout(timeout, written).await {
             Ok(Ok(Ok(()))) => {}
             Ok(_) => {
@@ -213,4 +197,11 @@ impl HostLink {
     fn forget(&self, id: u64) {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
+}
+
+/// Writes one whole frame to the host, in turn with other writers.
+async fn write(to_host: &Writer, frame: &[u8]) -> std::io::Result<()> {
+    let mut to_host = to_host.lock().await;
+    to_host.write_all(frame).await?;
+    to_host.flush().await
 }
