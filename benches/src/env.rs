@@ -44,9 +44,23 @@ impl BenchLattice {
 
     /// Starts a host named `name` and waits until it answers pings; returns its index.
     pub async fn add_host(&mut self, options: &Options, name: &str) -> Result<usize, BenchError> {
+        self.add_host_with(options, name, &[]).await
+    }
+
+    /// [`Self::add_host`] with extra `trellis host` arguments.
+    pub async fn add_host_with(
+        &mut self,
+        options: &Options,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<usize, BenchError> {
         let provider_dir = options.trellis.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        let pool: &[&str] =
+            if extra.contains(&"--max-instances") { &[] } else { &["--max-instances", "128"] };
         let child = Command::new(&options.trellis)
-            .args(["host", "--name", name, "--max-instances", "128", "--allow-unsigned"])
+            .args(["host", "--name", name, "--allow-unsigned"])
+            .args(pool)
+            .args(extra)
             .env("TRELLIS_NATS_URL", self.nats.url())
             .env("TRELLIS_LATTICE", &self.lattice)
             .env("TRELLIS_PROVIDER_DIR", provider_dir)

@@ -14,6 +14,7 @@ mod load;
 mod local;
 mod memory;
 mod report;
+mod schedule;
 mod start;
 
 use std::path::PathBuf;
@@ -33,19 +34,22 @@ pub enum Scenario {
     Start,
     /// Host resident memory idle, with 1 and with 100 components.
     Memory,
+    /// The scheduler placing 500 replicas over 20 hosts; heartbeat traffic of 100 hosts.
+    Schedule,
     /// Component-to-component calls, co-located and across hosts.
     Call,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Invoke,
         Scenario::Local,
         Scenario::Http,
         Scenario::Start,
         Scenario::Memory,
         Scenario::Call,
+        Scenario::Schedule,
     ];
 
     /// The scenario's name on the command line.
@@ -57,6 +61,7 @@ impl Scenario {
             Scenario::Start => "start",
             Scenario::Memory => "memory",
             Scenario::Call => "call",
+            Scenario::Schedule => "schedule",
         }
     }
 }
@@ -115,6 +120,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Start => start::run(options).await?,
         Scenario::Memory => memory::run(options).await?,
         Scenario::Call => call::run(options).await?,
+        Scenario::Schedule => schedule::run(options).await?,
     };
     Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
 }

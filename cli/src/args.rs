@@ -108,6 +108,50 @@ pub enum Command {
     /// Sign and inspect component claims.
     #[command(subcommand)]
     Claims(ClaimsCommand),
+    /// Deploy applications from manifests and follow them (a host with --scheduler places them).
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Deploy (or update to) the version in a manifest; waits until it is placed.
+    Deploy {
+        /// The manifest (YAML, see docs/manifest.md).
+        manifest: PathBuf,
+        /// Seconds to wait for placement; then exit 2 if it is not placed yet.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// Where an application stands: per component, desired and running per host.
+    Status {
+        /// Application name.
+        name: String,
+    },
+    /// Every application and its state.
+    List,
+    /// Stop everything an application runs and remove its links and config.
+    Undeploy {
+        /// Application name.
+        name: String,
+    },
+    /// What happened to an application: deploys, rollbacks, undeploys.
+    History {
+        /// Application name.
+        name: String,
+    },
+    /// Go back to an earlier version of an application.
+    Rollback {
+        /// Application name.
+        name: String,
+        /// The version to run again (see `trellis app history`).
+        version: String,
+        /// Seconds to wait for placement.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+    /// Print the JSON Schema of manifests.
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +256,7 @@ pub enum BenchScenario {
     Start,
     Memory,
     Call,
+    Schedule,
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +316,14 @@ pub struct HostArgs {
     /// key is accepted as long as its signature verifies.
     #[arg(long = "trusted-cluster", env = "TRELLIS_TRUSTED_CLUSTERS", value_delimiter = ',')]
     pub trusted_clusters: Vec<String>,
+    /// Run a scheduler beside this host: it places deployed applications (`trellis app`) while
+    /// it holds the lattice's scheduler lease. Several may run; one leads.
+    #[arg(long, env = "TRELLIS_SCHEDULER")]
+    pub scheduler: bool,
+    /// Seconds a scheduler leader's lease lasts unrenewed: how soon another takes over when it
+    /// dies. The first scheduler of a lattice sets it for all.
+    #[arg(long, env = "TRELLIS_SCHEDULER_LEASE", default_value_t = 6)]
+    pub scheduler_lease: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,8 @@ pub(crate) struct Running {
     pub limits: Limits,
     /// Named configs it reads through wasi:config, in merge order.
     pub config: Vec<String>,
+    /// The application that placed it (the scheduler), if any.
+    pub owner: Option<pb::Owner>,
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
     /// How long its calls took.
@@ -35,6 +37,7 @@ impl Running {
         component: Component,
         limits: Limits,
         config: Vec<String>,
+        owner: Option<pb::Owner>,
     ) -> Self {
         Self {
             id,
@@ -42,6 +45,7 @@ impl Running {
             component,
             limits,
             config,
+            owner,
             invocations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             durations: Histogram::default(),
@@ -67,6 +71,7 @@ impl Running {
             limits: Some(self.limits.describe()),
             imports: self.component.imports().to_vec(),
             config: self.config.clone(),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -91,6 +96,11 @@ impl Components {
                 Ok(())
             }
         }
+    }
+
+    /// Puts `running` in place of the component of the same id; returns the one it replaced.
+    pub fn replace(&self, running: Arc<Running>) -> Option<Arc<Running>> {
+        self.write().insert(running.id.clone(), running)
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Running>> {

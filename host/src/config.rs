@@ -46,6 +46,8 @@ pub struct HostConfig {
     pub builtins: crate::providers::Builtins,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Run a scheduler beside the host (one of the lattice's schedulers leads); `None`: don't.
+    pub scheduler: Option<crate::scheduler::SchedulerConfig>,
 }
 
 impl HostConfig {
@@ -69,6 +71,7 @@ impl HostConfig {
             trusted_clusters: Vec::new(),
             builtins: Default::default(),
             metrics_listen: None,
+            scheduler: None,
         }
     }
 }

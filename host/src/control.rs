@@ -63,15 +63,7 @@ async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
         }
         HostVerb::StartComponent => {
             let status = match pb::StartComponentRequest::decode(payload) {
-                Ok(req) => status(
-                    host.start_component(
-                        &req.component_id,
-                        &req.digest,
-                        req.limits.as_ref(),
-                        &req.config,
-                    )
-                    .await,
-                ),
+                Ok(req) => status(host.start_component(req).await),
                 Err(e) => bad_request(e),
             };
             pb::StartComponentReply { status: Some(status) }.encode_to_vec()
@@ -85,9 +77,9 @@ async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
         }
         HostVerb::StartProvider => {
             let status = match pb::StartProviderRequest::decode(payload) {
-                Ok(req) => {
-                    status(host.start_provider(&req.provider_id, &req.kind, req.builtin).await)
-                }
+                Ok(req) => status(
+                    host.start_provider(&req.provider_id, &req.kind, req.builtin, req.owner).await,
+                ),
                 Err(e) => bad_request(e),
             };
             pb::StartProviderReply { status: Some(status) }.encode_to_vec()

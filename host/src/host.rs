@@ -94,6 +94,10 @@ impl Host {
         &self.nats
     }
 
+    pub(crate) fn lattice(&self) -> &str {
+        &self.config.lattice
+    }
+
     pub(crate) fn components(&self) -> &Components {
         &self.components
     }
@@ -109,13 +113,20 @@ impl Host {
         let components = self.components.all();
         let providers = self.providers.describe();
         let mut hash = Sha256::new();
+        let fingerprint = |owner: &Option<pb::Owner>| {
+            owner.as_ref().map_or(String::new(), |o| format!("{}/{}", o.app, o.fingerprint))
+        };
         for c in &components {
-            hash.update(c.id.as_bytes());
-            hash.update(c.digest.as_bytes());
+            for part in [&c.id, &c.digest, &fingerprint(&c.owner)] {
+                hash.update(part.as_bytes());
+                hash.update([0]);
+            }
         }
         for p in &providers {
-            hash.update(p.id.as_bytes());
-            hash.update(p.kind.as_bytes());
+            for part in [&p.id, &p.kind, &fingerprint(&p.owner)] {
+                hash.update(part.as_bytes());
+                hash.update([0]);
+            }
         }
         let inventory_hash = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
         pb::HostInfo {
@@ -129,6 +140,8 @@ impl Host {
             inventory_hash,
             lattice: self.config.lattice.clone(),
             invocations_denied: self.router.denied(),
+            heartbeat_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
         }
     }
 
@@ -141,34 +154,36 @@ impl Host {
         }
     }
 
-    /// Fetches, compiles and starts serving component `id` from artifact `digest`.
-    pub(crate) async fn start_component(
-        &self,
-        id: &str,
-        digest: &str,
-        limits: Option<&pb::ComponentLimits>,
-        config: &[String],
-    ) -> ControlResult {
+    /// Fetches, compiles and starts serving a component as `req` says; with `req.replace`, in
+    /// place of a different one of the same id.
+    pub(crate) async fn start_component(&self, req: pb::StartComponentRequest) -> ControlResult {
+        let (id, digest, config) = (&req.component_id, &req.digest, &req.config);
         validate_id("component id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         for name in config {
             validate_id("config name", name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         }
-        let limits =
-            Limits::resolve(limits, &self.config).map_err(|e| (ErrorCode::BadRequest, e))?;
+        let limits = Limits::resolve(req.limits.as_ref(), &self.config)
+            .map_err(|e| (ErrorCode::BadRequest, e))?;
         if let Some(existing) = self.components.get(id) {
-            return if existing.digest == digest {
-                Ok(())
-            } else {
-                Err((
+            let same = existing.digest == *digest
+                && (!req.replace
+                    || (existing.owner == req.owner
+                        && existing.limits.describe() == limits.describe()
+                        && existing.config == *config));
+            if same {
+                return Ok(());
+            }
+            if !req.replace {
+                return Err((
                     ErrorCode::AlreadyExists,
                     format!(
                         "component `{id}` already runs here from {}; stop it first",
                         existing.digest
                     ),
-                ))
-            };
+                ));
+            }
         }
-        let result = self.load_and_serve(id, digest, limits, config).await;
+        let result = self.load_and_serve(req.clone(), limits).await;
         match &result {
             Ok(()) => self.events.component(EventKind::ComponentStarted, id, digest, "").await,
             Err((_, reason)) => {
@@ -181,11 +196,10 @@ impl Host {
 
     async fn load_and_serve(
         &self,
-        id: &str,
-        digest: &str,
+        req: pb::StartComponentRequest,
         limits: Limits,
-        config: &[String],
     ) -> ControlResult {
+        let (id, digest) = (req.component_id.as_str(), req.digest.as_str());
         let component = self.component(digest).await?;
         let claims = self.lock_tokens().get(digest).cloned().flatten();
         self.ask_policy(PolicyRequest {
@@ -202,7 +216,8 @@ impl Host {
             digest.to_owned(),
             component,
             limits,
-            config.to_vec(),
+            req.config,
+            req.owner,
         ));
         let sub = rpc::subscribe(&self.nats, &self.subjects, id)
             .await
@@ -215,6 +230,16 @@ impl Host {
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         let target = rpc::Target::Component(running.clone());
         tokio::spawn(rpc::serve(sub, stopped, target, self.router.clone()));
+        if req.replace {
+            // The new one serves (and is subscribed) before the old one stops taking calls;
+            // the old one's calls in flight finish on it.
+            if let Some(old) = self.components.replace(running) {
+                old.stop_serving();
+                self.forget_digest_if_unused(&old.digest);
+                tracing::info!(component = id, from = %old.digest, to = digest, "component replaced");
+            }
+            return Ok(());
+        }
         // A concurrent start of the same id may have won; keep exactly one.
         if let Err(existing) = self.components.try_insert(running.clone()) {
             running.stop_serving();
@@ -292,13 +317,18 @@ impl Host {
             (ErrorCode::NotFound, format!("no component `{id}` runs on this host"))
         })?;
         running.stop_serving();
-        if !self.components.uses_digest(&running.digest) {
-            self.runtime.evict(&running.digest);
-            self.lock_tokens().remove(&running.digest);
-        }
+        self.forget_digest_if_unused(&running.digest);
         self.events.component(EventKind::ComponentStopped, id, &running.digest, reason).await;
         tracing::info!(component = id, reason, "component stopped");
         Ok(())
+    }
+
+    /// Drops the compiled artifact of `digest` once no running component uses it.
+    fn forget_digest_if_unused(&self, digest: &str) {
+        if !self.components.uses_digest(digest) {
+            self.runtime.evict(digest);
+            self.lock_tokens().remove(digest);
+        }
     }
 
     /// Stops the running components whose claims have expired since they started.
@@ -319,6 +349,7 @@ impl Host {
         id: &str,
         kind: &str,
         builtin: bool,
+        owner: Option<pb::Owner>,
     ) -> ControlResult {
         validate_id("provider id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         validate_id("provider kind", kind).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
@@ -329,7 +360,7 @@ impl Host {
             ..Default::default()
         })
         .await?;
-        self.providers.start(id, kind, builtin).await.map_err(|e| {
+        self.providers.start(id, kind, builtin, owner).await.map_err(|e| {
             let code = match e {
                 StartError::Conflict { .. } => ErrorCode::AlreadyExists,
                 _ => ErrorCode::ProviderFailed,
@@ -364,6 +395,9 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     ];
     if let Some(policy) = &host.policy {
         tasks.push(tokio::spawn(policy.clone().follow_changes(host.subjects.clone())));
+    }
+    if let Some(scheduler) = host.config.scheduler.clone() {
+        tasks.push(tokio::spawn(crate::scheduler::run(host.clone(), scheduler)));
     }
     if let Some(address) = host.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)

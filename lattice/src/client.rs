@@ -210,8 +210,21 @@ impl LatticeClient {
         kind: &str,
         builtin: bool,
     ) -> Result<(), ControlError> {
-        let req =
-            pb::StartProviderRequest { provider_id: id.to_owned(), kind: kind.to_owned(), builtin };
+        let req = pb::StartProviderRequest {
+            provider_id: id.to_owned(),
+            kind: kind.to_owned(),
+            builtin,
+            ..Default::default()
+        };
+        self.start_provider_with(host, req).await
+    }
+
+    /// Starts a provider on `host` as `req` says.
+    pub async fn start_provider_with(
+        &self,
+        host: &str,
+        req: pb::StartProviderRequest,
+    ) -> Result<(), ControlError> {
         let reply: pb::StartProviderReply =
             self.request(host, HostVerb::StartProvider, &req).await?;
         check(reply.status)

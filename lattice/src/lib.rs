@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apps;
 pub mod artifact;
 pub mod blobstore;
 pub mod chunks;
@@ -29,6 +30,7 @@ pub mod hostlink;
 pub mod http;
 pub mod keyvalue;
 pub mod link;
+pub mod manifest;
 pub mod nats_server;
 pub mod placement;
 pub mod policy;

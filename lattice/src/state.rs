@@ -120,6 +120,15 @@ impl LatticeState {
         Ok(digest)
     }
 
+    /// Whether the store holds an artifact under `digest`.
+    pub async fn has_artifact(&self, digest: &str) -> Result<bool, StateError> {
+        match self.artifacts.info(digest).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
+            Err(e) => Err(js_err("artifact lookup")(&e)),
+        }
+    }
+
     /// Fetches an artifact and checks that it hashes to `digest`.
     pub async fn get_artifact(&self, digest: &str) -> Result<Vec<u8>, StateError> {
         let mut object = self.artifacts.get(digest).await.map_err(|e| match e.kind() {
@@ -248,18 +257,30 @@ pub fn decode_link(key: &str, bytes: &[u8]) -> Result<Link, StateError> {
         .map_err(|e| StateError::BadLink { key: key.to_owned(), reason: e.to_string() })
 }
 
-async fn open_kv(js: &jetstream::Context, bucket: &str) -> Result<kv::Store, StateError> {
-    if let Ok(store) = js.get_key_value(bucket).await {
+pub(crate) async fn open_kv(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<kv::Store, StateError> {
+    open_kv_with(js, kv::Config { bucket: bucket.to_owned(), history: 5, ..Default::default() })
+        .await
+}
+
+/// Opens a KV bucket, creating it as `config` says when missing.
+pub(crate) async fn open_kv_with(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, StateError> {
+    let bucket = config.bucket.clone();
+    if let Ok(store) = js.get_key_value(&bucket).await {
         return Ok(store);
     }
-    let config = kv::Config { bucket: bucket.to_owned(), history: 5, ..Default::default() };
     match js.create_key_value(config).await {
         Ok(store) => Ok(store),
         // Another process may have created it between our two calls.
-        Err(create) => js.get_key_value(bucket).await.map_err(|_| StateError::Bucket {
-            bucket: bucket.to_owned(),
-            reason: create.to_string(),
-        }),
+        Err(create) => js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|_| StateError::Bucket { bucket, reason: create.to_string() }),
     }
 }
 

@@ -16,6 +16,7 @@ mod messaging;
 mod observe;
 mod outgoing;
 mod policy;
+mod scheduler;
 mod security;
 
 use std::net::SocketAddr;

@@ -20,6 +20,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Start => vec![Scenario::Start],
         BenchScenario::Memory => vec![Scenario::Memory],
         BenchScenario::Call => vec![Scenario::Call],
+        BenchScenario::Schedule => vec![Scenario::Schedule],
     };
     let mut reports = Vec::new();
     for scenario in scenarios {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod app;
 mod bench;
 mod call;
 mod claims;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(g, args).await,
         Command::Keys(cmd) => keys::run(g, cmd),
         Command::Claims(cmd) => claims::run(g, cmd),
+        Command::App(cmd) => app::run(g, cmd).await,
     }
 }
 

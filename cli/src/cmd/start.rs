@@ -32,6 +32,7 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
         digest: digest.clone(),
         limits: args.limits(),
         config: args.config.clone(),
+        ..Default::default()
     };
     for name in &args.config {
         trellis_lattice::subject::validate_id("config name", name)?;

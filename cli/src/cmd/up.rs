@@ -33,6 +33,9 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         );
         config.allow_unsigned = true;
     }
+    if config.scheduler.is_none() {
+        config.scheduler = Some(Default::default());
+    }
     let result = trellis_host::run(config, super::host::shutdown_signal()).await;
     if let Some(server) = server.as_mut() {
         server.stop().await;

@@ -36,8 +36,8 @@ pub(crate) enum StartError {
     )]
     NoBuiltin { kind: String, available: String },
     /// Another kind already runs under this id.
-    #[error("provider `{id}` already runs here as `{kind}`; stop it first")]
-    Conflict { id: String, kind: String },
+    #[error("provider `{id}` already runs here as {how} `{kind}`; stop it first")]
+    Conflict { id: String, kind: String, how: &'static str },
     /// No provider with this id runs here.
     #[error("no provider `{0}` runs on this host")]
     NotFound(String),
@@ -50,6 +50,8 @@ pub(crate) struct ProviderHandle {
     pub kind: String,
     /// Runs inside the host process.
     builtin: bool,
+    /// The application that placed it (the scheduler), if any.
+    owner: Mutex<Option<pb::Owner>>,
     pid: AtomicU32,
     restarts: AtomicU32,
     running: AtomicBool,
@@ -73,6 +75,7 @@ impl ProviderHandle {
             builtin: self.builtin,
             healthy: self.running.load(Ordering::Relaxed) && problem.is_none(),
             problem: problem.unwrap_or_default(),
+            owner: self.owner.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 }
@@ -110,16 +113,30 @@ impl Providers {
         all
     }
 
-    /// Starts provider `id` of `kind`, as a process or a builtin; idempotent for the same kind.
-    pub async fn start(&self, id: &str, kind: &str, builtin: bool) -> Result<(), StartError> {
+    /// Starts provider `id` of `kind`, as a process or a builtin; idempotent for the same kind
+    /// and way of running (a start with an owner adopts the running one).
+    pub async fn start(
+        &self,
+        id: &str,
+        kind: &str,
+        builtin: bool,
+        owner: Option<pb::Owner>,
+    ) -> Result<(), StartError> {
         let handle = {
             // Check, spawn and insert under one lock: two concurrent starts make one process.
             let mut map = self.lock();
             if let Some(existing) = map.get(id) {
-                return if existing.kind == kind {
+                return if existing.kind == kind && existing.builtin == builtin {
+                    if owner.is_some() {
+                        *existing.owner.lock().unwrap_or_else(|p| p.into_inner()) = owner;
+                    }
                     Ok(())
                 } else {
-                    Err(StartError::Conflict { id: id.to_owned(), kind: existing.kind.clone() })
+                    Err(StartError::Conflict {
+                        id: id.to_owned(),
+                        kind: existing.kind.clone(),
+                        how: if existing.builtin { "builtin" } else { "process" },
+                    })
                 };
             }
             let launch = if builtin {
@@ -138,6 +155,7 @@ impl Providers {
                 id: id.to_owned(),
                 kind: kind.to_owned(),
                 builtin,
+                owner: Mutex::new(owner),
                 pid: AtomicU32::new(instance.pid()),
                 restarts: AtomicU32::new(0),
                 running: AtomicBool::new(true),

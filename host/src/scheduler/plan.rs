@@ -20,19 +20,31 @@ pub struct Spread {
     pub weight: u32,
 }
 
-/// What should run: `replicas` replicas of component `id` from artifact `digest`.
+/// What should run: `replicas` replicas of workload (component or provider) `id`, as spec
+/// `fingerprint` of application `app` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
-    /// Component id.
+    /// The application it belongs to.
+    pub app: String,
+    /// Component or provider id.
     pub id: String,
-    /// Artifact digest.
-    pub digest: String,
+    /// Digest of its spec: a replica started from another one is out of date.
+    pub fingerprint: String,
     /// How many hosts should run it (at most one replica per host).
     pub replicas: u32,
     /// Labels every host running it must carry.
     pub requirements: Requirements,
     /// How replicas are shared out; empty: one share over every eligible host.
     pub spread: Vec<Spread>,
+}
+
+/// A workload running on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The application that placed it; empty when started by hand.
+    pub app: String,
+    /// The spec it was started from (empty when started by hand).
+    pub fingerprint: String,
 }
 
 /// A host as the scheduler sees it.
@@ -42,17 +54,19 @@ pub struct Observed {
     pub id: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// Components it runs: id → digest.
-    pub components: BTreeMap<String, String>,
+    /// Components and providers it runs, by id.
+    pub workloads: BTreeMap<String, Workload>,
 }
 
 /// One action.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Command {
-    /// Stop component `component` on `host`.
-    Stop { host: String, component: String },
-    /// Start `component` from `digest` on `host`.
-    Start { host: String, component: String, digest: String },
+    /// Stop workload `id` on `host`.
+    Stop { host: String, id: String },
+    /// Replace the out-of-date `id` on `host` with the wanted spec.
+    Replace { host: String, id: String },
+    /// Start `id` on `host`.
+    Start { host: String, id: String },
 }
 
 /// How a wanted component stands after the plan is carried out.
@@ -97,26 +111,35 @@ fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
     shares
 }
 
-/// The commands that make `hosts` run `wanted` (and nothing else of theirs), and how each wanted
-/// component will stand. `hosts` are the live ones; replicas on hosts that are gone are simply
-/// not there. Components a host runs that no entry of `wanted` names are left alone.
+/// The commands that make `hosts` run `wanted`, and how each wanted workload will stand.
+/// `hosts` are the live ones; replicas on hosts that are gone are simply not there. Workloads an
+/// application placed that no entry of `wanted` names any more stop; workloads started by hand
+/// are left alone unless `wanted` names their id.
 pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placement>) {
     let mut commands = Vec::new();
     let mut placements = Vec::new();
+    let wanted_ids: BTreeSet<&str> = wanted.iter().map(|w| w.id.as_str()).collect();
+    for h in hosts {
+        for (id, workload) in &h.workloads {
+            if !workload.app.is_empty() && !wanted_ids.contains(id.as_str()) {
+                commands.push(Command::Stop { host: h.id.clone(), id: id.clone() });
+            }
+        }
+    }
     // Load as the plan goes: spread new replicas over the least busy hosts.
     let mut load: BTreeMap<&str, usize> =
-        hosts.iter().map(|h| (h.id.as_str(), h.components.len())).collect();
+        hosts.iter().map(|h| (h.id.as_str(), h.workloads.len())).collect();
     for w in wanted {
-        let running: BTreeSet<&str> = hosts
+        let current = |h: &Observed| {
+            h.workloads.get(&w.id).is_some_and(|r| r.app == w.app && r.fingerprint == w.fingerprint)
+        };
+        let running: BTreeSet<&str> =
+            hosts.iter().filter(|h| current(h)).map(|h| h.id.as_str()).collect();
+        let outdated: BTreeSet<&str> = hosts
             .iter()
-            .filter(|h| h.components.get(&w.id) == Some(&w.digest))
+            .filter(|h| h.workloads.contains_key(&w.id) && !current(h))
             .map(|h| h.id.as_str())
             .collect();
-        // Another artifact under the same id is replaced.
-        for h in hosts.iter().filter(|h| h.components.get(&w.id).is_some_and(|d| *d != w.digest)) {
-            commands.push(Command::Stop { host: h.id.clone(), component: w.id.clone() });
-            *load.entry(h.id.as_str()).or_default() -= 1;
-        }
         let default_share =
             [Spread { name: "all".into(), requirements: Requirements::new(), weight: 1 }];
         let shares: &[Spread] = if w.spread.is_empty() { &default_share } else { &w.spread };
@@ -139,19 +162,26 @@ pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placeme
                 .filter(|id| running.contains(id))
                 .take(target as usize)
                 .collect();
+            // Then out-of-date replicas are replaced in place (no new host, no gap).
+            for id in eligible.iter().map(|h| h.id.as_str()).filter(|id| outdated.contains(id)) {
+                if chosen.len() >= target as usize {
+                    break;
+                }
+                commands.push(Command::Replace { host: id.to_owned(), id: w.id.clone() });
+                chosen.push(id);
+            }
             // Then the least loaded eligible hosts that do not run it.
-            let mut candidates: Vec<&str> =
-                eligible.iter().map(|h| h.id.as_str()).filter(|id| !running.contains(id)).collect();
+            let mut candidates: Vec<&str> = eligible
+                .iter()
+                .map(|h| h.id.as_str())
+                .filter(|id| !running.contains(id) && !outdated.contains(id))
+                .collect();
             candidates.sort_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
             for id in candidates {
                 if chosen.len() >= target as usize {
                     break;
                 }
-                commands.push(Command::Start {
-                    host: id.to_owned(),
-                    component: w.id.clone(),
-                    digest: w.digest.clone(),
-                });
+                commands.push(Command::Start { host: id.to_owned(), id: w.id.clone() });
                 *load.entry(id).or_default() += 1;
                 chosen.push(id);
             }
@@ -166,8 +196,8 @@ pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placeme
             keep.extend(chosen);
         }
         // Replicas beyond the spec, or on hosts no share wants any more, stop.
-        for id in running.iter().filter(|id| !keep.contains(*id)) {
-            commands.push(Command::Stop { host: (*id).to_owned(), component: w.id.clone() });
+        for id in running.union(&outdated).filter(|id| !keep.contains(*id)) {
+            commands.push(Command::Stop { host: (*id).to_owned(), id: w.id.clone() });
             *load.entry(id).or_default() -= 1;
         }
         let shortfall = (!short.is_empty()).then(|| short.join("; "));
@@ -187,13 +217,18 @@ mod tests {
     }
 
     fn host(id: &str, zone: &str) -> Observed {
-        Observed { id: id.into(), labels: labels(&[("zone", zone)]), components: BTreeMap::new() }
+        Observed { id: id.into(), labels: labels(&[("zone", zone)]), workloads: BTreeMap::new() }
+    }
+
+    fn workload(fingerprint: &str) -> Workload {
+        Workload { app: "shop".into(), fingerprint: fingerprint.into() }
     }
 
     fn wanted(replicas: u32, spread: &[(&str, u32)]) -> Wanted {
         Wanted {
+            app: "shop".into(),
             id: "web".into(),
-            digest: "sha256:1".into(),
+            fingerprint: "f1".into(),
             replicas,
             requirements: Requirements::new(),
             spread: spread
@@ -207,17 +242,22 @@ mod tests {
         }
     }
 
-    /// What the hosts run after the commands are carried out.
-    fn apply(hosts: &[Observed], commands: &[Command]) -> Vec<Observed> {
+    /// What the hosts run after the commands for `w` are carried out.
+    fn apply(hosts: &[Observed], commands: &[Command], w: &Wanted) -> Vec<Observed> {
         let mut hosts = hosts.to_vec();
         for c in commands {
             match c {
-                Command::Stop { host, component } => {
-                    hosts.iter_mut().find(|h| h.id == *host).unwrap().components.remove(component);
-                }
-                Command::Start { host, component, digest } => {
+                Command::Stop { host, id } => {
                     let h = hosts.iter_mut().find(|h| h.id == *host).unwrap();
-                    assert!(h.components.insert(component.clone(), digest.clone()).is_none());
+                    assert!(h.workloads.remove(id).is_some());
+                }
+                Command::Replace { host, id } => {
+                    let h = hosts.iter_mut().find(|h| h.id == *host).unwrap();
+                    assert!(h.workloads.insert(id.clone(), workload(&w.fingerprint)).is_some());
+                }
+                Command::Start { host, id } => {
+                    let h = hosts.iter_mut().find(|h| h.id == *host).unwrap();
+                    assert!(h.workloads.insert(id.clone(), workload(&w.fingerprint)).is_none());
                 }
             }
         }
@@ -225,10 +265,7 @@ mod tests {
     }
 
     fn running_in(hosts: &[Observed], zone: &str) -> usize {
-        hosts
-            .iter()
-            .filter(|h| h.labels["zone"] == zone && h.components.contains_key("web"))
-            .count()
+        hosts.iter().filter(|h| h.labels["zone"] == zone && h.workloads.contains_key("web")).count()
     }
 
     #[test]
@@ -237,7 +274,7 @@ mod tests {
             ["a1", "a2", "a3", "b1", "b2", "b3"].iter().map(|id| host(id, &id[..1])).collect();
         let w = wanted(4, &[("a", 3), ("b", 1)]);
         let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
-        let after = apply(&hosts, &commands);
+        let after = apply(&hosts, &commands, &w);
         assert_eq!((running_in(&after, "a"), running_in(&after, "b")), (3, 1));
         assert_eq!(placements[0].placed, 4);
         assert_eq!(plan(&[w], &after).0, vec![], "nothing to do once placed");
@@ -247,18 +284,18 @@ mod tests {
     fn a_lost_host_is_replaced_and_surplus_is_scaled_back() {
         let hosts: Vec<Observed> = ["a1", "a2", "a3"].iter().map(|id| host(id, "a")).collect();
         let w = wanted(2, &[]);
-        let after = apply(&hosts, &plan(std::slice::from_ref(&w), &hosts).0);
+        let after = apply(&hosts, &plan(std::slice::from_ref(&w), &hosts).0, &w);
         // The host with a replica dies: the survivors get it back to two.
-        let dead = after.iter().find(|h| h.components.contains_key("web")).unwrap().id.clone();
+        let dead = after.iter().find(|h| h.workloads.contains_key("web")).unwrap().id.clone();
         let survivors: Vec<Observed> = after.iter().filter(|h| h.id != dead).cloned().collect();
-        let healed = apply(&survivors, &plan(std::slice::from_ref(&w), &survivors).0);
+        let healed = apply(&survivors, &plan(std::slice::from_ref(&w), &survivors).0, &w);
         assert_eq!(running_in(&healed, "a"), 2);
         // It comes back still running its replica: one too many, one stops.
         let mut back = healed.clone();
         back.push(after.iter().find(|h| h.id == dead).unwrap().clone());
         let (commands, _) = plan(std::slice::from_ref(&w), &back);
         assert_eq!(commands.iter().filter(|c| matches!(c, Command::Stop { .. })).count(), 1);
-        assert_eq!(running_in(&apply(&back, &commands), "a"), 2);
+        assert_eq!(running_in(&apply(&back, &commands, &w), "a"), 2);
     }
 
     #[test]
@@ -272,21 +309,28 @@ mod tests {
     }
 
     #[test]
-    fn a_new_artifact_replaces_the_old_one() {
-        let mut hosts = vec![host("a1", "a")];
-        hosts[0].components.insert("web".into(), "sha256:0".into());
+    fn a_new_spec_replaces_the_old_one_in_place() {
+        let mut hosts = vec![host("a1", "a"), host("a2", "a")];
+        hosts[0].workloads.insert("web".into(), workload("f0"));
         let (commands, _) = plan(&[wanted(1, &[])], &hosts);
-        assert_eq!(
-            commands,
-            vec![
-                Command::Stop { host: "a1".into(), component: "web".into() },
-                Command::Start {
-                    host: "a1".into(),
-                    component: "web".into(),
-                    digest: "sha256:1".into()
-                },
-            ]
-        );
+        assert_eq!(commands, vec![Command::Replace { host: "a1".into(), id: "web".into() }]);
+        // Started by hand under the same id: adopted by replacing it too.
+        hosts[0]
+            .workloads
+            .insert("web".into(), Workload { app: "".into(), fingerprint: "".into() });
+        let (commands, _) = plan(&[wanted(1, &[])], &hosts);
+        assert_eq!(commands, vec![Command::Replace { host: "a1".into(), id: "web".into() }]);
+    }
+
+    #[test]
+    fn what_an_app_no_longer_wants_stops_and_hand_started_work_stays() {
+        let mut hosts = vec![host("a1", "a")];
+        hosts[0].workloads.insert("old".into(), workload("f0"));
+        hosts[0]
+            .workloads
+            .insert("manual".into(), Workload { app: "".into(), fingerprint: "".into() });
+        let (commands, _) = plan(&[], &hosts);
+        assert_eq!(commands, vec![Command::Stop { host: "a1".into(), id: "old".into() }]);
     }
 
     #[test]
@@ -317,8 +361,8 @@ mod tests {
                 .map(|i| {
                     let mut h = host(&format!("h{i}"), zones[rng.next(3) as usize]);
                     if rng.next(3) == 0 {
-                        let digest = if rng.next(2) == 0 { "sha256:1" } else { "sha256:0" };
-                        h.components.insert("web".into(), digest.into());
+                        let fingerprint = if rng.next(2) == 0 { "f1" } else { "f0" };
+                        h.workloads.insert("web".into(), workload(fingerprint));
                     }
                     h
                 })
@@ -331,14 +375,14 @@ mod tests {
             }
             let w = wanted(rng.next(6) as u32, &spread);
             let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
-            let after = apply(&hosts, &commands);
+            let after = apply(&hosts, &commands, &w);
             let running: Vec<&Observed> =
-                after.iter().filter(|h| h.components.contains_key("web")).collect();
+                after.iter().filter(|h| h.workloads.contains_key("web")).collect();
             assert!(running.len() as u32 <= w.replicas, "never more than wanted");
             assert_eq!(running.len() as u32, placements[0].placed);
             assert!(
-                running.iter().all(|h| h.components["web"] == w.digest),
-                "only the wanted artifact"
+                running.iter().all(|h| h.workloads["web"].fingerprint == w.fingerprint),
+                "only the wanted spec"
             );
             if !spread.is_empty() {
                 let zones: BTreeSet<&str> = spread.iter().map(|(z, _)| *z).collect();

@@ -1,0 +1,384 @@
+//! `trellis app ...`: deploy applications from manifests and follow what the scheduler does.
+//!
+//! The command writes the application record (every version's manifest, which one should run,
+//! the history) in one compare-and-set; the leading scheduler places it and writes its status.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use trellis_lattice::apps::{AppRecord, AppStatus, AppStore, MAX_VERSIONS, State};
+use trellis_lattice::client::LatticeClient;
+use trellis_lattice::manifest::{Manifest, Source};
+
+use super::NOT_PLACED;
+use crate::args::{AppCommand, Global, Output};
+use crate::output::{print_json, print_table, time_text};
+
+pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
+    if let AppCommand::Schema = cmd {
+        print!("{}", Manifest::json_schema());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let AppCommand::Deploy { manifest, .. } = &cmd {
+        // A bad manifest is reported before anything else, NATS included.
+        read_manifest(manifest)?;
+    }
+    let lattice = super::connect(g).await?;
+    let apps =
+        AppStore::open(&async_nats::jetstream::new(lattice.nats().clone()), &g.lattice).await?;
+    match cmd {
+        AppCommand::Deploy { manifest, wait } => deploy(g, &lattice, &apps, &manifest, wait).await,
+        AppCommand::Status { name } => {
+            let record = get(g, &apps, &name).await?;
+            let status = apps.status(&name).await?;
+            print_status(g, &record, status.as_ref());
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::List => list(g, &apps).await,
+        AppCommand::Undeploy { name } => undeploy(g, &apps, &name).await,
+        AppCommand::History { name } => {
+            let record = get(g, &apps, &name).await?;
+            match g.output {
+                Output::Json => print_json(&json!(record.history)),
+                Output::Text => {
+                    let rows: Vec<Vec<String>> = record
+                        .history
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                time_text(c.time_ms),
+                                c.action.clone(),
+                                c.version.clone(),
+                                c.reason.clone(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["TIME (UTC)", "ACTION", "VERSION", "REASON"], &rows);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Rollback { name, version, wait } => {
+            update(&apps, &name, |record| {
+                if record.manifest(&version).is_none() {
+                    let known: Vec<&str> =
+                        record.versions.iter().map(|m| m.version.as_str()).collect();
+                    bail!(
+                        "application `{name}` has no version `{version}` (it has: {})",
+                        known.join(", ")
+                    );
+                }
+                let manifest = record.manifest(&version).expect("checked").clone();
+                record.current = Some(manifest.version);
+                record.record("rollback", &version, "asked by an operator");
+                Ok(())
+            })
+            .await?;
+            eprintln!("application `{name}`: rolling back to {version}");
+            wait_placed(g, &apps, &name, &version, wait).await
+        }
+        AppCommand::Schema => unreachable!("handled above"),
+    }
+}
+
+fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    Manifest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+async fn get(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<AppRecord> {
+    match apps.get(name).await? {
+        Some((record, _)) => Ok(record),
+        None => bail!(
+            "no application `{name}` in lattice `{}`; list them with `trellis app list`",
+            g.lattice
+        ),
+    }
+}
+
+/// Reads, changes and writes an application record with compare-and-set.
+async fn update(
+    apps: &AppStore,
+    name: &str,
+    change: impl Fn(&mut AppRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<AppRecord> {
+    for _ in 0..5 {
+        let Some((mut record, revision)) = apps.get(name).await? else {
+            bail!("no application `{name}`; list them with `trellis app list`");
+        };
+        change(&mut record)?;
+        if apps.put(&record, revision).await?.is_ok() {
+            return Ok(record);
+        }
+    }
+    bail!("application `{name}` keeps changing under us; try again")
+}
+
+async fn deploy(
+    g: &Global,
+    lattice: &LatticeClient,
+    apps: &AppStore,
+    path: &Path,
+    wait: u64,
+) -> anyhow::Result<ExitCode> {
+    let mut manifest = read_manifest(path)?;
+    let state = lattice.state().await?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for c in &mut manifest.components {
+        match &c.source {
+            Source::File(file) => {
+                let file = base.join(file);
+                let bytes = std::fs::read(&file).with_context(|| {
+                    format!("component `{}`: cannot read its source {}", c.name, file.display())
+                })?;
+                let digest = state.put_artifact(&bytes).await?;
+                c.source = Source::Digest(digest);
+            }
+            Source::Digest(digest) => {
+                if !state.has_artifact(digest).await? {
+                    bail!(
+                        "component `{}`: {digest} is not in the lattice artifact store; give a \
+                         file path as its source to upload it",
+                        c.name
+                    );
+                }
+            }
+            Source::Oci(reference) => bail!(
+                "component `{}`: oci://{reference}: pulling from OCI registries is not \
+                 supported yet; give a file path or a sha256 digest in the lattice store",
+                c.name
+            ),
+        }
+    }
+    let name = manifest.name.to_string();
+    let version = manifest.version.to_string();
+    // Names are lattice ids: two applications may not claim the same one.
+    for other in apps.all().await? {
+        if other.name == name {
+            continue;
+        }
+        let theirs: Vec<&str> =
+            other.current_manifest().map(|m| m.workload_names().collect()).unwrap_or_default();
+        if let Some(clash) = manifest.workload_names().find(|n| theirs.contains(n)) {
+            bail!(
+                "`{clash}` is already a component or provider of application `{}`; rename it \
+                 in {}",
+                other.name,
+                path.display()
+            );
+        }
+    }
+    for _ in 0..5 {
+        let (mut record, revision) = match apps.get(&name).await? {
+            Some(found) => found,
+            None => (
+                AppRecord {
+                    name: name.clone(),
+                    versions: vec![],
+                    current: None,
+                    stable: None,
+                    history: vec![],
+                },
+                0,
+            ),
+        };
+        match record.manifest(&version) {
+            Some(existing) if *existing != manifest => bail!(
+                "application `{name}` already has a version `{version}` with other content; \
+                 give this one a new version"
+            ),
+            Some(_) if record.current.as_ref().map(|v| v.as_str()) == Some(&version) => {
+                eprintln!("application `{name}` {version} is already the deployed version");
+                return wait_placed(g, apps, &name, &version, wait).await;
+            }
+            Some(_) => {}
+            None => record.versions.push(manifest.clone()),
+        }
+        record.current = Some(manifest.version.clone());
+        record.record("deploy", &version, "");
+        trim_versions(&mut record);
+        if apps.put(&record, revision).await?.is_ok() {
+            eprintln!("application `{name}` {version} accepted; waiting for the scheduler");
+            return wait_placed(g, apps, &name, &version, wait).await;
+        }
+    }
+    bail!("application `{name}` keeps changing under us; try again")
+}
+
+/// Drops the oldest versions past [`MAX_VERSIONS`], never the current or stable one.
+fn trim_versions(record: &mut AppRecord) {
+    while record.versions.len() > MAX_VERSIONS {
+        let keep = |v: &str| {
+            record.current.as_ref().is_some_and(|c| c.as_str() == v)
+                || record.stable.as_ref().is_some_and(|s| s.as_str() == v)
+        };
+        let Some(i) = record.versions.iter().position(|m| !keep(m.version.as_str())) else { break };
+        record.versions.remove(i);
+    }
+}
+
+/// Waits until the scheduler reports `version` of `name` placed (0), unplaceable (2), failed or
+/// rolled back (1); after `wait` seconds, 2.
+async fn wait_placed(
+    g: &Global,
+    apps: &AppStore,
+    name: &str,
+    version: &str,
+    wait: u64,
+) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        let record = get(g, apps, name).await?;
+        if record.current.as_ref().map(|v| v.as_str()) != Some(version) {
+            let why = record
+                .history
+                .iter()
+                .rev()
+                .find(|c| c.version == version && c.action == "automatic-rollback")
+                .map(|c| c.reason.clone());
+            match why {
+                Some(reason) => bail!(
+                    "{name} {version} failed and was rolled back to {}: {reason}",
+                    record.current.as_ref().map(|v| v.as_str()).unwrap_or("nothing")
+                ),
+                None => bail!("{name} {version} was replaced by another deploy while waiting"),
+            }
+        }
+        let status = apps.status(name).await?.filter(|s| s.version == version);
+        match status.as_ref().map(|s| s.state) {
+            Some(State::Deployed) => {
+                print_status(g, &record, status.as_ref());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(State::Unplaceable) => {
+                print_status(g, &record, status.as_ref());
+                let reason = status.map(|s| s.reason).unwrap_or_default();
+                eprintln!("accepted, but cannot be placed yet: {reason}");
+                return Ok(ExitCode::from(NOT_PLACED));
+            }
+            Some(State::Failed) => {
+                print_status(g, &record, status.as_ref());
+                bail!("{name} {version} failed: {}", status.map(|s| s.reason).unwrap_or_default());
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            print_status(g, &record, status.as_ref());
+            match status {
+                Some(s) => {
+                    eprintln!("accepted, but not placed after {wait} s: {} {}", s.state, s.reason)
+                }
+                None => eprintln!(
+                    "accepted, but no scheduler has placed it after {wait} s: is a host running \
+                     with --scheduler in lattice `{}`?",
+                    g.lattice
+                ),
+            }
+            return Ok(ExitCode::from(NOT_PLACED));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn undeploy(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<ExitCode> {
+    update(apps, name, |record| {
+        let Some(current) = record.current.take() else {
+            bail!("application `{name}` is not deployed");
+        };
+        record.record("undeploy", current.as_str(), "");
+        Ok(())
+    })
+    .await?;
+    eprintln!("application `{name}`: undeploying");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = apps.status(name).await?;
+        if status.as_ref().is_some_and(|s| s.state == State::Undeployed) {
+            match g.output {
+                Output::Json => print_json(&json!({ "name": name, "state": "undeployed" })),
+                Output::Text => println!("application `{name}` undeployed"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("undeploy accepted; replicas are still stopping");
+            return Ok(ExitCode::from(NOT_PLACED));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn list(g: &Global, apps: &AppStore) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    let mut all = Vec::new();
+    for record in apps.all().await? {
+        let status = apps.status(&record.name).await?;
+        let current = record.current.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let state =
+            status.as_ref().map(|s| s.state.to_string()).unwrap_or_else(|| "pending".into());
+        rows.push(vec![
+            record.name.clone(),
+            current.clone(),
+            state.clone(),
+            record.versions.len().to_string(),
+        ]);
+        all.push(json!({ "name": record.name, "version": current, "state": state, "versions": record.versions.len() }));
+    }
+    match g.output {
+        Output::Json => print_json(&json!(all)),
+        Output::Text => print_table(&["NAME", "VERSION", "STATE", "VERSIONS"], &rows),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(g: &Global, record: &AppRecord, status: Option<&AppStatus>) {
+    let current = record.current.as_ref().map(|v| v.to_string());
+    match g.output {
+        Output::Json => print_json(&json!({
+            "name": record.name,
+            "current": current,
+            "stable": record.stable.as_ref().map(|v| v.to_string()),
+            "status": status,
+        })),
+        Output::Text => {
+            let Some(status) = status else {
+                println!(
+                    "app {} {}: no status yet (is a host running with --scheduler?)",
+                    record.name,
+                    current.unwrap_or_else(|| "(undeployed)".into())
+                );
+                return;
+            };
+            let reason = if status.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", status.reason)
+            };
+            println!("app {} {}: {}{reason}", status.name, status.version, status.state);
+            let rows: Vec<Vec<String>> = status
+                .workloads
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.name.clone(),
+                        w.kind.clone(),
+                        w.desired.to_string(),
+                        w.hosts.len().to_string(),
+                        w.state.to_string(),
+                        if w.reason.is_empty() { w.hosts.join(",") } else { w.reason.clone() },
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                print_table(
+                    &["NAME", "KIND", "DESIRED", "RUNNING", "STATE", "HOSTS / REASON"],
+                    &rows,
+                );
+            }
+        }
+    }
+}

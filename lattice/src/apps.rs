@@ -1,0 +1,333 @@
+//! Applications in JetStream: what is deployed (written by `trellis app`), how it stands
+//! (written by the leading scheduler), and the scheduler's leader lease.
+//!
+//! Bucket `TRELLIS_<lattice>_APPS`: `spec.<app>` holds an [`AppRecord`] (every version's
+//! manifest, which one should run, the history), `status.<app>` an [`AppStatus`]. Bucket
+//! `TRELLIS_<lattice>_SCHEDULER` holds the lease: one key whose entries expire on the server,
+//! so a dead leader's lease lapses by itself.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Manifest, Version};
+use crate::state::StateError;
+
+/// Versions kept per application; older ones are dropped from the record.
+pub const MAX_VERSIONS: usize = 32;
+/// History entries kept per application.
+pub const MAX_HISTORY: usize = 100;
+
+/// Everything known about one application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// The application's name.
+    pub name: String,
+    /// Every version deployed (oldest first), with sources resolved to digests.
+    pub versions: Vec<Manifest>,
+    /// The version that should run; `None` once undeployed.
+    pub current: Option<Version>,
+    /// The last version that was completely placed: automatic rollbacks return to it.
+    #[serde(default)]
+    pub stable: Option<Version>,
+    /// What happened, oldest first.
+    pub history: Vec<Change>,
+}
+
+/// One entry of an application's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// `deploy`, `rollback`, `undeploy`, `automatic-rollback` or `deployed`.
+    pub action: String,
+    /// The version it concerns.
+    pub version: String,
+    /// Why, for rollbacks.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl AppRecord {
+    /// The manifest of `version`, if the record still has it.
+    pub fn manifest(&self, version: &str) -> Option<&Manifest> {
+        self.versions.iter().find(|m| m.version.as_str() == version)
+    }
+
+    /// The manifest that should run now.
+    pub fn current_manifest(&self) -> Option<&Manifest> {
+        self.current.as_ref().and_then(|v| self.manifest(v.as_str()))
+    }
+
+    /// Appends to the history, dropping the oldest entries past [`MAX_HISTORY`].
+    pub fn record(&mut self, action: &str, version: &str, reason: &str) {
+        self.history.push(Change {
+            time_ms: crate::envelope::unix_ms(),
+            action: action.to_owned(),
+            version: version.to_owned(),
+            reason: reason.to_owned(),
+        });
+        let excess = self.history.len().saturating_sub(MAX_HISTORY);
+        self.history.drain(..excess);
+    }
+}
+
+/// Where an application stands, as the leading scheduler last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    /// The application's name.
+    pub name: String,
+    /// The version being placed (empty once undeployed).
+    pub version: String,
+    /// Overall state: the worst of its workloads.
+    pub state: State,
+    /// Why, when not deployed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Per component and provider.
+    pub workloads: Vec<WorkloadStatus>,
+    /// Unix milliseconds of this status.
+    pub updated_ms: u64,
+    /// The scheduler (host id) that wrote it.
+    pub scheduler: String,
+}
+
+/// One component or provider of an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    /// Its lattice id.
+    pub name: String,
+    /// `component` or `provider`.
+    pub kind: String,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Hosts (names) running the wanted version.
+    pub hosts: Vec<String>,
+    /// Its state.
+    pub state: State,
+    /// Why, when not deployed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// How an application or one of its workloads stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Everything runs as wanted.
+    Deployed,
+    /// The scheduler is starting, replacing or stopping replicas.
+    Reconciling,
+    /// Not enough matching hosts: waits for more.
+    Unplaceable,
+    /// Starting failed; the reason says why.
+    Failed,
+    /// Nothing runs any more.
+    Undeployed,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Deployed => "deployed",
+            State::Reconciling => "reconciling",
+            State::Unplaceable => "unplaceable",
+            State::Failed => "failed",
+            State::Undeployed => "undeployed",
+        })
+    }
+}
+
+/// A write lost a race with another writer (compare-and-set failed): read and try again.
+#[derive(Debug, thiserror::Error)]
+#[error("application `{0}` changed while it was being updated; try again")]
+pub struct Conflict(pub String);
+
+/// The lattice's applications bucket.
+#[derive(Clone)]
+pub struct AppStore {
+    kv: kv::Store,
+}
+
+impl std::fmt::Debug for AppStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppStore").field("bucket", &self.kv.name).finish()
+    }
+}
+
+fn spec_key(name: &str) -> String {
+    format!("spec.{name}")
+}
+
+fn status_key(name: &str) -> String {
+    format!("status.{name}")
+}
+
+fn js(op: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StateError {
+    move |e| StateError::JetStream { op, reason: e.to_string() }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes).map_err(|e| StateError::JetStream {
+        op: "reading the APPS bucket",
+        reason: format!("`{key}` is not valid: {e}"),
+    })
+}
+
+impl AppStore {
+    /// Opens (creating when missing) the applications bucket of `lattice`.
+    pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self, StateError> {
+        let bucket = format!("TRELLIS_{lattice}_APPS");
+        let kv = crate::state::open_kv(js, &bucket).await?;
+        Ok(Self { kv })
+    }
+
+    /// The record of `name` and its revision (for [`Self::put`]).
+    pub async fn get(&self, name: &str) -> Result<Option<(AppRecord, u64)>, StateError> {
+        let key = spec_key(name);
+        match self.kv.entry(&key).await.map_err(|e| js("app read")(&e))? {
+            Some(e) if e.operation == kv::Operation::Put => {
+                Ok(Some((decode(&key, &e.value)?, e.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes `record` if nobody changed it since `revision` (0: it must not exist yet).
+    pub async fn put(
+        &self,
+        record: &AppRecord,
+        revision: u64,
+    ) -> Result<Result<u64, Conflict>, StateError> {
+        let key = spec_key(&record.name);
+        let value = serde_json::to_vec(record).expect("records serialize");
+        let conflict = || Ok(Err(Conflict(record.name.clone())));
+        if revision == 0 {
+            match self.kv.create(&key, value.into()).await {
+                Ok(rev) => Ok(Ok(rev)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => conflict(),
+                Err(e) => Err(js("app write")(&e)),
+            }
+        } else {
+            match self.kv.update(&key, value.into(), revision).await {
+                Ok(rev) => Ok(Ok(rev)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => conflict(),
+                Err(e) => Err(js("app write")(&e)),
+            }
+        }
+    }
+
+    /// Every application record.
+    pub async fn all(&self) -> Result<Vec<AppRecord>, StateError> {
+        let mut keys = self.kv.keys().await.map_err(|e| js("app list")(&e))?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| js("app list")(&e))?;
+            if let Some(name) = key.strip_prefix("spec.") {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        let mut records = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some((record, _)) = self.get(&name).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The last status the scheduler wrote for `name`.
+    pub async fn status(&self, name: &str) -> Result<Option<AppStatus>, StateError> {
+        let key = status_key(name);
+        match self.kv.entry(&key).await.map_err(|e| js("status read")(&e))? {
+            Some(e) if e.operation == kv::Operation::Put => Ok(Some(decode(&key, &e.value)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes the status of an application (the leading scheduler does).
+    pub async fn put_status(&self, status: &AppStatus) -> Result<(), StateError> {
+        let value = serde_json::to_vec(status).expect("statuses serialize");
+        self.kv
+            .put(status_key(&status.name), value.into())
+            .await
+            .map_err(|e| js("status write")(&e))?;
+        Ok(())
+    }
+
+    /// Every change to records and statuses, from now on (with the current values first).
+    pub async fn watch(&self) -> Result<kv::Watch, StateError> {
+        self.kv.watch_all().await.map_err(|e| js("app watch")(&e))
+    }
+}
+
+/// The scheduler leader lease: whoever holds the key leads until it stops renewing it.
+#[derive(Clone)]
+pub struct Lease {
+    kv: kv::Store,
+    holder: String,
+    /// Our entry's revision while we hold the lease.
+    revision: Option<u64>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("holder", &self.holder).finish()
+    }
+}
+
+const LEASE_KEY: &str = "leader";
+
+impl Lease {
+    /// Opens the lease bucket of `lattice`, whose entries live `ttl`. Every scheduler of a
+    /// lattice must use the same `ttl` (the bucket keeps the first one).
+    pub async fn open(
+        js: &jetstream::Context,
+        lattice: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Self, StateError> {
+        let bucket = format!("TRELLIS_{lattice}_SCHEDULER");
+        let config = kv::Config { bucket, history: 1, max_age: ttl, ..Default::default() };
+        let kv = crate::state::open_kv_with(js, config).await?;
+        Ok(Self { kv, holder: holder.to_owned(), revision: None })
+    }
+
+    /// Takes the lease if nobody holds it, or renews ours. True while we lead.
+    pub async fn hold(&mut self) -> bool {
+        let value = self.holder.clone().into_bytes();
+        let result = match self.revision {
+            Some(revision) => {
+                self.kv.update(LEASE_KEY, value.into(), revision).await.map_err(|e| e.to_string())
+            }
+            None => self.kv.create(LEASE_KEY, value.into()).await.map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(revision) => {
+                self.revision = Some(revision);
+                true
+            }
+            Err(_) => {
+                self.revision = None;
+                false
+            }
+        }
+    }
+
+    /// Who holds the lease now, if anyone.
+    pub async fn holder(&self) -> Option<String> {
+        let entry = self.kv.entry(LEASE_KEY).await.ok()??;
+        (entry.operation == kv::Operation::Put)
+            .then(|| String::from_utf8_lossy(&entry.value).into_owned())
+    }
+
+    /// Gives the lease up (on shutdown), so another scheduler takes over at once.
+    pub async fn release(&mut self) {
+        if let Some(revision) = self.revision.take() {
+            let _ = self.kv.delete_expect_revision(LEASE_KEY, Some(revision)).await;
+        }
+    }
+}
