@@ -122,6 +122,19 @@ pub enum AppCommand {
         /// Seconds to wait for placement; then exit 2 if it is not placed yet.
         #[arg(long, default_value_t = 60)]
         wait: u64,
+        /// User name for OCI registries (`oci://` sources); the password comes from
+        /// TRELLIS_OCI_PASSWORD.
+        #[arg(long, env = "TRELLIS_OCI_USERNAME")]
+        oci_username: Option<String>,
+        /// Password or token for OCI registries (use the environment variable: arguments are
+        /// visible to other users of the machine).
+        #[arg(
+            long,
+            env = "TRELLIS_OCI_PASSWORD",
+            hide_env_values = true,
+            requires = "oci_username"
+        )]
+        oci_password: Option<String>,
     },
     /// Where an application stands: per component, desired and running per host.
     Status {

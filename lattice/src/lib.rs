@@ -32,6 +32,7 @@ pub mod keyvalue;
 pub mod link;
 pub mod manifest;
 pub mod nats_server;
+pub mod oci;
 pub mod placement;
 pub mod policy;
 pub mod signing;

@@ -6,11 +6,13 @@
 
 mod components;
 mod http;
+mod oci;
 mod process;
 mod redis;
 
 pub use components::{component, python_component};
 pub use http::{HttpReply, http_request, http_request_to_host};
+pub use oci::OciRegistry;
 pub use process::{Host, Trellis, bin, free_port};
 pub use redis::RedisServer;
 pub use trellis_lattice::nats_server::LocalNatsServer as NatsServer;

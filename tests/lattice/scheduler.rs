@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use trellis_tests::{Trellis, component, eventually, free_port, http_request};
+use trellis_tests::{OciRegistry, Trellis, component, eventually, free_port, http_request};
 
 use crate::Lattice;
 
@@ -349,4 +349,68 @@ async fn bad_manifests_are_refused_whole_and_unplaceable_apps_exit_2() {
         async move { (status(&t, "bad").await["status"]["state"] == "deployed").then_some(()) }
     })
     .await;
+}
+
+#[tokio::test]
+async fn oci_sources_are_pulled_with_credentials_pinned_and_a_dead_registry_changes_nothing() {
+    let lattice = Lattice::new("sched-oci").await;
+    let t = &lattice.trellis;
+    let _h = t.host_with("h", &scheduler_args(&[])).await;
+    let registry = OciRegistry::start("robot", "s3cret").await;
+    let wasm = std::fs::read(component("http-hello")).expect("component");
+    let manifest_digest = registry.push("apps/hello", "1.0", &wasm);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = |version: &str, source: &str| {
+        format!(
+            "name: pulled\nversion: '{version}'\ncomponents:\n  - name: hello\n    source: {source}\n"
+        )
+    };
+    let tagged = format!("oci://{}/apps/hello:1.0", registry.host());
+    let m = manifest(dir.path(), "v1.yaml", &yaml("1", &tagged));
+
+    // No credentials: the registry's token service refuses, and the error says what to set.
+    let err = t.fails(&["app", "deploy", path(&m)]).await;
+    assert!(
+        err.contains("refused access to apps/hello") && err.contains("TRELLIS_OCI_PASSWORD"),
+        "{err}"
+    );
+    let err = t.fails(&["app", "deploy", path(&m), "--oci-username", "robot"]).await;
+    assert!(err.contains("TRELLIS_OCI_PASSWORD"), "{err}");
+
+    let mut t_pw = t.clone();
+    t_pw.env.push(("TRELLIS_OCI_USERNAME".into(), "robot".into()));
+    t_pw.env.push(("TRELLIS_OCI_PASSWORD".into(), "s3cret".into()));
+    let out = t_pw.ok(&["app", "deploy", path(&m)]).await;
+    assert!(out.contains("pulled 1: deployed"), "{out}");
+    // The host runs exactly the pushed bytes.
+    let inv = t.client().await.inventories(Duration::from_millis(500)).await.expect("inv");
+    let digest = &inv[0].1.as_ref().expect("inventory").components[0].digest;
+    assert_eq!(*digest, trellis_lattice::state::digest_of(&wasm));
+
+    // Pinned to the manifest digest: pulls; pinned to one the registry lacks: 404; and when
+    // the registry serves other bytes under the pinned digest: refused.
+    let pinned = format!("oci://{}/apps/hello@{manifest_digest}", registry.host());
+    let m2 = manifest(dir.path(), "v2.yaml", &yaml("2", &pinned));
+    t_pw.ok(&["app", "deploy", path(&m2)]).await;
+    let wrong = format!("oci://{}/apps/hello@sha256:{}", registry.host(), "0".repeat(64));
+    let m3 = manifest(dir.path(), "v3.yaml", &yaml("3", &wrong));
+    let err = t_pw.fails(&["app", "deploy", path(&m3)]).await;
+    assert!(err.contains("registry answered 404 Not Found"), "{err}");
+    registry.tamper(&manifest_digest);
+    let m3 = manifest(dir.path(), "v3.yaml", &yaml("3", &pinned));
+    let err = t_pw.fails(&["app", "deploy", path(&m3)]).await;
+    assert!(err.contains(&format!("expected {manifest_digest}")), "{err}");
+
+    // The registry goes away: the deploy fails clearly and version 2 keeps running.
+    registry.stop();
+    let m4 = manifest(dir.path(), "v4.yaml", &yaml("4", &tagged));
+    let err = t_pw.fails(&["app", "deploy", path(&m4)]).await;
+    assert!(err.contains(&format!("cannot reach registry {}", registry.host())), "{err}");
+    let s = status(t, "pulled").await;
+    assert_eq!(
+        (s["current"].as_str(), s["status"]["state"].as_str()),
+        (Some("2"), Some("deployed")),
+        "{s}"
+    );
+    assert_eq!(hosts_of(&s, "hello"), ["h"]);
 }

@@ -30,7 +30,13 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
     let apps =
         AppStore::open(&async_nats::jetstream::new(lattice.nats().clone()), &g.lattice).await?;
     match cmd {
-        AppCommand::Deploy { manifest, wait } => deploy(g, &lattice, &apps, &manifest, wait).await,
+        AppCommand::Deploy { manifest, wait, oci_username, oci_password } => {
+            let credentials = oci_username.zip(oci_password).map(|(username, password)| {
+                trellis_lattice::oci::Credentials { username, password }
+            });
+            let sources = Sources { lattice: &lattice, oci: credentials };
+            deploy(g, &sources, &apps, &manifest, wait).await
+        }
         AppCommand::Status { name } => {
             let record = get(g, &apps, &name).await?;
             let status = apps.status(&name).await?;
@@ -118,42 +124,60 @@ async fn update(
     bail!("application `{name}` keeps changing under us; try again")
 }
 
+/// Where component sources come from: files, the lattice store, OCI registries.
+struct Sources<'a> {
+    lattice: &'a LatticeClient,
+    oci: Option<trellis_lattice::oci::Credentials>,
+}
+
+impl Sources<'_> {
+    /// Resolves every component source to a digest in the lattice artifact store, uploading
+    /// files and pulling OCI references. Nothing is deployed if one fails.
+    async fn resolve(&self, manifest: &mut Manifest, base: &Path) -> anyhow::Result<()> {
+        let state = self.lattice.state().await?;
+        for c in &mut manifest.components {
+            let digest = match &c.source {
+                Source::File(file) => {
+                    let file = base.join(file);
+                    let bytes = std::fs::read(&file).with_context(|| {
+                        format!("component `{}`: cannot read its source {}", c.name, file.display())
+                    })?;
+                    state.put_artifact(&bytes).await?
+                }
+                Source::Digest(digest) => {
+                    if !state.has_artifact(digest).await? {
+                        bail!(
+                            "component `{}`: {digest} is not in the lattice artifact store; give \
+                             a file path or an oci:// reference as its source",
+                            c.name
+                        );
+                    }
+                    digest.clone()
+                }
+                Source::Oci(text) => {
+                    let reference = trellis_lattice::oci::Reference::parse(text)?;
+                    let pulled = trellis_lattice::oci::pull(&reference, self.oci.as_ref())
+                        .await
+                        .with_context(|| format!("component `{}`", c.name))?;
+                    eprintln!("pulled oci://{reference} ({})", pulled.manifest_digest);
+                    state.put_artifact(&pulled.bytes).await?
+                }
+            };
+            c.source = Source::Digest(digest);
+        }
+        Ok(())
+    }
+}
+
 async fn deploy(
     g: &Global,
-    lattice: &LatticeClient,
+    sources: &Sources<'_>,
     apps: &AppStore,
     path: &Path,
     wait: u64,
 ) -> anyhow::Result<ExitCode> {
     let mut manifest = read_manifest(path)?;
-    let state = lattice.state().await?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    for c in &mut manifest.components {
-        match &c.source {
-            Source::File(file) => {
-                let file = base.join(file);
-                let bytes = std::fs::read(&file).with_context(|| {
-                    format!("component `{}`: cannot read its source {}", c.name, file.display())
-                })?;
-                let digest = state.put_artifact(&bytes).await?;
-                c.source = Source::Digest(digest);
-            }
-            Source::Digest(digest) => {
-                if !state.has_artifact(digest).await? {
-                    bail!(
-                        "component `{}`: {digest} is not in the lattice artifact store; give a \
-                         file path as its source to upload it",
-                        c.name
-                    );
-                }
-            }
-            Source::Oci(reference) => bail!(
-                "component `{}`: oci://{reference}: pulling from OCI registries is not \
-                 supported yet; give a file path or a sha256 digest in the lattice store",
-                c.name
-            ),
-        }
-    }
+    sources.resolve(&mut manifest, path.parent().unwrap_or(Path::new("."))).await?;
     let name = manifest.name.to_string();
     let version = manifest.version.to_string();
     // Names are lattice ids: two applications may not claim the same one.

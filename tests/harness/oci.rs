@@ -1,0 +1,213 @@
+//! A small OCI registry on loopback: the pull side of the distribution API (manifests and blobs
+//! by tag or digest) behind registry token authentication, as real registries do it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TOKEN: &str = "test-registry-token";
+
+#[derive(Debug, Default)]
+struct Content {
+    /// Blobs and manifests by digest.
+    blobs: HashMap<String, Vec<u8>>,
+    /// `<repository>:<tag>` → manifest digest.
+    tags: HashMap<String, String>,
+}
+
+/// A registry that serves what was pushed to it until dropped or stopped.
+#[derive(Debug)]
+pub struct OciRegistry {
+    addr: SocketAddr,
+    content: Arc<Mutex<Content>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+impl OciRegistry {
+    /// Starts a registry that gives tokens to `username`/`password` only.
+    pub async fn start(username: &str, password: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind registry");
+        let addr = listener.local_addr().expect("addr");
+        let content = Arc::new(Mutex::new(Content::default()));
+        let basic = format!("Basic {}", base64(&format!("{username}:{password}")));
+        let served = content.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (content, basic) = (served.clone(), basic.clone());
+                tokio::spawn(async move { serve(stream, addr, &content, &basic).await });
+            }
+        });
+        Self { addr, content, task }
+    }
+
+    /// `127.0.0.1:<port>`, the registry part of a reference.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Pushes `wasm` as `repository:tag` (one `application/wasm` layer); returns the manifest
+    /// digest.
+    pub fn push(&self, repository: &str, tag: &str, wasm: &[u8]) -> String {
+        let config = b"{}".to_vec();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.wasm.config.v0+json",
+                "digest": digest(&config),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/wasm",
+                "digest": digest(wasm),
+                "size": wasm.len(),
+            }],
+        });
+        let manifest = serde_json::to_vec(&manifest).expect("json");
+        let manifest_digest = digest(&manifest);
+        let mut content = self.content.lock().expect("lock");
+        content.blobs.insert(digest(&config), config);
+        content.blobs.insert(digest(wasm), wasm.to_vec());
+        content.blobs.insert(manifest_digest.clone(), manifest);
+        content.tags.insert(format!("{repository}:{tag}"), manifest_digest.clone());
+        manifest_digest
+    }
+
+    /// Serves other bytes under `digest` from now on, as a compromised registry or mirror would.
+    pub fn tamper(&self, digest: &str) {
+        let mut content = self.content.lock().expect("lock");
+        if let Some(bytes) = content.blobs.get_mut(digest) {
+            bytes.push(b' ');
+        }
+    }
+
+    /// Stops serving: connections are refused from now on.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for OciRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut stream: TcpStream, addr: SocketAddr, content: &Mutex<Content>, basic: &str) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 << 10 {
+            return;
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("/").to_owned();
+    let authorization = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    let (status, headers, body) = answer(&path, &authorization, addr, content, basic);
+    let mut response =
+        format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    for (k, v) in headers {
+        response.push_str(&format!("{k}: {v}\r\n"));
+    }
+    response.push_str("\r\n");
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.write_all(&body).await;
+}
+
+type Answer = (&'static str, Vec<(&'static str, String)>, Vec<u8>);
+
+fn answer(
+    path: &str,
+    authorization: &str,
+    addr: SocketAddr,
+    content: &Mutex<Content>,
+    basic: &str,
+) -> Answer {
+    if path.starts_with("/token") {
+        return if authorization == basic {
+            (
+                "200 OK",
+                vec![("content-type", "application/json".into())],
+                format!("{{\"token\":\"{TOKEN}\"}}").into_bytes(),
+            )
+        } else {
+            ("401 Unauthorized", vec![], b"bad credentials".to_vec())
+        };
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return ("404 Not Found", vec![], vec![]);
+    };
+    let (repository, kind, reference) = match rest.rsplitn(3, '/').collect::<Vec<_>>()[..] {
+        [reference, kind, repository] => (repository, kind, reference),
+        _ => return ("404 Not Found", vec![], vec![]),
+    };
+    if authorization != format!("Bearer {TOKEN}") {
+        let challenge = format!(
+            "Bearer realm=\"http://{addr}/token\",service=\"trellis-test\",scope=\"repository:{repository}:pull\""
+        );
+        return ("401 Unauthorized", vec![("www-authenticate", challenge)], vec![]);
+    }
+    let content = content.lock().expect("lock");
+    let digest = match kind {
+        "manifests" if reference.starts_with("sha256:") => Some(reference.to_owned()),
+        "manifests" => content.tags.get(&format!("{repository}:{reference}")).cloned(),
+        "blobs" => Some(reference.to_owned()),
+        _ => None,
+    };
+    match digest.and_then(|d| content.blobs.get(&d).cloned()) {
+        Some(bytes) => {
+            let media = if kind == "manifests" {
+                "application/vnd.oci.image.manifest.v1+json"
+            } else {
+                "application/octet-stream"
+            };
+            ("200 OK", vec![("content-type", media.into())], bytes)
+        }
+        None => ("404 Not Found", vec![], vec![]),
+    }
+}
+
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_standard_alphabet() {
+        assert_eq!(super::base64("user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(super::base64("ab"), "YWI=");
+        assert_eq!(super::base64("a"), "YQ==");
+    }
+}
