@@ -55,7 +55,7 @@ async fn place(options: &Options) -> Result<Vec<Row>, BenchError> {
         .map_err(fail)?;
     let direct = started.elapsed();
 
-    let apps = AppStore::open(&async_nats::jetstream::new(client.nats().clone()), "bench")
+    let apps = AppStore::open(&async_nats::jetstream::new(client.nats().clone()), "bench", 1)
         .await
         .map_err(setup)?;
     let manifest = Manifest {

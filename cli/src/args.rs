@@ -45,6 +45,10 @@ pub struct Global {
     /// Client key for mutual TLS with NATS (with --nats-tls-cert).
     #[arg(long, env = "TRELLIS_NATS_TLS_KEY", global = true, requires = "nats_tls_cert")]
     pub nats_tls_key: Option<PathBuf>,
+    /// JetStream domain of the lattice's state: set it on a leaf node whose hub runs
+    /// JetStream under a domain (see deploy/nats/), for example `hub`.
+    #[arg(long, env = "TRELLIS_JS_DOMAIN", global = true)]
+    pub js_domain: Option<String>,
 }
 
 impl Global {
@@ -67,6 +71,7 @@ impl Global {
             nkey_seed,
             tls_ca: self.nats_tls_ca.clone(),
             tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+            js_domain: self.js_domain.clone(),
         })
     }
 }
@@ -286,7 +291,8 @@ pub struct HostArgs {
     /// Host name shown in listings [default: the machine's hostname].
     #[arg(long, env = "TRELLIS_HOST_NAME")]
     pub name: Option<String>,
-    /// Label `key=value` the scheduler places by; repeatable.
+    /// Label `key=value` the scheduler places by; repeatable. Every environment variable
+    /// TRELLIS_LABEL_<KEY>=<value> adds one too (key in lowercase).
     #[arg(long = "label", value_parser = parse_key_value, env = "TRELLIS_LABELS", value_delimiter = ',')]
     pub labels: Vec<(String, String)>,
     /// Seconds between heartbeats.
@@ -329,6 +335,18 @@ pub struct HostArgs {
     /// key is accepted as long as its signature verifies.
     #[arg(long = "trusted-cluster", env = "TRELLIS_TRUSTED_CLUSTERS", value_delimiter = ',')]
     pub trusted_clusters: Vec<String>,
+    /// Answer `GET /livez` (the process runs) and `GET /readyz` (connected to NATS and taking
+    /// work; 503 otherwise) on this address, for orchestrators' probes.
+    #[arg(long, env = "TRELLIS_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Seconds SIGTERM waits for calls in flight before the host leaves anyway.
+    #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value_t = 10)]
+    pub drain_timeout: u64,
+    /// Replicas of the lattice's JetStream buckets when this host creates them: 3 on a 3-node
+    /// NATS cluster, so links, config, artifacts and apps survive a server. Buckets that exist
+    /// keep theirs.
+    #[arg(long, env = "TRELLIS_JS_REPLICAS", default_value_t = 1)]
+    pub js_replicas: usize,
     /// Run a scheduler beside this host: it places deployed applications (`trellis app`) while
     /// it holds the lattice's scheduler lease. Several may run; one leads.
     #[arg(long, env = "TRELLIS_SCHEDULER")]

@@ -46,6 +46,11 @@ pub struct HostConfig {
     pub builtins: crate::providers::Builtins,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None`: nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where to answer `/livez` and `/readyz`; `None`: nowhere.
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Replicas of the lattice's JetStream buckets when this host creates them (3 on a 3-node
+    /// cluster); buckets that exist keep theirs.
+    pub js_replicas: usize,
     /// Run a scheduler beside the host (one of the lattice's schedulers leads); `None`: don't.
     pub scheduler: Option<crate::scheduler::SchedulerConfig>,
 }
@@ -72,6 +77,8 @@ impl HostConfig {
             builtins: Default::default(),
             metrics_listen: None,
             scheduler: None,
+            health_listen: None,
+            js_replicas: 1,
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct Host {
     tokens: std::sync::Mutex<HashMap<String, Option<Token>>>,
     /// The lattice's policy service, when the host asks one.
     policy: Option<Policy>,
+    /// Set once shutdown began: the host takes no new work.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -96,6 +98,26 @@ impl Host {
 
     pub(crate) fn lattice(&self) -> &str {
         &self.config.lattice
+    }
+
+    pub(crate) fn js_replicas(&self) -> usize {
+        self.config.js_replicas
+    }
+
+    /// The JetStream context of the lattice's state.
+    pub(crate) fn jetstream(&self) -> async_nats::jetstream::Context {
+        trellis_lattice::connect::jetstream(&self.nats, self.config.nats_auth.js_domain.as_deref())
+    }
+
+    /// Why the host should not get work now, if it should not.
+    pub(crate) fn not_ready(&self) -> Option<&'static str> {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            Some("draining: shutting down")
+        } else if self.nats.connection_state() != async_nats::connection::State::Connected {
+            Some("not connected to NATS")
+        } else {
+            None
+        }
     }
 
     pub(crate) fn components(&self) -> &Components {
@@ -399,6 +421,13 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     if let Some(scheduler) = host.config.scheduler.clone() {
         tasks.push(tokio::spawn(crate::scheduler::run(host.clone(), scheduler)));
     }
+    if let Some(address) = host.config.health_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| HostError::Config(format!("cannot serve health on {address}: {e}")))?;
+        tracing::info!(%address, "serving health on /livez and /readyz");
+        tasks.push(tokio::spawn(crate::health::serve(host.clone(), listener)));
+    }
     if let Some(address) = host.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -437,8 +466,8 @@ impl Host {
             tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it");
             wait_connected(&nats).await;
         }
-        let js = async_nats::jetstream::new(nats.clone());
-        let state = (|| LatticeState::open(&js, &config.lattice))
+        let js = trellis_lattice::connect::jetstream(&nats, config.nats_auth.js_domain.as_deref());
+        let state = (|| LatticeState::open_replicated(&js, &config.lattice, config.js_replicas))
             .retry(ExponentialBuilder::default().with_max_times(8))
             .notify(|e, _| tracing::warn!(error = %e, "lattice state not ready; retrying"))
             .await?;
@@ -495,6 +524,7 @@ impl Host {
             trust,
             tokens: std::sync::Mutex::new(HashMap::new()),
             policy,
+            draining: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((Arc::new(host), conn_events))
     }
@@ -503,6 +533,7 @@ impl Host {
     /// their own requests), say goodbye.
     async fn drain(&self) {
         tracing::info!(host = self.id(), "shutting down: draining calls");
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         for running in self.components.all() {
             running.stop_serving();
         }

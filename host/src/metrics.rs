@@ -1,17 +1,11 @@
 //! Metrics in the Prometheus text format on `--metrics-listen` (`GET /metrics`): calls and
 //! errors per component, denied calls, instances in use, providers' restarts and health.
 
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use tokio::net::TcpListener;
 
 use crate::histogram::BOUNDS_US;
@@ -19,31 +13,11 @@ use crate::host::Host;
 
 /// Serves `/metrics` until the task is dropped.
 pub(crate) async fn serve(host: Arc<Host>, listener: TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let host = host.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let host = host.clone();
-                async move { Ok::<_, Infallible>(answer(&host, req.uri().path())) }
-            });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
-
-fn answer(host: &Host, path: &str) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
-        "/metrics" => (StatusCode::OK, render(host)),
-        _ => (StatusCode::NOT_FOUND, "try /metrics\n".to_owned()),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    response
+    crate::endpoint::serve(listener, move |path| match path {
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render(&host)),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "try /metrics\n".to_owned()),
+    })
+    .await
 }
 
 /// The metrics of `host` in the Prometheus text exposition format. Label values are ids

@@ -177,10 +177,15 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, St
 }
 
 impl AppStore {
-    /// Opens (creating when missing) the applications bucket of `lattice`.
-    pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self, StateError> {
+    /// Opens (creating when missing, with `replicas` replicas) the applications bucket of
+    /// `lattice`.
+    pub async fn open(
+        js: &jetstream::Context,
+        lattice: &str,
+        replicas: usize,
+    ) -> Result<Self, StateError> {
         let bucket = format!("TRELLIS_{lattice}_APPS");
-        let kv = crate::state::open_kv(js, &bucket).await?;
+        let kv = crate::state::open_kv(js, &bucket, replicas).await?;
         Ok(Self { kv })
     }
 
@@ -288,10 +293,16 @@ impl Lease {
         js: &jetstream::Context,
         lattice: &str,
         holder: &str,
-        ttl: Duration,
+        (ttl, replicas): (Duration, usize),
     ) -> Result<Self, StateError> {
         let bucket = format!("TRELLIS_{lattice}_SCHEDULER");
-        let config = kv::Config { bucket, history: 1, max_age: ttl, ..Default::default() };
+        let config = kv::Config {
+            bucket,
+            history: 1,
+            max_age: ttl,
+            num_replicas: replicas,
+            ..Default::default()
+        };
         let kv = crate::state::open_kv_with(js, config).await?;
         Ok(Self { kv, holder: holder.to_owned(), revision: None })
     }

@@ -76,6 +76,7 @@ pub struct LatticeClient {
     subjects: Subjects,
     timeout: Duration,
     signer: Option<std::sync::Arc<crate::signing::Signer>>,
+    js_domain: Option<String>,
 }
 
 impl LatticeClient {
@@ -87,7 +88,19 @@ impl LatticeClient {
             subjects: Subjects::new(lattice)?,
             timeout: Duration::from_secs(10),
             signer: None,
+            js_domain: None,
         })
+    }
+
+    /// Reaches the lattice's JetStream state in `domain` (from a leaf node; see deploy/nats/).
+    pub fn with_js_domain(mut self, domain: Option<String>) -> Self {
+        self.js_domain = domain;
+        self
+    }
+
+    /// The JetStream context of the lattice's state.
+    pub fn jetstream(&self) -> async_nats::jetstream::Context {
+        crate::connect::jetstream(&self.nats, self.js_domain.as_deref())
     }
 
     /// Signs invocations with `signer` (a host key), as strict hosts require.
@@ -113,7 +126,7 @@ impl LatticeClient {
 
     /// Opens the lattice's JetStream state.
     pub async fn state(&self) -> Result<LatticeState, StateError> {
-        LatticeState::open(&async_nats::jetstream::new(self.nats.clone()), &self.lattice).await
+        LatticeState::open(&self.jetstream(), &self.lattice).await
     }
 
     /// Every host that answers a ping within `wait`, sorted by id.

@@ -6,8 +6,9 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions, Event};
 use tokio::sync::mpsc;
 
-/// How a process authenticates to NATS; passed through as is, so NATS accounts can isolate
-/// lattices. Everything optional; an empty value connects anonymously without TLS.
+/// How a process reaches NATS beyond its address: credentials and TLS (passed through as is, so
+/// NATS accounts can isolate lattices) and the JetStream domain of the lattice's state.
+/// Everything optional; an empty value connects anonymously without TLS to the local JetStream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NatsAuth {
     /// A `.creds` file (user JWT and seed).
@@ -18,6 +19,18 @@ pub struct NatsAuth {
     pub tls_ca: Option<PathBuf>,
     /// Client certificate and key for mutual TLS.
     pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// JetStream domain holding the lattice's state, for processes on a leaf node whose hub
+    /// runs JetStream under a domain (see deploy/nats/). `None`: the server's own JetStream.
+    #[serde(default)]
+    pub js_domain: Option<String>,
+}
+
+/// The JetStream context of the lattice's state over `client`: in `domain`, if any.
+pub fn jetstream(client: &Client, domain: Option<&str>) -> async_nats::jetstream::Context {
+    match domain {
+        Some(domain) => async_nats::jetstream::with_domain(client.clone(), domain),
+        None => async_nats::jetstream::new(client.clone()),
+    }
 }
 
 impl NatsAuth {
@@ -71,7 +84,7 @@ pub async fn connect_once(url: &str, name: &str, auth: &NatsAuth) -> Result<Clie
         .name(name)
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(3)
-        .connect(url)
+        .connect(servers(url).as_slice())
         .await
         .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })
 }
@@ -103,7 +116,7 @@ pub async fn connect_persistent(
                 let _ = tx.try_send(event);
             }
         })
-        .connect(url)
+        .connect(servers(url).as_slice())
         .await
         .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })?;
     Ok((client, rx))
@@ -134,6 +147,11 @@ pub async fn wait_connected(client: &Client) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(500));
     }
+}
+
+/// The servers of `url`: one address, or several separated by commas (a cluster's nodes).
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
 }
 
 #[cfg(test)]

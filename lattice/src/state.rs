@@ -98,11 +98,21 @@ impl std::fmt::Debug for LatticeState {
 }
 
 impl LatticeState {
-    /// Opens (creating when missing) the buckets of `lattice`.
+    /// Opens (creating when missing, with one replica) the buckets of `lattice`.
     pub async fn open(js: &jetstream::Context, lattice: &str) -> Result<Self, StateError> {
-        let links = open_kv(js, &format!("TRELLIS_{lattice}_LINKS")).await?;
-        let config = open_kv(js, &format!("TRELLIS_{lattice}_CONFIG")).await?;
-        let artifacts = open_objects(js, &format!("TRELLIS_{lattice}_ARTIFACTS")).await?;
+        Self::open_replicated(js, lattice, 1).await
+    }
+
+    /// Opens the buckets of `lattice`, creating missing ones with `replicas` replicas (3 on a
+    /// 3-node cluster, so they survive a server); existing buckets keep theirs.
+    pub async fn open_replicated(
+        js: &jetstream::Context,
+        lattice: &str,
+        replicas: usize,
+    ) -> Result<Self, StateError> {
+        let links = open_kv(js, &format!("TRELLIS_{lattice}_LINKS"), replicas).await?;
+        let config = open_kv(js, &format!("TRELLIS_{lattice}_CONFIG"), replicas).await?;
+        let artifacts = open_objects(js, &format!("TRELLIS_{lattice}_ARTIFACTS"), replicas).await?;
         Ok(Self { links, config, artifacts })
     }
 
@@ -260,9 +270,15 @@ pub fn decode_link(key: &str, bytes: &[u8]) -> Result<Link, StateError> {
 pub(crate) async fn open_kv(
     js: &jetstream::Context,
     bucket: &str,
+    replicas: usize,
 ) -> Result<kv::Store, StateError> {
-    open_kv_with(js, kv::Config { bucket: bucket.to_owned(), history: 5, ..Default::default() })
-        .await
+    let config = kv::Config {
+        bucket: bucket.to_owned(),
+        history: 5,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    open_kv_with(js, config).await
 }
 
 /// Opens a KV bucket, creating it as `config` says when missing.
@@ -287,11 +303,16 @@ pub(crate) async fn open_kv_with(
 async fn open_objects(
     js: &jetstream::Context,
     bucket: &str,
+    replicas: usize,
 ) -> Result<object_store::ObjectStore, StateError> {
     if let Ok(store) = js.get_object_store(bucket).await {
         return Ok(store);
     }
-    let config = object_store::Config { bucket: bucket.to_owned(), ..Default::default() };
+    let config = object_store::Config {
+        bucket: bucket.to_owned(),
+        num_replicas: replicas,
+        ..Default::default()
+    };
     match js.create_object_store(config).await {
         Ok(store) => Ok(store),
         Err(create) => js.get_object_store(bucket).await.map_err(|_| StateError::Bucket {

@@ -148,3 +148,34 @@ async fn crashed_provider_is_restarted_and_serves_its_links_again() {
     .await;
     assert_eq!(reply.text(), "hello from trellis, path=/again\n");
 }
+
+#[tokio::test]
+async fn health_follows_the_nats_connection_and_labels_come_from_the_environment() {
+    let mut lattice = crate::Lattice::new("health").await;
+    let mut t = lattice.trellis.clone();
+    t.env.push(("TRELLIS_LABEL_REGION".into(), "eu-west".into()));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let args = ["--allow-unsigned".to_owned(), "--health-listen".into(), addr.to_string()];
+    let _host = t.host_with("probed", &args).await;
+    let hosts = t.client().await.hosts(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(hosts[0].labels.get("region").map(String::as_str), Some("eu-west"));
+
+    let get = |path: &'static str| async move {
+        trellis_tests::http_request(addr, "GET", path, b"").await.unwrap()
+    };
+    assert_eq!(get("/livez").await.status, 200);
+    assert_eq!(get("/readyz").await.status, 200);
+    lattice.nats.kill().await;
+    let reply = eventually("readiness to drop with NATS", Duration::from_secs(20), || async move {
+        let reply = get("/readyz").await;
+        (reply.status == 503).then_some(reply)
+    })
+    .await;
+    assert!(reply.text().contains("not connected to NATS"), "{}", reply.text());
+    assert_eq!(get("/livez").await.status, 200, "alive without NATS");
+    lattice.nats.restart().await.unwrap();
+    eventually("readiness to come back", Duration::from_secs(30), || async move {
+        (get("/readyz").await.status == 200).then_some(())
+    })
+    .await;
+}

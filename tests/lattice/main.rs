@@ -16,6 +16,7 @@ mod messaging;
 mod observe;
 mod outgoing;
 mod policy;
+mod regions;
 mod scheduler;
 mod security;
 

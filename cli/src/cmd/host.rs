@@ -22,6 +22,10 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
         config.name = name.clone();
     }
     config.labels = args.labels.iter().cloned().collect();
+    config.labels.extend(env_labels(std::env::vars()));
+    config.health_listen = args.health_listen;
+    config.drain_timeout = Duration::from_secs(args.drain_timeout);
+    config.js_replicas = args.js_replicas.clamp(1, 5);
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.provider_dir = args.provider_dir.clone();
     config.builtins = crate::builtins::all();
@@ -47,6 +51,16 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     Ok(config)
 }
 
+/// Labels from `TRELLIS_LABEL_<KEY>=<value>` variables: `<key>` in lowercase. Orchestrators
+/// set these from node metadata (see deploy/).
+fn env_labels(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.filter_map(|(k, v)| {
+        let key = k.strip_prefix("TRELLIS_LABEL_")?.to_ascii_lowercase();
+        (!key.is_empty()).then_some((key, v))
+    })
+    .collect()
+}
+
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -61,5 +75,21 @@ pub async fn shutdown_signal() {
             tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the host");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_come_from_trellis_label_variables() {
+        let vars = [
+            ("TRELLIS_LABEL_ZONE", "eu-1"),
+            ("TRELLIS_LABELS", "x=y"),
+            ("TRELLIS_LABEL_", "no"),
+            ("HOME", "/"),
+        ];
+        let labels =
+            super::env_labels(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        assert_eq!(labels, vec![("zone".to_owned(), "eu-1".to_owned())]);
     }
 }

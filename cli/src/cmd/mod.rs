@@ -43,7 +43,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Connects to the lattice, failing fast with advice when NATS is not there.
 pub async fn connect(g: &Global) -> anyhow::Result<LatticeClient> {
-    let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli", &g.nats_auth()?)
-        .await?;
-    LatticeClient::new(nats, &g.lattice).context("invalid --lattice")
+    let auth = g.nats_auth()?;
+    let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli", &auth).await?;
+    Ok(LatticeClient::new(nats, &g.lattice)
+        .context("invalid --lattice")?
+        .with_js_domain(auth.js_domain))
 }

@@ -49,10 +49,10 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
     let nats = host.nats().clone();
     let lattice = host.lattice().to_owned();
     let Ok(client) = LatticeClient::new(nats.clone(), &lattice) else { return };
-    let js = jetstream::new(nats.clone());
+    let js = host.jetstream();
     let me = host.id().to_owned();
-    let ttl = config.lease_ttl;
-    let open = || open_state(js.clone(), lattice.clone(), me.clone(), ttl);
+    let settings = (config.lease_ttl, host.js_replicas());
+    let open = || open_state(js.clone(), lattice.clone(), me.clone(), settings);
     let (apps, lease, state, mut watch) = match open
         .retry(ExponentialBuilder::default().with_max_times(10))
         .notify(|e, _| tracing::warn!(error = %e, "scheduler state not ready; retrying"))
@@ -117,11 +117,11 @@ async fn open_state(
     js: jetstream::Context,
     lattice: String,
     me: String,
-    ttl: Duration,
+    (ttl, replicas): (Duration, usize),
 ) -> Result<Opened, trellis_lattice::state::StateError> {
-    let apps = AppStore::open(&js, &lattice).await?;
-    let lease = Lease::open(&js, &lattice, &me, ttl).await?;
-    let state = LatticeState::open(&js, &lattice).await?;
+    let apps = AppStore::open(&js, &lattice, replicas).await?;
+    let lease = Lease::open(&js, &lattice, &me, (ttl, replicas)).await?;
+    let state = LatticeState::open_replicated(&js, &lattice, replicas).await?;
     let watch = apps.watch().await?;
     Ok((apps, lease, state, watch))
 }

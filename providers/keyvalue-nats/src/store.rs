@@ -40,8 +40,7 @@ impl NatsKv {
         if let Some(store) = buckets.get(&name) {
             return Ok(store.clone());
         }
-        let nats = ctx.nats().ok_or("not connected to NATS yet")?;
-        let js = async_nats::jetstream::new(nats.clone());
+        let js = ctx.jetstream().ok_or("not connected to NATS yet")?;
         let store = match js.get_key_value(&name).await {
             Ok(store) => store,
             Err(_) => {

@@ -34,6 +34,15 @@ impl Context {
         self.nats.get()
     }
 
+    /// The JetStream context of the lattice's state (in the lattice's JetStream domain, if it
+    /// has one); `None` before NATS is connected.
+    pub fn jetstream(&self) -> Option<async_nats::jetstream::Context> {
+        Some(trellis_lattice::connect::jetstream(
+            self.nats()?,
+            self.bootstrap.nats_auth.js_domain.as_deref(),
+        ))
+    }
+
     /// The supervising host's id.
     pub fn host_id(&self) -> &str {
         &self.bootstrap.host_id

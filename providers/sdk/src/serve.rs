@@ -148,7 +148,8 @@ where
             .map_err(|e| SdkError::Lattice(e.to_string()))?;
     wait_connected(&nats).await;
     let _ = ctx.nats.set(nats.clone());
-    let js = async_nats::jetstream::new(nats.clone());
+    let js =
+        trellis_lattice::connect::jetstream(&nats, ctx.bootstrap.nats_auth.js_domain.as_deref());
     let state = LatticeState::open(&js, &ctx.bootstrap.lattice)
         .await
         .map_err(|e| SdkError::Lattice(e.to_string()))?;

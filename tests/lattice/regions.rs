@@ -1,0 +1,195 @@
+//! A two-region lattice from the files in `deploy/nats/`: a 3-node JetStream cluster (region-a)
+//! and a leaf node (region-b) dialling out to it, on free loopback ports.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use trellis_tests::{NatsServer, Trellis, component, eventually, free_port, http_request};
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nats");
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(format!("{DEPLOY}/{name}")).expect("deploy/nats file")
+}
+
+/// Rewrites `text`, failing when a line to rewrite is not there (the files changed).
+fn rewrite(mut text: String, pairs: &[(String, String)]) -> String {
+    for (from, to) in pairs {
+        assert!(text.contains(from.as_str()), "`{from}` not in the config");
+        text = text.replace(from.as_str(), to);
+    }
+    text
+}
+
+/// The hub cluster and the leaf node, started from deploy/nats/ with ports rewritten.
+struct Regions {
+    hub: Vec<NatsServer>,
+    leaf: NatsServer,
+}
+
+impl Regions {
+    async fn start() -> Self {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let leafnodes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut hub = Vec::new();
+        for i in 0..3 {
+            let mut pairs = vec![
+                ("listen: 0.0.0.0:4222".to_owned(), "listen: 127.0.0.1:4222".to_owned()),
+                ("http: 0.0.0.0:8222".to_owned(), format!("http: 127.0.0.1:{}", free_port())),
+                // The harness gives each server a fresh store directory on its command line.
+                ("store_dir: /var/lib/nats".to_owned(), "# store_dir: (the harness's)".to_owned()),
+                ("listen: 0.0.0.0:6222".to_owned(), format!("listen: 127.0.0.1:{}", routes[i])),
+                ("listen: 0.0.0.0:7422".to_owned(), format!("listen: 127.0.0.1:{}", leafnodes[i])),
+            ];
+            for (j, port) in routes.iter().enumerate() {
+                pairs.push((
+                    format!("nats-route://nats-{}.region-a.example:6222", j + 1),
+                    format!("nats-route://127.0.0.1:{port}"),
+                ));
+            }
+            let config = rewrite(read(&format!("cluster/nats-{}.conf", i + 1)), &pairs);
+            // Address, port and store directory come from the harness's command line.
+            hub.push(start(&config).await);
+        }
+        let mut pairs = vec![
+            ("listen: 0.0.0.0:4222".to_owned(), "listen: 127.0.0.1:4222".to_owned()),
+            ("http: 0.0.0.0:8222".to_owned(), format!("http: 127.0.0.1:{}", free_port())),
+        ];
+        for (j, port) in leafnodes.iter().enumerate() {
+            pairs.push((
+                format!("nats-leaf://nats-{}.region-a.example:7422", j + 1),
+                format!("nats-leaf://127.0.0.1:{port}"),
+            ));
+        }
+        let leaf = start(&rewrite(read("leaf.conf"), &pairs)).await;
+        Self { hub, leaf }
+    }
+
+    fn hub_url(&self) -> String {
+        self.hub.iter().map(|s| s.url()).collect::<Vec<_>>().join(",")
+    }
+}
+
+async fn start(config: &str) -> NatsServer {
+    let port = free_port();
+    NatsServer::start_with_config(Some(port), Some(config)).await.expect("nats-server starts")
+}
+
+async fn invocations(t: &Trellis, host: &str, component: &str) -> u64 {
+    let inv = t.client().await.inventory(host).await.expect("inventory");
+    inv.components.iter().find(|c| c.id == component).map_or(0, |c| c.invocations)
+}
+
+#[tokio::test]
+async fn a_request_entering_region_b_reaches_region_a_until_region_b_has_a_replica() {
+    let mut regions = Regions::start().await;
+    // The CLI and region-a hosts use the hub (any of its nodes); region-b hosts the leaf, and
+    // reach the lattice's state in the hub's JetStream domain.
+    let a = Trellis::new(&regions.hub_url(), "regions");
+    let host_a = |labels: &str| {
+        vec![
+            format!("--label={labels}"),
+            "--allow-unsigned".into(),
+            "--js-replicas".into(),
+            "3".into(),
+        ]
+    };
+    let host_b = |labels: &str| {
+        vec![
+            format!("--label={labels}"),
+            "--allow-unsigned".into(),
+            "--nats-url".into(),
+            regions.leaf.url(),
+            "--js-domain".into(),
+            "hub".into(),
+        ]
+    };
+    let a1 = a.host_with("a1", &host_a("region=a")).await;
+    let b1 = a.host_with("b1", &host_b("region=b")).await;
+    let b2 = a.host_with("b2", &host_b("region=b")).await;
+
+    let hello = component("http-hello");
+    let start_hello = |host: String| {
+        let (a, hello) = (a.clone(), hello.clone());
+        async move {
+            let wasm = hello.to_str().expect("utf-8");
+            a.ok(&["start", "component", wasm, "--id", "hello", "--host", &host]).await
+        }
+    };
+    start_hello(a1.id.clone()).await;
+    a.ok(&["start", "provider", "http-server", "--id", "edge", "--host", &b1.id, "--builtin"])
+        .await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let address = format!("address={addr}");
+    a.ok(&[
+        "link",
+        "put",
+        "--source",
+        "edge",
+        "--target",
+        "hello",
+        "--interface",
+        "wasi:http/incoming-handler",
+        "--config",
+        &address,
+    ])
+    .await;
+    let get = |path: &'static str| async move { http_request(addr, "GET", path, b"").await };
+    eventually("region-b's http-server to answer", Duration::from_secs(30), || async move {
+        get("/ready").await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    let reply = get("/from-b").await.expect("request");
+    assert_eq!(reply.text(), "hello from trellis, path=/from-b\n");
+    assert!(invocations(&a, &a1.id, "hello").await >= 1, "served in region-a");
+
+    // A replica in region-b (not on the edge host): the leaf node keeps calls in region-b.
+    start_hello(b2.id.clone()).await;
+    let before_a = invocations(&a, &a1.id, "hello").await;
+    for _ in 0..20 {
+        assert_eq!(get("/local").await.expect("request").status, 200);
+    }
+    assert_eq!(invocations(&a, &a1.id, "hello").await, before_a, "region-a served none");
+    assert!(invocations(&a, &b2.id, "hello").await >= 20, "region-b served them");
+
+    // One hub node dies: calls keep working and the JetStream state (links, config) is still
+    // there and writable, on three replicas.
+    a.ok(&["config", "put", "settings", "colour=blue"]).await;
+    regions.hub[0].kill().await;
+    let a = Trellis::new(
+        &regions.hub[1..].iter().map(|s| s.url()).collect::<Vec<_>>().join(","),
+        "regions",
+    );
+    for _ in 0..5 {
+        assert_eq!(get("/after-loss").await.expect("request").status, 200);
+    }
+    eventually("the links and config to be readable", Duration::from_secs(30), || {
+        let a = a.clone();
+        async move {
+            let links = a.cli(&["link", "get", "--output", "json"]).await;
+            let config = a.cli(&["config", "get", "settings"]).await;
+            let ok = links.status.success()
+                && String::from_utf8_lossy(&links.stdout).contains("\"edge\"")
+                && String::from_utf8_lossy(&config.stdout).contains("blue");
+            ok.then_some(())
+        }
+    })
+    .await;
+    eventually("the state to take writes again", Duration::from_secs(30), || {
+        let a = a.clone();
+        async move {
+            a.cli(&["config", "put", "settings", "colour=green"])
+                .await
+                .status
+                .success()
+                .then_some(())
+        }
+    })
+    .await;
+    // Region-a's host reconnected to a surviving node and still answers.
+    eventually("region-a's host to be back", Duration::from_secs(30), || {
+        let (a, id) = (a.clone(), a1.id.clone());
+        async move { a.client().await.inventory(&id).await.ok().map(drop) }
+    })
+    .await;
+}
