@@ -406,7 +406,20 @@ impl Host {
 ///
 /// Waits for NATS as long as it takes to come up, and reconnects forever after that.
 pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Result<(), HostError> {
+    // Health answers from the start (not ready while NATS is awaited) to the end of the drain.
+    let started = Arc::new(std::sync::OnceLock::new());
+    let _health = match config.health_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| HostError::Config(format!("cannot serve health on {address}: {e}")))?;
+            tracing::info!(%address, "serving health on /livez and /readyz");
+            Some(AbortOnDrop(tokio::spawn(crate::health::serve(started.clone(), listener))))
+        }
+        None => None,
+    };
     let (host, conn_events) = Host::start(config).await?;
+    let _ = started.set(host.clone());
     let control = control::subscribe(&host).await?;
     let mut tasks = vec![
         tokio::spawn(control::serve(host.clone(), control)),
@@ -420,13 +433,6 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     if let Some(scheduler) = host.config.scheduler.clone() {
         tasks.push(tokio::spawn(crate::scheduler::run(host.clone(), scheduler)));
-    }
-    if let Some(address) = host.config.health_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|e| HostError::Config(format!("cannot serve health on {address}: {e}")))?;
-        tracing::info!(%address, "serving health on /livez and /readyz");
-        tasks.push(tokio::spawn(crate::health::serve(host.clone(), listener)));
     }
     if let Some(address) = host.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)
@@ -444,6 +450,16 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     host.drain().await;
     Ok(())
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Host {

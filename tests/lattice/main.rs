@@ -7,6 +7,7 @@ mod blobstore;
 mod calls;
 mod claims;
 mod config;
+mod deploy_files;
 mod errors;
 mod http;
 mod keyvalue;

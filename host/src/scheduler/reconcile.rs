@@ -19,7 +19,7 @@ use trellis_proto::{self as pb, ErrorCode};
 use super::desired::{self, Start, Workload};
 use super::observe::Hosts;
 use super::plan::{Command, Placement, plan};
-use crate::host::Host;
+use crate::host::{AbortOnDrop, Host};
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -124,14 +124,6 @@ async fn open_state(
     let state = LatticeState::open_replicated(&js, &lattice, replicas).await?;
     let watch = apps.watch().await?;
     Ok((apps, lease, state, watch))
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Takes and renews the lease; `leading` says whether we hold it. A stopped or dead leader's
