@@ -44,6 +44,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
                     max_memory_bytes: usize::MAX,
                     outbound: None,
                     slots: [None, None],
+                    trace: trellis_lattice::trace::TraceContext::root(),
                 },
             )
             .await

@@ -16,6 +16,7 @@ use trellis_lattice::link::Link;
 use trellis_lattice::policy::Policy;
 use trellis_lattice::signing::{Signer, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
+use trellis_lattice::trace::TraceContext;
 
 use crate::components::{Components, Running};
 use crate::events::Events;
@@ -180,7 +181,7 @@ impl Router {
     }
 
     async fn route(&self, call: Call<'_>, nesting: Nesting) -> Result<Bytes, InvokeError> {
-        let Call { source, target, interface, function, link, payload, timeout } = call;
+        let Call { source, target, interface, function, link, payload, timeout, trace } = call;
         let timeout = timeout.min(self.max_call_time);
         let local = self.components.get(target);
         let provider = if local.is_none() { self.providers.get(target) } else { None };
@@ -194,12 +195,22 @@ impl Router {
             }
         }
         if let Some(local) = local {
-            let call = LocalCall { interface, function, payload: &payload, timeout, nesting };
+            // In process: the callee's span continues the caller's.
+            let trace = TraceContext::next(trace);
+            let call =
+                LocalCall { interface, function, payload: &payload, timeout, nesting, trace };
             return self.call_local(&local, call).await;
         }
         if let Some(pipe) = provider {
-            let call =
-                ProviderCall { source, link, interface, function, payload: &payload, timeout };
+            let call = ProviderCall {
+                source,
+                link,
+                interface,
+                function,
+                payload: &payload,
+                timeout,
+                trace,
+            };
             return pipe.call(call).await;
         }
         if validate_id("target", target).is_err() || !is_token(interface) || !is_token(function) {
@@ -208,7 +219,7 @@ impl Router {
                 format!("invalid call target `{target}` / `{interface}.{function}`"),
             ));
         }
-        let call = Call { source, target, interface, function, link, payload, timeout };
+        let call = Call { source, target, interface, function, link, payload, timeout, trace };
         send_invocation(&self.nats, &self.subjects, Some(&self.signer), call).await
     }
 
@@ -245,7 +256,7 @@ impl Router {
         running: &Running,
         call: LocalCall<'_>,
     ) -> Result<Bytes, InvokeError> {
-        let LocalCall { interface, function, payload, timeout, nesting } = call;
+        let LocalCall { interface, function, payload, timeout, nesting, trace } = call;
         let is_http = interface == INCOMING_HANDLER && function == http::HANDLE;
         if !is_http && !running.component.exports_function(interface, function) {
             return Err(InvokeError::new(
@@ -295,6 +306,7 @@ impl Router {
             timeout: left,
             max_memory_bytes: limits.max_memory_bytes,
             outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
+            trace,
             // Held until the instance is gone, even when the guest runs on after its answer.
             slots: [permit, own],
         };
@@ -342,8 +354,7 @@ impl Outbound for Router {
         source: &'a str,
         link: &'a Link,
         function: &'a str,
-        payload: Bytes,
-        timeout: Duration,
+        (payload, timeout, trace): (Bytes, Duration, TraceContext),
     ) -> CallFuture<'a> {
         Box::pin(async move {
             // Outgoing calls are made while the caller's instance holds its admission slot.
@@ -361,6 +372,7 @@ impl Outbound for Router {
                 link: &link.name,
                 payload,
                 timeout,
+                trace: Some(trace),
             };
             self.route(call, Nesting::Inner).await
         })
@@ -383,6 +395,8 @@ pub(crate) struct LocalCall<'a> {
     pub payload: &'a [u8],
     pub timeout: Duration,
     pub nesting: Nesting,
+    /// The callee's span.
+    pub trace: TraceContext,
 }
 
 /// One subject token: no separators, wildcards or whitespace.

@@ -8,8 +8,10 @@ use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 use trellis_lattice::chunks;
+use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, remaining};
 use trellis_lattice::subject::{Subject, Subjects};
+use trellis_lattice::trace::TraceContext;
 
 use crate::components::Running;
 use crate::providers::ProviderCall;
@@ -110,6 +112,8 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
         Ok((interface, function, remaining)) => match authorize(&msg, router, id).await {
             Ok(()) => {
                 let timeout = remaining.min(router.max_call_time());
+                // This hop's span continues the caller's trace (or starts one).
+                let trace = TraceContext::next(trace_parent(msg.headers.as_ref()));
                 match target {
                     Target::Component(running) => {
                         let call = LocalCall {
@@ -118,6 +122,7 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
                             payload: &msg.payload,
                             timeout,
                             nesting: Nesting::Outermost,
+                            trace,
                         };
                         router.call_local(running, call).await
                     }
@@ -129,6 +134,7 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
                             function,
                             payload: &msg.payload,
                             timeout,
+                            trace: Some(trace),
                         };
                         router.call_provider(id, call).await
                     }

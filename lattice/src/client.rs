@@ -261,7 +261,16 @@ impl LatticeClient {
         timeout: Duration,
     ) -> Result<Bytes, InvokeError> {
         let link = crate::link::DEFAULT_LINK_NAME;
-        let call = Call { source: "cli", target, interface, function, link, payload, timeout };
+        let call = Call {
+            source: "cli",
+            target,
+            interface,
+            function,
+            link,
+            payload,
+            timeout,
+            trace: None,
+        };
         send_invocation(&self.nats, &self.subjects, self.signer.as_deref(), call).await
     }
 
@@ -314,6 +323,8 @@ pub struct Call<'a> {
     pub payload: Bytes,
     /// How long to wait.
     pub timeout: Duration,
+    /// The caller's span; `None` starts a new trace at the receiver.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// Sends `call` over NATS (queue group of the target's replicas), signed when a `signer` is
@@ -324,10 +335,11 @@ pub async fn send_invocation(
     signer: Option<&crate::signing::Signer>,
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
-    let Call { source, target, interface, function, link, payload, timeout } = call;
+    let Call { source, target, interface, function, link, payload, timeout, trace } = call;
     let op = format!("{interface}.{function}");
     let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
-        .with_link(link);
+        .with_link(link)
+        .with_trace(trace);
     let subject = subjects.rpc(target, interface, function);
     // The signature covers the whole body, however it travels.
     let mut headers = crate::signing::invocation_headers(&inv, &subject, &payload, signer);

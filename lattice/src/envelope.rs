@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 
+use crate::trace::{TRACEPARENT, TraceContext};
+
 /// Header names of the envelope.
 pub mod header {
     /// Id of the caller (component, provider or `cli`).
@@ -151,6 +153,9 @@ pub struct Invocation {
     pub jti: String,
     /// The caller's link name ([`crate::link::DEFAULT_LINK_NAME`] when absent on the wire).
     pub link: String,
+    /// The caller's span (`traceparent`); `None` when absent or malformed. Not signed: it
+    /// decides nothing.
+    pub trace: Option<TraceContext>,
 }
 
 impl Invocation {
@@ -163,7 +168,14 @@ impl Invocation {
                 .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             jti,
             link: crate::link::DEFAULT_LINK_NAME.to_owned(),
+            trace: None,
         }
+    }
+
+    /// The same invocation made from span `trace`.
+    pub fn with_trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// The same invocation over link `name`.
@@ -181,6 +193,9 @@ impl Invocation {
         headers.insert(header::JTI, self.jti.as_str());
         if self.link != crate::link::DEFAULT_LINK_NAME {
             headers.insert(header::LINK, self.link.as_str());
+        }
+        if let Some(trace) = &self.trace {
+            headers.insert(TRACEPARENT, trace.to_string().as_str());
         }
         headers
     }
@@ -203,6 +218,7 @@ impl Invocation {
             deadline_ms,
             jti: get(header::JTI)?,
             link: link_name(Some(headers)).to_owned(),
+            trace: trace_parent(Some(headers)),
         })
     }
 }
@@ -210,6 +226,11 @@ impl Invocation {
 /// The link name an invocation's headers carry (`default` when they name none).
 pub fn link_name(headers: Option<&HeaderMap>) -> &str {
     headers.and_then(|h| h.get(header::LINK)).map_or(crate::link::DEFAULT_LINK_NAME, |v| v.as_str())
+}
+
+/// The caller's span an invocation's headers carry; `None` when absent or malformed.
+pub fn trace_parent(headers: Option<&HeaderMap>) -> Option<TraceContext> {
+    TraceContext::parse(headers?.get(TRACEPARENT)?.as_str())
 }
 
 /// Time left until `deadline_ms`; `None` once it has passed.

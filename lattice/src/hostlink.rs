@@ -51,6 +51,9 @@ pub enum ToHost {
         /// msgpack arguments.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
+        /// The provider's span (`traceparent`) the call is made from.
+        #[serde(default)]
+        traceparent: Option<String>,
     },
     /// The provider has applied its current links and takes calls now.
     Ready,
@@ -117,6 +120,9 @@ pub enum ToProvider {
         /// msgpack arguments.
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
+        /// The caller's span (`traceparent`).
+        #[serde(default)]
+        traceparent: Option<String>,
     },
 }
 
@@ -196,6 +202,7 @@ mod tests {
             function: "handle".into(),
             timeout_ms: 1000,
             payload: vec![1, 2, 3],
+            traceparent: Some(crate::trace::TraceContext::root().to_string()),
         };
         let reply = ToProvider::Reply {
             id: 7,

@@ -87,6 +87,7 @@ fn hostlink_frames_survive_mutation() {
             function: "handle".into(),
             timeout_ms: 5,
             payload: vec![1, 2],
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         })
         .unwrap(),
         encode_frame(&ToProvider::Reply {
@@ -161,6 +162,7 @@ fn signed_invocation_headers_survive_mutation() {
         deadline_ms: now + 1000,
         jti: "j".into(),
         link: "default".into(),
+        trace: Some(trellis_lattice::trace::TraceContext::root()),
     };
     let mut headers = inv.to_headers();
     signer.sign(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const TOKEN: &str = "test-registry-token";
@@ -102,18 +102,7 @@ impl Drop for OciRegistry {
 }
 
 async fn serve(mut stream: TcpStream, addr: SocketAddr, content: &Mutex<Content>, basic: &str) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-        if head.len() > 64 << 10 {
-            return;
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let Some(head) = crate::read_head(&mut stream).await else { return };
     let mut lines = head.split("\r\n");
     let path = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("/").to_owned();
     let authorization = lines

@@ -20,6 +20,7 @@ mod policy;
 mod regions;
 mod scheduler;
 mod security;
+mod tracing;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,6 +89,28 @@ impl Lattice {
         })
         .await;
         addr
+    }
+
+    /// Starts an http-client provider `client` on `host` and links `source`'s outgoing HTTP to
+    /// it with `config` (`allowed_hosts=...`, ...).
+    pub async fn call_out_through_client(&self, host: &str, source: &str, config: &[&str]) {
+        self.trellis
+            .ok(&["start", "provider", "http-client", "--id", "client", "--host", host])
+            .await;
+        let mut args = vec![
+            "link",
+            "put",
+            "--source",
+            source,
+            "--interface",
+            "wasi:http/outgoing-handler",
+            "--target",
+            "client",
+        ];
+        for c in config {
+            args.extend_from_slice(&["--config", c]);
+        }
+        self.trellis.ok(&args).await;
     }
 
     /// Invocations served by `component` on `host`, from the host's inventory.

@@ -64,23 +64,8 @@ async fn components_call_out_through_a_linked_http_client_with_an_allow_list() {
     let reply = get(addr, &format!("/fetch?to={up}")).await.text();
     assert!(reply.contains("HttpRequestDenied"), "{reply}");
 
-    t.ok(&["start", "provider", "http-client", "--id", "client", "--host", &b.id]).await;
     let allowed = format!("allowed_hosts={up},{quiet}");
-    t.ok(&[
-        "link",
-        "put",
-        "--source",
-        "hello",
-        "--interface",
-        "wasi:http/outgoing-handler",
-        "--target",
-        "client",
-        "--config",
-        &allowed,
-        "--config",
-        "timeout_ms=500",
-    ])
-    .await;
+    lattice.call_out_through_client(&b.id, "hello", &[&allowed, "timeout_ms=500"]).await;
     let reply = get(addr, &format!("/fetch?to={up}")).await.text();
     assert_eq!(reply, "fetched: 200 hello from upstream /from-component");
 

@@ -321,7 +321,10 @@ async fn bad_manifests_are_refused_whole_and_unplaceable_apps_exit_2() {
             good.replace(&hello.display().to_string(), "/nope/missing.wasm"),
             "cannot read its source",
         ),
-        (good.replace(&hello.display().to_string(), "oci://registry.local/x:1"), "OCI"),
+        (
+            good.replace(&hello.display().to_string(), "oci://registry.local"),
+            "invalid OCI reference",
+        ),
         (format!("{good}links:\n  - source: a\n    target: b\n    interface: nope\n"), "line 10"),
     ] {
         let m = manifest(dir.path(), "broken.yaml", &broken);

@@ -61,6 +61,7 @@ fn signed_headers(
         deadline_ms,
         jti: jti.into(),
         link: "default".into(),
+        trace: None,
     };
     invocation_headers(&inv, subject, body, Some(signer))
 }
@@ -164,6 +165,7 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
         deadline_ms: soon(),
         jti: "mismatch-1".into(),
         link: "default".into(),
+        trace: None,
     };
     let headers = invocation_headers(&inv, &subject, &request("/m"), Some(&signer));
     assert!(denied(send(nats, &subject, headers, request("/m")).await).contains("does not match"));

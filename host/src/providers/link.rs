@@ -16,6 +16,7 @@ use trellis_lattice::hostlink::{
     Bootstrap, ToHost, ToProvider, WireError, encode_frame, read_frame, write_frame,
 };
 use trellis_lattice::link::DEFAULT_LINK_NAME;
+use trellis_lattice::trace::TraceContext;
 
 use crate::router::Router;
 
@@ -66,6 +67,8 @@ pub(crate) struct ProviderCall<'a> {
     pub function: &'a str,
     pub payload: &'a [u8],
     pub timeout: Duration,
+    /// The caller's span.
+    pub trace: Option<TraceContext>,
 }
 
 impl Pipe {
@@ -81,6 +84,7 @@ impl Pipe {
             function: call.function.to_owned(),
             timeout_ms: u64::try_from(call.timeout.as_millis()).unwrap_or(u64::MAX),
             payload: call.payload.to_vec(),
+            traceparent: call.trace.map(|t| t.to_string()),
         };
         let frame = encode_frame(&frame)
             .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;
@@ -177,7 +181,15 @@ pub(crate) async fn serve<R, W>(
     });
     loop {
         match read_frame::<_, ToHost>(&mut from_provider).await {
-            Ok(Some(ToHost::Invoke { id, target, interface, function, timeout_ms, payload })) => {
+            Ok(Some(ToHost::Invoke {
+                id,
+                target,
+                interface,
+                function,
+                timeout_ms,
+                payload,
+                traceparent,
+            })) => {
                 let (router, pipe, source) = (router.clone(), pipe.clone(), provider_id.clone());
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(timeout_ms);
@@ -189,6 +201,7 @@ pub(crate) async fn serve<R, W>(
                         link: DEFAULT_LINK_NAME,
                         payload: Bytes::from(payload),
                         timeout,
+                        trace: traceparent.as_deref().and_then(TraceContext::parse),
                     };
                     let result = router
                         .invoke(call)

@@ -99,7 +99,12 @@ impl CallState {
         let payload = blob::encode(&request).map_err(|e| e.to_string())?;
         let function = request.function();
         let reply = outbound
-            .call(&self.component_id, link, function, Bytes::from(payload), self.time_left())
+            .call(
+                &self.component_id,
+                link,
+                function,
+                (Bytes::from(payload), self.time_left(), self.trace),
+            )
             .await
             .map_err(|e| e.to_string())?;
         blob::decode::<blob::Reply>(&reply).map_err(|e| {

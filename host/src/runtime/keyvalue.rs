@@ -54,7 +54,12 @@ impl CallState {
         let payload = kv::encode(&request).map_err(|e| Error::Other(e.to_string()))?;
         let function = request.function();
         let reply = outbound
-            .call(&self.component_id, &link, function, Bytes::from(payload), self.time_left())
+            .call(
+                &self.component_id,
+                &link,
+                function,
+                (Bytes::from(payload), self.time_left(), self.trace),
+            )
             .await
             .map_err(|e| Error::Other(e.to_string()))?;
         match kv::decode::<kv::Reply>(&reply) {

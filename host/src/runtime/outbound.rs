@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::link::Link;
+use trellis_lattice::trace::TraceContext;
 
 /// A boxed call future.
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, InvokeError>> + Send + 'a>>;
@@ -22,14 +23,14 @@ pub trait Outbound: Send + Sync {
     /// The runtime config of component `source` (its named configs, merged).
     fn config(&self, source: &str) -> Vec<(String, String)>;
 
-    /// Calls `function` of the link's interface on the link's target, on behalf of `source`.
+    /// Calls `function` of the link's interface on the link's target, on behalf of `source`
+    /// running in span `trace`, with `payload`, waiting at most `timeout`.
     fn call<'a>(
         &'a self,
         source: &'a str,
         link: &'a Link,
         function: &'a str,
-        payload: Bytes,
-        timeout: Duration,
+        request: (Bytes, Duration, TraceContext),
     ) -> CallFuture<'a>;
 }
 
@@ -47,6 +48,8 @@ pub struct CallSettings<'a> {
     /// released when the instance is dropped (which may be after the answer: a guest may work
     /// on after responding).
     pub slots: [Option<tokio::sync::OwnedSemaphorePermit>; 2],
+    /// The span this call runs in: the parent of the calls the component makes.
+    pub trace: TraceContext,
 }
 
 impl std::fmt::Debug for CallSettings<'_> {

@@ -11,6 +11,7 @@ use trellis_lattice::http::{
     self as lattice_http, HANDLE, HttpRequest, HttpResponse, OUTGOING_HANDLER,
 };
 use trellis_lattice::link::DEFAULT_LINK_NAME;
+use trellis_lattice::trace::TraceContext;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::Error as HttpError;
 
@@ -39,6 +40,8 @@ pub(crate) struct CallState {
     pub(super) open_values: usize,
     /// Link names the component chose (`wasmcloud:bus`); `default` otherwise.
     pub(super) link_names: LinkNames,
+    /// The span this call runs in.
+    pub(super) trace: TraceContext,
 }
 
 impl CallState {
@@ -53,12 +56,14 @@ impl CallState {
                 outbound: settings.outbound.clone(),
                 deadline: Instant::now() + settings.timeout,
                 link_name: DEFAULT_LINK_NAME.to_owned(),
+                trace: settings.trace,
             },
             component_id,
             outbound: settings.outbound.clone(),
             deadline: Instant::now() + settings.timeout,
             open_values: 0,
             link_names: LinkNames::default(),
+            trace: settings.trace,
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 // A guest growing past its limit traps with a message that says so, instead of
@@ -110,6 +115,8 @@ struct OutgoingHttp {
     deadline: Instant,
     /// The link name for outgoing HTTP.
     link_name: String,
+    /// The span of the call making the requests.
+    trace: TraceContext,
 }
 
 /// Largest request body a component may send out.
@@ -127,11 +134,12 @@ impl WasiHttpHooks for OutgoingHttp {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let (id, outbound, deadline, link_name) = (
+        let (id, outbound, deadline, link_name, trace) = (
             self.component_id.clone(),
             self.outbound.clone(),
             self.deadline,
             self.link_name.clone(),
+            self.trace,
         );
         Box::new(async move {
             let Some(outbound) = outbound else {
@@ -148,7 +156,7 @@ impl WasiHttpHooks for OutgoingHttp {
             }
             let payload = encode_request(request).await?;
             let reply = outbound
-                .call(&id, &link, HANDLE, payload.into(), timeout)
+                .call(&id, &link, HANDLE, (payload.into(), timeout, trace))
                 .await
                 .map_err(|e| http_error(&id, &e))?;
             let response: HttpResponse = lattice_http::decode(&reply).map_err(|e| {

@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::http::{self, HANDLE, HttpRequest, HttpResponse, OUTGOING_HANDLER};
 use trellis_lattice::link::Link;
+use trellis_lattice::trace::{TRACEPARENT, TraceContext};
 use trellis_provider::{Call, Context, Provider};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,7 +88,7 @@ impl HttpClient {
         &self,
         link: &Link,
         request: HttpRequest,
-        deadline: Duration,
+        (deadline, trace): (Duration, TraceContext),
     ) -> Result<HttpResponse, InvokeError> {
         let settings = Settings::of(link).map_err(|e| error(InvokeErrorKind::BadRequest, e))?;
         let scheme = request.scheme.as_deref().unwrap_or("http");
@@ -107,9 +108,14 @@ impl HttpClient {
             ));
         }
         let mut builder = hyper::Request::builder().method(request.method.as_str()).uri(&uri);
-        for (name, value) in &request.headers {
+        // The upstream continues this call's trace: our span is its parent, whatever the guest
+        // set.
+        for (name, value) in
+            request.headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case(TRACEPARENT))
+        {
             builder = builder.header(name.as_str(), value.as_slice());
         }
+        builder = builder.header(TRACEPARENT, trace.to_string());
         let outgoing = builder
             .body(Full::new(Bytes::from(request.body.into_vec())))
             .map_err(|e| error(InvokeErrorKind::BadRequest, format!("invalid request: {e}")))?;
@@ -159,7 +165,7 @@ impl Provider for HttpClient {
         let request: HttpRequest = http::decode(&call.payload).map_err(|e| {
             error(InvokeErrorKind::BadRequest, format!("undecodable HTTP request: {e}"))
         })?;
-        let response = self.send(&call.link, request, call.timeout).await?;
+        let response = self.send(&call.link, request, (call.timeout, call.trace)).await?;
         http::encode(&response).map_err(|e| error(InvokeErrorKind::TooLarge, e.to_string()))
     }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header};
 use trellis_lattice::http::{self as wire, HANDLE, HttpRequest, HttpResponse, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
+use trellis_lattice::trace::{TRACEPARENT, TraceContext};
 use trellis_provider::{Context, Provider};
 
 use crate::routes::{self, Route};
@@ -267,11 +268,15 @@ async fn forward(
         return Err(too_large());
     }
     let (parts, body) = req.into_parts();
+    // This request's span continues the client's trace (or starts one).
+    let traceparent = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let trace = TraceContext::continue_from(traceparent);
     let body =
         Limited::new(body, route.max_body).collect().await.map_err(|_| too_large())?.to_bytes();
     let payload = wire::encode(&HttpRequest::from_parts(&parts, body))
         .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;
-    let reply = ctx.invoke(&route.target, INCOMING_HANDLER, HANDLE, payload, route.timeout).await?;
+    let reply =
+        ctx.invoke(&route.target, INCOMING_HANDLER, HANDLE, payload, route.timeout, trace).await?;
     let response: HttpResponse = wire::decode(&reply).map_err(|e| {
         InvokeError::new(
             InvokeErrorKind::Trap,

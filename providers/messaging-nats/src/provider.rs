@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::link::Link;
+use trellis_lattice::trace::{TRACEPARENT, TraceContext};
 use trellis_provider::{Call, Context, Provider};
 
 use crate::messages::{self, BrokerMessage};
@@ -101,7 +102,7 @@ impl Messaging {
     async fn publish(
         &self,
         ctx: &Context,
-        link: &Link,
+        (link, trace): (&Link, TraceContext),
         args: &[Value],
     ) -> Result<Option<Value>, String> {
         let msg = BrokerMessage::from_value(args.first().ok_or("publish takes a message")?)?;
@@ -110,9 +111,14 @@ impl Messaging {
             check_subject(reply)?;
         }
         let client = self.client(ctx, link).await?;
+        let headers = trace_headers(trace);
         let published = match msg.reply_to {
-            Some(reply) => client.publish_with_reply(msg.subject, reply, msg.body.into()).await,
-            None => client.publish(msg.subject, msg.body.into()).await,
+            Some(reply) => {
+                client
+                    .publish_with_reply_and_headers(msg.subject, reply, headers, msg.body.into())
+                    .await
+            }
+            None => client.publish_with_headers(msg.subject, headers, msg.body.into()).await,
         };
         published.map_err(|e| format!("publish failed: {e}"))?;
         Ok(None)
@@ -121,7 +127,7 @@ impl Messaging {
     async fn request(
         &self,
         ctx: &Context,
-        link: &Link,
+        (link, trace): (&Link, TraceContext),
         args: &[Value],
     ) -> Result<Option<Value>, String> {
         let [subject, body, timeout] = args else {
@@ -132,7 +138,10 @@ impl Messaging {
         let body = messages::bytes(body)?;
         let timeout = Duration::from_millis(timeout.as_u64().ok_or("timeout-ms is not a number")?);
         let client = self.client(ctx, link).await?;
-        let request = async_nats::Request::new().payload(body.into()).timeout(Some(timeout));
+        let request = async_nats::Request::new()
+            .payload(body.into())
+            .headers(trace_headers(trace))
+            .timeout(Some(timeout));
         let reply = client
             .send_request(subject.clone(), request)
             .await
@@ -146,6 +155,13 @@ impl Messaging {
     }
 }
 
+/// Headers carrying `trace` to whoever handles the message.
+fn trace_headers(trace: TraceContext) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(TRACEPARENT, trace.to_string().as_str());
+    headers
+}
+
 /// Hands one message to the component; a failure is logged (NATS has no one to tell).
 async fn deliver(ctx: &Context, target: &str, msg: async_nats::Message) {
     let message = BrokerMessage {
@@ -154,11 +170,14 @@ async fn deliver(ctx: &Context, target: &str, msg: async_nats::Message) {
         reply_to: msg.reply.map(|r| r.to_string()),
     };
     let payload = messages::encode(vec![message.to_value()]);
-    let outcome = match ctx.invoke(target, HANDLER, "handle-message", payload, HANDLE_TIMEOUT).await
-    {
-        Ok(reply) => messages::read_result(&reply),
-        Err(e) => Err(e.to_string()),
-    };
+    // The handler's span continues the publisher's trace (or starts one).
+    let traceparent = msg.headers.as_ref().and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str());
+    let trace = TraceContext::continue_from(traceparent);
+    let outcome =
+        match ctx.invoke(target, HANDLER, "handle-message", payload, HANDLE_TIMEOUT, trace).await {
+            Ok(reply) => messages::read_result(&reply),
+            Err(e) => Err(e.to_string()),
+        };
     if let Err(e) = outcome {
         tracing::warn!(component = target, subject = %message.subject, error = %e, "message not handled");
     }
@@ -196,8 +215,8 @@ impl Provider for Messaging {
         }
         let args = messages::args(&call.payload).map_err(bad)?;
         let outcome = match call.function.as_str() {
-            "publish" => self.publish(ctx, &call.link, &args).await,
-            "request" => self.request(ctx, &call.link, &args).await,
+            "publish" => self.publish(ctx, (&call.link, call.trace), &args).await,
+            "request" => self.request(ctx, (&call.link, call.trace), &args).await,
             other => return Err(bad(format!("{CONSUMER} has no function `{other}`"))),
         };
         Ok(messages::encode(vec![messages::result(outcome)]))

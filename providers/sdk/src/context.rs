@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use trellis_lattice::envelope::InvokeError;
 use trellis_lattice::hostlink::Bootstrap;
+use trellis_lattice::trace::TraceContext;
 
 use crate::hostlink::HostLink;
 
@@ -49,7 +50,8 @@ impl Context {
     }
 
     /// Invokes `interface.function` of component `target` with msgpack `payload`, wherever the
-    /// target runs; errors are typed ([`InvokeError::kind`]).
+    /// target runs, from span `trace` (the host continues it: pass the span of the request
+    /// being served, or `TraceContext::root()`); errors are typed ([`InvokeError::kind`]).
     pub async fn invoke(
         &self,
         target: &str,
@@ -57,7 +59,8 @@ impl Context {
         function: &str,
         payload: Vec<u8>,
         timeout: Duration,
+        trace: TraceContext,
     ) -> Result<Vec<u8>, InvokeError> {
-        self.host.invoke(target, interface, function, payload, timeout).await
+        self.host.invoke(target, (interface, function), payload, timeout, trace).await
     }
 }

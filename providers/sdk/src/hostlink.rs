@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{ToHost, ToProvider, WireError, encode_frame, read_frame};
+use trellis_lattice::trace::TraceContext;
 
 /// A call from the host to this provider.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub(crate) struct Incoming {
     pub function: String,
     pub timeout: Duration,
     pub payload: Vec<u8>,
+    /// The provider's span for this call (continuing the caller's trace).
+    pub trace: TraceContext,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, InvokeError>>>>>;
@@ -73,6 +76,7 @@ impl HostLink {
                         function,
                         timeout_ms,
                         payload,
+                        traceparent,
                     })) => {
                         let call = Incoming {
                             id,
@@ -82,6 +86,7 @@ impl HostLink {
                             function,
                             timeout: Duration::from_millis(timeout_ms),
                             payload,
+                            trace: TraceContext::continue_from(traceparent.as_deref()),
                         };
                         // Bounded: a provider that falls behind slows its callers down.
                         if incoming_tx.send(call).await.is_err() {
@@ -139,14 +144,14 @@ impl HostLink {
         }
     }
 
-    /// Invokes `interface.function` of `target` through the host.
+    /// Invokes `interface.function` of `target` through the host, from span `trace`.
     pub async fn invoke(
         &self,
         target: &str,
-        interface: &str,
-        function: &str,
+        (interface, function): (&str, &str),
         payload: Vec<u8>,
         timeout: Duration,
+        trace: TraceContext,
     ) -> Result<Vec<u8>, InvokeError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let call = ToHost::Invoke {
@@ -156,6 +161,7 @@ impl HostLink {
             function: function.to_owned(),
             timeout_ms: timeout.as_millis() as u64,
             payload,
+            traceparent: Some(trace.to_string()),
         };
         let frame = encode_frame(&call)
             .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;

@@ -52,6 +52,9 @@ pub struct Call {
     pub payload: Vec<u8>,
     /// How long the caller waits.
     pub timeout: std::time::Duration,
+    /// The provider's span for this call: the parent of whatever it calls on the caller's
+    /// behalf (an outgoing HTTP request carries it as `traceparent`).
+    pub trace: trellis_lattice::trace::TraceContext,
 }
 
 /// A capability provider implementation.
@@ -230,6 +233,7 @@ fn resolve(ctx: &Context, links: &LinkMap, call: Incoming) -> Result<Call, Invok
             function: call.function,
             payload: call.payload,
             timeout: call.timeout,
+            trace: call.trace,
         }),
         _ => Err(InvokeError::new(
             InvokeErrorKind::NoLink,
