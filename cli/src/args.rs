@@ -347,6 +347,11 @@ pub struct HostArgs {
     /// keep theirs.
     #[arg(long, env = "TRELLIS_JS_REPLICAS", default_value_t = 1)]
     pub js_replicas: usize,
+    /// Export traces to this OpenTelemetry collector (OTLP/HTTP, protobuf; `/v1/traces` is
+    /// appended). OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_SERVICE_NAME and
+    /// OTEL_RESOURCE_ATTRIBUTES are read too. Providers this host starts inherit them.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Run a scheduler beside this host: it places deployed applications (`trellis app`) while
     /// it holds the lattice's scheduler lease. Several may run; one leads.
     #[arg(long, env = "TRELLIS_SCHEDULER")]

@@ -51,6 +51,8 @@ pub struct HostConfig {
     /// Replicas of the lattice's JetStream buckets when this host creates them (3 on a 3-node
     /// cluster); buckets that exist keep theirs.
     pub js_replicas: usize,
+    /// Where to export spans (OTLP/HTTP); `None`: nowhere, at no cost.
+    pub telemetry: Option<trellis_lattice::telemetry::Config>,
     /// Run a scheduler beside the host (one of the lattice's schedulers leads); `None`: don't.
     pub scheduler: Option<crate::scheduler::SchedulerConfig>,
 }
@@ -78,6 +80,7 @@ impl HostConfig {
             metrics_listen: None,
             scheduler: None,
             health_listen: None,
+            telemetry: None,
             js_replicas: 1,
         }
     }

@@ -241,6 +241,19 @@ impl Host {
             req.config,
             req.owner,
         ));
+        if req.replace
+            && let Some(old) = self.components.get(id)
+        {
+            // In place: the subscription stays (no moment without one, nothing in flight on a
+            // closing one); calls dispatch to the new component from the moment it is in the
+            // table, and the old one's calls in flight finish on it.
+            let stop = old.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+            *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = stop;
+            self.components.replace(running);
+            self.forget_digest_if_unused(&old.digest);
+            tracing::info!(component = id, from = %old.digest, to = digest, "component replaced");
+            return Ok(());
+        }
         let sub = rpc::subscribe(&self.nats, &self.subjects, id)
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
@@ -252,16 +265,6 @@ impl Host {
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         let target = rpc::Target::Component(running.clone());
         tokio::spawn(rpc::serve(sub, stopped, target, self.router.clone()));
-        if req.replace {
-            // The new one serves (and is subscribed) before the old one stops taking calls;
-            // the old one's calls in flight finish on it.
-            if let Some(old) = self.components.replace(running) {
-                old.stop_serving();
-                self.forget_digest_if_unused(&old.digest);
-                tracing::info!(component = id, from = %old.digest, to = digest, "component replaced");
-            }
-            return Ok(());
-        }
         // A concurrent start of the same id may have won; keep exactly one.
         if let Err(existing) = self.components.try_insert(running.clone()) {
             running.stop_serving();
@@ -420,6 +423,12 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let (host, conn_events) = Host::start(config).await?;
     let _ = started.set(host.clone());
+    if let Some(mut telemetry) = host.config.telemetry.clone() {
+        telemetry.resource.push(("trellis.host.id".into(), host.id.clone()));
+        telemetry.resource.push(("host.name".into(), host.config.name.clone()));
+        telemetry.resource.push(("trellis.lattice".into(), host.config.lattice.clone()));
+        trellis_lattice::telemetry::init(telemetry);
+    }
     let control = control::subscribe(&host).await?;
     let mut tasks = vec![
         tokio::spawn(control::serve(host.clone(), control)),

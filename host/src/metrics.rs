@@ -77,6 +77,18 @@ fn render(host: &Host) -> String {
         &[(String::new(), max)],
     );
     metric(
+        "trellis_spans_exported_total",
+        "counter",
+        "Spans sent to the OpenTelemetry collector.",
+        &[(String::new(), trellis_lattice::telemetry::exported_spans())],
+    );
+    metric(
+        "trellis_spans_dropped_total",
+        "counter",
+        "Spans dropped: the export queue was full or the collector did not take them.",
+        &[(String::new(), trellis_lattice::telemetry::dropped_spans())],
+    );
+    metric(
         "trellis_uptime_seconds",
         "gauge",
         "Seconds since the host started.",

@@ -16,6 +16,7 @@ use trellis_lattice::link::Link;
 use trellis_lattice::policy::Policy;
 use trellis_lattice::signing::{Signer, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
+use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
 
 use crate::components::{Components, Running};
@@ -141,6 +142,11 @@ impl Router {
     }
 
     /// Admission slots free now.
+    /// The component running under `id` on this host now.
+    pub(crate) fn component(&self, id: &str) -> Option<Arc<Running>> {
+        self.components.get(id)
+    }
+
     pub fn free_slots(&self) -> usize {
         self.admission.available_permits()
     }
@@ -196,10 +202,23 @@ impl Router {
         }
         if let Some(local) = local {
             // In process: the callee's span continues the caller's.
-            let trace = TraceContext::next(trace);
-            let call =
-                LocalCall { interface, function, payload: &payload, timeout, nesting, trace };
-            return self.call_local(&local, call).await;
+            let callee = TraceContext::next(trace);
+            let mut span =
+                Span::start(callee, trace, Kind::Internal, || format!("{interface}/{function}"));
+            span.attr("trellis.target", || target.to_owned());
+            let call = LocalCall {
+                interface,
+                function,
+                payload: &payload,
+                timeout,
+                nesting,
+                trace: callee,
+            };
+            let result = self.call_local(&local, call).await;
+            if let Err(e) = &result {
+                span.fail(|| e.to_string());
+            }
+            return result;
         }
         if let Some(pipe) = provider {
             let call = ProviderCall {
@@ -219,8 +238,25 @@ impl Router {
                 format!("invalid call target `{target}` / `{interface}.{function}`"),
             ));
         }
-        let call = Call { source, target, interface, function, link, payload, timeout, trace };
-        send_invocation(&self.nats, &self.subjects, Some(&self.signer), call).await
+        // Over NATS: a client span here, the receiving host's server span its child.
+        let client = TraceContext::next(trace);
+        let mut span =
+            Span::rpc((client, trace, Kind::Client), (interface, function), (source, target));
+        let call = Call {
+            source,
+            target,
+            interface,
+            function,
+            link,
+            payload,
+            timeout,
+            trace: Some(client),
+        };
+        let result = send_invocation(&self.nats, &self.subjects, Some(&self.signer), call).await;
+        if let Err(e) = &result {
+            span.fail(|| e.to_string());
+        }
+        result
     }
 
     /// Runs a call received over NATS on provider `id` of this host.

@@ -11,6 +11,7 @@ use trellis_lattice::chunks;
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, remaining};
 use trellis_lattice::subject::{Subject, Subjects};
+use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
 
 use crate::components::Running;
@@ -82,6 +83,18 @@ pub(crate) async fn serve(
 }
 
 async fn handle(mut msg: Message, target: &Target, router: &Router) {
+    // A component replaced in place keeps its subscription: a call goes to the one running now.
+    let current;
+    let target = match target {
+        Target::Component(running) => match router.component(&running.id) {
+            Some(now) if !Arc::ptr_eq(&now, running) => {
+                current = Target::Component(now);
+                &current
+            }
+            _ => target,
+        },
+        Target::Provider(_) => target,
+    };
     let Some(reply) = msg.reply.clone() else {
         tracing::debug!(subject = %msg.subject, "invocation without reply subject dropped");
         return;
@@ -113,8 +126,13 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
             Ok(()) => {
                 let timeout = remaining.min(router.max_call_time());
                 // This hop's span continues the caller's trace (or starts one).
-                let trace = TraceContext::next(trace_parent(msg.headers.as_ref()));
-                match target {
+                let parent = trace_parent(msg.headers.as_ref());
+                let trace = TraceContext::next(parent);
+                let source = field(&msg, header::SRC);
+                let mut span =
+                    Span::rpc((trace, parent, Kind::Server), (interface, function), (source, id));
+                span.attr("trellis.link", || link_name(msg.headers.as_ref()).to_owned());
+                let result = match target {
                     Target::Component(running) => {
                         let call = LocalCall {
                             interface,
@@ -138,7 +156,11 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
                         };
                         router.call_provider(id, call).await
                     }
+                };
+                if let Err(e) = &result {
+                    span.fail(|| e.to_string());
                 }
+                result
             }
             Err(e) => Err(e),
         },

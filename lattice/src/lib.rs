@@ -38,6 +38,7 @@ pub mod policy;
 pub mod signing;
 pub mod state;
 pub mod subject;
+pub mod telemetry;
 pub mod trace;
 
 pub use trellis_proto as proto;

@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use prost::Message as _;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use trellis_lattice::proto::otlp;
 use trellis_lattice::trace::TraceContext;
-
-use trellis_tests::read_head;
+use trellis_tests::{component, eventually, read_head};
 
 use crate::Lattice;
 
@@ -81,4 +83,174 @@ async fn one_request_is_one_trace_across_hosts_and_providers() {
             TraceContext::parse(&upstream).unwrap_or_else(|| panic!("bad traceparent {upstream}"));
         assert_ne!(started.trace_id, client.trace_id);
     }
+}
+
+/// A collector on loopback: OTLP/HTTP protobuf on `/v1/traces`; keeps every span with its
+/// service name and host id.
+struct Collector {
+    addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    host: String,
+    span: otlp::Span,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let keep = spans.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    // One request per connection is enough for an exporter that reconnects.
+                    let mut raw = Vec::new();
+                    let mut buf = vec![0u8; 64 << 10];
+                    let (split, len) = loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
+                        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .filter_map(|l| l.strip_prefix("content-length:"))
+                                .find_map(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            break (split + 4, len);
+                        }
+                    };
+                    while raw.len() < split + len {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = &raw[split..];
+                    let request = otlp::ExportTraceServiceRequest::decode(&body[..len]).unwrap();
+                    for resource in request.resource_spans {
+                        let attr = |key: &str| {
+                            resource
+                                .resource
+                                .iter()
+                                .flat_map(|r| &r.attributes)
+                                .find(|a| a.key == key)
+                                .and_then(|a| a.value.clone())
+                                .and_then(|v| match v.value {
+                                    Some(otlp::any_value::Value::StringValue(s)) => Some(s),
+                                    _ => None,
+                                })
+                                .unwrap_or_default()
+                        };
+                        let (service, host) = (attr("service.name"), attr("trellis.host.id"));
+                        for scope in &resource.scope_spans {
+                            for span in &scope.spans {
+                                keep.lock().unwrap().push(Received {
+                                    service: service.clone(),
+                                    host: host.clone(),
+                                    span: span.clone(),
+                                });
+                            }
+                        }
+                    }
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Self { addr, spans }
+    }
+
+    fn of_trace(&self, trace_id: u128) -> Vec<Received> {
+        let id = trace_id.to_be_bytes().to_vec();
+        self.spans.lock().unwrap().iter().filter(|r| r.span.trace_id == id).cloned().collect()
+    }
+}
+
+#[tokio::test]
+async fn every_process_exports_its_spans_of_one_request_as_one_trace() {
+    let collector = Collector::start().await;
+    let lattice = Lattice::new("otlp").await;
+    let mut t = lattice.trellis.clone();
+    t.env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://{}", collector.addr)));
+    // Three hosts: the HTTP edge, the component, the key-value store (each provider a process).
+    let edge = t.host("edge", &[]).await;
+    let worker = t.host("worker", &[]).await;
+    let store = t.host("store", &[]).await;
+    let wasm = component("kv-counter");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "counter", "--host", &worker.id])
+        .await;
+    t.ok(&["start", "provider", "keyvalue-nats", "--id", "kv", "--host", &store.id]).await;
+    t.ok(&[
+        "link",
+        "put",
+        "--source",
+        "counter",
+        "--interface",
+        "wasi:keyvalue/store",
+        "--target",
+        "kv",
+    ])
+    .await;
+    let lattice = Lattice { nats: lattice.nats, trellis: t };
+    let addr = lattice.serve_http(&edge.id, "counter", &[]).await;
+
+    let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let reply = get_traced(addr, "/count/traced", Some(sent)).await;
+    assert!(reply.ends_with("\r\n\r\n1"), "{reply}");
+    let client = TraceContext::parse(sent).unwrap();
+
+    // The spans of six hops, from five processes, each the child of the one before.
+    let spans = eventually("every hop's span at the collector", Duration::from_secs(20), || {
+        let spans = collector.of_trace(client.trace_id);
+        async move { (spans.len() >= 6).then_some(spans) }
+    })
+    .await;
+    let by_id: std::collections::HashMap<Vec<u8>, &Received> =
+        spans.iter().map(|r| (r.span.span_id.clone(), r)).collect();
+    let root = spans
+        .iter()
+        .find(|r| r.span.parent_span_id == client.span_id.to_be_bytes())
+        .expect("the http-server's span, child of the client's");
+    assert_eq!(root.service, "trellis-provider-http-server");
+    assert_eq!(root.span.kind, otlp::span::SpanKind::Server as i32);
+    for r in &spans {
+        if r.span.span_id != root.span.span_id {
+            assert!(by_id.contains_key(&r.span.parent_span_id), "a parent for {r:?}");
+        }
+    }
+    // Walk the chain from the key-value provider's span back to the http-server's.
+    let kv = spans
+        .iter()
+        .find(|r| r.service == "trellis-provider-keyvalue-nats")
+        .expect("the key-value provider's span");
+    let mut chain = vec![(kv.service.clone(), kv.host.clone(), kv.span.kind)];
+    let mut at = kv;
+    while at.span.span_id != root.span.span_id {
+        at = by_id[&at.span.parent_span_id];
+        chain.push((at.service.clone(), at.host.clone(), at.span.kind));
+    }
+    chain.reverse();
+    let (server, client_kind) =
+        (otlp::span::SpanKind::Server as i32, otlp::span::SpanKind::Client as i32);
+    let expected = [
+        ("trellis-provider-http-server", edge.id.as_str(), server),
+        ("trellis-host", edge.id.as_str(), client_kind),
+        ("trellis-host", worker.id.as_str(), server),
+        ("trellis-host", worker.id.as_str(), client_kind),
+        ("trellis-host", store.id.as_str(), server),
+        ("trellis-provider-keyvalue-nats", store.id.as_str(), server),
+    ];
+    let chain: Vec<(&str, &str, i32)> =
+        chain.iter().map(|(s, h, k)| (s.as_str(), h.as_str(), *k)).collect();
+    assert_eq!(chain, expected);
+    let worker_span = spans.iter().find(|r| r.host == worker.id && r.span.kind == server).unwrap();
+    assert_eq!(worker_span.span.name, "wasi:http/incoming-handler/handle");
 }

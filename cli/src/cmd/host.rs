@@ -26,6 +26,15 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     config.health_listen = args.health_listen;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     config.js_replicas = args.js_replicas.clamp(1, 5);
+    config.telemetry = trellis_lattice::telemetry::Config::from_env("trellis-host");
+    if let (Some(endpoint), None) = (&args.otlp_endpoint, &config.telemetry) {
+        // Given as a flag only (the environment has no endpoint).
+        config.telemetry = Some(trellis_lattice::telemetry::Config {
+            traces_url: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            service_name: "trellis-host".into(),
+            resource: Vec::new(),
+        });
+    }
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.provider_dir = args.provider_dir.clone();
     config.builtins = crate::builtins::all();

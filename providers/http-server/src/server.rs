@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header};
 use trellis_lattice::http::{self as wire, HANDLE, HttpRequest, HttpResponse, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
+use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::{TRACEPARENT, TraceContext};
 use trellis_provider::{Context, Provider};
 
@@ -243,9 +244,25 @@ async fn handle(ctx: &Context, routes: &Routes, req: Request<Incoming>) -> Respo
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return resp;
     };
-    match forward(ctx, &route, req).await {
-        Ok(resp) => resp,
-        Err(e) => error_response(&e),
+    // This request's span continues the client's trace (or starts one).
+    let parent =
+        req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
+    let trace = TraceContext::next(parent);
+    let mut span = Span::start(trace, parent, Kind::Server, || {
+        format!("{} {}", req.method(), route.prefix.as_deref().unwrap_or("/"))
+    });
+    span.attr("http.request.method", || req.method().to_string());
+    span.attr("url.path", || req.uri().path().to_owned());
+    span.attr("trellis.component", || route.target.clone());
+    match forward(ctx, &route, req, trace).await {
+        Ok(resp) => {
+            span.attr("http.response.status_code", || resp.status().as_u16().to_string());
+            resp
+        }
+        Err(e) => {
+            span.fail(|| e.to_string());
+            error_response(&e)
+        }
     }
 }
 
@@ -253,6 +270,7 @@ async fn forward(
     ctx: &Context,
     route: &Route,
     req: Request<Incoming>,
+    trace: TraceContext,
 ) -> Result<Response<Full<Bytes>>, InvokeError> {
     let too_large = || {
         InvokeError::new(
@@ -268,9 +286,6 @@ async fn forward(
         return Err(too_large());
     }
     let (parts, body) = req.into_parts();
-    // This request's span continues the client's trace (or starts one).
-    let traceparent = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
-    let trace = TraceContext::continue_from(traceparent);
     let body =
         Limited::new(body, route.max_body).collect().await.map_err(|_| too_large())?.to_bytes();
     let payload = wire::encode(&HttpRequest::from_parts(&parts, body))

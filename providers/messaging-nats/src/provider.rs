@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::link::Link;
+use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::{TRACEPARENT, TraceContext};
 use trellis_provider::{Call, Context, Provider};
 
@@ -171,13 +172,25 @@ async fn deliver(ctx: &Context, target: &str, msg: async_nats::Message) {
     };
     let payload = messages::encode(vec![message.to_value()]);
     // The handler's span continues the publisher's trace (or starts one).
-    let traceparent = msg.headers.as_ref().and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str());
-    let trace = TraceContext::continue_from(traceparent);
+    let parent = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(TRACEPARENT))
+        .and_then(|v| TraceContext::parse(v.as_str()));
+    let trace = TraceContext::next(parent);
+    let mut span =
+        Span::start(trace, parent, Kind::Consumer, || format!("{} process", message.subject));
+    span.attr("messaging.system", || "nats".into());
+    span.attr("messaging.destination.name", || message.subject.clone());
+    span.attr("trellis.component", || target.to_owned());
     let outcome =
         match ctx.invoke(target, HANDLER, "handle-message", payload, HANDLE_TIMEOUT, trace).await {
             Ok(reply) => messages::read_result(&reply),
             Err(e) => Err(e.to_string()),
         };
+    if let Err(e) = &outcome {
+        span.fail(|| e.clone());
+    }
     if let Err(e) = outcome {
         tracing::warn!(component = target, subject = %message.subject, error = %e, "message not handled");
     }

@@ -21,8 +21,8 @@ pub(crate) struct Incoming {
     pub function: String,
     pub timeout: Duration,
     pub payload: Vec<u8>,
-    /// The provider's span for this call (continuing the caller's trace).
-    pub trace: TraceContext,
+    /// The caller's span, if it sent one.
+    pub parent: Option<TraceContext>,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, InvokeError>>>>>;
@@ -86,7 +86,7 @@ impl HostLink {
                             function,
                             timeout: Duration::from_millis(timeout_ms),
                             payload,
-                            trace: TraceContext::continue_from(traceparent.as_deref()),
+                            parent: traceparent.as_deref().and_then(TraceContext::parse),
                         };
                         // Bounded: a provider that falls behind slows its callers down.
                         if incoming_tx.send(call).await.is_err() {

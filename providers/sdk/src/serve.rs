@@ -10,6 +10,8 @@ use std::os::fd::AsFd;
 use trellis_lattice::envelope::unix_ms;
 use trellis_lattice::proto as pb;
 use trellis_lattice::subject::{EventKind, Subjects};
+use trellis_lattice::telemetry::{self, Kind, Span};
+use trellis_lattice::trace::TraceContext;
 
 use futures::StreamExt;
 use tokio::net::unix::pipe;
@@ -140,6 +142,16 @@ where
         .await
         .map_err(|e| SdkError::BadBootstrap(e.to_string()))?
         .ok_or(SdkError::NoBootstrap)?;
+    // A provider process exports its spans as the host does (a builtin shares its host's).
+    if !telemetry::enabled()
+        && let Some(mut config) = telemetry::Config::from_env("")
+    {
+        config.service_name = format!("trellis-provider-{}", bootstrap.kind);
+        config.resource.push(("trellis.provider.id".into(), bootstrap.provider_id.clone()));
+        config.resource.push(("trellis.host.id".into(), bootstrap.host_id.clone()));
+        config.resource.push(("trellis.lattice".into(), bootstrap.lattice.clone()));
+        telemetry::init(config);
+    }
     let (host, host_closed, mut incoming) = HostLink::start(from_host, to_host);
     let ctx = Context { bootstrap, host, nats: Arc::default() };
     let provider = Arc::new(make(ctx.clone()));
@@ -192,10 +204,22 @@ where
                 let (provider, ctx, links) = (provider.clone(), ctx.clone(), links.clone());
                 tokio::spawn(async move {
                     let id = call.id;
-                    let result = match resolve(&ctx, &links, call) {
+                    // The provider's span for this call continues the caller's.
+                    let trace = TraceContext::next(call.parent);
+                    let mut span = Span::rpc(
+                        (trace, call.parent, Kind::Server),
+                        (&call.interface, &call.function),
+                        (&call.source, ctx.provider_id()),
+                    );
+                    span.attr("trellis.link", || call.link.clone());
+                    let result = match resolve(&ctx, &links, call, trace) {
                         Ok(call) => provider.invoke(&ctx, call).await,
                         Err(e) => Err(e),
                     };
+                    if let Err(e) = &result {
+                        span.fail(|| e.to_string());
+                    }
+                    drop(span);
                     ctx.host.reply(id, result).await;
                 });
             }
@@ -221,7 +245,12 @@ where
 }
 
 /// The link a call came over: it must exist and lead to this provider.
-fn resolve(ctx: &Context, links: &LinkMap, call: Incoming) -> Result<Call, InvokeError> {
+fn resolve(
+    ctx: &Context,
+    links: &LinkMap,
+    call: Incoming,
+    trace: TraceContext,
+) -> Result<Call, InvokeError> {
     let key = InterfaceName::parse(&call.interface)
         .map(|iface| link_key(&call.source, &iface, &call.link))
         .map_err(|e| InvokeError::new(InvokeErrorKind::BadRequest, e.to_string()))?;
@@ -233,7 +262,7 @@ fn resolve(ctx: &Context, links: &LinkMap, call: Incoming) -> Result<Call, Invok
             function: call.function,
             payload: call.payload,
             timeout: call.timeout,
-            trace: call.trace,
+            trace,
         }),
         _ => Err(InvokeError::new(
             InvokeErrorKind::NoLink,
