@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
@@ -80,6 +81,19 @@ pub struct Host {
     policy: Option<Policy>,
     /// Set once shutdown began: the host takes no new work.
     draining: std::sync::atomic::AtomicBool,
+    /// NATS connection health, for `/metrics`.
+    pub(crate) nats_health: NatsHealth,
+}
+
+/// What the host saw of its NATS connection.
+#[derive(Debug, Default)]
+pub(crate) struct NatsHealth {
+    /// Reconnections after a lost connection.
+    pub reconnects: AtomicU64,
+    /// Messages the client dropped because a subscription fell behind.
+    pub slow_consumers: AtomicU64,
+    /// Milliseconds since the host started when the last heartbeat went out (0: none yet).
+    pub last_heartbeat_ms: AtomicU64,
 }
 
 impl Host {
@@ -122,6 +136,15 @@ impl Host {
 
     pub(crate) fn components(&self) -> &Components {
         &self.components
+    }
+
+    /// Time since the host started.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn nats_connected(&self) -> bool {
+        self.nats.connection_state() == async_nats::connection::State::Connected
     }
 
     /// Calls running now, and the most that may.
@@ -550,6 +573,7 @@ impl Host {
             tokens: std::sync::Mutex::new(HashMap::new()),
             policy,
             draining: std::sync::atomic::AtomicBool::new(false),
+            nats_health: NatsHealth::default(),
         };
         Ok((Arc::new(host), conn_events))
     }
@@ -649,7 +673,11 @@ async fn reannounce(host: Arc<Host>, mut conn_events: mpsc::Receiver<async_nats:
             async_nats::Event::Disconnected => lost = true,
             async_nats::Event::Connected if lost => {
                 lost = false;
+                host.nats_health.reconnects.fetch_add(1, Ordering::Relaxed);
                 host.announce(EventKind::HostStarted).await;
+            }
+            async_nats::Event::SlowConsumer(_) => {
+                host.nats_health.slow_consumers.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }
@@ -674,5 +702,9 @@ async fn heartbeat(host: Arc<Host>) {
     loop {
         tick.tick().await;
         host.announce(EventKind::HostHeartbeat).await;
+        if host.nats.connection_state() == async_nats::connection::State::Connected {
+            let ms = u64::try_from(host.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+            host.nats_health.last_heartbeat_ms.store(ms, Ordering::Relaxed);
+        }
     }
 }

@@ -113,4 +113,61 @@ async fn the_metrics_endpoint_counts_calls() {
         )),
         "{text}"
     );
+
+    // Every metric the Grafana dashboard queries is one the host emits.
+    let text =
+        trellis_tests::eventually("a heartbeat's age", Duration::from_secs(10), || async move {
+            let text = scrape().await;
+            text.contains("# TYPE trellis_heartbeat_age_seconds ").then_some(text)
+        })
+        .await;
+    let queried = dashboard_metrics();
+    assert!(queried.len() >= 12, "{queried:?}");
+    for name in &queried {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which /metrics lacks:\n{text}"
+        );
+    }
+}
+
+/// The Trellis metric families the Grafana dashboard's queries use.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+        "../../deploy/observability/grafana/dashboards/trellis.json"
+    ))
+    .unwrap();
+    let mut all = Vec::new();
+    exprs(&dashboard, &mut all);
+    let mut names = std::collections::BTreeSet::new();
+    for expr in all {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("trellis_") {
+            let tail = &rest[at..];
+            let end =
+                tail.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.insert(family.to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
 }
