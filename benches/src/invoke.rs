@@ -38,8 +38,9 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         let payload = Bytes::from(encode(&request).map_err(setup)?);
         for in_flight in [1usize, 64] {
             let ops = options.count(if in_flight == 1 { 2000 } else { 20000 }, 64);
-            let unsigned = measure(ops, in_flight, invoker(&lattice.client, &payload)).await?;
-            let signed = measure(ops, in_flight, invoker(&signing, &payload)).await?;
+            let unsigned =
+                measure(ops, in_flight, invoker(&lattice.client, "echo", &payload)).await?;
+            let signed = measure(ops, in_flight, invoker(&signing, "echo", &payload)).await?;
             let baseline =
                 measure(ops, in_flight, raw_request(&lattice, &responder, &payload)).await?;
             let size = if size == 100 { "100 B" } else { "10 KiB" };
@@ -66,17 +67,18 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     Ok(rows)
 }
 
-/// One remote invocation of the echo component per call.
-fn invoker(
+/// One remote invocation of the http-hello component `target` per call.
+pub(crate) fn invoker(
     client: &LatticeClient,
+    target: &str,
     payload: &Bytes,
 ) -> impl Fn() -> CallFuture + Clone + Send + 'static {
-    let (client, payload) = (client.clone(), payload.clone());
+    let (client, target, payload) = (client.clone(), Arc::<str>::from(target), payload.clone());
     move || {
-        let (client, payload) = (client.clone(), payload.clone());
+        let (client, target, payload) = (client.clone(), target.clone(), payload.clone());
         Box::pin(async move {
             client
-                .invoke("echo", INCOMING_HANDLER, HANDLE, payload, TIMEOUT)
+                .invoke(&target, INCOMING_HANDLER, HANDLE, payload, TIMEOUT)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string())

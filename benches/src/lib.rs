@@ -16,6 +16,7 @@ mod memory;
 mod report;
 mod schedule;
 mod start;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,9 @@ pub enum Scenario {
     Start,
     /// Host resident memory idle, with 1 and with 100 components.
     Memory,
+    /// Remote calls on a host exporting spans to a collector that is down, against one that
+    /// exports nothing.
+    Telemetry,
     /// The scheduler placing 500 replicas over 20 hosts; heartbeat traffic of 100 hosts.
     Schedule,
     /// Component-to-component calls, co-located and across hosts.
@@ -42,7 +46,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Invoke,
         Scenario::Local,
         Scenario::Http,
@@ -50,6 +54,7 @@ impl Scenario {
         Scenario::Memory,
         Scenario::Call,
         Scenario::Schedule,
+        Scenario::Telemetry,
     ];
 
     /// The scenario's name on the command line.
@@ -62,6 +67,7 @@ impl Scenario {
             Scenario::Memory => "memory",
             Scenario::Call => "call",
             Scenario::Schedule => "schedule",
+            Scenario::Telemetry => "telemetry",
         }
     }
 }
@@ -121,6 +127,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Memory => memory::run(options).await?,
         Scenario::Call => call::run(options).await?,
         Scenario::Schedule => schedule::run(options).await?,
+        Scenario::Telemetry => telemetry::run(options).await?,
     };
     Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
 }

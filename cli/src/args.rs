@@ -275,6 +275,7 @@ pub enum BenchScenario {
     Memory,
     Call,
     Schedule,
+    Telemetry,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,10 @@ async fn every_bench_scenario_runs_and_reports_numbers() {
     assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
     let reports: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = reports.iter().filter_map(|r| r["scenario"].as_str()).collect();
-    assert_eq!(names, ["invoke", "local", "http", "start", "memory", "call", "schedule"]);
+    assert_eq!(
+        names,
+        ["invoke", "local", "http", "start", "memory", "call", "schedule", "telemetry"]
+    );
     for report in &reports {
         let rows = report["rows"].as_array().unwrap();
         assert!(!rows.is_empty(), "{report}");

@@ -21,6 +21,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Memory => vec![Scenario::Memory],
         BenchScenario::Call => vec![Scenario::Call],
         BenchScenario::Schedule => vec![Scenario::Schedule],
+        BenchScenario::Telemetry => vec![Scenario::Telemetry],
     };
     let mut reports = Vec::new();
     for scenario in scenarios {

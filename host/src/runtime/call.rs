@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
+use trellis_lattice::trace::TraceContext;
 use wasmtime::component::Val;
 
 use super::component::Component;
@@ -23,7 +24,7 @@ impl Component {
         payload: &[u8],
         settings: CallSettings<'_>,
     ) -> Result<Bytes, InvokeError> {
-        let id = settings.component_id;
+        let (id, trace) = (settings.component_id, settings.trace);
         let Some(index) = self.functions.get(interface).and_then(|f| f.get(function)) else {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
@@ -34,7 +35,7 @@ impl Component {
         let mut store = self.new_store(&settings);
         let call = async {
             let instance =
-                self.pre.instantiate_async(&mut store).await.map_err(|e| trap(id, &e))?;
+                self.pre.instantiate_async(&mut store).await.map_err(|e| trap((id, trace), &e))?;
             let func = instance.get_func(&mut store, index).ok_or_else(|| {
                 InvokeError::new(
                     InvokeErrorKind::BadRequest,
@@ -49,7 +50,9 @@ impl Component {
                 )
             })?;
             let mut results = vec![Val::Bool(false); ty.results().len()];
-            func.call_async(&mut store, &args, &mut results).await.map_err(|e| trap(id, &e))?;
+            func.call_async(&mut store, &args, &mut results)
+                .await
+                .map_err(|e| trap((id, trace), &e))?;
             values::encode_all(&results).map(Bytes::from).map_err(|e| {
                 InvokeError::new(
                     InvokeErrorKind::Trap,
@@ -67,7 +70,8 @@ impl Component {
     }
 }
 
-fn trap(id: &str, e: &wasmtime::Error) -> InvokeError {
-    tracing::warn!(component = id, error = %format!("{e:#}"), "component call failed");
+fn trap((id, trace): (&str, TraceContext), e: &wasmtime::Error) -> InvokeError {
+    let trace_id = trace.trace_id_hex();
+    tracing::warn!(component = id, trace_id, error = %format!("{e:#}"), "component call failed");
     InvokeError::new(InvokeErrorKind::Trap, format!("component `{id}` trapped: {}", e.root_cause()))
 }

@@ -68,12 +68,16 @@ impl runtime::Host for CallState {
 impl logging::Host for CallState {
     fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
         let component = &*self.component_id;
+        // Correlated with the request: the trace id a collector shows.
+        let trace_id = self.trace.trace_id_hex();
         match level {
-            Level::Trace => tracing::trace!(component, context, "{message}"),
-            Level::Debug => tracing::debug!(component, context, "{message}"),
-            Level::Info => tracing::info!(component, context, "{message}"),
-            Level::Warn => tracing::warn!(component, context, "{message}"),
-            Level::Error | Level::Critical => tracing::error!(component, context, "{message}"),
+            Level::Trace => tracing::trace!(component, trace_id, context, "{message}"),
+            Level::Debug => tracing::debug!(component, trace_id, context, "{message}"),
+            Level::Info => tracing::info!(component, trace_id, context, "{message}"),
+            Level::Warn => tracing::warn!(component, trace_id, context, "{message}"),
+            Level::Error | Level::Critical => {
+                tracing::error!(component, trace_id, context, "{message}")
+            }
         }
         Ok(())
     }

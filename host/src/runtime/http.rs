@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::http::{HttpRequest, HttpResponse};
+use trellis_lattice::trace::TraceContext;
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -23,6 +24,7 @@ impl Component {
         mut settings: CallSettings<'_>,
     ) -> Result<HttpResponse, InvokeError> {
         let (id, timeout) = (settings.component_id, settings.timeout);
+        let who = (id, settings.trace);
         let slots = std::mem::take(&mut settings.slots);
         let Some(pre) = self.http.clone() else {
             return Err(InvokeError::new(
@@ -38,7 +40,7 @@ impl Component {
         let (request, out) = http
             .new_incoming_request(Scheme::Http, request)
             .and_then(|r| Ok((r, http.new_response_outparam(sender)?)))
-            .map_err(|e| trap(id, "preparing the request", &e))?;
+            .map_err(|e| trap(who, "preparing the request", &e))?;
 
         // Guest and response collection run in this task, side by side: no hop to another
         // worker thread and back on every call.
@@ -76,7 +78,7 @@ impl Component {
                 done = &mut guest => match response.await {
                     Ok(response) => Ok(response),
                     Err(Some(e)) => Err(e),
-                    Err(None) => Err(guest_failure(id, done)),
+                    Err(None) => Err(guest_failure(who, done)),
                 },
                 answered = &mut response => match answered {
                     Ok(response) => {
@@ -89,7 +91,7 @@ impl Component {
                         Ok(response)
                     }
                     Err(Some(e)) => Err(e),
-                    Err(None) => Err(guest_failure(id, guest.await)),
+                    Err(None) => Err(guest_failure(who, guest.await)),
                 },
             }
         };
@@ -116,19 +118,21 @@ impl Component {
     }
 }
 
-fn guest_failure(id: &str, guest: wasmtime::Result<()>) -> InvokeError {
+fn guest_failure((id, trace): (&str, TraceContext), guest: wasmtime::Result<()>) -> InvokeError {
     match guest {
         Ok(()) => InvokeError::new(
             InvokeErrorKind::Trap,
             format!("component `{id}` returned without setting a response"),
         ),
-        Err(e) => trap(id, "handling the request", &e),
+        Err(e) => trap((id, trace), "handling the request", &e),
     }
 }
 
-fn trap(id: &str, during: &str, e: &wasmtime::Error) -> InvokeError {
-    // The log gets the whole chain with the wasm backtrace; the caller gets the cause.
-    tracing::warn!(component = id, error = %format!("{e:#}"), "component failed while {during}");
+fn trap((id, trace): (&str, TraceContext), during: &str, e: &wasmtime::Error) -> InvokeError {
+    // The log gets the whole chain with the wasm backtrace (and the trace to find the request
+    // by); the caller gets the cause.
+    let trace_id = trace.trace_id_hex();
+    tracing::warn!(component = id, trace_id, error = %format!("{e:#}"), "component failed while {during}");
     InvokeError::new(
         InvokeErrorKind::Trap,
         format!("component `{id}` trapped while {during}: {}", e.root_cause()),
