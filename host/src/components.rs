@@ -24,6 +24,8 @@ pub(crate) struct Running {
     pub owner: Option<pb::Owner>,
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
+    /// Errors by [`trellis_lattice::envelope::InvokeErrorKind`] (`kind as usize`).
+    pub errors_by_kind: [AtomicU64; 8],
     /// How long its calls took.
     pub durations: Histogram,
     /// Tells the serving task to drain its subscription and end.
@@ -48,6 +50,7 @@ impl Running {
             owner,
             invocations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            errors_by_kind: Default::default(),
             durations: Histogram::default(),
             stop: std::sync::Mutex::new(None),
         }

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use hyper::StatusCode;
 use tokio::net::TcpListener;
 
+use trellis_lattice::envelope::InvokeErrorKind;
+
 use crate::histogram::BOUNDS_US;
 use crate::host::Host;
 
@@ -47,6 +49,24 @@ fn render(host: &Host) -> String {
         "counter",
         "Calls a component of this host answered with an error.",
         &per_component(&|c| c.errors.load(Ordering::Relaxed)),
+    );
+    let by_kind: Vec<(String, u64)> = components
+        .iter()
+        .flat_map(|c| {
+            InvokeErrorKind::ALL.iter().map(move |kind| {
+                let count = c.errors_by_kind[*kind as usize].load(Ordering::Relaxed);
+                (format!(",component=\"{}\",kind=\"{}\"", c.id, kind.as_str()), count)
+            })
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    family(
+        &mut out,
+        h,
+        "trellis_invocation_errors_by_kind_total",
+        "counter",
+        "Failed calls per component and error kind (Trap, Timeout, TooLarge, ...).",
+        &by_kind,
     );
     let info = host.info();
     family(

@@ -281,8 +281,9 @@ impl Router {
         let started = Instant::now();
         let result = self.run_local(running, call).await;
         running.durations.observe(started.elapsed());
-        if result.is_err() {
+        if let Err(e) = &result {
             running.errors.fetch_add(1, Ordering::Relaxed);
+            running.errors_by_kind[e.kind() as usize].fetch_add(1, Ordering::Relaxed);
         }
         result
     }

@@ -49,7 +49,8 @@ pub enum InvokeErrorKind {
 }
 
 impl InvokeErrorKind {
-    const ALL: [InvokeErrorKind; 8] = [
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [InvokeErrorKind; 8] = [
         InvokeErrorKind::NoLink,
         InvokeErrorKind::NoResponders,
         InvokeErrorKind::Timeout,

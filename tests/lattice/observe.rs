@@ -98,6 +98,11 @@ async fn the_metrics_endpoint_counts_calls() {
     let text = scrape().await;
     assert_eq!(value(&text, "trellis_invocations_total", "hello"), before + 4);
     assert!(value(&text, "trellis_invocation_errors_total", "hello") >= 1);
+    let trapped = format!(
+        "trellis_invocation_errors_by_kind_total{{host=\"{}\",component=\"hello\",kind=\"Trap\"}} 1",
+        host.id
+    );
+    assert!(text.contains(&trapped), "{trapped} in:\n{text}");
     assert!(text.contains("# TYPE trellis_provider_healthy gauge"), "{text}");
     let count = format!(
         "trellis_invocation_duration_seconds_count{{host=\"{}\",component=\"hello\"}} {}",
