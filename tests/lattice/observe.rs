@@ -4,6 +4,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
 use trellis_tests::bin;
 
 use crate::Lattice;
@@ -67,7 +68,41 @@ async fn hosts_write_json_logs_when_asked() {
     .await
     .expect("a `host started` record");
     assert_eq!(started["level"], "INFO", "{started}");
-    assert!(started["fields"]["host"].as_str().is_some_and(|h| h.starts_with('N')), "{started}");
+    let host_id = started["fields"]["host"].as_str().unwrap_or_default().to_owned();
+    assert!(host_id.starts_with('N'), "{started}");
+
+    // A guest's stderr and its trap become records of that host, both with the call's trace id.
+    lattice.start_hello("hello", &["--host", &host_id]).await;
+    let request = encode(&HttpRequest::get("/trap")).unwrap();
+    let client = t.client().await;
+    let err = client
+        .invoke("hello", INCOMING_HANDLER, HANDLE, request.into(), Duration::from_secs(5))
+        .await
+        .expect_err("it traps");
+    assert_eq!(err.kind(), trellis_lattice::envelope::InvokeErrorKind::Trap);
+    let (mut printed, mut trapped) = (None, None);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let fields = &record["fields"];
+            let message = fields["message"].as_str().unwrap_or_default();
+            if fields["stream"] == "stderr" && message.contains("asked to trap") {
+                assert_eq!(fields["component"], "hello", "{record}");
+                printed = fields["trace_id"].as_str().map(String::from);
+            }
+            if message.contains("component failed while handling the request") {
+                trapped = fields["trace_id"].as_str().map(String::from);
+            }
+            if printed.is_some() && trapped.is_some() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the guest's panic message and the trap, as records");
+    let printed = printed.unwrap();
+    assert_eq!(printed.len(), 32, "{printed}");
+    assert_eq!(Some(printed), trapped, "one call, one trace id");
 }
 
 #[tokio::test]

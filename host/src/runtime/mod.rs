@@ -16,6 +16,7 @@ mod forward;
 mod http;
 mod keyvalue;
 mod outbound;
+mod output;
 mod state;
 mod values;
 

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::Error as HttpError;
 
 use super::bus::LinkNames;
 use super::outbound::{CallSettings, Outbound};
+use super::output::GuestOutput;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -47,8 +48,12 @@ pub(crate) struct CallState {
 impl CallState {
     pub(crate) fn new(settings: &CallSettings<'_>, max_memory_bytes: usize) -> Self {
         let component_id: Arc<str> = settings.component_id.into();
+        let (stdout, stderr) = (
+            GuestOutput::stdout(component_id.clone(), settings.trace),
+            GuestOutput::stderr(component_id.clone(), settings.trace),
+        );
         Self {
-            wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
+            wasi: WasiCtx::builder().stdout(stdout).stderr(stderr).build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: OutgoingHttp {
