@@ -170,10 +170,8 @@ fn js(op: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StateError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
-    serde_json::from_slice(bytes).map_err(|e| StateError::JetStream {
-        op: "reading the APPS bucket",
-        reason: format!("`{key}` is not valid: {e}"),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::BadRecord { key: key.to_owned(), reason: e.to_string() })
 }
 
 impl AppStore {
@@ -237,8 +235,15 @@ impl AppStore {
         names.sort();
         let mut records = Vec::with_capacity(names.len());
         for name in names {
-            if let Some((record, _)) = self.get(&name).await? {
-                records.push(record);
+            // One unreadable record (written by a newer version, or damaged) must not stop the
+            // others from being listed and scheduled.
+            match self.get(&name).await {
+                Ok(Some((record, _))) => records.push(record),
+                Ok(None) => {}
+                Err(e @ StateError::BadRecord { .. }) => {
+                    tracing::warn!(app = %name, error = %e, "skipping an unreadable application record");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(records)
@@ -322,8 +327,18 @@ impl Lease {
                 true
             }
             Err(_) => {
-                self.revision = None;
-                false
+                // An update that timed out may still have been applied: the key is then ours
+                // under a newer revision.
+                self.revision = match self.kv.entry(LEASE_KEY).await {
+                    Ok(Some(e))
+                        if e.operation == kv::Operation::Put
+                            && e.value.as_ref() == self.holder.as_bytes() =>
+                    {
+                        Some(e.revision)
+                    }
+                    _ => None,
+                };
+                self.revision.is_some()
             }
         }
     }

@@ -272,12 +272,29 @@ struct Session<'a> {
 
 impl Session<'_> {
     /// GETs `url`, answering one authentication challenge on the way.
+    /// GETs `url`, answering one authentication challenge and following up to five redirects
+    /// (registries send blobs from CDNs); credentials never leave the registry's host.
     async fn get(&mut self, url: &str, accept: &str, limit: usize) -> Result<Bytes, OciError> {
-        for _ in 0..2 {
-            let response = self.send(url, accept, self.authorization.clone()).await?;
+        let mut url = url.to_owned();
+        let (mut redirects, mut challenged) = (0, false);
+        loop {
+            let at_registry = authority(&url).as_deref() == Some(self.reference.registry.as_str());
+            let auth = if at_registry { self.authorization.clone() } else { None };
+            let response = self.send(&url, accept, auth).await?;
             match response.status() {
                 StatusCode::OK => return self.read(response, limit).await,
-                StatusCode::UNAUTHORIZED if self.authorization.is_none() => {
+                status if status.is_redirection() && redirects < 5 => {
+                    let location = response
+                        .headers()
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or_else(|| OciError::Status { url: url.clone(), status })?;
+                    url = redirect(&url, location)
+                        .ok_or_else(|| OciError::Status { url: url.clone(), status })?;
+                    redirects += 1;
+                }
+                StatusCode::UNAUTHORIZED if at_registry && !challenged => {
+                    challenged = true;
                     let challenge = response
                         .headers()
                         .get(header::WWW_AUTHENTICATE)
@@ -289,10 +306,9 @@ impl Session<'_> {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     return Err(self.unauthorized(format!("{} for {url}", response.status())));
                 }
-                status => return Err(OciError::Status { url: url.to_owned(), status }),
+                status => return Err(OciError::Status { url, status }),
             }
         }
-        Err(self.unauthorized("the credentials were not accepted".into()))
     }
 
     async fn send(
@@ -392,6 +408,21 @@ impl Session<'_> {
     }
 }
 
+/// The `host[:port]` of an absolute URL.
+fn authority(url: &str) -> Option<String> {
+    url.parse::<http::Uri>().ok()?.authority().map(|a| a.to_string())
+}
+
+/// Where a redirect from `from` to `location` (absolute, or absolute-path) leads.
+fn redirect(from: &str, location: &str) -> Option<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Some(location.to_owned());
+    }
+    let uri = from.parse::<http::Uri>().ok()?;
+    let path = location.starts_with('/').then_some(location)?;
+    Some(format!("{}://{}{path}", uri.scheme_str()?, uri.authority()?))
+}
+
 /// Percent-encodes a query value.
 fn encode(value: &str) -> String {
     value
@@ -441,6 +472,15 @@ mod tests {
         {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn redirects_resolve() {
+        let from = "https://ghcr.io/v2/a/blobs/sha256:1";
+        assert_eq!(redirect(from, "/x?y=1").unwrap(), "https://ghcr.io/x?y=1");
+        assert_eq!(redirect(from, "https://cdn.example/b").unwrap(), "https://cdn.example/b");
+        assert_eq!(redirect(from, "relative"), None);
+        assert_eq!(authority(from).unwrap(), "ghcr.io");
     }
 
     #[test]

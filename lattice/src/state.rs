@@ -55,6 +55,14 @@ pub enum StateError {
         /// Why decoding failed.
         reason: String,
     },
+    /// A stored application record or status could not be decoded.
+    #[error("`{key}` in the APPS bucket is not valid: {reason}")]
+    BadRecord {
+        /// KV key.
+        key: String,
+        /// Decoder error.
+        reason: String,
+    },
     /// Any other JetStream failure.
     #[error("JetStream {op} failed: {reason}")]
     JetStream {

@@ -130,6 +130,19 @@ fn answer(
     content: &Mutex<Content>,
     basic: &str,
 ) -> Answer {
+    // The "CDN" blobs are redirected to: another host name, no credentials wanted (a registry
+    // client must not send the registry's token there).
+    if let Some(digest) = path.strip_prefix("/cdn/") {
+        if !authorization.is_empty() {
+            return ("400 Bad Request", vec![], b"registry credentials sent to the CDN".to_vec());
+        }
+        return match content.lock().expect("lock").blobs.get(digest) {
+            Some(bytes) => {
+                ("200 OK", vec![("content-type", "application/octet-stream".into())], bytes.clone())
+            }
+            None => ("404 Not Found", vec![], vec![]),
+        };
+    }
     if path.starts_with("/token") {
         return if authorization == basic {
             (
@@ -153,6 +166,10 @@ fn answer(
             "Bearer realm=\"http://{addr}/token\",service=\"trellis-test\",scope=\"repository:{repository}:pull\""
         );
         return ("401 Unauthorized", vec![("www-authenticate", challenge)], vec![]);
+    }
+    if kind == "blobs" {
+        let location = format!("http://localhost:{}/cdn/{reference}", addr.port());
+        return ("307 Temporary Redirect", vec![("location", location)], vec![]);
     }
     let content = content.lock().expect("lock");
     let digest = match kind {

@@ -208,8 +208,9 @@ impl Scheduler {
             self.applied.clear();
             self.dirty = true;
         }
-        // Retries of failed starts come due.
-        if self.failures.values().any(|(_, at)| at.elapsed() >= self.config.retry_failed) {
+        // A failed start comes due for its retry (once: the retry resets or clears it).
+        let due = self.config.retry_failed..self.config.retry_failed + Duration::from_secs(1);
+        if self.failures.values().any(|(_, at)| due.contains(&at.elapsed())) {
             self.dirty = true;
         }
     }
@@ -266,6 +267,10 @@ impl Scheduler {
             self.apply_links_and_config(record).await;
         }
         let workloads = desired::workloads(&records);
+        // Failures of specs nobody wants any more are forgotten.
+        self.failures.retain(|(id, fingerprint), _| {
+            workloads.get(id).is_some_and(|w| w.wanted.fingerprint == *fingerprint)
+        });
         let wanted: Vec<_> = workloads.values().map(|w| w.wanted.clone()).collect();
         let observed = self.hosts.observed();
         let (commands, placements) = plan(&wanted, &observed);
@@ -356,6 +361,9 @@ impl Scheduler {
             self.hosts.touched(host);
             let Err(e) = result else {
                 tracing::info!(?command, "scheduler command done");
+                if let Some(w) = workloads.get(id) {
+                    self.failures.remove(&(id.clone(), w.wanted.fingerprint.clone()));
+                }
                 continue;
             };
             let host_name = self.hosts.name(host);
