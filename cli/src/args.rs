@@ -49,6 +49,11 @@ pub struct Global {
     /// JetStream under a domain (see deploy/nats/), for example `hub`.
     #[arg(long, env = "TRELLIS_JS_DOMAIN", global = true)]
     pub js_domain: Option<String>,
+    /// Replicas of the lattice's JetStream buckets when this process creates them (hosts, and
+    /// commands that write state): 3 on a 3-node NATS cluster, so links, config, artifacts and
+    /// applications survive a server. Buckets that exist keep theirs.
+    #[arg(long, env = "TRELLIS_JS_REPLICAS", default_value_t = 1, global = true)]
+    pub js_replicas: usize,
 }
 
 impl Global {
@@ -343,11 +348,6 @@ pub struct HostArgs {
     /// Seconds SIGTERM waits for calls in flight before the host leaves anyway.
     #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value_t = 10)]
     pub drain_timeout: u64,
-    /// Replicas of the lattice's JetStream buckets when this host creates them: 3 on a 3-node
-    /// NATS cluster, so links, config, artifacts and apps survive a server. Buckets that exist
-    /// keep theirs.
-    #[arg(long, env = "TRELLIS_JS_REPLICAS", default_value_t = 1)]
-    pub js_replicas: usize,
     /// Export traces to this OpenTelemetry collector (OTLP/HTTP, protobuf; `/v1/traces` is
     /// appended). OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_SERVICE_NAME and
     /// OTEL_RESOURCE_ATTRIBUTES are read too. Providers this host starts inherit them.

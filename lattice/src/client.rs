@@ -77,6 +77,7 @@ pub struct LatticeClient {
     timeout: Duration,
     signer: Option<std::sync::Arc<crate::signing::Signer>>,
     js_domain: Option<String>,
+    js_replicas: usize,
 }
 
 impl LatticeClient {
@@ -89,6 +90,7 @@ impl LatticeClient {
             timeout: Duration::from_secs(10),
             signer: None,
             js_domain: None,
+            js_replicas: 1,
         })
     }
 
@@ -96,6 +98,17 @@ impl LatticeClient {
     pub fn with_js_domain(mut self, domain: Option<String>) -> Self {
         self.js_domain = domain;
         self
+    }
+
+    /// Creates missing buckets of the lattice's state with `replicas` replicas.
+    pub fn with_js_replicas(mut self, replicas: usize) -> Self {
+        self.js_replicas = replicas.max(1);
+        self
+    }
+
+    /// Replicas of buckets this client creates.
+    pub fn js_replicas(&self) -> usize {
+        self.js_replicas
     }
 
     /// The JetStream context of the lattice's state.
@@ -126,7 +139,7 @@ impl LatticeClient {
 
     /// Opens the lattice's JetStream state.
     pub async fn state(&self) -> Result<LatticeState, StateError> {
-        LatticeState::open(&self.jetstream(), &self.lattice).await
+        LatticeState::open_replicated(&self.jetstream(), &self.lattice, self.js_replicas).await
     }
 
     /// Every host that answers a ping within `wait`, sorted by id.

@@ -25,7 +25,7 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     config.labels.extend(env_labels(std::env::vars()));
     config.health_listen = args.health_listen;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
-    config.js_replicas = args.js_replicas.clamp(1, 5);
+    config.js_replicas = g.js_replicas.clamp(1, 5);
     config.telemetry = trellis_lattice::telemetry::Config::from_env("trellis-host");
     if let (Some(endpoint), None) = (&args.otlp_endpoint, &config.telemetry) {
         // Given as a flag only (the environment has no endpoint).

@@ -47,5 +47,6 @@ pub async fn connect(g: &Global) -> anyhow::Result<LatticeClient> {
     let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli", &auth).await?;
     Ok(LatticeClient::new(nats, &g.lattice)
         .context("invalid --lattice")?
-        .with_js_domain(auth.js_domain))
+        .with_js_domain(auth.js_domain)
+        .with_js_replicas(g.js_replicas.clamp(1, 5)))
 }
