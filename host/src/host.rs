@@ -127,7 +127,7 @@ impl Host {
     pub(crate) fn not_ready(&self) -> Option<&'static str> {
         if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             Some("draining: shutting down")
-        } else if self.nats.connection_state() != async_nats::connection::State::Connected {
+        } else if !self.nats_connected() {
             Some("not connected to NATS")
         } else {
             None
@@ -702,7 +702,7 @@ async fn heartbeat(host: Arc<Host>) {
     loop {
         tick.tick().await;
         host.announce(EventKind::HostHeartbeat).await;
-        if host.nats.connection_state() == async_nats::connection::State::Connected {
+        if host.nats_connected() {
             let ms = u64::try_from(host.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
             host.nats_health.last_heartbeat_ms.store(ms, Ordering::Relaxed);
         }

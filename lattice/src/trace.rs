@@ -2,7 +2,8 @@
 //! host–provider pipe, and invocations over NATS, so one request is one trace across hosts.
 //!
 //! Each hop that receives a call continues the caller's trace with a span of its own
-//! ([`TraceContext::continue_from`]); what it sends on is that span's `traceparent`. A missing
+//! ([`TraceContext::next`] of the parsed `traceparent`); what it sends on is that span's
+//! `traceparent`. A missing
 //! or malformed `traceparent` starts a new trace.
 
 use std::cell::Cell;
@@ -52,12 +53,6 @@ impl TraceContext {
     /// A new span in the same trace, whose parent is this one.
     pub fn child(&self) -> Self {
         Self { span_id: random().max(1), ..*self }
-    }
-
-    /// The span of a hop that received `traceparent`: a child of the caller's span, or the
-    /// root of a new trace when there is none or it is malformed.
-    pub fn continue_from(traceparent: Option<&str>) -> Self {
-        Self::next(traceparent.and_then(Self::parse))
     }
 
     /// The span of a hop called from span `parent`: its child, or a new trace without one.
@@ -144,10 +139,10 @@ mod tests {
     #[test]
     fn a_hop_continues_the_trace_with_a_span_of_its_own() {
         let parent = TraceContext::parse(GOOD).unwrap();
-        let hop = TraceContext::continue_from(Some(GOOD));
+        let hop = TraceContext::next(TraceContext::parse(GOOD));
         assert_eq!(hop.trace_id, parent.trace_id);
         assert_ne!(hop.span_id, parent.span_id);
-        let fresh = TraceContext::continue_from(Some("garbage"));
+        let fresh = TraceContext::next(TraceContext::parse("garbage"));
         assert_ne!(fresh.trace_id, parent.trace_id);
         assert_ne!(TraceContext::root().trace_id, TraceContext::root().trace_id);
     }

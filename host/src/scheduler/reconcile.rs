@@ -18,7 +18,7 @@ use trellis_proto::{self as pb, ErrorCode};
 
 use super::desired::{self, Start, Workload};
 use super::observe::Hosts;
-use super::plan::{Command, Placement, plan};
+use super::plan::{Command, Observed, Placement, plan};
 use crate::host::{AbortOnDrop, Host};
 
 /// How the scheduler runs.
@@ -278,7 +278,7 @@ impl Scheduler {
         let placements: BTreeMap<&str, &Placement> =
             placements.iter().map(|p| (p.id.as_str(), p)).collect();
         for record in &records {
-            let status = self.status(record, &workloads, &placements, &commands);
+            let status = self.status(record, &observed, &workloads, (&placements, &commands));
             self.write_status(status, record).await;
         }
         if !commands.is_empty() {
@@ -428,11 +428,10 @@ impl Scheduler {
     fn status(
         &self,
         record: &AppRecord,
+        observed: &[Observed],
         workloads: &BTreeMap<String, Workload>,
-        placements: &BTreeMap<&str, &Placement>,
-        commands: &[Command],
+        (placements, commands): (&BTreeMap<&str, &Placement>, &[Command]),
     ) -> AppStatus {
-        let observed = self.hosts.observed();
         let runs = |id: &str, fingerprint: Option<&str>| -> Vec<String> {
             observed
                 .iter()
