@@ -348,11 +348,16 @@ pub struct HostArgs {
     /// Seconds SIGTERM waits for calls in flight before the host leaves anyway.
     #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value_t = 10)]
     pub drain_timeout: u64,
-    /// Export traces to this OpenTelemetry collector (OTLP/HTTP, protobuf; `/v1/traces` is
-    /// appended). OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_SERVICE_NAME and
-    /// OTEL_RESOURCE_ATTRIBUTES are read too. Providers this host starts inherit them.
+    /// Export traces and metrics to this OpenTelemetry collector, for example
+    /// `http://127.0.0.1:4318` (`/v1/traces` and `/v1/metrics` are appended) or, with
+    /// `--otlp-protocol grpc`, `http://127.0.0.1:4317`. The other OTEL_* variables are read too
+    /// (per-signal endpoints, headers, OTEL_METRIC_EXPORT_INTERVAL, OTEL_SERVICE_NAME, ...; see
+    /// docs/observability.md). Providers this host starts export their spans alike.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// How to reach the collector: `http/protobuf` (port 4318) or `grpc` (port 4317).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_parser = ["http/protobuf", "grpc"])]
+    pub otlp_protocol: Option<String>,
     /// Run a scheduler beside this host: it places deployed applications (`trellis app`) while
     /// it holds the lattice's scheduler lease. Several may run; one leads.
     #[arg(long, env = "TRELLIS_SCHEDULER")]

@@ -446,20 +446,32 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let (host, conn_events) = Host::start(config).await?;
     let _ = started.set(host.clone());
+    let control = control::subscribe(&host).await?;
+    let mut tasks = Vec::new();
     if let Some(mut telemetry) = host.config.telemetry.clone() {
         telemetry.resource.push(("trellis.host.id".into(), host.id.clone()));
         telemetry.resource.push(("host.name".into(), host.config.name.clone()));
         telemetry.resource.push(("trellis.lattice".into(), host.config.lattice.clone()));
-        trellis_lattice::telemetry::init(telemetry);
+        trellis_lattice::telemetry::init(&telemetry);
+        if let Some(endpoint) = telemetry.metrics.clone() {
+            let exporter = trellis_lattice::telemetry::Exporter::new(endpoint);
+            let resource = trellis_lattice::telemetry::resource(&telemetry);
+            let interval = telemetry.metrics_interval;
+            tasks.push(tokio::spawn(crate::metrics::otlp::push(
+                host.clone(),
+                exporter,
+                resource,
+                interval,
+            )));
+        }
     }
-    let control = control::subscribe(&host).await?;
-    let mut tasks = vec![
+    tasks.extend([
         tokio::spawn(control::serve(host.clone(), control)),
         tokio::spawn(heartbeat(host.clone())),
         tokio::spawn(reannounce(host.clone(), conn_events)),
         tokio::spawn(expire_claims(host.clone())),
         tokio::spawn(refresh_identity(host.clone())),
-    ];
+    ]);
     if let Some(policy) = &host.policy {
         tasks.push(tokio::spawn(policy.clone().follow_changes(host.subjects.clone())));
     }
@@ -471,7 +483,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
             .await
             .map_err(|e| HostError::Config(format!("cannot serve metrics on {address}: {e}")))?;
         tracing::info!(%address, "serving metrics on /metrics");
-        tasks.push(tokio::spawn(crate::metrics::serve(host.clone(), listener)));
+        tasks.push(tokio::spawn(crate::metrics::prometheus::serve(host.clone(), listener)));
     }
     host.announce(EventKind::HostStarted).await;
     tracing::info!(host = host.id(), lattice = %host.config.lattice, "host started");
@@ -548,6 +560,7 @@ impl Host {
             host_id: id.clone(),
             provider_id: String::new(),
             kind: String::new(),
+            telemetry: config.telemetry.clone(),
         };
         let providers = Providers::new(
             router.clone(),

@@ -31,6 +31,9 @@ pub struct Bootstrap {
     pub provider_id: String,
     /// Which implementation, for example `http-server`.
     pub kind: String,
+    /// Where the host exports telemetry; the provider exports its spans there too.
+    #[serde(default)]
+    pub telemetry: Option<crate::telemetry::Config>,
 }
 
 /// Provider to host.

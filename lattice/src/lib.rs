@@ -45,3 +45,15 @@ pub use trellis_proto as proto;
 
 // Only here for its `fast` feature (see the workspace Cargo.toml): nkeys signs through it.
 use ed25519_dalek as _;
+
+/// An error with its causes, `: `-separated (hyper's own says little: "client error (Connect)").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

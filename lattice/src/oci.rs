@@ -326,7 +326,7 @@ impl Session<'_> {
             .map_err(|_| OciError::BadReference(self.reference.to_string()))?;
         match tokio::time::timeout(TIMEOUT, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.unreachable(error_chain(&e))),
+            Ok(Err(e)) => Err(self.unreachable(crate::error_chain(&e))),
             Err(_) => Err(self.unreachable(format!("no answer within {TIMEOUT:?}"))),
         }
     }
@@ -434,17 +434,6 @@ fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -102,6 +102,10 @@ fn hostlink_frames_survive_mutation() {
             host_id: "h".into(),
             provider_id: "p".into(),
             kind: "k".into(),
+            telemetry: trellis_lattice::telemetry::Config::from_vars("s", |name| {
+                (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://c:4318".to_owned())
+            })
+            .unwrap(),
         })
         .unwrap(),
     ];

@@ -7,6 +7,7 @@
 mod components;
 mod http;
 mod oci;
+pub mod otlp;
 mod process;
 mod redis;
 

@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use prost::Message as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use trellis_lattice::proto::otlp;
 use trellis_lattice::trace::TraceContext;
+use trellis_tests::otlp::{Collector, ReceivedSpan, metric_value};
 use trellis_tests::{component, eventually, read_head};
 
 use crate::Lattice;
@@ -85,93 +85,10 @@ async fn one_request_is_one_trace_across_hosts_and_providers() {
     }
 }
 
-/// A collector on loopback: OTLP/HTTP protobuf on `/v1/traces`; keeps every span with its
-/// service name and host id.
-struct Collector {
-    addr: SocketAddr,
-    spans: Arc<Mutex<Vec<Received>>>,
-}
-
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    host: String,
-    span: otlp::Span,
-}
-
-impl Collector {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let keep = spans.clone();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let keep = keep.clone();
-                tokio::spawn(async move {
-                    // One request per connection is enough for an exporter that reconnects.
-                    let mut raw = Vec::new();
-                    let mut buf = vec![0u8; 64 << 10];
-                    let (split, len) = loop {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => raw.extend_from_slice(&buf[..n]),
-                        }
-                        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .filter_map(|l| l.strip_prefix("content-length:"))
-                                .find_map(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                            break (split + 4, len);
-                        }
-                    };
-                    while raw.len() < split + len {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => raw.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let body = &raw[split..];
-                    let request = otlp::ExportTraceServiceRequest::decode(&body[..len]).unwrap();
-                    for resource in request.resource_spans {
-                        let attr = |key: &str| {
-                            resource
-                                .resource
-                                .iter()
-                                .flat_map(|r| &r.attributes)
-                                .find(|a| a.key == key)
-                                .and_then(|a| a.value.clone())
-                                .and_then(|v| match v.value {
-                                    Some(otlp::any_value::Value::StringValue(s)) => Some(s),
-                                    _ => None,
-                                })
-                                .unwrap_or_default()
-                        };
-                        let (service, host) = (attr("service.name"), attr("trellis.host.id"));
-                        for scope in &resource.scope_spans {
-                            for span in &scope.spans {
-                                keep.lock().unwrap().push(Received {
-                                    service: service.clone(),
-                                    host: host.clone(),
-                                    span: span.clone(),
-                                });
-                            }
-                        }
-                    }
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                    let _ = conn.write_all(reply.as_bytes()).await;
-                });
-            }
-        });
-        Self { addr, spans }
-    }
-
-    fn of_trace(&self, trace_id: u128) -> Vec<Received> {
-        let id = trace_id.to_be_bytes().to_vec();
-        self.spans.lock().unwrap().iter().filter(|r| r.span.trace_id == id).cloned().collect()
-    }
+/// The spans of trace `trace_id` the collector has.
+fn of_trace(collector: &Collector, trace_id: u128) -> Vec<ReceivedSpan> {
+    let id = trace_id.to_be_bytes().to_vec();
+    collector.with(|r| r.spans.iter().filter(|s| s.span.trace_id == id).cloned().collect())
 }
 
 #[tokio::test]
@@ -209,11 +126,11 @@ async fn every_process_exports_its_spans_of_one_request_as_one_trace() {
 
     // The spans of six hops, from five processes, each the child of the one before.
     let spans = eventually("every hop's span at the collector", Duration::from_secs(20), || {
-        let spans = collector.of_trace(client.trace_id);
+        let spans = of_trace(&collector, client.trace_id);
         async move { (spans.len() >= 6).then_some(spans) }
     })
     .await;
-    let by_id: std::collections::HashMap<Vec<u8>, &Received> =
+    let by_id: std::collections::HashMap<Vec<u8>, &ReceivedSpan> =
         spans.iter().map(|r| (r.span.span_id.clone(), r)).collect();
     let root = spans
         .iter()
@@ -253,4 +170,76 @@ async fn every_process_exports_its_spans_of_one_request_as_one_trace() {
     assert_eq!(chain, expected);
     let worker_span = spans.iter().find(|r| r.host == worker.id && r.span.kind == server).unwrap();
     assert_eq!(worker_span.span.name, "wasi:http/incoming-handler/handle");
+}
+
+#[tokio::test]
+async fn grpc_export_carries_spans_and_metrics_from_flags_to_providers() {
+    let collector = Collector::start().await;
+    let lattice = Lattice::new("otlpgrpc").await;
+    let mut t = lattice.trellis.clone();
+    t.env.push(("OTEL_METRIC_EXPORT_INTERVAL".into(), "300".into()));
+    // Flags only: the provider processes learn the collector from their host, not the
+    // environment.
+    let endpoint = format!("http://{}", collector.addr);
+    let args: Vec<String> =
+        ["--allow-unsigned", "--otlp-endpoint", &endpoint, "--otlp-protocol", "grpc"]
+            .map(String::from)
+            .to_vec();
+    let edge = t.host_with("edge", &args).await;
+    let wasm = component("http-hello");
+    t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "hello", "--host", &edge.id])
+        .await;
+    let lattice = Lattice { nats: lattice.nats, trellis: t };
+    let addr = lattice.serve_http(&edge.id, "hello", &[]).await;
+    let sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = get_traced(addr, "/", Some(sent)).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let client = TraceContext::parse(sent).unwrap();
+
+    // The provider's server span and the host's span of the call, both over gRPC.
+    let spans = eventually("the provider's and the host's spans", Duration::from_secs(20), || {
+        let spans = of_trace(&collector, client.trace_id);
+        let services: Vec<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+        let both = services.contains(&"trellis-provider-http-server")
+            && services.contains(&"trellis-host");
+        async move { both.then_some(spans) }
+    })
+    .await;
+    assert!(spans.iter().all(|s| s.host == edge.id), "{spans:?}");
+
+    // Metrics pushed every 300 ms, with the call counted and timed.
+    let labels = [("host", edge.id.as_str()), ("component", "hello")];
+    eventually("the call in the pushed metrics", Duration::from_secs(20), || {
+        let counted = collector.with(|r| {
+            let latest = |name: &str| {
+                r.metrics
+                    .iter()
+                    .rev()
+                    .find(|m| m.metric.name == name && m.host == edge.id)
+                    .and_then(|m| metric_value(&m.metric, &labels))
+            };
+            latest("trellis_invocations_total").is_some_and(|v| v >= 1.0)
+                && latest("trellis_invocation_duration_seconds").is_some_and(|v| v >= 1.0)
+        });
+        async move { counted.then_some(()) }
+    })
+    .await;
+    collector.with(|r| {
+        let connected = r
+            .metrics
+            .iter()
+            .find(|m| m.metric.name == "trellis_nats_connected")
+            .and_then(|m| metric_value(&m.metric, &[("host", edge.id.as_str())]));
+        assert_eq!(connected, Some(1.0));
+        assert!(r.requests.iter().all(|(how, _)| *how == "grpc"), "{:?}", r.requests);
+        let paths: std::collections::BTreeSet<&str> =
+            r.requests.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(
+            paths.into_iter().collect::<Vec<_>>(),
+            [
+                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            ]
+        );
+    });
 }

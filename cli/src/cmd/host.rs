@@ -26,15 +26,13 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     config.health_listen = args.health_listen;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     config.js_replicas = g.js_replicas.clamp(1, 5);
-    config.telemetry = trellis_lattice::telemetry::Config::from_env("trellis-host");
-    if let (Some(endpoint), None) = (&args.otlp_endpoint, &config.telemetry) {
-        // Given as a flag only (the environment has no endpoint).
-        config.telemetry = Some(trellis_lattice::telemetry::Config {
-            traces_url: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
-            service_name: "trellis-host".into(),
-            resource: Vec::new(),
-        });
-    }
+    // The flags stand in for their variables; the other OTEL_* variables are read as they are.
+    let otel_var = |name: &str| match name {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => args.otlp_endpoint.clone(),
+        "OTEL_EXPORTER_OTLP_PROTOCOL" => args.otlp_protocol.clone(),
+        _ => std::env::var(name).ok(),
+    };
+    config.telemetry = trellis_lattice::telemetry::Config::from_vars("trellis-host", otel_var)?;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
     config.provider_dir = args.provider_dir.clone();
     config.builtins = crate::builtins::all();

@@ -144,13 +144,13 @@ where
         .ok_or(SdkError::NoBootstrap)?;
     // A provider process exports its spans as the host does (a builtin shares its host's).
     if !telemetry::enabled()
-        && let Some(mut config) = telemetry::Config::from_env("")
+        && let Some(mut config) = bootstrap.telemetry.clone()
     {
         config.service_name = format!("trellis-provider-{}", bootstrap.kind);
         config.resource.push(("trellis.provider.id".into(), bootstrap.provider_id.clone()));
         config.resource.push(("trellis.host.id".into(), bootstrap.host_id.clone()));
         config.resource.push(("trellis.lattice".into(), bootstrap.lattice.clone()));
-        telemetry::init(config);
+        telemetry::init(&config);
     }
     let (host, host_closed, mut incoming) = HostLink::start(from_host, to_host);
     let ctx = Context { bootstrap, host, nats: Arc::default() };

@@ -1,25 +1,28 @@
-//! Spans, exported to an OpenTelemetry collector over OTLP/HTTP (protobuf) when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//! Spans and metrics for an OpenTelemetry collector, over OTLP/HTTP or OTLP/gRPC (protobuf),
+//! when the standard `OTEL_EXPORTER_OTLP_*` variables (or a host's flags) say where.
 //!
 //! Off by default and free when off: [`Span::start`] checks one flag and builds nothing. When on,
 //! finished spans go to a bounded queue; a background task sends them in batches. A full queue
 //! drops the span and counts it ([`dropped_spans`]): telemetry never slows a call, and a
-//! collector that is down costs nothing but the dropped spans.
+//! collector that is down costs nothing but the dropped spans. Metrics are the host's to
+//! collect; it pushes them with an [`Exporter`] of its own.
 //!
 //! The span ids are the ones [`crate::trace`] propagates, so what a collector receives links up
 //! across hosts and providers exactly as the `traceparent` headers did.
+
+mod config;
+mod export;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use trellis_proto::otlp;
+
+pub use config::{Config, ConfigError, Endpoint, Protocol, Signal};
+pub use export::Exporter;
 
 use crate::trace::TraceContext;
 
@@ -43,64 +46,46 @@ pub enum Kind {
     Consumer,
 }
 
-/// Where and as whom to export.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The OTLP/HTTP traces URL (`<endpoint>/v1/traces`).
-    pub traces_url: String,
-    /// `service.name`.
-    pub service_name: String,
-    /// More resource attributes (`OTEL_RESOURCE_ATTRIBUTES`, host id, ...).
-    pub resource: Vec<(String, String)>,
-}
-
-impl Config {
-    /// The standard variables: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) or
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (plus `/v1/traces`), `OTEL_SERVICE_NAME` (else
-    /// `default_service`), `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`). `None` when no endpoint
-    /// is set, or `OTEL_TRACES_EXPORTER=none`.
-    pub fn from_env(default_service: &str) -> Option<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if var("OTEL_TRACES_EXPORTER").is_some_and(|e| e == "none") {
-            return None;
-        }
-        let traces_url = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
-            var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .map(|e| format!("{}/v1/traces", e.trim_end_matches('/')))
-        })?;
-        let resource = var("OTEL_RESOURCE_ATTRIBUTES")
-            .map(|attrs| {
-                attrs
-                    .split(',')
-                    .filter_map(|pair| pair.split_once('='))
-                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some(Self {
-            traces_url,
-            service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service.to_owned()),
-            resource,
-        })
-    }
-}
-
-struct Exporter {
+struct Spans {
     queue: mpsc::Sender<otlp::Span>,
 }
 
-static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+static EXPORTER: OnceLock<Spans> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static EXPORTED: AtomicU64 = AtomicU64::new(0);
 
-/// Starts exporting spans as `config` says, from a task on the current tokio runtime. Once per
-/// process: later calls (a builtin provider inside a host) keep the first exporter.
-pub fn init(config: Config) {
+/// Starts exporting spans as `config` says (when it has a traces endpoint), from a task on the
+/// current tokio runtime. Once per process: later calls (a builtin provider inside a host) keep
+/// the first exporter.
+pub fn init(config: &Config) {
+    let Some(endpoint) = config.traces.clone() else { return };
     let (queue, spans) = mpsc::channel(QUEUE);
-    if EXPORTER.set(Exporter { queue }).is_ok() {
-        tracing::info!(url = %config.traces_url, service = %config.service_name, "exporting traces over OTLP");
-        tokio::spawn(export(config, spans));
+    if EXPORTER.set(Spans { queue }).is_ok() {
+        tracing::info!(
+            url = %endpoint.url,
+            protocol = endpoint.protocol.as_str(),
+            service = %config.service_name,
+            "exporting traces over OTLP"
+        );
+        tokio::spawn(export(Exporter::new(endpoint), resource(config), spans));
     }
+}
+
+/// The resource every export names: `service.name` and the configured attributes.
+pub fn resource(config: &Config) -> otlp::Resource {
+    let mut attributes = vec![otlp::KeyValue {
+        key: "service.name".into(),
+        value: value(config.service_name.clone()),
+    }];
+    for (k, v) in &config.resource {
+        attributes.push(otlp::KeyValue { key: k.clone(), value: value(v.clone()) });
+    }
+    otlp::Resource { attributes }
+}
+
+/// The instrumentation scope of everything Trellis exports.
+pub fn scope() -> otlp::InstrumentationScope {
+    otlp::InstrumentationScope { name: "trellis".into(), version: env!("CARGO_PKG_VERSION").into() }
 }
 
 /// Whether spans are exported.
@@ -124,11 +109,13 @@ pub struct Span {
     record: Option<Box<otlp::Span>>,
 }
 
-fn now_ns() -> u64 {
+/// Now, in nanoseconds since the Unix epoch (OTLP timestamps).
+pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn value(v: String) -> Option<otlp::AnyValue> {
+/// A string attribute value.
+pub fn value(v: String) -> Option<otlp::AnyValue> {
     Some(otlp::AnyValue { value: Some(otlp::any_value::Value::StringValue(v)) })
 }
 
@@ -216,25 +203,11 @@ impl Drop for Span {
 }
 
 /// Sends queued spans in batches until the process ends.
-async fn export(config: Config, mut spans: mpsc::Receiver<otlp::Span>) {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let mut attributes = vec![otlp::KeyValue {
-        key: "service.name".into(),
-        value: value(config.service_name.clone()),
-    }];
-    for (k, v) in &config.resource {
-        attributes.push(otlp::KeyValue { key: k.clone(), value: value(v.clone()) });
-    }
-    let resource = otlp::Resource { attributes };
-    let scope = otlp::InstrumentationScope {
-        name: "trellis".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    };
+async fn export(
+    exporter: Exporter,
+    resource: otlp::Resource,
+    mut spans: mpsc::Receiver<otlp::Span>,
+) {
     let mut warned = false;
     loop {
         let Some(first) = spans.recv().await else { return };
@@ -252,30 +225,14 @@ async fn export(config: Config, mut spans: mpsc::Receiver<otlp::Span>) {
             resource_spans: vec![otlp::ResourceSpans {
                 resource: Some(resource.clone()),
                 scope_spans: vec![otlp::ScopeSpans {
-                    scope: Some(scope.clone()),
+                    scope: Some(scope()),
                     spans: batch,
                     schema_url: String::new(),
                 }],
                 schema_url: String::new(),
             }],
         };
-        let body = Bytes::from(request.encode_to_vec());
-        let sent = http::Request::post(&config.traces_url)
-            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(Full::new(body))
-            .map_err(|e| e.to_string());
-        let outcome = match sent {
-            Ok(request) => {
-                match tokio::time::timeout(Duration::from_secs(10), client.request(request)).await {
-                    Ok(Ok(r)) if r.status().is_success() => Ok(()),
-                    Ok(Ok(r)) => Err(format!("collector answered {}", r.status())),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("collector did not answer within 10 s".into()),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match outcome {
+        match exporter.send(request.encode_to_vec()).await {
             Ok(()) => {
                 EXPORTED.fetch_add(count, Ordering::Relaxed);
                 warned = false;
@@ -284,7 +241,7 @@ async fn export(config: Config, mut spans: mpsc::Receiver<otlp::Span>) {
                 DROPPED.fetch_add(count, Ordering::Relaxed);
                 // Once per outage, not once per batch.
                 if !warned {
-                    tracing::warn!(url = %config.traces_url, error = %e, "cannot export traces; dropping spans until the collector answers");
+                    tracing::warn!(url = %exporter.endpoint().url, error = %e, "cannot export traces; dropping spans until the collector answers");
                     warned = true;
                 }
             }
