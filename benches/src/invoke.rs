@@ -22,9 +22,22 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     lattice.start_component(options, 0, "echo").await?;
     let responder = raw_responder(&lattice).await?;
 
-    // The callee verifies signatures when they are present; this client signs like a host.
-    let signing =
-        lattice.client.clone().with_signer(Signer::new(nkeys::KeyPair::new_server(), None));
+    // The callee verifies signatures when they are present; this client signs like a host,
+    // on a connection of its own whose inbox is the signing key's (as a host's is).
+    let key = nkeys::KeyPair::new_server();
+    let inbox = trellis_lattice::signing::inbox_prefix(&key.public_key());
+    let url = lattice.nats.url();
+    let nats = trellis_lattice::connect::connect_once_with(
+        &url,
+        "bench-signer",
+        &Default::default(),
+        Some(&inbox),
+    )
+    .await
+    .map_err(setup)?;
+    let signing = trellis_lattice::client::LatticeClient::new(nats, lattice.client.lattice())
+        .map_err(setup)?
+        .with_signer(Signer::new(key, None));
     let mut rows = Vec::new();
     for size in [100usize, 10 * 1024] {
         let request = HttpRequest {

@@ -518,8 +518,11 @@ impl Host {
         let id = key.public_key();
         let signer = Signer::new(key, host_identity(&config, &id)?);
         let (verifier, trust) = trust_settings(&config);
+        // Answers to the calls this host signs come to its own inbox, which the signature names.
+        let inbox = trellis_lattice::signing::inbox_prefix(&id);
+        let name = format!("trellis-host {id}");
         let (nats, conn_events) =
-            connect_persistent(&config.nats_url, &format!("trellis-host {id}"), &config.nats_auth)
+            connect_persistent(&config.nats_url, &name, &config.nats_auth, Some(&inbox))
                 .await
                 .map_err(HostError::nats)?;
         if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats)).await.is_err() {

@@ -9,7 +9,7 @@ use async_nats::Client;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use trellis_lattice::client::{Call, send_invocation};
+use trellis_lattice::client::{Call, Replies, send_invocation};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
@@ -105,14 +105,15 @@ impl Router {
         })
     }
 
-    /// Checks a call received over NATS (signature, signer, replay, deadline).
+    /// Checks a call received over NATS on `subject`, answered to `reply` (signature, signer,
+    /// reply inbox, replay, deadline).
     pub fn verify(
         &self,
-        subject: &str,
+        (subject, reply): (&str, &str),
         headers: Option<&async_nats::HeaderMap>,
         body: &[u8],
     ) -> Result<u64, InvokeError> {
-        self.verifier.verify(subject, headers, body, unix_ms())
+        self.verifier.verify((subject, reply), headers, body, unix_ms())
     }
 
     /// Asks the policy service (if any) whether `source` may call `operation` of `target`.
@@ -252,7 +253,13 @@ impl Router {
             timeout,
             trace: Some(client),
         };
-        let result = send_invocation(&self.nats, &self.subjects, Some(&self.signer), call).await;
+        let result = send_invocation(
+            &self.nats,
+            &self.subjects,
+            Some((&self.signer, Replies::Connection)),
+            call,
+        )
+        .await;
         if let Err(e) = &result {
             span.fail(|| e.to_string());
         }

@@ -235,7 +235,9 @@ fn parse<'m>(
     else {
         return Err(InvokeError::new(InvokeErrorKind::BadRequest, "malformed invocation subject"));
     };
-    let deadline_ms = router.verify(msg.subject.as_str(), msg.headers.as_ref(), &msg.payload)?;
+    let reply = msg.reply.as_ref().map_or("", |r| r.as_str());
+    let deadline_ms =
+        router.verify((msg.subject.as_str(), reply), msg.headers.as_ref(), &msg.payload)?;
     check_operation(msg, interface, function)?;
     // The verifier refused passed deadlines; a deadline that passes right now is a timeout.
     let remaining = remaining(deadline_ms).ok_or_else(|| {

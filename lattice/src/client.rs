@@ -75,9 +75,20 @@ pub struct LatticeClient {
     lattice: String,
     subjects: Subjects,
     timeout: Duration,
-    signer: Option<std::sync::Arc<crate::signing::Signer>>,
+    signer: Option<(std::sync::Arc<crate::signing::Signer>, Replies)>,
     js_domain: Option<String>,
     js_replicas: usize,
+}
+
+/// Where answers to signed calls come: they must come to the signer's inbox
+/// ([`crate::signing::inbox_prefix`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replies {
+    /// The connection's inbox is the signer's (a host's connection): requests share it.
+    Connection,
+    /// The connection has another inbox: each signed call subscribes to an inbox of the
+    /// signer's for its answer (one subscription more per call).
+    PerCall,
 }
 
 impl LatticeClient {
@@ -116,9 +127,17 @@ impl LatticeClient {
         crate::connect::jetstream(&self.nats, self.js_domain.as_deref())
     }
 
-    /// Signs invocations with `signer` (a host key), as strict hosts require.
+    /// Signs invocations with `signer` (a host key), as strict hosts require. Answers come to
+    /// the signer's inbox: the connection's own when it was made with that inbox prefix
+    /// ([`crate::connect::connect_once_with`]), else one subscription per call.
     pub fn with_signer(mut self, signer: crate::signing::Signer) -> Self {
-        self.signer = Some(std::sync::Arc::new(signer));
+        let own = format!("{}.", crate::signing::inbox_prefix(signer.public_key()));
+        let replies = if self.nats.new_inbox().starts_with(&own) {
+            Replies::Connection
+        } else {
+            Replies::PerCall
+        };
+        self.signer = Some((std::sync::Arc::new(signer), replies));
         self
     }
 
@@ -284,7 +303,8 @@ impl LatticeClient {
             timeout,
             trace: None,
         };
-        send_invocation(&self.nats, &self.subjects, self.signer.as_deref(), call).await
+        let signer = self.signer.as_ref().map(|(signer, replies)| (&**signer, *replies));
+        send_invocation(&self.nats, &self.subjects, signer, call).await
     }
 
     async fn request<Req: Message, Rep: Message + Default>(
@@ -345,7 +365,7 @@ pub struct Call<'a> {
 pub async fn send_invocation(
     nats: &Client,
     subjects: &Subjects,
-    signer: Option<&crate::signing::Signer>,
+    signer: Option<(&crate::signing::Signer, Replies)>,
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
     let Call { source, target, interface, function, link, payload, timeout, trace } = call;
@@ -355,7 +375,8 @@ pub async fn send_invocation(
         .with_trace(trace);
     let subject = subjects.rpc(target, interface, function);
     // The signature covers the whole body, however it travels.
-    let mut headers = crate::signing::invocation_headers(&inv, &subject, &payload, signer);
+    let mut headers =
+        crate::signing::invocation_headers(&inv, &subject, &payload, signer.map(|(s, _)| s));
     let started = tokio::time::Instant::now();
     let payload = if crate::chunks::needs_chunks(nats, &payload) {
         crate::chunks::offer(nats, &mut headers, payload, timeout).await?;
@@ -363,8 +384,12 @@ pub async fn send_invocation(
     } else {
         payload
     };
-    let request =
+    let mut request =
         async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
+    if let Some((signer, Replies::PerCall)) = signer {
+        let prefix = crate::signing::inbox_prefix(signer.public_key());
+        request = request.inbox(format!("{prefix}.{}", nuid::next()));
+    }
     let msg = nats
         .send_request(subject, request)
         .await

@@ -78,9 +78,18 @@ pub enum ConnectError {
 
 /// Connects once, giving up after a short timeout. For CLI commands.
 pub async fn connect_once(url: &str, name: &str, auth: &NatsAuth) -> Result<Client, ConnectError> {
-    auth.apply(ConnectOptions::new())
-        .await
-        .map_err(ConnectError::Auth)?
+    connect_once_with(url, name, auth, None).await
+}
+
+/// [`connect_once`] with replies to requests under `inbox` (see
+/// [`crate::signing::inbox_prefix`]) instead of `_INBOX`.
+pub async fn connect_once_with(
+    url: &str,
+    name: &str,
+    auth: &NatsAuth,
+    inbox: Option<&str>,
+) -> Result<Client, ConnectError> {
+    with_inbox(auth.apply(ConnectOptions::new()).await.map_err(ConnectError::Auth)?, inbox)
         .name(name)
         .connection_timeout(Duration::from_secs(3))
         .max_reconnects(3)
@@ -94,32 +103,41 @@ pub async fn connect_once(url: &str, name: &str, auth: &NatsAuth) -> Result<Clie
 ///
 /// The client is usable at once: requests made before the server is up fail fast, and
 /// subscriptions are (re)established as soon as it is.
+///
+/// With `inbox`, replies to this client's requests come under that prefix instead of `_INBOX`:
+/// a host's are under [`crate::signing::inbox_prefix`], which the calls it signs name.
 pub async fn connect_persistent(
     url: &str,
     name: &str,
     auth: &NatsAuth,
+    inbox: Option<&str>,
 ) -> Result<(Client, mpsc::Receiver<Event>), ConnectError> {
     let (tx, rx) = mpsc::channel(64);
-    let client = auth
-        .apply(ConnectOptions::new())
-        .await
-        .map_err(ConnectError::Auth)?
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(3))
-        .reconnect_delay_callback(reconnect_delay)
-        .event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                // Losing an event when the consumer lags is fine; blocking NATS is not.
-                let _ = tx.try_send(event);
-            }
-        })
-        .connect(servers(url).as_slice())
-        .await
-        .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })?;
+    let client =
+        with_inbox(auth.apply(ConnectOptions::new()).await.map_err(ConnectError::Auth)?, inbox)
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(3))
+            .reconnect_delay_callback(reconnect_delay)
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    // Losing an event when the consumer lags is fine; blocking NATS is not.
+                    let _ = tx.try_send(event);
+                }
+            })
+            .connect(servers(url).as_slice())
+            .await
+            .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })?;
     Ok((client, rx))
+}
+
+fn with_inbox(options: ConnectOptions, inbox: Option<&str>) -> ConnectOptions {
+    match inbox {
+        Some(prefix) => options.custom_inbox_prefix(prefix),
+        None => options,
+    }
 }
 
 /// Backoff between reconnect attempts: 100 ms doubling to 5 s.

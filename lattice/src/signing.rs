@@ -2,9 +2,12 @@
 //! the signer, the signature, the body, the deadline and replays before any guest code runs.
 //!
 //! The signature is Ed25519 (the host's nkey) over SHA-256 of the subject, operation, source,
-//! unique id, link name, deadline and the body's SHA-256. A lattice may also require hosts to present an
-//! identity signed by a cluster key it trusts. Everything here is plain data in, decision out:
-//! the caller supplies `now`.
+//! unique id, link name, deadline and the body's SHA-256. A lattice may also require hosts to
+//! present an identity signed by a cluster key it trusts. The answer goes to the reply subject,
+//! which must lie in the signing host's own inbox ([`inbox_prefix`]): a captured call sent again
+//! with another reply subject is refused, so a replay cannot fetch an answer for anyone but the
+//! host that signed it. Everything here is plain data in, decision out: the caller supplies
+//! `now`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +34,20 @@ const MAX_KNOWN_HOSTS: usize = 4096;
 const MAX_JTI: usize = 64;
 /// Invocation ids remembered within the replay window; beyond it calls are refused.
 const MAX_REMEMBERED: usize = 1 << 20;
+
+/// The inbox prefix of the host with public key `host_key`: answers to the calls it signs come
+/// under `<prefix>.`, and receivers refuse signed calls whose reply subject lies elsewhere.
+pub fn inbox_prefix(host_key: &str) -> String {
+    format!("_INBOX.{host_key}")
+}
+
+/// Whether `reply` lies in the inbox of `host_key` (`_INBOX.<host_key>.` and more).
+fn in_inbox_of(reply: &str, host_key: &str) -> bool {
+    reply
+        .strip_prefix("_INBOX.")
+        .and_then(|rest| rest.strip_prefix(host_key))
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
+}
 
 /// The fields a signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -213,10 +230,11 @@ impl Verifier {
         }
     }
 
-    /// Checks a received invocation on `subject`; returns its deadline (unix ms).
+    /// Checks a received invocation on `subject`, answered to `reply`; returns its deadline
+    /// (unix ms).
     pub fn verify(
         &self,
-        subject: &str,
+        (subject, reply): (&str, &str),
         headers: Option<&HeaderMap>,
         body: &[u8],
         now_ms: u64,
@@ -241,6 +259,12 @@ impl Verifier {
                 ))
             };
         };
+        if !in_inbox_of(reply, signer) {
+            return Err(denied(
+                "the reply subject is not the signing host's inbox: a signed call is answered \
+                 only to the host that signed it",
+            ));
+        }
         let key = self.host_key(signer, get(IDENTITY), now_ms / 1000)?;
         let (op, src, jti) = match (get(header::OP), get(header::SRC), get(header::JTI)) {
             (Some(op), Some(src), Some(jti)) => (op, src, jti),
@@ -332,6 +356,12 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000;
 
+    /// A reply subject in the inbox of the call's signer, as the signing host's client makes.
+    fn reply_to(headers: Option<&HeaderMap>) -> String {
+        let signer = headers.and_then(|h| h.get(HOST)).map_or("NONE", |v| v.as_str());
+        format!("{}.mux.1", inbox_prefix(signer))
+    }
+
     fn signed_headers(
         signer: &Signer,
         subject: &str,
@@ -350,17 +380,32 @@ mod tests {
         let host = Signer::new(KeyPair::new_server(), None);
         let v = Verifier::new(vec![], false, 60_000);
         let h = signed_headers(&host, "s", b"body", NOW + 1000, "j1");
-        assert_eq!(v.verify("s", Some(&h), b"body", NOW), Ok(NOW + 1000));
+        assert_eq!(v.verify(("s", &reply_to(Some(&h))), Some(&h), b"body", NOW), Ok(NOW + 1000));
 
         let reason = |r: Result<u64, InvokeError>| r.unwrap_err().message().to_owned();
-        assert!(reason(v.verify("s", Some(&h), b"body", NOW)).contains("replayed"));
+        assert!(
+            reason(v.verify(("s", &reply_to(Some(&h))), Some(&h), b"body", NOW))
+                .contains("replayed")
+        );
         let h2 = signed_headers(&host, "s", b"body", NOW + 1000, "j2");
-        assert!(reason(v.verify("s", Some(&h2), b"BODY", NOW)).contains("bad signature"));
-        assert!(reason(v.verify("other", Some(&h2), b"body", NOW)).contains("bad signature"));
+        assert!(
+            reason(v.verify(("s", &reply_to(Some(&h2))), Some(&h2), b"BODY", NOW))
+                .contains("bad signature")
+        );
+        assert!(
+            reason(v.verify(("other", &reply_to(Some(&h2))), Some(&h2), b"body", NOW))
+                .contains("bad signature")
+        );
         let late = signed_headers(&host, "s", b"body", NOW - 1, "j3");
-        assert!(reason(v.verify("s", Some(&late), b"body", NOW)).contains("deadline passed"));
+        assert!(
+            reason(v.verify(("s", &reply_to(Some(&late))), Some(&late), b"body", NOW))
+                .contains("deadline passed")
+        );
         let far = signed_headers(&host, "s", b"body", NOW + 3_600_000, "j4");
-        assert!(reason(v.verify("s", Some(&far), b"body", NOW)).contains("too far"));
+        assert!(
+            reason(v.verify(("s", &reply_to(Some(&far))), Some(&far), b"body", NOW))
+                .contains("too far")
+        );
 
         let mut forged = signed_headers(
             &Signer::new(KeyPair::new_server(), None),
@@ -370,18 +415,56 @@ mod tests {
             "j5",
         );
         forged.insert(HOST, host.public_key());
-        assert!(reason(v.verify("s", Some(&forged), b"body", NOW)).contains("bad signature"));
+        assert!(
+            reason(v.verify(("s", &reply_to(Some(&forged))), Some(&forged), b"body", NOW))
+                .contains("bad signature")
+        );
         // The link name picks the provider's config: it is signed too.
         let mut relinked = signed_headers(&host, "s", b"body", NOW + 1000, "j7");
         relinked.insert(header::LINK, "admin");
-        assert!(reason(v.verify("s", Some(&relinked), b"body", NOW)).contains("bad signature"));
+        assert!(
+            reason(v.verify(("s", &reply_to(Some(&relinked))), Some(&relinked), b"body", NOW))
+                .contains("bad signature")
+        );
 
         let unsigned = Invocation::new("x", "o", std::time::Duration::ZERO, "j6".into());
         let unsigned = Invocation { deadline_ms: NOW + 1000, ..unsigned };
-        assert!(reason(v.verify("s", Some(&unsigned.to_headers()), b"", NOW)).contains("unsigned"));
+        assert!(
+            reason(v.verify(
+                ("s", &reply_to(Some(&unsigned.to_headers()))),
+                Some(&unsigned.to_headers()),
+                b"",
+                NOW
+            ))
+            .contains("unsigned")
+        );
         let dev = Verifier::new(vec![], true, 60_000);
-        assert!(dev.verify("s", Some(&unsigned.to_headers()), b"", NOW).is_ok());
-        assert!(v.verify("s", None, b"", NOW).is_err());
+        assert!(
+            dev.verify(
+                ("s", &reply_to(Some(&unsigned.to_headers()))),
+                Some(&unsigned.to_headers()),
+                b"",
+                NOW
+            )
+            .is_ok()
+        );
+        assert!(v.verify(("s", &reply_to(None)), None, b"", NOW).is_err());
+    }
+
+    #[test]
+    fn answers_go_only_to_the_signing_hosts_inbox() {
+        let host = Signer::new(KeyPair::new_server(), None);
+        let v = Verifier::new(vec![], false, 60_000);
+        let h = signed_headers(&host, "s", b"", NOW + 1000, "r1");
+        let own = inbox_prefix(host.public_key());
+        let elsewhere = ["_INBOX.attacker.1", "_INBOX.mux.1", &own, &format!("{own}."), "x"];
+        for reply in elsewhere {
+            let err = v.verify(("s", reply), Some(&h), b"", NOW).unwrap_err();
+            assert!(err.message().contains("reply subject"), "{reply}: {err}");
+        }
+        let other = inbox_prefix(&KeyPair::new_server().public_key());
+        assert!(v.verify(("s", &format!("{other}.m.1")), Some(&h), b"", NOW).is_err());
+        assert!(v.verify(("s", &format!("{own}.m.1")), Some(&h), b"", NOW).is_ok());
     }
 
     #[test]
@@ -398,17 +481,17 @@ mod tests {
 
         let v = Verifier::new(vec![cluster.public_key()], false, 60_000);
         let ok = signed_headers(&vouched, "s", b"", NOW + 1000, "a");
-        assert!(v.verify("s", Some(&ok), b"", NOW).is_ok());
+        assert!(v.verify(("s", &reply_to(Some(&ok))), Some(&ok), b"", NOW).is_ok());
         let none = signed_headers(&stranger, "s", b"", NOW + 1000, "b");
         assert!(
-            v.verify("s", Some(&none), b"", NOW)
+            v.verify(("s", &reply_to(Some(&none))), Some(&none), b"", NOW)
                 .unwrap_err()
                 .message()
                 .contains("no cluster identity")
         );
         let bad = signed_headers(&foreign, "s", b"", NOW + 1000, "c");
         assert!(
-            v.verify("s", Some(&bad), b"", NOW)
+            v.verify(("s", &reply_to(Some(&bad))), Some(&bad), b"", NOW)
                 .unwrap_err()
                 .message()
                 .contains("untrusted cluster")
@@ -424,14 +507,19 @@ mod tests {
         let host = Signer::new(key, Some(stale));
         let v = Verifier::new(vec![cluster.public_key()], false, 60_000);
         let old = signed_headers(&host, "s", b"", NOW + 1000, "x1");
-        let err = v.verify("s", Some(&old), b"", NOW).unwrap_err();
+        let err = v.verify(("s", &reply_to(Some(&old))), Some(&old), b"", NOW).unwrap_err();
         assert!(err.message().contains("expired"), "{err}");
         host.set_identity(issue_identity(&cluster, &public, NOW / 1000).unwrap());
         let fresh = signed_headers(&host, "s", b"", NOW + 1000, "x2");
-        assert!(v.verify("s", Some(&fresh), b"", NOW).is_ok());
+        assert!(v.verify(("s", &reply_to(Some(&fresh))), Some(&fresh), b"", NOW).is_ok());
         // Cached until it expires; then the identity is checked again.
         let later = NOW + (IDENTITY_TTL_S + 3600) * 1000;
         let late = signed_headers(&host, "s", b"", later + 1000, "x3");
-        assert!(v.verify("s", Some(&late), b"", later).unwrap_err().message().contains("expired"));
+        assert!(
+            v.verify(("s", &reply_to(Some(&late))), Some(&late), b"", later)
+                .unwrap_err()
+                .message()
+                .contains("expired")
+        );
     }
 }

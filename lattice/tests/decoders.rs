@@ -188,7 +188,7 @@ fn signed_invocation_headers_survive_mutation() {
             let value = String::from_utf8_lossy(&m).replace(['\r', '\n'], "");
             let mut h = headers.clone();
             h.insert(name, value.as_str());
-            let _ = verifier.verify("x", Some(&h), b"b", now);
+            let _ = verifier.verify(("x", "_INBOX.x.1"), Some(&h), b"b", now);
         }
     }
 }

@@ -10,7 +10,7 @@ use prost::Message as _;
 use trellis_lattice::claims::{self, ClaimsInput};
 use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
-use trellis_lattice::signing::{Signer, invocation_headers, issue_identity};
+use trellis_lattice::signing::{Signer, inbox_prefix, invocation_headers, issue_identity};
 use trellis_lattice::subject::EventKind;
 use trellis_tests::component;
 
@@ -33,14 +33,18 @@ fn vouched(cluster: &nkeys::KeyPair) -> Signer {
     Signer::new(key, Some(identity))
 }
 
-/// Sends one hand-made invocation to `hello` and returns its typed outcome.
+/// Sends one hand-made invocation to `hello`, its answer to `reply_to`'s inbox (the host that
+/// signs it has replies there), and returns its typed outcome.
 async fn send(
     nats: &async_nats::Client,
+    reply_to: &Signer,
     subject: &str,
     headers: async_nats::HeaderMap,
     body: Bytes,
 ) -> Result<Bytes, InvokeError> {
-    let msg = nats.request_with_headers(subject.to_owned(), headers, body).await.unwrap();
+    let inbox = format!("{}.{}", inbox_prefix(reply_to.public_key()), nats.new_inbox());
+    let request = async_nats::Request::new().headers(headers).payload(body).inbox(inbox);
+    let msg = nats.send_request(subject.to_owned(), request).await.unwrap();
     match InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
         Some(e) => Err(e),
         None => Ok(msg.payload),
@@ -144,11 +148,28 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     let signer = vouched(&cluster);
     let body = request("/replay");
     let headers = signed_headers(&signer, &subject, &body, soon(), "replay-1");
-    send(nats, &subject, headers.clone(), body.clone()).await.expect("first delivery is honest");
-    assert!(denied(send(nats, &subject, headers, body).await).contains("replayed"));
+    send(nats, &signer, &subject, headers.clone(), body.clone())
+        .await
+        .expect("first delivery is honest");
+    assert!(
+        denied(send(nats, &signer, &subject, headers.clone(), body.clone()).await)
+            .contains("replayed")
+    );
+    // Captured and sent again to get the answer elsewhere: the reply subject is not the inbox
+    // of the host that signed it.
+    let headers = signed_headers(&signer, &subject, &body, soon(), "redirect-1");
+    let elsewhere =
+        nats.request_with_headers(subject.clone(), headers, body.clone()).await.unwrap();
+    let e = InvokeError::from_reply(elsewhere.headers.as_ref(), &elsewhere.payload)
+        .expect("a call answered elsewhere must be refused");
+    assert_eq!(e.kind(), InvokeErrorKind::Denied, "{e}");
+    assert!(e.message().contains("reply subject"), "{e}");
 
     let headers = signed_headers(&signer, &subject, &request("/a"), soon(), "altered-1");
-    assert!(denied(send(nats, &subject, headers, request("/b")).await).contains("bad signature"));
+    assert!(
+        denied(send(nats, &signer, &subject, headers, request("/b")).await)
+            .contains("bad signature")
+    );
 
     let mut forged =
         signed_headers(&vouched(&cluster), &subject, &request("/f"), soon(), "forged-1");
@@ -156,7 +177,10 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     for name in [trellis_lattice::signing::HOST, trellis_lattice::signing::IDENTITY] {
         forged.insert(name, real.get(name).unwrap().as_str());
     }
-    assert!(denied(send(nats, &subject, forged, request("/f")).await).contains("bad signature"));
+    assert!(
+        denied(send(nats, &signer, &subject, forged, request("/f")).await)
+            .contains("bad signature")
+    );
 
     // A correctly signed call whose operation header names something else than its subject.
     let inv = Invocation {
@@ -168,11 +192,15 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
         trace: None,
     };
     let headers = invocation_headers(&inv, &subject, &request("/m"), Some(&signer));
-    assert!(denied(send(nats, &subject, headers, request("/m")).await).contains("does not match"));
+    assert!(
+        denied(send(nats, &signer, &subject, headers, request("/m")).await)
+            .contains("does not match")
+    );
 
     let expired = signed_headers(&signer, &subject, &request("/late"), unix_ms() - 1000, "late-1");
     assert!(
-        denied(send(nats, &subject, expired, request("/late")).await).contains("deadline passed")
+        denied(send(nats, &signer, &subject, expired, request("/late")).await)
+            .contains("deadline passed")
     );
 
     // Each refusal was counted and announced, and no guest code ran for them.
@@ -182,5 +210,5 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     assert_eq!(event.host_id, worker.id);
     let info = client.hosts(Duration::from_millis(300)).await.unwrap();
     let worker_info = info.iter().find(|h| h.id == worker.id).unwrap();
-    assert!(worker_info.invocations_denied >= 8, "{worker_info:?}");
+    assert!(worker_info.invocations_denied >= 9, "{worker_info:?}");
 }

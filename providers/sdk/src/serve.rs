@@ -158,7 +158,7 @@ where
 
     let name = format!("trellis-provider {}", ctx.provider_id());
     let (nats, _events) =
-        connect_persistent(&ctx.bootstrap.nats_url, &name, &ctx.bootstrap.nats_auth)
+        connect_persistent(&ctx.bootstrap.nats_url, &name, &ctx.bootstrap.nats_auth, None)
             .await
             .map_err(|e| SdkError::Lattice(e.to_string()))?;
     wait_connected(&nats).await;
