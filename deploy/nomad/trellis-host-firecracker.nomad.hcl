@@ -124,6 +124,12 @@ variable "otel_endpoint" {
   description = "OTLP endpoint passed through as OTEL_EXPORTER_OTLP_ENDPOINT; empty: unset."
 }
 
+variable "otel_protocol" {
+  type        = string
+  default     = ""
+  description = "OTLP protocol, `http/protobuf` or `grpc`; empty: unset (http/protobuf)."
+}
+
 job "trellis-host-firecracker" {
   datacenters = var.datacenters
   type        = "system"
@@ -246,6 +252,7 @@ job "trellis-host-firecracker" {
         TRELLIS_METRICS_LISTEN=0.0.0.0:9090
         TRELLIS_LOG_FORMAT=json
         {{ with "${var.otel_endpoint}" }}OTEL_EXPORTER_OTLP_ENDPOINT={{ . }}{{ end }}
+        {{ with "${var.otel_protocol}" }}OTEL_EXPORTER_OTLP_PROTOCOL={{ . }}{{ end }}
         OTEL_SERVICE_NAME=trellis-host
         OTEL_RESOURCE_ATTRIBUTES=host.name={{ env "node.unique.name" }},cloud.region={{ env "node.region" }}
         EOT

@@ -9,6 +9,8 @@
 #     so application manifests can place by them (`requirements: {zone: a}`);
 #   - the health endpoint is registered in Consul with a check on /readyz, and the metrics
 #     endpoint as its own service (tag `prometheus`) for Prometheus' Consul discovery.
+#   - with `otel_endpoint` set, the host also exports traces and the same metrics over OTLP;
+#     have Prometheus read metrics from one or the other, not both, or every call counts twice.
 #
 # Build the artifact (one per CPU architecture, named after Nomad's ${attr.cpu.arch}: amd64,
 # arm64), on a machine whose glibc is not newer than the clients':
@@ -94,6 +96,12 @@ variable "otel_endpoint" {
   type        = string
   default     = ""
   description = "OTLP endpoint passed through as OTEL_EXPORTER_OTLP_ENDPOINT; empty: unset."
+}
+
+variable "otel_protocol" {
+  type        = string
+  default     = ""
+  description = "OTLP protocol, `http/protobuf` or `grpc`; empty: unset (http/protobuf)."
 }
 
 job "trellis-host" {
@@ -218,7 +226,7 @@ job "trellis-host" {
         # Labels every node has. Each TRELLIS_LABEL_<KEY> becomes the host label <key>.
         TRELLIS_LABEL_REGION     = "${node.region}"
         TRELLIS_LABEL_DATACENTER = "${node.datacenter}"
-        # OpenTelemetry resource, passed through as is (OTLP export is being built).
+        # OpenTelemetry resource; export is on when var.otel_endpoint is set (template below).
         OTEL_SERVICE_NAME        = "trellis-host"
         OTEL_RESOURCE_ATTRIBUTES = "host.name=${node.unique.name},cloud.region=${node.region}"
       }
@@ -240,6 +248,7 @@ job "trellis-host" {
         {{ with env "meta.zone" }}TRELLIS_LABEL_ZONE={{ . }}{{ end }}
         {{ if eq (env "meta.trellis_scheduler") "true" }}TRELLIS_SCHEDULER=true{{ end }}
         {{ with "${var.otel_endpoint}" }}OTEL_EXPORTER_OTLP_ENDPOINT={{ . }}{{ end }}
+        {{ with "${var.otel_protocol}" }}OTEL_EXPORTER_OTLP_PROTOCOL={{ . }}{{ end }}
         {{- /* Every healthy server of the Consul service "nats"; its DNS name if none is yet. */}}
         {{ $nats := service "nats" -}}
         TRELLIS_NATS_URL={{ if $nats }}{{ range $i, $s := $nats }}{{ if $i }},{{ end }}nats://{{ $s.Address }}:{{ $s.Port }}{{ end }}{{ else }}nats://nats.service.consul:4222{{ end }}
