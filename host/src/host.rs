@@ -153,6 +153,11 @@ impl Host {
         (max.saturating_sub(self.router.free_slots() as u64), max)
     }
 
+    /// Calls received over NATS and accepted by signature and by pair key.
+    pub(crate) fn accepted_calls(&self) -> (u64, u64) {
+        self.router.accepted_calls()
+    }
+
     /// The bounded digest sent in heartbeats and ping replies.
     pub fn info(&self) -> pb::HostInfo {
         let components = self.components.all();
@@ -518,6 +523,7 @@ impl Host {
         let id = key.public_key();
         let signer = Signer::new(key, host_identity(&config, &id)?);
         let (verifier, trust) = trust_settings(&config);
+        let verifier = verifier.with_pair_keys(signer.pair_keys());
         // Answers to the calls this host signs come to its own inbox, which the signature names.
         let inbox = trellis_lattice::signing::inbox_prefix(&id);
         let name = format!("trellis-host {id}");

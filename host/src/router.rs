@@ -14,7 +14,7 @@ use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
 use trellis_lattice::policy::Policy;
-use trellis_lattice::signing::{Signer, Verifier};
+use trellis_lattice::signing::{Signer, Verified, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
@@ -112,8 +112,18 @@ impl Router {
         (subject, reply): (&str, &str),
         headers: Option<&async_nats::HeaderMap>,
         body: &[u8],
-    ) -> Result<u64, InvokeError> {
+    ) -> Result<Verified, InvokeError> {
         self.verifier.verify((subject, reply), headers, body, unix_ms())
+    }
+
+    /// This host's public key.
+    pub fn host_key(&self) -> &str {
+        self.signer.public_key()
+    }
+
+    /// Calls received over NATS and accepted by signature and by pair key.
+    pub fn accepted_calls(&self) -> (u64, u64) {
+        self.verifier.accepted()
     }
 
     /// Asks the policy service (if any) whether `source` may call `operation` of `target`.

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use trellis_lattice::chunks;
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, remaining};
+use trellis_lattice::signing::{self, Proof};
 use trellis_lattice::subject::{Subject, Subjects};
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
@@ -121,9 +122,11 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
             Err(e) => return reply_error(router, reply, id, &e).await,
         }
     }
+    let mut introduce = false;
     let result = match parse(&msg, router) {
-        Ok((interface, function, remaining)) => match authorize(&msg, router, id).await {
+        Ok((interface, function, remaining, signed)) => match authorize(&msg, router, id).await {
             Ok(()) => {
+                introduce = signed;
                 let timeout = remaining.min(router.max_call_time());
                 // This hop's span continues the caller's trace (or starts one).
                 let parent = trace_parent(msg.headers.as_ref());
@@ -177,6 +180,11 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
             Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
             Err(e) => return reply_error(router, reply, id, &e).await,
         }
+    } else if introduce {
+        // The caller signed: tell it who answered, so its next calls here carry a MAC.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(signing::BY, router.host_key());
+        nats.publish_with_headers(reply, headers, body).await
     } else {
         nats.publish(reply, body).await
     };
@@ -187,14 +195,16 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
 
 /// Answers with a typed error (and reports refusals).
 async fn reply_error(router: &Router, reply: async_nats::Subject, id: &str, e: &InvokeError) {
-    if e.kind() == InvokeErrorKind::Denied {
+    let mut headers = e.to_headers();
+    if signing::is_key_needed(e) {
+        // Routine: a caller meeting this host; it sends the call again, signed.
+        headers.insert(signing::KEY_NEEDED, "1");
+    } else if e.kind() == InvokeErrorKind::Denied {
         router.report_denied(id, e).await;
     }
     tracing::debug!(target = id, error = %e, "invocation failed");
-    let sent = router
-        .nats()
-        .publish_with_headers(reply, e.to_headers(), e.message().to_owned().into())
-        .await;
+    let sent =
+        router.nats().publish_with_headers(reply, headers, e.message().to_owned().into()).await;
     if let Err(e) = sent {
         tracing::warn!(target = id, error = %e, "reply not sent");
     }
@@ -226,22 +236,24 @@ fn check_operation(msg: &Message, interface: &str, function: &str) -> Result<(),
     }
 }
 
+/// The call's interface, function and time left, and whether it came signed (so its answer
+/// introduces this host for pair keys).
 fn parse<'m>(
     msg: &'m Message,
     router: &Router,
-) -> Result<(&'m str, &'m str, Duration), InvokeError> {
+) -> Result<(&'m str, &'m str, Duration, bool), InvokeError> {
     let Some(Subject::Rpc { interface, function, .. }) =
         router.subjects().parse(msg.subject.as_str())
     else {
         return Err(InvokeError::new(InvokeErrorKind::BadRequest, "malformed invocation subject"));
     };
     let reply = msg.reply.as_ref().map_or("", |r| r.as_str());
-    let deadline_ms =
+    let verified =
         router.verify((msg.subject.as_str(), reply), msg.headers.as_ref(), &msg.payload)?;
     check_operation(msg, interface, function)?;
     // The verifier refused passed deadlines; a deadline that passes right now is a timeout.
-    let remaining = remaining(deadline_ms).ok_or_else(|| {
+    let remaining = remaining(verified.deadline_ms).ok_or_else(|| {
         InvokeError::new(InvokeErrorKind::Timeout, "the invocation's deadline passed on arrival")
     })?;
-    Ok((interface, function, remaining))
+    Ok((interface, function, remaining, verified.proof == Some(Proof::Signature)))
 }

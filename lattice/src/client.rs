@@ -360,43 +360,74 @@ pub struct Call<'a> {
     pub trace: Option<crate::trace::TraceContext>,
 }
 
-/// Sends `call` over NATS (queue group of the target's replicas), signed when a `signer` is
-/// given, and returns the msgpack result or the typed error.
+/// Sends `call` over NATS (queue group of the target's replicas), authenticated when a
+/// `signer` is given, and returns the msgpack result or the typed error.
+///
+/// A signer MACs the call for the replicas it has met (pair keys) and signs it otherwise; a
+/// replica it has not met yet refuses the MACs and gets the call again, signed, and its answer
+/// introduces it (see [`crate::signing`]).
 pub async fn send_invocation(
     nats: &Client,
     subjects: &Subjects,
     signer: Option<(&crate::signing::Signer, Replies)>,
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
+    use crate::signing::{BY, KEY_NEEDED, Proof, Signed};
     let Call { source, target, interface, function, link, payload, timeout, trace } = call;
     let op = format!("{interface}.{function}");
-    let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
-        .with_link(link)
-        .with_trace(trace);
-    let subject = subjects.rpc(target, interface, function);
-    // The signature covers the whole body, however it travels.
-    let mut headers =
-        crate::signing::invocation_headers(&inv, &subject, &payload, signer.map(|(s, _)| s));
+    // A subject is shared, not copied, by a retry.
+    let subject = async_nats::Subject::from(subjects.rpc(target, interface, function));
     let started = tokio::time::Instant::now();
-    let payload = if crate::chunks::needs_chunks(nats, &payload) {
-        crate::chunks::offer(nats, &mut headers, payload, timeout).await?;
-        Bytes::new()
-    } else {
-        payload
+    let chunked = crate::chunks::needs_chunks(nats, &payload);
+    // A body in chunks is offered once: signed, so no replica can ask for it again.
+    let mut signature_only = chunked;
+    let msg = loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        let inv = crate::envelope::Invocation::new(source, &op, left, nuid::next().to_string())
+            .with_link(link)
+            .with_trace(trace);
+        let mut headers = inv.to_headers();
+        let proof = signer.map(|(signer, _)| {
+            // The signature or MACs cover the whole body, however it travels.
+            let signed = Signed::of(&inv, subject.as_str(), &payload);
+            if signature_only {
+                signer.sign(&mut headers, &signed);
+                Proof::Signature
+            } else {
+                signer.authenticate(&mut headers, &signed, target)
+            }
+        });
+        let body = if chunked {
+            crate::chunks::offer(nats, &mut headers, payload.clone(), left).await?;
+            Bytes::new()
+        } else {
+            payload.clone()
+        };
+        let mut request =
+            async_nats::Request::new().headers(headers).payload(body).timeout(Some(left));
+        if let Some((signer, Replies::PerCall)) = signer {
+            let prefix = crate::signing::inbox_prefix(signer.public_key());
+            request = request.inbox(format!("{prefix}.{}", nuid::next()));
+        }
+        let msg = nats
+            .send_request(subject.clone(), request)
+            .await
+            .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
+        let key_needed = msg.headers.as_ref().is_some_and(|h| h.get(KEY_NEEDED).is_some());
+        if key_needed && proof == Some(Proof::PairKey) {
+            signature_only = true;
+            continue;
+        }
+        if let Some(err) = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+            return Err(err);
+        }
+        if let (Some((signer, _)), Some(Proof::Signature)) = (signer, proof)
+            && let Some(by) = msg.headers.as_ref().and_then(|h| h.get(BY))
+        {
+            signer.learn(target, by.as_str());
+        }
+        break msg;
     };
-    let mut request =
-        async_nats::Request::new().headers(headers).payload(payload).timeout(Some(timeout));
-    if let Some((signer, Replies::PerCall)) = signer {
-        let prefix = crate::signing::inbox_prefix(signer.public_key());
-        request = request.inbox(format!("{prefix}.{}", nuid::next()));
-    }
-    let msg = nats
-        .send_request(subject, request)
-        .await
-        .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
-    if let Some(err) = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
-        return Err(err);
-    }
     match crate::chunks::announced(msg.headers.as_ref()) {
         Some((inbox, len)) => {
             let left = timeout.saturating_sub(started.elapsed());

@@ -212,3 +212,73 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     let worker_info = info.iter().find(|h| h.id == worker.id).unwrap();
     assert!(worker_info.invocations_denied >= 9, "{worker_info:?}");
 }
+
+/// `trellis_calls_accepted_total` of the host serving metrics on `addr`: (signature, pair key).
+async fn accepted(addr: std::net::SocketAddr) -> (u64, u64) {
+    let text = trellis_tests::http_request(addr, "GET", "/metrics", b"").await.unwrap().text();
+    let count = |by: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("trellis_calls_accepted_total") && l.contains(&format!("by=\"{by}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {by} count in\n{text}"))
+    };
+    (count("signature"), count("pair_key"))
+}
+
+#[tokio::test]
+async fn hosts_that_met_authenticate_calls_by_pair_key_and_new_replicas_are_met_on_the_way() {
+    let lattice = Lattice::new("pairkeys").await;
+    let t = &lattice.trellis;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nkeys::KeyPair::new_cluster();
+    let cluster_seed = seed_file(dir.path(), "cluster.nk", &cluster);
+    let strict = |metrics: Option<std::net::SocketAddr>| {
+        // Components may be unsigned here; hosts sign or MAC their calls all the same, and
+        // accept them only from hosts the cluster vouched for.
+        let mut args = vec![
+            "--allow-unsigned".to_owned(),
+            format!("--trusted-cluster={}", cluster.public_key()),
+            format!("--cluster-seed={cluster_seed}"),
+        ];
+        if let Some(addr) = metrics {
+            args.push(format!("--metrics-listen={addr}"));
+        }
+        args
+    };
+    let port = |_| format!("127.0.0.1:{}", trellis_tests::free_port()).parse().unwrap();
+    let (first_metrics, second_metrics) = (port(()), port(()));
+    let edge = t.host_with("edge", &strict(None)).await;
+    let first = t.host_with("first", &strict(Some(first_metrics))).await;
+    let wasm = component("http-hello");
+    let wasm = wasm.to_str().unwrap();
+    t.ok(&["start", "component", wasm, "--id", "hello", "--host", &first.id]).await;
+    let addr = lattice.serve_http(&edge.id, "hello", &[]).await;
+
+    for i in 0..10 {
+        let reply = get(addr, &format!("/n{i}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // The edge host's first call was signed; the rest carried a MAC only `first` can check.
+    let (signed, mac) = accepted(first_metrics).await;
+    assert!((1..=2).contains(&signed), "signed {signed}, mac {mac}");
+    assert!(mac >= 9, "signed {signed}, mac {mac}");
+
+    // A replica on a host the edge has not met: calls that land there are refused for want of
+    // a signature, sent again signed, and every request is still answered.
+    let second = t.host_with("second", &strict(Some(second_metrics))).await;
+    t.ok(&["start", "component", wasm, "--id", "hello", "--host", &second.id]).await;
+    let mut served_by_second = (0, 0);
+    for i in 0..200 {
+        let reply = get(addr, &format!("/m{i}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        served_by_second = accepted(second_metrics).await;
+        if served_by_second.1 >= 3 {
+            break;
+        }
+    }
+    let (signed, mac) = served_by_second;
+    assert!(signed >= 1 && mac >= 3, "the second replica: signed {signed}, mac {mac}");
+}

@@ -132,6 +132,19 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             one(Int(info.invocations_denied)),
         ),
         family(
+            "trellis_calls_accepted_total",
+            Counter,
+            "Calls from other hosts accepted, by how they were authenticated: `signature` \
+             (Ed25519, a caller's first call) or `pair_key` (MAC).",
+            "",
+            {
+                let (signature, pair_key) = host.accepted_calls();
+                let by =
+                    |how: &str, n| Point { labels: vec![("by", how.to_owned())], value: Int(n) };
+                vec![by("signature", signature), by("pair_key", pair_key)]
+            },
+        ),
+        family(
             "trellis_components",
             Gauge,
             "Components running on this host.",
