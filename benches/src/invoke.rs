@@ -51,9 +51,14 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         let payload = Bytes::from(encode(&request).map_err(setup)?);
         for in_flight in [1usize, 64] {
             let ops = options.count(if in_flight == 1 { 2000 } else { 20000 }, 64);
-            let unsigned =
-                measure(ops, in_flight, invoker(&lattice.client, "echo", &payload)).await?;
-            let signed = measure(ops, in_flight, invoker(&signing, "echo", &payload)).await?;
+            // Interleaved, so drift on a shared machine falls on both alike.
+            let (unsigned, signed) = measure_pair(
+                ops,
+                in_flight,
+                invoker(&lattice.client, "echo", &payload),
+                invoker(&signing, "echo", &payload),
+            )
+            .await?;
             let baseline =
                 measure(ops, in_flight, raw_request(&lattice, &responder, &payload)).await?;
             let size = if size == 100 { "100 B" } else { "10 KiB" };
@@ -145,9 +150,71 @@ where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
+    warm_up(ops, &call).await?;
+    let (mut samples, elapsed) = run_calls(ops, in_flight, call).await?;
+    Ok(Figures::from_samples(&mut samples, elapsed))
+}
+
+/// [`measure`] of two calls in alternating rounds (`a b`, `b a`, `a b`, `b a`), so that a
+/// machine that slows down or speeds up during the run weighs on both alike.
+pub async fn measure_pair<A, FutA, B, FutB>(
+    ops: usize,
+    in_flight: usize,
+    a: A,
+    b: B,
+) -> Result<(Figures, Figures), BenchError>
+where
+    A: Fn() -> FutA + Clone + Send + 'static,
+    FutA: std::future::Future<Output = Result<(), String>> + Send,
+    B: Fn() -> FutB + Clone + Send + 'static,
+    FutB: std::future::Future<Output = Result<(), String>> + Send,
+{
+    const ROUNDS: usize = 4;
+    warm_up(ops, &a).await?;
+    warm_up(ops, &b).await?;
+    let per_round = ops.div_ceil(ROUNDS);
+    let (mut samples_a, mut samples_b) = (Vec::new(), Vec::new());
+    let (mut elapsed_a, mut elapsed_b) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        for first in [round % 2 == 0, round % 2 == 1] {
+            if first {
+                let (samples, elapsed) = run_calls(per_round, in_flight, a.clone()).await?;
+                samples_a.extend(samples);
+                elapsed_a += elapsed;
+            } else {
+                let (samples, elapsed) = run_calls(per_round, in_flight, b.clone()).await?;
+                samples_b.extend(samples);
+                elapsed_b += elapsed;
+            }
+        }
+    }
+    Ok((
+        Figures::from_samples(&mut samples_a, elapsed_a),
+        Figures::from_samples(&mut samples_b, elapsed_b),
+    ))
+}
+
+async fn warm_up<F, Fut>(ops: usize, call: &F) -> Result<(), BenchError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     for _ in 0..(ops / 10).clamp(10, 200) {
         call().await.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?;
     }
+    Ok(())
+}
+
+/// `ops` calls, `in_flight` at a time: each call's latency, and the time it all took.
+async fn run_calls<F, Fut>(
+    ops: usize,
+    in_flight: usize,
+    call: F,
+) -> Result<(Vec<Duration>, Duration), BenchError>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     let per_worker = ops.div_ceil(in_flight);
     let started = Instant::now();
     let workers: Vec<_> = (0..in_flight)
@@ -171,5 +238,5 @@ where
             .map_err(|e| BenchError::Run { scenario: "invoke", reason: e.to_string() })?;
         samples.extend(done.map_err(|reason| BenchError::Run { scenario: "invoke", reason })?);
     }
-    Ok(Figures::from_samples(&mut samples, started.elapsed()))
+    Ok((samples, started.elapsed()))
 }
