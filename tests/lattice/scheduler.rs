@@ -236,10 +236,9 @@ async fn rollout_and_rollbacks_under_load_fail_no_request() {
     };
     let v1 = manifest(dir.path(), "v1.yaml", &yaml("1", &component("http-hello")));
     t.ok(&["app", "deploy", path(&v1)]).await;
-    eventually("the front to answer", Duration::from_secs(20), || async move {
-        http_request(addr, "GET", "/ready", b"").await.ok().filter(|r| r.status == 200)
-    })
-    .await;
+    // `deployed` waits for the http-server to apply its link: it answers at once.
+    let reply = http_request(addr, "GET", "/ready", b"").await.expect("the front listens");
+    assert_eq!(reply.status, 200, "{}", reply.text());
     let load = Load::start(addr, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
 

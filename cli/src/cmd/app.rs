@@ -224,12 +224,51 @@ async fn deploy(
         record.current = Some(manifest.version.clone());
         record.record("deploy", &version, "");
         trim_versions(&mut record);
+        let links = LinksToConfirm::listen(sources.lattice, &manifest).await?;
         if apps.put(&record, revision).await?.is_ok() {
             eprintln!("application `{name}` {version} accepted; waiting for the scheduler");
-            return wait_placed(g, apps, &name, &version, wait).await;
+            let placed = wait_placed(g, apps, &name, &version, wait).await?;
+            if placed == ExitCode::SUCCESS {
+                links.wait().await?;
+            }
+            return Ok(placed);
         }
     }
     bail!("application `{name}` keeps changing under us; try again")
+}
+
+/// The links of a deploy that its providers will apply: new or changed links with one of the
+/// application's providers at either end. `deployed` waits for them, so a request sent right
+/// after finds an http-server listening.
+struct LinksToConfirm {
+    outcome: super::link::LinkOutcome,
+    keys: std::collections::BTreeSet<String>,
+}
+
+impl LinksToConfirm {
+    /// Listens for the providers' word before the application is written.
+    async fn listen(lattice: &LatticeClient, manifest: &Manifest) -> anyhow::Result<Self> {
+        let providers: Vec<&str> = manifest.providers.iter().map(|p| p.name.as_str()).collect();
+        let existing = lattice.state().await?.links().await?;
+        let keys = manifest
+            .links
+            .iter()
+            .map(|l| l.to_link())
+            .filter(|l| {
+                providers.contains(&l.source.as_str()) || providers.contains(&l.target.as_str())
+            })
+            .filter(|l| !existing.contains(l))
+            .map(|l| l.key())
+            .collect();
+        Ok(Self { outcome: super::link::LinkOutcome::listen(lattice).await?, keys })
+    }
+
+    async fn wait(self) -> anyhow::Result<()> {
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        self.outcome.wait_all(self.keys, 0).await
+    }
 }
 
 /// Drops the oldest versions past [`MAX_VERSIONS`], never the current or stable one.

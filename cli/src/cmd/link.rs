@@ -139,8 +139,8 @@ fn unversioned(interface: &str) -> &str {
     interface.split_once('@').map_or(interface, |(name, _)| name)
 }
 
-/// Waits for the source provider to apply (or refuse) a link just written.
-struct LinkOutcome {
+/// Waits for the providers at either end to apply (or refuse) links just written.
+pub(super) struct LinkOutcome {
     applied: async_nats::Subscriber,
     failed: async_nats::Subscriber,
 }
@@ -149,7 +149,8 @@ struct LinkOutcome {
 const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
 impl LinkOutcome {
-    async fn listen(lattice: &LatticeClient) -> anyhow::Result<Self> {
+    /// Listens from now on: before the links are written.
+    pub(super) async fn listen(lattice: &LatticeClient) -> anyhow::Result<Self> {
         let (nats, subjects) = (lattice.nats(), lattice.subjects());
         let applied = nats.subscribe(subjects.event(EventKind::LinkApplied)).await?;
         let failed = nats.subscribe(subjects.event(EventKind::LinkFailed)).await?;
@@ -157,26 +158,47 @@ impl LinkOutcome {
         Ok(Self { applied, failed })
     }
 
-    async fn wait(mut self, link: &Link, revision: u64) -> anyhow::Result<()> {
-        let key = link.key();
-        let ours = |msg: &async_nats::Message| match pb::Event::decode(msg.payload.clone()) {
+    async fn wait(self, link: &Link, revision: u64) -> anyhow::Result<()> {
+        self.wait_all(std::iter::once(link.key()).collect(), revision).await
+    }
+
+    /// Waits until a provider applied each link of `keys` (at `revision` or later); an error
+    /// when one refuses; a warning, and `Ok`, when some are unconfirmed after [`CONFIRM_WAIT`].
+    pub(super) async fn wait_all(
+        mut self,
+        mut keys: std::collections::BTreeSet<String>,
+        revision: u64,
+    ) -> anyhow::Result<()> {
+        let event = |msg: &async_nats::Message| match pb::Event::decode(msg.payload.clone()) {
             Ok(pb::Event { body: Some(pb::event::Body::Link(e)), .. }) => {
-                (e.link_key == key && e.revision >= revision).then_some(e)
+                (e.revision >= revision).then_some(e)
             }
             _ => None,
         };
         let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
-        loop {
+        while !keys.is_empty() {
             tokio::select! {
-                Some(msg) = self.applied.next() => if ours(&msg).is_some() { return Ok(()) },
-                Some(msg) = self.failed.next() => if let Some(e) = ours(&msg) {
-                    bail!("link saved, but provider `{}` could not apply it: {}", e.provider_id, e.reason);
+                Some(msg) = self.applied.next() => if let Some(e) = event(&msg) {
+                    keys.remove(&e.link_key);
+                },
+                Some(msg) = self.failed.next() => if let Some(e) = event(&msg)
+                    && keys.contains(&e.link_key)
+                {
+                    bail!(
+                        "link {} saved, but provider `{}` could not apply it: {}",
+                        e.link_key, e.provider_id, e.reason
+                    );
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    eprintln!("link saved; its provider has not confirmed it within {CONFIRM_WAIT:?}");
+                    let keys: Vec<String> = keys.into_iter().collect();
+                    eprintln!(
+                        "link {} saved; no provider has confirmed it within {CONFIRM_WAIT:?}",
+                        keys.join(", ")
+                    );
                     return Ok(());
                 }
             }
         }
+        Ok(())
     }
 }
