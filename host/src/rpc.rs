@@ -54,7 +54,7 @@ pub(crate) async fn serve(
     target: Target,
     router: Arc<Router>,
 ) {
-    let target = Arc::new(target);
+    let mut target = Arc::new(target);
     tokio::pin!(stop);
     let mut draining = false;
     loop {
@@ -75,6 +75,14 @@ pub(crate) async fn serve(
         // Bounded intake: a flood waits here (and in NATS) instead of becoming unbounded tasks
         // that each verify signatures and ask the policy service.
         let Ok(slot) = router.intake().acquire_owned().await else { return };
+        // A component replaced in place keeps its subscription: a call goes to the version
+        // running now; once stopped, calls still being drained go to the last one that ran.
+        if let Target::Component(running) = &*target
+            && let Some(now) = router.component(&running.id)
+            && !Arc::ptr_eq(&now, running)
+        {
+            target = Arc::new(Target::Component(now));
+        }
         let (target, router) = (target.clone(), router.clone());
         tokio::spawn(async move {
             handle(msg, &target, &router).await;
@@ -84,18 +92,6 @@ pub(crate) async fn serve(
 }
 
 async fn handle(mut msg: Message, target: &Target, router: &Router) {
-    // A component replaced in place keeps its subscription: a call goes to the one running now.
-    let current;
-    let target = match target {
-        Target::Component(running) => match router.component(&running.id) {
-            Some(now) if !Arc::ptr_eq(&now, running) => {
-                current = Target::Component(now);
-                &current
-            }
-            _ => target,
-        },
-        Target::Provider(_) => target,
-    };
     let Some(reply) = msg.reply.clone() else {
         tracing::debug!(subject = %msg.subject, "invocation without reply subject dropped");
         return;
