@@ -30,6 +30,8 @@ pub(crate) struct Running {
     pub durations: Histogram,
     /// Tells the serving task to drain its subscription and end.
     pub stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    /// When it started (unix ns): its counters count from then.
+    pub started_unix_ns: u64,
 }
 
 impl Running {
@@ -53,6 +55,7 @@ impl Running {
             errors_by_kind: Default::default(),
             durations: Histogram::default(),
             stop: std::sync::Mutex::new(None),
+            started_unix_ns: trellis_lattice::telemetry::now_ns(),
         }
     }
 

@@ -121,6 +121,11 @@ impl Router {
         self.signer.public_key()
     }
 
+    /// Whether this host checks MACs: its answers to signed calls then introduce it.
+    pub fn takes_macs(&self) -> bool {
+        self.verifier.takes_macs()
+    }
+
     /// Calls received over NATS and accepted by signature and by pair key.
     pub fn accepted_calls(&self) -> (u64, u64) {
         self.verifier.accepted()

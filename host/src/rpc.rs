@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use trellis_lattice::chunks;
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, remaining};
-use trellis_lattice::signing::{self, Proof};
+use trellis_lattice::signing;
 use trellis_lattice::subject::{Subject, Subjects};
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
@@ -120,9 +120,11 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
     }
     let mut introduce = false;
     let result = match parse(&msg, router) {
-        Ok((interface, function, remaining, signed)) => match authorize(&msg, router, id).await {
+        Ok((interface, function, remaining, authenticated)) => match authorize(&msg, router, id)
+            .await
+        {
             Ok(()) => {
-                introduce = signed;
+                introduce = authenticated && router.takes_macs();
                 let timeout = remaining.min(router.max_call_time());
                 // This hop's span continues the caller's trace (or starts one).
                 let parent = trace_parent(msg.headers.as_ref());
@@ -169,17 +171,18 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
         Ok(body) => body,
         Err(e) => return reply_error(router, reply, id, &e).await,
     };
+    // An authenticated caller learns who answered, so its next calls here carry a MAC.
+    let mut headers = async_nats::HeaderMap::new();
+    if introduce {
+        headers.insert(signing::BY, router.host_key());
+    }
     let sent = if chunks::needs_chunks(nats, &body) {
         // Too large for one message: the caller pulls it.
-        let mut headers = async_nats::HeaderMap::new();
         match chunks::offer(nats, &mut headers, body, router.max_call_time()).await {
             Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
             Err(e) => return reply_error(router, reply, id, &e).await,
         }
     } else if introduce {
-        // The caller signed: tell it who answered, so its next calls here carry a MAC.
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(signing::BY, router.host_key());
         nats.publish_with_headers(reply, headers, body).await
     } else {
         nats.publish(reply, body).await
@@ -232,8 +235,8 @@ fn check_operation(msg: &Message, interface: &str, function: &str) -> Result<(),
     }
 }
 
-/// The call's interface, function and time left, and whether it came signed (so its answer
-/// introduces this host for pair keys).
+/// The call's interface, function and time left, and whether it came authenticated (so its
+/// answer names this host, for the caller's pair keys).
 fn parse<'m>(
     msg: &'m Message,
     router: &Router,
@@ -251,5 +254,5 @@ fn parse<'m>(
     let remaining = remaining(verified.deadline_ms).ok_or_else(|| {
         InvokeError::new(InvokeErrorKind::Timeout, "the invocation's deadline passed on arrival")
     })?;
-    Ok((interface, function, remaining, verified.proof == Some(Proof::Signature)))
+    Ok((interface, function, remaining, verified.proof.is_some()))
 }

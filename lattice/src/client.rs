@@ -381,11 +381,13 @@ pub async fn send_invocation(
     let chunked = crate::chunks::needs_chunks(nats, &payload);
     // A body in chunks is offered once: signed, so no replica can ask for it again.
     let mut signature_only = chunked;
+    // One call, one id: sent again signed, it is still the same call, so a replica that already
+    // ran it refuses it as a replay rather than run it twice.
+    let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
+        .with_link(link)
+        .with_trace(trace);
     let msg = loop {
         let left = timeout.saturating_sub(started.elapsed());
-        let inv = crate::envelope::Invocation::new(source, &op, left, nuid::next().to_string())
-            .with_link(link)
-            .with_trace(trace);
         let mut headers = inv.to_headers();
         let proof = signer.map(|(signer, _)| {
             // The signature or MACs cover the whole body, however it travels.
@@ -413,16 +415,18 @@ pub async fn send_invocation(
             .send_request(subject.clone(), request)
             .await
             .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
-        let key_needed = msg.headers.as_ref().is_some_and(|h| h.get(KEY_NEEDED).is_some());
-        if key_needed && proof == Some(Proof::PairKey) {
-            signature_only = true;
-            continue;
-        }
-        if let Some(err) = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+        let error = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload);
+        if let Some(err) = error {
+            // A replica this host has not met asks for the signature (only of MAC'd calls).
+            let key_needed = msg.headers.as_ref().is_some_and(|h| h.get(KEY_NEEDED).is_some());
+            if key_needed && proof == Some(Proof::PairKey) && crate::signing::is_key_needed(&err) {
+                signature_only = true;
+                continue;
+            }
             return Err(err);
         }
-        if let (Some((signer, _)), Some(Proof::Signature)) = (signer, proof)
-            && let Some(by) = msg.headers.as_ref().and_then(|h| h.get(BY))
+        if let (Some((signer, _)), Some(by)) =
+            (signer, msg.headers.as_ref().and_then(|h| h.get(BY)))
         {
             signer.learn(target, by.as_str());
         }

@@ -34,6 +34,9 @@ pub(crate) enum Number {
 pub(crate) struct Point {
     pub labels: Vec<(&'static str, String)>,
     pub value: Number,
+    /// When a counter started from zero (unix ns), if not when the host started: a component's
+    /// counters start again when it is replaced or restarted.
+    pub since_ns: Option<u64>,
 }
 
 /// One metric and its series.
@@ -51,6 +54,8 @@ pub(crate) struct Family {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Durations {
     pub component: String,
+    /// When the component started (unix ns): the histogram counts from then.
+    pub since_ns: u64,
     /// Cumulative counts per bound of [`BOUNDS_US`]; the last counts every call.
     pub cumulative: [u64; BOUNDS_US.len() + 1],
     pub sum_seconds: f64,
@@ -70,7 +75,7 @@ pub(crate) struct Snapshot {
 }
 
 fn one(value: Number) -> Vec<Point> {
-    vec![Point { labels: Vec::new(), value }]
+    vec![Point { labels: Vec::new(), value, since_ns: None }]
 }
 
 /// Measures `host` now.
@@ -81,7 +86,11 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
     let per_component = |value: &dyn Fn(&crate::components::Running) -> u64| {
         components
             .iter()
-            .map(|c| Point { labels: vec![("component", c.id.clone())], value: Int(value(c)) })
+            .map(|c| Point {
+                labels: vec![("component", c.id.clone())],
+                value: Int(value(c)),
+                since_ns: Some(c.started_unix_ns),
+            })
             .collect::<Vec<_>>()
     };
     let family = |name, kind, help, unit, points| Family { name, kind, help, unit, points };
@@ -109,6 +118,7 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
                 (count > 0).then(|| Point {
                     labels: vec![("component", c.id.clone()), ("kind", kind.as_str().to_owned())],
                     value: Int(count),
+                    since_ns: Some(c.started_unix_ns),
                 })
             })
         })
@@ -139,8 +149,11 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             "",
             {
                 let (signature, pair_key) = host.accepted_calls();
-                let by =
-                    |how: &str, n| Point { labels: vec![("by", how.to_owned())], value: Int(n) };
+                let by = |how: &str, n| Point {
+                    labels: vec![("by", how.to_owned())],
+                    value: Int(n),
+                    since_ns: None,
+                };
                 vec![by("signature", signature), by("pair_key", pair_key)]
             },
         ),
@@ -244,6 +257,7 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             .map(|p| Point {
                 labels: vec![("provider", p.id.clone()), ("kind", p.kind.clone())],
                 value: Int(value(p)),
+                since_ns: None,
             })
             .collect::<Vec<_>>()
     };
@@ -265,7 +279,12 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
         .iter()
         .map(|c| {
             let (cumulative, sum_us) = c.durations.snapshot();
-            Durations { component: c.id.clone(), cumulative, sum_seconds: sum_us as f64 / 1e6 }
+            Durations {
+                component: c.id.clone(),
+                since_ns: c.started_unix_ns,
+                cumulative,
+                sum_seconds: sum_us as f64 / 1e6,
+            }
         })
         .collect();
     Snapshot { host: host.id().to_owned(), families, durations }
@@ -289,6 +308,7 @@ pub(crate) fn sample() -> Snapshot {
                 points: vec![Point {
                     labels: vec![("component", "web".into())],
                     value: Number::Int(7),
+                    since_ns: Some(5),
                 }],
             },
             Family {
@@ -296,10 +316,15 @@ pub(crate) fn sample() -> Snapshot {
                 kind: Kind::Gauge,
                 help: "Age.",
                 unit: "s",
-                points: vec![Point { labels: vec![], value: Number::Float(0.5) }],
+                points: vec![Point { labels: vec![], value: Number::Float(0.5), since_ns: None }],
             },
         ],
-        durations: vec![Durations { component: "web".into(), cumulative, sum_seconds: 40.0 }],
+        durations: vec![Durations {
+            component: "web".into(),
+            since_ns: 5,
+            cumulative,
+            sum_seconds: 40.0,
+        }],
     }
 }
 

@@ -41,8 +41,9 @@ pub(crate) async fn push(
     }
 }
 
-/// `snapshot` as an OTLP export request: counters as cumulative monotonic sums since
-/// `started_ns`, gauges as gauges, call durations as a histogram in seconds.
+/// `snapshot` as an OTLP export request: counters as cumulative monotonic sums since their
+/// component started (or the host, `started_ns`), gauges as gauges, call durations as a
+/// histogram in seconds.
 pub(crate) fn encode(
     snapshot: &Snapshot,
     resource: &otlp::Resource,
@@ -65,7 +66,10 @@ pub(crate) fn encode(
                 .iter()
                 .map(|point| otlp::NumberDataPoint {
                     attributes: attributes(&point.labels),
-                    start_time_unix_nano: if family.kind == Kind::Counter { started_ns } else { 0 },
+                    start_time_unix_nano: match family.kind {
+                        Kind::Counter => point.since_ns.unwrap_or(started_ns),
+                        Kind::Gauge => 0,
+                    },
                     time_unix_nano: now_ns,
                     value: Some(match point.value {
                         Number::Int(v) => otlp::number_data_point::Value::AsInt(
@@ -108,7 +112,7 @@ pub(crate) fn encode(
                 .collect();
             otlp::HistogramDataPoint {
                 attributes: attributes(&[("component", d.component.clone())]),
-                start_time_unix_nano: started_ns,
+                start_time_unix_nano: d.since_ns,
                 time_unix_nano: now_ns,
                 count: d.cumulative[BOUNDS_US.len()],
                 sum: Some(d.sum_seconds),
@@ -151,7 +155,8 @@ mod tests {
         assert!(sum.is_monotonic);
         let point = &sum.data_points[0];
         assert_eq!(point.value, Some(otlp::number_data_point::Value::AsInt(7)));
-        assert_eq!((point.start_time_unix_nano, point.time_unix_nano), (10, 20));
+        // A component's counter counts from the component's start, not the host's.
+        assert_eq!((point.start_time_unix_nano, point.time_unix_nano), (5, 20));
         let keys: Vec<&str> = point.attributes.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(keys, ["host", "component"]);
         assert!(matches!(&metrics[1].data, Some(otlp::metric::Data::Gauge(_))));

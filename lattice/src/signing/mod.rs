@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::envelope::{InvokeError, InvokeErrorKind, header};
 
-pub use pair::{MacCheck, PairKeys};
+pub use pair::{MAX_RESPONDERS, MacCheck, Macs, PairKeys};
 
 /// Header: the signing host's public key.
 pub const HOST: &str = "trellis-host";
@@ -37,8 +37,8 @@ pub const SIG: &str = "trellis-sig";
 pub const IDENTITY: &str = "trellis-host-identity";
 /// Header: MACs under pair keys, `<host short name>=<mac>,...` (instead of [`SIG`]).
 pub const MAC: &str = "trellis-mac";
-/// Header of an answer to a signed call: the answering host's key, so the caller can MAC its
-/// next calls for it.
+/// Header of an answer to an authenticated call: the answering host's key, so the caller can
+/// MAC its next calls for it.
 pub const BY: &str = "trellis-by";
 /// Header of a refusal: no MAC for the receiving host; send the call signed.
 pub const KEY_NEEDED: &str = "trellis-key-needed";
@@ -120,9 +120,10 @@ impl<'a> Signed<'a> {
 /// How a call was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proof {
-    /// Ed25519 signature with the host key.
+    /// Ed25519 signature with the host key (a caller may add MACs for the replicas it knows).
     Signature,
-    /// MACs under pair keys with the hosts known to answer for the target.
+    /// MACs under pair keys with the hosts known to answer for the target, and nothing else:
+    /// a replica not among them asks for the signature.
     PairKey,
 }
 
@@ -150,7 +151,8 @@ impl Signer {
         self.pairs.clone()
     }
 
-    /// Remembers that host `peer` answered a call to `target` (from the answer's [`BY`]).
+    /// Remembers that host `peer` answered a call to `target` just now (from the answer's
+    /// [`BY`]).
     pub fn learn(&self, target: &str, peer: &str) {
         if let Some(pairs) = &self.pairs {
             pairs.learn(target, peer);
@@ -158,7 +160,7 @@ impl Signer {
     }
 
     /// Authenticates a call to `target`: MACs for the hosts known to answer for it, else the
-    /// signature.
+    /// signature; both when it knows [`MAX_RESPONDERS`] of them.
     pub fn authenticate(
         &self,
         headers: &mut HeaderMap,
@@ -167,11 +169,18 @@ impl Signer {
     ) -> Proof {
         let digest = signed.digest();
         match self.pairs.as_ref().and_then(|p| p.macs(target, &digest)) {
-            Some(macs) => {
+            Some(Macs { list, full: false }) => {
                 headers.insert(HOST, self.public.as_str());
-                headers.insert(MAC, macs.as_str());
+                headers.insert(MAC, list.as_str());
                 self.add_identity(headers);
                 Proof::PairKey
+            }
+            // It knows as many replicas as it MACs for: there may be more, which check the
+            // signature rather than send the call back.
+            Some(Macs { list, full: true }) => {
+                headers.insert(MAC, list.as_str());
+                self.sign_digest(headers, &digest);
+                Proof::Signature
             }
             None => {
                 self.sign_digest(headers, &digest);
@@ -341,6 +350,11 @@ impl Verifier {
         self
     }
 
+    /// Whether it checks MACs (so callers should learn this host and send them).
+    pub fn takes_macs(&self) -> bool {
+        self.pairs.is_some()
+    }
+
     /// Calls accepted so far by signature and by pair key.
     pub fn accepted(&self) -> (u64, u64) {
         (self.accepted[0].load(Ordering::Relaxed), self.accepted[1].load(Ordering::Relaxed))
@@ -392,29 +406,33 @@ impl Verifier {
         let link = crate::envelope::link_name(Some(headers));
         let digest =
             Signed { subject, operation: op, source: src, jti, link, deadline_ms, body }.digest();
-        let proof = match (get(SIG), get(MAC)) {
-            (Some(sig), _) => {
+        // This host's MAC when the call has one, else the signature.
+        let check = match (get(MAC), &self.pairs) {
+            (Some(macs), Some(pairs)) => pairs.check(signer, macs, &digest),
+            _ => MacCheck::NotForMe,
+        };
+        let proof = match (check, get(SIG), get(MAC)) {
+            (MacCheck::Valid, _, _) => Proof::PairKey,
+            (MacCheck::Bad, _, _) => {
+                return Err(denied(
+                    "bad MAC: the call or its body was altered, or not sent by this host",
+                ));
+            }
+            (MacCheck::NotForMe, Some(sig), _) => {
                 let sig = URL_SAFE_NO_PAD
                     .decode(sig)
                     .map_err(|_| denied("signature is not base64url"))?;
                 key.verify(&digest, &sig).map_err(|_| {
-                    denied("bad signature: the call or its body was altered, or not signed by this host")
+                    denied(
+                        "bad signature: the call or its body was altered, or not signed by this host",
+                    )
                 })?;
                 Proof::Signature
             }
-            (None, Some(macs)) => {
-                let check = self.pairs.as_ref().map(|p| p.check(signer, macs, &digest));
-                match check {
-                    Some(MacCheck::Valid) => Proof::PairKey,
-                    Some(MacCheck::Bad) => {
-                        return Err(denied(
-                            "bad MAC: the call or its body was altered, or not sent by this host",
-                        ));
-                    }
-                    Some(MacCheck::NotForMe) | None => return Err(key_needed()),
-                }
+            (MacCheck::NotForMe, None, Some(_)) => return Err(key_needed()),
+            (MacCheck::NotForMe, None, None) => {
+                return Err(denied("signed invocation lacks its signature"));
             }
-            (None, None) => return Err(denied("signed invocation lacks its signature")),
         };
         self.remember(signer, jti, deadline_ms, now_ms)?;
         self.accepted[proof as usize].fetch_add(1, Ordering::Relaxed);
@@ -620,6 +638,21 @@ mod tests {
         assert!(is_key_needed(&at_c.verify(("s", &reply), Some(&other), b"x", NOW).unwrap_err()));
         let plain = Verifier::new(vec![], false, 60_000);
         assert!(is_key_needed(&plain.verify(("s", &reply), Some(&other), b"x", NOW).unwrap_err()));
+        // A caller that knows as many replicas as it MACs for signs as well: a replica it has
+        // not met checks the signature instead of sending the call back.
+        for _ in 1..MAX_RESPONDERS {
+            a.learn("web", KeyPair::new_server().public_key().as_str());
+        }
+        let (proof, both) = call("m5", b"x");
+        assert_eq!(proof, Proof::Signature);
+        assert!(both.get(MAC).is_some() && both.get(SIG).is_some());
+        let at_c_signed = at_c.verify(("s", &reply), Some(&both), b"x", NOW).unwrap();
+        assert_eq!(at_c_signed.proof, Some(Proof::Signature));
+        let (_, both) = call("m6", b"x");
+        assert_eq!(
+            at_b.verify(("s", &reply), Some(&both), b"x", NOW).unwrap().proof,
+            Some(Proof::PairKey)
+        );
         // The MAC list cannot be moved to another signer's name.
         let mut stolen = other.clone();
         stolen.insert(HOST, c.public_key());

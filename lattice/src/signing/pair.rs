@@ -3,14 +3,19 @@
 //!
 //! The key of hosts A and B is SHA-256 of a domain tag, the X25519 agreement of their host keys
 //! (each Ed25519 host key converted to its X25519 form, static on both sides: no handshake
-//! messages) and both public keys. A caller does not know which replica NATS hands a call to,
-//! so it MACs the call for every host it has seen answer for that target (learned from the
-//! `trellis-by` header of answers to signed calls). A replica that finds no MAC for itself
-//! refuses with `trellis-key-needed`, and the caller sends the call again signed; from its
-//! answer it learns that replica too.
+//! messages) and both public keys. A MAC covers the sender's and the receiver's keys besides the
+//! call's digest, so it says who sent the call to whom: it cannot be reflected back to its
+//! sender, nor moved to another receiver.
+//!
+//! A caller does not know which replica NATS hands a call to, so it MACs the call for every host
+//! it has seen answer for that target: the most recent [`MAX_RESPONDERS`], learned from the
+//! `trellis-by` header hosts put on their answers. A replica that finds no MAC for itself refuses
+//! with `trellis-key-needed` and the caller sends the same call again, signed; its answer
+//! introduces that replica. A caller that knows [`MAX_RESPONDERS`] replicas of a target signs
+//! as well as MACs, so replicas beyond them cost a signature, not a round trip.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,15 +24,27 @@ use nkeys::KeyPair;
 use ring::hmac;
 use sha2::{Digest, Sha256};
 
-/// Characters of a host key that name it in a MAC list (after its type prefix): 60 bits.
+/// Characters of a host key that name it in a MAC list, after its type letter: 57 bits of the
+/// key (the first of them carries 3 bits of the type prefix).
 const SHORT: usize = 12;
 /// Bytes of HMAC-SHA256 kept in a MAC (128 bits).
 const MAC_LEN: usize = 16;
-/// Hosts remembered per target; the oldest learned goes first (a replica forgotten this way is
-/// learned again by its next signed call).
-const MAX_RESPONDERS: usize = 16;
+/// Hosts MAC'd for per target: the ones that answered last.
+pub const MAX_RESPONDERS: usize = 16;
 /// Targets and peers remembered; beyond it the caches start over.
 const MAX_ENTRIES: usize = 4096;
+
+/// Another host, and the key this host shares with it.
+struct Peer {
+    public: String,
+    key: hmac::Key,
+}
+
+impl Peer {
+    fn short(&self) -> &str {
+        short(&self.public)
+    }
+}
 
 /// A host's pair keys with its peers, as caller and as receiver.
 pub struct PairKeys {
@@ -35,20 +52,21 @@ pub struct PairKeys {
     secret: [u8; 32],
     /// This host's public key.
     public: String,
-    keys: Mutex<HashMap<String, hmac::Key>>,
-    responders: Mutex<HashMap<String, Vec<Responder>>>,
+    peers: RwLock<HashMap<String, Arc<Peer>>>,
+    /// Per target, the hosts that answered, with when they last did (a counter).
+    responders: Mutex<Responders>,
+}
+
+#[derive(Default)]
+struct Responders {
+    by_target: HashMap<String, Vec<(Arc<Peer>, u64)>>,
+    clock: u64,
 }
 
 impl std::fmt::Debug for PairKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PairKeys").field("public", &self.public).finish_non_exhaustive()
     }
-}
-
-#[derive(Clone)]
-struct Responder {
-    short: String,
-    key: hmac::Key,
 }
 
 /// What a receiver makes of a call's MAC list.
@@ -62,9 +80,27 @@ pub enum MacCheck {
     Bad,
 }
 
+/// The MACs a caller puts on a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Macs {
+    /// `short=mac,...`.
+    pub list: String,
+    /// It knows as many replicas as it MACs for: others may exist, so sign as well.
+    pub full: bool,
+}
+
 /// The short name of host `key` in MAC lists.
 fn short(key: &str) -> &str {
     key.get(1..1 + SHORT).unwrap_or(key)
+}
+
+/// The MAC of a call from `sender` to `receiver` with `digest`.
+fn mac(key: &hmac::Key, sender: &str, receiver: &str, digest: &[u8; 32]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(sender.as_bytes());
+    ctx.update(receiver.as_bytes());
+    ctx.update(digest);
+    ctx.sign()
 }
 
 impl PairKeys {
@@ -76,18 +112,18 @@ impl PairKeys {
         Some(Self {
             secret,
             public: key.public_key(),
-            keys: Mutex::new(HashMap::new()),
-            responders: Mutex::new(HashMap::new()),
+            peers: RwLock::new(HashMap::new()),
+            responders: Mutex::new(Responders::default()),
         })
     }
 
-    /// The key this host shares with `peer` (derived once, then cached); `None` when `peer` is
-    /// not a usable host key.
-    fn key_with(&self, peer: &str) -> Option<hmac::Key> {
-        if let Some(key) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(peer) {
-            return Some(key.clone());
+    /// Host `public`, with the key this host shares with it (derived once, then cached);
+    /// `None` when `public` is not a usable host key.
+    fn peer(&self, public: &str) -> Option<Arc<Peer>> {
+        if let Some(peer) = self.peers.read().unwrap_or_else(|p| p.into_inner()).get(public) {
+            return Some(peer.clone());
         }
-        let (prefix, raw) = nkeys::from_public_key(peer).ok()?;
+        let (prefix, raw) = nkeys::from_public_key(public).ok()?;
         // The server (host) key type prefix, as nkeys encodes it.
         if prefix != (13 << 3) {
             return None;
@@ -98,10 +134,10 @@ impl PairKeys {
         if shared.as_bytes().iter().all(|b| *b == 0) {
             return None;
         }
-        let (low, high) = if self.public.as_str() < peer {
-            (self.public.as_str(), peer)
+        let (low, high) = if self.public.as_str() < public {
+            (self.public.as_str(), public)
         } else {
-            (peer, self.public.as_str())
+            (public, self.public.as_str())
         };
         let mut h = Sha256::new();
         h.update(b"trellis pair key v1");
@@ -109,67 +145,83 @@ impl PairKeys {
         h.update(low.as_bytes());
         h.update(high.as_bytes());
         let key = hmac::Key::new(hmac::HMAC_SHA256, &h.finalize());
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= MAX_ENTRIES {
-            keys.clear();
+        let peer = Arc::new(Peer { public: public.to_owned(), key });
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        if peers.len() >= MAX_ENTRIES {
+            peers.clear();
         }
-        keys.insert(peer.to_owned(), key.clone());
-        Some(key)
+        peers.insert(public.to_owned(), peer.clone());
+        Some(peer)
     }
 
-    /// Remembers that host `peer` answered for `target`.
-    pub fn learn(&self, target: &str, peer: &str) {
-        let Some(key) = self.key_with(peer) else { return };
-        let mut responders = self.responders.lock().unwrap_or_else(|p| p.into_inner());
-        if responders.len() >= MAX_ENTRIES && !responders.contains_key(target) {
-            responders.clear();
-        }
-        let known = responders.entry(target.to_owned()).or_default();
-        if known.iter().any(|r| r.short == short(peer)) {
+    /// Remembers that host `public` answered for `target` just now.
+    pub fn learn(&self, target: &str, public: &str) {
+        if public == self.public {
             return;
         }
-        if known.len() >= MAX_RESPONDERS {
-            known.remove(0);
+        let Some(peer) = self.peer(public) else { return };
+        let mut responders = self.responders.lock().unwrap_or_else(|p| p.into_inner());
+        responders.clock += 1;
+        let now = responders.clock;
+        if responders.by_target.len() >= MAX_ENTRIES && !responders.by_target.contains_key(target) {
+            responders.by_target.clear();
         }
-        known.push(Responder { short: short(peer).to_owned(), key });
+        let known = responders.by_target.entry(target.to_owned()).or_default();
+        if let Some(entry) = known.iter_mut().find(|(p, _)| p.public == peer.public) {
+            entry.1 = now;
+            return;
+        }
+        // The one that answered longest ago goes: a host that stopped never answers again.
+        if known.len() >= MAX_RESPONDERS
+            && let Some(oldest) =
+                known.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i)
+        {
+            known.swap_remove(oldest);
+        }
+        known.push((peer, now));
     }
 
-    /// The MAC list of a call to `target` with `digest`: `short=mac,...` for every host known
-    /// to answer for it; `None` when none is known (sign the call instead).
-    pub fn macs(&self, target: &str, digest: &[u8; 32]) -> Option<String> {
-        let responders = self.responders.lock().unwrap_or_else(|p| p.into_inner());
-        let known = responders.get(target).filter(|k| !k.is_empty())?;
+    /// The MACs of a call to `target` with `digest` for every host known to answer for it;
+    /// `None` when none is known (sign the call instead).
+    pub fn macs(&self, target: &str, digest: &[u8; 32]) -> Option<Macs> {
+        let known: Vec<Arc<Peer>> = {
+            let responders = self.responders.lock().unwrap_or_else(|p| p.into_inner());
+            let known = responders.by_target.get(target).filter(|k| !k.is_empty())?;
+            known.iter().map(|(p, _)| p.clone()).collect()
+        };
         let mut list = String::with_capacity(known.len() * (SHORT + 24));
-        for r in known {
+        for peer in &known {
             if !list.is_empty() {
                 list.push(',');
             }
-            list.push_str(&r.short);
+            list.push_str(peer.short());
             list.push('=');
-            let tag = hmac::sign(&r.key, digest);
+            let tag = mac(&peer.key, &self.public, &peer.public, digest);
             URL_SAFE_NO_PAD.encode_string(&tag.as_ref()[..MAC_LEN], &mut list);
         }
-        Some(list)
+        Some(Macs { list, full: known.len() >= MAX_RESPONDERS })
     }
 
-    /// Checks the MAC for this host in `list`, from host `signer`, over `digest`.
-    pub fn check(&self, signer: &str, list: &str, digest: &[u8; 32]) -> MacCheck {
+    /// Checks the MAC for this host in `list`, from host `sender`, over `digest`.
+    pub fn check(&self, sender: &str, list: &str, digest: &[u8; 32]) -> MacCheck {
         let mine = short(&self.public);
-        let Some(mac) = list.split(',').find_map(|entry| {
+        let Some(given) = list.split(',').find_map(|entry| {
             entry.split_once('=').filter(|(name, _)| *name == mine).map(|(_, mac)| mac)
         }) else {
             return MacCheck::NotForMe;
         };
-        let mut given = [0u8; MAC_LEN];
-        match URL_SAFE_NO_PAD.decode_slice(mac, &mut given) {
+        let mut tag = [0u8; MAC_LEN];
+        match URL_SAFE_NO_PAD.decode_slice(given, &mut tag) {
             Ok(MAC_LEN) => {}
             _ => return MacCheck::Bad,
         }
-        let Some(key) = self.key_with(signer) else { return MacCheck::Bad };
-        let expected = hmac::sign(&key, digest);
+        if sender == self.public {
+            return MacCheck::Bad;
+        }
+        let Some(peer) = self.peer(sender) else { return MacCheck::Bad };
+        let expected = mac(&peer.key, sender, &self.public, digest);
         // Constant time: no early exit on the first differing byte.
-        let diff =
-            expected.as_ref()[..MAC_LEN].iter().zip(given).fold(0u8, |d, (a, b)| d | (a ^ b));
+        let diff = expected.as_ref()[..MAC_LEN].iter().zip(tag).fold(0u8, |d, (a, b)| d | (a ^ b));
         if diff == 0 { MacCheck::Valid } else { MacCheck::Bad }
     }
 }
@@ -178,45 +230,72 @@ impl PairKeys {
 mod tests {
     use super::*;
 
+    fn pair() -> (KeyPair, PairKeys) {
+        let key = KeyPair::new_server();
+        let pairs = PairKeys::new(&key).unwrap();
+        (key, pairs)
+    }
+
     #[test]
     fn both_hosts_of_a_pair_agree_and_no_third_one_can() {
-        let (a, b, c) = (KeyPair::new_server(), KeyPair::new_server(), KeyPair::new_server());
-        let (pa, pb, pc) =
-            (PairKeys::new(&a).unwrap(), PairKeys::new(&b).unwrap(), PairKeys::new(&c).unwrap());
+        let ((a, pa), (b, pb), (c, pc)) = (pair(), pair(), pair());
         let digest = [7u8; 32];
         assert_eq!(pa.macs("web", &digest), None, "nobody learned yet");
         pa.learn("web", &b.public_key());
         pa.learn("web", &b.public_key());
-        let list = pa.macs("web", &digest).unwrap();
-        assert_eq!(list.split(',').count(), 1, "learned once: {list}");
+        let macs = pa.macs("web", &digest).unwrap();
+        assert_eq!(macs.list.split(',').count(), 1, "learned once: {macs:?}");
+        assert!(!macs.full);
+        let list = macs.list;
         assert_eq!(pb.check(&a.public_key(), &list, &digest), MacCheck::Valid);
         assert_eq!(pc.check(&a.public_key(), &list, &digest), MacCheck::NotForMe);
-        // Another digest, another signer claimed, a list naming C with B's MAC: all refused.
+        // Another digest, another sender claimed, a list naming C with B's MAC: all refused.
         assert_eq!(pb.check(&a.public_key(), &list, &[8u8; 32]), MacCheck::Bad);
         assert_eq!(pb.check(&c.public_key(), &list, &digest), MacCheck::Bad);
         let mac_for_b = list.split_once('=').unwrap().1;
         let relabelled = format!("{}={mac_for_b}", short(&c.public_key()));
         assert_eq!(pc.check(&a.public_key(), &relabelled, &digest), MacCheck::Bad);
-        assert_eq!(
-            pb.check(&a.public_key(), &format!("{}=AAAA", short(&b.public_key())), &digest),
-            MacCheck::Bad
-        );
+        let garbage = format!("{}=AAAA", short(&b.public_key()));
+        assert_eq!(pb.check(&a.public_key(), &garbage, &digest), MacCheck::Bad);
         // Not a host key: no pair key.
         let account = KeyPair::new_account().public_key();
         assert_eq!(pb.check(&account, &list, &digest), MacCheck::Bad);
     }
 
     #[test]
-    fn a_caller_keeps_a_bounded_set_of_responders_per_target() {
-        let a = PairKeys::new(&KeyPair::new_server()).unwrap();
-        let peers: Vec<KeyPair> = (0..MAX_RESPONDERS + 3).map(|_| KeyPair::new_server()).collect();
-        for p in &peers {
+    fn a_mac_cannot_be_reflected_to_its_sender() {
+        let ((a, pa), (b, pb)) = (pair(), pair());
+        pa.learn("web", &b.public_key());
+        let digest = [9u8; 32];
+        let list = pa.macs("web", &digest).unwrap().list;
+        let mac_for_b = list.split_once('=').unwrap().1;
+        // The same MAC, presented to A as if B had sent it to A.
+        let reflected = format!("{}={mac_for_b}", short(&a.public_key()));
+        assert_eq!(pa.check(&b.public_key(), &reflected, &digest), MacCheck::Bad);
+        // B's own call to A verifies.
+        pb.learn("web", &a.public_key());
+        let from_b = pb.macs("web", &digest).unwrap().list;
+        assert_eq!(pa.check(&b.public_key(), &from_b, &digest), MacCheck::Valid);
+    }
+
+    #[test]
+    fn the_hosts_that_answered_last_are_kept_and_a_full_list_says_so() {
+        let (_, a) = pair();
+        let peers: Vec<KeyPair> = (0..MAX_RESPONDERS + 2).map(|_| KeyPair::new_server()).collect();
+        for p in &peers[..MAX_RESPONDERS] {
             a.learn("web", &p.public_key());
         }
-        let list = a.macs("web", &[1; 32]).unwrap();
-        assert_eq!(list.split(',').count(), MAX_RESPONDERS);
-        assert!(!list.contains(short(&peers[0].public_key())), "the oldest went first");
-        assert!(list.contains(short(&peers[MAX_RESPONDERS + 2].public_key())));
+        // The first answers again; two new ones push out the two that answered longest ago.
+        a.learn("web", &peers[0].public_key());
+        a.learn("web", &peers[MAX_RESPONDERS].public_key());
+        a.learn("web", &peers[MAX_RESPONDERS + 1].public_key());
+        let macs = a.macs("web", &[1; 32]).unwrap();
+        assert_eq!(macs.list.split(',').count(), MAX_RESPONDERS);
+        assert!(macs.full);
+        assert!(macs.list.contains(short(&peers[0].public_key())));
+        assert!(!macs.list.contains(short(&peers[1].public_key())));
+        assert!(!macs.list.contains(short(&peers[2].public_key())));
+        assert!(macs.list.contains(short(&peers[MAX_RESPONDERS + 1].public_key())));
         assert_eq!(a.macs("other", &[1; 32]), None);
     }
 }

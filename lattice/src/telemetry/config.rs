@@ -235,27 +235,25 @@ fn endpoint(
         Protocol::HttpProtobuf => url,
         Protocol::Grpc => format!("{}{}", url.trim_end_matches('/'), signal.grpc_path()),
     };
-    let mut headers = match var("OTEL_EXPORTER_OTLP_HEADERS") {
-        Some(h) => pairs("OTEL_EXPORTER_OTLP_HEADERS", &h)?,
+    // The signal's own headers replace the general ones (they are not merged).
+    let mut headers = match either("HEADERS") {
+        Some((var, h)) => pairs(&var, &h)?,
         None => Vec::new(),
     };
-    let own_headers = format!("OTEL_EXPORTER_OTLP_{s}_HEADERS");
-    if let Some(h) = var(&own_headers) {
-        headers.extend(pairs(&own_headers, &h)?);
-    }
-    for (k, v) in &mut headers {
-        *v = percent_decode(v);
+    for (k, _) in &mut headers {
         k.make_ascii_lowercase();
     }
     Ok(Some(Endpoint { signal, protocol, url, headers }))
 }
 
-/// `key=value,key=value`.
+/// `key=value,key=value`, values percent-decoded (the W3C baggage format the OTEL variables use).
 fn pairs(var: &str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
     text.split(',')
         .filter(|item| !item.trim().is_empty())
         .map(|item| match item.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_owned(), percent_decode(v.trim())))
+            }
             _ => Err(ConfigError::Pair { var: var.to_owned(), item: item.to_owned() }),
         })
         .collect()
@@ -342,19 +340,28 @@ mod tests {
             ("OTEL_METRICS_EXPORTER", "none"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=a%20b, tenant=t1"),
             ("OTEL_SERVICE_NAME", "edge"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer%20t"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=a%2Cb"),
         ])
         .unwrap()
         .unwrap();
         let traces = c.traces.unwrap();
         assert_eq!(traces.url, "https://t.example/otlp/traces");
-        assert_eq!(
-            traces.headers,
-            vec![("x-api-key".into(), "a b".into()), ("tenant".into(), "t1".into())]
-        );
+        // The signal's own headers replace the general ones.
+        assert_eq!(traces.headers, vec![("authorization".into(), "Bearer t".into())]);
         assert!(c.metrics.is_none());
         assert_eq!(c.service_name, "edge");
-        assert_eq!(c.resource, vec![("deployment.environment".into(), "prod".into())]);
+        let resource =
+            vec![("deployment.environment".into(), "prod".into()), ("team".into(), "a,b".into())];
+        assert_eq!(c.resource, resource);
+        let general = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=a%20b, tenant=t1"),
+        ])
+        .unwrap()
+        .unwrap();
+        let expected = vec![("x-api-key".into(), "a b".into()), ("tenant".into(), "t1".into())];
+        assert_eq!(general.metrics.unwrap().headers, expected);
     }
 
     #[test]

@@ -25,12 +25,18 @@ pub struct Exporter {
 impl Exporter {
     /// An exporter to `endpoint`; connects on first use.
     pub fn new(endpoint: Endpoint) -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
+        // The system's CA certificates (a collector behind a private CA), else the web's.
+        let roots = hyper_rustls::HttpsConnectorBuilder::new();
+        let roots = match roots.with_native_roots() {
+            Ok(native) => native,
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+        };
+        let roots = roots.https_or_http();
+        // gRPC offers only h2 in ALPN: a server that picked HTTP/1.1 could not answer it.
+        let https = match endpoint.protocol {
+            Protocol::Grpc => roots.enable_http2().build(),
+            Protocol::HttpProtobuf => roots.enable_http1().enable_http2().build(),
+        };
         let mut builder = Client::builder(TokioExecutor::new());
         // gRPC is HTTP/2 only: with prior knowledge on plaintext, by ALPN on TLS.
         builder.http2_only(endpoint.protocol == Protocol::Grpc);
