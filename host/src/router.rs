@@ -14,7 +14,7 @@ use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
 use trellis_lattice::policy::Policy;
-use trellis_lattice::signing::{Signer, Verified, Verifier};
+use trellis_lattice::signing::{Proof, Signer, Verified, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
@@ -24,6 +24,9 @@ use crate::events::Events;
 use crate::links::{Configs, Links};
 use crate::providers::{Pipes, ProviderCall};
 use crate::runtime::{CallFuture, CallSettings, Outbound};
+
+/// One in this many answers to MAC'd calls names its host.
+const REMIND_EVERY: u64 = 16;
 
 /// What guards calls crossing NATS: signing out, verification and policy in.
 #[derive(Debug)]
@@ -54,6 +57,8 @@ pub(crate) struct Router {
     policy: Option<Policy>,
     /// Calls refused by the verifier.
     denied: AtomicU64,
+    /// MAC'd calls answered, for [`Router::introduces`].
+    reminders: AtomicU64,
     events: Events,
     /// Where components' imports lead.
     links: Arc<Links>,
@@ -97,6 +102,7 @@ impl Router {
             verifier,
             policy,
             denied: AtomicU64::new(0),
+            reminders: AtomicU64::new(0),
             events,
             links,
             configs,
@@ -121,9 +127,19 @@ impl Router {
         self.signer.public_key()
     }
 
-    /// Whether this host checks MACs: its answers to signed calls then introduce it.
-    pub fn takes_macs(&self) -> bool {
+    /// Whether the answer to a call authenticated by `proof` names this host (`trellis-by`):
+    /// always for a signed call (the caller has not met this host, or knows many), and one in
+    /// [`REMIND_EVERY`] MAC'd calls, so callers keep the replicas that still answer ahead of
+    /// those that stopped. Never when this host cannot check MACs.
+    pub fn introduces(&self, proof: Option<Proof>) -> bool {
         self.verifier.takes_macs()
+            && match proof {
+                Some(Proof::Signature) => true,
+                Some(Proof::PairKey) => {
+                    self.reminders.fetch_add(1, Ordering::Relaxed).is_multiple_of(REMIND_EVERY)
+                }
+                None => false,
+            }
     }
 
     /// Calls received over NATS and accepted by signature and by pair key.

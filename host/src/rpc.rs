@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use trellis_lattice::chunks;
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, remaining};
-use trellis_lattice::signing;
+use trellis_lattice::signing::{self, Proof};
 use trellis_lattice::subject::{Subject, Subjects};
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
@@ -120,11 +120,9 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
     }
     let mut introduce = false;
     let result = match parse(&msg, router) {
-        Ok((interface, function, remaining, authenticated)) => match authorize(&msg, router, id)
-            .await
-        {
+        Ok((interface, function, remaining, proof)) => match authorize(&msg, router, id).await {
             Ok(()) => {
-                introduce = authenticated && router.takes_macs();
+                introduce = router.introduces(proof);
                 let timeout = remaining.min(router.max_call_time());
                 // This hop's span continues the caller's trace (or starts one).
                 let parent = trace_parent(msg.headers.as_ref());
@@ -171,7 +169,7 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
         Ok(body) => body,
         Err(e) => return reply_error(router, reply, id, &e).await,
     };
-    // An authenticated caller learns who answered, so its next calls here carry a MAC.
+    // The caller learns (or is reminded) who answered, so its next calls here carry a MAC.
     let mut headers = async_nats::HeaderMap::new();
     if introduce {
         headers.insert(signing::BY, router.host_key());
@@ -235,12 +233,11 @@ fn check_operation(msg: &Message, interface: &str, function: &str) -> Result<(),
     }
 }
 
-/// The call's interface, function and time left, and whether it came authenticated (so its
-/// answer names this host, for the caller's pair keys).
+/// The call's interface, function and time left, and how it was authenticated.
 fn parse<'m>(
     msg: &'m Message,
     router: &Router,
-) -> Result<(&'m str, &'m str, Duration, bool), InvokeError> {
+) -> Result<(&'m str, &'m str, Duration, Option<Proof>), InvokeError> {
     let Some(Subject::Rpc { interface, function, .. }) =
         router.subjects().parse(msg.subject.as_str())
     else {
@@ -254,5 +251,5 @@ fn parse<'m>(
     let remaining = remaining(verified.deadline_ms).ok_or_else(|| {
         InvokeError::new(InvokeErrorKind::Timeout, "the invocation's deadline passed on arrival")
     })?;
-    Ok((interface, function, remaining, verified.proof.is_some()))
+    Ok((interface, function, remaining, verified.proof))
 }
