@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -71,12 +71,13 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
             return;
         }
     };
-    let leading = Arc::new(AtomicBool::new(false));
+    let leading = Arc::new(LeaseClock::new());
     let lease_task = tokio::spawn(keep_lease(lease, config.lease_ttl, leading.clone()));
     let _abort_lease = AbortOnDrop(lease_task);
 
     let mut s = Scheduler {
         me: host.id().to_owned(),
+        leading: leading.clone(),
         client,
         apps,
         state,
@@ -97,7 +98,7 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
             Some(_) = watch.next() => s.dirty = true,
             _ = tick.tick() => s.tick(),
         }
-        let lead = leading.load(Ordering::Relaxed);
+        let lead = leading.held();
         if lead && !was_leading {
             tracing::info!(host = %s.me, "this host now leads the scheduler");
             s.resync().await;
@@ -126,20 +127,50 @@ async fn open_state(
     Ok((apps, lease, state, watch))
 }
 
-/// Takes and renews the lease; `leading` says whether we hold it. A stopped or dead leader's
-/// lease lapses on the server after its TTL.
-async fn keep_lease(mut lease: Lease, ttl: Duration, leading: Arc<AtomicBool>) {
+/// Until when this scheduler surely holds the lease: a leader checks it before every step of a
+/// pass that changes the lattice, so one that lost the lease mid-pass stops there.
+#[derive(Debug)]
+struct LeaseClock {
+    base: Instant,
+    /// Milliseconds after `base`; 0: not held.
+    until_ms: AtomicU64,
+}
+
+impl LeaseClock {
+    fn new() -> Self {
+        Self { base: Instant::now(), until_ms: AtomicU64::new(0) }
+    }
+
+    /// Held until `until`, or not at all.
+    fn set(&self, until: Option<Instant>) {
+        let ms = until.map_or(0, |u| u.saturating_duration_since(self.base).as_millis() as u64);
+        self.until_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn held(&self) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until > 0 && (self.base.elapsed().as_millis() as u64) < until
+    }
+}
+
+/// Takes and renews the lease, and keeps `leading` told until when it holds it: the TTL from
+/// before the renewal was sent (the server counts from when it stored it, later), less a third
+/// for commands in flight. A stopped or dead leader's lease lapses on the server after its TTL.
+async fn keep_lease(mut lease: Lease, ttl: Duration, leading: Arc<LeaseClock>) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let asked = Instant::now();
         let held = tokio::time::timeout(ttl / 3, lease.hold()).await.unwrap_or(false);
-        leading.store(held, Ordering::Relaxed);
+        leading.set(held.then(|| asked + ttl - ttl / 3));
     }
 }
 
 struct Scheduler {
     me: String,
+    /// Until when this scheduler leads.
+    leading: Arc<LeaseClock>,
     client: LatticeClient,
     apps: AppStore,
     state: LatticeState,
@@ -263,6 +294,9 @@ impl Scheduler {
                 return;
             }
         };
+        if !self.still_leading() {
+            return;
+        }
         for record in &records {
             self.apply_links_and_config(record).await;
         }
@@ -277,15 +311,29 @@ impl Scheduler {
         let commands = self.pace(commands, &workloads);
         let placements: BTreeMap<&str, &Placement> =
             placements.iter().map(|p| (p.id.as_str(), p)).collect();
+        if !self.still_leading() {
+            return;
+        }
         for record in &records {
             let status = self.status(record, &observed, &workloads, (&placements, &commands));
             self.write_status(status, record).await;
         }
-        if !commands.is_empty() {
+        if !commands.is_empty() && self.still_leading() {
             self.execute(commands, &workloads, &records).await;
             // Read the touched hosts again and plan once more: level-triggered.
             self.dirty = true;
         }
+    }
+
+    /// Whether the lease still holds; if not, the pass stops and the next leader (or this one,
+    /// once it holds the lease again) plans afresh.
+    fn still_leading(&mut self) -> bool {
+        let held = self.leading.held();
+        if !held {
+            tracing::warn!(host = %self.me, "scheduler lease lapsed during a pass; stopping it");
+            self.dirty = true;
+        }
+        held
     }
 
     /// Holds back starts of workloads that failed recently, and replaces beyond each
@@ -625,5 +673,23 @@ impl Scheduler {
         } else {
             self.dirty = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_is_held_only_until_its_deadline() {
+        let clock = LeaseClock::new();
+        assert!(!clock.held(), "not held before the first renewal");
+        clock.set(Some(Instant::now() + Duration::from_secs(60)));
+        assert!(clock.held());
+        clock.set(Some(Instant::now() - Duration::from_millis(1)));
+        assert!(!clock.held(), "a deadline that passed");
+        clock.set(Some(Instant::now() + Duration::from_secs(60)));
+        clock.set(None);
+        assert!(!clock.held(), "a renewal that failed");
     }
 }
