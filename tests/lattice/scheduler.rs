@@ -351,6 +351,23 @@ async fn bad_manifests_are_refused_whole_and_unplaceable_apps_exit_2() {
         async move { (status(&t, "bad").await["status"]["state"] == "deployed").then_some(()) }
     })
     .await;
+
+    // Names are lattice ids: version 2 gives up `hello`, another application takes it, and a
+    // rollback to version 1 would claim it again: refused, nothing changed.
+    let v2 =
+        manifest(dir.path(), "v2.yaml", &good.replace("'1'", "'2'").replace("hello\n", "hi\n"));
+    t.ok(&["app", "deploy", path(&v2)]).await;
+    let nowhere = "name: other\nversion: '1'\ncomponents:\n  - name: hello\n    source: {}\n    requirements: {zone: z}\n";
+    let other =
+        manifest(dir.path(), "other.yaml", &nowhere.replace("{}", &hello.display().to_string()));
+    let out = t.cli(&["app", "deploy", path(&other)]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = t.fails(&["app", "rollback", "bad", "1"]).await;
+    assert!(
+        err.contains("`hello` is already a component or provider of application `other`"),
+        "{err}"
+    );
+    assert_eq!(status(t, "bad").await["current"], "2", "the rollback changed nothing");
 }
 
 #[tokio::test]

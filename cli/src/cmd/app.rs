@@ -67,6 +67,12 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Rollback { name, version, wait } => {
+            // The version rolled back to may name what another application took since.
+            if let Some(manifest) = get(g, &apps, &name).await?.manifest(&version) {
+                let fix = "undeploy that application first, or deploy a version of this one \
+                           that names it otherwise";
+                names_free(&apps, manifest, fix).await?;
+            }
             update(&apps, &name, |record| {
                 if record.manifest(&version).is_none() {
                     let known: Vec<&str> =
@@ -179,22 +185,7 @@ async fn deploy(
     sources.resolve(&mut manifest, path.parent().unwrap_or(Path::new("."))).await?;
     let name = manifest.name.to_string();
     let version = manifest.version.to_string();
-    // Names are lattice ids: two applications may not claim the same one.
-    for other in apps.all().await? {
-        if other.name == name {
-            continue;
-        }
-        let theirs: Vec<&str> =
-            other.current_manifest().map(|m| m.workload_names().collect()).unwrap_or_default();
-        if let Some(clash) = manifest.workload_names().find(|n| theirs.contains(n)) {
-            bail!(
-                "`{clash}` is already a component or provider of application `{}`; rename it \
-                 in {}",
-                other.name,
-                path.display()
-            );
-        }
-    }
+    names_free(apps, &manifest, &format!("rename it in {}", path.display())).await?;
     for _ in 0..5 {
         let (mut record, revision) = match apps.get(&name).await? {
             Some(found) => found,
@@ -269,6 +260,24 @@ impl LinksToConfirm {
         }
         self.outcome.wait_all(self.keys, 0).await
     }
+}
+
+/// Names are lattice ids: two applications may not claim the same one. `fix` says what to do.
+async fn names_free(apps: &AppStore, manifest: &Manifest, fix: &str) -> anyhow::Result<()> {
+    for other in apps.all().await? {
+        if other.name.as_str() == manifest.name.as_str() {
+            continue;
+        }
+        let theirs: Vec<&str> =
+            other.current_manifest().map(|m| m.workload_names().collect()).unwrap_or_default();
+        if let Some(clash) = manifest.workload_names().find(|n| theirs.contains(n)) {
+            bail!(
+                "`{clash}` is already a component or provider of application `{}`; {fix}",
+                other.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Drops the oldest versions past [`MAX_VERSIONS`], never the current or stable one.
