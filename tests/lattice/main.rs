@@ -21,6 +21,7 @@ mod regions;
 mod scheduler;
 mod security;
 mod tracing;
+mod values;
 
 use std::net::SocketAddr;
 use std::time::Duration;

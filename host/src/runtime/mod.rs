@@ -18,7 +18,7 @@ mod keyvalue;
 mod outbound;
 mod output;
 mod state;
-mod values;
+pub mod values;
 
 pub use component::{Component, LoadError, list_imports};
 pub use engine::{Runtime, RuntimeConfig};
