@@ -104,9 +104,18 @@ impl Components {
         }
     }
 
-    /// Puts `running` in place of the component of the same id; returns the one it replaced.
-    pub fn replace(&self, running: Arc<Running>) -> Option<Arc<Running>> {
-        self.write().insert(running.id.clone(), running)
+    /// Puts `running` in place of the component of the same id, handing it that one's
+    /// subscription (its stop signal), and returns the one it replaced; `None`, and nothing
+    /// changed, when no component of that id runs (a stop got there first). One lock for
+    /// both, so a concurrent stop stops either the old component or the new one, never
+    /// neither.
+    pub fn swap_in(&self, running: Arc<Running>) -> Option<Arc<Running>> {
+        let mut table = self.write();
+        let old = table.get(&running.id)?.clone();
+        let stop = old.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = stop;
+        table.insert(running.id.clone(), running);
+        Some(old)
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Running>> {

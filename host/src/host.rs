@@ -269,15 +269,16 @@ impl Host {
             req.config,
             req.owner,
         ));
-        if req.replace
-            && let Some(old) = self.components.get(id)
-        {
+        if req.replace && self.components.get(id).is_some() {
             // In place: the subscription stays (no moment without one, nothing in flight on a
             // closing one); calls dispatch to the new component from the moment it is in the
             // table, and the old one's calls in flight finish on it.
-            let stop = old.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-            *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = stop;
-            self.components.replace(running);
+            let Some(old) = self.components.swap_in(running) else {
+                return Err((
+                    ErrorCode::NotFound,
+                    format!("component `{id}` was stopped while it was being replaced"),
+                ));
+            };
             self.forget_digest_if_unused(&old.digest);
             tracing::info!(component = id, from = %old.digest, to = digest, "component replaced");
             return Ok(());
