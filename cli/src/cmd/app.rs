@@ -186,6 +186,7 @@ async fn deploy(
     let name = manifest.name.to_string();
     let version = manifest.version.to_string();
     names_free(apps, &manifest, &format!("rename it in {}", path.display())).await?;
+    let links = LinksToConfirm::listen(sources.lattice, &manifest).await?;
     for _ in 0..5 {
         let (mut record, revision) = match apps.get(&name).await? {
             Some(found) => found,
@@ -215,12 +216,11 @@ async fn deploy(
         record.current = Some(manifest.version.clone());
         record.record("deploy", &version, "");
         trim_versions(&mut record);
-        let links = LinksToConfirm::listen(sources.lattice, &manifest).await?;
         if apps.put(&record, revision).await?.is_ok() {
             eprintln!("application `{name}` {version} accepted; waiting for the scheduler");
             let placed = wait_placed(g, apps, &name, &version, wait).await?;
             if placed == ExitCode::SUCCESS {
-                links.wait().await?;
+                links.outcome.wait_all(links.keys, 0).await?;
             }
             return Ok(placed);
         }
@@ -252,13 +252,6 @@ impl LinksToConfirm {
             .map(|l| l.key())
             .collect();
         Ok(Self { outcome: super::link::LinkOutcome::listen(lattice).await?, keys })
-    }
-
-    async fn wait(self) -> anyhow::Result<()> {
-        if self.keys.is_empty() {
-            return Ok(());
-        }
-        self.outcome.wait_all(self.keys, 0).await
     }
 }
 

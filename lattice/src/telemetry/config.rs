@@ -60,8 +60,6 @@ impl Signal {
 /// Where one signal goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
-    /// Traces or metrics.
-    pub signal: Signal,
     /// How.
     pub protocol: Protocol,
     /// The URL requests go to (with the signal's path or the gRPC method).
@@ -131,11 +129,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The standard variables, read from the environment. See [`Config::from_vars`].
-    pub fn from_env(default_service: &str) -> Result<Option<Self>, ConfigError> {
-        Self::from_vars(default_service, |name| std::env::var(name).ok())
-    }
-
     /// The standard variables, read through `var`:
     /// - `OTEL_EXPORTER_OTLP_ENDPOINT` (the signal's path is appended for `http/protobuf`), or
     ///   per signal `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT` (used as is);
@@ -243,7 +236,7 @@ fn endpoint(
     for (k, _) in &mut headers {
         k.make_ascii_lowercase();
     }
-    Ok(Some(Endpoint { signal, protocol, url, headers }))
+    Ok(Some(Endpoint { protocol, url, headers }))
 }
 
 /// `key=value,key=value`, values percent-decoded (the W3C baggage format the OTEL variables use).
