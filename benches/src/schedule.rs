@@ -72,6 +72,7 @@ async fn place(options: &Options) -> Result<Vec<Row>, BenchError> {
                     spread: vec![],
                     config: vec![],
                     limits: Default::default(),
+                    reuse: None,
                 })
             })
             .collect::<Result<_, BenchError>>()?,

@@ -238,6 +238,10 @@ pub struct ClaimsSignArgs {
     /// repeatable.
     #[arg(long = "allow")]
     pub allow: Vec<String>,
+    /// Forbid hosts to keep this component's instances warm between calls (`--reuse`): every
+    /// call gets a fresh instance, so no state survives from one call to the next.
+    #[arg(long)]
+    pub no_reuse: bool,
 }
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -433,6 +437,16 @@ pub struct StartComponentArgs {
     /// Largest request payload in bytes; larger ones get TooLarge [default: 1 MiB].
     #[arg(long)]
     pub max_request_bytes: Option<u64>,
+    /// Keep instances warm between calls instead of a fresh one per call. State the guest
+    /// keeps in memory then survives from one call to the next (docs/performance.md).
+    #[arg(long)]
+    pub reuse: bool,
+    /// With --reuse: calls one instance serves before it is dropped [default: 10000].
+    #[arg(long, requires = "reuse")]
+    pub reuse_max_calls: Option<u32>,
+    /// With --reuse: how long an unused instance is kept, in milliseconds [default: 1000].
+    #[arg(long, requires = "reuse")]
+    pub reuse_idle_ms: Option<u32>,
     /// Named config (`trellis config put`) the component reads through wasi:config;
     /// repeatable, later ones win on the same key.
     #[arg(long = "config")]
@@ -445,12 +459,17 @@ impl StartComponentArgs {
         let any = self.max_memory_mb.is_some()
             || self.timeout_ms.is_some()
             || self.max_concurrent.is_some()
-            || self.max_request_bytes.is_some();
+            || self.max_request_bytes.is_some()
+            || self.reuse;
         any.then(|| trellis_proto::ComponentLimits {
             max_memory_bytes: self.max_memory_mb.unwrap_or(0).saturating_mul(1 << 20),
             timeout_ms: self.timeout_ms.unwrap_or(0),
             max_concurrent: self.max_concurrent.unwrap_or(0),
             max_request_bytes: self.max_request_bytes.unwrap_or(0),
+            reuse: self.reuse.then(|| trellis_proto::Reuse {
+                max_calls: self.reuse_max_calls.unwrap_or(0),
+                idle_ms: self.reuse_idle_ms.unwrap_or(0),
+            }),
         })
     }
 }

@@ -29,12 +29,13 @@ pub fn all() -> Builtins {
 fn runner<P: Provider>(make: fn(&Context) -> P) -> BuiltinRun {
     Arc::new(move |pipe: BuiltinPipe| {
         Box::pin(async move {
-            let BuiltinPipe { from_host, to_host, stop } = pipe;
+            let BuiltinPipe { from_host, to_host, stop, host } = pipe;
             let stopped = async move {
                 let _ = stop.await;
             };
+            let pipe = (from_host, to_host);
             if let Err(e) =
-                trellis_provider::serve_on(from_host, to_host, |ctx| make(&ctx), stopped).await
+                trellis_provider::serve_builtin(pipe, host, |ctx| make(&ctx), stopped).await
             {
                 tracing::error!(error = %e, "builtin provider failed");
             }

@@ -34,6 +34,10 @@ pub fn inventory_json(inv: &pb::Inventory) -> Value {
                 "timeout_ms": l.timeout_ms,
                 "max_concurrent": l.max_concurrent,
                 "max_request_bytes": l.max_request_bytes,
+                "reuse": l.reuse.as_ref().map(|r| json!({
+                    "max_calls": r.max_calls,
+                    "idle_ms": r.idle_ms,
+                })),
             })),
         })).collect::<Vec<_>>(),
         "providers": inv.providers.iter().map(|p| json!({

@@ -74,6 +74,7 @@ mod tests {
             rev: 1,
             allow: vec![],
             valid_for: valid_for.map(std::time::Duration::from_secs),
+            no_reuse: false,
         };
         claims::sign(EMPTY, account, &input, NOW).unwrap()
     }

@@ -30,7 +30,7 @@ use crate::providers::Pipes;
 use crate::providers::{Providers, StartError};
 use crate::router::{Guard, Router, Routes};
 use crate::runtime::{Component, LoadError, Runtime};
-use crate::{control, rpc};
+use crate::{control, inbound};
 
 /// A host could not start or lost its footing.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +252,19 @@ impl Host {
         let (id, digest) = (req.component_id.as_str(), req.digest.as_str());
         let component = self.component(digest).await?;
         let claims = self.lock_tokens().get(digest).cloned().flatten();
+        let component = match limits.reuse {
+            Some(_) if claims.as_ref().is_some_and(|t| t.trellis.no_reuse) => {
+                return Err((
+                    ErrorCode::Denied,
+                    format!(
+                        "the claims of {digest} forbid keeping its instances warm; start \
+                         `{id}` without reuse"
+                    ),
+                ));
+            }
+            Some(reuse) => component.with_reuse(reuse),
+            None => component,
+        };
         self.ask_policy(PolicyRequest {
             kind: "start_component".into(),
             id: id.to_owned(),
@@ -283,7 +296,7 @@ impl Host {
             tracing::info!(component = id, from = %old.digest, to = digest, "component replaced");
             return Ok(());
         }
-        let sub = rpc::subscribe(&self.nats, &self.subjects, id)
+        let sub = inbound::subscribe(&self.nats, &self.subjects, id)
             .await
             .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
         // Once we answer "started", a call must find the subscription on the server.
@@ -292,8 +305,8 @@ impl Host {
             .map_err(|e| (ErrorCode::Internal, format!("cannot reach NATS: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
-        let target = rpc::Target::Component(running.clone());
-        tokio::spawn(rpc::serve(sub, stopped, target, self.router.clone()));
+        let target = inbound::Target::Component(running.clone());
+        tokio::spawn(inbound::serve(sub, stopped, target, self.router.clone()));
         // A concurrent start of the same id may have won; keep exactly one.
         if let Err(existing) = self.components.try_insert(running.clone()) {
             running.stop_serving();
@@ -556,10 +569,8 @@ impl Host {
             Routes { components: components.clone(), links, configs, providers: pipes.clone() };
         let router = Router::new(
             routes,
-            nats.clone(),
-            subjects.clone(),
-            config.runtime.max_instances as usize,
-            config.call_timeout,
+            (nats.clone(), subjects.clone()),
+            (config.runtime.max_instances, config.call_timeout),
             Guard { signer, verifier, policy: policy.clone() },
             events.clone(),
         );
@@ -609,7 +620,7 @@ impl Host {
         for running in self.components.all() {
             running.stop_serving();
         }
-        if !self.router.drain(self.config.runtime.max_instances, self.config.drain_timeout).await {
+        if !self.router.drain(self.config.drain_timeout).await {
             tracing::warn!("calls still running after the drain timeout; leaving anyway");
         }
         self.providers.stop_all().await;

@@ -21,15 +21,17 @@ mod events;
 mod health;
 mod histogram;
 mod host;
+mod inbound;
 mod limits;
 mod links;
 mod live;
 mod metrics;
 mod providers;
+mod route;
 mod router;
-mod rpc;
 pub mod runtime;
 pub mod scheduler;
+mod slots;
 
 pub use config::HostConfig;
 pub use host::{Host, HostError, run};

@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use trellis_proto as pb;
 
 use crate::config::HostConfig;
+use crate::runtime::Reuse;
 
 /// What one component may use.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub(crate) struct Limits {
     pub concurrency: Option<Arc<Semaphore>>,
     pub max_concurrent: u32,
     pub max_request_bytes: usize,
+    /// Warm instances, when the component asked for them.
+    pub reuse: Option<Reuse>,
 }
 
 /// Largest request payload by default: what NATS carries by default.
@@ -52,12 +55,20 @@ impl Limits {
             0 => DEFAULT_MAX_REQUEST,
             n => n,
         };
+        let reuse = r.reuse.map(|r| Reuse {
+            max_calls: if r.max_calls == 0 { Reuse::DEFAULT.max_calls } else { r.max_calls },
+            idle: match r.idle_ms {
+                0 => Reuse::DEFAULT.idle,
+                ms => Duration::from_millis(u64::from(ms)),
+            },
+        });
         Ok(Self {
             max_memory_bytes,
             timeout,
             concurrency,
             max_concurrent: r.max_concurrent,
             max_request_bytes,
+            reuse,
         })
     }
 
@@ -68,6 +79,10 @@ impl Limits {
             timeout_ms: u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX),
             max_concurrent: self.max_concurrent,
             max_request_bytes: self.max_request_bytes as u64,
+            reuse: self.reuse.map(|r| pb::Reuse {
+                max_calls: r.max_calls,
+                idle_ms: u32::try_from(r.idle.as_millis()).unwrap_or(u32::MAX),
+            }),
         }
     }
 }
@@ -89,6 +104,7 @@ mod tests {
             timeout_ms: 500,
             max_concurrent: 3,
             max_request_bytes: 10,
+            reuse: Some(pb::Reuse { max_calls: 0, idle_ms: 250 }),
         };
         let l = Limits::resolve(Some(&ask), &host).unwrap();
         assert_eq!(
@@ -96,6 +112,9 @@ mod tests {
             (2 << 20, Duration::from_millis(500), 10)
         );
         assert_eq!(l.concurrency.map(|s| s.available_permits()), Some(3));
+        let reuse = Reuse { max_calls: Reuse::DEFAULT.max_calls, idle: Duration::from_millis(250) };
+        assert_eq!(l.reuse, Some(reuse), "zero fields take the defaults");
+        assert_eq!(d.reuse, None, "off unless asked for");
 
         let long = pb::ComponentLimits { timeout_ms: u32::MAX, ..Default::default() };
         assert_eq!(Limits::resolve(Some(&long), &host).unwrap().timeout, host.call_timeout);

@@ -1,32 +1,31 @@
 //! Where a call goes: a replica on this host is called in process; otherwise NATS spreads the
 //! call over the target's replicas on other hosts (queue group).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::Client;
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use trellis_lattice::client::{Call, Replies, send_invocation};
-use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, unix_ms};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
 use trellis_lattice::policy::Policy;
-use trellis_lattice::signing::{Proof, Signer, Verified, Verifier};
-use trellis_lattice::subject::{EventKind, Subjects, validate_id};
+use trellis_lattice::signing::{Signer, Verifier};
+use trellis_lattice::subject::{EventKind, Subjects};
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
 
 use crate::components::{Components, Running};
 use crate::events::Events;
+use crate::inbound::Gate;
 use crate::links::{Configs, Links};
 use crate::providers::{Pipes, ProviderCall};
+use crate::route::{self, Route};
 use crate::runtime::{CallFuture, CallSettings, Outbound};
-
-/// One in this many answers to MAC'd calls names its host.
-const REMIND_EVERY: u64 = 16;
+use crate::slots::{Nesting, Slots, unavailable};
 
 /// What guards calls crossing NATS: signing out, verification and policy in.
 #[derive(Debug)]
@@ -36,29 +35,19 @@ pub(crate) struct Guard {
     pub policy: Option<Policy>,
 }
 
-/// Routes invocations from this host's callers (providers, components).
+/// Routes invocations from this host's callers (providers, components) and runs the calls that
+/// land on its components.
 #[derive(Debug)]
 pub(crate) struct Router {
     pub components: Arc<Components>,
     nats: Client,
     subjects: Subjects,
-    /// Calls running on this host; closed permits mean draining.
-    admission: Arc<Semaphore>,
-    /// Messages received from NATS and being handled (checks included), at most a few per
-    /// admission slot.
-    intake: Arc<Semaphore>,
-    /// No call runs longer than this, whatever its caller asked.
-    max_call_time: Duration,
+    /// How many calls run at once.
+    slots: Slots,
+    /// Checks the calls this host receives over NATS (and asks the policy service).
+    gate: Arc<Gate>,
     /// Signs the calls this host sends over NATS.
     signer: Signer,
-    /// Checks the calls this host receives over NATS.
-    verifier: Verifier,
-    /// Asked before a received call runs, when the host uses a policy service.
-    policy: Option<Policy>,
-    /// Calls refused by the verifier.
-    denied: AtomicU64,
-    /// MAC'd calls answered, for [`Router::introduces`].
-    reminders: AtomicU64,
     events: Events,
     /// Where components' imports lead.
     links: Arc<Links>,
@@ -82,27 +71,19 @@ pub(crate) struct Routes {
 impl Router {
     pub fn new(
         Routes { components, links, configs, providers }: Routes,
-        nats: Client,
-        subjects: Subjects,
-        max_calls: usize,
-        max_call_time: Duration,
+        (nats, subjects): (Client, Subjects),
+        (max_calls, max_call_time): (u32, Duration),
         Guard { signer, verifier, policy }: Guard,
         events: Events,
     ) -> Arc<Self> {
-        let admission = Arc::new(Semaphore::new(max_calls));
-        let intake = Arc::new(Semaphore::new(max_calls.saturating_mul(4)));
+        let gate = Arc::new(Gate::new(subjects.clone(), verifier, policy, max_call_time));
         Arc::new_cyclic(|me| Self {
             components,
             nats,
             subjects,
-            admission,
-            intake,
-            max_call_time,
+            slots: Slots::new(max_calls),
+            gate,
             signer,
-            verifier,
-            policy,
-            denied: AtomicU64::new(0),
-            reminders: AtomicU64::new(0),
             events,
             links,
             configs,
@@ -111,15 +92,9 @@ impl Router {
         })
     }
 
-    /// Checks a call received over NATS on `subject`, answered to `reply` (signature, signer,
-    /// reply inbox, replay, deadline).
-    pub fn verify(
-        &self,
-        (subject, reply): (&str, &str),
-        headers: Option<&async_nats::HeaderMap>,
-        body: &[u8],
-    ) -> Result<Verified, InvokeError> {
-        self.verifier.verify((subject, reply), headers, body, unix_ms())
+    /// The checks calls received over NATS pass.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
     /// This host's public key.
@@ -127,45 +102,9 @@ impl Router {
         self.signer.public_key()
     }
 
-    /// Whether the answer to a call authenticated by `proof` names this host (`trellis-by`):
-    /// always for a signed call (the caller has not met this host, or knows many), and one in
-    /// [`REMIND_EVERY`] MAC'd calls, so callers keep the replicas that still answer ahead of
-    /// those that stopped. Never when this host cannot check MACs.
-    pub fn introduces(&self, proof: Option<Proof>) -> bool {
-        self.verifier.takes_macs()
-            && match proof {
-                Some(Proof::Signature) => true,
-                Some(Proof::PairKey) => {
-                    self.reminders.fetch_add(1, Ordering::Relaxed).is_multiple_of(REMIND_EVERY)
-                }
-                None => false,
-            }
-    }
-
     /// Calls received over NATS and accepted by signature and by pair key.
     pub fn accepted_calls(&self) -> (u64, u64) {
-        self.verifier.accepted()
-    }
-
-    /// Asks the policy service (if any) whether `source` may call `operation` of `target`.
-    pub async fn authorize(
-        &self,
-        source: &str,
-        target: &str,
-        operation: &str,
-    ) -> Result<(), InvokeError> {
-        let Some(policy) = &self.policy else { return Ok(()) };
-        let request = trellis_proto::PolicyRequest {
-            kind: "invoke".into(),
-            id: target.to_owned(),
-            source: source.to_owned(),
-            operation: operation.to_owned(),
-            ..Default::default()
-        };
-        policy
-            .decide(request)
-            .await
-            .map_err(|reason| InvokeError::new(InvokeErrorKind::Denied, reason))
+        self.gate.accepted()
     }
 
     /// Replaces the identity token this host's calls carry.
@@ -173,30 +112,31 @@ impl Router {
         self.signer.set_identity(identity);
     }
 
-    /// Admission slots free now.
     /// The component running under `id` on this host now.
     pub(crate) fn component(&self, id: &str) -> Option<Arc<Running>> {
         self.components.get(id)
     }
 
+    /// Admission slots free now.
     pub fn free_slots(&self) -> usize {
-        self.admission.available_permits()
+        self.slots.free()
+    }
+
+    /// Waits for room to handle one more message received from NATS.
+    pub async fn intake(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.intake().await
     }
 
     /// Calls refused since start.
     pub fn denied(&self) -> u64 {
-        self.denied.load(Ordering::Relaxed)
+        self.gate.denied()
     }
 
     /// A refused call: the counter, a log line and an `invocation_denied` event.
     pub async fn report_denied(&self, target: &str, e: &InvokeError) {
-        self.denied.fetch_add(1, Ordering::Relaxed);
+        self.gate.count_denied();
         tracing::warn!(target, reason = e.message(), "invocation denied");
         self.events.component(EventKind::InvocationDenied, target, "", e.message()).await;
-    }
-
-    pub fn intake(&self) -> Arc<Semaphore> {
-        self.intake.clone()
     }
 
     pub fn nats(&self) -> &Client {
@@ -208,7 +148,7 @@ impl Router {
     }
 
     pub fn max_call_time(&self) -> Duration {
-        self.max_call_time
+        self.gate.max_call_time()
     }
 
     /// Invokes `interface.function` of `target` on behalf of `source` over its link `link`:
@@ -220,81 +160,81 @@ impl Router {
 
     async fn route(&self, call: Call<'_>, nesting: Nesting) -> Result<Bytes, InvokeError> {
         let Call { source, target, interface, function, link, payload, timeout, trace } = call;
-        let timeout = timeout.min(self.max_call_time);
-        let local = self.components.get(target);
-        let provider = if local.is_none() { self.providers.get(target) } else { None };
+        let timeout = timeout.min(self.max_call_time());
+        let route = route::choose(
+            (target, interface, function),
+            || self.components.get(target),
+            || self.providers.get(target),
+        )?;
         // Calls that stay on this host get the policy's word too (remote ones get it from the
         // receiving host), so placement never decides what is allowed.
-        if self.policy.is_some() && (local.is_some() || provider.is_some()) {
+        if self.gate.has_policy() && !matches!(route, Route::Remote) {
             let operation = format!("{interface}.{function}");
-            if let Err(e) = self.authorize(source, target, &operation).await {
+            if let Err(e) = self.gate.authorize(source, target, &operation).await {
                 self.report_denied(target, &e).await;
                 return Err(e);
             }
         }
-        if let Some(local) = local {
-            // In process: the callee's span continues the caller's.
-            let callee = TraceContext::next(trace);
-            let mut span =
-                Span::start(callee, trace, Kind::Internal, || format!("{interface}/{function}"));
-            span.attr("trellis.target", || target.to_owned());
-            let call = LocalCall {
-                interface,
-                function,
-                payload: &payload,
-                timeout,
-                nesting,
-                trace: callee,
-            };
-            let result = self.call_local(&local, call).await;
-            if let Err(e) = &result {
-                span.fail(|| e.to_string());
+        match route {
+            Route::Local(local) => {
+                // In process: the callee's span continues the caller's.
+                let callee = TraceContext::next(trace);
+                let mut span = Span::start(callee, trace, Kind::Internal, || {
+                    format!("{interface}/{function}")
+                });
+                span.attr("trellis.target", || target.to_owned());
+                let call = LocalCall {
+                    interface,
+                    function,
+                    payload: &payload,
+                    timeout,
+                    nesting,
+                    trace: callee,
+                };
+                let result = self.call_local(&local, call).await;
+                if let Err(e) = &result {
+                    span.fail(|| e.to_string());
+                }
+                result
             }
-            return result;
+            Route::Provider(pipe) => {
+                let call = ProviderCall {
+                    source,
+                    link,
+                    interface,
+                    function,
+                    payload: &payload,
+                    timeout,
+                    trace,
+                };
+                pipe.call(call).await
+            }
+            Route::Remote => {
+                // Over NATS: a client span here, the receiving host's server span its child.
+                let client = TraceContext::next(trace);
+                let mut span = Span::rpc(
+                    (client, trace, Kind::Client),
+                    (interface, function),
+                    (source, target),
+                );
+                let call = Call {
+                    source,
+                    target,
+                    interface,
+                    function,
+                    link,
+                    payload,
+                    timeout,
+                    trace: Some(client),
+                };
+                let signer = Some((&self.signer, Replies::Connection));
+                let result = send_invocation(&self.nats, &self.subjects, signer, call).await;
+                if let Err(e) = &result {
+                    span.fail(|| e.to_string());
+                }
+                result
+            }
         }
-        if let Some(pipe) = provider {
-            let call = ProviderCall {
-                source,
-                link,
-                interface,
-                function,
-                payload: &payload,
-                timeout,
-                trace,
-            };
-            return pipe.call(call).await;
-        }
-        if validate_id("target", target).is_err() || !is_token(interface) || !is_token(function) {
-            return Err(InvokeError::new(
-                InvokeErrorKind::BadRequest,
-                format!("invalid call target `{target}` / `{interface}.{function}`"),
-            ));
-        }
-        // Over NATS: a client span here, the receiving host's server span its child.
-        let client = TraceContext::next(trace);
-        let mut span =
-            Span::rpc((client, trace, Kind::Client), (interface, function), (source, target));
-        let call = Call {
-            source,
-            target,
-            interface,
-            function,
-            link,
-            payload,
-            timeout,
-            trace: Some(client),
-        };
-        let result = send_invocation(
-            &self.nats,
-            &self.subjects,
-            Some((&self.signer, Replies::Connection)),
-            call,
-        )
-        .await;
-        if let Err(e) = &result {
-            span.fail(|| e.to_string());
-        }
-        result
     }
 
     /// Runs a call received over NATS on provider `id` of this host.
@@ -351,30 +291,8 @@ impl Router {
                 ),
             ));
         }
-        // The component's own concurrency limit refuses at once: callers learn fast.
-        let own = match &limits.concurrency {
-            Some(slots) => Some(slots.clone().try_acquire_owned().map_err(|_| {
-                unavailable(&format!(
-                    "component `{}` is at its limit of {} concurrent calls",
-                    running.id, limits.max_concurrent
-                ))
-            })?),
-            None => None,
-        };
         let deadline = Instant::now() + timeout.min(limits.timeout);
-        // A call made by a component running here rides on its caller's slot: taking a second
-        // one could wait forever once every slot is held by a caller waiting for its callee.
-        let permit = match nesting {
-            Nesting::Inner => None,
-            Nesting::Outermost => {
-                let admitted = self.admission.clone().acquire_owned();
-                match tokio::time::timeout_at(deadline, admitted).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
-                    Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
-                }
-            }
-        };
+        let slots = self.slots.admit(&running.id, limits, nesting, deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         let settings = CallSettings {
             component_id: &running.id,
@@ -383,7 +301,7 @@ impl Router {
             outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
             trace,
             // Held until the instance is gone, even when the guest runs on after its answer.
-            slots: [permit, own],
+            slots,
         };
         if !is_http {
             return running.component.call_function(interface, function, payload, settings).await;
@@ -398,10 +316,8 @@ impl Router {
     }
 
     /// Waits until no call runs on this host (or `timeout` passes), then refuses new ones.
-    pub async fn drain(&self, max_calls: u32, timeout: Duration) -> bool {
-        let drained = tokio::time::timeout(timeout, self.admission.acquire_many(max_calls)).await;
-        self.admission.close();
-        matches!(drained, Ok(Ok(_)))
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.slots.drain(timeout).await
     }
 }
 
@@ -454,14 +370,6 @@ impl Outbound for Router {
     }
 }
 
-/// Whether a call comes from outside this host's components (it takes an admission slot) or
-/// from one of them (it rides on its caller's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Nesting {
-    Outermost,
-    Inner,
-}
-
 /// A call to a component of this host.
 #[derive(Debug)]
 pub(crate) struct LocalCall<'a> {
@@ -472,13 +380,4 @@ pub(crate) struct LocalCall<'a> {
     pub nesting: Nesting,
     /// The callee's span.
     pub trace: TraceContext,
-}
-
-/// One subject token: no separators, wildcards or whitespace.
-fn is_token(t: &str) -> bool {
-    !t.is_empty() && !t.bytes().any(|b| matches!(b, b'.' | b'*' | b'>') || b.is_ascii_whitespace())
-}
-
-fn unavailable(why: &str) -> InvokeError {
-    InvokeError::new(InvokeErrorKind::Unavailable, why)
 }

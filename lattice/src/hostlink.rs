@@ -6,11 +6,44 @@
 //! host's router, so a co-located component is called in process and remote ones over NATS,
 //! signed by the host. Closing stdin tells the provider to shut down, so a provider never
 //! outlives its host.
+//!
+//! A builtin provider (one running inside its host's process) speaks the same frames over
+//! in-memory pipes, except for the calls it makes: those go straight to the host's router
+//! through a [`DirectHost`], with no frame to encode, no pipe to cross and no task to wake.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::envelope::{InvokeError, InvokeErrorKind};
+use crate::trace::TraceContext;
+
+/// A call a provider makes through its host.
+#[derive(Debug)]
+pub struct HostCall<'a> {
+    /// Component or provider id.
+    pub target: &'a str,
+    /// `ns:pkg/iface` without version.
+    pub interface: &'a str,
+    /// Function name.
+    pub function: &'a str,
+    /// msgpack arguments.
+    pub payload: bytes::Bytes,
+    /// How long the caller waits.
+    pub timeout: std::time::Duration,
+    /// The provider's span the call is made from.
+    pub trace: TraceContext,
+}
+
+/// The answer to a [`HostCall`].
+pub type HostCallFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<bytes::Bytes, InvokeError>> + Send + 'a>,
+>;
+
+/// The host of a builtin provider, called in process.
+pub trait DirectHost: Send + Sync {
+    /// Routes `call` as the host routes the provider's calls that arrive as frames.
+    fn invoke<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a>;
+}
 
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;

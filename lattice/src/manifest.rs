@@ -204,6 +204,22 @@ pub struct ComponentSpec {
     /// Overrides of the hosts' default limits.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Keep instances warm between calls instead of a fresh one per call (off when absent:
+    /// state the guest keeps in memory survives from one call to the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseSpec>,
+}
+
+/// Warm instances of a component; zero or absent fields take the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseSpec {
+    /// Calls one instance serves before it is dropped [default: 10000].
+    #[serde(default)]
+    pub max_calls: u32,
+    /// How long an unused instance is kept, in milliseconds [default: 1000].
+    #[serde(default)]
+    pub idle_ms: u32,
 }
 
 /// One provider and where its replicas go.

@@ -134,8 +134,13 @@ fn claims_sections_and_tokens_survive_mutation() {
     use trellis_lattice::claims::{self, ClaimsInput, section};
     let mut rng = Rng(0xC1A1_5EED);
     let account = nkeys::KeyPair::new_account();
-    let input =
-        ClaimsInput { name: "n".into(), rev: 1, allow: vec!["a:b/c".into()], valid_for: None };
+    let input = ClaimsInput {
+        name: "n".into(),
+        rev: 1,
+        allow: vec!["a:b/c".into()],
+        valid_for: None,
+        no_reuse: false,
+    };
     let mut wasm = b"\0asm\x0d\0\x01\0".to_vec();
     wasm.extend_from_slice(&[1, 3, 1, 2, 3]);
     let signed = claims::sign(&wasm, &account, &input, 1_700_000_000).unwrap();

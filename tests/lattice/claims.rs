@@ -32,6 +32,7 @@ fn sign_at(
         rev: 1,
         allow: allow.iter().map(|s| s.to_string()).collect(),
         valid_for: valid_for.map(Duration::from_secs),
+        no_reuse: false,
     };
     claims::sign(wasm, issuer, &input, now).unwrap()
 }

@@ -18,6 +18,7 @@ mod observe;
 mod outgoing;
 mod policy;
 mod regions;
+mod reuse;
 mod scheduler;
 mod security;
 mod tracing;

@@ -92,6 +92,7 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
         rev: 1,
         allow: vec!["wasi:http/outgoing-handler".into()],
         valid_for: None,
+        no_reuse: false,
     };
     let signed_wasm = claims::sign(&wasm, &account, &input, unix_ms() / 1000).unwrap();
     let file = dir.path().join("hello.wasm");

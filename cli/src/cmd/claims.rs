@@ -39,8 +39,13 @@ fn sign(g: &Global, args: ClaimsSignArgs) -> anyhow::Result<ExitCode> {
             trellis_lattice::link::InterfaceName::parse(interface)?;
         }
     }
-    let input =
-        ClaimsInput { name: args.name, rev: args.rev, allow: args.allow, valid_for: args.expires };
+    let input = ClaimsInput {
+        name: args.name,
+        rev: args.rev,
+        allow: args.allow,
+        valid_for: args.expires,
+        no_reuse: args.no_reuse,
+    };
     let signed = claims::sign(&wasm, &issuer, &input, now_s())?;
     std::fs::write(&args.output_file, &signed)
         .with_context(|| format!("cannot write {}", args.output_file.display()))?;

@@ -14,12 +14,13 @@ use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::subject::EventKind;
 use trellis_proto as pb;
 
-use super::builtin::{self, BuiltinRun, Builtins};
+use super::builtin::{self, BuiltinRun, Builtins, InProcess};
 use super::link::Health;
 use super::{Pipes, find_executable, link};
 use crate::events::Events;
+use crate::inbound;
 use crate::router::Router;
-use crate::rpc;
+use trellis_lattice::hostlink::DirectHost;
 
 /// Why a provider could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +141,12 @@ impl Providers {
                 };
             }
             let launch = if builtin {
-                Launch::Builtin(self.builtins.get(kind).ok_or_else(|| StartError::NoBuiltin {
+                let run = self.builtins.get(kind).ok_or_else(|| StartError::NoBuiltin {
                     kind: kind.to_owned(),
                     available: self.builtins.kinds().join(", "),
-                })?)
+                })?;
+                let router = self.router.clone();
+                Launch::Builtin(run, Arc::new(InProcess { router, provider_id: id.to_owned() }))
             } else {
                 Launch::Process(
                     find_executable(kind, self.dir.as_deref()).map_err(StartError::NoExecutable)?,
@@ -183,12 +186,12 @@ impl Providers {
             handle
         };
         // Calls from components on other hosts arrive over NATS, spread over the replicas.
-        match rpc::subscribe(self.router.nats(), self.router.subjects(), id).await {
+        match inbound::subscribe(self.router.nats(), self.router.subjects(), id).await {
             Ok(sub) => {
                 let (stop, stopped) = oneshot::channel();
                 *handle.stop_rpc.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
-                let target = rpc::Target::Provider(id.to_owned());
-                tokio::spawn(rpc::serve(sub, stopped, target, self.router.clone()));
+                let target = inbound::Target::Provider(id.to_owned());
+                tokio::spawn(inbound::serve(sub, stopped, target, self.router.clone()));
             }
             Err(e) => {
                 tracing::warn!(provider = id, error = %e, "cannot take calls from other hosts")
@@ -224,8 +227,8 @@ impl Providers {
 enum Launch {
     /// An executable, run as a child process.
     Process(PathBuf),
-    /// A builtin, run as a task of this host.
-    Builtin(BuiltinRun),
+    /// A builtin, run as a task of this host, making its calls in process.
+    Builtin(BuiltinRun, Arc<dyn DirectHost>),
 }
 
 /// A started provider: a child process or a task.
@@ -244,8 +247,8 @@ impl Launch {
     fn start(&self, id: &str) -> Result<Instance, StartError> {
         match self {
             Launch::Process(path) => spawn(id, path).map(Instance::Process),
-            Launch::Builtin(run) => {
-                let (host_ends, provider_ends, stop) = builtin::pipe();
+            Launch::Builtin(run, host) => {
+                let (host_ends, provider_ends, stop) = builtin::pipe(host.clone());
                 let task = tokio::spawn(run(provider_ends));
                 Ok(Instance::Builtin { task, host_ends: Some(host_ends), stop: Some(stop) })
             }

@@ -32,17 +32,15 @@ impl Component {
             ));
         };
         let timeout = settings.timeout;
-        let mut store = self.new_store(&settings);
         let call = async {
-            let instance =
-                self.pre.instantiate_async(&mut store).await.map_err(|e| trap((id, trace), &e))?;
-            let func = instance.get_func(&mut store, index).ok_or_else(|| {
+            let mut warm = self.instance(&settings).await.map_err(|e| trap((id, trace), &e))?;
+            let func = warm.instance.get_func(&mut warm.store, index).ok_or_else(|| {
                 InvokeError::new(
                     InvokeErrorKind::BadRequest,
                     format!("component `{id}` has no function {interface}.{function}"),
                 )
             })?;
-            let ty = func.ty(&store);
+            let ty = func.ty(&warm.store);
             let args = values::decode_all(payload, ty.params()).map_err(|e| {
                 InvokeError::new(
                     InvokeErrorKind::BadRequest,
@@ -50,15 +48,20 @@ impl Component {
                 )
             })?;
             let mut results = vec![Val::Bool(false); ty.results().len()];
-            func.call_async(&mut store, &args, &mut results)
+            func.call_async(&mut warm.store, &args, &mut results)
                 .await
                 .map_err(|e| trap((id, trace), &e))?;
-            values::encode_all(&results).map(Bytes::from).map_err(|e| {
+            let encoded = values::encode_all(&results).map(Bytes::from).map_err(|e| {
                 InvokeError::new(
                     InvokeErrorKind::Trap,
                     format!("results of {interface}.{function} cannot be sent: {e}"),
                 )
-            })
+            })?;
+            // Only an instance whose call succeeded serves another.
+            if let Some(pool) = self.warm_pool() {
+                pool.put(warm);
+            }
+            Ok(encoded)
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,

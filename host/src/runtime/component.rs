@@ -7,10 +7,12 @@ use std::sync::Arc;
 use trellis_lattice::artifact::{WasmKind, sniff};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 use super::engine::Runtime;
+use super::outbound::CallSettings;
 use super::state::CallState;
+use super::warm::{Reuse, Warm, WarmPool};
 
 /// Why a component cannot be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,14 +78,18 @@ pub fn list_imports(bytes: &[u8]) -> Result<Vec<String>, LoadError> {
 /// Exported functions of custom interfaces: interface (unversioned) → function → index.
 pub(super) type Functions = HashMap<String, HashMap<String, ComponentExportIndex>>;
 
-/// A compiled, linked component, ready to instantiate once per call.
+/// A compiled, linked component, ready to instantiate once per call (or to keep warm
+/// instances, see [`Component::with_reuse`]).
 #[derive(Clone)]
 pub struct Component {
     pub(super) runtime: Runtime,
-    pub(super) http: Option<ProxyPre<CallState>>,
+    /// Where its `wasi:http` handler is, when it exports one.
+    pub(super) http: Option<Arc<ProxyIndices>>,
     pub(super) pre: InstancePre<CallState>,
     pub(super) functions: Arc<Functions>,
     imports: Arc<[String]>,
+    /// Idle warm instances, when it reuses them.
+    warm: Option<Arc<WarmPool>>,
 }
 
 impl std::fmt::Debug for Component {
@@ -104,12 +110,50 @@ impl Component {
         let pre =
             linker.instantiate_pre(&compiled).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         // Semver-compatible: finds `wasi:http/incoming-handler@0.2.N` for any N.
-        let http = ProxyPre::new(pre.clone()).ok();
+        let http = ProxyIndices::new(&pre).ok().map(Arc::new);
         let functions = functions_of(engine, &compiled);
         if http.is_none() && functions.is_empty() {
             return Err(LoadError::NoUsableExport);
         }
-        Ok(Self { runtime, http, pre, functions: Arc::new(functions), imports })
+        Ok(Self { runtime, http, pre, functions: Arc::new(functions), imports, warm: None })
+    }
+
+    /// The same component, keeping instances warm between calls as `reuse` says.
+    pub fn with_reuse(mut self, reuse: Reuse) -> Self {
+        self.warm = Some(WarmPool::start(reuse, self.runtime.warm_budget()));
+        self
+    }
+
+    /// How it reuses instances, if it does.
+    pub fn reuse(&self) -> Option<Reuse> {
+        self.warm.as_ref().map(|w| w.reuse())
+    }
+
+    /// Idle warm instances it holds now.
+    pub fn warm_instances(&self) -> usize {
+        self.warm.as_ref().map_or(0, |w| w.idle())
+    }
+
+    /// An instance for one call: an idle warm one when there is one, else a new one (in a
+    /// fresh store).
+    pub(super) async fn instance(&self, settings: &CallSettings<'_>) -> wasmtime::Result<Warm> {
+        if let Some(mut warm) = self.warm.as_ref().and_then(|w| w.take()) {
+            warm.store.data_mut().rearm(settings);
+            warm.store.set_epoch_deadline(1);
+            return Ok(warm);
+        }
+        let mut store = self.new_store(settings);
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let proxy = match &self.http {
+            Some(indices) => Some(indices.load(&mut store, &instance)?),
+            None => None,
+        };
+        Ok(Warm::new(store, instance, proxy))
+    }
+
+    /// Where an instance goes after a call that succeeded: back to the warm pool, if any.
+    pub(super) fn warm_pool(&self) -> Option<Arc<WarmPool>> {
+        self.warm.clone()
     }
 
     /// The interfaces it imports, `ns:pkg/iface@version`.

@@ -10,18 +10,17 @@ use wasmtime::{Config, Engine, PoolingAllocationConfig};
 
 use super::component::{Component, LoadError};
 use super::state::CallState;
+use super::warm::Budget;
 
 /// How often the epoch advances: the longest a guest runs before yielding to other tasks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Bytes of each pooled memory and table kept resident between calls.
-const KEEP_RESIDENT: usize = 1 << 20;
-
 /// Limits of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Calls in flight on this host (the pool holds twice as many instances: room for one
-    /// in-process call from each to another component).
+    /// Calls in flight on this host. The pool holds three times as many instances: room for
+    /// one in-process call from each to another component, and as many idle warm instances
+    /// (components that reuse instances).
     pub max_instances: u32,
     /// Largest linear memory of one instance, in bytes.
     pub max_memory_bytes: usize,
@@ -48,6 +47,8 @@ struct Inner {
     config: RuntimeConfig,
     /// Compiled components by digest: starting the same artifact twice compiles it once.
     compiled: Mutex<HashMap<String, wasmtime::component::Component>>,
+    /// Idle warm instances, over all components.
+    warm: Arc<Budget>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -72,8 +73,9 @@ impl Runtime {
         wasm.concurrency_support(false);
         if !config.on_demand_allocator {
             // Every admitted call may make one in-process call to another component (which
-            // rides on its caller's admission slot), so the pool holds two instances per slot.
-            let n = config.max_instances.saturating_mul(2);
+            // rides on its caller's admission slot), and warm instances wait between calls:
+            // the pool holds three instances per slot.
+            let n = config.max_instances.saturating_mul(3);
             let mut pool = PoolingAllocationConfig::new();
             pool.total_component_instances(n)
                 // A Rust component holds a handful of core instances, memories and tables.
@@ -81,11 +83,10 @@ impl Runtime {
                 .total_memories(n * 2)
                 .total_tables(n * 4)
                 .total_stacks(n)
-                .max_memory_size(config.max_memory_bytes)
-                // Reset the first pages of a slot by memset instead of madvise, so the next
-                // call does not fault them back in: instantiation is the per-call cost.
-                .linear_memory_keep_resident(KEEP_RESIDENT)
-                .table_keep_resident(KEEP_RESIDENT);
+                // wasmtime's defaults reset a slot's memory with madvise: keeping the first MiB
+                // resident (reset by memset) cost ~20% of a host's CPU serving HTTP, more than
+                // the page faults it saved.
+                .max_memory_size(config.max_memory_bytes);
             wasm.allocation_strategy(pool);
         }
         let engine = Engine::new(&wasm).map_err(|e| {
@@ -109,6 +110,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                warm: Budget::new(config.max_instances as usize),
                 config,
                 compiled: Mutex::new(HashMap::new()),
                 ticker_stop,
@@ -119,6 +121,16 @@ impl Runtime {
     /// The limits this runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// The host-wide budget of idle warm instances.
+    pub(super) fn warm_budget(&self) -> Arc<Budget> {
+        self.inner.warm.clone()
+    }
+
+    /// Idle warm instances held now, over all components.
+    pub fn warm_instances(&self) -> usize {
+        self.inner.warm.idle()
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -26,17 +26,22 @@ impl Component {
         let (id, timeout) = (settings.component_id, settings.timeout);
         let who = (id, settings.trace);
         let slots = std::mem::take(&mut settings.slots);
-        let Some(pre) = self.http.clone() else {
+        if self.http.is_none() {
             return Err(InvokeError::new(
                 InvokeErrorKind::BadRequest,
                 format!("component `{id}` does not export wasi:http/incoming-handler"),
             ));
-        };
+        }
         let request = to_hyper(req)?;
-        let mut store = self.new_store(&settings);
+        let pool = self.warm_pool();
+        // Instantiation runs guest code too (start functions): it counts against the deadline.
+        let mut warm = match tokio::time::timeout(timeout, self.instance(&settings)).await {
+            Ok(instance) => instance.map_err(|e| trap(who, "instantiating", &e))?,
+            Err(_) => return Err(timed_out(id, timeout)),
+        };
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let mut http = store.data_mut().http();
+        let mut http = warm.store.data_mut().http();
         let (request, out) = http
             .new_incoming_request(Scheme::Http, request)
             .and_then(|r| Ok((r, http.new_response_outparam(sender)?)))
@@ -45,8 +50,20 @@ impl Component {
         // Guest and response collection run in this task, side by side: no hop to another
         // worker thread and back on every call.
         let guest = async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
+            let done = match &warm.proxy {
+                Some(proxy) => {
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut warm.store, request, out)
+                        .await
+                }
+                None => Err(wasmtime::format_err!("the instance has no wasi:http handler")),
+            };
+            // Only an instance whose guest returned cleanly serves another request.
+            if let (Some(pool), true) = (pool, done.is_ok()) {
+                pool.put(warm);
+            }
+            done
         };
         let response = async {
             let response = match receiver.await {
@@ -97,10 +114,7 @@ impl Component {
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(InvokeError::new(
-                InvokeErrorKind::Timeout,
-                format!("component `{id}` did not answer within {timeout:?}"),
-            )),
+            Err(_) => Err(timed_out(id, timeout)),
         }
     }
 }
@@ -136,6 +150,13 @@ fn trap((id, trace): (&str, TraceContext), during: &str, e: &wasmtime::Error) ->
     InvokeError::new(
         InvokeErrorKind::Trap,
         format!("component `{id}` trapped while {during}: {}", e.root_cause()),
+    )
+}
+
+fn timed_out(id: &str, timeout: std::time::Duration) -> InvokeError {
+    InvokeError::new(
+        InvokeErrorKind::Timeout,
+        format!("component `{id}` did not answer within {timeout:?}"),
     )
 }
 

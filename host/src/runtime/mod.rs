@@ -19,7 +19,9 @@ mod outbound;
 mod output;
 mod state;
 pub mod values;
+mod warm;
 
 pub use component::{Component, LoadError, list_imports};
 pub use engine::{Runtime, RuntimeConfig};
 pub use outbound::{CallFuture, CallSettings, Outbound};
+pub use warm::Reuse;

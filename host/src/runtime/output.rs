@@ -14,27 +14,31 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// Longest line logged as one record; longer ones are logged in pieces.
 const MAX_LINE: usize = 8192;
 
+/// The span a store's calls run in: set again for each call a warm instance serves.
+pub(crate) type CurrentTrace = Arc<std::sync::Mutex<TraceContext>>;
+
 /// Where a guest's output goes.
 #[derive(Debug, Clone)]
 pub(crate) struct GuestOutput {
     component: Arc<str>,
-    trace: TraceContext,
+    trace: CurrentTrace,
     stderr: bool,
 }
 
 impl GuestOutput {
-    pub fn stdout(component: Arc<str>, trace: TraceContext) -> Self {
+    pub fn stdout(component: Arc<str>, trace: CurrentTrace) -> Self {
         Self { component, trace, stderr: false }
     }
 
-    pub fn stderr(component: Arc<str>, trace: TraceContext) -> Self {
+    pub fn stderr(component: Arc<str>, trace: CurrentTrace) -> Self {
         Self { component, trace, stderr: true }
     }
 
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
-        let (component, trace_id) = (&*self.component, self.trace.trace_id_hex());
+        let trace = *self.trace.lock().unwrap_or_else(|p| p.into_inner());
+        let (component, trace_id) = (&*self.component, trace.trace_id_hex());
         if self.stderr {
             tracing::warn!(component, trace_id, stream = "stderr", "{line}");
         } else {
@@ -117,8 +121,10 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_bounded() {
-        let mut lines =
-            Lines { out: GuestOutput::stdout("c".into(), TraceContext::root()), line: Vec::new() };
+        let mut lines = Lines {
+            out: GuestOutput::stdout("c".into(), Arc::new(TraceContext::root().into())),
+            line: Vec::new(),
+        };
         lines.take(b"one\ntw");
         assert_eq!(lines.line, b"tw");
         lines.take(b"o\n");

@@ -17,7 +17,7 @@ use wasmtime_wasi_http::Error as HttpError;
 
 use super::bus::LinkNames;
 use super::outbound::{CallSettings, Outbound};
-use super::output::GuestOutput;
+use super::output::{CurrentTrace, GuestOutput};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -43,14 +43,17 @@ pub(crate) struct CallState {
     pub(super) link_names: LinkNames,
     /// The span this call runs in.
     pub(super) trace: TraceContext,
+    /// The same, for the guest's stdout and stderr.
+    output_trace: CurrentTrace,
 }
 
 impl CallState {
     pub(crate) fn new(settings: &CallSettings<'_>, max_memory_bytes: usize) -> Self {
         let component_id: Arc<str> = settings.component_id.into();
+        let output_trace: CurrentTrace = Arc::new(settings.trace.into());
         let (stdout, stderr) = (
-            GuestOutput::stdout(component_id.clone(), settings.trace),
-            GuestOutput::stderr(component_id.clone(), settings.trace),
+            GuestOutput::stdout(component_id.clone(), output_trace.clone()),
+            GuestOutput::stderr(component_id.clone(), output_trace.clone()),
         );
         Self {
             wasi: WasiCtx::builder().stdout(stdout).stderr(stderr).build(),
@@ -69,6 +72,7 @@ impl CallState {
             open_values: 0,
             link_names: LinkNames::default(),
             trace: settings.trace,
+            output_trace,
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 // A guest growing past its limit traps with a message that says so, instead of
@@ -80,6 +84,21 @@ impl CallState {
 }
 
 impl CallState {
+    /// Readies the state of a warm instance for its next call: that call's deadline, span and
+    /// way out; link names chosen by an earlier call are forgotten.
+    pub(super) fn rearm(&mut self, settings: &CallSettings<'_>) {
+        let deadline = Instant::now() + settings.timeout;
+        self.hooks.outbound.clone_from(&settings.outbound);
+        self.hooks.deadline = deadline;
+        DEFAULT_LINK_NAME.clone_into(&mut self.hooks.link_name);
+        self.hooks.trace = settings.trace;
+        self.outbound.clone_from(&settings.outbound);
+        self.deadline = deadline;
+        self.link_names = LinkNames::default();
+        self.trace = settings.trace;
+        *self.output_trace.lock().unwrap_or_else(|p| p.into_inner()) = settings.trace;
+    }
+
     /// The link name the component uses for `interface`.
     pub(super) fn link_name(&self, interface: &str) -> &str {
         self.link_names.get(interface)

@@ -106,6 +106,7 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
         timeout_ms: c.limits.timeout_ms,
         max_concurrent: c.limits.max_concurrent,
         max_request_bytes: c.limits.max_request_bytes,
+        reuse: c.reuse.map(|r| pb::Reuse { max_calls: r.max_calls, idle_ms: r.idle_ms }),
     };
     let config: Vec<String> = c.config.iter().map(|n| n.to_string()).collect();
     let limits_text = format!("{limits:?}");

@@ -12,7 +12,8 @@
 //!
 //! let account = nkeys::KeyPair::new_account();
 //! let wasm = b"\0asm\x0d\0\x01\0".to_vec(); // an empty component
-//! let input = ClaimsInput { name: "hello".into(), rev: 1, allow: vec![], valid_for: None };
+//! let input =
+//!     ClaimsInput { name: "hello".into(), rev: 1, allow: vec![], valid_for: None, no_reuse: false };
 //! let signed = claims::sign(&wasm, &account, &input, 1_700_000_000).unwrap();
 //! let verified = claims::verify(&signed, &[account.public_key()], 1_700_000_100).unwrap();
 //! assert_eq!(verified.claims.name, "hello");
@@ -118,6 +119,10 @@ pub struct ComponentClaims {
     pub hash: String,
     /// Interfaces (`ns:pkg/iface` or `ns:pkg/*`) it may import beyond the baseline.
     pub allow: Vec<String>,
+    /// Whether the issuer forbids keeping its instances warm between calls (every call then
+    /// gets a fresh instance, whatever the operator asks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_reuse: bool,
 }
 
 /// The signed payload.
@@ -149,6 +154,8 @@ pub struct ClaimsInput {
     pub allow: Vec<String>,
     /// Validity from now; `None` never expires.
     pub valid_for: Option<std::time::Duration>,
+    /// Forbid warm instances (see [`ComponentClaims::no_reuse`]).
+    pub no_reuse: bool,
 }
 
 /// Claims that verified.
@@ -183,6 +190,7 @@ pub fn sign(
             rev: input.rev,
             hash: digest_of(&split.stripped),
             allow: input.allow.clone(),
+            no_reuse: input.no_reuse,
         },
     };
     let payload = serde_json::to_vec(&token).map_err(|e| ClaimsError::Malformed(e.to_string()))?;
@@ -296,6 +304,7 @@ mod tests {
             rev: 3,
             allow: allow.iter().map(|s| s.to_string()).collect(),
             valid_for: valid_for.map(std::time::Duration::from_secs),
+            no_reuse: false,
         }
     }
 
@@ -363,6 +372,7 @@ mod tests {
             rev: 1,
             hash: String::new(),
             allow: vec!["wasi:keyvalue/*".into(), "wasi:http/outgoing-handler".into()],
+            no_reuse: false,
         };
         let ok = [
             "wasi:io/streams@0.2.0",

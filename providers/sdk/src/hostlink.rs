@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
-use trellis_lattice::hostlink::{ToHost, ToProvider, WireError, encode_frame, read_frame};
+use trellis_lattice::hostlink::{
+    DirectHost, HostCall, ToHost, ToProvider, WireError, encode_frame, read_frame,
+};
 use trellis_lattice::trace::TraceContext;
 
 /// A call from the host to this provider.
@@ -35,6 +37,8 @@ pub(crate) struct HostLink {
     to_host: Writer,
     pending: Pending,
     next_id: Arc<AtomicU64>,
+    /// A builtin's host, called in process instead of through frames.
+    direct: Option<Arc<dyn DirectHost>>,
 }
 
 impl std::fmt::Debug for HostLink {
@@ -104,7 +108,13 @@ impl HostLink {
             replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
             let _ = closed_tx.send(());
         });
-        (Self { to_host, pending, next_id: Arc::default() }, closed, incoming)
+        (Self { to_host, pending, next_id: Arc::default(), direct: None }, closed, incoming)
+    }
+
+    /// Makes calls to the host in process (a builtin provider).
+    pub fn with_direct(mut self, direct: Option<Arc<dyn DirectHost>>) -> Self {
+        self.direct = direct;
+        self
     }
 
     /// Tells the host the provider takes calls now.
@@ -153,6 +163,11 @@ impl HostLink {
         timeout: Duration,
         trace: TraceContext,
     ) -> Result<Vec<u8>, InvokeError> {
+        if let Some(direct) = &self.direct {
+            let call =
+                HostCall { target, interface, function, payload: payload.into(), timeout, trace };
+            return direct.invoke(call).await.map(Vec::from);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let call = ToHost::Invoke {
             id,

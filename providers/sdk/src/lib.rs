@@ -62,4 +62,5 @@ pub mod keyvalue;
 mod serve;
 
 pub use context::Context;
-pub use serve::{Call, Provider, SdkError, run, serve, serve_on};
+pub use serve::{Call, Provider, SdkError, run, serve, serve_builtin, serve_on};
+pub use trellis_lattice::hostlink::DirectHost;

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use tokio::net::unix::pipe;
 use trellis_lattice::connect::{connect_persistent, wait_connected};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
-use trellis_lattice::hostlink::{Bootstrap, read_frame};
+use trellis_lattice::hostlink::{Bootstrap, DirectHost, read_frame};
 use trellis_lattice::link::{InterfaceName, Link, link_key};
 use trellis_lattice::state::{LatticeState, StateError, decode_link};
 
@@ -128,8 +128,39 @@ pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), S
 /// `stop` resolves. [`serve`] uses the process's stdin and stdout; a host runs a builtin provider
 /// in its own process with in-memory pipes.
 pub async fn serve_on<P, R, W>(
+    from_host: R,
+    to_host: W,
+    make: impl FnOnce(Context) -> P,
+    stop: impl Future<Output = ()>,
+) -> Result<(), SdkError>
+where
+    P: Provider,
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    serve_with(from_host, to_host, None, make, stop).await
+}
+
+/// Runs a builtin provider inside its host's process: as [`serve_on`], but the calls it makes
+/// go to `host` in process instead of through frames on the pipe.
+pub async fn serve_builtin<P, R, W>(
+    (from_host, to_host): (R, W),
+    host: Arc<dyn DirectHost>,
+    make: impl FnOnce(Context) -> P,
+    stop: impl Future<Output = ()>,
+) -> Result<(), SdkError>
+where
+    P: Provider,
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    serve_with(from_host, to_host, Some(host), make, stop).await
+}
+
+async fn serve_with<P, R, W>(
     mut from_host: R,
     to_host: W,
+    direct: Option<Arc<dyn DirectHost>>,
     make: impl FnOnce(Context) -> P,
     stop: impl Future<Output = ()>,
 ) -> Result<(), SdkError>
@@ -153,6 +184,7 @@ where
         telemetry::init(&config);
     }
     let (host, host_closed, mut incoming) = HostLink::start(from_host, to_host);
+    let host = host.with_direct(direct);
     let ctx = Context { bootstrap, host, nats: Arc::default() };
     let provider = Arc::new(make(ctx.clone()));
 

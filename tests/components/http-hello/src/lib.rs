@@ -2,6 +2,8 @@
 //!
 //! - any path: `200 hello from trellis, path=<path>`
 //! - `/echo`: the request body back
+//! - `/calls`: how many requests this instance has served, this one included (1 unless the
+//!   host keeps instances warm)
 //! - `/trap`: traps (to test error reporting)
 //! - `/spin`: loops forever (to test deadlines)
 //! - `/grow`: allocates memory without end (to test memory limits)
@@ -15,10 +17,15 @@ use wasip2::http::types::{
 
 struct Hello;
 
+/// Requests this instance has served.
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl wasip2::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let body = match path.as_str() {
+            "/calls" => calls.to_string().into_bytes(),
             "/trap" => panic!("asked to trap"),
             "/spin" => loop {
                 std::hint::black_box(0u8);

@@ -1,0 +1,242 @@
+//! Serving invocations from the lattice: one queue subscription per component or provider of
+//! this host. Each message passes the [`Gate`] (plain checks, no I/O but the policy service's
+//! word) before the router runs it on its target.
+
+mod gate;
+
+pub(crate) use gate::Gate;
+
+use std::sync::Arc;
+
+use async_nats::{Client, Message, Subscriber};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use trellis_lattice::chunks;
+use trellis_lattice::envelope::trace_parent;
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, unix_ms};
+use trellis_lattice::signing;
+use trellis_lattice::subject::Subjects;
+use trellis_lattice::telemetry::{Kind, Span};
+use trellis_lattice::trace::TraceContext;
+
+use crate::components::Running;
+use crate::providers::ProviderCall;
+use crate::router::{LocalCall, Router};
+use crate::slots::Nesting;
+use gate::{Admitted, Arrival};
+
+/// Subscribes to the component's invocations, spread over its replicas by queue group.
+pub(crate) async fn subscribe(
+    nats: &Client,
+    subjects: &Subjects,
+    id: &str,
+) -> Result<Subscriber, async_nats::SubscribeError> {
+    nats.queue_subscribe(subjects.rpc_all(id), Subjects::rpc_queue_group(id)).await
+}
+
+/// What a subscription serves.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// A component of this host.
+    Component(Arc<Running>),
+    /// A provider process of this host, by id.
+    Provider(String),
+}
+
+impl Target {
+    fn id(&self) -> &str {
+        match self {
+            Target::Component(running) => &running.id,
+            Target::Provider(id) => id,
+        }
+    }
+}
+
+/// Serves each message on its own task until `stop` fires; then drains the subscription, so
+/// calls NATS already delivered are answered rather than dropped.
+pub(crate) async fn serve(
+    mut sub: Subscriber,
+    stop: oneshot::Receiver<()>,
+    target: Target,
+    router: Arc<Router>,
+) {
+    let mut target = Arc::new(target);
+    tokio::pin!(stop);
+    let mut draining = false;
+    loop {
+        let msg = tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = &mut stop, if !draining => {
+                draining = true;
+                if let Err(e) = sub.drain().await {
+                    tracing::debug!(target = %target.id(), error = %e, "drain failed");
+                    return;
+                }
+                continue;
+            }
+        };
+        // Bounded intake: a flood waits here (and in NATS) instead of becoming unbounded tasks
+        // that each verify signatures and ask the policy service.
+        let Some(slot) = router.intake().await else { return };
+        // A component replaced in place keeps its subscription: a call goes to the version
+        // running now; once stopped, calls still being drained go to the last one that ran.
+        if let Target::Component(running) = &*target
+            && let Some(now) = router.component(&running.id)
+            && !Arc::ptr_eq(&now, running)
+        {
+            target = Arc::new(Target::Component(now));
+        }
+        let (target, router) = (target.clone(), router.clone());
+        tokio::spawn(async move {
+            handle(msg, &target, &router).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn handle(mut msg: Message, target: &Target, router: &Router) {
+    let Some(reply) = msg.reply.clone() else {
+        tracing::debug!(subject = %msg.subject, "invocation without reply subject dropped");
+        return;
+    };
+    let id = target.id();
+    // A body too large for one message is pulled first, within the target's request limit; the
+    // signature (checked next) covers it whole.
+    if let Some((inbox, len)) = chunks::announced(msg.headers.as_ref()) {
+        match pull(router, target, &inbox, len).await {
+            Ok(body) => msg.payload = body,
+            Err(e) => return reply_error(router, reply, id, &e).await,
+        }
+    }
+    let arrival = Arrival {
+        subject: msg.subject.as_str(),
+        reply: reply.as_str(),
+        headers: msg.headers.as_ref(),
+        body: &msg.payload,
+    };
+    let (result, introduce) = match router.gate().check(&arrival, unix_ms()) {
+        Ok(admitted) => (run(router, target, &arrival, admitted).await, admitted.introduce),
+        Err(e) => (Err(e), false),
+    };
+    match result {
+        Ok(body) => answer(router, reply, id, body, introduce).await,
+        Err(e) => reply_error(router, reply, id, &e).await,
+    }
+}
+
+/// Pulls an announced chunked body of `len` bytes, within the target's request limit.
+async fn pull(
+    router: &Router,
+    target: &Target,
+    inbox: &str,
+    len: Result<usize, InvokeError>,
+) -> Result<bytes::Bytes, InvokeError> {
+    let limit = match target {
+        Target::Component(running) => running.limits.max_request_bytes,
+        Target::Provider(_) => chunks::MAX_BODY,
+    };
+    match len {
+        Ok(len) if len > limit => Err(InvokeError::new(
+            InvokeErrorKind::TooLarge,
+            format!("the request to `{}` is {len} bytes; its limit is {limit}", target.id()),
+        )),
+        Ok(len) => chunks::fetch(router.nats(), inbox, len, router.max_call_time()).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a call the gate let through on its target, after the policy service's word.
+async fn run(
+    router: &Router,
+    target: &Target,
+    arrival: &Arrival<'_>,
+    admitted: Admitted<'_>,
+) -> Result<bytes::Bytes, InvokeError> {
+    let Admitted { interface, function, source, timeout, .. } = admitted;
+    let id = target.id();
+    router.gate().authorize(source, id, arrival.field(header::OP)).await?;
+    // This hop's span continues the caller's trace (or starts one).
+    let parent = trace_parent(arrival.headers);
+    let trace = TraceContext::next(parent);
+    let mut span = Span::rpc((trace, parent, Kind::Server), (interface, function), (source, id));
+    span.attr("trellis.link", || link_name(arrival.headers).to_owned());
+    let result = match target {
+        Target::Component(running) => {
+            let call = LocalCall {
+                interface,
+                function,
+                payload: arrival.body,
+                timeout,
+                nesting: Nesting::Outermost,
+                trace,
+            };
+            router.call_local(running, call).await
+        }
+        Target::Provider(id) => {
+            let call = ProviderCall {
+                source,
+                link: link_name(arrival.headers),
+                interface,
+                function,
+                payload: arrival.body,
+                timeout,
+                trace: Some(trace),
+            };
+            router.call_provider(id, call).await
+        }
+    };
+    if let Err(e) = &result {
+        span.fail(|| e.to_string());
+    }
+    result
+}
+
+/// Sends a successful answer, naming this host when `introduce`.
+async fn answer(
+    router: &Router,
+    reply: async_nats::Subject,
+    id: &str,
+    body: bytes::Bytes,
+    introduce: bool,
+) {
+    let nats = router.nats();
+    // The caller learns (or is reminded) who answered, so its next calls here carry a MAC.
+    let mut headers = async_nats::HeaderMap::new();
+    if introduce {
+        headers.insert(signing::BY, router.host_key());
+    }
+    let sent = if chunks::needs_chunks(nats, &body) {
+        // Too large for one message: the caller pulls it.
+        match chunks::offer(nats, &mut headers, body, router.max_call_time()).await {
+            Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
+            Err(e) => return reply_error(router, reply, id, &e).await,
+        }
+    } else if introduce {
+        nats.publish_with_headers(reply, headers, body).await
+    } else {
+        nats.publish(reply, body).await
+    };
+    if let Err(e) = sent {
+        tracing::warn!(target = id, error = %e, "reply not sent");
+    }
+}
+
+/// Answers with a typed error (and reports refusals).
+async fn reply_error(router: &Router, reply: async_nats::Subject, id: &str, e: &InvokeError) {
+    let mut headers = e.to_headers();
+    if signing::is_key_needed(e) {
+        // Routine: a caller meeting this host; it sends the call again, signed.
+        headers.insert(signing::KEY_NEEDED, "1");
+    } else if e.kind() == InvokeErrorKind::Denied {
+        router.report_denied(id, e).await;
+    }
+    tracing::debug!(target = id, error = %e, "invocation failed");
+    let sent =
+        router.nats().publish_with_headers(reply, headers, e.message().to_owned().into()).await;
+    if let Err(e) = sent {
+        tracing::warn!(target = id, error = %e, "reply not sent");
+    }
+}

@@ -1,0 +1,166 @@
+//! How many calls this host takes at once: admission slots for calls that run here, the
+//! component's own concurrency limit, and a bounded intake for messages still being checked.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
+
+use crate::limits::Limits;
+
+/// Whether a call comes from outside this host's components (it takes an admission slot) or
+/// from one of them (it rides on its caller's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nesting {
+    Outermost,
+    Inner,
+}
+
+/// The slots one call holds until its instance is gone: the host's and the component's own.
+pub(crate) type Held = [Option<OwnedSemaphorePermit>; 2];
+
+/// The host's call slots.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    max_calls: u32,
+    /// Calls running on this host; closed permits mean draining.
+    admission: Arc<Semaphore>,
+    /// Messages received from NATS and being handled (checks included), a few per admission
+    /// slot.
+    intake: Arc<Semaphore>,
+}
+
+impl Slots {
+    pub fn new(max_calls: u32) -> Self {
+        let max = max_calls as usize;
+        Self {
+            max_calls,
+            admission: Arc::new(Semaphore::new(max)),
+            intake: Arc::new(Semaphore::new(max.saturating_mul(4))),
+        }
+    }
+
+    /// Waits for room to handle one more received message; `None` once the host stops.
+    pub async fn intake(&self) -> Option<OwnedSemaphorePermit> {
+        self.intake.clone().acquire_owned().await.ok()
+    }
+
+    /// Admits a call to a component with `limits` that must be done by `deadline`. The
+    /// component's own limit refuses at once (callers learn fast); the host's waits until the
+    /// deadline. A call made by a component running here rides on its caller's slot: taking a
+    /// second one could wait forever once every slot is held by a caller waiting for its
+    /// callee.
+    pub async fn admit(
+        &self,
+        id: &str,
+        limits: &Limits,
+        nesting: Nesting,
+        deadline: Instant,
+    ) -> Result<Held, InvokeError> {
+        let own = match &limits.concurrency {
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    return Err(unavailable(&format!(
+                        "component `{id}` is at its limit of {} concurrent calls",
+                        limits.max_concurrent
+                    )));
+                }
+            },
+            None => None,
+        };
+        let host = match nesting {
+            Nesting::Inner => None,
+            Nesting::Outermost => {
+                let admitted = self.admission.clone().acquire_owned();
+                match tokio::time::timeout_at(deadline, admitted).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
+                    Err(_) => return Err(unavailable("the host is at its concurrent call limit")),
+                }
+            }
+        };
+        Ok([host, own])
+    }
+
+    /// Admission slots free now.
+    pub fn free(&self) -> usize {
+        self.admission.available_permits()
+    }
+
+    /// Waits until no call runs on this host (or `timeout` passes), then refuses new ones.
+    pub async fn drain(&self, timeout: std::time::Duration) -> bool {
+        let drained =
+            tokio::time::timeout(timeout, self.admission.acquire_many(self.max_calls)).await;
+        self.admission.close();
+        matches!(drained, Ok(Ok(_)))
+    }
+}
+
+pub(crate) fn unavailable(why: &str) -> InvokeError {
+    InvokeError::new(InvokeErrorKind::Unavailable, why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits(max_concurrent: u32) -> Limits {
+        Limits {
+            max_memory_bytes: 1 << 20,
+            timeout: Duration::from_secs(1),
+            concurrency: (max_concurrent > 0)
+                .then(|| Arc::new(Semaphore::new(max_concurrent as usize))),
+            max_concurrent,
+            max_request_bytes: 1 << 20,
+            reuse: None,
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(20)
+    }
+
+    #[tokio::test]
+    async fn the_components_limit_refuses_at_once_and_frees_with_the_call() {
+        let slots = Slots::new(8);
+        let l = limits(1);
+        let held = slots.admit("c", &l, Nesting::Outermost, soon()).await.unwrap();
+        assert_eq!(slots.free(), 7);
+        let e = slots.admit("c", &l, Nesting::Outermost, soon()).await.unwrap_err();
+        assert!(e.message().contains("limit of 1 concurrent"), "{e}");
+        drop(held);
+        assert_eq!(slots.free(), 8);
+        assert!(slots.admit("c", &l, Nesting::Outermost, soon()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_full_host_refuses_at_the_deadline_but_inner_calls_ride_along() {
+        let slots = Slots::new(1);
+        let l = limits(0);
+        let _held = slots.admit("a", &l, Nesting::Outermost, soon()).await.unwrap();
+        let e = slots.admit("b", &l, Nesting::Outermost, soon()).await.unwrap_err();
+        assert_eq!(e.kind(), InvokeErrorKind::Unavailable);
+        let inner = slots.admit("b", &l, Nesting::Inner, soon()).await.unwrap();
+        assert!(inner.iter().all(Option::is_none), "an inner call takes no host slot");
+    }
+
+    #[tokio::test]
+    async fn draining_waits_for_calls_then_refuses() {
+        let slots = Arc::new(Slots::new(2));
+        let l = limits(0);
+        let held = slots.admit("a", &l, Nesting::Outermost, soon()).await.unwrap();
+        let drain = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.drain(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!drain.is_finished(), "a call still runs");
+        drop(held);
+        assert!(drain.await.unwrap(), "drained");
+        let e = slots.admit("a", &l, Nesting::Outermost, soon()).await.unwrap_err();
+        assert!(e.message().contains("shutting down"), "{e}");
+    }
+}
