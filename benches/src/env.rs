@@ -91,6 +91,29 @@ impl BenchLattice {
         self.start_bytes(&bytes, index, id).await
     }
 
+    /// Starts the bench component as `id` on host `index`, keeping its instances warm between
+    /// calls (`--reuse` with the defaults).
+    pub async fn start_warm_component(
+        &self,
+        options: &Options,
+        index: usize,
+        id: &str,
+    ) -> Result<(), BenchError> {
+        let bytes = std::fs::read(&options.component).map_err(setup)?;
+        let digest =
+            self.client.state().await.map_err(setup)?.put_artifact(&bytes).await.map_err(setup)?;
+        let req = trellis_lattice::proto::StartComponentRequest {
+            component_id: id.to_owned(),
+            digest,
+            limits: Some(trellis_lattice::proto::ComponentLimits {
+                reuse: Some(trellis_lattice::proto::Reuse::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.client.start_component_with(&self.hosts[index].id, req).await.map_err(setup)
+    }
+
     /// Uploads `bytes` and starts them as component `id` on host `index`.
     pub async fn start_bytes(
         &self,

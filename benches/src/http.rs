@@ -1,20 +1,28 @@
 //! HTTP hello through the http-server provider and a component on the same host, against the
-//! plain wasmtime `wasi:http` server, with 1 and 32 connections; the provider as a process and
-//! as a builtin inside the host.
+//! plain wasmtime `wasi:http` server (its parts: hyper and wasmtime-wasi-http, a fresh instance
+//! per request), with 1 and 32 connections: the provider as a process, as a builtin inside the
+//! host, and as a builtin serving a component with warm instances (`--reuse`).
+
+use std::net::SocketAddr;
 
 use crate::env::{BenchLattice, free_addr};
 use crate::http_baseline::Baseline;
-use crate::report::Row;
+use crate::report::{Figures, Row};
 use crate::{BenchError, Options, load, setup};
+
+const PARTS: &str = "parts: plain wasmtime wasi:http server (hyper + wasmtime-wasi-http, pooling, fresh instance per request)";
 
 pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let mut lattice = BenchLattice::start().await?;
     lattice.add_host(options, "web").await?;
     lattice.start_component(options, 0, "hello").await?;
-    let trellis_addr = free_addr()?;
-    lattice.serve_http(0, "web", "hello", trellis_addr, false).await?;
+    lattice.start_warm_component(options, 0, "hello-warm").await?;
+    let process_addr = free_addr()?;
+    lattice.serve_http(0, "web", "hello", process_addr, false).await?;
     let builtin_addr = free_addr()?;
     lattice.serve_http(0, "web-builtin", "hello", builtin_addr, true).await?;
+    let warm_addr = free_addr()?;
+    lattice.serve_http(0, "web-warm", "hello-warm", warm_addr, true).await?;
 
     let wasm = std::fs::read(&options.component).map_err(setup)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(setup)?;
@@ -24,32 +32,36 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
     for connections in [1usize, 32] {
         let total = options.count(if connections == 1 { 2000 } else { 10000 }, 64);
-        // Warm both up, then measure each in turn.
-        load::run(trellis_addr, connections, total / 10 + 1).await?;
-        load::run(baseline_addr, connections, total / 10 + 1).await?;
-        let trellis = load::run(trellis_addr, connections, total).await?;
-        let baseline = load::run(baseline_addr, connections, total).await?;
+        let servers = [process_addr, builtin_addr, warm_addr, baseline_addr];
+        // Warm every server up, then measure each in turn.
+        for addr in servers {
+            load::run(addr, connections, total / 10 + 1).await?;
+        }
+        let [process, builtin, warm, parts] = measure(servers, connections, total).await?;
+        let case = |what: &str| format!("{connections} connection(s){what}");
+        rows.push(Row::compared(case(""), process, parts, PARTS));
+        rows.push(Row::compared(case(", builtin http-server"), builtin, parts, PARTS));
+        rows.push(Row::compared(case(", builtin, warm instances"), warm, parts, PARTS));
         rows.push(Row::compared(
-            format!("{connections} connection(s)"),
-            trellis,
-            baseline,
-            "plain wasmtime wasi:http server (hyper + wasmtime-wasi-http, pooling, fresh instance per request)",
-        ));
-    }
-    // The same provider running inside the host (no process hop).
-    for connections in [1usize, 32] {
-        let total = options.count(if connections == 1 { 2000 } else { 10000 }, 64);
-        load::run(builtin_addr, connections, total / 10 + 1).await?;
-        load::run(baseline_addr, connections, total / 10 + 1).await?;
-        let builtin = load::run(builtin_addr, connections, total).await?;
-        let baseline = load::run(baseline_addr, connections, total).await?;
-        rows.push(Row::compared(
-            format!("{connections} connection(s), builtin http-server"),
+            case(", warm/fresh"),
+            warm,
             builtin,
-            baseline,
-            "plain wasmtime wasi:http server (hyper + wasmtime-wasi-http, pooling, fresh instance per request)",
+            "the same builtin path, a fresh instance per request",
         ));
     }
     server.abort();
     Ok(rows)
+}
+
+/// Runs `total` requests over `connections` against each server in turn.
+async fn measure(
+    servers: [SocketAddr; 4],
+    connections: usize,
+    total: usize,
+) -> Result<[Figures; 4], BenchError> {
+    let mut out = [Figures::default(); 4];
+    for (addr, figures) in servers.into_iter().zip(&mut out) {
+        *figures = load::run(addr, connections, total).await?;
+    }
+    Ok(out)
 }
