@@ -39,7 +39,7 @@ pub enum Scenario {
     Http,
     /// Starting 100 and 1,000 components on one host.
     Start,
-    /// Host resident memory idle, with 1, 100 and 1,000 components.
+    /// Host resident memory idle, with 1, 100 and 1,000 components; its open files.
     Memory,
     /// Remote calls on a host exporting spans to a collector that is down, against one that
     /// exports nothing.

@@ -1,5 +1,6 @@
 //! Resident memory of a host process: idle, with 1 component, with 100 and with 1,000 (10 in
-//! quick mode), all from the same artifact under distinct ids, on the same host.
+//! quick mode), all from the same artifact under distinct ids, on the same host; and the file
+//! descriptors it holds at the end.
 
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         };
         rows.push(Row::alone(case, Figures::value(rss_mib(pid)?, "MiB")));
     }
+    // Shown because a host holding many components could run out of them (`ulimit -n`).
+    rows.push(Row::alone(
+        format!("host open files, {running} components"),
+        Figures::value(open_files(pid)?, "fds"),
+    ));
     Ok(rows)
 }
 
@@ -68,4 +74,10 @@ fn rss_mib(pid: u32) -> Result<f64, BenchError> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| setup("no VmRSS in /proc status"))?;
     Ok(kib / 1024.0)
+}
+
+/// File descriptors `pid` holds, from /proc.
+fn open_files(pid: u32) -> Result<f64, BenchError> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(setup)?;
+    Ok(dir.count() as f64)
 }
