@@ -89,8 +89,8 @@ async fn cross_host(
     let (mut far, mut base) = (Vec::new(), Vec::new());
     let mut base_elapsed = Duration::ZERO;
     for round in 0..ROUNDS {
-        for trellis_first in [round % 2 == 0, round % 2 == 1] {
-            if trellis_first {
+        for trellis_turn in [round % 2 == 0, round % 2 == 1] {
+            if trellis_turn {
                 far.extend(timed_in_guest(lattice, "caller-far", per_round).await?);
             } else {
                 let (samples, elapsed) =
