@@ -1,19 +1,20 @@
 //! Component-to-component calls over a custom WIT interface (`caller` → `greeter.greet`), timed
 //! from inside the calling component: co-located (in process) against plain wasmtime
-//! instantiating and calling the same export, and across hosts against raw NATS request/reply
-//! of a payload of the same size through the same server.
+//! instantiating and calling the same export, and across hosts (signed) against two baselines
+//! through the same server: the parts baseline (a raw async-nats responder calling `greet` in
+//! plain wasmtime, see [`crate::parts`]) and raw NATS request/reply of the same 3-byte payload.
+//! The cross-host call and its parts baseline run in interleaved rounds.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use trellis_lattice::link::{InterfaceName, Link};
-use wasmtime::component::{Component, Linker, Val};
-use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
+use crate::call_baseline::PlainGreeter;
 use crate::env::BenchLattice;
-use crate::invoke::{measure, raw_request, raw_responder};
+use crate::invoke::{RAW_NATS, raw_request, raw_responder};
+use crate::measure::{measure, run_calls};
+use crate::parts::PartsResponder;
 use crate::report::{Figures, Row};
 use crate::{BenchError, Options, setup};
 
@@ -44,31 +45,64 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     link(&lattice, "caller-far", "greeter-far").await?;
 
     let ops = options.count(5000, 50) as u32;
+    let plain = PlainGreeter::new(&greeter)?;
     let mut rows = Vec::new();
 
     let mut near = timed_in_guest(&lattice, "caller", ops).await?;
-    let mut plain = plain_wasmtime(&greeter, ops as usize).await?;
-    let (near_total, plain_total) = (near.iter().sum(), plain.iter().sum());
+    let mut alone = plain_wasmtime(&plain, ops as usize).await?;
+    let (near_total, alone_total) = (near.iter().sum(), alone.iter().sum());
     rows.push(Row::compared(
-        "co-located call, in process",
+        "co-located call/parts",
         Figures::from_samples(&mut near, near_total),
-        Figures::from_samples(&mut plain, plain_total),
-        "plain wasmtime: fresh store + instantiate greeter + call greet",
+        Figures::from_samples(&mut alone, alone_total),
+        "parts (co-located): plain wasmtime, fresh store + instantiate greeter + call greet",
     ));
 
-    let mut far = timed_in_guest(&lattice, "caller-far", ops).await?;
-    let far_total = far.iter().sum();
-    let subject = raw_responder(&lattice).await?;
     // The same bytes as the call's arguments (`["x"]`).
     let payload = Bytes::from_static(&[0x91, 0xa1, b'x']);
-    let baseline = measure(ops as usize, 1, raw_request(&lattice, &subject, &payload)).await?;
-    rows.push(Row::compared(
-        "cross-host call, signed",
-        Figures::from_samples(&mut far, far_total),
-        baseline,
-        "raw NATS request/reply, same payload and server",
-    ));
+    let responder =
+        PartsResponder::start(&lattice.nats.url(), "bench.parts", plain.handler()).await?;
+    let (far, parts) = cross_host(&lattice, &responder, &payload, ops).await?;
+    let subject = raw_responder(&lattice).await?;
+    let raw = measure(ops as usize, 1, raw_request(&lattice, &subject, &payload)).await?;
+    rows.push(Row::compared("cross-host call, signed/parts", far, parts, PARTS));
+    rows.push(Row::compared("cross-host call, signed/NATS", far, raw, RAW_NATS));
     Ok(rows)
+}
+
+const PARTS: &str = "parts (cross-host): raw async-nats responder calling greet in plain \
+    wasmtime (fresh store + instance per request), msgpack arguments and results, same server";
+
+/// The cross-host call (timed in the guest) and its parts baseline (timed here), one at a time,
+/// in alternating rounds so that drift weighs on both alike.
+async fn cross_host(
+    lattice: &BenchLattice,
+    parts: &PartsResponder,
+    payload: &Bytes,
+    ops: u32,
+) -> Result<(Figures, Figures), BenchError> {
+    const ROUNDS: u32 = 4;
+    let call = parts.caller(lattice.client.nats(), payload);
+    let parts_call = move || call();
+    run_calls(ops as usize / 10 + 1, 1, parts_call.clone()).await?;
+    let per_round = ops.div_ceil(ROUNDS);
+    let (mut far, mut base) = (Vec::new(), Vec::new());
+    let mut base_elapsed = Duration::ZERO;
+    for round in 0..ROUNDS {
+        for trellis_turn in [round % 2 == 0, round % 2 == 1] {
+            if trellis_turn {
+                far.extend(timed_in_guest(lattice, "caller-far", per_round).await?);
+            } else {
+                let (samples, elapsed) =
+                    run_calls(per_round as usize, 1, parts_call.clone()).await?;
+                base.extend(samples);
+                base_elapsed += elapsed;
+            }
+        }
+    }
+    // The guest reports only each call's time; back to back, their sum is the time they took.
+    let far_total = far.iter().sum();
+    Ok((Figures::from_samples(&mut far, far_total), Figures::from_samples(&mut base, base_elapsed)))
 }
 
 async fn link(lattice: &BenchLattice, source: &str, target: &str) -> Result<(), BenchError> {
@@ -121,46 +155,13 @@ async fn timed_in_guest(
         .collect())
 }
 
-struct Plain {
-    ctx: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Plain {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
-    }
-}
-
-/// Plain wasmtime: fresh store, instantiate, call `greet("x")`, `ops` times.
-async fn plain_wasmtime(wasm: &[u8], ops: usize) -> Result<Vec<Duration>, BenchError> {
-    let mut config = Config::new();
-    config.concurrency_support(false);
-    config.allocation_strategy(wasmtime::PoolingAllocationConfig::new());
-    let engine = Engine::new(&config).map_err(setup)?;
-    let component = Component::new(&engine, wasm).map_err(setup)?;
-    let mut linker: Linker<Plain> = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
-    let pre = Arc::new(linker.instantiate_pre(&component).map_err(setup)?);
-    let instance_index = component
-        .get_export_index(None, "trellis:test/types@0.1.0")
-        .ok_or_else(|| setup("no types export"))?;
-    let greet = component
-        .get_export_index(Some(&instance_index), "greet")
-        .ok_or_else(|| setup("no greet export"))?;
+/// Plain wasmtime: fresh store, instantiate, call `greet("x")`, `ops` times after a warm-up of
+/// a tenth.
+async fn plain_wasmtime(greeter: &PlainGreeter, ops: usize) -> Result<Vec<Duration>, BenchError> {
     let mut samples = Vec::with_capacity(ops);
     for i in 0..ops + ops / 10 {
         let t = Instant::now();
-        let mut store = Store::new(
-            &engine,
-            Plain { ctx: WasiCtx::builder().build(), table: ResourceTable::new() },
-        );
-        let instance = pre.instantiate_async(&mut store).await.map_err(fail)?;
-        let func = instance.get_func(&mut store, greet).ok_or_else(|| fail("no greet"))?;
-        let mut results = [Val::Bool(false)];
-        func.call_async(&mut store, &[Val::String("x".into())], &mut results)
-            .await
-            .map_err(fail)?;
+        greeter.greet("x").await.map_err(fail)?;
         let dt = t.elapsed();
         if i >= ops / 10 {
             samples.push(dt);

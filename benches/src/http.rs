@@ -1,12 +1,14 @@
-//! HTTP hello through the http-server provider and a component on the same host, against the
-//! plain wasmtime `wasi:http` server (its parts: hyper and wasmtime-wasi-http, a fresh instance
-//! per request), with 1 and 32 connections: the provider as a process, as a builtin inside the
-//! host, and as a builtin serving a component with warm instances (`--reuse`).
+//! HTTP hello through the http-server provider and a component on the same host, against its
+//! parts (the same component in a plain wasmtime `wasi:http` server behind hyper, in this
+//! process, a fresh instance per request), with 1 and 32 connections: the provider as a
+//! process, as a builtin inside the host, and as a builtin serving a component with warm
+//! instances (`--reuse`).
 
 use std::net::SocketAddr;
 
 use crate::env::{BenchLattice, free_addr};
 use crate::http_baseline::Baseline;
+use crate::parts::PartsRuntime;
 use crate::report::{Figures, Row};
 use crate::{BenchError, Options, load, setup};
 
@@ -25,9 +27,19 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     lattice.serve_http(0, "web-warm", "hello-warm", warm_addr, true).await?;
 
     let wasm = std::fs::read(&options.component).map_err(setup)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(setup)?;
+    // The parts server runs on a runtime of its own, as the parts responder of `invoke` does
+    // (see `parts.rs`): on the bench's runtime it would share threads with the load generator.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(setup)?;
+    listener.set_nonblocking(true).map_err(setup)?;
     let baseline_addr = listener.local_addr().map_err(setup)?;
-    let server = tokio::spawn(Baseline::new(&wasm)?.serve(listener));
+    let baseline = Baseline::new(&wasm)?;
+    let server = PartsRuntime::new()?;
+    server.spawn(async move {
+        // A tokio listener belongs to the runtime it is made on: make it on the server's.
+        if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+            baseline.serve(listener).await;
+        }
+    });
 
     let mut rows = Vec::new();
     for connections in [1usize, 32] {
@@ -39,9 +51,9 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         }
         let [process, builtin, warm, parts] = measure(servers, connections, total).await?;
         let case = |what: &str| format!("{connections} connection(s){what}");
-        rows.push(Row::compared(case(""), process, parts, PARTS));
-        rows.push(Row::compared(case(", builtin http-server"), builtin, parts, PARTS));
-        rows.push(Row::compared(case(", builtin, warm instances"), warm, parts, PARTS));
+        rows.push(Row::compared(case(", provider process/parts"), process, parts, PARTS));
+        rows.push(Row::compared(case(", builtin http-server/parts"), builtin, parts, PARTS));
+        rows.push(Row::compared(case(", builtin, warm/parts"), warm, parts, PARTS));
         rows.push(Row::compared(
             case(", warm/fresh"),
             warm,
@@ -49,7 +61,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
             "the same builtin path, a fresh instance per request",
         ));
     }
-    server.abort();
+    drop(server);
     Ok(rows)
 }
 

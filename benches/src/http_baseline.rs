@@ -1,5 +1,7 @@
-//! The baseline users would otherwise pick: a plain wasmtime `wasi:http` server (hyper +
-//! wasmtime-wasi-http), one fresh instance per request, pooling allocator.
+//! The baseline users would otherwise pick, and the part of Trellis that runs a component: plain
+//! wasmtime with wasmtime-wasi-http, one fresh store and instance per request, pooling allocator
+//! (wasmtime defaults otherwise). Served behind hyper (the `http` scenario), or behind a raw NATS
+//! responder (`invoke`, through [`Baseline::call_encoded`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
+use trellis_lattice::http::{HttpRequest, HttpResponse, decode, encode};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -19,6 +22,21 @@ use wasmtime_wasi_http::{
 };
 
 use crate::{BenchError, setup};
+
+/// A lattice request as the hyper request a wasi:http server would see: the host header falls
+/// back to the authority, then to `localhost`, as the Trellis host does (wasi-http needs one).
+fn to_hyper(req: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let mut builder =
+        hyper::Request::builder().method(req.method.as_str()).uri(req.path_and_query.as_str());
+    let has_host = req.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host"));
+    for (name, value) in &req.headers {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    if !has_host {
+        builder = builder.header("host", req.authority.as_deref().unwrap_or("localhost"));
+    }
+    builder.body(Full::new(Bytes::from(req.body.into_vec()))).map_err(|e| e.to_string())
+}
 
 struct State {
     wasi: WasiCtx,
@@ -92,6 +110,28 @@ impl Baseline {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let (parts, body) = self.call_collected(req).await?;
+        Ok(hyper::Response::from_parts(parts, Full::new(body)))
+    }
+
+    /// Serves one request as it crosses the lattice (msgpack [`HttpRequest`] in, msgpack
+    /// [`HttpResponse`] out), the way a host's call path does, in a fresh instance.
+    pub async fn call_encoded(&self, payload: &[u8]) -> Result<Bytes, String> {
+        let request: HttpRequest = decode(payload).map_err(|e| e.to_string())?;
+        let (parts, body) = self.call_collected(to_hyper(request)?).await?;
+        let response = HttpResponse::from_parts(&parts, body);
+        encode(&response).map(Bytes::from).map_err(|e| e.to_string())
+    }
+
+    /// [`Self::call`], answering with the response's head and whole body.
+    async fn call_collected<B>(
+        &self,
+        req: hyper::Request<B>,
+    ) -> Result<(http::response::Parts, Bytes), String>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let state = State {
             wasi: WasiCtx::builder().build(),
             http: WasiHttpCtx::new(),
@@ -119,7 +159,7 @@ impl Baseline {
         };
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(hyper::Response::from_parts(parts, Full::new(body)))
+        Ok((parts, body))
     }
 
     /// Serves HTTP/1.1 on `listener` until the task is dropped.

@@ -2,17 +2,23 @@
 //!
 //! Every scenario starts what it needs (its own `nats-server`, `trellis host` processes), warms
 //! up, runs a fixed number of operations, and reports p50, p99 and throughput next to a baseline
-//! measured in the same run (raw NATS request/reply, plain wasmtime), because the machines we
-//! run on are shared and noisy: the ratio is the figure to read. `trellis bench` is the front end.
+//! measured in the same run, because the machines we run on are shared and noisy: the ratio is
+//! the figure to read. The baselines are raw NATS request/reply (what a call costs at all) and
+//! "parts": the same component run by plain wasmtime behind raw async-nats or hyper, so that a
+//! row reads "Trellis / its parts" (`src/parts.rs` says how that responder runs). `trellis bench` is
+//! the front end.
 
 mod call;
+mod call_baseline;
 mod env;
 mod http;
 mod http_baseline;
 mod invoke;
 mod load;
 mod local;
+mod measure;
 mod memory;
+mod parts;
 mod report;
 mod schedule;
 mod start;
@@ -25,15 +31,15 @@ pub use report::{Report, Row};
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
-    /// Remote invocation vs raw NATS request/reply.
+    /// Remote invocation vs its parts (plain wasmtime behind raw NATS) and raw NATS.
     Invoke,
     /// In-process call through the Trellis runtime vs plain wasmtime.
     Local,
     /// HTTP through the http-server provider vs a plain wasmtime wasi:http server.
     Http,
-    /// Starting 100 components on one host.
+    /// Starting 100 and 1,000 components on one host.
     Start,
-    /// Host resident memory idle, with 1 and with 100 components.
+    /// Host resident memory idle, with 1, 100 and 1,000 components; its open files.
     Memory,
     /// Remote calls on a host exporting spans to a collector that is down, against one that
     /// exports nothing.

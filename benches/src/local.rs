@@ -66,9 +66,9 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         }
     }
     Ok(vec![Row::compared(
-        "in-process call, fresh instance",
+        "in-process call, fresh instance/parts",
         Figures::from_samples(&mut trellis, trellis_total),
         Figures::from_samples(&mut plain, plain_total),
-        "plain wasmtime: pooling allocator, fresh store + instantiate + call",
+        "parts: plain wasmtime, pooling allocator, fresh store + instantiate + call",
     )])
 }

@@ -110,7 +110,7 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut out = format!("## {}{}\n", self.scenario, if self.quick { " (quick)" } else { "" });
         out.push_str(&format!(
-            "{:<34} {:>10} {:>10} {:>12} | {:>10} {:>10} {:>12} | {:>8} {:>8}\n",
+            "{:<40} {:>10} {:>10} {:>12} | {:>10} {:>10} {:>12} | {:>8} {:>8}\n",
             "case",
             "p50 µs",
             "p99 µs",
@@ -124,13 +124,13 @@ impl Report {
         for row in &self.rows {
             let t = &row.trellis;
             if let (Some(v), Some(unit)) = (t.value, t.unit) {
-                out.push_str(&format!("{:<34} {:>10.1} {unit}\n", row.case, v));
+                out.push_str(&format!("{:<40} {:>10.1} {unit}\n", row.case, v));
                 continue;
             }
             let b = row.baseline.unwrap_or_default();
             let ratio = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.2}"));
             out.push_str(&format!(
-                "{:<34} {:>10.1} {:>10.1} {:>12.0} | {:>10.1} {:>10.1} {:>12.0} | {:>8} {:>8}\n",
+                "{:<40} {:>10.1} {:>10.1} {:>12.0} | {:>10.1} {:>10.1} {:>12.0} | {:>8} {:>8}\n",
                 row.case,
                 t.p50_us,
                 t.p99_us,
@@ -142,8 +142,14 @@ impl Report {
                 ratio(row.throughput_ratio)
             ));
         }
-        if let Some(name) = self.rows.iter().find_map(|r| r.baseline_name.as_deref()) {
-            out.push_str(&format!("baseline: {name}\n"));
+        // Each baseline once, in the order rows first use it: a case `x/parts` is read against
+        // the line starting `parts`.
+        let mut named: Vec<&str> = Vec::new();
+        for name in self.rows.iter().filter_map(|r| r.baseline_name.as_deref()) {
+            if !named.contains(&name) {
+                named.push(name);
+                out.push_str(&format!("baseline {name}\n"));
+            }
         }
         out
     }

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use trellis_lattice::http::{HttpRequest, encode};
 
 use crate::env::{BenchLattice, free_addr};
-use crate::invoke::{invoker, measure};
+use crate::invoke::invoker;
+use crate::measure::measure;
 use crate::report::Row;
 use crate::{BenchError, Options, setup};
 
@@ -29,7 +30,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
             format!("{in_flight} in flight, spans exported, collector down"),
             traced,
             plain,
-            "the same call on a host that exports nothing",
+            "untraced: the same call on a host that exports nothing",
         ));
     }
     Ok(rows)
