@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Hosts allocate on every call; mimalloc's thread-local free lists beat glibc's arenas there
+/// (docs/benchmarks.md, the call-path profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_logging(&cli.command, cli.global.log_format);
