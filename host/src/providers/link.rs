@@ -3,17 +3,16 @@
 //! hosts) are written to it and matched with its replies.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite};
 use trellis_lattice::client::Call;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{
-    Bootstrap, ToHost, ToProvider, WireError, encode_frame, read_frame, write_frame,
+    Bootstrap, FrameError, Peer, PeerError, ToHost, ToProvider, WireError, encode_frame,
+    read_frame, write_frame,
 };
 use trellis_lattice::link::DEFAULT_LINK_NAME;
 use trellis_lattice::trace::TraceContext;
@@ -24,7 +23,6 @@ type Reply = Result<Bytes, InvokeError>;
 
 /// What a provider last reported wrong (`None`: healthy), shared with its handle.
 pub(crate) type Health = Arc<Mutex<Option<String>>>;
-type Writer = tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>;
 
 /// The pipes of this host's running provider processes, by provider id.
 #[derive(Debug, Default)]
@@ -47,9 +45,7 @@ impl Pipes {
 pub(crate) struct Pipe {
     provider_id: String,
     /// Callers write their frames themselves, in turn: no hop through a writer task.
-    writer: Writer,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    next_id: AtomicU64,
+    peer: Arc<Peer>,
 }
 
 impl std::fmt::Debug for Pipe {
@@ -75,7 +71,7 @@ impl Pipe {
     /// Calls the provider and waits for its reply, at most `timeout`. A provider that dies
     /// meanwhile fails the call at once with `Unavailable`.
     pub async fn call(self: Arc<Self>, call: ProviderCall<'_>) -> Reply {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.peer.next_id();
         let frame = ToProvider::Invoke {
             id,
             source: call.source.to_owned(),
@@ -88,69 +84,23 @@ impl Pipe {
         };
         let frame = encode_frame(&frame)
             .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        self.lock_pending().insert(id, tx);
-        let deadline = tokio::time::Instant::now() + call.timeout;
-        // The frame is written by a task of its own: a caller that gives up (or is dropped)
-        // mid-write must not leave half a frame for the next one to continue.
-        let pipe = self.clone();
-        let write = tokio::spawn(async move {
-            let mut writer = pipe.writer.lock().await;
-            match writer.write_all(&frame).await {
-                Ok(()) => writer.flush().await,
-                Err(e) => Err(e),
-            }
-        });
-        match tokio::time::timeout_at(deadline, write).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(_) => {
-                self.lock_pending().remove(&id);
-                return Err(self.gone());
-            }
-            Err(_) => {
-                self.lock_pending().remove(&id);
-                return Err(InvokeError::new(
-                    InvokeErrorKind::Timeout,
-                    format!(
-                        "provider `{}` did not take the call within {:?}",
-                        self.provider_id, call.timeout
-                    ),
-                ));
-            }
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(self.gone()),
-            Err(_) => {
-                self.lock_pending().remove(&id);
-                Err(InvokeError::new(
-                    InvokeErrorKind::Timeout,
-                    format!(
-                        "provider `{}` did not answer within {:?}",
-                        self.provider_id, call.timeout
-                    ),
-                ))
-            }
-        }
-    }
-
-    fn gone(&self) -> InvokeError {
-        InvokeError::new(
-            InvokeErrorKind::Unavailable,
-            format!(
-                "provider `{}` exited before answering; it is being restarted, try again",
-                self.provider_id
-            ),
-        )
-    }
-
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn deliver(&self, id: u64, result: Result<serde_bytes::ByteBuf, WireError>) {
-        if let Some(waiter) = self.lock_pending().remove(&id) {
-            let _ = waiter.send(result.map(|b| Bytes::from(b.into_vec())).map_err(Into::into));
+        let provider = &self.provider_id;
+        match self.peer.call(id, frame, call.timeout, Duration::ZERO).await {
+            Ok(answer) => answer,
+            Err(PeerError::Closed) => Err(InvokeError::new(
+                InvokeErrorKind::Unavailable,
+                format!(
+                    "provider `{provider}` exited before answering; it is being restarted, try again"
+                ),
+            )),
+            Err(PeerError::NotTaken(t)) => Err(InvokeError::new(
+                InvokeErrorKind::Timeout,
+                format!("provider `{provider}` did not take the call within {t:?}"),
+            )),
+            Err(PeerError::NoAnswer(t)) => Err(InvokeError::new(
+                InvokeErrorKind::Timeout,
+                format!("provider `{provider}` did not answer within {t:?}"),
+            )),
         }
     }
 }
@@ -173,12 +123,7 @@ pub(crate) async fn serve<R, W>(
         tracing::warn!(provider = %provider_id, error = %e, "provider bootstrap not written");
         return;
     }
-    let pipe = Arc::new(Pipe {
-        provider_id: provider_id.clone(),
-        writer: tokio::sync::Mutex::new(Box::new(to_provider)),
-        pending: Mutex::default(),
-        next_id: AtomicU64::new(0),
-    });
+    let pipe = Arc::new(Pipe { provider_id: provider_id.clone(), peer: Peer::new(to_provider) });
     loop {
         match read_frame::<_, ToHost>(&mut from_provider).await {
             Ok(Some(ToHost::Invoke {
@@ -209,12 +154,19 @@ pub(crate) async fn serve<R, W>(
                         .map(|b| serde_bytes::ByteBuf::from(Vec::from(b)))
                         .map_err(|e| WireError::from(&e));
                     let reply = ToProvider::Reply { id, result };
-                    if let Err(e) = write_frame(&mut *pipe.writer.lock().await, &reply).await {
+                    let sent = match encode_frame(&reply) {
+                        Ok(frame) => pipe.peer.send(&frame).await.map_err(FrameError::from),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = sent {
                         tracing::debug!(error = %e, "reply to provider not written");
                     }
                 });
             }
-            Ok(Some(ToHost::Reply { id, result })) => pipe.deliver(id, result),
+            Ok(Some(ToHost::Reply { id, result })) => {
+                let answer = result.map(|b| Bytes::from(b.into_vec())).map_err(Into::into);
+                pipe.peer.deliver(id, answer);
+            }
             // Its links are applied: calls may reach it now (until then they get `Unavailable`).
             Ok(Some(ToHost::Ready)) => {
                 pipes.lock().insert(provider_id.clone(), pipe.clone());
@@ -242,5 +194,5 @@ pub(crate) async fn serve<R, W>(
     }
     drop(map);
     // Calls waiting for this process fail now (`Unavailable`), not at their timeout.
-    pipe.lock_pending().clear();
+    pipe.peer.close();
 }

@@ -1,15 +1,14 @@
 //! The provider end of the pipe to the host.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{
-    DirectHost, HostCall, ToHost, ToProvider, WireError, encode_frame, read_frame,
+    DirectHost, HostCall, Peer, PeerError, ToHost, ToProvider, WireError, encode_frame, read_frame,
 };
 use trellis_lattice::trace::TraceContext;
 
@@ -27,16 +26,11 @@ pub(crate) struct Incoming {
     pub parent: Option<TraceContext>,
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, InvokeError>>>>>;
-type Writer = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
-
 /// Sends calls to the host and matches replies.
 #[derive(Clone)]
 pub(crate) struct HostLink {
     /// Callers write their frames themselves, in turn: no hop through a writer task.
-    to_host: Writer,
-    pending: Pending,
-    next_id: Arc<AtomicU64>,
+    peer: Arc<Peer>,
     /// A builtin's host, called in process instead of through frames.
     direct: Option<Arc<dyn DirectHost>>,
 }
@@ -58,19 +52,16 @@ impl HostLink {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let to_host: Writer = Arc::new(tokio::sync::Mutex::new(Box::new(to_host)));
-        let pending: Pending = Arc::default();
+        let peer = Peer::new(to_host);
         let (closed_tx, closed) = oneshot::channel();
         let (incoming_tx, incoming) = mpsc::channel(256);
-        let replies = pending.clone();
+        let replies = peer.clone();
         tokio::spawn(async move {
             loop {
                 match read_frame::<_, ToProvider>(&mut from_host).await {
                     Ok(Some(ToProvider::Reply { id, result })) => {
-                        let waiter = replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(result.map(|b| b.into_vec()).map_err(Into::into));
-                        }
+                        let answer = result.map(|b| Bytes::from(b.into_vec())).map_err(Into::into);
+                        replies.deliver(id, answer);
                     }
                     Ok(Some(ToProvider::Invoke {
                         id,
@@ -105,10 +96,10 @@ impl HostLink {
                 }
             }
             // Calls waiting for the host fail now, not at their timeout.
-            replies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            replies.close();
             let _ = closed_tx.send(());
         });
-        (Self { to_host, pending, next_id: Arc::default(), direct: None }, closed, incoming)
+        (Self { peer, direct: None }, closed, incoming)
     }
 
     /// Makes calls to the host in process (a builtin provider).
@@ -130,7 +121,7 @@ impl HostLink {
     /// Writes one frame that answers nothing.
     async fn send(&self, message: &ToHost) {
         let Ok(frame) = encode_frame(message) else { return };
-        if let Err(e) = write(&self.to_host, &frame).await {
+        if let Err(e) = self.peer.send(&frame).await {
             tracing::debug!(error = %e, "frame not written to the host");
         }
     }
@@ -149,7 +140,7 @@ impl HostLink {
                 }
             }
         };
-        if let Err(e) = write(&self.to_host, &frame).await {
+        if let Err(e) = self.peer.send(&frame).await {
             tracing::debug!(error = %e, "reply to the host not written");
         }
     }
@@ -168,7 +159,7 @@ impl HostLink {
                 HostCall { target, interface, function, payload: payload.into(), timeout, trace };
             return direct.invoke(call).await.map(Vec::from);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.peer.next_id();
         let call = ToHost::Invoke {
             id,
             target: target.to_owned(),
@@ -180,49 +171,22 @@ impl HostLink {
         };
         let frame = encode_frame(&call)
             .map_err(|e| InvokeError::new(InvokeErrorKind::TooLarge, e.to_string()))?;
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        let host_gone =
-            || InvokeError::new(InvokeErrorKind::Unavailable, "the host closed the provider pipe");
-        // Written by a task of its own: a caller dropped mid-write must not leave half a frame.
-        let to_host = self.to_host.clone();
-        let written = tokio::spawn(async move { write(&to_host, &frame).await });
-        match tokio::time::timeout(timeout, written).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(_) => {
-                self.forget(id);
-                return Err(host_gone());
-            }
-            Err(_) => {
-                self.forget(id);
-                return Err(InvokeError::new(
-                    InvokeErrorKind::Timeout,
-                    format!("the host did not take the call to `{target}` within {timeout:?}"),
-                ));
-            }
-        }
-        // The host enforces the deadline; this margin only guards against a lost reply.
-        match tokio::time::timeout(timeout + Duration::from_secs(1), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(host_gone()),
-            Err(_) => {
-                self.forget(id);
-                Err(InvokeError::new(
-                    InvokeErrorKind::Timeout,
-                    format!("`{target}` did not answer within {timeout:?}"),
-                ))
-            }
+        // The host enforces the deadline and says so; the margin only guards against a lost
+        // answer.
+        match self.peer.call(id, frame, timeout, Duration::from_secs(1)).await {
+            Ok(answer) => answer.map(Vec::from),
+            Err(PeerError::Closed) => Err(InvokeError::new(
+                InvokeErrorKind::Unavailable,
+                "the host closed the provider pipe",
+            )),
+            Err(PeerError::NotTaken(t)) => Err(InvokeError::new(
+                InvokeErrorKind::Timeout,
+                format!("the host did not take the call to `{target}` within {t:?}"),
+            )),
+            Err(PeerError::NoAnswer(t)) => Err(InvokeError::new(
+                InvokeErrorKind::Timeout,
+                format!("`{target}` did not answer within {t:?}"),
+            )),
         }
     }
-
-    fn forget(&self, id: u64) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    }
-}
-
-/// Writes one whole frame to the host, in turn with other writers.
-async fn write(to_host: &Writer, frame: &[u8]) -> std::io::Result<()> {
-    let mut to_host = to_host.lock().await;
-    to_host.write_all(frame).await?;
-    to_host.flush().await
 }

@@ -11,6 +11,10 @@
 //! in-memory pipes, except for the calls it makes: those go straight to the host's router
 //! through a [`DirectHost`], with no frame to encode, no pipe to cross and no task to wake.
 
+mod peer;
+
+pub use peer::{Answer, Peer, PeerError};
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
