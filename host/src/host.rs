@@ -367,7 +367,7 @@ impl Host {
     /// The policy service's word, when the host has one: `Denied` with its reason otherwise.
     async fn ask_policy(&self, request: PolicyRequest) -> ControlResult {
         let Some(policy) = &self.policy else { return Ok(()) };
-        policy.decide(request).await.map_err(|reason| (ErrorCode::Denied, reason))
+        policy.decide(request).await.map_err(|e| (ErrorCode::Denied, e.to_string()))
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Token>>> {

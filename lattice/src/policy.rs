@@ -17,7 +17,34 @@ use crate::subject::Subjects;
 const MAX_DECISIONS: usize = 16 * 1024;
 
 /// Encoded request → `Ok` or the denial reason.
-type Decisions = HashMap<Vec<u8>, Result<(), String>>;
+type Decisions = HashMap<Vec<u8>, Result<(), PolicyError>>;
+
+/// Why the policy service's word is no. Every variant denies: the host fails closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The service said no.
+    #[error("policy denies {kind} `{id}`: {reason}")]
+    Denied {
+        /// What was asked about (`invoke`, `start_component`, ...).
+        kind: String,
+        /// The component or provider.
+        id: String,
+        /// The service's reason.
+        reason: String,
+    },
+    /// Its reply could not be decoded.
+    #[error("undecodable policy reply ({0}); denied")]
+    BadReply(String),
+    /// Nothing answers on the policy subject: start the policy service.
+    #[error("no policy service answers on the lattice; denied")]
+    NoService,
+    /// The service did not answer in time (not cached: the next request asks again).
+    #[error("the policy service did not answer within {0:?}; denied")]
+    TimedOut(Duration),
+    /// NATS failed.
+    #[error("cannot ask the policy service ({0}); denied")]
+    Unreachable(String),
+}
 
 /// Asks the policy service and remembers its answers.
 #[derive(Debug, Clone)]
@@ -71,7 +98,7 @@ impl Policy {
     }
 
     /// `Ok` when allowed; otherwise why not.
-    pub async fn decide(&self, mut request: PolicyRequest) -> Result<(), String> {
+    pub async fn decide(&self, mut request: PolicyRequest) -> Result<(), PolicyError> {
         request.host_id.clone_from(&self.host_id);
         request.lattice.clone_from(&self.lattice);
         let key = request.encode_to_vec();
@@ -84,23 +111,21 @@ impl Policy {
         let decision = match self.nats.send_request(self.subject.clone(), ask).await {
             Ok(msg) => match PolicyReply::decode(msg.payload) {
                 Ok(reply) if reply.allow => Ok(()),
-                Ok(reply) => Err(format!(
-                    "policy denies {} `{}`: {}",
-                    request.kind, request.id, reply.reason
-                )),
-                Err(e) => return Err(format!("undecodable policy reply ({e}); denied")),
+                Ok(reply) => Err(PolicyError::Denied {
+                    kind: request.kind,
+                    id: request.id,
+                    reason: reply.reason,
+                }),
+                Err(e) => return Err(PolicyError::BadReply(e.to_string())),
             },
             // Fail closed, and do not cache: the next attempt asks again.
             Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-                return Err("no policy service answers on the lattice; denied".into());
+                return Err(PolicyError::NoService);
             }
             Err(e) if e.kind() == RequestErrorKind::TimedOut => {
-                return Err(format!(
-                    "the policy service did not answer within {:?}; denied",
-                    self.timeout
-                ));
+                return Err(PolicyError::TimedOut(self.timeout));
             }
-            Err(e) => return Err(format!("cannot ask the policy service ({e}); denied")),
+            Err(e) => return Err(PolicyError::Unreachable(e.to_string())),
         };
         let mut decisions = self.lock();
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {

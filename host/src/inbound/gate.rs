@@ -144,7 +144,7 @@ impl Gate {
         policy
             .decide(request)
             .await
-            .map_err(|reason| InvokeError::new(InvokeErrorKind::Denied, reason))
+            .map_err(|e| InvokeError::new(InvokeErrorKind::Denied, e.to_string()))
     }
 
     /// Whether calls that stay on this host need the policy's word too.
