@@ -1,55 +1,51 @@
 //! The per-call cost of an in-process call through the Trellis runtime (what a co-located call
-//! costs: fresh store, instantiate, run), against plain wasmtime doing the same.
+//! costs: fresh store, instantiate, run; or a warm instance), against plain wasmtime doing the
+//! fresh-instance recipe. All three interleaved, call by call.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use trellis_host::runtime::{CallSettings, Runtime, RuntimeConfig};
+use trellis_host::runtime::{CallSettings, Component, Reuse, Runtime, RuntimeConfig};
 use trellis_lattice::http::HttpRequest;
 
 use crate::http_baseline::Baseline;
 use crate::report::{Figures, Row};
 use crate::{BenchError, Options, setup};
 
+const PARTS: &str = "parts: plain wasmtime, pooling allocator, fresh store + instantiate + call";
+
+/// Latencies of one side and their sum.
+#[derive(Default)]
+struct Samples(Vec<Duration>, Duration);
+
+impl Samples {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+        self.1 += d;
+    }
+
+    fn figures(mut self) -> Figures {
+        Figures::from_samples(&mut self.0, self.1)
+    }
+}
+
 pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let wasm = std::fs::read(&options.component).map_err(setup)?;
     let runtime = Runtime::new(RuntimeConfig::default()).map_err(setup)?;
     let digest = trellis_lattice::state::digest_of(&wasm);
-    let component = runtime.load(&digest, &wasm).map_err(setup)?;
+    let fresh = runtime.load(&digest, &wasm).map_err(setup)?;
+    let warm = fresh.clone().with_reuse(Reuse::DEFAULT);
     let baseline = Baseline::new(&wasm)?;
     let ops = options.count(5000, 50);
     let fail = |reason: String| BenchError::Run { scenario: "local", reason };
 
-    let request = HttpRequest {
-        method: "GET".into(),
-        path_and_query: "/".into(),
-        authority: Some("localhost".into()),
-        headers: vec![],
-        body: Vec::new().into(),
-        scheme: None,
-    };
-    let mut trellis = Vec::with_capacity(ops);
-    let mut plain = Vec::with_capacity(ops);
-    let (mut trellis_total, mut plain_total) = (Duration::ZERO, Duration::ZERO);
-    // Interleave, so both sides see the same machine noise.
+    let (mut trellis, mut reused, mut plain) =
+        (Samples::default(), Samples::default(), Samples::default());
+    // Interleave, so every side sees the same machine noise.
     for i in 0..ops + ops / 10 {
-        let t = Instant::now();
-        component
-            .handle_http(
-                request.clone(),
-                CallSettings {
-                    component_id: "local",
-                    timeout: Duration::from_secs(5),
-                    max_memory_bytes: usize::MAX,
-                    outbound: None,
-                    slots: [None, None],
-                    trace: trellis_lattice::trace::TraceContext::root(),
-                },
-            )
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let dt = t.elapsed();
+        let dt = timed_call(&fresh).await.map_err(fail)?;
+        let dw = timed_call(&warm).await.map_err(fail)?;
         let req = hyper::Request::builder()
             .uri("/")
             .header("host", "localhost")
@@ -60,15 +56,36 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
         let db = t.elapsed();
         if i >= ops / 10 {
             trellis.push(dt);
+            reused.push(dw);
             plain.push(db);
-            trellis_total += dt;
-            plain_total += db;
         }
     }
-    Ok(vec![Row::compared(
-        "in-process call, fresh instance/parts",
-        Figures::from_samples(&mut trellis, trellis_total),
-        Figures::from_samples(&mut plain, plain_total),
-        "parts: plain wasmtime, pooling allocator, fresh store + instantiate + call",
-    )])
+    let plain = plain.figures();
+    Ok(vec![
+        Row::compared("in-process call, fresh instance/parts", trellis.figures(), plain, PARTS),
+        Row::compared("in-process call, warm instance/parts", reused.figures(), plain, PARTS),
+    ])
+}
+
+/// One `GET /` through the runtime, timed.
+async fn timed_call(component: &Component) -> Result<Duration, String> {
+    let request = HttpRequest {
+        method: "GET".into(),
+        path_and_query: "/".into(),
+        authority: Some("localhost".into()),
+        headers: vec![],
+        body: Vec::new().into(),
+        scheme: None,
+    };
+    let settings = CallSettings {
+        component_id: "local",
+        timeout: Duration::from_secs(5),
+        max_memory_bytes: usize::MAX,
+        outbound: None,
+        slots: [None, None],
+        trace: trellis_lattice::trace::TraceContext::root(),
+    };
+    let t = Instant::now();
+    component.handle_http(request, settings).await.map_err(|e| e.to_string())?;
+    Ok(t.elapsed())
 }
