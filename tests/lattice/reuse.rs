@@ -45,7 +45,10 @@ async fn counts(client: &LatticeClient, id: &str, n: usize) -> Vec<String> {
 async fn warm_instances_serve_calls_in_turn_and_are_dropped_when_they_should() {
     let lattice = Lattice::new("reuse").await;
     let t = &lattice.trellis;
-    let host = t.host("h", &[]).await;
+    let metrics: std::net::SocketAddr =
+        format!("127.0.0.1:{}", trellis_tests::free_port()).parse().unwrap();
+    let host =
+        t.host_with("h", &["--allow-unsigned".into(), format!("--metrics-listen={metrics}")]).await;
     let wasm = component("http-hello");
     let wasm = wasm.to_str().unwrap();
     let start = |id: &'static str, extra: &'static [&'static str]| {
@@ -54,8 +57,9 @@ async fn warm_instances_serve_calls_in_turn_and_are_dropped_when_they_should() {
         async move { t.ok(&args).await }
     };
     start("fresh", &[]).await;
-    start("warm", &["--reuse"]).await;
-    start("short", &["--reuse", "--reuse-max-calls", "2", "--reuse-idle-ms", "300"]).await;
+    // Idle times far above a call's, so a slow machine does not expire instances mid-test.
+    start("warm", &["--reuse", "--reuse-idle-ms", "60000"]).await;
+    start("short", &["--reuse", "--reuse-max-calls", "2", "--reuse-idle-ms", "1500"]).await;
     let client = t.client().await;
 
     assert_eq!(counts(&client, "fresh", 3).await, ["1", "1", "1"], "a fresh instance per call");
@@ -67,8 +71,8 @@ async fn warm_instances_serve_calls_in_turn_and_are_dropped_when_they_should() {
 
     // Two calls per instance, then a new one; an instance idle too long is dropped.
     assert_eq!(counts(&client, "short", 5).await, ["1", "2", "1", "2", "1"]);
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(counts(&client, "short", 1).await, ["1"], "idle past 300 ms: dropped");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(counts(&client, "short", 1).await, ["1"], "idle past 1.5 s: dropped");
 
     // Concurrent calls take instances of their own, each warm afterwards: no call sees
     // another in progress, and every instance keeps counting.
@@ -83,6 +87,20 @@ async fn warm_instances_serve_calls_in_turn_and_are_dropped_when_they_should() {
         assert!(n >= 1, "{n}");
     }
 
+    // The host's metrics show the idle warm instances (the 8 concurrent calls left at least
+    // one), and none for a component without reuse.
+    let text = trellis_tests::http_request(metrics, "GET", "/metrics", b"").await.unwrap().text();
+    let warm_instances = |component: &str| -> u64 {
+        let prefix =
+            format!("trellis_warm_instances{{host=\"{}\",component=\"{component}\"}} ", host.id);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    };
+    assert!(warm_instances("warm") >= 1, "{text}");
+    assert_eq!(warm_instances("fresh"), 0);
+
     // The inventory says which components reuse instances.
     let inventory = t.ok(&["get", "inventory", &host.id, "--output", "json"]).await;
     let inventory: serde_json::Value = serde_json::from_str(&inventory).unwrap();
@@ -92,7 +110,7 @@ async fn warm_instances_serve_calls_in_turn_and_are_dropped_when_they_should() {
         c["limits"]["reuse"].clone()
     };
     assert_eq!(reuse_of("fresh"), serde_json::Value::Null);
-    assert_eq!(reuse_of("short"), serde_json::json!({"max_calls": 2, "idle_ms": 300}));
+    assert_eq!(reuse_of("short"), serde_json::json!({"max_calls": 2, "idle_ms": 1500}));
 }
 
 #[tokio::test]

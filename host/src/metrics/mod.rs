@@ -109,6 +109,13 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             "1",
             per_component(&|c| c.errors.load(Ordering::Relaxed)),
         ),
+        family(
+            "trellis_warm_instances",
+            Gauge,
+            "Idle instances a component keeps warm between calls (0 without --reuse).",
+            "1",
+            per_component(&|c| c.component.warm_instances() as u64),
+        ),
     ];
     let by_kind = components
         .iter()
