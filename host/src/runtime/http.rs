@@ -34,8 +34,9 @@ impl Component {
         }
         let request = to_hyper(req)?;
         let pool = self.warm_pool();
+        let deadline = tokio::time::Instant::now() + timeout;
         // Instantiation runs guest code too (start functions): it counts against the deadline.
-        let mut warm = match tokio::time::timeout(timeout, self.instance(&settings)).await {
+        let mut warm = match tokio::time::timeout_at(deadline, self.instance(&settings)).await {
             Ok(instance) => instance.map_err(|e| trap(who, "instantiating", &e))?,
             Err(_) => return Err(timed_out(id, timeout)),
         };
@@ -86,7 +87,6 @@ impl Component {
             })?;
             Ok(HttpResponse::from_parts(&parts, body.to_bytes()))
         };
-        let deadline = tokio::time::Instant::now() + timeout;
         let call = async {
             let mut guest = Box::pin(guest);
             tokio::pin!(response);
@@ -112,7 +112,7 @@ impl Component {
                 },
             }
         };
-        match tokio::time::timeout(timeout, call).await {
+        match tokio::time::timeout_at(deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(timed_out(id, timeout)),
         }

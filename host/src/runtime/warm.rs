@@ -4,8 +4,8 @@
 //! A warm instance serves calls one at a time, up to `max_calls`, and is dropped once it has
 //! been idle for `idle`. State the guest keeps in its memory (globals, caches) survives from
 //! one call to the next, which is why reuse is off unless asked for (and claims can forbid it).
-//! An instance whose call failed (a trap, a timeout, a memory-limit hit, an error answer) is
-//! never reused: its call owns it and drops it.
+//! An instance whose guest failed (a trap, a timeout, a memory-limit hit) is never reused: its
+//! call owns it and drops it. So is one whose custom function's results could not be sent.
 //!
 //! A host holds at most a budget of idle instances over all its components, so warm instances
 //! never crowd calls out of the instance pool.
