@@ -100,8 +100,7 @@ impl BenchLattice {
         id: &str,
     ) -> Result<(), BenchError> {
         let bytes = std::fs::read(&options.component).map_err(setup)?;
-        let digest =
-            self.client.state().await.map_err(setup)?.put_artifact(&bytes).await.map_err(setup)?;
+        let digest = self.upload(&bytes).await?;
         let req = trellis_lattice::proto::StartComponentRequest {
             component_id: id.to_owned(),
             digest,
@@ -121,9 +120,13 @@ impl BenchLattice {
         index: usize,
         id: &str,
     ) -> Result<(), BenchError> {
-        let digest =
-            self.client.state().await.map_err(setup)?.put_artifact(bytes).await.map_err(setup)?;
+        let digest = self.upload(bytes).await?;
         self.client.start_component(&self.hosts[index].id, id, &digest).await.map_err(setup)
+    }
+
+    /// Puts `bytes` in the lattice's artifact store; their digest.
+    async fn upload(&self, bytes: &[u8]) -> Result<String, BenchError> {
+        self.client.state().await.map_err(setup)?.put_artifact(bytes).await.map_err(setup)
     }
 
     /// Starts http-server provider `id` (a process, or a builtin) on host `index` serving

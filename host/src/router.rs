@@ -45,7 +45,7 @@ pub(crate) struct Router {
     /// How many calls run at once.
     slots: Slots,
     /// Checks the calls this host receives over NATS (and asks the policy service).
-    gate: Arc<Gate>,
+    gate: Gate,
     /// Signs the calls this host sends over NATS.
     signer: Signer,
     events: Events,
@@ -76,7 +76,7 @@ impl Router {
         Guard { signer, verifier, policy }: Guard,
         events: Events,
     ) -> Arc<Self> {
-        let gate = Arc::new(Gate::new(subjects.clone(), verifier, policy, max_call_time));
+        let gate = Gate::new(subjects.clone(), verifier, policy, max_call_time);
         Arc::new_cyclic(|me| Self {
             components,
             nats,
@@ -93,7 +93,7 @@ impl Router {
     }
 
     /// The checks calls received over NATS pass.
-    pub fn gate(&self) -> &Arc<Gate> {
+    pub fn gate(&self) -> &Gate {
         &self.gate
     }
 

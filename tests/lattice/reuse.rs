@@ -74,8 +74,7 @@ async fn warm_instances_serve_calls_in_turn_and_are_dropped_when_they_should() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(counts(&client, "short", 1).await, ["1"], "idle past 1.5 s: dropped");
 
-    // Concurrent calls take instances of their own, each warm afterwards: no call sees
-    // another in progress, and every instance keeps counting.
+    // Concurrent calls each get an instance of their own (warm or new) and all answer.
     let concurrent: Vec<_> = (0..8)
         .map(|_| {
             let client = client.clone();
@@ -114,7 +113,7 @@ async fn warm_instances_serve_calls_in_turn_and_are_dropped_when_they_should() {
 }
 
 #[tokio::test]
-async fn custom_functions_run_on_warm_instances() {
+async fn custom_functions_answer_with_reuse_on() {
     let lattice = Lattice::new("reusefn").await;
     let t = &lattice.trellis;
     let host = t.host("h", &[]).await;

@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use trellis_lattice::client::Call;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{
-    Bootstrap, FrameError, Peer, PeerError, ToHost, ToProvider, WireError, encode_frame,
-    read_frame, write_frame,
+    Bootstrap, Peer, PeerError, ToHost, ToProvider, WireError, encode_frame, read_frame,
+    write_frame,
 };
 use trellis_lattice::link::DEFAULT_LINK_NAME;
 use trellis_lattice::trace::TraceContext;
@@ -154,11 +154,7 @@ pub(crate) async fn serve<R, W>(
                         .map(|b| serde_bytes::ByteBuf::from(Vec::from(b)))
                         .map_err(|e| WireError::from(&e));
                     let reply = ToProvider::Reply { id, result };
-                    let sent = match encode_frame(&reply) {
-                        Ok(frame) => pipe.peer.send(&frame).await.map_err(FrameError::from),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = sent {
+                    if let Err(e) = pipe.peer.send_frame(&reply).await {
                         tracing::debug!(error = %e, "reply to provider not written");
                     }
                 });

@@ -124,11 +124,6 @@ impl Component {
         self
     }
 
-    /// How it reuses instances, if it does.
-    pub fn reuse(&self) -> Option<Reuse> {
-        self.warm.as_ref().map(|w| w.reuse())
-    }
-
     /// Idle warm instances it holds now.
     pub fn warm_instances(&self) -> usize {
         self.warm.as_ref().map_or(0, |w| w.idle())

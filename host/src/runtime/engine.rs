@@ -107,11 +107,6 @@ impl Runtime {
         self.inner.warm.clone()
     }
 
-    /// Idle warm instances held now, over all components.
-    pub fn warm_instances(&self) -> usize {
-        self.inner.warm.idle()
-    }
-
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
     }

@@ -55,11 +55,6 @@ impl Budget {
     fn give_back(&self, n: usize) {
         self.idle.fetch_sub(n, Ordering::AcqRel);
     }
-
-    /// Idle instances held now.
-    pub fn idle(&self) -> usize {
-        self.idle.load(Ordering::Relaxed)
-    }
 }
 
 /// An instance with its store, between calls or serving one.
@@ -102,11 +97,6 @@ impl WarmPool {
             runtime.spawn(sweep(Arc::downgrade(&pool), reuse.idle));
         }
         pool
-    }
-
-    /// Its settings.
-    pub fn reuse(&self) -> Reuse {
-        self.reuse
     }
 
     /// The most recently used idle instance, if any.

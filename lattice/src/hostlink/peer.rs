@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use super::{FrameError, encode_frame};
 use crate::envelope::InvokeError;
 
 /// What the other end answered: its result, or its typed error.
@@ -66,6 +67,12 @@ impl Peer {
         let mut writer = self.writer.lock().await;
         writer.write_all(frame).await?;
         writer.flush().await
+    }
+
+    /// Encodes `value` and writes it as one frame that answers nothing.
+    pub async fn send_frame<T: serde::Serialize>(&self, value: &T) -> Result<(), FrameError> {
+        let frame = encode_frame(value)?;
+        Ok(self.send(&frame).await?)
     }
 
     /// Writes call `id` (`frame`, encoded with that id) and waits for its answer: at most

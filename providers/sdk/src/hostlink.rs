@@ -120,8 +120,7 @@ impl HostLink {
 
     /// Writes one frame that answers nothing.
     async fn send(&self, message: &ToHost) {
-        let Ok(frame) = encode_frame(message) else { return };
-        if let Err(e) = self.peer.send(&frame).await {
+        if let Err(e) = self.peer.send_frame(message).await {
             tracing::debug!(error = %e, "frame not written to the host");
         }
     }
