@@ -54,6 +54,11 @@ pub struct Global {
     /// applications survive a server. Buckets that exist keep theirs.
     #[arg(long, env = "TRELLIS_JS_REPLICAS", default_value_t = 1, global = true)]
     pub js_replicas: usize,
+    /// Seed file of the operator key that signs requests changing the lattice (`trellis keys
+    /// gen operator`; hosts trust its public key with --trusted-operator). A host with
+    /// --scheduler signs the scheduler's requests with it.
+    #[arg(long, env = "TRELLIS_OPERATOR_KEY", global = true)]
+    pub operator_key: Option<PathBuf>,
 }
 
 impl Global {
@@ -78,6 +83,19 @@ impl Global {
             tls_client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
             js_domain: self.js_domain.clone(),
         })
+    }
+
+    /// The operator key from --operator-key, if one is given.
+    pub fn operator_key(
+        &self,
+    ) -> anyhow::Result<Option<std::sync::Arc<trellis_lattice::signing::OperatorKey>>> {
+        use anyhow::Context as _;
+        let Some(path) = &self.operator_key else { return Ok(None) };
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read operator key file {}", path.display()))?;
+        let key = trellis_lattice::signing::OperatorKey::from_seed(&seed)
+            .with_context(|| format!("--operator-key {}", path.display()))?;
+        Ok(Some(std::sync::Arc::new(key)))
     }
 }
 
@@ -192,6 +210,8 @@ pub enum KeysCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KeyKind {
+    /// Signs requests that change the lattice; hosts trust it with --trusted-operator.
+    Operator,
     Account,
     Cluster,
     Host,
@@ -324,8 +344,14 @@ pub struct HostArgs {
     /// Account public key whose signed components this host runs; repeatable.
     #[arg(long = "trusted-issuer", env = "TRELLIS_TRUSTED_ISSUERS", value_delimiter = ',')]
     pub trusted_issuers: Vec<String>,
-    /// Run components without trusted claims and accept unsigned invocations. Local
-    /// development only (`trellis up` sets it).
+    /// Operator public key whose signed requests change this host, optionally with a role:
+    /// `KEY` (admin), `KEY:deployer` (applications, components, providers, links, config) or
+    /// `KEY:viewer` (reads only); repeatable. Without any, the host refuses every change
+    /// unless --allow-unsigned.
+    #[arg(long = "trusted-operator", env = "TRELLIS_TRUSTED_OPERATORS", value_delimiter = ',')]
+    pub trusted_operators: Vec<trellis_lattice::signing::TrustedOperator>,
+    /// Run components without trusted claims and accept unsigned invocations and control
+    /// requests. Local development only (`trellis up` sets it).
     #[arg(long, env = "TRELLIS_ALLOW_UNSIGNED")]
     pub allow_unsigned: bool,
     /// Ask the lattice's policy service (`trellis.<lattice>.policy`) before starts and calls;

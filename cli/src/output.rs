@@ -17,6 +17,7 @@ pub fn host_json(h: &pb::HostInfo) -> Value {
         "inventory_hash": h.inventory_hash,
         "lattice": h.lattice,
         "invocations_denied": h.invocations_denied,
+        "requests_denied": h.requests_denied,
     })
 }
 

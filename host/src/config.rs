@@ -34,6 +34,9 @@ pub struct HostConfig {
     /// Accept components without (trusted) claims and unsigned invocations. Local development
     /// only.
     pub allow_unsigned: bool,
+    /// Operators whose signed requests change this host, each with a role. Without any (and
+    /// without `allow_unsigned`) the host refuses every change.
+    pub trusted_operators: Vec<trellis_lattice::signing::TrustedOperator>,
     /// Cluster seed this host signs its own identity with, if the lattice requires one.
     pub cluster_seed: Option<String>,
     /// Ask the lattice's policy service before starts and calls, waiting at most this long
@@ -73,6 +76,7 @@ impl HostConfig {
             runtime: RuntimeConfig::default(),
             trusted_issuers: Vec::new(),
             allow_unsigned: false,
+            trusted_operators: Vec::new(),
             cluster_seed: None,
             policy_timeout: None,
             trusted_clusters: Vec::new(),

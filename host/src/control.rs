@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_nats::{Message, Subscriber};
 use futures::StreamExt;
 use prost::Message as _;
+use trellis_lattice::signing::{RequestDenied, Role};
 use trellis_lattice::subject::{HostVerb, Subject};
 use trellis_proto::{self as pb, ErrorCode};
 
@@ -47,11 +48,46 @@ async fn handle(host: &Host, msg: Message) {
     };
     let body = match host.subjects().parse(&msg.subject) {
         Some(Subject::HostsPing) => host.info().encode_to_vec(),
-        Some(Subject::HostControl { verb, .. }) => dispatch(host, verb, &msg.payload).await,
+        Some(Subject::HostControl { verb, .. }) => {
+            let authorized = match needs(verb) {
+                Some(role) => {
+                    host.authorize_request(&msg.subject, msg.headers.as_ref(), &msg.payload, role)
+                        .await
+                }
+                None => Ok(()),
+            };
+            match authorized {
+                Ok(()) => dispatch(host, verb, &msg.payload).await,
+                Err(denied) => refusal(verb, denied),
+            }
+        }
         _ => return,
     };
     if let Err(e) = host.nats().publish(reply, body.into()).await {
         tracing::warn!(error = %e, "control reply not sent");
+    }
+}
+
+/// The role a verb needs; `None`: anyone who can reach the host may ask (reads).
+fn needs(verb: HostVerb) -> Option<Role> {
+    match verb {
+        HostVerb::Inventory => None,
+        HostVerb::StartComponent
+        | HostVerb::StopComponent
+        | HostVerb::StartProvider
+        | HostVerb::StopProvider => Some(Role::Deployer),
+    }
+}
+
+/// The reply of a refused request, in the verb's own reply type.
+fn refusal(verb: HostVerb, denied: RequestDenied) -> Vec<u8> {
+    let status = Some(pb::Status { code: ErrorCode::Denied.into(), message: denied.to_string() });
+    match verb {
+        HostVerb::Inventory => pb::InventoryReply { status, inventory: None }.encode_to_vec(),
+        HostVerb::StartComponent => pb::StartComponentReply { status }.encode_to_vec(),
+        HostVerb::StopComponent => pb::StopComponentReply { status }.encode_to_vec(),
+        HostVerb::StartProvider => pb::StartProviderReply { status }.encode_to_vec(),
+        HostVerb::StopProvider => pb::StopProviderReply { status }.encode_to_vec(),
     }
 }
 

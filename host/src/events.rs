@@ -39,6 +39,15 @@ impl Events {
         self.publish(kind, pb::event::Body::Component(body)).await;
     }
 
+    pub async fn request(&self, subject: &str, operator: &str, reason: &str) {
+        let body = pb::RequestEvent {
+            subject: subject.to_owned(),
+            operator: operator.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.publish(EventKind::RequestDenied, pb::event::Body::Request(body)).await;
+    }
+
     pub async fn provider(&self, kind: EventKind, id: &str, provider_kind: &str, reason: &str) {
         let body = pb::ProviderEvent {
             provider_id: id.to_owned(),

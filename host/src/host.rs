@@ -15,7 +15,9 @@ use trellis_lattice::claims::{ClaimsError, Token};
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;
-use trellis_lattice::signing::{IDENTITY_TTL_S, Signer, Verifier, issue_identity};
+use trellis_lattice::signing::{
+    ControlVerifier, IDENTITY_TTL_S, RequestDenied, Role, Signer, Verifier, issue_identity,
+};
 use trellis_lattice::state::{LatticeState, decode_config, decode_link};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_proto::{self as pb, ErrorCode, PolicyRequest};
@@ -81,6 +83,10 @@ pub struct Host {
     policy: Option<Policy>,
     /// Set once shutdown began: the host takes no new work.
     draining: std::sync::atomic::AtomicBool,
+    /// Checks the requests that change this host against its trusted operators.
+    control: ControlVerifier,
+    /// Control requests refused since start.
+    requests_denied: AtomicU64,
     /// NATS connection health, for `/metrics`.
     pub(crate) nats_health: NatsHealth,
 }
@@ -153,6 +159,33 @@ impl Host {
         (max.saturating_sub(self.router.free_slots() as u64), max)
     }
 
+    /// Whether this host is in development mode (`--allow-unsigned`).
+    pub(crate) fn development(&self) -> bool {
+        self.config.allow_unsigned
+    }
+
+    /// Whether a request on `subject` with `headers` and `body` that needs role `need` may
+    /// change this host; a refusal is counted, logged and announced.
+    pub(crate) async fn authorize_request(
+        &self,
+        subject: &str,
+        headers: Option<&async_nats::HeaderMap>,
+        body: &[u8],
+        need: Role,
+    ) -> Result<(), RequestDenied> {
+        let now = trellis_lattice::envelope::unix_ms();
+        let Err(denied) = self.control.check(subject, headers, body, need, now) else {
+            return Ok(());
+        };
+        self.requests_denied.fetch_add(1, Ordering::Relaxed);
+        let operator = headers
+            .and_then(|h| h.get(trellis_lattice::signing::OPERATOR))
+            .map_or("", |v| v.as_str());
+        tracing::warn!(subject, operator, reason = %denied, "control request denied");
+        self.events.request(subject, operator, &denied.to_string()).await;
+        Err(denied)
+    }
+
     /// Calls received over NATS and accepted by signature and by pair key.
     pub(crate) fn accepted_calls(&self) -> (u64, u64) {
         self.router.accepted_calls()
@@ -190,6 +223,7 @@ impl Host {
             inventory_hash,
             lattice: self.config.lattice.clone(),
             invocations_denied: self.router.denied(),
+            requests_denied: self.requests_denied.load(Ordering::Relaxed),
             heartbeat_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
         }
@@ -536,7 +570,7 @@ impl Host {
         let key = nkeys::KeyPair::new_server();
         let id = key.public_key();
         let signer = Signer::new(key, host_identity(&config, &id)?);
-        let (verifier, trust) = trust_settings(&config);
+        let (verifier, trust, control) = trust_settings(&config);
         let verifier = verifier.with_pair_keys(signer.pair_keys());
         // Answers to the calls this host signs come to its own inbox, which the signature names.
         let inbox = trellis_lattice::signing::inbox_prefix(&id);
@@ -607,6 +641,8 @@ impl Host {
             tokens: std::sync::Mutex::new(HashMap::new()),
             policy,
             draining: std::sync::atomic::AtomicBool::new(false),
+            control,
+            requests_denied: AtomicU64::new(0),
             nats_health: NatsHealth::default(),
         };
         Ok((Arc::new(host), conn_events))
@@ -637,7 +673,7 @@ impl Host {
 
 /// How this host checks what it receives: calls (verifier) and components (trust). Says loudly
 /// when the settings are weak.
-fn trust_settings(config: &HostConfig) -> (Verifier, Trust) {
+fn trust_settings(config: &HostConfig) -> (Verifier, Trust, ControlVerifier) {
     // Deadlines further out than the longest call (plus clock skew) are refused, which bounds
     // the replay cache.
     let window_ms =
@@ -653,11 +689,22 @@ fn trust_settings(config: &HostConfig) -> (Verifier, Trust) {
     }
     if config.allow_unsigned {
         tracing::warn!(
-            "accepting unsigned components and calls (--allow-unsigned): for local development \
-             only, never in production"
+            "accepting unsigned components, calls and control requests (--allow-unsigned): for \
+             local development only, never in production"
         );
     }
-    (verifier, trust)
+    let control = ControlVerifier::new(config.trusted_operators.clone(), config.allow_unsigned);
+    if control.refuses_all() {
+        tracing::warn!(
+            "this host trusts no operator, so it refuses every start, stop and change: trust one \
+             with --trusted-operator <public key> (TRELLIS_TRUSTED_OPERATORS; make a key with \
+             `trellis keys gen operator`)"
+        );
+    }
+    for operator in control.operators() {
+        tracing::info!(operator = %operator.key, role = %operator.role, "trusting operator");
+    }
+    (verifier, trust, control)
 }
 
 /// Re-issues the host's identity token well before it expires (hosts with a cluster seed).

@@ -2,12 +2,14 @@
 //! the receiver pulls it in chunks.
 //!
 //! An invocation (or its reply) whose body does not fit in the server's `max_payload` travels
-//! with an empty payload and two headers: [`BODY`], the inbox where the body is served, and
-//! [`BODY_LEN`], its length. The receiver requests chunk 0, 1, ... from that inbox (the request
-//! payload is the chunk index, big-endian `u32`) until it has the length, so chunks always reach
-//! the one replica that handles the call, whatever the queue group picked. The signature of a
-//! signed call covers the SHA-256 of the whole body, so a swapped or altered chunk fails
-//! verification. The offer ends when the last chunk was served or the deadline passed.
+//! with an empty payload and three headers: [`BODY`], the inbox where the body is served,
+//! [`BODY_LEN`], its length, and [`BODY_SHA256`], its digest. The receiver requests chunk 0, 1,
+//! ... from that inbox (the request payload is the chunk index, big-endian `u32`) until it has
+//! the length, so chunks always reach the one replica that handles the call, whatever the queue
+//! group picked. The signature of a signed call covers the announced length and digest, so a
+//! strict receiver authenticates the call before it pulls a single chunk, and checks the pulled
+//! bytes against the digest: a swapped or altered chunk is refused. The offer ends when the last
+//! chunk was served or the deadline passed.
 
 use std::time::Duration;
 
@@ -15,12 +17,18 @@ use async_nats::{Client, HeaderMap};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use crate::envelope::{InvokeError, InvokeErrorKind};
+use crate::signing::BodyDigest;
 
 /// Header: the inbox subject that serves the body.
 pub const BODY: &str = "trellis-body";
 /// Header: the body's length in bytes.
 pub const BODY_LEN: &str = "trellis-body-len";
+/// Header: the body's SHA-256 (base64url).
+pub const BODY_SHA256: &str = "trellis-body-sha256";
 /// Largest body accepted in chunks.
 pub const MAX_BODY: usize = 64 << 20;
 /// Room left in each message for headers.
@@ -43,12 +51,13 @@ fn too_large(len: usize) -> InvokeError {
     )
 }
 
-/// Serves `body` in chunks on a new inbox until every chunk was fetched or `within` passed,
-/// and announces it in `headers`.
+/// Serves `body` (whose digest is `digest`) in chunks on a new inbox until every chunk was
+/// fetched or `within` passed, and announces it in `headers`.
 pub async fn offer(
     nats: &Client,
     headers: &mut HeaderMap,
     body: Bytes,
+    digest: &BodyDigest,
     within: Duration,
 ) -> Result<(), InvokeError> {
     if body.len() > MAX_BODY {
@@ -86,31 +95,66 @@ pub async fn offer(
     });
     headers.insert(BODY, inbox.as_str());
     headers.insert(BODY_LEN, len.to_string().as_str());
+    headers.insert(BODY_SHA256, URL_SAFE_NO_PAD.encode(digest.sha256).as_str());
     Ok(())
 }
 
-/// The announced body's inbox and length, when `headers` announce one.
-pub fn announced(headers: Option<&HeaderMap>) -> Option<(String, Result<usize, InvokeError>)> {
-    let headers = headers?;
-    let inbox = headers.get(BODY)?.as_str().to_owned();
-    let len = headers
-        .get(BODY_LEN)
-        .and_then(|l| l.as_str().parse::<usize>().ok())
-        .ok_or_else(|| InvokeError::new(InvokeErrorKind::BadRequest, "bad `trellis-body-len`"))
-        .and_then(|len| if len > MAX_BODY { Err(too_large(len)) } else { Ok(len) });
-    Some((inbox, len))
+/// A body announced in chunks: where it is served and what it must hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// The inbox that serves it.
+    pub inbox: String,
+    /// Its length and SHA-256, as announced (and signed, on a signed call).
+    pub body: BodyDigest,
 }
 
-/// Pulls a body of `len` bytes from `inbox`, chunk by chunk, within `within`.
+impl Announced {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        // At most MAX_BODY: checked when announced.
+        self.body.len as usize
+    }
+
+    /// Whether it is empty (never, in practice: small bodies travel inline).
+    pub fn is_empty(&self) -> bool {
+        self.body.len == 0
+    }
+}
+
+/// The announced body, when `headers` announce one (or why the announcement is unusable).
+pub fn announced(headers: Option<&HeaderMap>) -> Option<Result<Announced, InvokeError>> {
+    let headers = headers?;
+    let inbox = headers.get(BODY)?.as_str();
+    Some(parse_announcement(headers, inbox))
+}
+
+fn parse_announcement(headers: &HeaderMap, inbox: &str) -> Result<Announced, InvokeError> {
+    let bad = |what: &str| InvokeError::new(InvokeErrorKind::BadRequest, format!("bad `{what}`"));
+    if !inbox.starts_with("_INBOX.") || inbox.contains(['*', '>', ' ']) {
+        return Err(bad(BODY));
+    }
+    let len = headers
+        .get(BODY_LEN)
+        .and_then(|l| l.as_str().parse::<u64>().ok())
+        .ok_or_else(|| bad(BODY_LEN))?;
+    if len > MAX_BODY as u64 {
+        return Err(too_large(usize::try_from(len).unwrap_or(usize::MAX)));
+    }
+    let sha256 = headers
+        .get(BODY_SHA256)
+        .and_then(|d| URL_SAFE_NO_PAD.decode(d.as_str()).ok())
+        .and_then(|d| <[u8; 32]>::try_from(d).ok())
+        .ok_or_else(|| bad(BODY_SHA256))?;
+    Ok(Announced { inbox: inbox.to_owned(), body: BodyDigest { len, sha256 } })
+}
+
+/// Pulls an announced body, chunk by chunk, within `within`, and checks it against its digest.
 pub async fn fetch(
     nats: &Client,
-    inbox: &str,
-    len: usize,
+    announced: &Announced,
     within: Duration,
 ) -> Result<Bytes, InvokeError> {
-    if !inbox.starts_with("_INBOX.") || inbox.contains(['*', '>', ' ']) {
-        return Err(InvokeError::new(InvokeErrorKind::BadRequest, "bad `trellis-body` inbox"));
-    }
+    let (inbox, len) = (announced.inbox.as_str(), announced.len());
     let pull = async {
         let mut body = BytesMut::with_capacity(len.min(1 << 20));
         let mut index = 0u32;
@@ -135,9 +179,16 @@ pub async fn fetch(
         }
         Ok(body.freeze())
     };
-    tokio::time::timeout(within, pull).await.unwrap_or_else(|_| {
+    let body = tokio::time::timeout(within, pull).await.unwrap_or_else(|_| {
         Err(InvokeError::new(InvokeErrorKind::Timeout, "the body did not arrive in time"))
-    })
+    })?;
+    if BodyDigest::of(&body) != announced.body {
+        return Err(InvokeError::new(
+            InvokeErrorKind::Denied,
+            "the body pulled does not match its announced digest: a chunk was altered or swapped",
+        ));
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -152,7 +203,24 @@ mod tests {
         assert!(announced(Some(&headers)).is_none());
         headers.insert(BODY, "_INBOX.x");
         headers.insert(BODY_LEN, (MAX_BODY + 1).to_string().as_str());
-        let (_, len) = announced(Some(&headers)).unwrap();
-        assert_eq!(len.unwrap_err().kind(), InvokeErrorKind::TooLarge);
+        let err = announced(Some(&headers)).unwrap().unwrap_err();
+        assert_eq!(err.kind(), InvokeErrorKind::TooLarge);
+    }
+
+    #[test]
+    fn an_announcement_names_an_inbox_a_length_and_a_digest() {
+        let digest = BodyDigest::of(b"body");
+        let mut headers = HeaderMap::new();
+        headers.insert(BODY, "_INBOX.x");
+        headers.insert(BODY_LEN, "4");
+        let err = announced(Some(&headers)).unwrap().unwrap_err();
+        assert!(err.message().contains(BODY_SHA256), "{err}");
+        headers.insert(BODY_SHA256, URL_SAFE_NO_PAD.encode(digest.sha256).as_str());
+        let ok = announced(Some(&headers)).unwrap().unwrap();
+        assert_eq!(ok, Announced { inbox: "_INBOX.x".into(), body: digest });
+        headers.insert(BODY, "_INBOX.>");
+        assert!(announced(Some(&headers)).unwrap().is_err());
+        headers.insert(BODY, "elsewhere");
+        assert!(announced(Some(&headers)).unwrap().is_err());
     }
 }

@@ -76,6 +76,7 @@ pub struct LatticeClient {
     subjects: Subjects,
     timeout: Duration,
     signer: Option<(std::sync::Arc<crate::signing::Signer>, Replies)>,
+    operator: Option<std::sync::Arc<crate::signing::OperatorKey>>,
     js_domain: Option<String>,
     js_replicas: usize,
 }
@@ -100,6 +101,7 @@ impl LatticeClient {
             subjects: Subjects::new(lattice)?,
             timeout: Duration::from_secs(10),
             signer: None,
+            operator: None,
             js_domain: None,
             js_replicas: 1,
         })
@@ -138,6 +140,13 @@ impl LatticeClient {
             Replies::PerCall
         };
         self.signer = Some((std::sync::Arc::new(signer), replies));
+        self
+    }
+
+    /// Signs control requests with `operator`'s key, as strict hosts require of anything that
+    /// changes them.
+    pub fn with_operator(mut self, operator: std::sync::Arc<crate::signing::OperatorKey>) -> Self {
+        self.operator = Some(operator);
         self
     }
 
@@ -325,8 +334,14 @@ impl LatticeClient {
     ) -> Result<Rep, ControlError> {
         crate::subject::validate_id("host id", host)?;
         let subject = self.subjects.host_control(host, verb);
-        let request =
-            async_nats::Request::new().payload(req.encode_to_vec().into()).timeout(Some(timeout));
+        let body = req.encode_to_vec();
+        let mut request = async_nats::Request::new().timeout(Some(timeout));
+        if let Some(operator) = &self.operator {
+            let deadline = crate::envelope::unix_ms()
+                .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+            request = request.headers(operator.sign(&subject, &body, deadline));
+        }
+        let request = request.payload(body.into());
         let msg = self.nats.send_request(subject, request).await.map_err(|e| match e.kind() {
             RequestErrorKind::NoResponders => {
                 ControlError::NoSuchHost { host: host.to_owned(), lattice: self.lattice.clone() }
@@ -379,6 +394,8 @@ pub async fn send_invocation(
     let subject = async_nats::Subject::from(subjects.rpc(target, interface, function));
     let started = tokio::time::Instant::now();
     let chunked = crate::chunks::needs_chunks(nats, &payload);
+    // Hashed once, for the signature and a body in chunks alike.
+    let digest = (signer.is_some() || chunked).then(|| crate::signing::BodyDigest::of(&payload));
     // A body in chunks is offered once: signed, so no replica can ask for it again.
     let mut signature_only = chunked;
     // One call, one id: sent again signed, it is still the same call, so a replica that already
@@ -389,9 +406,9 @@ pub async fn send_invocation(
     let msg = loop {
         let left = timeout.saturating_sub(started.elapsed());
         let mut headers = inv.to_headers();
-        let proof = signer.map(|(signer, _)| {
+        let proof = signer.zip(digest).map(|((signer, _), digest)| {
             // The signature or MACs cover the whole body, however it travels.
-            let signed = Signed::of(&inv, subject.as_str(), &payload);
+            let signed = Signed::of(&inv, subject.as_str(), digest);
             if signature_only {
                 signer.sign(&mut headers, &signed);
                 Proof::Signature
@@ -399,8 +416,8 @@ pub async fn send_invocation(
                 signer.authenticate(&mut headers, &signed, target)
             }
         });
-        let body = if chunked {
-            crate::chunks::offer(nats, &mut headers, payload.clone(), left).await?;
+        let body = if let Some(digest) = digest.filter(|_| chunked) {
+            crate::chunks::offer(nats, &mut headers, payload.clone(), &digest, left).await?;
             Bytes::new()
         } else {
             payload.clone()
@@ -433,9 +450,9 @@ pub async fn send_invocation(
         break msg;
     };
     match crate::chunks::announced(msg.headers.as_ref()) {
-        Some((inbox, len)) => {
+        Some(announced) => {
             let left = timeout.saturating_sub(started.elapsed());
-            crate::chunks::fetch(nats, &inbox, len?, left).await
+            crate::chunks::fetch(nats, &announced?, left).await
         }
         None => Ok(msg.payload),
     }

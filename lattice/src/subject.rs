@@ -93,6 +93,8 @@ pub enum EventKind {
     LinkFailed,
     /// A component called over a link that does not exist.
     NoLink,
+    /// A control request was refused by its signature, operator, role, deadline or id.
+    RequestDenied,
 }
 
 impl EventKind {
@@ -112,6 +114,7 @@ impl EventKind {
             EventKind::LinkApplied => "link_applied",
             EventKind::LinkFailed => "link_failed",
             EventKind::NoLink => "no_link",
+            EventKind::RequestDenied => "request_denied",
         }
     }
 }

@@ -160,7 +160,7 @@ fn claims_sections_and_tokens_survive_mutation() {
 #[test]
 fn signed_invocation_headers_survive_mutation() {
     use trellis_lattice::envelope::Invocation;
-    use trellis_lattice::signing::{HOST, SIG, Signed, Signer, Verifier};
+    use trellis_lattice::signing::{BodyDigest, HOST, SIG, Signed, Signer, Verifier};
     let mut rng = Rng(99);
     let signer = Signer::new(nkeys::KeyPair::new_server(), None);
     let verifier = Verifier::new(vec![nkeys::KeyPair::new_cluster().public_key()], false, 60_000);
@@ -183,7 +183,7 @@ fn signed_invocation_headers_survive_mutation() {
             jti: "j",
             link: "default",
             deadline_ms: now + 1000,
-            body: b"b",
+            body: BodyDigest::of(b"b"),
         },
     );
     for name in [HOST, SIG, trellis_lattice::envelope::header::DEADLINE] {
@@ -193,7 +193,51 @@ fn signed_invocation_headers_survive_mutation() {
             let value = String::from_utf8_lossy(&m).replace(['\r', '\n'], "");
             let mut h = headers.clone();
             h.insert(name, value.as_str());
-            let _ = verifier.verify(("x", "_INBOX.x.1"), Some(&h), b"b", now);
+            let _ = verifier.verify(("x", "_INBOX.x.1"), Some(&h), BodyDigest::of(b"b"), now);
+        }
+    }
+}
+
+#[test]
+fn signed_control_request_headers_survive_mutation() {
+    use trellis_lattice::envelope::header::{DEADLINE, JTI};
+    use trellis_lattice::signing::{ControlVerifier, OPERATOR, OperatorKey, Role, SIG};
+    let mut rng = Rng(7);
+    let key = OperatorKey::generate();
+    let trusted = key.public_key().parse().unwrap();
+    let verifier = ControlVerifier::new(vec![trusted], false);
+    let now = 1_800_000_000_000;
+    let headers = key.sign("s", b"body", now + 1000);
+    for name in [OPERATOR, SIG, DEADLINE, JTI] {
+        let value = headers.get(name).unwrap().as_str().as_bytes().to_vec();
+        for m in mutants(&value, &mut rng, 1000) {
+            let value = String::from_utf8_lossy(&m).replace(['\r', '\n'], "");
+            let mut h = headers.clone();
+            h.insert(name, value.as_str());
+            // Only the unchanged request may pass (a mutant can equal the original).
+            if verifier.check("s", Some(&h), b"body", Role::Admin, now).is_ok() {
+                assert_eq!(h.get(name), headers.get(name));
+            }
+        }
+    }
+}
+
+#[test]
+fn chunk_announcements_survive_mutation() {
+    use trellis_lattice::chunks::{BODY, BODY_LEN, BODY_SHA256, announced};
+    let mut rng = Rng(11);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(BODY, "_INBOX.abc");
+    headers.insert(BODY_LEN, "4096");
+    headers.insert(BODY_SHA256, "A".repeat(43).as_str());
+    assert!(announced(Some(&headers)).unwrap().is_ok());
+    for name in [BODY, BODY_LEN, BODY_SHA256] {
+        let value = headers.get(name).unwrap().as_str().as_bytes().to_vec();
+        for m in mutants(&value, &mut rng, 1000) {
+            let value = String::from_utf8_lossy(&m).replace(['\r', '\n'], "");
+            let mut h = headers.clone();
+            h.insert(name, value.as_str());
+            let _ = announced(Some(&h));
         }
     }
 }

@@ -79,3 +79,22 @@ fn wasi_http_wit() -> PathBuf {
         .expect("wasmtime-wasi-http in the dependency graph");
     PathBuf::from(manifest).parent().expect("crate dir").join("wit")
 }
+
+/// http-hello with claims signed by `account` (allowed to call out over HTTP; `no_reuse`
+/// forbids warm instances), written into `dir`; returns its path.
+pub fn signed_hello(dir: &std::path::Path, account: &nkeys::KeyPair, no_reuse: bool) -> String {
+    use trellis_lattice::claims::{self, ClaimsInput};
+    let wasm = std::fs::read(component("http-hello")).expect("read http-hello");
+    let input = ClaimsInput {
+        name: "hello".into(),
+        rev: 1,
+        allow: vec!["wasi:http/outgoing-handler".into()],
+        valid_for: None,
+        no_reuse,
+    };
+    let now = trellis_lattice::envelope::unix_ms() / 1000;
+    let signed = claims::sign(&wasm, account, &input, now).expect("sign http-hello");
+    let file = dir.join("hello.wasm");
+    std::fs::write(&file, signed).expect("write the signed component");
+    file.to_str().expect("utf-8 path").to_owned()
+}

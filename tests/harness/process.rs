@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use trellis_lattice::client::LatticeClient;
+use trellis_lattice::signing::OperatorKey;
 
 /// The cargo target profile directory holding this test's binaries (`target/debug`).
 pub fn profile_dir() -> PathBuf {
@@ -50,16 +52,46 @@ pub struct Trellis {
     pub auth: trellis_lattice::connect::NatsAuth,
     /// Extra environment for every `trellis` process (for example `TRELLIS_NATS_NKEY`).
     pub env: Vec<(String, String)>,
+    /// The test's operator: its CLI runs and its client sign with it, every host it starts
+    /// trusts it (`TRELLIS_OPERATOR_KEY`, `TRELLIS_TRUSTED_OPERATORS`), and a scheduler signs
+    /// with it too.
+    pub operator: Arc<OperatorKey>,
+    /// Holds the operator's seed file.
+    _keys: Arc<tempfile::TempDir>,
 }
 
 impl Trellis {
     pub fn new(nats_url: &str, lattice: &str) -> Self {
+        let operator = Arc::new(OperatorKey::generate());
+        let keys = tempfile::tempdir().expect("temp dir for the operator key");
+        let seed_file = keys.path().join("operator.nk");
+        std::fs::write(&seed_file, operator.seed()).expect("write operator seed");
+        let env = vec![
+            ("TRELLIS_OPERATOR_KEY".to_owned(), seed_file.display().to_string()),
+            ("TRELLIS_TRUSTED_OPERATORS".to_owned(), operator.public_key().to_owned()),
+        ];
         Self {
             nats_url: nats_url.to_owned(),
             lattice: lattice.to_owned(),
             auth: Default::default(),
-            env: Vec::new(),
+            env,
+            operator,
+            _keys: Arc::new(keys),
         }
+    }
+
+    /// The same lattice and operator through other NATS servers.
+    pub fn via(&self, nats_url: &str) -> Self {
+        Self { nats_url: nats_url.to_owned(), ..self.clone() }
+    }
+
+    /// A lattice client over a fresh connection that signs nothing, as any NATS user could.
+    pub async fn anonymous_client(&self) -> LatticeClient {
+        let nats =
+            trellis_lattice::connect::connect_once(&self.nats_url, "trellis-tests", &self.auth)
+                .await
+                .expect("connect");
+        LatticeClient::new(nats, &self.lattice).expect("lattice")
     }
 
     /// Runs a CLI command to completion.
@@ -102,13 +134,9 @@ impl Trellis {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// A lattice client over a fresh connection.
+    /// A lattice client over a fresh connection, signing as the test's operator.
     pub async fn client(&self) -> LatticeClient {
-        let nats =
-            trellis_lattice::connect::connect_once(&self.nats_url, "trellis-tests", &self.auth)
-                .await
-                .expect("connect");
-        LatticeClient::new(nats, &self.lattice).expect("lattice")
+        self.anonymous_client().await.with_operator(self.operator.clone())
     }
 
     /// Spawns a development `trellis host` (`--allow-unsigned`) named `name` with `labels`;

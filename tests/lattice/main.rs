@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod messaging;
 mod observe;
+mod operators;
 mod outgoing;
 mod policy;
 mod regions;

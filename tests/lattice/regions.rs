@@ -156,10 +156,7 @@ async fn a_request_entering_region_b_reaches_region_a_until_region_b_has_a_repli
     // there and writable, on three replicas.
     a.ok(&["config", "put", "settings", "colour=blue"]).await;
     regions.hub[0].kill().await;
-    let a = Trellis::new(
-        &regions.hub[1..].iter().map(|s| s.url()).collect::<Vec<_>>().join(","),
-        "regions",
-    );
+    let a = a.via(&regions.hub[1..].iter().map(|s| s.url()).collect::<Vec<_>>().join(","));
     for _ in 0..5 {
         assert_eq!(get("/after-loss").await.expect("request").status, 200);
     }

@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_lattice::claims::{self, ClaimsInput};
 use trellis_lattice::client::LatticeClient;
-use trellis_lattice::envelope::{InvokeErrorKind, unix_ms};
+use trellis_lattice::envelope::InvokeErrorKind;
 use trellis_lattice::http::{HANDLE, HttpRequest, HttpResponse, INCOMING_HANDLER, decode, encode};
 use trellis_tests::component;
 
@@ -138,18 +137,7 @@ async fn claims_can_forbid_warm_instances() {
     let dir = tempfile::tempdir().unwrap();
     let account = nkeys::KeyPair::new_account();
     let host = t.host_with("strict", &[format!("--trusted-issuer={}", account.public_key())]).await;
-    let wasm = std::fs::read(component("http-hello")).unwrap();
-    let input = ClaimsInput {
-        name: "hello".into(),
-        rev: 1,
-        allow: vec!["wasi:http/outgoing-handler".into()],
-        valid_for: None,
-        no_reuse: true,
-    };
-    let file = dir.path().join("hello.wasm");
-    std::fs::write(&file, claims::sign(&wasm, &account, &input, unix_ms() / 1000).unwrap())
-        .unwrap();
-    let file = file.to_str().unwrap();
+    let file = &trellis_tests::signed_hello(dir.path(), &account, true);
 
     let refused =
         t.fails(&["start", "component", file, "--id", "h1", "--host", &host.id, "--reuse"]).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
-use trellis_lattice::claims::{self, ClaimsInput};
+use trellis_lattice::chunks;
 use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
 use trellis_lattice::signing::{Signer, inbox_prefix, invocation_headers, issue_identity};
@@ -86,19 +86,8 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
     let worker = t.host_with("worker", &strict).await;
     let edge = t.host_with("edge", &strict).await;
 
-    let wasm = std::fs::read(component("http-hello")).unwrap();
-    let input = ClaimsInput {
-        name: "hello".into(),
-        rev: 1,
-        allow: vec!["wasi:http/outgoing-handler".into()],
-        valid_for: None,
-        no_reuse: false,
-    };
-    let signed_wasm = claims::sign(&wasm, &account, &input, unix_ms() / 1000).unwrap();
-    let file = dir.path().join("hello.wasm");
-    std::fs::write(&file, signed_wasm).unwrap();
-    t.ok(&["start", "component", file.to_str().unwrap(), "--id", "hello", "--host", &worker.id])
-        .await;
+    let file = trellis_tests::signed_hello(dir.path(), &account, false);
+    t.ok(&["start", "component", &file, "--id", "hello", "--host", &worker.id]).await;
 
     // Honest path: HTTP into the edge host, signed by it, served on the worker.
     let addr = lattice.serve_http(&edge.id, "hello", &[]).await;
@@ -282,4 +271,51 @@ async fn hosts_that_met_authenticate_calls_by_pair_key_and_new_replicas_are_met_
     }
     let (signed, mac) = served_by_second;
     assert!(signed >= 1 && mac >= 3, "the second replica: signed {signed}, mac {mac}");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_call_announcing_64_mib_is_refused_before_a_single_chunk_is_pulled() {
+    let lattice = Lattice::new("preauth").await;
+    let t = &lattice.trellis;
+    let host = t.host_with("strict", &[]).await;
+    // A provider target takes bodies up to 64 MiB in chunks.
+    t.ok(&["start", "provider", "http-server", "--id", "web", "--host", &host.id, "--builtin"])
+        .await;
+    let nats = async_nats::connect(&lattice.nats.url()).await.unwrap();
+    let inbox = nats.new_inbox();
+    let mut pulls = nats.subscribe(inbox.clone()).await.unwrap();
+    let subjects = trellis_lattice::subject::Subjects::new("preauth").unwrap();
+    let subject = subjects.rpc("web", INCOMING_HANDLER, HANDLE);
+    let announce = |headers: &mut async_nats::HeaderMap| {
+        headers.insert(chunks::BODY, inbox.as_str());
+        headers.insert(chunks::BODY_LEN, chunks::MAX_BODY.to_string().as_str());
+        headers.insert(chunks::BODY_SHA256, "A".repeat(43).as_str());
+    };
+    let call = |jti: &str| {
+        let op = format!("{INCOMING_HANDLER}.{HANDLE}");
+        Invocation::new("attacker", &op, Duration::from_secs(5), jti.into())
+    };
+
+    // Unsigned.
+    let mut headers = call("u1").to_headers();
+    announce(&mut headers);
+    let request = async_nats::Request::new().headers(headers).payload(Bytes::new());
+    let msg = nats.send_request(subject.clone(), request).await.unwrap();
+    let err = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload).expect("refused");
+    assert_eq!(err.kind(), InvokeErrorKind::Denied, "{err}");
+    assert!(err.message().contains("unsigned"), "{err}");
+
+    // Signed by a host key, over some other body than the one announced.
+    let signer = Signer::new(nkeys::KeyPair::new_server(), None);
+    let mut headers = signed_headers(&signer, &subject, b"tiny", unix_ms() + 5000, "s1");
+    announce(&mut headers);
+    let err = send(&nats, &signer, &subject, headers, Bytes::new()).await.unwrap_err();
+    assert_eq!(err.kind(), InvokeErrorKind::Denied, "{err}");
+    assert!(err.message().contains("bad signature"), "{err}");
+
+    // Nobody asked for a chunk.
+    let pulled = tokio::time::timeout(Duration::from_millis(500), pulls.next()).await;
+    assert!(pulled.is_err(), "the host pulled a chunk: {pulled:?}");
+    let hosts = t.client().await.hosts(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(hosts.iter().find(|h| h.id == host.id).unwrap().invocations_denied, 2);
 }

@@ -128,6 +128,9 @@ fn event_json(kind: &str, event: &pb::Event) -> Value {
             "provider_id": l.provider_id, "link_key": l.link_key, "revision": l.revision,
             "reason": l.reason,
         }),
+        Some(pb::event::Body::Request(r)) => {
+            json!({ "subject": r.subject, "operator": r.operator, "reason": r.reason })
+        }
         None => Value::Null,
     };
     json!({ "kind": kind, "time_ms": event.time_ms, "host_id": event.host_id, "body": body })
@@ -141,6 +144,10 @@ fn event_text(event: &pb::Event) -> String {
             format!("provider={} kind={} {}", p.provider_id, p.kind, p.reason)
         }
         Some(pb::event::Body::Link(l)) => format!("link={} {}", l.link_key, l.reason),
+        Some(pb::event::Body::Request(r)) => {
+            let by = if r.operator.is_empty() { "unsigned" } else { &r.operator };
+            format!("subject={} by={by} {}", r.subject, r.reason)
+        }
         None => String::new(),
     }
 }

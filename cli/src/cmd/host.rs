@@ -46,10 +46,14 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
         config.cluster_seed = Some(seed);
     }
     config.allow_unsigned = args.allow_unsigned;
-    config.scheduler = args.scheduler.then(|| trellis_host::scheduler::SchedulerConfig {
-        lease_ttl: Duration::from_secs(args.scheduler_lease.max(1)),
-        ..Default::default()
-    });
+    config.trusted_operators = args.trusted_operators.clone();
+    if args.scheduler {
+        config.scheduler = Some(trellis_host::scheduler::SchedulerConfig {
+            lease_ttl: Duration::from_secs(args.scheduler_lease.max(1)),
+            operator: g.operator_key()?,
+            ..Default::default()
+        });
+    }
     config.runtime = RuntimeConfig {
         max_instances: args.max_instances.max(1),
         max_memory_bytes: args.max_memory_mb.max(1) << 20,

@@ -13,6 +13,7 @@ use crate::output::print_json;
 pub fn run(g: &Global, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     let KeysCommand::Gen { kind, out } = cmd;
     let (pair, name) = match kind {
+        KeyKind::Operator => (KeyPair::new_operator(), "operator"),
         KeyKind::Account => (KeyPair::new_account(), "account"),
         KeyKind::Cluster => (KeyPair::new_cluster(), "cluster"),
         KeyKind::Host => (KeyPair::new_server(), "host"),

@@ -45,8 +45,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub async fn connect(g: &Global) -> anyhow::Result<LatticeClient> {
     let auth = g.nats_auth()?;
     let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli", &auth).await?;
-    Ok(LatticeClient::new(nats, &g.lattice)
+    let client = LatticeClient::new(nats, &g.lattice)
         .context("invalid --lattice")?
         .with_js_domain(auth.js_domain)
-        .with_js_replicas(g.js_replicas.clamp(1, 5)))
+        .with_js_replicas(g.js_replicas.clamp(1, 5));
+    Ok(match g.operator_key()? {
+        Some(key) => client.with_operator(key),
+        None => client,
+    })
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header};
 use trellis_lattice::policy::Policy;
-use trellis_lattice::signing::{Proof, Verifier};
+use trellis_lattice::signing::{BodyDigest, Proof, Verifier};
 use trellis_lattice::subject::{Subject, Subjects};
 
 /// One in this many answers to MAC'd calls names its host.
@@ -26,7 +26,8 @@ pub(crate) struct Arrival<'m> {
     /// Where the answer goes (must lie in a signer's inbox).
     pub reply: &'m str,
     pub headers: Option<&'m HeaderMap>,
-    pub body: &'m [u8],
+    /// The body's length and digest (a body in chunks is pulled only once the call passed).
+    pub body: BodyDigest,
 }
 
 impl<'m> Arrival<'m> {
@@ -211,7 +212,12 @@ mod tests {
         let c = case(false);
         let h = headers(&c, "acme:greeter/api.greet", "j1", NOW + 30_000, b"x");
         let reply = reply(&c);
-        let call = Arrival { subject: &c.subject, reply: &reply, headers: Some(&h), body: b"x" };
+        let call = Arrival {
+            subject: &c.subject,
+            reply: &reply,
+            headers: Some(&h),
+            body: BodyDigest::of(b"x"),
+        };
         let ok = c.gate.check(&call, NOW).unwrap();
         assert_eq!((ok.interface, ok.function, ok.source), ("acme:greeter/api", "greet", "caller"));
         assert_eq!(ok.timeout, Duration::from_secs(5), "capped at the host's longest call");
@@ -224,7 +230,12 @@ mod tests {
         let c = case(false);
         let reply = reply(&c);
         let h = headers(&c, "acme:greeter/api.greet", "j1", NOW + 1000, b"x");
-        let call = Arrival { subject: &c.subject, reply: &reply, headers: Some(&h), body: b"x" };
+        let call = Arrival {
+            subject: &c.subject,
+            reply: &reply,
+            headers: Some(&h),
+            body: BodyDigest::of(b"x"),
+        };
         assert!(c.gate.check(&call, NOW).is_ok());
         let again = c.gate.check(&call, NOW).unwrap_err();
         assert_eq!(again.kind(), InvokeErrorKind::Denied, "{again}");
@@ -238,7 +249,7 @@ mod tests {
         let e = c.gate.check(&call, NOW).unwrap_err();
         assert!(e.message().contains("operation header"), "{e}");
 
-        let tampered = Arrival { body: b"y", ..call };
+        let tampered = Arrival { body: BodyDigest::of(b"y"), ..call };
         assert_eq!(c.gate.check(&tampered, NOW).unwrap_err().kind(), InvokeErrorKind::Denied);
     }
 
@@ -250,8 +261,12 @@ mod tests {
                 Invocation::new("caller", "acme:greeter/api.greet", Duration::ZERO, "j".into());
             let inv = Invocation { deadline_ms: NOW + 1000, ..inv };
             let h = invocation_headers(&inv, &c.subject, b"", None);
-            let call =
-                Arrival { subject: &c.subject, reply: "_INBOX.x.1", headers: Some(&h), body: b"" };
+            let call = Arrival {
+                subject: &c.subject,
+                reply: "_INBOX.x.1",
+                headers: Some(&h),
+                body: BodyDigest::of(b""),
+            };
             assert_eq!(c.gate.check(&call, NOW).is_ok(), allow);
         }
     }
@@ -261,7 +276,12 @@ mod tests {
         let c = case(true);
         let reply = reply(&c);
         let h = headers(&c, "acme:greeter/api.greet", "j1", NOW - 1, b"");
-        let call = Arrival { subject: &c.subject, reply: &reply, headers: Some(&h), body: b"" };
+        let call = Arrival {
+            subject: &c.subject,
+            reply: &reply,
+            headers: Some(&h),
+            body: BodyDigest::of(b""),
+        };
         assert_eq!(c.gate.check(&call, NOW).unwrap_err().kind(), InvokeErrorKind::Denied);
         let bare = Arrival { headers: None, ..call };
         assert_eq!(c.gate.check(&bare, NOW).unwrap_err().kind(), InvokeErrorKind::Denied);
@@ -276,7 +296,12 @@ mod tests {
         let c = Case { gate, subject: subjects.rpc("g", "a:b/c", "f"), signer: me };
         let h = headers(&c, "a:b/c.f", "j1", NOW + 1000, b"");
         let reply = reply(&c);
-        let call = Arrival { subject: &c.subject, reply: &reply, headers: Some(&h), body: b"" };
+        let call = Arrival {
+            subject: &c.subject,
+            reply: &reply,
+            headers: Some(&h),
+            body: BodyDigest::of(b""),
+        };
         assert!(c.gate.check(&call, NOW).unwrap().introduce);
     }
 }

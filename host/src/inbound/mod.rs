@@ -11,10 +11,10 @@ use std::sync::Arc;
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use tokio::sync::oneshot;
-use trellis_lattice::chunks;
+use trellis_lattice::chunks::{self, Announced};
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, unix_ms};
-use trellis_lattice::signing;
+use trellis_lattice::signing::{self, BodyDigest};
 use trellis_lattice::subject::Subjects;
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
@@ -97,28 +97,36 @@ pub(crate) async fn serve(
     }
 }
 
-async fn handle(mut msg: Message, target: &Target, router: &Router) {
+async fn handle(msg: Message, target: &Target, router: &Router) {
     let Some(reply) = msg.reply.clone() else {
         tracing::debug!(subject = %msg.subject, "invocation without reply subject dropped");
         return;
     };
     let id = target.id();
-    // A body too large for one message is pulled first, within the target's request limit; the
-    // signature (checked next) covers it whole.
-    if let Some((inbox, len)) = chunks::announced(msg.headers.as_ref()) {
-        match pull(router, target, &inbox, len).await {
-            Ok(body) => msg.payload = body,
-            Err(e) => return reply_error(router, reply, id, &e).await,
-        }
-    }
+    // A body too large for one message is only announced: the call is authenticated by its
+    // announced length and digest, and the body pulled only after that.
+    let announced = match chunks::announced(msg.headers.as_ref()).transpose() {
+        Ok(announced) => announced,
+        Err(e) => return reply_error(router, reply, id, &e).await,
+    };
+    let body = match &announced {
+        Some(announced) => announced.body,
+        None => BodyDigest::of(&msg.payload),
+    };
     let arrival = Arrival {
         subject: msg.subject.as_str(),
         reply: reply.as_str(),
         headers: msg.headers.as_ref(),
-        body: &msg.payload,
+        body,
     };
     let (result, introduce) = match router.gate().check(&arrival, unix_ms()) {
-        Ok(admitted) => (run(router, target, &arrival, admitted).await, admitted.introduce),
+        Ok(admitted) => {
+            let payload = match &announced {
+                Some(announced) => Payload::Announced(announced),
+                None => Payload::Inline(&msg.payload),
+            };
+            (run(router, target, &arrival, admitted, payload).await, admitted.introduce)
+        }
         Err(e) => (Err(e), false),
     };
     match result {
@@ -127,37 +135,49 @@ async fn handle(mut msg: Message, target: &Target, router: &Router) {
     }
 }
 
-/// Pulls an announced chunked body of `len` bytes, within the target's request limit.
+/// A call's body: in the message, or announced and pulled once the call is authorized.
+#[derive(Debug, Clone, Copy)]
+enum Payload<'m> {
+    Inline(&'m bytes::Bytes),
+    Announced(&'m Announced),
+}
+
+/// Pulls an announced body, within the target's request limit.
 async fn pull(
     router: &Router,
     target: &Target,
-    inbox: &str,
-    len: Result<usize, InvokeError>,
+    announced: &Announced,
 ) -> Result<bytes::Bytes, InvokeError> {
     let limit = match target {
         Target::Component(running) => running.limits.max_request_bytes,
         Target::Provider(_) => chunks::MAX_BODY,
     };
-    match len {
-        Ok(len) if len > limit => Err(InvokeError::new(
+    let len = announced.len();
+    if len > limit {
+        return Err(InvokeError::new(
             InvokeErrorKind::TooLarge,
             format!("the request to `{}` is {len} bytes; its limit is {limit}", target.id()),
-        )),
-        Ok(len) => chunks::fetch(router.nats(), inbox, len, router.max_call_time()).await,
-        Err(e) => Err(e),
+        ));
     }
+    chunks::fetch(router.nats(), announced, router.max_call_time()).await
 }
 
-/// Runs a call the gate let through on its target, after the policy service's word.
+/// Runs a call the gate let through on its target, after the policy service's word (and,
+/// for a body in chunks, after pulling it).
 async fn run(
     router: &Router,
     target: &Target,
     arrival: &Arrival<'_>,
     admitted: Admitted<'_>,
+    payload: Payload<'_>,
 ) -> Result<bytes::Bytes, InvokeError> {
     let Admitted { interface, function, source, timeout, .. } = admitted;
     let id = target.id();
     router.gate().authorize(source, id, arrival.field(header::OP)).await?;
+    let payload = match payload {
+        Payload::Inline(body) => body.clone(),
+        Payload::Announced(announced) => pull(router, target, announced).await?,
+    };
     // This hop's span continues the caller's trace (or starts one).
     let parent = trace_parent(arrival.headers);
     let trace = TraceContext::next(parent);
@@ -168,7 +188,7 @@ async fn run(
             let call = LocalCall {
                 interface,
                 function,
-                payload: arrival.body,
+                payload: &payload,
                 timeout,
                 nesting: Nesting::Outermost,
                 trace,
@@ -181,7 +201,7 @@ async fn run(
                 link: link_name(arrival.headers),
                 interface,
                 function,
-                payload: arrival.body,
+                payload: &payload,
                 timeout,
                 trace: Some(trace),
             };
@@ -210,7 +230,8 @@ async fn answer(
     }
     let sent = if chunks::needs_chunks(nats, &body) {
         // Too large for one message: the caller pulls it.
-        match chunks::offer(nats, &mut headers, body, router.max_call_time()).await {
+        let digest = BodyDigest::of(&body);
+        match chunks::offer(nats, &mut headers, body, &digest, router.max_call_time()).await {
             Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
             Err(e) => return reply_error(router, reply, id, &e).await,
         }

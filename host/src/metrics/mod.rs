@@ -149,6 +149,14 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             one(Int(info.invocations_denied)),
         ),
         family(
+            "trellis_requests_denied_total",
+            Counter,
+            "Control requests refused: unsigned, untrusted operator, bad signature, replayed, \
+             expired or out of role.",
+            "1",
+            one(Int(info.requests_denied)),
+        ),
+        family(
             "trellis_calls_accepted_total",
             Counter,
             "Calls from other hosts accepted, by how they were authenticated: `signature` \

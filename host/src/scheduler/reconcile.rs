@@ -13,6 +13,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use trellis_lattice::apps::{AppRecord, AppStatus, AppStore, Lease, State, WorkloadStatus};
 use trellis_lattice::client::{ControlError, LatticeClient};
+use trellis_lattice::signing::OperatorKey;
 use trellis_lattice::state::LatticeState;
 use trellis_proto::{self as pb, ErrorCode};
 
@@ -32,6 +33,9 @@ pub struct SchedulerConfig {
     pub resync: Duration,
     /// A workload that failed to start is retried after this long.
     pub retry_failed: Duration,
+    /// Signs the scheduler's requests to hosts (hosts that are not in development mode take
+    /// changes only from operators they trust).
+    pub operator: Option<Arc<OperatorKey>>,
 }
 
 impl Default for SchedulerConfig {
@@ -40,6 +44,7 @@ impl Default for SchedulerConfig {
             lease_ttl: Duration::from_secs(6),
             resync: Duration::from_secs(30),
             retry_failed: Duration::from_secs(30),
+            operator: None,
         }
     }
 }
@@ -48,7 +53,15 @@ impl Default for SchedulerConfig {
 pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
     let nats = host.nats().clone();
     let lattice = host.lattice().to_owned();
-    let Ok(client) = LatticeClient::new(nats.clone(), &lattice) else { return };
+    let Ok(mut client) = LatticeClient::new(nats.clone(), &lattice) else { return };
+    match config.operator.clone() {
+        Some(operator) => client = client.with_operator(operator),
+        None if !host.development() => tracing::warn!(
+            "the scheduler has no operator key (--operator-key): hosts that are not in \
+             development mode will refuse its starts and stops"
+        ),
+        None => {}
+    }
     let js = host.jetstream();
     let me = host.id().to_owned();
     let settings = (config.lease_ttl, host.js_replicas());

@@ -12,7 +12,9 @@
 //! Between hosts that know each other, a MAC under their pair key stands in for the signature
 //! (see [`pair`]): the same digest, the same checks, a fraction of the cost.
 
+mod operator;
 mod pair;
+mod replay;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +29,12 @@ use sha2::{Digest, Sha256};
 
 use crate::envelope::{InvokeError, InvokeErrorKind, header};
 
+pub use operator::{
+    Authorized, ControlVerifier, InvalidOperator, OPERATOR, OperatorKey, RequestDenied, Role,
+    TrustedOperator,
+};
 pub use pair::{MAX_RESPONDERS, MacCheck, Macs, PairKeys};
+use replay::{Refused, Replay};
 
 /// Header: the signing host's public key.
 pub const HOST: &str = "trellis-host";
@@ -50,8 +57,6 @@ const KEY_NEEDED_MESSAGE: &str =
 const MAX_KNOWN_HOSTS: usize = 4096;
 /// Longest invocation id accepted (ids are 22-character nuids).
 const MAX_JTI: usize = 64;
-/// Invocation ids remembered within the replay window; beyond it calls are refused.
-const MAX_REMEMBERED: usize = 1 << 20;
 
 /// The inbox prefix of the host with public key `host_key`: answers to the calls it signs come
 /// under `<prefix>.`, and receivers refuse signed calls whose reply subject lies elsewhere.
@@ -82,16 +87,33 @@ pub struct Signed<'a> {
     pub link: &'a str,
     /// Deadline, unix ms.
     pub deadline_ms: u64,
-    /// The body.
-    pub body: &'a [u8],
+    /// The body's length and SHA-256.
+    pub body: BodyDigest,
+}
+
+/// What a signature says of a body: its length and SHA-256. A body announced in chunks is
+/// checked by these before a single chunk is pulled, and the pulled bytes against them after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDigest {
+    /// Length in bytes.
+    pub len: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
+}
+
+impl BodyDigest {
+    /// The digest of `body`.
+    pub fn of(body: &[u8]) -> Self {
+        Self { len: body.len() as u64, sha256: Sha256::digest(body).into() }
+    }
 }
 
 impl<'a> Signed<'a> {
-    /// What a signature of `invocation` on `subject` with `body` covers.
+    /// What a signature of `invocation` on `subject` with a body of `body` covers.
     pub fn of(
         invocation: &'a crate::envelope::Invocation,
         subject: &'a str,
-        body: &'a [u8],
+        body: BodyDigest,
     ) -> Self {
         Signed {
             subject,
@@ -112,7 +134,8 @@ impl<'a> Signed<'a> {
             h.update(part.as_bytes());
         }
         h.update(self.deadline_ms.to_be_bytes());
-        h.update(Sha256::digest(self.body));
+        h.update(self.body.len.to_be_bytes());
+        h.update(self.body.sha256);
         h.finalize().into()
     }
 }
@@ -239,7 +262,7 @@ pub fn invocation_headers(
 ) -> HeaderMap {
     let mut headers = invocation.to_headers();
     if let Some(signer) = signer {
-        signer.sign(&mut headers, &Signed::of(invocation, subject, body));
+        signer.sign(&mut headers, &Signed::of(invocation, subject, BodyDigest::of(body)));
     }
     headers
 }
@@ -305,7 +328,7 @@ pub struct Verifier {
     allow_unsigned: bool,
     /// Longest deadline accepted from now; bounds the replay cache.
     max_window_ms: u64,
-    seen: Mutex<Replay>,
+    seen: Replay,
     /// Host keys whose identity already verified, and until when (unix s).
     known_hosts: Mutex<HashMap<String, (Arc<KeyPair>, u64)>>,
     /// This host's pair keys: MACs are checked with them (without, every call must be signed).
@@ -323,12 +346,6 @@ pub struct Verified {
     pub proof: Option<Proof>,
 }
 
-#[derive(Debug, Default)]
-struct Replay {
-    jtis: HashMap<String, u64>,
-    next_prune_ms: u64,
-}
-
 impl Verifier {
     /// A verifier; with `trusted_clusters` empty any host key is accepted (its signature must
     /// still verify); `allow_unsigned` accepts unsigned calls (development only).
@@ -337,7 +354,7 @@ impl Verifier {
             trusted_clusters,
             allow_unsigned,
             max_window_ms,
-            seen: Mutex::new(Replay::default()),
+            seen: Replay::default(),
             known_hosts: Mutex::new(HashMap::new()),
             pairs: None,
             accepted: Default::default(),
@@ -360,13 +377,13 @@ impl Verifier {
         (self.accepted[0].load(Ordering::Relaxed), self.accepted[1].load(Ordering::Relaxed))
     }
 
-    /// Checks a received invocation on `subject`, answered to `reply`; returns its deadline
-    /// (unix ms).
+    /// Checks a received invocation on `subject`, answered to `reply`, whose body has digest
+    /// `body`; returns its deadline (unix ms).
     pub fn verify(
         &self,
         (subject, reply): (&str, &str),
         headers: Option<&HeaderMap>,
-        body: &[u8],
+        body: BodyDigest,
         now_ms: u64,
     ) -> Result<Verified, InvokeError> {
         let headers = headers.ok_or_else(|| denied("invocation carries no envelope"))?;
@@ -480,22 +497,11 @@ impl Verifier {
         deadline_ms: u64,
         now_ms: u64,
     ) -> Result<(), InvokeError> {
-        // Per signer: one host cannot use up another's ids.
-        let key = format!("{signer}/{jti}");
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if now_ms >= seen.next_prune_ms || seen.jtis.len() >= MAX_REMEMBERED {
-            seen.jtis.retain(|_, d| *d > now_ms);
-            seen.next_prune_ms = now_ms + 1000;
-        }
-        if seen.jtis.contains_key(&key) {
-            return Err(denied("replayed invocation: this id was already used"));
-        }
-        // Fail closed rather than forget ids that could still be replayed.
-        if seen.jtis.len() >= MAX_REMEMBERED {
-            return Err(denied("too many calls in the replay window; try again shortly"));
-        }
-        seen.jtis.insert(key, deadline_ms);
-        Ok(())
+        self.seen.take(signer, jti, deadline_ms, now_ms).map_err(|refused| match refused {
+            Refused::Replayed => denied("replayed invocation: this id was already used"),
+            // Fail closed rather than forget ids that could still be replayed.
+            Refused::Full => denied("too many calls in the replay window; try again shortly"),
+        })
     }
 }
 
@@ -518,7 +524,7 @@ mod tests {
         body: &[u8],
         now: u64,
     ) -> Result<Verified, InvokeError> {
-        v.verify((subject, &reply_to(Some(headers))), Some(headers), body, now)
+        v.verify((subject, &reply_to(Some(headers))), Some(headers), BodyDigest::of(body), now)
     }
 
     /// A reply subject in the inbox of the call's signer, as the signing host's client makes.
@@ -578,7 +584,7 @@ mod tests {
             reason(v.verify(
                 ("s", &reply_to(Some(&unsigned.to_headers()))),
                 Some(&unsigned.to_headers()),
-                b"",
+                BodyDigest::of(b""),
                 NOW
             ))
             .contains("unsigned")
@@ -588,12 +594,12 @@ mod tests {
             dev.verify(
                 ("s", &reply_to(Some(&unsigned.to_headers()))),
                 Some(&unsigned.to_headers()),
-                b"",
+                BodyDigest::of(b""),
                 NOW
             )
             .is_ok()
         );
-        assert!(v.verify(("s", &reply_to(None)), None, b"", NOW).is_err());
+        assert!(v.verify(("s", &reply_to(None)), None, BodyDigest::of(b""), NOW).is_err());
     }
 
     #[test]
@@ -607,14 +613,17 @@ mod tests {
             let inv = Invocation::new("web", "a:b/c.f", std::time::Duration::ZERO, jti.into());
             let inv = Invocation { deadline_ms: NOW + 1000, ..inv };
             let mut headers = inv.to_headers();
-            (a.authenticate(&mut headers, &Signed::of(&inv, "s", body), "web"), headers)
+            (
+                a.authenticate(&mut headers, &Signed::of(&inv, "s", BodyDigest::of(body)), "web"),
+                headers,
+            )
         };
         // First contact is signed; once A knows B answers for `web`, MACs.
         let (proof, first) = call("m1", b"x");
         assert_eq!(proof, Proof::Signature);
         let reply = reply_to(Some(&first));
         assert_eq!(
-            at_b.verify(("s", &reply), Some(&first), b"x", NOW).unwrap().proof,
+            at_b.verify(("s", &reply), Some(&first), BodyDigest::of(b"x"), NOW).unwrap().proof,
             Some(Proof::Signature)
         );
         a.learn("web", b.public_key());
@@ -622,22 +631,29 @@ mod tests {
         assert_eq!(proof, Proof::PairKey);
         assert!(mac.get(SIG).is_none());
         assert_eq!(
-            at_b.verify(("s", &reply), Some(&mac), b"x", NOW).unwrap().proof,
+            at_b.verify(("s", &reply), Some(&mac), BodyDigest::of(b"x"), NOW).unwrap().proof,
             Some(Proof::PairKey)
         );
         assert_eq!(at_b.accepted(), (1, 1));
-        let again = at_b.verify(("s", &reply), Some(&mac), b"x", NOW).unwrap_err();
+        let again = at_b.verify(("s", &reply), Some(&mac), BodyDigest::of(b"x"), NOW).unwrap_err();
         assert!(again.message().contains("replayed"), "{again}");
         let (_, altered) = call("m3", b"x");
-        let err = at_b.verify(("s", &reply), Some(&altered), b"y", NOW).unwrap_err();
+        let err =
+            at_b.verify(("s", &reply), Some(&altered), BodyDigest::of(b"y"), NOW).unwrap_err();
         assert!(err.message().contains("bad MAC"), "{err}");
-        let err = at_b.verify(("elsewhere", &reply), Some(&altered), b"x", NOW).unwrap_err();
+        let err = at_b
+            .verify(("elsewhere", &reply), Some(&altered), BodyDigest::of(b"x"), NOW)
+            .unwrap_err();
         assert!(err.message().contains("bad MAC"), "{err}");
         // A replica A has not met asks for the signature; so does a host without pair keys.
         let (_, other) = call("m4", b"x");
-        assert!(is_key_needed(&at_c.verify(("s", &reply), Some(&other), b"x", NOW).unwrap_err()));
+        assert!(is_key_needed(
+            &at_c.verify(("s", &reply), Some(&other), BodyDigest::of(b"x"), NOW).unwrap_err()
+        ));
         let plain = Verifier::new(vec![], false, 60_000);
-        assert!(is_key_needed(&plain.verify(("s", &reply), Some(&other), b"x", NOW).unwrap_err()));
+        assert!(is_key_needed(
+            &plain.verify(("s", &reply), Some(&other), BodyDigest::of(b"x"), NOW).unwrap_err()
+        ));
         // A caller that knows as many replicas as it MACs for signs as well: a replica it has
         // not met checks the signature instead of sending the call back.
         for _ in 1..MAX_RESPONDERS {
@@ -646,11 +662,12 @@ mod tests {
         let (proof, both) = call("m5", b"x");
         assert_eq!(proof, Proof::Signature);
         assert!(both.get(MAC).is_some() && both.get(SIG).is_some());
-        let at_c_signed = at_c.verify(("s", &reply), Some(&both), b"x", NOW).unwrap();
+        let at_c_signed =
+            at_c.verify(("s", &reply), Some(&both), BodyDigest::of(b"x"), NOW).unwrap();
         assert_eq!(at_c_signed.proof, Some(Proof::Signature));
         let (_, both) = call("m6", b"x");
         assert_eq!(
-            at_b.verify(("s", &reply), Some(&both), b"x", NOW).unwrap().proof,
+            at_b.verify(("s", &reply), Some(&both), BodyDigest::of(b"x"), NOW).unwrap().proof,
             Some(Proof::PairKey)
         );
         // The MAC list cannot be moved to another signer's name.
@@ -668,12 +685,14 @@ mod tests {
         let own = inbox_prefix(host.public_key());
         let elsewhere = ["_INBOX.attacker.1", "_INBOX.mux.1", &own, &format!("{own}."), "x"];
         for reply in elsewhere {
-            let err = v.verify(("s", reply), Some(&h), b"", NOW).unwrap_err();
+            let err = v.verify(("s", reply), Some(&h), BodyDigest::of(b""), NOW).unwrap_err();
             assert!(err.message().contains("reply subject"), "{reply}: {err}");
         }
         let other = inbox_prefix(&KeyPair::new_server().public_key());
-        assert!(v.verify(("s", &format!("{other}.m.1")), Some(&h), b"", NOW).is_err());
-        assert!(v.verify(("s", &format!("{own}.m.1")), Some(&h), b"", NOW).is_ok());
+        assert!(
+            v.verify(("s", &format!("{other}.m.1")), Some(&h), BodyDigest::of(b""), NOW).is_err()
+        );
+        assert!(v.verify(("s", &format!("{own}.m.1")), Some(&h), BodyDigest::of(b""), NOW).is_ok());
     }
 
     #[test]
