@@ -51,9 +51,19 @@
 #   - Nomad places the job only on clients where the plugin is loaded and healthy.
 #   - Logs: the guest's console (journald forwarded to it) is the task's stdout.
 #
+# Operators: hosts take start and stop requests only when signed by a key in `trusted_operators`
+# (`trellis keys gen operator`; with none they refuse every one). The scheduler signs its own
+# with an operator seed (TRELLIS_OPERATOR_KEY), which this job does not pass. To give scheduler
+# nodes one: render it from Vault to secrets/vm/operator.nk like nats.creds, add
+# TRELLIS_OPERATOR_KEY=/run/credentials/trellis-host.service/operator.nk beside TRELLIS_SCHEDULER
+# in host.env, and give the rootfs's trellis-host.service the matching LoadCredential= line.
+# Trust its public key on every host (at least :deployer).
+#
 # Run:
 #   nomad job run -var 'rootfs_url=https://artifacts.internal.example/trellis/trellis-0.1.0-rootfs.ext4' \
-#     -var 'trusted_issuers=<account public key(s), comma-separated>' trellis-host-firecracker.nomad.hcl
+#     -var 'trusted_issuers=<account public key(s), comma-separated>' \
+#     -var 'trusted_operators=<operator public key(s)[:role], comma-separated>' \
+#     trellis-host-firecracker.nomad.hcl
 
 variable "rootfs_url" {
   type        = string
@@ -63,6 +73,12 @@ variable "rootfs_url" {
 variable "trusted_issuers" {
   type        = string
   description = "Account public keys (A...) whose signed components hosts run, comma-separated."
+}
+
+variable "trusted_operators" {
+  type        = string
+  default     = ""
+  description = "Operator public keys (O...[:role]) hosts take starts and stops from; empty: unset."
 }
 
 variable "kernel_image" {
@@ -247,6 +263,7 @@ job "trellis-host-firecracker" {
         TRELLIS_MAX_INSTANCES=${var.max_instances}
         TRELLIS_MAX_MEMORY_MB=${var.max_memory_mb}
         TRELLIS_TRUSTED_ISSUERS=${var.trusted_issuers}
+        {{ with "${var.trusted_operators}" }}TRELLIS_TRUSTED_OPERATORS={{ . }}{{ end }}
         TRELLIS_DRAIN_TIMEOUT=10
         TRELLIS_HEALTH_LISTEN=0.0.0.0:9091
         TRELLIS_METRICS_LISTEN=0.0.0.0:9090

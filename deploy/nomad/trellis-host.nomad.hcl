@@ -40,9 +40,19 @@
 # host label zone; meta `trellis_scheduler = "true"` runs a scheduler beside the host on that
 # node (give it to two or three nodes; one leads, the others stand by).
 #
+# Operators: hosts take start and stop requests only when signed by a key in `trusted_operators`
+# (`trellis keys gen operator`; with none they refuse every one). The scheduler signs its own
+# with an operator seed (TRELLIS_OPERATOR_KEY), which this job does not pass. To give scheduler
+# nodes one: put it in Vault (vault kv put -mount=secret trellis/operator seed=@operator.nk, and
+# add the path to the policy), render it to secrets/operator.nk with a template like the NATS
+# credentials one, and add TRELLIS_OPERATOR_KEY={{ env "NOMAD_SECRETS_DIR" }}/operator.nk beside
+# TRELLIS_SCHEDULER in the local/trellis.env template. Trust its public key on every host (at
+# least :deployer).
+#
 # Run:
 #   nomad job run -var 'artifact_base_url=https://artifacts.internal.example/trellis' \
-#     -var 'trusted_issuers=<account public key(s), comma-separated>' trellis-host.nomad.hcl
+#     -var 'trusted_issuers=<account public key(s), comma-separated>' \
+#     -var 'trusted_operators=<operator public key(s)[:role], comma-separated>' trellis-host.nomad.hcl
 #
 # Stopping an allocation sends SIGTERM: the host stops taking calls, finishes those in flight
 # (drain_timeout), stops its providers and leaves; kill_timeout is drain_timeout + 20 s. Nomad
@@ -62,6 +72,12 @@ variable "trellis_version" {
 variable "trusted_issuers" {
   type        = string
   description = "Account public keys (A...) whose signed components hosts run, comma-separated."
+}
+
+variable "trusted_operators" {
+  type        = string
+  default     = ""
+  description = "Operator public keys (O...[:role]) hosts take starts and stops from; empty: unset."
 }
 
 variable "datacenters" {
@@ -247,6 +263,7 @@ job "trellis-host" {
         {{ with env "node.class" }}TRELLIS_LABEL_NODE_CLASS={{ . }}{{ end }}
         {{ with env "meta.zone" }}TRELLIS_LABEL_ZONE={{ . }}{{ end }}
         {{ if eq (env "meta.trellis_scheduler") "true" }}TRELLIS_SCHEDULER=true{{ end }}
+        {{ with "${var.trusted_operators}" }}TRELLIS_TRUSTED_OPERATORS={{ . }}{{ end }}
         {{ with "${var.otel_endpoint}" }}OTEL_EXPORTER_OTLP_ENDPOINT={{ . }}{{ end }}
         {{ with "${var.otel_protocol}" }}OTEL_EXPORTER_OTLP_PROTOCOL={{ . }}{{ end }}
         {{- /* Every healthy server of the Consul service "nats"; its DNS name if none is yet. */}}
