@@ -349,7 +349,7 @@ pub struct HostArgs {
     /// `KEY:viewer` (reads only); repeatable. Without any, the host refuses every change
     /// unless --allow-unsigned.
     #[arg(long = "trusted-operator", env = "TRELLIS_TRUSTED_OPERATORS", value_delimiter = ',')]
-    pub trusted_operators: Vec<trellis_lattice::signing::TrustedOperator>,
+    pub trusted_operators: Vec<String>,
     /// Run components without trusted claims and accept unsigned invocations and control
     /// requests. Local development only (`trellis up` sets it).
     #[arg(long, env = "TRELLIS_ALLOW_UNSIGNED")]

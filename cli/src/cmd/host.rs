@@ -46,7 +46,13 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
         config.cluster_seed = Some(seed);
     }
     config.allow_unsigned = args.allow_unsigned;
-    config.trusted_operators = args.trusted_operators.clone();
+    // An empty TRELLIS_TRUSTED_OPERATORS (as templates leave it) trusts nobody.
+    config.trusted_operators = args
+        .trusted_operators
+        .iter()
+        .filter(|key| !key.trim().is_empty())
+        .map(|key| key.trim().parse().with_context(|| format!("--trusted-operator {key}")))
+        .collect::<anyhow::Result<_>>()?;
     if args.scheduler {
         config.scheduler = Some(trellis_host::scheduler::SchedulerConfig {
             lease_ttl: Duration::from_secs(args.scheduler_lease.max(1)),
