@@ -22,6 +22,7 @@ mod parts;
 mod report;
 mod schedule;
 mod start;
+mod state;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -48,11 +49,13 @@ pub enum Scenario {
     Schedule,
     /// Component-to-component calls, co-located and across hosts.
     Call,
+    /// A host reading 10,000 links at start: sealed and verified against plain.
+    State,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Invoke,
         Scenario::Local,
         Scenario::Http,
@@ -61,6 +64,7 @@ impl Scenario {
         Scenario::Call,
         Scenario::Schedule,
         Scenario::Telemetry,
+        Scenario::State,
     ];
 
     /// The scenario's name on the command line.
@@ -74,6 +78,7 @@ impl Scenario {
             Scenario::Call => "call",
             Scenario::Schedule => "schedule",
             Scenario::Telemetry => "telemetry",
+            Scenario::State => "state",
         }
     }
 }
@@ -134,6 +139,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Call => call::run(options).await?,
         Scenario::Schedule => schedule::run(options).await?,
         Scenario::Telemetry => telemetry::run(options).await?,
+        Scenario::State => state::run(options).await?,
     };
     Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
 }

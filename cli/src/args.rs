@@ -305,6 +305,7 @@ pub enum BenchScenario {
     Call,
     Schedule,
     Telemetry,
+    State,
 }
 
 #[derive(Debug, Args)]

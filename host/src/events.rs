@@ -39,13 +39,15 @@ impl Events {
         self.publish(kind, pb::event::Body::Component(body)).await;
     }
 
-    pub async fn request(&self, subject: &str, operator: &str, reason: &str) {
+    /// A refused control request (`request_denied`, on its subject) or state record
+    /// (`record_denied`, on `<bucket>/<key>`).
+    pub async fn denied(&self, kind: EventKind, subject: &str, operator: &str, reason: &str) {
         let body = pb::RequestEvent {
             subject: subject.to_owned(),
             operator: operator.to_owned(),
             reason: reason.to_owned(),
         };
-        self.publish(EventKind::RequestDenied, pb::event::Body::Request(body)).await;
+        self.publish(kind, pb::event::Body::Request(body)).await;
     }
 
     pub async fn provider(&self, kind: EventKind, id: &str, provider_kind: &str, reason: &str) {

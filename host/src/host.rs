@@ -15,6 +15,7 @@ use trellis_lattice::claims::{ClaimsError, Token};
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;
+use trellis_lattice::record::RecordGate;
 use trellis_lattice::signing::{
     ControlVerifier, IDENTITY_TTL_S, RequestDenied, Role, Signer, Verifier, issue_identity,
 };
@@ -182,7 +183,7 @@ impl Host {
             .and_then(|h| h.get(trellis_lattice::signing::OPERATOR))
             .map_or("", |v| v.as_str());
         tracing::warn!(subject, operator, reason = %denied, "control request denied");
-        self.events.request(subject, operator, &denied.to_string()).await;
+        self.events.denied(EventKind::RequestDenied, subject, operator, &denied.to_string()).await;
         Err(denied)
     }
 
@@ -593,12 +594,17 @@ impl Host {
             .policy_timeout
             .map(|t| Policy::new(nats.clone(), &subjects, t, &id, &config.lattice));
         let components = Arc::new(Components::default());
-        let links = Arc::new(Links::new("links"));
-        tokio::spawn(links.clone().follow(state.watch_all_links().await?, decode_link));
-        let configs = Arc::new(Configs::new("configs"));
-        tokio::spawn(configs.clone().follow(state.watch_config().await?, decode_config));
-        let pipes = Arc::new(Pipes::default());
         let events = Events::new(nats.clone(), subjects.clone(), id.clone());
+        // Links and config apply only when a trusted operator sealed them (or in development).
+        let records =
+            Arc::new(RecordGate::new(config.trusted_operators.clone(), config.allow_unsigned));
+        let links = Arc::new(Links::new("links"));
+        let watch = state.watch_all_links().await?;
+        tokio::spawn(links.clone().follow(watch, (records.clone(), events.clone()), decode_link));
+        let configs = Arc::new(Configs::new("configs"));
+        let watch = state.watch_config().await?;
+        tokio::spawn(configs.clone().follow(watch, (records, events.clone()), decode_config));
+        let pipes = Arc::new(Pipes::default());
         let routes =
             Routes { components: components.clone(), links, configs, providers: pipes.clone() };
         let router = Router::new(
@@ -616,6 +622,8 @@ impl Host {
             provider_id: String::new(),
             kind: String::new(),
             telemetry: config.telemetry.clone(),
+            trusted_operators: config.trusted_operators.iter().map(|o| o.to_string()).collect(),
+            allow_unsigned: config.allow_unsigned,
         };
         let providers = Providers::new(
             router.clone(),

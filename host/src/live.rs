@@ -6,7 +6,11 @@ use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::kv::{Operation, Watch};
 use futures::StreamExt;
+use trellis_lattice::record::{Opened, RecordGate, Stored};
 use trellis_lattice::state::StateError;
+use trellis_lattice::subject::EventKind;
+
+use crate::events::Events;
 
 /// Values of one bucket by key.
 #[derive(Debug)]
@@ -35,24 +39,43 @@ impl<T> LiveMap<T> {
         };
     }
 
-    /// Follows the bucket until the watch ends; entries `decode` refuses are logged and skipped.
+    /// Follows the bucket until the watch ends. Each change passes `gate` first (a refusal is
+    /// a log line and a `record_denied` event); entries `decode` refuses are logged and skipped.
     pub async fn follow(
         self: Arc<Self>,
         mut watch: Watch,
+        (gate, events): (Arc<RecordGate>, Events),
         decode: fn(&str, &[u8]) -> Result<T, StateError>,
     ) {
         while let Some(entry) = watch.next().await {
-            match entry {
-                Ok(entry) => match entry.operation {
-                    Operation::Put => match decode(&entry.key, &entry.value) {
-                        Ok(value) => self.apply(&entry.key, Some(value)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ignoring an undecodable {}", self.what)
-                        }
-                    },
-                    Operation::Delete | Operation::Purge => self.apply(&entry.key, None),
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{} watch error", self.what);
+                    continue;
+                }
+            };
+            let opened = match entry.operation {
+                Operation::Put => gate.open(&entry.bucket, &entry.key, &entry.value),
+                Operation::Delete | Operation::Purge => {
+                    gate.bare_delete().map(|()| Opened::Deleted)
+                }
+            };
+            match opened {
+                Ok(Opened::Put(json)) => match decode(&entry.key, json) {
+                    Ok(value) => self.apply(&entry.key, Some(value)),
+                    Err(e) => tracing::warn!(error = %e, "ignoring an undecodable {}", self.what),
                 },
-                Err(e) => tracing::warn!(error = %e, "{} watch error", self.what),
+                Ok(Opened::Deleted) => self.apply(&entry.key, None),
+                Err(denied) => {
+                    let record = format!("{}/{}", entry.bucket, entry.key);
+                    let by = match Stored::parse(&entry.value) {
+                        Stored::Sealed { seal, .. } => seal.by,
+                        Stored::Plain(_) => String::new(),
+                    };
+                    tracing::warn!(%record, reason = %denied, "{} not applied", self.what);
+                    events.denied(EventKind::RecordDenied, &record, &by, &denied.to_string()).await;
+                }
             }
         }
         tracing::warn!("the {} watch ended; they no longer update on this host", self.what);

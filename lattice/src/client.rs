@@ -167,7 +167,10 @@ impl LatticeClient {
 
     /// Opens the lattice's JetStream state.
     pub async fn state(&self) -> Result<LatticeState, StateError> {
-        LatticeState::open_replicated(&self.jetstream(), &self.lattice, self.js_replicas).await
+        let state =
+            LatticeState::open_replicated(&self.jetstream(), &self.lattice, self.js_replicas)
+                .await?;
+        Ok(state.with_sealer(self.operator.clone()))
     }
 
     /// Every host that answers a ping within `wait`, sorted by id.

@@ -35,6 +35,7 @@ pub mod nats_server;
 pub mod oci;
 pub mod placement;
 pub mod policy;
+pub mod record;
 pub mod signing;
 pub mod state;
 pub mod subject;

@@ -7,7 +7,14 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::envelope::unix_ms;
 use crate::link::{InterfaceName, Link, link_key, source_filter};
+use crate::record::{self, Stored};
+use crate::signing::OperatorKey;
 
 /// A JetStream operation on lattice state failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +101,8 @@ pub struct LatticeState {
     links: kv::Store,
     config: kv::Store,
     artifacts: object_store::ObjectStore,
+    /// Seals links and config written through this handle (see [`crate::record`]).
+    sealer: Option<Arc<OperatorKey>>,
 }
 
 /// A named config: string keys and values.
@@ -121,7 +130,41 @@ impl LatticeState {
         let links = open_kv(js, &format!("TRELLIS_{lattice}_LINKS"), replicas).await?;
         let config = open_kv(js, &format!("TRELLIS_{lattice}_CONFIG"), replicas).await?;
         let artifacts = open_objects(js, &format!("TRELLIS_{lattice}_ARTIFACTS"), replicas).await?;
-        Ok(Self { links, config, artifacts })
+        Ok(Self { links, config, artifacts, sealer: None })
+    }
+
+    /// Seals the links and config it writes with `operator`'s key (strict hosts and providers
+    /// apply only sealed state); `None` writes them plain (development lattices).
+    pub fn with_sealer(mut self, operator: Option<Arc<OperatorKey>>) -> Self {
+        self.sealer = operator;
+        self
+    }
+
+    /// Writes `record` (JSON; `None`: deletes) under `key`, sealed when this handle has a key.
+    async fn write(
+        &self,
+        store: &kv::Store,
+        key: &str,
+        record: Option<Vec<u8>>,
+    ) -> Result<u64, StateError> {
+        let Some(operator) = &self.sealer else {
+            return match record {
+                Some(json) => store.put(key, json.into()).await.map_err(|e| js_err("put")(&e)),
+                None => store.delete(key).await.map(|()| 0).map_err(|e| js_err("delete")(&e)),
+            };
+        };
+        let text = record.map(String::from_utf8).transpose().map_err(|e| js_err("seal")(&e))?;
+        let sealed = record::seal(operator, &store.name, key, text.as_deref(), unix_ms())
+            .map_err(|e| js_err("seal")(&e))?;
+        store.put(key, sealed.into()).await.map_err(|e| js_err("put")(&e))
+    }
+
+    /// The record under `key`, unverified, if there is one (a tombstone is none).
+    async fn read(&self, store: &kv::Store, key: &str) -> Result<Option<Bytes>, StateError> {
+        let Some(bytes) = store.get(key).await.map_err(|e| js_err("get")(&e))? else {
+            return Ok(None);
+        };
+        Ok(Stored::parse(&bytes).contents().map(Bytes::copy_from_slice))
     }
 
     /// Stores `bytes` under their digest (skipping the upload when present); returns the digest.
@@ -167,7 +210,7 @@ impl LatticeState {
     /// Creates or replaces a link (idempotent); returns the KV revision written.
     pub async fn put_link(&self, link: &Link) -> Result<u64, StateError> {
         let json = serde_json::to_vec(link).map_err(|e| js_err("link encode")(&e))?;
-        self.links.put(link.key(), json.into()).await.map_err(|e| js_err("link put")(&e))
+        self.write(&self.links, &link.key(), Some(json)).await
     }
 
     /// Deletes a link; `Ok(false)` when there was none.
@@ -178,9 +221,9 @@ impl LatticeState {
         name: &str,
     ) -> Result<bool, StateError> {
         let key = link_key(source, interface, name);
-        let existed = self.links.get(&key).await.map_err(|e| js_err("link get")(&e))?.is_some();
+        let existed = self.read(&self.links, &key).await?.is_some();
         if existed {
-            self.links.delete(&key).await.map_err(|e| js_err("link delete")(&e))?;
+            self.write(&self.links, &key, None).await?;
         }
         Ok(existed)
     }
@@ -194,7 +237,7 @@ impl LatticeState {
         keys.sort();
         let mut links = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(bytes) = self.links.get(&key).await.map_err(|e| js_err("link get")(&e))? {
+            if let Some(bytes) = self.read(&self.links, &key).await? {
                 links.push(decode_link(&key, &bytes)?);
             }
         }
@@ -227,12 +270,12 @@ impl LatticeState {
     /// Creates or replaces named config `name` (idempotent).
     pub async fn put_config(&self, name: &str, config: &Config) -> Result<u64, StateError> {
         let json = serde_json::to_vec(config).map_err(|e| js_err("config encode")(&e))?;
-        self.config.put(name, json.into()).await.map_err(|e| js_err("config put")(&e))
+        self.write(&self.config, name, Some(json)).await
     }
 
     /// Named config `name`, if it exists.
     pub async fn get_config(&self, name: &str) -> Result<Option<Config>, StateError> {
-        match self.config.get(name).await.map_err(|e| js_err("config get")(&e))? {
+        match self.read(&self.config, name).await? {
             Some(bytes) => decode_config(name, &bytes).map(Some),
             None => Ok(None),
         }
@@ -240,9 +283,9 @@ impl LatticeState {
 
     /// Deletes named config `name`; `Ok(false)` when there was none.
     pub async fn delete_config(&self, name: &str) -> Result<bool, StateError> {
-        let existed = self.get_config(name).await?.is_some();
+        let existed = self.read(&self.config, name).await?.is_some();
         if existed {
-            self.config.delete(name).await.map_err(|e| js_err("config delete")(&e))?;
+            self.write(&self.config, name, None).await?;
         }
         Ok(existed)
     }
@@ -254,7 +297,14 @@ impl LatticeState {
             Err(e) => return Err(js_err("config list")(&e)),
         };
         names.sort();
-        Ok(names)
+        // A deletion sealed by an operator stays as a tombstone.
+        let mut live = Vec::with_capacity(names.len());
+        for name in names {
+            if self.read(&self.config, &name).await?.is_some() {
+                live.push(name);
+            }
+        }
+        Ok(live)
     }
 
     /// Watches every named config: first the current ones, then each change, live.

@@ -95,6 +95,9 @@ pub enum EventKind {
     NoLink,
     /// A control request was refused by its signature, operator, role, deadline or id.
     RequestDenied,
+    /// A record in the lattice's state (link, config) was not applied: unsigned, untrusted,
+    /// altered or stale.
+    RecordDenied,
 }
 
 impl EventKind {
@@ -115,6 +118,7 @@ impl EventKind {
             EventKind::LinkFailed => "link_failed",
             EventKind::NoLink => "no_link",
             EventKind::RequestDenied => "request_denied",
+            EventKind::RecordDenied => "record_denied",
         }
     }
 }

@@ -106,6 +106,8 @@ fn hostlink_frames_survive_mutation() {
                 (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://c:4318".to_owned())
             })
             .unwrap(),
+            trusted_operators: vec![],
+            allow_unsigned: false,
         })
         .unwrap(),
     ];

@@ -83,18 +83,30 @@ fn wasi_http_wit() -> PathBuf {
 /// http-hello with claims signed by `account` (allowed to call out over HTTP; `no_reuse`
 /// forbids warm instances), written into `dir`; returns its path.
 pub fn signed_hello(dir: &std::path::Path, account: &nkeys::KeyPair, no_reuse: bool) -> String {
+    signed_component(dir, "http-hello", account, &["wasi:http/outgoing-handler"], no_reuse)
+}
+
+/// Test component `name` with claims signed by `account` allowing the imports `allow`, written
+/// into `dir`; returns its path.
+pub fn signed_component(
+    dir: &std::path::Path,
+    name: &str,
+    account: &nkeys::KeyPair,
+    allow: &[&str],
+    no_reuse: bool,
+) -> String {
     use trellis_lattice::claims::{self, ClaimsInput};
-    let wasm = std::fs::read(component("http-hello")).expect("read http-hello");
+    let wasm = std::fs::read(component(name)).expect("read the test component");
     let input = ClaimsInput {
-        name: "hello".into(),
+        name: name.into(),
         rev: 1,
-        allow: vec!["wasi:http/outgoing-handler".into()],
+        allow: allow.iter().map(|a| (*a).to_owned()).collect(),
         valid_for: None,
         no_reuse,
     };
     let now = trellis_lattice::envelope::unix_ms() / 1000;
-    let signed = claims::sign(&wasm, account, &input, now).expect("sign http-hello");
-    let file = dir.join("hello.wasm");
+    let signed = claims::sign(&wasm, account, &input, now).expect("sign the test component");
+    let file = dir.join(format!("{name}.wasm"));
     std::fs::write(&file, signed).expect("write the signed component");
     file.to_str().expect("utf-8 path").to_owned()
 }

@@ -11,7 +11,7 @@ pub mod otlp;
 mod process;
 mod redis;
 
-pub use components::{component, python_component, signed_hello};
+pub use components::{component, python_component, signed_component, signed_hello};
 pub use http::{HttpReply, http_request, http_request_to_host, read_head};
 pub use oci::OciRegistry;
 pub use process::{Host, Trellis, bin, free_port};

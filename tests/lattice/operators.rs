@@ -12,7 +12,7 @@ use trellis_lattice::subject::{EventKind, HostVerb};
 use trellis_proto::{self as pb, ErrorCode};
 use trellis_tests::{Trellis, eventually, signed_hello};
 
-use crate::Lattice;
+use crate::{Lattice, get};
 
 /// Sends a `stop_component` request with `body` and `headers` on `subject`; returns the
 /// answer.
@@ -178,4 +178,95 @@ async fn the_scheduler_places_on_strict_hosts_with_its_operator_key() {
     })
     .await;
     assert!(runs(t, &a.id, "hello").await);
+}
+
+/// Waits for a `record_denied` event about `record` (`<bucket>/<key>`); returns its reason.
+async fn record_denied(events: &mut async_nats::Subscriber, record: &str) -> String {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no record_denied event for {record}"))
+            .unwrap();
+        let event = pb::Event::decode(msg.payload).unwrap();
+        if let Some(pb::event::Body::Request(r)) = event.body
+            && r.subject == record
+        {
+            return r.reason;
+        }
+    }
+}
+
+#[tokio::test]
+async fn state_written_without_an_operator_key_changes_nothing_a_strict_lattice_applies() {
+    let lattice = Lattice::new("sealed").await;
+    let t = &lattice.trellis;
+    let dir = tempfile::tempdir().unwrap();
+    let account = nkeys::KeyPair::new_account();
+    let host = t.host_with("h", &[format!("--trusted-issuer={}", account.public_key())]).await;
+    let allow = ["wasi:config/store", "wasi:config/runtime", "wasi:logging/logging"];
+    let file = trellis_tests::signed_component(dir.path(), "configured", &account, &allow, false);
+    // The operator's CLI seals the config and the link it writes.
+    t.ok(&["config", "put", "base", "greeting=hello"]).await;
+    t.ok(&["start", "component", &file, "--id", "cfg", "--config", "base", "--host", &host.id])
+        .await;
+    let addr = lattice.serve_http(&host.id, "cfg", &[]).await;
+    assert_eq!(get(addr, "/config/greeting").await.text(), "hello");
+
+    // Any NATS user of the account can write the buckets; nothing they write applies.
+    let nats = async_nats::connect(&lattice.nats.url()).await.unwrap();
+    let mut events = nats.subscribe("trellis.sealed.evt.record_denied").await.unwrap();
+    nats.flush().await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    let config = js.get_key_value("TRELLIS_sealed_CONFIG").await.unwrap();
+    let links = js.get_key_value("TRELLIS_sealed_LINKS").await.unwrap();
+    let signed_hello = config.get("base").await.unwrap().unwrap();
+
+    config.put("base", r#"{"greeting":"pwned"}"#.into()).await.unwrap();
+    let why = record_denied(&mut events, "TRELLIS_sealed_CONFIG/base").await;
+    assert!(why.contains("unsigned"), "{why}");
+    let key = links.keys().await.unwrap().next().await.unwrap().unwrap();
+    let link = links.get(&key).await.unwrap().unwrap();
+    let stored = trellis_lattice::record::Stored::parse(&link);
+    let redirected = String::from_utf8(stored.contents().unwrap().to_vec())
+        .unwrap()
+        .replace("\"cfg\"", "\"evil\"");
+    assert!(redirected.contains("evil"), "{redirected}");
+    links.put(&key, redirected.into()).await.unwrap();
+    record_denied(&mut events, &format!("TRELLIS_sealed_LINKS/{key}")).await;
+    links.delete(&key).await.unwrap();
+    let why = record_denied(&mut events, &format!("TRELLIS_sealed_LINKS/{key}")).await;
+    assert!(why.contains("deleted without a signature"), "{why}");
+    assert_eq!(get(addr, "/config/greeting").await.text(), "hello", "still the operator's");
+
+    // An operator's change applies; their older record written again does not roll it back.
+    t.ok(&["config", "put", "base", "greeting=hi"]).await;
+    eventually("the operator's new config", Duration::from_secs(10), || async move {
+        (get(addr, "/config/greeting").await.text() == "hi").then_some(())
+    })
+    .await;
+    config.put("base", signed_hello).await.unwrap();
+    let why = record_denied(&mut events, "TRELLIS_sealed_CONFIG/base").await;
+    assert!(why.contains("before the version applied here"), "{why}");
+    assert_eq!(get(addr, "/config/greeting").await.text(), "hi");
+
+    // The CLI without the key saves a link, and the provider says why it did not apply it.
+    let mut keyless = t.clone();
+    keyless.env.retain(|(k, _)| k != "TRELLIS_OPERATOR_KEY");
+    let err = keyless
+        .fails(&[
+            "link",
+            "put",
+            "--source",
+            "web",
+            "--target",
+            "cfg",
+            "--interface",
+            "wasi:http/incoming-handler",
+            "--name",
+            "other",
+            "--config",
+            "address=127.0.0.1:1",
+        ])
+        .await;
+    assert!(err.contains("could not apply it: unsigned"), "{err}");
 }

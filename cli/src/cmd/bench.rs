@@ -22,6 +22,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Call => vec![Scenario::Call],
         BenchScenario::Schedule => vec![Scenario::Schedule],
         BenchScenario::Telemetry => vec![Scenario::Telemetry],
+        BenchScenario::State => vec![Scenario::State],
     };
     let mut reports = Vec::new();
     for scenario in scenarios {

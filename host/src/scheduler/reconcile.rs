@@ -64,8 +64,8 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
     }
     let js = host.jetstream();
     let me = host.id().to_owned();
-    let settings = (config.lease_ttl, host.js_replicas());
-    let open = || open_state(js.clone(), lattice.clone(), me.clone(), settings);
+    let settings = (config.lease_ttl, host.js_replicas(), config.operator.clone());
+    let open = || open_state(js.clone(), lattice.clone(), me.clone(), settings.clone());
     let (apps, lease, state, mut watch) = match open
         .retry(ExponentialBuilder::default().with_max_times(10))
         .notify(|e, _| tracing::warn!(error = %e, "scheduler state not ready; retrying"))
@@ -131,11 +131,12 @@ async fn open_state(
     js: jetstream::Context,
     lattice: String,
     me: String,
-    (ttl, replicas): (Duration, usize),
+    (ttl, replicas, operator): (Duration, usize, Option<Arc<OperatorKey>>),
 ) -> Result<Opened, trellis_lattice::state::StateError> {
     let apps = AppStore::open(&js, &lattice, replicas).await?;
     let lease = Lease::open(&js, &lattice, &me, (ttl, replicas)).await?;
-    let state = LatticeState::open_replicated(&js, &lattice, replicas).await?;
+    // Links and config the scheduler writes are sealed with its key, as strict readers want.
+    let state = LatticeState::open_replicated(&js, &lattice, replicas).await?.with_sealer(operator);
     let watch = apps.watch().await?;
     Ok((apps, lease, state, watch))
 }

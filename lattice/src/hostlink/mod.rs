@@ -71,6 +71,12 @@ pub struct Bootstrap {
     /// Where the host exports telemetry; the provider exports its spans there too.
     #[serde(default)]
     pub telemetry: Option<crate::telemetry::Config>,
+    /// Operators (`KEY:role`) whose sealed links the provider applies (see [`crate::record`]).
+    #[serde(default)]
+    pub trusted_operators: Vec<String>,
+    /// Apply unsealed links too (a development host).
+    #[serde(default)]
+    pub allow_unsigned: bool,
 }
 
 /// Provider to host.

@@ -80,6 +80,13 @@ pub struct TrustedOperator {
     pub role: Role,
 }
 
+impl fmt::Display for TrustedOperator {
+    /// `KEY:role`, as [`FromStr`] reads it back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.key, self.role)
+    }
+}
+
 impl FromStr for TrustedOperator {
     type Err = InvalidOperator;
 
@@ -145,17 +152,21 @@ impl OperatorKey {
         &self.public
     }
 
+    /// The base64url signature of `digest` (a record's, see [`crate::record`]).
+    pub(crate) fn sign_bytes(&self, digest: &[u8; 32]) -> String {
+        // Signing with an in-memory Ed25519 key cannot fail; an empty signature is refused.
+        URL_SAFE_NO_PAD.encode(self.key.sign(digest).unwrap_or_default())
+    }
+
     /// The headers that sign a request on `subject` with `body`, valid until `deadline_ms`.
     pub fn sign(&self, subject: &str, body: &[u8], deadline_ms: u64) -> HeaderMap {
         let jti = nuid::next().to_string();
-        let digest = digest(subject, &jti, deadline_ms, body);
-        // Signing with an in-memory Ed25519 key cannot fail; an empty signature is refused.
-        let sig = self.key.sign(&digest).unwrap_or_default();
+        let sig = self.sign_bytes(&digest(subject, &jti, deadline_ms, body));
         let mut headers = HeaderMap::new();
         headers.insert(OPERATOR, self.public.as_str());
         headers.insert(header::JTI, jti.as_str());
         headers.insert(header::DEADLINE, deadline_ms.to_string().as_str());
-        headers.insert(SIG, URL_SAFE_NO_PAD.encode(sig).as_str());
+        headers.insert(SIG, sig.as_str());
         headers
     }
 }

@@ -19,6 +19,7 @@ use trellis_lattice::connect::{connect_persistent, wait_connected};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::hostlink::{Bootstrap, DirectHost, read_frame};
 use trellis_lattice::link::{InterfaceName, Link, link_key};
+use trellis_lattice::record::{Opened, RecordGate, Stored};
 use trellis_lattice::state::{LatticeState, StateError, decode_link};
 
 use crate::context::Context;
@@ -210,6 +211,7 @@ where
     tracing::info!(provider = ctx.provider_id(), kind = %ctx.bootstrap.kind, "provider ready");
 
     let links = LinkMap::default();
+    let records = record_gate(&ctx.bootstrap);
     let mut outcome = Ok(());
     let mut health = tokio::time::interval(HEALTH_INTERVAL);
     let mut last_health: Result<(), String> = Ok(());
@@ -220,7 +222,7 @@ where
             entry = watch.next() => match entry {
                 Some(Ok(entry)) => {
                     let caught_up = entry.delta == 0 || entry.seen_current;
-                    apply(&*provider, &nats, &ctx, &links, entry).await;
+                    apply(&*provider, (&nats, &records), &ctx, &links, entry).await;
                     if caught_up && !ready {
                         ready = true;
                         ctx.host.ready().await;
@@ -313,43 +315,75 @@ fn resolve(
     }
 }
 
+/// What decides which links this provider applies: the operators its host trusts.
+fn record_gate(bootstrap: &Bootstrap) -> RecordGate {
+    let operators = bootstrap
+        .trusted_operators
+        .iter()
+        .filter_map(|o| {
+            o.parse()
+                .inspect_err(|e| tracing::error!(operator = %o, error = %e, "ignoring operator"))
+                .ok()
+        })
+        .collect();
+    RecordGate::new(operators, bootstrap.allow_unsigned)
+}
+
 async fn apply<P: Provider>(
     provider: &P,
-    nats: &async_nats::Client,
+    (nats, records): (&async_nats::Client, &RecordGate),
     ctx: &Context,
     links: &LinkMap,
     entry: Entry,
 ) {
     let me = ctx.provider_id();
-    match entry.operation {
-        Operation::Put => match decode_link(&entry.key, &entry.value).and_then(|l| {
-            l.validate()
-                .map(|()| l)
-                .map_err(|e| StateError::BadLink { key: entry.key.clone(), reason: e.to_string() })
-        }) {
-            Ok(link) if link.source != me && link.target != me => {
-                // Not ours; a link that used to be ours and now points elsewhere is gone.
-                let old = lock(links).remove(&entry.key);
-                if let Some(old) = old {
-                    provider.link_deleted(ctx, Arc::unwrap_or_clone(old)).await;
-                }
-            }
-            Ok(link) => {
-                lock(links).insert(entry.key.clone(), Arc::new(link.clone()));
-                let outcome = provider.link_put(ctx, link).await;
-                if let Err(e) = &outcome {
-                    tracing::error!(link = %entry.key, error = %e, "link not applied");
-                }
-                report(nats, ctx, &entry, outcome).await;
-            }
-            Err(e) => tracing::error!(error = %e, "ignoring bad link"),
-        },
-        Operation::Delete | Operation::Purge => {
+    let opened = match entry.operation {
+        Operation::Put => records.open(&entry.bucket, &entry.key, &entry.value),
+        Operation::Delete | Operation::Purge => records.bare_delete().map(|()| Opened::Deleted),
+    };
+    let json = match opened {
+        Ok(Opened::Put(json)) => json,
+        Ok(Opened::Deleted) => {
             let removed = lock(links).remove(&entry.key);
             if let Some(link) = removed {
                 provider.link_deleted(ctx, Arc::unwrap_or_clone(link)).await;
             }
+            return;
         }
+        Err(denied) => {
+            // The link in force stays; whoever wrote this one learns why it was not applied.
+            tracing::warn!(link = %entry.key, reason = %denied, "link not applied");
+            let ours = Stored::parse(&entry.value)
+                .contents()
+                .and_then(|json| decode_link(&entry.key, json).ok())
+                .is_some_and(|l| l.source == me || l.target == me);
+            if ours {
+                report(nats, ctx, &entry, Err(denied.to_string())).await;
+            }
+            return;
+        }
+    };
+    match decode_link(&entry.key, json).and_then(|l| {
+        l.validate()
+            .map(|()| l)
+            .map_err(|e| StateError::BadLink { key: entry.key.clone(), reason: e.to_string() })
+    }) {
+        Ok(link) if link.source != me && link.target != me => {
+            // Not ours; a link that used to be ours and now points elsewhere is gone.
+            let old = lock(links).remove(&entry.key);
+            if let Some(old) = old {
+                provider.link_deleted(ctx, Arc::unwrap_or_clone(old)).await;
+            }
+        }
+        Ok(link) => {
+            lock(links).insert(entry.key.clone(), Arc::new(link.clone()));
+            let outcome = provider.link_put(ctx, link).await;
+            if let Err(e) = &outcome {
+                tracing::error!(link = %entry.key, error = %e, "link not applied");
+            }
+            report(nats, ctx, &entry, outcome).await;
+        }
+        Err(e) => tracing::error!(error = %e, "ignoring bad link"),
     }
 }
 
