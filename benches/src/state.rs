@@ -25,14 +25,16 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let trusted = TrustedOperator { key: operator.public_key().to_owned(), role: Role::Deployer };
 
     let plain = LatticeState::open(&js, "plain").await.map_err(setup)?;
-    let sealed = LatticeState::open(&js, "sealed").await.map_err(setup)?.with_sealer(Some(operator));
+    let sealed =
+        LatticeState::open(&js, "sealed").await.map_err(setup)?.with_sealer(Some(operator));
     write(&plain, count).await?;
     write(&sealed, count).await?;
     let (mut plain_times, mut sealed_times) = (Vec::new(), Vec::new());
     // Alternate, so both see the same machine.
     for _ in 0..3 {
         plain_times.push(read(&plain, RecordGate::new(vec![], true), count).await?);
-        sealed_times.push(read(&sealed, RecordGate::new(vec![trusted.clone()], false), count).await?);
+        sealed_times
+            .push(read(&sealed, RecordGate::new(vec![trusted.clone()], false), count).await?);
     }
     let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
     // The "p50" column is the mean time per link of the best of three reads of them all.
@@ -76,7 +78,11 @@ async fn write(state: &LatticeState, count: usize) -> Result<(), BenchError> {
 }
 
 /// Watches every link as a host does and checks and decodes each, until all `count` are read.
-async fn read(state: &LatticeState, gate: RecordGate, count: usize) -> Result<Duration, BenchError> {
+async fn read(
+    state: &LatticeState,
+    gate: RecordGate,
+    count: usize,
+) -> Result<Duration, BenchError> {
     let started = Instant::now();
     let mut watch = state.watch_all_links().await.map_err(|e| fail(e.to_string()))?;
     let mut applied = 0;
