@@ -88,6 +88,8 @@ pub struct Host {
     control: ControlVerifier,
     /// Control requests refused since start.
     requests_denied: AtomicU64,
+    /// Checks the lattice state (links, config, applications) before it is applied.
+    records: Arc<RecordGate>,
     /// NATS connection health, for `/metrics`.
     pub(crate) nats_health: NatsHealth,
 }
@@ -158,6 +160,16 @@ impl Host {
     pub(crate) fn instances(&self) -> (u64, u64) {
         let max = u64::from(self.config.runtime.max_instances);
         (max.saturating_sub(self.router.free_slots() as u64), max)
+    }
+
+    /// Publishes this host's events.
+    pub(crate) fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// What checks the lattice's state before this host (or its scheduler) applies it.
+    pub(crate) fn records(&self) -> Arc<RecordGate> {
+        self.records.clone()
     }
 
     /// Whether this host is in development mode (`--allow-unsigned`).
@@ -603,7 +615,11 @@ impl Host {
         tokio::spawn(links.clone().follow(watch, (records.clone(), events.clone()), decode_link));
         let configs = Arc::new(Configs::new("configs"));
         let watch = state.watch_config().await?;
-        tokio::spawn(configs.clone().follow(watch, (records, events.clone()), decode_config));
+        tokio::spawn(configs.clone().follow(
+            watch,
+            (records.clone(), events.clone()),
+            decode_config,
+        ));
         let pipes = Arc::new(Pipes::default());
         let routes =
             Routes { components: components.clone(), links, configs, providers: pipes.clone() };
@@ -651,6 +667,7 @@ impl Host {
             draining: std::sync::atomic::AtomicBool::new(false),
             control,
             requests_denied: AtomicU64::new(0),
+            records,
             nats_health: NatsHealth::default(),
         };
         Ok((Arc::new(host), conn_events))

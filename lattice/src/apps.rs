@@ -6,13 +6,17 @@
 //! `TRELLIS_<lattice>_SCHEDULER` holds the lease: one key whose entries expire on the server,
 //! so a dead leader's lease lapses by itself.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::envelope::unix_ms;
 use crate::manifest::{Manifest, Version};
+use crate::record::{self, Opened, RecordGate, Stored};
+use crate::signing::OperatorKey;
 use crate::state::StateError;
 
 /// Versions kept per application; older ones are dropped from the record.
@@ -149,6 +153,10 @@ pub struct Conflict(pub String);
 #[derive(Clone)]
 pub struct AppStore {
     kv: kv::Store,
+    /// Seals the records and statuses it writes (see [`crate::record`]).
+    sealer: Option<Arc<OperatorKey>>,
+    /// Checks the application records it reads; `None`: reads them unchecked (listings).
+    gate: Option<Arc<RecordGate>>,
 }
 
 impl std::fmt::Debug for AppStore {
@@ -184,16 +192,55 @@ impl AppStore {
     ) -> Result<Self, StateError> {
         let bucket = format!("TRELLIS_{lattice}_APPS");
         let kv = crate::state::open_kv(js, &bucket, replicas).await?;
-        Ok(Self { kv })
+        Ok(Self { kv, sealer: None, gate: None })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.kv.name
+    }
+
+    /// Seals what it writes with `operator`'s key; `None` writes plain (development).
+    pub fn with_sealer(mut self, operator: Option<Arc<OperatorKey>>) -> Self {
+        self.sealer = operator;
+        self
+    }
+
+    /// Reads application records only as `gate` lets through (the scheduler does).
+    pub fn with_gate(mut self, gate: Arc<RecordGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// `json` under `key`, sealed when this store has a key.
+    fn value(&self, key: &str, json: Vec<u8>) -> Result<bytes::Bytes, StateError> {
+        let Some(operator) = &self.sealer else { return Ok(json.into()) };
+        let text = String::from_utf8(json).map_err(|e| js("seal")(&e))?;
+        record::seal(operator, &self.kv.name, key, Some(&text), unix_ms())
+            .map(Into::into)
+            .map_err(|e| js("seal")(&e))
+    }
+
+    /// The record's JSON in `bytes` stored under `key`: checked when this store has a gate.
+    fn unseal<'a>(&self, key: &str, bytes: &'a [u8]) -> Result<Option<&'a [u8]>, StateError> {
+        let Some(gate) = &self.gate else { return Ok(Stored::parse(bytes).contents()) };
+        match gate.open(&self.kv.name, key, bytes) {
+            Ok(Opened::Put(json)) => Ok(Some(json)),
+            Ok(Opened::Deleted) => Ok(None),
+            Err(denied) => {
+                Err(StateError::Refused { key: key.to_owned(), reason: denied.to_string() })
+            }
+        }
     }
 
     /// The record of `name` and its revision (for [`Self::put`]).
     pub async fn get(&self, name: &str) -> Result<Option<(AppRecord, u64)>, StateError> {
         let key = spec_key(name);
         match self.kv.entry(&key).await.map_err(|e| js("app read")(&e))? {
-            Some(e) if e.operation == kv::Operation::Put => {
-                Ok(Some((decode(&key, &e.value)?, e.revision)))
-            }
+            Some(e) if e.operation == kv::Operation::Put => match self.unseal(&key, &e.value)? {
+                Some(json) => Ok(Some((decode(&key, json)?, e.revision))),
+                None => Ok(None),
+            },
             _ => Ok(None),
         }
     }
@@ -205,16 +252,16 @@ impl AppStore {
         revision: u64,
     ) -> Result<Result<u64, Conflict>, StateError> {
         let key = spec_key(&record.name);
-        let value = serde_json::to_vec(record).expect("records serialize");
+        let value = self.value(&key, serde_json::to_vec(record).expect("records serialize"))?;
         let conflict = || Ok(Err(Conflict(record.name.clone())));
         if revision == 0 {
-            match self.kv.create(&key, value.into()).await {
+            match self.kv.create(&key, value).await {
                 Ok(rev) => Ok(Ok(rev)),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => conflict(),
                 Err(e) => Err(js("app write")(&e)),
             }
         } else {
-            match self.kv.update(&key, value.into(), revision).await {
+            match self.kv.update(&key, value, revision).await {
                 Ok(rev) => Ok(Ok(rev)),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => conflict(),
                 Err(e) => Err(js("app write")(&e)),
@@ -224,6 +271,11 @@ impl AppStore {
 
     /// Every application record.
     pub async fn all(&self) -> Result<Vec<AppRecord>, StateError> {
+        Ok(self.all_checked().await?.0)
+    }
+
+    /// Every application record, and the names of those this store's gate refused.
+    pub async fn all_checked(&self) -> Result<(Vec<AppRecord>, Vec<String>), StateError> {
         let mut keys = self.kv.keys().await.map_err(|e| js("app list")(&e))?;
         let mut names = Vec::new();
         while let Some(key) = keys.next().await {
@@ -233,7 +285,7 @@ impl AppStore {
             }
         }
         names.sort();
-        let mut records = Vec::with_capacity(names.len());
+        let (mut records, mut refused) = (Vec::with_capacity(names.len()), Vec::new());
         for name in names {
             // One unreadable record (written by a newer version, or damaged) must not stop the
             // others from being listed and scheduled.
@@ -243,28 +295,36 @@ impl AppStore {
                 Err(e @ StateError::BadRecord { .. }) => {
                     tracing::warn!(app = %name, error = %e, "skipping an unreadable application record");
                 }
+                Err(e @ StateError::Refused { .. }) => {
+                    tracing::warn!(app = %name, error = %e, "application record not applied");
+                    refused.push(name);
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(records)
+        Ok((records, refused))
     }
 
     /// The last status the scheduler wrote for `name`.
     pub async fn status(&self, name: &str) -> Result<Option<AppStatus>, StateError> {
         let key = status_key(name);
         match self.kv.entry(&key).await.map_err(|e| js("status read")(&e))? {
-            Some(e) if e.operation == kv::Operation::Put => Ok(Some(decode(&key, &e.value)?)),
+            // What the scheduler reports, for people: read unchecked.
+            Some(e) if e.operation == kv::Operation::Put => {
+                match Stored::parse(&e.value).contents() {
+                    Some(json) => Ok(Some(decode(&key, json)?)),
+                    None => Ok(None),
+                }
+            }
             _ => Ok(None),
         }
     }
 
     /// Writes the status of an application (the leading scheduler does).
     pub async fn put_status(&self, status: &AppStatus) -> Result<(), StateError> {
-        let value = serde_json::to_vec(status).expect("statuses serialize");
-        self.kv
-            .put(status_key(&status.name), value.into())
-            .await
-            .map_err(|e| js("status write")(&e))?;
+        let key = status_key(&status.name);
+        let value = self.value(&key, serde_json::to_vec(status).expect("statuses serialize"))?;
+        self.kv.put(key, value).await.map_err(|e| js("status write")(&e))?;
         Ok(())
     }
 

@@ -150,6 +150,11 @@ impl LatticeClient {
         self
     }
 
+    /// The operator key it signs requests with, if any.
+    pub fn operator(&self) -> Option<std::sync::Arc<crate::signing::OperatorKey>> {
+        self.operator.clone()
+    }
+
     /// The lattice name.
     pub fn lattice(&self) -> &str {
         &self.lattice

@@ -70,6 +70,14 @@ pub enum StateError {
         /// Decoder error.
         reason: String,
     },
+    /// A record's seal was refused (see [`crate::record`]).
+    #[error("`{key}` was not applied: {reason}")]
+    Refused {
+        /// KV key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// Any other JetStream failure.
     #[error("JetStream {op} failed: {reason}")]
     JetStream {

@@ -141,7 +141,7 @@ async fn a_host_trusting_no_operator_refuses_every_change_and_says_how() {
 }
 
 #[tokio::test]
-async fn the_scheduler_places_on_strict_hosts_with_its_operator_key() {
+async fn the_scheduler_places_on_strict_hosts_with_its_operator_key_and_ignores_forged_apps() {
     let lattice = Lattice::new("operator-scheduler").await;
     let t = &lattice.trellis;
     let dir = tempfile::tempdir().unwrap();
@@ -168,16 +168,42 @@ async fn the_scheduler_places_on_strict_hosts_with_its_operator_key() {
     )
     .unwrap();
     t.ok(&["app", "deploy", manifest.to_str().unwrap()]).await;
-    eventually("both strict hosts to run hello", Duration::from_secs(30), || async {
+    let running = || async {
         let client = t.client().await;
         let mut on = 0;
-        for h in client.hosts(Duration::from_millis(300)).await.ok()? {
+        for h in client.hosts(Duration::from_millis(300)).await.unwrap_or_default() {
             on += usize::from(runs(t, &h.id, "hello").await);
         }
-        (on == 2).then_some(())
+        on
+    };
+    eventually("both strict hosts to run hello", Duration::from_secs(30), || async {
+        (running().await == 2).then_some(())
     })
     .await;
     assert!(runs(t, &a.id, "hello").await);
+
+    // A NATS user undeploys it by writing the record plainly, then by deleting it: the
+    // scheduler keeps the last sealed version placed.
+    let nats = async_nats::connect(&lattice.nats.url()).await.unwrap();
+    let mut events = nats.subscribe("trellis.operator-scheduler.evt.record_denied").await.unwrap();
+    nats.flush().await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    let apps = js.get_key_value("TRELLIS_operator-scheduler_APPS").await.unwrap();
+    let sealed = apps.get("spec.signed").await.unwrap().unwrap();
+    let stored = trellis_lattice::record::Stored::parse(&sealed);
+    let mut forged: serde_json::Value = serde_json::from_slice(stored.contents().unwrap()).unwrap();
+    forged["current"] = serde_json::Value::Null;
+    apps.put("spec.signed", serde_json::to_vec(&forged).unwrap().into()).await.unwrap();
+    let why = record_denied(&mut events, "TRELLIS_operator-scheduler_APPS/spec.signed").await;
+    assert!(why.contains("not sealed"), "{why}");
+    apps.delete("spec.signed").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(running().await, 2, "the forged undeploy stopped nothing");
+
+    // The operator's own undeploy goes through.
+    apps.put("spec.signed", sealed).await.unwrap();
+    t.ok(&["app", "undeploy", "signed"]).await;
+    assert_eq!(running().await, 0);
 }
 
 /// Waits for a `record_denied` event about `record` (`<bucket>/<key>`); returns its reason.

@@ -27,7 +27,9 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
         read_manifest(manifest)?;
     }
     let lattice = super::connect(g).await?;
-    let apps = AppStore::open(&lattice.jetstream(), &g.lattice, lattice.js_replicas()).await?;
+    let apps = AppStore::open(&lattice.jetstream(), &g.lattice, lattice.js_replicas())
+        .await?
+        .with_sealer(lattice.operator());
     match cmd {
         AppCommand::Deploy { manifest, wait, oci_username, oci_password } => {
             let credentials = oci_username.zip(oci_password).map(|(username, password)| {

@@ -2,7 +2,7 @@
 //! applications, and on every change (and on a timer) plans, carries the plan out and writes
 //! each application's status.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,13 +13,16 @@ use futures::StreamExt;
 use prost::Message as _;
 use trellis_lattice::apps::{AppRecord, AppStatus, AppStore, Lease, State, WorkloadStatus};
 use trellis_lattice::client::{ControlError, LatticeClient};
+use trellis_lattice::record::RecordGate;
 use trellis_lattice::signing::OperatorKey;
 use trellis_lattice::state::LatticeState;
+use trellis_lattice::subject::EventKind;
 use trellis_proto::{self as pb, ErrorCode};
 
 use super::desired::{self, Start, Workload};
 use super::observe::Hosts;
 use super::plan::{Command, Observed, Placement, plan};
+use crate::events::Events;
 use crate::host::{AbortOnDrop, Host};
 
 /// How the scheduler runs.
@@ -64,7 +67,7 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
     }
     let js = host.jetstream();
     let me = host.id().to_owned();
-    let settings = (config.lease_ttl, host.js_replicas(), config.operator.clone());
+    let settings = (config.lease_ttl, host.js_replicas(), config.operator.clone(), host.records());
     let open = || open_state(js.clone(), lattice.clone(), me.clone(), settings.clone());
     let (apps, lease, state, mut watch) = match open
         .retry(ExponentialBuilder::default().with_max_times(10))
@@ -98,6 +101,10 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
         failures: HashMap::new(),
         applied: HashMap::new(),
         written: HashMap::new(),
+        verified: BTreeMap::new(),
+        refused: BTreeSet::new(),
+        strict: !host.development(),
+        events: host.events().clone(),
         config,
         dirty: true,
         last_resync: Instant::now(),
@@ -131,9 +138,19 @@ async fn open_state(
     js: jetstream::Context,
     lattice: String,
     me: String,
-    (ttl, replicas, operator): (Duration, usize, Option<Arc<OperatorKey>>),
+    (ttl, replicas, operator, records): (
+        Duration,
+        usize,
+        Option<Arc<OperatorKey>>,
+        Arc<RecordGate>,
+    ),
 ) -> Result<Opened, trellis_lattice::state::StateError> {
-    let apps = AppStore::open(&js, &lattice, replicas).await?;
+    // Applications are applied only when a trusted operator sealed them; what the scheduler
+    // writes back it seals with its own key.
+    let apps = AppStore::open(&js, &lattice, replicas)
+        .await?
+        .with_sealer(operator.clone())
+        .with_gate(records);
     let lease = Lease::open(&js, &lattice, &me, (ttl, replicas)).await?;
     // Links and config the scheduler writes are sealed with its key, as strict readers want.
     let state = LatticeState::open_replicated(&js, &lattice, replicas).await?.with_sealer(operator);
@@ -195,6 +212,13 @@ struct Scheduler {
     applied: HashMap<String, (Option<String>, usize)>,
     /// The last status written per application.
     written: HashMap<String, AppStatus>,
+    /// The last application records that passed the gate, by name.
+    verified: BTreeMap<String, AppRecord>,
+    /// Applications whose record was refused the last time, announced once.
+    refused: BTreeSet<String>,
+    /// Whether only sealed records count (not a development host).
+    strict: bool,
+    events: Events,
     config: SchedulerConfig,
     dirty: bool,
     last_resync: Instant,
@@ -297,11 +321,37 @@ impl Scheduler {
         }
     }
 
+    /// The records to place: those that passed the gate now and, for an application whose
+    /// record was refused (or, on a strict lattice, vanished: only a forgery deletes one), the
+    /// last one that passed. Newly refused records are announced (`record_denied`).
+    async fn keep_verified(
+        &mut self,
+        records: Vec<AppRecord>,
+        refused: &[String],
+    ) -> Vec<AppRecord> {
+        let mut by_name: BTreeMap<String, AppRecord> =
+            records.into_iter().map(|r| (r.name.clone(), r)).collect();
+        for (name, known) in &self.verified {
+            if refused.contains(name) || (self.strict && !by_name.contains_key(name)) {
+                by_name.entry(name.clone()).or_insert_with(|| known.clone());
+            }
+        }
+        for name in refused.iter().filter(|n| !self.refused.contains(*n)) {
+            let record = format!("{}/spec.{name}", self.apps.bucket());
+            let reason =
+                "not sealed by an operator this lattice trusts; the last sealed version stays";
+            self.events.denied(EventKind::RecordDenied, &record, "", reason).await;
+        }
+        self.refused = refused.iter().cloned().collect();
+        self.verified = by_name.clone();
+        by_name.into_values().collect()
+    }
+
     async fn reconcile(&mut self) {
         self.dirty = false;
         self.refresh_inventories().await;
-        let records = match self.apps.all().await {
-            Ok(records) => records,
+        let records = match self.apps.all_checked().await {
+            Ok((records, refused)) => self.keep_verified(records, &refused).await,
             Err(e) => {
                 tracing::warn!(error = %e, "scheduler cannot read applications");
                 self.dirty = true;
