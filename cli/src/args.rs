@@ -133,6 +133,9 @@ pub enum Command {
     /// Make nkeys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// NATS settings derived from the lattice's subjects.
+    #[command(subcommand)]
+    Nats(NatsCommand),
     /// Sign and inspect component claims.
     #[command(subcommand)]
     Claims(ClaimsCommand),
@@ -219,6 +222,27 @@ pub enum KeyKind {
     Provider,
     /// A NATS user key, for nkey-authenticated accounts (see deploy/nats/).
     NatsUser,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NatsCommand {
+    /// Print the subject permissions of one kind of NATS user of --lattice, as a nats-server
+    /// `permissions` block to paste under that user (see deploy/nats/roles.conf).
+    Permissions {
+        /// Whose permissions.
+        #[arg(long, value_enum)]
+        role: NatsRoleArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NatsRoleArg {
+    /// `trellis host` processes (and the providers they start).
+    Host,
+    /// An operator's CLI: changes the lattice, calls components, serves nothing.
+    Operator,
+    /// Reads only: hosts, inventories, events, state.
+    Viewer,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,7 @@ pub mod link;
 pub mod manifest;
 pub mod nats_server;
 pub mod oci;
+pub mod permissions;
 pub mod placement;
 pub mod policy;
 pub mod record;

@@ -17,6 +17,7 @@ mod messaging;
 mod observe;
 mod operators;
 mod outgoing;
+mod permissions;
 mod policy;
 mod regions;
 mod reuse;

@@ -9,6 +9,7 @@ mod get;
 mod host;
 mod keys;
 mod link;
+mod nats;
 mod start;
 mod stop;
 mod up;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config::run(g, cmd).await,
         Command::Bench(args) => bench::run(g, args).await,
         Command::Keys(cmd) => keys::run(g, cmd),
+        Command::Nats(cmd) => nats::run(g, cmd),
         Command::Claims(cmd) => claims::run(g, cmd),
         Command::App(cmd) => app::run(g, cmd).await,
     }
