@@ -17,11 +17,11 @@ use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::signing::operator::Operators;
 use crate::signing::{OperatorKey, Role, TrustedOperator};
 
 /// Domain separation: a record signature is never mistaken for any other.
@@ -167,7 +167,7 @@ pub enum Opened<'a> {
 /// How a reader (host, provider) checks records before applying them.
 #[derive(Debug)]
 pub struct RecordGate {
-    operators: Vec<TrustedOperator>,
+    operators: Operators,
     allow_unsigned: bool,
     /// The newest seal applied per `<bucket>/<key>`.
     newest: Mutex<HashMap<String, u64>>,
@@ -177,7 +177,11 @@ impl RecordGate {
     /// A gate trusting `operators` (as deployers or admins); `allow_unsigned` (development) also
     /// applies records nobody trusted sealed, and bare deletes.
     pub fn new(operators: Vec<TrustedOperator>, allow_unsigned: bool) -> Self {
-        Self { operators, allow_unsigned, newest: Mutex::new(HashMap::new()) }
+        Self {
+            operators: Operators::new(operators),
+            allow_unsigned,
+            newest: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Checks a value put under `key` in `bucket`.
@@ -196,7 +200,7 @@ impl RecordGate {
             Some(json) => Opened::Put(json.as_bytes()),
             None => Opened::Deleted,
         };
-        let Some(trusted) = self.operators.iter().find(|o| o.key == seal.by) else {
+        let Some((trusted, verifying)) = self.operators.find(&seal.by) else {
             return if self.allow_unsigned {
                 Ok(opened)
             } else {
@@ -205,7 +209,6 @@ impl RecordGate {
         };
         let bad = || RecordDenied::BadSignature { key: seal.by.clone() };
         let sig = URL_SAFE_NO_PAD.decode(&seal.sig).map_err(|_| bad())?;
-        let verifying = KeyPair::from_public_key(&seal.by).map_err(|_| bad())?;
         verifying.verify(&digest(bucket, key, seal.at, record), &sig).map_err(|_| bad())?;
         if trusted.role < Role::Deployer {
             return Err(RecordDenied::OutOfRole { key: seal.by, role: trusted.role });

@@ -12,7 +12,7 @@
 //! Between hosts that know each other, a MAC under their pair key stands in for the signature
 //! (see [`pair`]): the same digest, the same checks, a fraction of the cost.
 
-mod operator;
+pub(crate) mod operator;
 mod pair;
 mod replay;
 

@@ -107,6 +107,36 @@ impl FromStr for TrustedOperator {
     }
 }
 
+/// Trusted operators with their verifying keys decoded once (decoding a key costs about as
+/// much as a verification).
+#[derive(Debug)]
+pub(crate) struct Operators(Vec<(TrustedOperator, KeyPair)>);
+
+impl Operators {
+    pub fn new(operators: Vec<TrustedOperator>) -> Self {
+        // Keys were checked when parsed; one that still does not decode is trusted by nobody.
+        Self(
+            operators
+                .into_iter()
+                .filter_map(|o| KeyPair::from_public_key(&o.key).ok().map(|k| (o, k)))
+                .collect(),
+        )
+    }
+
+    /// The trusted operator with public key `key`, and its verifying key.
+    pub fn find(&self, key: &str) -> Option<&(TrustedOperator, KeyPair)> {
+        self.0.iter().find(|(o, _)| o.key == key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &TrustedOperator> {
+        self.0.iter().map(|(o, _)| o)
+    }
+}
+
 /// An operator's signing key.
 pub struct OperatorKey {
     key: KeyPair,
@@ -254,7 +284,7 @@ pub enum Authorized {
 /// How a host checks requests that change it.
 #[derive(Debug)]
 pub struct ControlVerifier {
-    operators: Vec<TrustedOperator>,
+    operators: Operators,
     allow_unsigned: bool,
     max_window_ms: u64,
     seen: Replay,
@@ -268,7 +298,7 @@ impl ControlVerifier {
     /// nobody trusted signed.
     pub fn new(operators: Vec<TrustedOperator>, allow_unsigned: bool) -> Self {
         Self {
-            operators,
+            operators: Operators::new(operators),
             allow_unsigned,
             max_window_ms: Self::MAX_WINDOW_MS,
             seen: Replay::default(),
@@ -281,8 +311,8 @@ impl ControlVerifier {
     }
 
     /// The operators it trusts.
-    pub fn operators(&self) -> &[TrustedOperator] {
-        &self.operators
+    pub fn operators(&self) -> impl Iterator<Item = &TrustedOperator> {
+        self.operators.list()
     }
 
     /// Checks a request on `subject` with `headers` and `body` that needs role `need`.
@@ -302,7 +332,7 @@ impl ControlVerifier {
                 (false, false) => Err(RequestDenied::Unsigned),
             };
         };
-        let Some(trusted) = self.operators.iter().find(|o| o.key == key) else {
+        let Some((trusted, verifying)) = self.operators.find(key) else {
             return match (self.allow_unsigned, self.operators.is_empty()) {
                 (true, _) => Ok(Authorized::Unsigned),
                 (false, true) => Err(RequestDenied::NoOperators),
@@ -326,7 +356,6 @@ impl ControlVerifier {
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
             .ok_or(RequestDenied::Malformed("no base64url `trellis-sig`"))?;
         let bad = || RequestDenied::BadSignature { key: key.to_owned() };
-        let verifying = KeyPair::from_public_key(key).map_err(|_| bad())?;
         verifying.verify(&digest(subject, jti, deadline_ms, body), &sig).map_err(|_| bad())?;
         if trusted.role < need {
             return Err(RequestDenied::OutOfRole { key: key.to_owned(), role: trusted.role, need });
