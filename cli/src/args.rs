@@ -286,6 +286,10 @@ pub struct ClaimsSignArgs {
     /// call gets a fresh instance, so no state survives from one call to the next.
     #[arg(long)]
     pub no_reuse: bool,
+    /// A component (by the name in its own claims) that may call this one; repeatable.
+    /// Without any, every component may (calls from providers and operators are not limited).
+    #[arg(long = "caller")]
+    pub callers: Vec<String>,
 }
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -75,6 +75,7 @@ mod tests {
             allow: vec![],
             valid_for: valid_for.map(std::time::Duration::from_secs),
             no_reuse: false,
+            callers: vec![],
         };
         claims::sign(EMPTY, account, &input, NOW).unwrap()
     }

@@ -7,6 +7,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use trellis_proto as pb;
 
+use trellis_lattice::claims::ComponentClaims;
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
+
 use crate::histogram::Histogram;
 use crate::limits::Limits;
 use crate::runtime::Component;
@@ -32,6 +35,8 @@ pub(crate) struct Running {
     pub stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     /// When it started (unix ns): its counters count from then.
     pub started_unix_ns: u64,
+    /// Its verified claims; `None`: unsigned (development hosts only).
+    pub claims: Option<ComponentClaims>,
 }
 
 impl Running {
@@ -42,6 +47,7 @@ impl Running {
         limits: Limits,
         config: Vec<String>,
         owner: Option<pb::Owner>,
+        claims: Option<ComponentClaims>,
     ) -> Self {
         Self {
             id,
@@ -56,6 +62,34 @@ impl Running {
             durations: Histogram::default(),
             stop: std::sync::Mutex::new(None),
             started_unix_ns: trellis_lattice::telemetry::now_ns(),
+            claims,
+        }
+    }
+
+    /// Its name in its claims, as it names itself to the components it calls (empty when
+    /// unsigned).
+    pub fn claims_name(&self) -> &str {
+        self.claims.as_ref().map_or("", |c| c.name.as_str())
+    }
+
+    /// Admits a call from `caller` (a component's name in its claims; `None`: not a
+    /// component's call) if its claims list the callers it takes; else the typed refusal.
+    pub fn admit_caller(&self, caller: Option<&str>) -> Result<(), InvokeError> {
+        match (&self.claims, caller) {
+            (Some(claims), Some(caller)) if !claims.admits_caller(caller) => Err(InvokeError::new(
+                InvokeErrorKind::Denied,
+                format!(
+                    "component `{}` may be called only by {}; the caller{} is not among them",
+                    self.id,
+                    claims.callers.join(", "),
+                    if caller.is_empty() {
+                        " has no claims".to_owned()
+                    } else {
+                        format!(" `{caller}`")
+                    }
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

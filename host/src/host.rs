@@ -317,7 +317,7 @@ impl Host {
             id: id.to_owned(),
             digest: digest.to_owned(),
             issuer: claims.as_ref().map(|t| t.iss.clone()).unwrap_or_default(),
-            claims_name: claims.map(|t| t.trellis.name).unwrap_or_default(),
+            claims_name: claims.as_ref().map(|t| t.trellis.name.clone()).unwrap_or_default(),
             ..Default::default()
         })
         .await?;
@@ -328,6 +328,7 @@ impl Host {
             limits,
             req.config,
             req.owner,
+            claims.map(|t| t.trellis),
         ));
         if req.replace && self.components.get(id).is_some() {
             // In place: the subscription stays (no moment without one, nothing in flight on a

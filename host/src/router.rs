@@ -159,7 +159,8 @@ impl Router {
     }
 
     async fn route(&self, call: Call<'_>, nesting: Nesting) -> Result<Bytes, InvokeError> {
-        let Call { source, target, interface, function, link, payload, timeout, trace } = call;
+        let Call { source, target, interface, function, link, payload, timeout, trace, caller } =
+            call;
         let timeout = timeout.min(self.max_call_time());
         let route = route::choose(
             (target, interface, function),
@@ -177,6 +178,10 @@ impl Router {
         }
         match route {
             Route::Local(local) => {
+                if let Err(e) = local.admit_caller(caller) {
+                    self.report_denied(target, &e).await;
+                    return Err(e);
+                }
                 // In process: the callee's span continues the caller's.
                 let callee = TraceContext::next(trace);
                 let mut span = Span::start(callee, trace, Kind::Internal, || {
@@ -226,6 +231,7 @@ impl Router {
                     payload,
                     timeout,
                     trace: Some(client),
+                    caller,
                 };
                 let signer = Some((&self.signer, Replies::Connection));
                 let result = send_invocation(&self.nats, &self.subjects, signer, call).await;
@@ -350,6 +356,8 @@ impl Outbound for Router {
         Box::pin(async move {
             // Outgoing calls are made while the caller's instance holds its admission slot.
             let interface = link.interface.to_string();
+            // The callee may take calls only from some components: say which one calls.
+            let me = self.components.get(source);
             // A link may bound its calls more tightly than the caller's own deadline.
             let timeout = match link.config.get("timeout_ms").map(|t| t.parse::<u64>()) {
                 Some(Ok(ms)) => timeout.min(Duration::from_millis(ms)),
@@ -364,6 +372,7 @@ impl Outbound for Router {
                 payload,
                 timeout,
                 trace: Some(trace),
+                caller: Some(me.as_deref().map_or("", Running::claims_name)),
             };
             self.route(call, Nesting::Inner).await
         })

@@ -319,6 +319,7 @@ impl LatticeClient {
             payload,
             timeout,
             trace: None,
+            caller: None,
         };
         let signer = self.signer.as_ref().map(|(signer, replies)| (&**signer, *replies));
         send_invocation(&self.nats, &self.subjects, signer, call).await
@@ -381,6 +382,9 @@ pub struct Call<'a> {
     pub timeout: Duration,
     /// The caller's span; `None` starts a new trace at the receiver.
     pub trace: Option<crate::trace::TraceContext>,
+    /// When a component calls: its name in its claims (empty when unsigned); the target's
+    /// claims may admit only some callers.
+    pub caller: Option<&'a str>,
 }
 
 /// Sends `call` over NATS (queue group of the target's replicas), authenticated when a
@@ -396,7 +400,7 @@ pub async fn send_invocation(
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
     use crate::signing::{BY, KEY_NEEDED, Proof, Signed};
-    let Call { source, target, interface, function, link, payload, timeout, trace } = call;
+    let Call { source, target, interface, function, link, payload, timeout, trace, caller } = call;
     let op = format!("{interface}.{function}");
     // A subject is shared, not copied, by a retry.
     let subject = async_nats::Subject::from(subjects.rpc(target, interface, function));
@@ -410,7 +414,8 @@ pub async fn send_invocation(
     // ran it refuses it as a replay rather than run it twice.
     let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
         .with_link(link)
-        .with_trace(trace);
+        .with_trace(trace)
+        .with_caller(caller);
     let msg = loop {
         let left = timeout.saturating_sub(started.elapsed());
         let mut headers = inv.to_headers();

@@ -23,6 +23,9 @@ pub mod header {
     pub const JTI: &str = "trellis-jti";
     /// The caller's link name, when not `default`: a provider picks that link's config.
     pub const LINK: &str = "trellis-link";
+    /// On a call made by a component: its name in its claims (empty when unsigned). Absent on
+    /// calls from providers and operators.
+    pub const CALLER: &str = "trellis-caller";
     /// On a reply: the [`super::InvokeErrorKind`] of a failed call.
     pub const ERROR: &str = "trellis-error";
 }
@@ -157,6 +160,8 @@ pub struct Invocation {
     /// The caller's span (`traceparent`); `None` when absent or malformed. Not signed: it
     /// decides nothing.
     pub trace: Option<TraceContext>,
+    /// When a component calls: its name in its claims (empty when unsigned).
+    pub caller: Option<String>,
 }
 
 impl Invocation {
@@ -170,7 +175,14 @@ impl Invocation {
             jti,
             link: crate::link::DEFAULT_LINK_NAME.to_owned(),
             trace: None,
+            caller: None,
         }
+    }
+
+    /// The same invocation made by the component named `caller` in its claims.
+    pub fn with_caller(mut self, caller: Option<&str>) -> Self {
+        self.caller = caller.map(str::to_owned);
+        self
     }
 
     /// The same invocation made from span `trace`.
@@ -198,6 +210,9 @@ impl Invocation {
         if let Some(trace) = &self.trace {
             headers.insert(TRACEPARENT, trace.to_string().as_str());
         }
+        if let Some(caller) = &self.caller {
+            headers.insert(header::CALLER, caller.as_str());
+        }
         headers
     }
 
@@ -220,6 +235,7 @@ impl Invocation {
             jti: get(header::JTI)?,
             link: link_name(Some(headers)).to_owned(),
             trace: trace_parent(Some(headers)),
+            caller: headers.get(header::CALLER).map(|c| c.as_str().to_owned()),
         })
     }
 }

@@ -142,6 +142,7 @@ fn claims_sections_and_tokens_survive_mutation() {
         allow: vec!["a:b/c".into()],
         valid_for: None,
         no_reuse: false,
+        callers: vec![],
     };
     let mut wasm = b"\0asm\x0d\0\x01\0".to_vec();
     wasm.extend_from_slice(&[1, 3, 1, 2, 3]);
@@ -174,6 +175,7 @@ fn signed_invocation_headers_survive_mutation() {
         jti: "j".into(),
         link: "default".into(),
         trace: Some(trellis_lattice::trace::TraceContext::root()),
+        caller: None,
     };
     let mut headers = inv.to_headers();
     signer.sign(
@@ -184,6 +186,7 @@ fn signed_invocation_headers_survive_mutation() {
             source: "s",
             jti: "j",
             link: "default",
+            caller: None,
             deadline_ms: now + 1000,
             body: BodyDigest::of(b"b"),
         },

@@ -83,16 +83,16 @@ fn wasi_http_wit() -> PathBuf {
 /// http-hello with claims signed by `account` (allowed to call out over HTTP; `no_reuse`
 /// forbids warm instances), written into `dir`; returns its path.
 pub fn signed_hello(dir: &std::path::Path, account: &nkeys::KeyPair, no_reuse: bool) -> String {
-    signed_component(dir, "http-hello", account, &["wasi:http/outgoing-handler"], no_reuse)
+    signed_component(dir, "http-hello", account, (&["wasi:http/outgoing-handler"], &[]), no_reuse)
 }
 
-/// Test component `name` with claims signed by `account` allowing the imports `allow`, written
-/// into `dir`; returns its path.
+/// Test component `name` with claims signed by `account` allowing the imports `allow` and the
+/// calling components `callers` (empty: any), written into `dir`; returns its path.
 pub fn signed_component(
     dir: &std::path::Path,
     name: &str,
     account: &nkeys::KeyPair,
-    allow: &[&str],
+    (allow, callers): (&[&str], &[&str]),
     no_reuse: bool,
 ) -> String {
     use trellis_lattice::claims::{self, ClaimsInput};
@@ -103,6 +103,7 @@ pub fn signed_component(
         allow: allow.iter().map(|a| (*a).to_owned()).collect(),
         valid_for: None,
         no_reuse,
+        callers: callers.iter().map(|c| (*c).to_owned()).collect(),
     };
     let now = trellis_lattice::envelope::unix_ms() / 1000;
     let signed = claims::sign(&wasm, account, &input, now).expect("sign the test component");

@@ -167,3 +167,61 @@ async fn in_process_calls_do_not_wait_for_their_callers_admission_slots() {
         assert_eq!(reply.text(), ALL);
     }
 }
+
+#[tokio::test]
+async fn a_components_claims_admit_only_the_callers_they_name_near_and_far() {
+    let lattice = Lattice::new("c2ccallers").await;
+    let t = &lattice.trellis;
+    let dir = tempfile::tempdir().unwrap();
+    let account = nkeys::KeyPair::new_account();
+    let strict = [format!("--trusted-issuer={}", account.public_key())];
+    let (a, b) = (t.host_with("a", &strict).await, t.host_with("b", &strict).await);
+    let sign = |name: &str, allow: &[&str], callers: &[&str]| {
+        let sub = dir.path().join(format!("{name}-{}", callers.join("-")));
+        std::fs::create_dir_all(&sub).unwrap();
+        trellis_tests::signed_component(&sub, name, &account, (allow, callers), false)
+    };
+    let caller = sign("caller", &[TYPES], &[]);
+    let closed = sign("greeter", &[], &["someone-else"]);
+    let open = sign("greeter", &[], &["caller"]);
+    let start = |file: String, id: &'static str, host: String| async move {
+        t.ok(&["start", "component", &file, "--id", id, "--host", &host]).await;
+    };
+    start(caller, "caller", a.id.clone()).await;
+    start(closed.clone(), "greeter", a.id.clone()).await;
+    link(&lattice).await;
+    let addr = lattice.serve_http(&a.id, "caller", &[]).await;
+
+    // A callee whose claims name other callers refuses this one, in process and across hosts.
+    for host in [&a.id, &b.id] {
+        if host == &b.id {
+            start(closed.clone(), "greeter", host.clone()).await;
+        }
+        let reply = get(addr, "/greet/x").await;
+        assert_eq!(reply.status, 500, "{}", reply.text());
+        let text = reply.text();
+        assert!(text.contains("Denied") && text.contains("someone-else"), "{text}");
+        assert!(text.contains("`caller`"), "names the caller: {text}");
+        t.ok(&["stop", "component", "greeter", "--host", host]).await;
+    }
+    // One that names it takes its calls, in process and across hosts.
+    for host in [&a.id, &b.id] {
+        start(open.clone(), "greeter", host.clone()).await;
+        let reply = get(addr, "/all").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.text(), ALL);
+        t.ok(&["stop", "component", "greeter", "--host", host]).await;
+    }
+    // Calls that are not a component's (here a host-signed call from outside any component)
+    // are not limited by it.
+    start(closed, "greeter", b.id.clone()).await;
+    let signer = trellis_lattice::signing::Signer::new(nkeys::KeyPair::new_server(), None);
+    let client = t.client().await.with_signer(signer);
+    let mut args = Vec::new();
+    rmpv::encode::write_value(&mut args, &rmpv::Value::Array(vec!["bob".into()])).unwrap();
+    let answer = client
+        .invoke("greeter", TYPES, "greet", args.into(), Duration::from_secs(5))
+        .await
+        .expect("a call from no component is admitted");
+    assert!(String::from_utf8_lossy(&answer).contains("bob"));
+}

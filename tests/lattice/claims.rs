@@ -33,6 +33,7 @@ fn sign_at(
         allow: allow.iter().map(|s| s.to_string()).collect(),
         valid_for: valid_for.map(Duration::from_secs),
         no_reuse: false,
+        callers: vec![],
     };
     claims::sign(wasm, issuer, &input, now).unwrap()
 }

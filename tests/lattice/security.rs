@@ -66,6 +66,7 @@ fn signed_headers(
         jti: jti.into(),
         link: "default".into(),
         trace: None,
+        caller: None,
     };
     invocation_headers(&inv, subject, body, Some(signer))
 }
@@ -180,6 +181,7 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
         jti: "mismatch-1".into(),
         link: "default".into(),
         trace: None,
+        caller: None,
     };
     let headers = invocation_headers(&inv, &subject, &request("/m"), Some(&signer));
     assert!(

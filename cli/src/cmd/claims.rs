@@ -45,6 +45,7 @@ fn sign(g: &Global, args: ClaimsSignArgs) -> anyhow::Result<ExitCode> {
         allow: args.allow,
         valid_for: args.expires,
         no_reuse: args.no_reuse,
+        callers: args.callers,
     };
     let signed = claims::sign(&wasm, &issuer, &input, now_s())?;
     std::fs::write(&args.output_file, &signed)
@@ -95,6 +96,9 @@ fn inspect(g: &Global, file: &std::path::Path, trusted: &[String]) -> anyhow::Re
             println!("issued:  {} (unix)", t.iat);
             println!("expires: {}", t.exp.map_or("never".to_owned(), |e| format!("{e} (unix)")));
             println!("allow:   {}", t.trellis.allow.join(", "));
+            if !t.trellis.callers.is_empty() {
+                println!("callers: {}", t.trellis.callers.join(", "));
+            }
         }
         println!("imports: {}", imports.join(", "));
         match &verdict {

@@ -173,6 +173,11 @@ async fn run(
 ) -> Result<bytes::Bytes, InvokeError> {
     let Admitted { interface, function, source, timeout, .. } = admitted;
     let id = target.id();
+    if let Target::Component(running) = target {
+        // The callee's claims may take calls only from some components (signed with the call).
+        let caller = arrival.headers.and_then(|h| h.get(header::CALLER)).map(|c| c.as_str());
+        running.admit_caller(caller)?;
+    }
     router.gate().authorize(source, id, arrival.field(header::OP)).await?;
     let payload = match payload {
         Payload::Inline(body) => body.clone(),

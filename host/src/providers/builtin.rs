@@ -53,6 +53,7 @@ impl DirectHost for InProcess {
             payload: call.payload,
             timeout: call.timeout,
             trace: Some(call.trace),
+            caller: None,
         }))
     }
 }

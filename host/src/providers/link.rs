@@ -147,6 +147,7 @@ pub(crate) async fn serve<R, W>(
                         payload: Bytes::from(payload),
                         timeout,
                         trace: traceparent.as_deref().and_then(TraceContext::parse),
+                        caller: None,
                     };
                     let result = router
                         .invoke(call)

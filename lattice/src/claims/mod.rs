@@ -12,8 +12,14 @@
 //!
 //! let account = nkeys::KeyPair::new_account();
 //! let wasm = b"\0asm\x0d\0\x01\0".to_vec(); // an empty component
-//! let input =
-//!     ClaimsInput { name: "hello".into(), rev: 1, allow: vec![], valid_for: None, no_reuse: false };
+//! let input = ClaimsInput {
+//!     name: "hello".into(),
+//!     rev: 1,
+//!     allow: vec![],
+//!     valid_for: None,
+//!     no_reuse: false,
+//!     callers: vec![],
+//! };
 //! let signed = claims::sign(&wasm, &account, &input, 1_700_000_000).unwrap();
 //! let verified = claims::verify(&signed, &[account.public_key()], 1_700_000_100).unwrap();
 //! assert_eq!(verified.claims.name, "hello");
@@ -123,6 +129,17 @@ pub struct ComponentClaims {
     /// gets a fresh instance, whatever the operator asks).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_reuse: bool,
+    /// The names (in their own claims) of the components that may call this one; empty: any.
+    /// Calls from providers and operators are not components' and are not limited by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callers: Vec<String>,
+}
+
+impl ComponentClaims {
+    /// Whether the component named `caller` in its claims (empty: unsigned) may call this one.
+    pub fn admits_caller(&self, caller: &str) -> bool {
+        self.callers.is_empty() || self.callers.iter().any(|n| n == caller)
+    }
 }
 
 /// The signed payload.
@@ -156,6 +173,8 @@ pub struct ClaimsInput {
     pub valid_for: Option<std::time::Duration>,
     /// Forbid warm instances (see [`ComponentClaims::no_reuse`]).
     pub no_reuse: bool,
+    /// Components that may call it (see [`ComponentClaims::callers`]).
+    pub callers: Vec<String>,
 }
 
 /// Claims that verified.
@@ -191,6 +210,7 @@ pub fn sign(
             hash: digest_of(&split.stripped),
             allow: input.allow.clone(),
             no_reuse: input.no_reuse,
+            callers: input.callers.clone(),
         },
     };
     let payload = serde_json::to_vec(&token).map_err(|e| ClaimsError::Malformed(e.to_string()))?;
@@ -305,6 +325,7 @@ mod tests {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             valid_for: valid_for.map(std::time::Duration::from_secs),
             no_reuse: false,
+            callers: vec![],
         }
     }
 
@@ -373,6 +394,7 @@ mod tests {
             hash: String::new(),
             allow: vec!["wasi:keyvalue/*".into(), "wasi:http/outgoing-handler".into()],
             no_reuse: false,
+            callers: vec![],
         };
         let ok = [
             "wasi:io/streams@0.2.0",

@@ -85,6 +85,8 @@ pub struct Signed<'a> {
     pub jti: &'a str,
     /// The caller's link name.
     pub link: &'a str,
+    /// The calling component's name in its claims, when a component calls.
+    pub caller: Option<&'a str>,
     /// Deadline, unix ms.
     pub deadline_ms: u64,
     /// The body's length and SHA-256.
@@ -121,6 +123,7 @@ impl<'a> Signed<'a> {
             source: &invocation.source,
             jti: &invocation.jti,
             link: &invocation.link,
+            caller: invocation.caller.as_deref(),
             deadline_ms: invocation.deadline_ms,
             body,
         }
@@ -133,6 +136,11 @@ impl<'a> Signed<'a> {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
+        // Present or not is signed too: a component's call cannot pass for a provider's.
+        let caller = self.caller.unwrap_or_default();
+        h.update([u8::from(self.caller.is_some())]);
+        h.update((caller.len() as u64).to_be_bytes());
+        h.update(caller.as_bytes());
         h.update(self.deadline_ms.to_be_bytes());
         h.update(self.body.len.to_be_bytes());
         h.update(self.body.sha256);
@@ -421,8 +429,10 @@ impl Verifier {
             return Err(denied("invocation id is too long"));
         }
         let link = crate::envelope::link_name(Some(headers));
+        let caller = get(header::CALLER);
         let digest =
-            Signed { subject, operation: op, source: src, jti, link, deadline_ms, body }.digest();
+            Signed { subject, operation: op, source: src, jti, link, caller, deadline_ms, body }
+                .digest();
         // This host's MAC when the call has one, else the signature.
         let check = match (get(MAC), &self.pairs) {
             (Some(macs), Some(pairs)) => pairs.check(signer, macs, &digest),
@@ -577,6 +587,10 @@ mod tests {
         let mut relinked = signed_headers(&host, "s", b"body", NOW + 1000, "j7");
         relinked.insert(header::LINK, "admin");
         assert!(reason(check(&v, "s", &relinked, b"body", NOW)).contains("bad signature"));
+        // So is the calling component's name, and whether a component calls at all.
+        let mut renamed = signed_headers(&host, "s", b"body", NOW + 1000, "j8");
+        renamed.insert(header::CALLER, "frontend");
+        assert!(reason(check(&v, "s", &renamed, b"body", NOW)).contains("bad signature"));
 
         let unsigned = Invocation::new("x", "o", std::time::Duration::ZERO, "j6".into());
         let unsigned = Invocation { deadline_ms: NOW + 1000, ..unsigned };
