@@ -98,6 +98,20 @@ impl LocalNatsServer {
         let _ = child.kill().await;
     }
 
+    /// Replaces its configuration file's text and has it reload (SIGHUP), as an operator does
+    /// to push new accounts or revocations.
+    pub fn reconfigure(&self, config: &str) -> Result<(), NatsServerError> {
+        std::fs::write(self.dir.join("nats-server.conf"), config)?;
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            .ok_or_else(|| std::io::Error::other("nats-server is not running"))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+            .map_err(|e| NatsServerError::Io(e.into()))
+    }
+
     /// Kills the server at once, like a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -6,6 +6,7 @@
 
 mod components;
 mod http;
+pub mod jwt;
 mod oci;
 pub mod otlp;
 mod process;

@@ -1,5 +1,7 @@
 //! NATS accounts isolate lattices: hosts authenticate with nkeys passed through by Trellis, and a
-//! host of one account can neither see nor call nor read the state of the other.
+//! host of one account can neither see nor call nor read the state of the other. Decentralized
+//! auth (operator, account and user JWTs, `.creds` files) works for hosts, their providers and
+//! the CLI, and revoking a host's user takes it out of the lattice.
 
 use std::time::Duration;
 
@@ -92,4 +94,92 @@ async fn accounts_isolate_lattices_of_the_same_name() {
     let anonymous = Trellis::new(&nats.url(), "default");
     let err = anonymous.fails(&["get", "hosts"]).await;
     assert!(err.contains("cannot reach NATS"), "{err}");
+}
+
+/// A server in operator mode: a system account and `account`'s JWT preloaded (the MEMORY
+/// resolver), as nsc sets up. The operator's JWT is written once: a reload may not change it.
+fn operator_config(
+    dir: &std::path::Path,
+    (operator, system): (&nkeys::KeyPair, &nkeys::KeyPair),
+    account_jwt: &str,
+) -> String {
+    let operator_file = dir.join("operator.jwt");
+    if !operator_file.exists() {
+        std::fs::write(&operator_file, trellis_tests::jwt::operator(operator)).unwrap();
+    }
+    let system_jwt = trellis_tests::jwt::system_account(operator, system);
+    let account = account_jwt.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, account)
+            .unwrap(),
+    )
+    .unwrap();
+    format!(
+        "operator: \"{}\"\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{account_jwt}\"\n  {sys}: \"{system_jwt}\"\n}}\n",
+        operator_file.display(),
+        claims["sub"].as_str().unwrap(),
+        sys = system.public_key(),
+    )
+}
+
+/// A Trellis whose processes authenticate with `user`'s creds file.
+fn with_creds(
+    nats: &NatsServer,
+    dir: &std::path::Path,
+    account: &nkeys::KeyPair,
+    user: &nkeys::KeyPair,
+) -> Trellis {
+    let jwt = trellis_tests::jwt::user(account, user);
+    let file = dir.join(format!("{}.creds", user.public_key()));
+    std::fs::write(&file, trellis_tests::jwt::creds(&jwt, user)).unwrap();
+    let mut t = Trellis::new(&nats.url(), "default");
+    t.auth.creds_file = Some(file.clone());
+    t.env.push(("TRELLIS_NATS_CREDS".into(), file.to_str().unwrap().to_owned()));
+    t
+}
+
+#[tokio::test]
+async fn jwt_users_run_hosts_and_the_cli_and_a_revoked_users_host_drops_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (operator, account) = (nkeys::KeyPair::new_operator(), nkeys::KeyPair::new_account());
+    let (host_user, cli_user) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
+    let account_jwt = trellis_tests::jwt::account(&operator, &account, &[]);
+    let system = nkeys::KeyPair::new_account();
+    let config = operator_config(dir.path(), (&operator, &system), &account_jwt);
+    let nats = NatsServer::start_with_config(None, Some(&config))
+        .await
+        .expect("nats-server in operator mode");
+    let cli = with_creds(&nats, dir.path(), &account, &cli_user);
+    let mut hosts = cli.clone();
+    hosts.env.extend(with_creds(&nats, dir.path(), &account, &host_user).env);
+    // The host's creds come last and win.
+    let host = hosts.host("jwt-host", &[]).await;
+    let wasm = component("http-hello");
+    cli.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "hello", "--host", &host.id])
+        .await;
+    let payload =
+        trellis_lattice::http::encode(&trellis_lattice::http::HttpRequest::get("/")).unwrap();
+    let answer = cli
+        .client()
+        .await
+        .invoke("hello", INCOMING_HANDLER, HANDLE, payload.into(), Duration::from_secs(5))
+        .await;
+    assert!(answer.is_ok(), "{answer:?}");
+    // A provider process connects with its host's creds (it answers the start once it has read
+    // the lattice's links over its own connection).
+    cli.ok(&["start", "provider", "http-server", "--id", "web", "--host", &host.id]).await;
+
+    // The operator revokes the host's user: the server drops it, and it cannot come back.
+    let now = trellis_lattice::envelope::unix_ms() / 1000;
+    let revoked =
+        trellis_tests::jwt::account(&operator, &account, &[(host_user.public_key(), now + 1)]);
+    nats.reconfigure(&operator_config(dir.path(), (&operator, &system), &revoked)).unwrap();
+
+    trellis_tests::eventually("the revoked host to drop out", Duration::from_secs(20), || async {
+        let listed = cli.ok(&["get", "hosts", "--output", "json"]).await;
+        (!listed.contains("jwt-host")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!cli.ok(&["get", "hosts"]).await.contains("jwt-host"), "it did not come back");
 }
