@@ -10,6 +10,7 @@ use trellis_lattice::subject::{HostVerb, Subject};
 use trellis_proto::{self as pb, ErrorCode};
 
 use crate::host::{Host, HostError};
+use crate::refused::{ControlResult, Refused};
 
 /// The host's control subscriptions: its own verbs and the lattice-wide ping.
 pub(crate) struct ControlSubscriptions {
@@ -81,7 +82,7 @@ fn needs(verb: HostVerb) -> Option<Role> {
 
 /// The reply of a refused request, in the verb's own reply type.
 fn refusal(verb: HostVerb, denied: RequestDenied) -> Vec<u8> {
-    let status = Some(pb::Status { code: ErrorCode::Denied.into(), message: denied.to_string() });
+    let status = Some(Refused::from(denied).status());
     match verb {
         HostVerb::Inventory => pb::InventoryReply { status, inventory: None }.encode_to_vec(),
         HostVerb::StartComponent => pb::StartComponentReply { status }.encode_to_vec(),
@@ -134,13 +135,13 @@ fn ok() -> pb::Status {
     pb::Status { code: ErrorCode::Ok.into(), message: String::new() }
 }
 
-fn status(result: Result<(), (ErrorCode, String)>) -> pb::Status {
+fn status(result: ControlResult) -> pb::Status {
     match result {
         Ok(()) => ok(),
-        Err((code, message)) => pb::Status { code: code.into(), message },
+        Err(refused) => refused.status(),
     }
 }
 
 fn bad_request(e: prost::DecodeError) -> pb::Status {
-    pb::Status { code: ErrorCode::BadRequest.into(), message: format!("undecodable request: {e}") }
+    Refused::BadRequest(format!("undecodable request: {e}")).status()
 }

@@ -11,7 +11,7 @@ use async_nats::Client;
 use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use trellis_lattice::claims::{ClaimsError, Token};
+use trellis_lattice::claims::Token;
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;
@@ -21,7 +21,7 @@ use trellis_lattice::signing::{
 };
 use trellis_lattice::state::{LatticeState, decode_config, decode_link};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
-use trellis_proto::{self as pb, ErrorCode, PolicyRequest};
+use trellis_proto::{self as pb, PolicyRequest};
 
 use crate::admission::Trust;
 use crate::components::{Components, Running};
@@ -31,6 +31,7 @@ use crate::limits::Limits;
 use crate::links::{Configs, Links};
 use crate::providers::Pipes;
 use crate::providers::{Providers, StartError};
+use crate::refused::{ControlResult, Refused};
 use crate::router::{Guard, Router, Routes};
 use crate::runtime::{Component, LoadError, Runtime};
 use crate::{control, inbound};
@@ -57,8 +58,6 @@ impl HostError {
         HostError::Nats(e.to_string())
     }
 }
-
-type ControlResult = Result<(), (ErrorCode, String)>;
 
 /// A running host. Built by [`run`]; shared by its tasks.
 #[derive(Debug)]
@@ -255,12 +254,12 @@ impl Host {
     /// place of a different one of the same id.
     pub(crate) async fn start_component(&self, req: pb::StartComponentRequest) -> ControlResult {
         let (id, digest, config) = (&req.component_id, &req.digest, &req.config);
-        validate_id("component id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        validate_id("component id", id).map_err(|e| Refused::BadRequest(e.to_string()))?;
         for name in config {
-            validate_id("config name", name).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+            validate_id("config name", name).map_err(|e| Refused::BadRequest(e.to_string()))?;
         }
-        let limits = Limits::resolve(req.limits.as_ref(), &self.config)
-            .map_err(|e| (ErrorCode::BadRequest, e))?;
+        let limits =
+            Limits::resolve(req.limits.as_ref(), &self.config).map_err(Refused::BadRequest)?;
         if let Some(existing) = self.components.get(id) {
             let same = existing.digest == *digest
                 && (!req.replace
@@ -271,21 +270,19 @@ impl Host {
                 return Ok(());
             }
             if !req.replace {
-                return Err((
-                    ErrorCode::AlreadyExists,
-                    format!(
-                        "component `{id}` already runs here from {}; stop it first",
-                        existing.digest
-                    ),
-                ));
+                return Err(Refused::AlreadyExists(format!(
+                    "component `{id}` already runs here from {}; stop it first",
+                    existing.digest
+                )));
             }
         }
         let result = self.load_and_serve(req.clone(), limits).await;
         match &result {
             Ok(()) => self.events.component(EventKind::ComponentStarted, id, digest, "").await,
-            Err((_, reason)) => {
+            Err(refused) => {
+                let reason = refused.to_string();
                 tracing::warn!(component = id, %reason, "component failed to start");
-                self.events.component(EventKind::ComponentFailed, id, digest, reason).await;
+                self.events.component(EventKind::ComponentFailed, id, digest, &reason).await;
             }
         }
         result
@@ -301,13 +298,10 @@ impl Host {
         let claims = self.lock_tokens().get(digest).cloned().flatten();
         let component = match limits.reuse {
             Some(_) if claims.as_ref().is_some_and(|t| t.trellis.no_reuse) => {
-                return Err((
-                    ErrorCode::Denied,
-                    format!(
-                        "the claims of {digest} forbid keeping its instances warm; start \
+                return Err(Refused::Denied(format!(
+                    "the claims of {digest} forbid keeping its instances warm; start \
                          `{id}` without reuse"
-                    ),
-                ));
+                )));
             }
             Some(reuse) => component.with_reuse(reuse),
             None => component,
@@ -335,10 +329,9 @@ impl Host {
             // closing one); calls dispatch to the new component from the moment it is in the
             // table, and the old one's calls in flight finish on it.
             let Some(old) = self.components.swap_in(running) else {
-                return Err((
-                    ErrorCode::NotFound,
-                    format!("component `{id}` was stopped while it was being replaced"),
-                ));
+                return Err(Refused::NotFound(format!(
+                    "component `{id}` was stopped while it was being replaced"
+                )));
             };
             self.forget_digest_if_unused(&old.digest);
             tracing::info!(component = id, from = %old.digest, to = digest, "component replaced");
@@ -346,11 +339,11 @@ impl Host {
         }
         let sub = inbound::subscribe(&self.nats, &self.subjects, id)
             .await
-            .map_err(|e| (ErrorCode::Internal, format!("cannot subscribe: {e}")))?;
+            .map_err(|e| Refused::Internal(format!("cannot subscribe: {e}")))?;
         // Once we answer "started", a call must find the subscription on the server.
         sync_with_server(&self.nats)
             .await
-            .map_err(|e| (ErrorCode::Internal, format!("cannot reach NATS: {e}")))?;
+            .map_err(|e| Refused::Internal(format!("cannot reach NATS: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         let target = inbound::Target::Component(running.clone());
@@ -361,10 +354,10 @@ impl Host {
             return if existing.digest == digest {
                 Ok(())
             } else {
-                Err((
-                    ErrorCode::AlreadyExists,
-                    format!("component `{id}` already runs here from {}", existing.digest),
-                ))
+                Err(Refused::AlreadyExists(format!(
+                    "component `{id}` already runs here from {}",
+                    existing.digest
+                )))
             };
         }
         tracing::info!(component = id, digest, "component started");
@@ -373,7 +366,7 @@ impl Host {
 
     /// The component of `digest`, compiled once: starts of the same artifact that arrive
     /// together wait for one fetch and one compile.
-    async fn component(&self, digest: &str) -> Result<Component, (ErrorCode, String)> {
+    async fn component(&self, digest: &str) -> Result<Component, Refused> {
         if let Some(loaded) = self.cached_component(digest) {
             return loaded;
         }
@@ -385,37 +378,37 @@ impl Host {
             .state
             .get_artifact(digest)
             .await
-            .map_err(|e| (ErrorCode::ArtifactUnavailable, e.to_string()))?;
+            .map_err(|e| Refused::ArtifactUnavailable(e.to_string()))?;
         // Claims first: a tampered or unsigned artifact is never compiled.
-        let token = self.trust.check(&bytes, unix_s()).map_err(denied)?;
+        let token = self.trust.check(&bytes, unix_s()).map_err(Refused::from)?;
         let runtime = self.runtime.clone();
         let owned_digest = digest.to_owned();
         let component = tokio::task::spawn_blocking(move || runtime.load(&owned_digest, &bytes))
             .await
-            .map_err(|e| (ErrorCode::Internal, format!("compile task failed: {e}")))?
-            .map_err(|e| (ErrorCode::InvalidComponent, e.to_string()))?;
+            .map_err(|e| Refused::Internal(format!("compile task failed: {e}")))?
+            .map_err(|e| Refused::InvalidComponent(e.to_string()))?;
         if let Err(e) = self.trust.check_imports(token.as_ref(), component.imports()) {
             self.runtime.evict(digest);
-            return Err(denied(e));
+            return Err(e.into());
         }
         self.lock_tokens().insert(digest.to_owned(), token);
         Ok(component)
     }
 
     /// A component compiled earlier from `digest`, its claims' validity checked again.
-    fn cached_component(&self, digest: &str) -> Option<Result<Component, (ErrorCode, String)>> {
+    fn cached_component(&self, digest: &str) -> Option<Result<Component, Refused>> {
         let token = self.lock_tokens().get(digest).cloned()?;
         let loaded = self.runtime.load_compiled(digest)?;
         Some(match self.trust.recheck(token.as_ref(), unix_s()) {
-            Ok(()) => loaded.map_err(|e| (ErrorCode::InvalidComponent, e.to_string())),
-            Err(e) => Err(denied(e)),
+            Ok(()) => loaded.map_err(|e| Refused::InvalidComponent(e.to_string())),
+            Err(e) => Err(e.into()),
         })
     }
 
     /// The policy service's word, when the host has one: `Denied` with its reason otherwise.
     async fn ask_policy(&self, request: PolicyRequest) -> ControlResult {
         let Some(policy) = &self.policy else { return Ok(()) };
-        policy.decide(request).await.map_err(|e| (ErrorCode::Denied, e.to_string()))
+        policy.decide(request).await.map_err(|e| Refused::Denied(e.to_string()))
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Token>>> {
@@ -428,9 +421,10 @@ impl Host {
     }
 
     async fn stop_component_because(&self, id: &str, reason: &str) -> ControlResult {
-        let running = self.components.remove(id).ok_or_else(|| {
-            (ErrorCode::NotFound, format!("no component `{id}` runs on this host"))
-        })?;
+        let running = self
+            .components
+            .remove(id)
+            .ok_or_else(|| Refused::NotFound(format!("no component `{id}` runs on this host")))?;
         running.stop_serving();
         self.forget_digest_if_unused(&running.digest);
         self.events.component(EventKind::ComponentStopped, id, &running.digest, reason).await;
@@ -466,8 +460,8 @@ impl Host {
         builtin: bool,
         owner: Option<pb::Owner>,
     ) -> ControlResult {
-        validate_id("provider id", id).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-        validate_id("provider kind", kind).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        validate_id("provider id", id).map_err(|e| Refused::BadRequest(e.to_string()))?;
+        validate_id("provider kind", kind).map_err(|e| Refused::BadRequest(e.to_string()))?;
         self.ask_policy(PolicyRequest {
             kind: "start_provider".into(),
             id: id.to_owned(),
@@ -475,19 +469,16 @@ impl Host {
             ..Default::default()
         })
         .await?;
-        self.providers.start(id, kind, builtin, owner).await.map_err(|e| {
-            let code = match e {
-                StartError::Conflict { .. } => ErrorCode::AlreadyExists,
-                _ => ErrorCode::ProviderFailed,
-            };
-            (code, e.to_string())
+        self.providers.start(id, kind, builtin, owner).await.map_err(|e| match e {
+            StartError::Conflict { .. } => Refused::AlreadyExists(e.to_string()),
+            _ => Refused::ProviderFailed(e.to_string()),
         })?;
         tracing::info!(provider = id, kind, builtin, "provider started");
         Ok(())
     }
 
     pub(crate) async fn stop_provider(&self, id: &str) -> ControlResult {
-        self.providers.stop(id).await.map_err(|e| (ErrorCode::NotFound, e.to_string()))
+        self.providers.stop(id).await.map_err(|e| Refused::NotFound(e.to_string()))
     }
 
     async fn announce(&self, kind: EventKind) {
@@ -761,10 +752,6 @@ fn host_identity(config: &HostConfig, host: &str) -> Result<Option<String>, Host
             )
         })?;
     issue_identity(&cluster, host, unix_s()).map(Some).map_err(HostError::Config)
-}
-
-fn denied(e: ClaimsError) -> (ErrorCode, String) {
-    (ErrorCode::Denied, e.to_string())
 }
 
 fn unix_s() -> u64 {

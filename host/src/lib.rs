@@ -27,6 +27,7 @@ mod links;
 mod live;
 mod metrics;
 mod providers;
+mod refused;
 mod route;
 mod router;
 pub mod runtime;
