@@ -198,6 +198,11 @@ impl Host {
         Err(denied)
     }
 
+    /// Answers to this host's calls refused as forged.
+    pub(crate) fn forged_answers(&self) -> u64 {
+        self.router.signer().forged_answers()
+    }
+
     /// Calls received over NATS and accepted by signature and by pair key.
     pub(crate) fn accepted_calls(&self) -> (u64, u64) {
         self.router.accepted_calls()
@@ -574,7 +579,8 @@ impl Host {
         let runtime = Runtime::new(config.runtime.clone())?;
         let key = nkeys::KeyPair::new_server();
         let id = key.public_key();
-        let signer = Signer::new(key, host_identity(&config, &id)?);
+        let signer = Signer::new(key, host_identity(&config, &id)?)
+            .with_trusted_clusters(config.trusted_clusters.clone());
         let (verifier, trust, control) = trust_settings(&config);
         let verifier = verifier.with_pair_keys(signer.pair_keys());
         // Answers to the calls this host signs come to its own inbox, which the signature names.

@@ -97,9 +97,9 @@ impl Router {
         &self.gate
     }
 
-    /// This host's public key.
-    pub fn host_key(&self) -> &str {
-        self.signer.public_key()
+    /// Signs, introduces this host on, and authenticates answers.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
     }
 
     /// Calls received over NATS and accepted by signature and by pair key.

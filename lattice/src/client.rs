@@ -150,6 +150,11 @@ impl LatticeClient {
         self
     }
 
+    /// Answers to its signed calls refused as forged so far.
+    pub fn forged_answers(&self) -> u64 {
+        self.signer.as_ref().map_or(0, |(signer, _)| signer.forged_answers())
+    }
+
     /// The operator key it signs requests with, if any.
     pub fn operator(&self) -> Option<std::sync::Arc<crate::signing::OperatorKey>> {
         self.operator.clone()
@@ -429,6 +434,8 @@ pub async fn send_invocation(
                 signer.authenticate(&mut headers, &signed, target)
             }
         });
+        // Kept to tell the answer of a host the call was MAC'd for from a stranger's.
+        let macs = proof.and_then(|_| headers.get(crate::signing::MAC)).map(|m| m.to_string());
         let body = if let Some(digest) = digest.filter(|_| chunked) {
             crate::chunks::offer(nats, &mut headers, payload.clone(), &digest, left).await?;
             Bytes::new()
@@ -455,17 +462,41 @@ pub async fn send_invocation(
             }
             return Err(err);
         }
-        if let (Some((signer, _)), Some(by)) =
-            (signer, msg.headers.as_ref().and_then(|h| h.get(BY)))
-        {
-            signer.learn(target, by.as_str());
+        let announced = crate::chunks::announced(msg.headers.as_ref()).transpose()?;
+        if let (Some((signer, _)), Some(proof)) = (signer, proof) {
+            // A result is taken only from a host the call went to, MAC'd for this host.
+            let body = match &announced {
+                Some(announced) => announced.body,
+                None => crate::signing::BodyDigest::of(&msg.payload),
+            };
+            let now_s = crate::envelope::unix_ms() / 1000;
+            signer
+                .check_answer(
+                    msg.headers.as_ref(),
+                    (&inv.jti, body),
+                    (proof, macs.as_deref()),
+                    now_s,
+                )
+                .map_err(|forged| {
+                    InvokeError::new(
+                        InvokeErrorKind::Denied,
+                        format!(
+                            "the answer from `{target}` was refused ({forged}); the call's \
+                             outcome is unknown"
+                        ),
+                    )
+                })?;
+            if let Some(by) = msg.headers.as_ref().and_then(|h| h.get(BY)) {
+                signer.learn(target, by.as_str());
+            }
         }
-        break msg;
+        break (msg, announced);
     };
-    match crate::chunks::announced(msg.headers.as_ref()) {
+    let (msg, announced) = msg;
+    match announced {
         Some(announced) => {
             let left = timeout.saturating_sub(started.elapsed());
-            crate::chunks::fetch(nats, &announced?, left).await
+            crate::chunks::fetch(nats, &announced, left).await
         }
         None => Ok(msg.payload),
     }

@@ -70,7 +70,7 @@ async fn a_strict_host_changes_only_for_its_operators() {
         .subscribe(format!("trellis.operators.evt.{}", EventKind::RequestDenied.as_str()))
         .await
         .unwrap();
-    nats.flush().await.unwrap();
+    trellis_lattice::connect::sync_with_server(&nats).await.unwrap();
     let subject =
         format!("trellis.operators.ctl.host.{}.{}", host.id, HostVerb::StopComponent.as_str());
     let soon = || unix_ms() + 10_000;
@@ -186,7 +186,7 @@ async fn the_scheduler_places_on_strict_hosts_with_its_operator_key_and_ignores_
     // scheduler keeps the last sealed version placed.
     let nats = async_nats::connect(&lattice.nats.url()).await.unwrap();
     let mut events = nats.subscribe("trellis.operator-scheduler.evt.record_denied").await.unwrap();
-    nats.flush().await.unwrap();
+    trellis_lattice::connect::sync_with_server(&nats).await.unwrap();
     let js = async_nats::jetstream::new(nats.clone());
     let apps = js.get_key_value("TRELLIS_operator-scheduler_APPS").await.unwrap();
     let sealed = apps.get("spec.signed").await.unwrap().unwrap();
@@ -242,7 +242,7 @@ async fn state_written_without_an_operator_key_changes_nothing_a_strict_lattice_
     // Any NATS user of the account can write the buckets; nothing they write applies.
     let nats = async_nats::connect(&lattice.nats.url()).await.unwrap();
     let mut events = nats.subscribe("trellis.sealed.evt.record_denied").await.unwrap();
-    nats.flush().await.unwrap();
+    trellis_lattice::connect::sync_with_server(&nats).await.unwrap();
     let js = async_nats::jetstream::new(nats.clone());
     let config = js.get_key_value("TRELLIS_sealed_CONFIG").await.unwrap();
     let links = js.get_key_value("TRELLIS_sealed_LINKS").await.unwrap();

@@ -8,9 +8,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
 use trellis_lattice::chunks;
+use trellis_lattice::envelope::header;
 use trellis_lattice::envelope::{Invocation, InvokeError, InvokeErrorKind, unix_ms};
 use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
-use trellis_lattice::signing::{Signer, inbox_prefix, invocation_headers, issue_identity};
+use trellis_lattice::signing::{self, Signer, inbox_prefix, invocation_headers, issue_identity};
 use trellis_lattice::subject::EventKind;
 use trellis_tests::component;
 
@@ -320,4 +321,72 @@ async fn an_unauthenticated_call_announcing_64_mib_is_refused_before_a_single_ch
     assert!(pulled.is_err(), "the host pulled a chunk: {pulled:?}");
     let hosts = t.client().await.hosts(Duration::from_millis(500)).await.unwrap();
     assert_eq!(hosts.iter().find(|h| h.id == host.id).unwrap().invocations_denied, 2);
+}
+
+#[tokio::test]
+async fn a_forged_answer_is_refused_and_counted_and_a_genuine_one_taken() {
+    let lattice = Lattice::new("answers").await;
+    let t = &lattice.trellis;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = nkeys::KeyPair::new_cluster();
+    let cluster_seed = seed_file(dir.path(), "cluster.nk", &cluster);
+    let vouched_args = vec![
+        "--allow-unsigned".to_owned(),
+        format!("--trusted-cluster={}", cluster.public_key()),
+        format!("--cluster-seed={cluster_seed}"),
+    ];
+    let worker = t.host_with("worker", &vouched_args).await;
+    lattice.start_hello("hello", &["--host", &worker.id]).await;
+    // The caller: a host the cluster vouches for, taking answers only from such hosts.
+    let signer = vouched(&cluster).with_trusted_clusters(vec![cluster.public_key()]);
+    let caller = t.client().await.with_signer(signer);
+
+    // A NATS user hears each call and answers first: once plainly, once authenticated with a
+    // host key of its own that no cluster vouches for.
+    let nats = async_nats::connect(&lattice.nats.url()).await.unwrap();
+    let mut calls = nats.subscribe("trellis.answers.rpc.hello.>").await.unwrap();
+    trellis_lattice::connect::sync_with_server(&nats).await.unwrap();
+    let forger = Signer::new(nkeys::KeyPair::new_server(), None);
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let forge = {
+        let (nats, seen) = (nats.clone(), seen.clone());
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while let Some(call) = calls.next().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (Some(reply), Some(headers)) = (call.reply, call.headers) else { continue };
+                let body = Bytes::from_static(b"forged");
+                let mut answer = async_nats::HeaderMap::new();
+                if sent % 2 == 1 {
+                    let (caller, jti) = (headers.get(signing::HOST), headers.get(header::JTI));
+                    let digest = signing::BodyDigest::of(&body);
+                    forger.authenticate_answer(
+                        &mut answer,
+                        caller.unwrap().as_str(),
+                        jti.unwrap().as_str(),
+                        digest,
+                    );
+                }
+                nats.publish_with_headers(reply, answer, body).await.unwrap();
+                sent += 1;
+            }
+        })
+    };
+    for why in ["not authenticated", "was not sent to"] {
+        let err = caller
+            .invoke("hello", INCOMING_HANDLER, HANDLE, request("/spin"), Duration::from_secs(10))
+            .await
+            .expect_err("a forged answer is not a result");
+        assert_eq!(err.kind(), InvokeErrorKind::Denied, "{err}");
+        assert!(err.message().contains(why), "{err}");
+    }
+    assert_eq!(caller.forged_answers(), 2);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 2, "the forger answered both");
+    forge.abort();
+    drop(nats);
+    let answer = caller
+        .invoke("hello", INCOMING_HANDLER, HANDLE, request("/"), Duration::from_secs(5))
+        .await
+        .expect("the worker's own answer is taken");
+    assert!(!answer.is_empty());
 }

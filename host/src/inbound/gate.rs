@@ -49,6 +49,8 @@ pub(crate) struct Admitted<'m> {
     pub timeout: Duration,
     /// Whether the answer names this host (`trellis-by`), see [`Gate::check`].
     pub introduce: bool,
+    /// The host that signed or MAC'd the call, whose answer is authenticated for it.
+    pub caller_host: Option<&'m str>,
 }
 
 /// The checks a received call passes, and their counters.
@@ -124,6 +126,7 @@ impl Gate {
             source: call.field(header::SRC),
             timeout: left.min(self.max_call_time),
             introduce,
+            caller_host: verified.proof.map(|_| call.field(trellis_lattice::signing::HOST)),
         })
     }
 

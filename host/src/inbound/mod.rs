@@ -119,20 +119,35 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
         headers: msg.headers.as_ref(),
         body,
     };
-    let (result, introduce) = match router.gate().check(&arrival, unix_ms()) {
+    let (result, answered) = match router.gate().check(&arrival, unix_ms()) {
         Ok(admitted) => {
             let payload = match &announced {
                 Some(announced) => Payload::Announced(announced),
                 None => Payload::Inline(&msg.payload),
             };
-            (run(router, target, &arrival, admitted, payload).await, admitted.introduce)
+            let answered = Answered {
+                introduce: admitted.introduce,
+                caller: admitted.caller_host.map(|host| (host, arrival.field(header::JTI))),
+            };
+            (run(router, target, &arrival, admitted, payload).await, answered)
         }
-        Err(e) => (Err(e), false),
+        Err(e) => (Err(e), Answered { introduce: false, caller: None }),
     };
     match result {
-        Ok(body) => answer(router, reply, id, body, introduce).await,
+        // A subject clone shares its bytes.
+        Ok(body) => answer(router, reply.clone(), id, body, answered).await,
         Err(e) => reply_error(router, reply, id, &e).await,
     }
+}
+
+/// How an answer is sent.
+#[derive(Debug, Clone, Copy)]
+struct Answered<'m> {
+    /// Name this host on it.
+    introduce: bool,
+    /// The host that authenticated the call and the call's id: the answer is authenticated
+    /// for that host.
+    caller: Option<(&'m str, &'m str)>,
 }
 
 /// A call's body: in the message, or announced and pulled once the call is authorized.
@@ -219,31 +234,36 @@ async fn run(
     result
 }
 
-/// Sends a successful answer, naming this host when `introduce`.
+/// Sends a successful answer, authenticated for the host that sent the call and naming this
+/// host when it should.
 async fn answer(
     router: &Router,
     reply: async_nats::Subject,
     id: &str,
     body: bytes::Bytes,
-    introduce: bool,
+    answered: Answered<'_>,
 ) {
     let nats = router.nats();
-    // The caller learns (or is reminded) who answered, so its next calls here carry a MAC.
     let mut headers = async_nats::HeaderMap::new();
-    if introduce {
-        headers.insert(signing::BY, router.host_key());
+    // The caller learns (or is reminded) who answered, so its next calls here carry a MAC.
+    if answered.introduce {
+        router.signer().introduce(&mut headers);
     }
-    let sent = if chunks::needs_chunks(nats, &body) {
+    let chunked = chunks::needs_chunks(nats, &body);
+    let digest = (chunked || answered.caller.is_some()).then(|| BodyDigest::of(&body));
+    if let (Some((caller, jti)), Some(digest)) = (answered.caller, digest) {
+        router.signer().authenticate_answer(&mut headers, caller, jti, digest);
+    }
+    let sent = match digest.filter(|_| chunked) {
         // Too large for one message: the caller pulls it.
-        let digest = BodyDigest::of(&body);
-        match chunks::offer(nats, &mut headers, body, &digest, router.max_call_time()).await {
-            Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
-            Err(e) => return reply_error(router, reply, id, &e).await,
+        Some(digest) => {
+            match chunks::offer(nats, &mut headers, body, &digest, router.max_call_time()).await {
+                Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
+                Err(e) => return reply_error(router, reply, id, &e).await,
+            }
         }
-    } else if introduce {
-        nats.publish_with_headers(reply, headers, body).await
-    } else {
-        nats.publish(reply, body).await
+        None if headers.is_empty() => nats.publish(reply, body).await,
+        None => nats.publish_with_headers(reply, headers, body).await,
     };
     if let Err(e) = sent {
         tracing::warn!(target = id, error = %e, "reply not sent");

@@ -157,6 +157,14 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             one(Int(info.requests_denied)),
         ),
         family(
+            "trellis_answers_forged_total",
+            Counter,
+            "Answers to this host's calls refused: unauthenticated, from a host the call was not \
+             sent to, or with a MAC that does not verify.",
+            "1",
+            one(Int(host.forged_answers())),
+        ),
+        family(
             "trellis_calls_accepted_total",
             Counter,
             "Calls from other hosts accepted, by how they were authenticated: `signature` \

@@ -47,6 +47,10 @@ pub const MAC: &str = "trellis-mac";
 /// Header of an answer to an authenticated call: the answering host's key, so the caller can
 /// MAC its next calls for it.
 pub const BY: &str = "trellis-by";
+/// Header of a successful answer to an authenticated call: `<answering host's key>.<MAC>`, the
+/// MAC under the pair key of the two hosts over the call's id and the answer's length and
+/// digest. The caller takes no result without it.
+pub const ANSWER: &str = "trellis-answer";
 /// Header of a refusal: no MAC for the receiving host; send the call signed.
 pub const KEY_NEEDED: &str = "trellis-key-needed";
 /// The message of that refusal.
@@ -167,6 +171,10 @@ pub struct Signer {
     identity: std::sync::RwLock<Option<Arc<str>>>,
     /// `None` for a key without its seed.
     pairs: Option<Arc<PairKeys>>,
+    /// Cluster keys whose hosts' answers to signed calls it takes (empty: any host key).
+    trusted_clusters: Vec<String>,
+    /// Answers refused as forged.
+    forged: AtomicU64,
 }
 
 impl Signer {
@@ -174,7 +182,96 @@ impl Signer {
     pub fn new(key: KeyPair, identity: Option<String>) -> Self {
         let identity = std::sync::RwLock::new(identity.map(Arc::from));
         let pairs = PairKeys::new(&key).map(Arc::new);
-        Self { public: key.public_key(), key, identity, pairs }
+        Self {
+            public: key.public_key(),
+            key,
+            identity,
+            pairs,
+            trusted_clusters: Vec::new(),
+            forged: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes answers to its signed calls only from hosts one of `clusters` vouches for (the
+    /// answer carries the host's identity).
+    pub fn with_trusted_clusters(mut self, clusters: Vec<String>) -> Self {
+        self.trusted_clusters = clusters;
+        self
+    }
+
+    /// Names this host on an answer (`trellis-by`, with its cluster identity when it has one),
+    /// so the caller can MAC its next calls for it.
+    pub fn introduce(&self, headers: &mut HeaderMap) {
+        headers.insert(BY, self.public.as_str());
+        self.add_identity(headers);
+    }
+
+    /// Answers refused as forged so far.
+    pub fn forged_answers(&self) -> u64 {
+        self.forged.load(Ordering::Relaxed)
+    }
+
+    /// Authenticates a successful answer (`body`) to call `jti` from host `caller`.
+    pub fn authenticate_answer(
+        &self,
+        headers: &mut HeaderMap,
+        caller: &str,
+        jti: &str,
+        body: BodyDigest,
+    ) {
+        let Some(pairs) = &self.pairs else { return };
+        if let Some(mac) = pairs.answer_mac(caller, &answer_digest(jti, body)) {
+            headers.insert(ANSWER, format!("{}.{mac}", self.public).as_str());
+        }
+    }
+
+    /// Checks the answer (`headers`, a body of `body`) to this host's call `jti`, which was
+    /// authenticated by `proof` with the MAC list `macs` (if any). A MAC'd call's answer must
+    /// come from a host the call was MAC'd for; a signed call's from one the trusted clusters
+    /// vouch for (when any are set). A refusal is counted.
+    pub fn check_answer(
+        &self,
+        headers: Option<&HeaderMap>,
+        (jti, body): (&str, BodyDigest),
+        (proof, macs): (Proof, Option<&str>),
+        now_s: u64,
+    ) -> Result<(), ForgedAnswer> {
+        let result = self.verify_answer(headers, (jti, body), (proof, macs), now_s);
+        if result.is_err() {
+            self.forged.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn verify_answer(
+        &self,
+        headers: Option<&HeaderMap>,
+        (jti, body): (&str, BodyDigest),
+        (proof, macs): (Proof, Option<&str>),
+        now_s: u64,
+    ) -> Result<(), ForgedAnswer> {
+        let Some(pairs) = &self.pairs else { return Ok(()) };
+        let (answerer, mac) = headers
+            .and_then(|h| h.get(ANSWER))
+            .and_then(|v| v.as_str().split_once('.'))
+            .ok_or(ForgedAnswer::Missing)?;
+        // A host the call was MAC'd for was met before (and its identity checked then).
+        let known = macs.is_some_and(|list| pair::names(list, answerer))
+            || match proof {
+                Proof::PairKey => false,
+                Proof::Signature if self.trusted_clusters.is_empty() => true,
+                Proof::Signature => headers.and_then(|h| h.get(IDENTITY)).is_some_and(|t| {
+                    check_identity(t.as_str(), answerer, &self.trusted_clusters, now_s).is_ok()
+                }),
+            };
+        if !known {
+            return Err(ForgedAnswer::Stranger);
+        }
+        if pairs.check_answer(answerer, mac, &answer_digest(jti, body)) {
+            Ok(())
+        } else {
+            Err(ForgedAnswer::BadMac)
+        }
     }
 
     /// The pair keys of this host, for its [`Verifier`] (one key per peer, both directions).
@@ -249,6 +346,31 @@ impl Signer {
             headers.insert(IDENTITY, &*identity);
         }
     }
+}
+
+/// What an answer's MAC covers: a tag, the call's id and the answer body's length and digest.
+fn answer_digest(jti: &str, body: BodyDigest) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"trellis-answer/1");
+    h.update((jti.len() as u64).to_be_bytes());
+    h.update(jti.as_bytes());
+    h.update(body.len.to_be_bytes());
+    h.update(body.sha256);
+    h.finalize().into()
+}
+
+/// Why an answer was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForgedAnswer {
+    /// No `trellis-answer` header, or a malformed one.
+    #[error("the answer is not authenticated")]
+    Missing,
+    /// The answering host is not one the call was MAC'd for, nor one the cluster vouches for.
+    #[error("the answer comes from a host this call was not sent to")]
+    Stranger,
+    /// The MAC does not verify.
+    #[error("the answer's MAC does not verify: it was forged or altered")]
+    BadMac,
 }
 
 /// The refusal of a call that has no MAC for the receiving host.

@@ -89,6 +89,12 @@ pub struct Macs {
     pub full: bool,
 }
 
+/// Whether a call's MAC `list` has an entry for host `key`.
+pub fn names(list: &str, key: &str) -> bool {
+    let name = short(key);
+    list.split(',').any(|entry| entry.split_once('=').is_some_and(|(n, _)| n == name))
+}
+
 /// The short name of host `key` in MAC lists.
 fn short(key: &str) -> &str {
     key.get(1..1 + SHORT).unwrap_or(key)
@@ -200,6 +206,27 @@ impl PairKeys {
             URL_SAFE_NO_PAD.encode_string(&tag.as_ref()[..MAC_LEN], &mut list);
         }
         Some(Macs { list, full: known.len() >= MAX_RESPONDERS })
+    }
+
+    /// The MAC of an answer from this host to host `caller` over `digest`; `None` when
+    /// `caller` is not a usable host key.
+    pub fn answer_mac(&self, caller: &str, digest: &[u8; 32]) -> Option<String> {
+        let peer = self.peer(caller).filter(|_| caller != self.public)?;
+        let tag = mac(&peer.key, &self.public, caller, digest);
+        Some(URL_SAFE_NO_PAD.encode(&tag.as_ref()[..MAC_LEN]))
+    }
+
+    /// Whether `given` is the MAC of an answer from host `answerer` to this host over `digest`.
+    pub fn check_answer(&self, answerer: &str, given: &str, digest: &[u8; 32]) -> bool {
+        let mut tag = [0u8; MAC_LEN];
+        if !matches!(URL_SAFE_NO_PAD.decode_slice(given, &mut tag), Ok(MAC_LEN))
+            || answerer == self.public
+        {
+            return false;
+        }
+        let Some(peer) = self.peer(answerer) else { return false };
+        let expected = mac(&peer.key, answerer, &self.public, digest);
+        expected.as_ref()[..MAC_LEN].iter().zip(tag).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
     }
 
     /// Checks the MAC for this host in `list`, from host `sender`, over `digest`.
