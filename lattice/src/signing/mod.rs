@@ -236,42 +236,34 @@ impl Signer {
         (proof, macs): (Proof, Option<&str>),
         now_s: u64,
     ) -> Result<(), ForgedAnswer> {
-        let result = self.verify_answer(headers, (jti, body), (proof, macs), now_s);
-        if result.is_err() {
+        let Some(pairs) = &self.pairs else { return Ok(()) };
+        let verdict = (|| {
+            let (answerer, mac) = headers
+                .and_then(|h| h.get(ANSWER))
+                .and_then(|v| v.as_str().split_once('.'))
+                .ok_or(ForgedAnswer::Missing)?;
+            // A host the call was MAC'd for was met before (and its identity checked then).
+            let known = macs.is_some_and(|list| pair::names(list, answerer))
+                || match proof {
+                    Proof::PairKey => false,
+                    Proof::Signature if self.trusted_clusters.is_empty() => true,
+                    Proof::Signature => headers.and_then(|h| h.get(IDENTITY)).is_some_and(|t| {
+                        check_identity(t.as_str(), answerer, &self.trusted_clusters, now_s).is_ok()
+                    }),
+                };
+            if !known {
+                return Err(ForgedAnswer::Stranger);
+            }
+            if pairs.check_answer(answerer, mac, &answer_digest(jti, body)) {
+                Ok(())
+            } else {
+                Err(ForgedAnswer::BadMac)
+            }
+        })();
+        if verdict.is_err() {
             self.forged.fetch_add(1, Ordering::Relaxed);
         }
-        result
-    }
-
-    fn verify_answer(
-        &self,
-        headers: Option<&HeaderMap>,
-        (jti, body): (&str, BodyDigest),
-        (proof, macs): (Proof, Option<&str>),
-        now_s: u64,
-    ) -> Result<(), ForgedAnswer> {
-        let Some(pairs) = &self.pairs else { return Ok(()) };
-        let (answerer, mac) = headers
-            .and_then(|h| h.get(ANSWER))
-            .and_then(|v| v.as_str().split_once('.'))
-            .ok_or(ForgedAnswer::Missing)?;
-        // A host the call was MAC'd for was met before (and its identity checked then).
-        let known = macs.is_some_and(|list| pair::names(list, answerer))
-            || match proof {
-                Proof::PairKey => false,
-                Proof::Signature if self.trusted_clusters.is_empty() => true,
-                Proof::Signature => headers.and_then(|h| h.get(IDENTITY)).is_some_and(|t| {
-                    check_identity(t.as_str(), answerer, &self.trusted_clusters, now_s).is_ok()
-                }),
-            };
-        if !known {
-            return Err(ForgedAnswer::Stranger);
-        }
-        if pairs.check_answer(answerer, mac, &answer_digest(jti, body)) {
-            Ok(())
-        } else {
-            Err(ForgedAnswer::BadMac)
-        }
+        verdict
     }
 
     /// The pair keys of this host, for its [`Verifier`] (one key per peer, both directions).
@@ -811,6 +803,46 @@ mod tests {
         stolen.insert(HOST, c.public_key());
         let err = check(&at_b, "s", &stolen, b"x", NOW).unwrap_err();
         assert!(err.message().contains("bad MAC"), "{err}");
+    }
+
+    #[test]
+    fn answers_are_taken_only_from_a_host_the_call_went_to_and_unaltered() {
+        let (caller, replica) =
+            (Signer::new(KeyPair::new_server(), None), Signer::new(KeyPair::new_server(), None));
+        let stranger = Signer::new(KeyPair::new_server(), None);
+        let body = BodyDigest::of(b"result");
+        let answer = |from: &Signer, body: BodyDigest| {
+            let mut h = HeaderMap::new();
+            from.authenticate_answer(&mut h, caller.public_key(), "j1", body);
+            h
+        };
+        let genuine = answer(&replica, body);
+        // A signed call: any host's answer (no trusted cluster), if unaltered and for this call.
+        let signed = (Proof::Signature, None);
+        assert_eq!(caller.check_answer(Some(&genuine), ("j1", body), signed, 0), Ok(()));
+        let other = BodyDigest::of(b"other");
+        let err = caller.check_answer(Some(&genuine), ("j1", other), signed, 0);
+        assert_eq!(err, Err(ForgedAnswer::BadMac));
+        let err = caller.check_answer(Some(&genuine), ("j2", body), signed, 0);
+        assert_eq!(err, Err(ForgedAnswer::BadMac));
+        assert_eq!(caller.check_answer(None, ("j1", body), signed, 0), Err(ForgedAnswer::Missing));
+        // A MAC'd call: only from a host it was MAC'd for.
+        caller.learn("web", replica.public_key());
+        let digest = [7u8; 32];
+        let macs = caller.pair_keys().unwrap().macs("web", &digest).unwrap().list;
+        let maced = (Proof::PairKey, Some(macs.as_str()));
+        assert_eq!(caller.check_answer(Some(&genuine), ("j1", body), maced, 0), Ok(()));
+        let theirs = answer(&stranger, body);
+        let err = caller.check_answer(Some(&theirs), ("j1", body), maced, 0);
+        assert_eq!(err, Err(ForgedAnswer::Stranger));
+        assert_eq!(caller.forged_answers(), 4);
+        // With a trusted cluster, a signed call's answer must carry the answerer's identity.
+        let strict = Signer::new(KeyPair::new_server(), None)
+            .with_trusted_clusters(vec![KeyPair::new_cluster().public_key()]);
+        let mut h = HeaderMap::new();
+        replica.authenticate_answer(&mut h, strict.public_key(), "j1", body);
+        let err = strict.check_answer(Some(&h), ("j1", body), signed, NOW / 1000);
+        assert_eq!(err, Err(ForgedAnswer::Stranger));
     }
 
     #[test]
