@@ -182,4 +182,28 @@ async fn jwt_users_run_hosts_and_the_cli_and_a_revoked_users_host_drops_out() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!cli.ok(&["get", "hosts"]).await.contains("jwt-host"), "it did not come back");
+
+    // Its provider, restarted while NATS refuses it, goes when the host goes.
+    let creds = hosts.env.last().map(|(_, v)| v.clone()).unwrap();
+    let mut host = host;
+    host.kill().await;
+    trellis_tests::eventually(
+        "no process left with the revoked creds",
+        Duration::from_secs(10),
+        || {
+            let creds = creds.clone();
+            async move { (processes_with_env(&creds) == 0).then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// Processes whose environment mentions `needle`.
+fn processes_with_env(needle: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("environ")).ok())
+        .filter(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .count()
 }

@@ -184,27 +184,23 @@ where
         config.resource.push(("trellis.lattice".into(), bootstrap.lattice.clone()));
         telemetry::init(&config);
     }
-    let (host, host_closed, mut incoming) = HostLink::start(from_host, to_host);
+    let (host, mut host_closed, mut incoming) = HostLink::start(from_host, to_host);
     let host = host.with_direct(direct);
     let ctx = Context { bootstrap, host, nats: Arc::default() };
     let provider = Arc::new(make(ctx.clone()));
+    tokio::pin!(stop);
 
-    let name = format!("trellis-provider {}", ctx.provider_id());
-    let (nats, _events) =
-        connect_persistent(&ctx.bootstrap.nats_url, &name, &ctx.bootstrap.nats_auth, None)
-            .await
-            .map_err(|e| SdkError::Lattice(e.to_string()))?;
-    wait_connected(&nats).await;
-    let _ = ctx.nats.set(nats.clone());
-    let js =
-        trellis_lattice::connect::jetstream(&nats, ctx.bootstrap.nats_auth.js_domain.as_deref());
-    let state = LatticeState::open(&js, &ctx.bootstrap.lattice)
-        .await
-        .map_err(|e| SdkError::Lattice(e.to_string()))?;
-    let lattice_err = |e: StateError| SdkError::Lattice(e.to_string());
-    // Calls wait until the current links are applied: a call must find its caller's link.
-    let mut ready = state.links_empty().await.map_err(lattice_err)?;
-    let mut watch = state.watch_all_links().await.map_err(lattice_err)?;
+    // Reaching NATS may take forever (down, or credentials refused): the host going away or a
+    // stop ends the wait, so no provider outlives its host.
+    let started = tokio::select! {
+        started = connect_and_watch(&ctx) => started?,
+        _ = &mut host_closed => {
+            tracing::info!(provider = ctx.provider_id(), "host gone before NATS was reached");
+            return Ok(());
+        }
+        _ = &mut stop => return Ok(()),
+    };
+    let (nats, mut watch, mut ready) = started;
     if ready {
         ctx.host.ready().await;
     }
@@ -215,8 +211,6 @@ where
     let mut outcome = Ok(());
     let mut health = tokio::time::interval(HEALTH_INTERVAL);
     let mut last_health: Result<(), String> = Ok(());
-    tokio::pin!(host_closed);
-    tokio::pin!(stop);
     loop {
         tokio::select! {
             entry = watch.next() => match entry {
@@ -313,6 +307,30 @@ fn resolve(
             ),
         )),
     }
+}
+
+/// Connects to NATS (waiting for it), and watches the lattice's links; says whether there are
+/// none yet (then the provider is ready at once).
+async fn connect_and_watch(
+    ctx: &Context,
+) -> Result<(async_nats::Client, async_nats::jetstream::kv::Watch, bool), SdkError> {
+    let name = format!("trellis-provider {}", ctx.provider_id());
+    let (nats, _events) =
+        connect_persistent(&ctx.bootstrap.nats_url, &name, &ctx.bootstrap.nats_auth, None)
+            .await
+            .map_err(|e| SdkError::Lattice(e.to_string()))?;
+    wait_connected(&nats).await;
+    let _ = ctx.nats.set(nats.clone());
+    let js =
+        trellis_lattice::connect::jetstream(&nats, ctx.bootstrap.nats_auth.js_domain.as_deref());
+    let state = LatticeState::open(&js, &ctx.bootstrap.lattice)
+        .await
+        .map_err(|e| SdkError::Lattice(e.to_string()))?;
+    let lattice_err = |e: StateError| SdkError::Lattice(e.to_string());
+    // Calls wait until the current links are applied: a call must find its caller's link.
+    let empty = state.links_empty().await.map_err(lattice_err)?;
+    let watch = state.watch_all_links().await.map_err(lattice_err)?;
+    Ok((nats, watch, empty))
 }
 
 /// What decides which links this provider applies: the operators its host trusts.
