@@ -215,8 +215,7 @@ impl AppStore {
     /// `json` under `key`, sealed when this store has a key.
     fn value(&self, key: &str, json: Vec<u8>) -> Result<bytes::Bytes, StateError> {
         let Some(operator) = &self.sealer else { return Ok(json.into()) };
-        let text = String::from_utf8(json).map_err(|e| js("seal")(&e))?;
-        record::seal(operator, &self.kv.name, key, Some(&text), unix_ms())
+        record::seal(operator, &self.kv.name, key, Some(&json), unix_ms())
             .map(Into::into)
             .map_err(|e| js("seal")(&e))
     }

@@ -95,19 +95,18 @@ fn digest(bucket: &str, key: &str, at: u64, record: Option<&str>) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Seals `record` (JSON text; `None` for a deletion) for `key` in `bucket`, written at `at_ms`.
+/// Seals `record` (JSON; `None` for a deletion) for `key` in `bucket`, written at `at_ms`.
 pub fn seal(
     operator: &OperatorKey,
     bucket: &str,
     key: &str,
-    record: Option<&str>,
+    record: Option<&[u8]>,
     at_ms: u64,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let record = record.map(|json| RawValue::from_string(json.to_owned())).transpose()?;
-    let text = record.as_deref().map(RawValue::get);
-    let sig = operator.sign_bytes(&digest(bucket, key, at_ms, text));
+    let record: Option<&RawValue> = record.map(serde_json::from_slice).transpose()?;
+    let sig = operator.sign_bytes(&digest(bucket, key, at_ms, record.map(RawValue::get)));
     let seal = Seal { by: operator.public_key().to_owned(), at: at_ms, sig };
-    serde_json::to_vec(&Sealed { record: record.as_deref(), seal })
+    serde_json::to_vec(&Sealed { record, seal })
 }
 
 /// Why a record was not applied. Each message says what was wrong and what to do.
@@ -242,7 +241,7 @@ mod tests {
     fn a_sealed_record_opens_and_every_tampering_is_refused() {
         let op = OperatorKey::generate();
         let g = gate(&op, Role::Deployer);
-        let sealed = seal(&op, B, "web.k", Some(r#"{"target":"redis"}"#), 10).unwrap();
+        let sealed = seal(&op, B, "web.k", Some(br#"{"target":"redis"}"#), 10).unwrap();
         assert_eq!(g.open(B, "web.k", &sealed), Ok(Opened::Put(br#"{"target":"redis"}"#)));
         // Moved to another key or bucket, or altered.
         assert!(matches!(g.open(B, "web.other", &sealed), Err(RecordDenied::BadSignature { .. })));
@@ -258,7 +257,7 @@ mod tests {
         // Written plainly, by a stranger, or by a viewer.
         assert_eq!(g.open(B, "web.k", br#"{"target":"mine"}"#), Err(RecordDenied::Unsigned));
         let stranger = OperatorKey::generate();
-        let theirs = seal(&stranger, B, "web.k", Some("{}"), 20).unwrap();
+        let theirs = seal(&stranger, B, "web.k", Some(b"{}"), 20).unwrap();
         assert!(matches!(g.open(B, "web.k", &theirs), Err(RecordDenied::Untrusted { .. })));
         let viewer = gate(&stranger, Role::Viewer);
         assert!(matches!(viewer.open(B, "web.k", &theirs), Err(RecordDenied::OutOfRole { .. })));
@@ -269,8 +268,8 @@ mod tests {
     fn tombstones_delete_and_old_records_do_not_roll_a_key_back() {
         let op = OperatorKey::generate();
         let g = gate(&op, Role::Admin);
-        let v1 = seal(&op, B, "k", Some(r#"{"v":1}"#), 100).unwrap();
-        let v2 = seal(&op, B, "k", Some(r#"{"v":2}"#), 200).unwrap();
+        let v1 = seal(&op, B, "k", Some(br#"{"v":1}"#), 100).unwrap();
+        let v2 = seal(&op, B, "k", Some(br#"{"v":2}"#), 200).unwrap();
         let gone = seal(&op, B, "k", None, 300).unwrap();
         assert_eq!(g.open(B, "k", &v1), Ok(Opened::Put(br#"{"v":1}"#)));
         assert_eq!(g.open(B, "k", &v2), Ok(Opened::Put(br#"{"v":2}"#)));

@@ -161,8 +161,7 @@ impl LatticeState {
                 None => store.delete(key).await.map(|()| 0).map_err(|e| js_err("delete")(&e)),
             };
         };
-        let text = record.map(String::from_utf8).transpose().map_err(|e| js_err("seal")(&e))?;
-        let sealed = record::seal(operator, &store.name, key, text.as_deref(), unix_ms())
+        let sealed = record::seal(operator, &store.name, key, record.as_deref(), unix_ms())
             .map_err(|e| js_err("seal")(&e))?;
         store.put(key, sealed.into()).await.map_err(|e| js_err("put")(&e))
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header};
 use trellis_lattice::policy::Policy;
-use trellis_lattice::signing::{BodyDigest, Proof, Verifier};
+use trellis_lattice::signing::{Body, Proof, Verifier};
 use trellis_lattice::subject::{Subject, Subjects};
 
 /// One in this many answers to MAC'd calls names its host.
@@ -26,8 +26,8 @@ pub(crate) struct Arrival<'m> {
     /// Where the answer goes (must lie in a signer's inbox).
     pub reply: &'m str,
     pub headers: Option<&'m HeaderMap>,
-    /// The body's length and digest (a body in chunks is pulled only once the call passed).
-    pub body: BodyDigest,
+    /// The body, or the length and digest of one in chunks (pulled only once the call passed).
+    pub body: Body<'m>,
 }
 
 impl<'m> Arrival<'m> {
@@ -219,7 +219,7 @@ mod tests {
             subject: &c.subject,
             reply: &reply,
             headers: Some(&h),
-            body: BodyDigest::of(b"x"),
+            body: Body::Bytes(b"x"),
         };
         let ok = c.gate.check(&call, NOW).unwrap();
         assert_eq!((ok.interface, ok.function, ok.source), ("acme:greeter/api", "greet", "caller"));
@@ -237,7 +237,7 @@ mod tests {
             subject: &c.subject,
             reply: &reply,
             headers: Some(&h),
-            body: BodyDigest::of(b"x"),
+            body: Body::Bytes(b"x"),
         };
         assert!(c.gate.check(&call, NOW).is_ok());
         let again = c.gate.check(&call, NOW).unwrap_err();
@@ -252,7 +252,7 @@ mod tests {
         let e = c.gate.check(&call, NOW).unwrap_err();
         assert!(e.message().contains("operation header"), "{e}");
 
-        let tampered = Arrival { body: BodyDigest::of(b"y"), ..call };
+        let tampered = Arrival { body: Body::Bytes(b"y"), ..call };
         assert_eq!(c.gate.check(&tampered, NOW).unwrap_err().kind(), InvokeErrorKind::Denied);
     }
 
@@ -268,7 +268,7 @@ mod tests {
                 subject: &c.subject,
                 reply: "_INBOX.x.1",
                 headers: Some(&h),
-                body: BodyDigest::of(b""),
+                body: Body::Bytes(b""),
             };
             assert_eq!(c.gate.check(&call, NOW).is_ok(), allow);
         }
@@ -283,7 +283,7 @@ mod tests {
             subject: &c.subject,
             reply: &reply,
             headers: Some(&h),
-            body: BodyDigest::of(b""),
+            body: Body::Bytes(b""),
         };
         assert_eq!(c.gate.check(&call, NOW).unwrap_err().kind(), InvokeErrorKind::Denied);
         let bare = Arrival { headers: None, ..call };
@@ -303,7 +303,7 @@ mod tests {
             subject: &c.subject,
             reply: &reply,
             headers: Some(&h),
-            body: BodyDigest::of(b""),
+            body: Body::Bytes(b""),
         };
         assert!(c.gate.check(&call, NOW).unwrap().introduce);
     }

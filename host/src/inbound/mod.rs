@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use trellis_lattice::chunks::{self, Announced};
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, unix_ms};
-use trellis_lattice::signing::{self, BodyDigest};
+use trellis_lattice::signing::{self, Body, BodyDigest};
 use trellis_lattice::subject::Subjects;
 use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
@@ -110,8 +110,8 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
         Err(e) => return reply_error(router, reply, id, &e).await,
     };
     let body = match &announced {
-        Some(announced) => announced.body,
-        None => BodyDigest::of(&msg.payload),
+        Some(announced) => Body::Announced(announced.body),
+        None => Body::Bytes(&msg.payload),
     };
     let arrival = Arrival {
         subject: msg.subject.as_str(),

@@ -114,6 +114,32 @@ impl BodyDigest {
     }
 }
 
+/// A received call's body as the verifier sees it: its bytes, hashed only when the call is
+/// signed or MAC'd, or, for a body in chunks, the length and digest it was announced with.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// The body in the message.
+    Bytes(&'a [u8]),
+    /// The body's announced length and digest.
+    Announced(BodyDigest),
+}
+
+impl Body<'_> {
+    /// Its length and digest (hashing the bytes).
+    pub fn digest(self) -> BodyDigest {
+        match self {
+            Body::Bytes(bytes) => BodyDigest::of(bytes),
+            Body::Announced(digest) => digest,
+        }
+    }
+}
+
+impl From<BodyDigest> for Body<'_> {
+    fn from(digest: BodyDigest) -> Self {
+        Body::Announced(digest)
+    }
+}
+
 impl<'a> Signed<'a> {
     /// What a signature of `invocation` on `subject` with a body of `body` covers.
     pub fn of(
@@ -499,13 +525,13 @@ impl Verifier {
         (self.accepted[0].load(Ordering::Relaxed), self.accepted[1].load(Ordering::Relaxed))
     }
 
-    /// Checks a received invocation on `subject`, answered to `reply`, whose body has digest
-    /// `body`; returns its deadline (unix ms).
-    pub fn verify(
+    /// Checks a received invocation on `subject`, answered to `reply`, with `body` (hashed only
+    /// once the call turns out signed); returns its deadline (unix ms).
+    pub fn verify<'b>(
         &self,
         (subject, reply): (&str, &str),
         headers: Option<&HeaderMap>,
-        body: BodyDigest,
+        body: impl Into<Body<'b>>,
         now_ms: u64,
     ) -> Result<Verified, InvokeError> {
         let headers = headers.ok_or_else(|| denied("invocation carries no envelope"))?;
@@ -544,6 +570,7 @@ impl Verifier {
         }
         let link = crate::envelope::link_name(Some(headers));
         let caller = get(header::CALLER);
+        let body = body.into().digest();
         let digest =
             Signed { subject, operation: op, source: src, jti, link, caller, deadline_ms, body }
                 .digest();
