@@ -232,13 +232,19 @@ pub enum NatsCommand {
         /// Whose permissions.
         #[arg(long, value_enum)]
         role: NatsRoleArg,
+        /// An application subject (wildcards allowed) that providers may publish and subscribe
+        /// to, such as the subscriptions of a messaging link (repeatable; `--role provider`).
+        #[arg(long = "app-subject", value_name = "SUBJECT")]
+        app_subjects: Vec<String>,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NatsRoleArg {
-    /// `trellis host` processes (and the providers they start).
+    /// `trellis host` processes (and the providers they start, unless given their own user).
     Host,
+    /// Capability providers, with a user of their own (`trellis host --provider-nats-creds`).
+    Provider,
     /// An operator's CLI: changes the lattice, calls components, serves nothing.
     Operator,
     /// Reads only: hosts, inventories, events, state.
@@ -379,6 +385,15 @@ pub struct HostArgs {
     /// unless --allow-unsigned.
     #[arg(long = "trusted-operator", env = "TRELLIS_TRUSTED_OPERATORS", value_delimiter = ',')]
     pub trusted_operators: Vec<String>,
+    /// NATS credentials file (`.creds`) for the providers this host starts, instead of the
+    /// host's own: give them a user with `trellis nats permissions --role provider`, so a
+    /// provider cannot serve calls, reach a host's inbox or change the lattice.
+    #[arg(long, env = "TRELLIS_PROVIDER_NATS_CREDS", conflicts_with = "provider_nats_nkey")]
+    pub provider_nats_creds: Option<PathBuf>,
+    /// File holding an nkey user seed for the providers this host starts (see
+    /// --provider-nats-creds).
+    #[arg(long, env = "TRELLIS_PROVIDER_NATS_NKEY")]
+    pub provider_nats_nkey: Option<PathBuf>,
     /// Run components without trusted claims and accept unsigned invocations and control
     /// requests. Local development only (`trellis up` sets it).
     #[arg(long, env = "TRELLIS_ALLOW_UNSIGNED")]

@@ -13,6 +13,8 @@ pub struct HostConfig {
     pub nats_url: String,
     /// NATS credentials and TLS, passed through (also to providers).
     pub nats_auth: trellis_lattice::connect::NatsAuth,
+    /// The providers' own NATS user (TLS and domain as the host's); `None`: the host's.
+    pub provider_nats_auth: Option<trellis_lattice::connect::NatsAuth>,
     /// Lattice to join.
     pub lattice: String,
     /// Human-friendly host name (defaults to the machine's hostname).
@@ -66,6 +68,7 @@ impl HostConfig {
         Self {
             nats_url: nats_url.into(),
             nats_auth: Default::default(),
+            provider_nats_auth: None,
             lattice: lattice.into(),
             name: machine_hostname(),
             labels: BTreeMap::new(),

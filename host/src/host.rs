@@ -631,7 +631,7 @@ impl Host {
         let bootstrap = Bootstrap {
             lattice: config.lattice.clone(),
             nats_url: config.nats_url.clone(),
-            nats_auth: config.nats_auth.clone(),
+            nats_auth: config.provider_nats_auth.as_ref().unwrap_or(&config.nats_auth).clone(),
             host_id: id.clone(),
             provider_id: String::new(),
             kind: String::new(),

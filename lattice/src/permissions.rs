@@ -8,8 +8,14 @@ use std::fmt::Write as _;
 /// Who a NATS user is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NatsRole {
-    /// A `trellis host` (and the providers it starts, which use its credentials).
+    /// A `trellis host` (and the providers it starts, unless it gives them their own user with
+    /// `--provider-nats-creds` or `--provider-nats-nkey`).
     Host,
+    /// The capability providers a host starts, when they have a user of their own: they watch
+    /// links, publish events, answer the requests they receive, and use their own key-value
+    /// bucket; they cannot serve or answer a component's calls, reach a host's inbox or change
+    /// the lattice.
+    Provider,
     /// An operator's CLI: changes the lattice and calls components; serves nothing.
     Operator,
     /// Reads: pings, inventories, events, the lattice's state.
@@ -23,6 +29,17 @@ pub struct Permissions {
     pub publish: Vec<String>,
     /// Allowed subscribe subjects.
     pub subscribe: Vec<String>,
+    /// Whether the user may answer the requests it receives (to their reply subjects only).
+    pub allow_responses: bool,
+}
+
+/// Where replies to a provider's requests come (its JetStream API calls and watches):
+/// `<prefix>.<provider id>`, outside the `_INBOX` of hosts and operators.
+pub const PROVIDER_INBOX: &str = "_TRELLIS_PROVIDER";
+
+/// The inbox prefix of provider `provider_id`.
+pub fn provider_inbox(provider_id: &str) -> String {
+    format!("{PROVIDER_INBOX}.{provider_id}")
 }
 
 /// Key-value buckets of a lattice.
@@ -42,8 +59,9 @@ const JS_READ: [&str; 9] = [
     "CONSUMER.DELETE.>",
 ];
 
-/// The permissions of `role` in `lattice`.
-pub fn permissions(role: NatsRole, lattice: &str) -> Permissions {
+/// The permissions of `role` in `lattice`. `app_subjects` are the application's own subjects
+/// that a provider (messaging) may publish and subscribe to; other roles ignore them.
+pub fn permissions(role: NatsRole, lattice: &str, app_subjects: &[String]) -> Permissions {
     let prefix = format!("trellis.{lattice}");
     // Replies, and the round trip that waits for the server (`connect::sync_with_server`).
     let own = ["_INBOX.>", "_TRELLIS_SYNC.>"].map(String::from);
@@ -56,16 +74,38 @@ pub fn permissions(role: NatsRole, lattice: &str) -> Permissions {
         names.iter().map(|b| format!("$KV.TRELLIS_{lattice}_{b}.>")).collect::<Vec<_>>()
     };
     let artifacts = format!("$O.TRELLIS_{lattice}_ARTIFACTS.>");
+    let provider_inbox = format!("{PROVIDER_INBOX}.>");
+    // keyvalue-nats' default bucket (a link's `bucket=` names another: add its
+    // `$KV.<bucket>.>` and `$JS.API.STREAM.CREATE.KV_<bucket>`).
+    let kv = format!("trellis-kv-{lattice}");
     match role {
         NatsRole::Host => Permissions {
-            publish: [format!("{prefix}.>")]
+            publish: [format!("{prefix}.>"), format!("$KV.{kv}.>")]
                 .into_iter()
                 .chain(own.clone())
                 .chain(js_all)
                 .chain(buckets(&BUCKETS))
                 .chain([artifacts])
                 .collect(),
-            subscribe: [format!("{prefix}.>")].into_iter().chain(own).collect(),
+            subscribe: [format!("{prefix}.>"), provider_inbox].into_iter().chain(own).collect(),
+            allow_responses: false,
+        },
+        NatsRole::Provider => Permissions {
+            publish: [
+                format!("{prefix}.evt.>"),
+                "_TRELLIS_SYNC.>".to_owned(),
+                format!("$KV.{kv}.>"),
+                format!("$JS.API.STREAM.CREATE.KV_{kv}"),
+            ]
+            .into_iter()
+            .chain(js_read)
+            .chain(app_subjects.iter().cloned())
+            .collect(),
+            subscribe: [provider_inbox, "_TRELLIS_SYNC.>".to_owned()]
+                .into_iter()
+                .chain(app_subjects.iter().cloned())
+                .collect(),
+            allow_responses: true,
         },
         NatsRole::Operator => Permissions {
             publish: [format!("{prefix}.ctl.>"), format!("{prefix}.rpc.>")]
@@ -76,6 +116,7 @@ pub fn permissions(role: NatsRole, lattice: &str) -> Permissions {
                 .chain([artifacts])
                 .collect(),
             subscribe: [format!("{prefix}.evt.>")].into_iter().chain(own).collect(),
+            allow_responses: false,
         },
         NatsRole::Viewer => Permissions {
             publish: [format!("{prefix}.ctl.hosts.ping"), format!("{prefix}.ctl.host.*.inventory")]
@@ -84,6 +125,7 @@ pub fn permissions(role: NatsRole, lattice: &str) -> Permissions {
                 .chain(js_read)
                 .collect(),
             subscribe: [format!("{prefix}.evt.>")].into_iter().chain(own).collect(),
+            allow_responses: false,
         },
     }
 }
@@ -97,6 +139,9 @@ impl Permissions {
         let mut out = String::from("permissions: {\n");
         let _ = writeln!(out, "  publish: {{ allow: [{}] }}", list(&self.publish));
         let _ = writeln!(out, "  subscribe: {{ allow: [{}] }}", list(&self.subscribe));
+        if self.allow_responses {
+            out.push_str("  allow_responses: true\n");
+        }
         out.push('}');
         out
     }
@@ -123,7 +168,7 @@ mod tests {
 
     #[test]
     fn each_role_gets_what_it_needs_and_nothing_that_changes_more() {
-        let host = permissions(NatsRole::Host, "prod");
+        let host = permissions(NatsRole::Host, "prod", &[]);
         assert!(allows(
             &host.subscribe,
             "trellis.prod.rpc.hello.wasi:http/incoming-handler.handle"
@@ -131,13 +176,13 @@ mod tests {
         assert!(allows(&host.publish, "$KV.TRELLIS_prod_SCHEDULER.leader"));
         assert!(!allows(&host.publish, "trellis.other.ctl.hosts.ping"));
 
-        let operator = permissions(NatsRole::Operator, "prod");
+        let operator = permissions(NatsRole::Operator, "prod", &[]);
         assert!(allows(&operator.publish, "trellis.prod.ctl.host.N1.stop_component"));
         assert!(allows(&operator.publish, "$KV.TRELLIS_prod_LINKS.web.wasi.http.x.default"));
         assert!(!allows(&operator.subscribe, "trellis.prod.rpc.hello.x.y"), "serves no calls");
         assert!(!allows(&operator.publish, "$KV.TRELLIS_prod_SCHEDULER.leader"));
 
-        let viewer = permissions(NatsRole::Viewer, "prod");
+        let viewer = permissions(NatsRole::Viewer, "prod", &[]);
         assert!(allows(&viewer.publish, "trellis.prod.ctl.hosts.ping"));
         assert!(allows(&viewer.publish, "trellis.prod.ctl.host.N1.inventory"));
         assert!(!allows(&viewer.publish, "trellis.prod.ctl.host.N1.stop_component"));
@@ -146,6 +191,19 @@ mod tests {
         assert!(!allows(&viewer.publish, "$JS.API.STREAM.DELETE.KV_TRELLIS_prod_LINKS"));
         assert!(!allows(&viewer.publish, "$JS.API.STREAM.PURGE.KV_TRELLIS_prod_LINKS"));
         assert!(allows(&viewer.publish, "$JS.API.DIRECT.GET.KV_TRELLIS_prod_LINKS"));
-        assert!(permissions(NatsRole::Viewer, "prod").to_conf().starts_with("permissions: {"));
+        assert!(permissions(NatsRole::Viewer, "prod", &[]).to_conf().starts_with("permissions: {"));
+
+        let provider = permissions(NatsRole::Provider, "prod", &["orders.>".to_owned()]);
+        assert!(allows(&provider.subscribe, &format!("{}.x", provider_inbox("web"))));
+        assert!(allows(&host.subscribe, &format!("{}.x", provider_inbox("web"))), "host creds");
+        assert!(allows(&provider.publish, "trellis.prod.evt.link_applied"));
+        assert!(allows(&provider.publish, "$KV.trellis-kv-prod.default.hits"));
+        assert!(allows(&provider.publish, "orders.new") && allows(&provider.subscribe, "orders.x"));
+        assert!(!allows(&provider.publish, "_INBOX.NHOST.abc"), "no host's inbox");
+        assert!(!allows(&provider.subscribe, "_INBOX.NHOST.abc"), "nor its answers");
+        assert!(!allows(&provider.subscribe, "trellis.prod.rpc.hello.x.y"), "serves no calls");
+        assert!(!allows(&provider.publish, "trellis.prod.ctl.host.N1.stop_component"));
+        assert!(!allows(&provider.publish, "$KV.TRELLIS_prod_LINKS.k"));
+        assert!(provider.to_conf().contains("allow_responses: true"));
     }
 }

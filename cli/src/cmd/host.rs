@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use trellis_host::HostConfig;
 use trellis_host::runtime::RuntimeConfig;
+use trellis_lattice::connect::NatsAuth;
 
 use crate::args::{Global, HostArgs};
 
@@ -18,6 +19,7 @@ pub async fn run(g: &Global, args: HostArgs) -> anyhow::Result<ExitCode> {
 pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     let mut config = HostConfig::new(g.nats_url(), &g.lattice);
     config.nats_auth = g.nats_auth()?;
+    config.provider_nats_auth = provider_nats_auth(&config.nats_auth, args)?;
     if let Some(name) = &args.name {
         config.name = name.clone();
     }
@@ -93,6 +95,21 @@ pub async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The NATS user of this host's providers: the host's TLS settings and JetStream domain with
+/// the providers' own credentials, if --provider-nats-creds or --provider-nats-nkey gives them.
+fn provider_nats_auth(host: &NatsAuth, args: &HostArgs) -> anyhow::Result<Option<NatsAuth>> {
+    let nkey_seed = match &args.provider_nats_nkey {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read --provider-nats-nkey seed file {}", path.display())
+        })?),
+        None => None,
+    };
+    if nkey_seed.is_none() && args.provider_nats_creds.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(NatsAuth { creds_file: args.provider_nats_creds.clone(), nkey_seed, ..host.clone() }))
 }
 
 #[cfg(test)]

@@ -315,8 +315,11 @@ async fn connect_and_watch(
     ctx: &Context,
 ) -> Result<(async_nats::Client, async_nats::jetstream::kv::Watch, bool), SdkError> {
     let name = format!("trellis-provider {}", ctx.provider_id());
+    // Replies to its requests come to its own inbox, which a provider's NATS user may read
+    // (`trellis nats permissions --role provider`), never a host's.
+    let inbox = trellis_lattice::permissions::provider_inbox(ctx.provider_id());
     let (nats, _events) =
-        connect_persistent(&ctx.bootstrap.nats_url, &name, &ctx.bootstrap.nats_auth, None)
+        connect_persistent(&ctx.bootstrap.nats_url, &name, &ctx.bootstrap.nats_auth, Some(&inbox))
             .await
             .map_err(|e| SdkError::Lattice(e.to_string()))?;
     wait_connected(&nats).await;
