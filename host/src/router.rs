@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_nats::Client;
 use bytes::Bytes;
 use tokio::time::Instant;
-use trellis_lattice::client::{Call, Replies, send_invocation};
+use trellis_lattice::answers::Answers;
+use trellis_lattice::client::{Call, send_invocation};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
@@ -46,8 +47,8 @@ pub(crate) struct Router {
     slots: Slots,
     /// Checks the calls this host receives over NATS (and asks the policy service).
     gate: Gate,
-    /// Signs the calls this host sends over NATS.
-    signer: Signer,
+    /// Signs the calls this host sends over NATS and takes their authentic answers.
+    answers: Answers,
     events: Events,
     /// Where components' imports lead.
     links: Arc<Links>,
@@ -77,13 +78,14 @@ impl Router {
         events: Events,
     ) -> Arc<Self> {
         let gate = Gate::new(subjects.clone(), verifier, policy, max_call_time);
+        let answers = Answers::new(nats.clone(), Arc::new(signer));
         Arc::new_cyclic(|me| Self {
             components,
             nats,
             subjects,
             slots: Slots::new(max_calls),
             gate,
-            signer,
+            answers,
             events,
             links,
             configs,
@@ -99,7 +101,7 @@ impl Router {
 
     /// Signs, introduces this host on, and authenticates answers.
     pub fn signer(&self) -> &Signer {
-        &self.signer
+        self.answers.signer()
     }
 
     /// Calls received over NATS and accepted by signature and by pair key.
@@ -109,7 +111,7 @@ impl Router {
 
     /// Replaces the identity token this host's calls carry.
     pub fn set_identity(&self, identity: String) {
-        self.signer.set_identity(identity);
+        self.signer().set_identity(identity);
     }
 
     /// The component running under `id` on this host now.
@@ -233,8 +235,8 @@ impl Router {
                     trace: Some(client),
                     caller,
                 };
-                let signer = Some((&self.signer, Replies::Connection));
-                let result = send_invocation(&self.nats, &self.subjects, signer, call).await;
+                let answers = Some(&self.answers);
+                let result = send_invocation(&self.nats, &self.subjects, answers, call).await;
                 if let Err(e) = &result {
                     span.fail(|| e.to_string());
                 }

@@ -75,21 +75,10 @@ pub struct LatticeClient {
     lattice: String,
     subjects: Subjects,
     timeout: Duration,
-    signer: Option<(std::sync::Arc<crate::signing::Signer>, Replies)>,
+    answers: Option<std::sync::Arc<crate::answers::Answers>>,
     operator: Option<std::sync::Arc<crate::signing::OperatorKey>>,
     js_domain: Option<String>,
     js_replicas: usize,
-}
-
-/// Where answers to signed calls come: they must come to the signer's inbox
-/// ([`crate::signing::inbox_prefix`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replies {
-    /// The connection's inbox is the signer's (a host's connection): requests share it.
-    Connection,
-    /// The connection has another inbox: each signed call subscribes to an inbox of the
-    /// signer's for its answer (one subscription more per call).
-    PerCall,
 }
 
 impl LatticeClient {
@@ -100,7 +89,7 @@ impl LatticeClient {
             lattice: lattice.to_owned(),
             subjects: Subjects::new(lattice)?,
             timeout: Duration::from_secs(10),
-            signer: None,
+            answers: None,
             operator: None,
             js_domain: None,
             js_replicas: 1,
@@ -129,17 +118,11 @@ impl LatticeClient {
         crate::connect::jetstream(&self.nats, self.js_domain.as_deref())
     }
 
-    /// Signs invocations with `signer` (a host key), as strict hosts require. Answers come to
-    /// the signer's inbox: the connection's own when it was made with that inbox prefix
-    /// ([`crate::connect::connect_once_with`]), else one subscription per call.
+    /// Signs invocations with `signer` (a host key), as strict hosts require, and takes only
+    /// authentic answers to them, in the signer's inbox (see [`crate::answers`]).
     pub fn with_signer(mut self, signer: crate::signing::Signer) -> Self {
-        let own = format!("{}.", crate::signing::inbox_prefix(signer.public_key()));
-        let replies = if self.nats.new_inbox().starts_with(&own) {
-            Replies::Connection
-        } else {
-            Replies::PerCall
-        };
-        self.signer = Some((std::sync::Arc::new(signer), replies));
+        let answers = crate::answers::Answers::new(self.nats.clone(), std::sync::Arc::new(signer));
+        self.answers = Some(std::sync::Arc::new(answers));
         self
     }
 
@@ -152,7 +135,7 @@ impl LatticeClient {
 
     /// Answers to its signed calls refused as forged so far.
     pub fn forged_answers(&self) -> u64 {
-        self.signer.as_ref().map_or(0, |(signer, _)| signer.forged_answers())
+        self.answers.as_ref().map_or(0, |answers| answers.signer().forged_answers())
     }
 
     /// The operator key it signs requests with, if any.
@@ -326,8 +309,7 @@ impl LatticeClient {
             trace: None,
             caller: None,
         };
-        let signer = self.signer.as_ref().map(|(signer, replies)| (&**signer, *replies));
-        send_invocation(&self.nats, &self.subjects, signer, call).await
+        send_invocation(&self.nats, &self.subjects, self.answers.as_deref(), call).await
     }
 
     async fn request<Req: Message, Rep: Message + Default>(
@@ -392,16 +374,17 @@ pub struct Call<'a> {
     pub caller: Option<&'a str>,
 }
 
-/// Sends `call` over NATS (queue group of the target's replicas), authenticated when a
-/// `signer` is given, and returns the msgpack result or the typed error.
+/// Sends `call` over NATS (queue group of the target's replicas), authenticated when
+/// `answers` (a signer's) are given, and returns the msgpack result or the typed error.
 ///
 /// A signer MACs the call for the replicas it has met (pair keys) and signs it otherwise; a
 /// replica it has not met yet refuses the MACs and gets the call again, signed, and its answer
-/// introduces it (see [`crate::signing`]).
+/// introduces it (see [`crate::signing`]). Answers to an authenticated call are taken only
+/// when they authenticate ([`crate::answers`]).
 pub async fn send_invocation(
     nats: &Client,
     subjects: &Subjects,
-    signer: Option<(&crate::signing::Signer, Replies)>,
+    answers: Option<&crate::answers::Answers>,
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
     use crate::signing::{BY, KEY_NEEDED, Proof, Signed};
@@ -412,7 +395,7 @@ pub async fn send_invocation(
     let started = tokio::time::Instant::now();
     let chunked = crate::chunks::needs_chunks(nats, &payload);
     // Hashed once, for the signature and a body in chunks alike.
-    let digest = (signer.is_some() || chunked).then(|| crate::signing::BodyDigest::of(&payload));
+    let digest = (answers.is_some() || chunked).then(|| crate::signing::BodyDigest::of(&payload));
     // A body in chunks is offered once: signed, so no replica can ask for it again.
     let mut signature_only = chunked;
     // One call, one id: sent again signed, it is still the same call, so a replica that already
@@ -424,36 +407,41 @@ pub async fn send_invocation(
     let msg = loop {
         let left = timeout.saturating_sub(started.elapsed());
         let mut headers = inv.to_headers();
-        let proof = signer.zip(digest).map(|((signer, _), digest)| {
+        let proof = answers.zip(digest).map(|(answers, digest)| {
             // The signature or MACs cover the whole body, however it travels.
             let signed = Signed::of(&inv, subject.as_str(), digest);
             if signature_only {
-                signer.sign(&mut headers, &signed);
+                answers.signer().sign(&mut headers, &signed);
                 Proof::Signature
             } else {
-                signer.authenticate(&mut headers, &signed, target)
+                answers.signer().authenticate(&mut headers, &signed, target)
             }
         });
-        // Kept to tell the answer of a host the call was MAC'd for from a stranger's.
-        let macs = proof.and_then(|_| headers.get(crate::signing::MAC)).map(|m| m.to_string());
         let body = if let Some(digest) = digest.filter(|_| chunked) {
             crate::chunks::offer(nats, &mut headers, payload.clone(), &digest, left).await?;
             Bytes::new()
         } else {
             payload.clone()
         };
-        let mut request =
-            async_nats::Request::new().headers(headers).payload(body).timeout(Some(left));
-        if let Some((signer, Replies::PerCall)) = signer {
-            let prefix = crate::signing::inbox_prefix(signer.public_key());
-            request = request.inbox(format!("{prefix}.{}", nuid::next()));
-        }
-        let msg = nats
-            .send_request(subject.clone(), request)
-            .await
-            .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?;
-        let error = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload);
-        if let Some(err) = error {
+        let msg = match answers.zip(proof) {
+            Some((answers, proof)) => {
+                // Kept to tell the answer of a host the call was MAC'd for from a stranger's.
+                let macs = headers.get(crate::signing::MAC).map(|m| m.to_string());
+                let expect = crate::answers::Expect { jti: inv.jti.clone(), proof, macs };
+                answers
+                    .request(subject.clone(), headers, body, expect, left)
+                    .await
+                    .map_err(|e| answer_error(target, timeout, e))?
+            }
+            None => {
+                let request =
+                    async_nats::Request::new().headers(headers).payload(body).timeout(Some(left));
+                nats.send_request(subject.clone(), request)
+                    .await
+                    .map_err(|e| invoke_request_error(target, timeout, e.kind(), &e))?
+            }
+        };
+        if let Some(err) = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
             // A replica this host has not met asks for the signature (only of MAC'd calls).
             let key_needed = msg.headers.as_ref().is_some_and(|h| h.get(KEY_NEEDED).is_some());
             if key_needed && proof == Some(Proof::PairKey) && crate::signing::is_key_needed(&err) {
@@ -462,44 +450,29 @@ pub async fn send_invocation(
             }
             return Err(err);
         }
-        let announced = crate::chunks::announced(msg.headers.as_ref()).transpose()?;
-        if let (Some((signer, _)), Some(proof)) = (signer, proof) {
-            // A result is taken only from a host the call went to, MAC'd for this host.
-            let body = match &announced {
-                Some(announced) => announced.body,
-                None => crate::signing::BodyDigest::of(&msg.payload),
-            };
-            let now_s = crate::envelope::unix_ms() / 1000;
-            signer
-                .check_answer(
-                    msg.headers.as_ref(),
-                    (&inv.jti, body),
-                    (proof, macs.as_deref()),
-                    now_s,
-                )
-                .map_err(|forged| {
-                    InvokeError::new(
-                        InvokeErrorKind::Denied,
-                        format!(
-                            "the answer from `{target}` was refused ({forged}); the call's \
-                             outcome is unknown"
-                        ),
-                    )
-                })?;
-            if let Some(by) = msg.headers.as_ref().and_then(|h| h.get(BY)) {
-                signer.learn(target, by.as_str());
-            }
+        if let (Some(answers), Some(by)) = (answers, msg.headers.as_ref().and_then(|h| h.get(BY))) {
+            answers.signer().learn(target, by.as_str());
         }
-        break (msg, announced);
+        break msg;
     };
-    let (msg, announced) = msg;
-    match announced {
+    match crate::chunks::announced(msg.headers.as_ref()).transpose()? {
         Some(announced) => {
             let left = timeout.saturating_sub(started.elapsed());
             crate::chunks::fetch(nats, &announced, left).await
         }
         None => Ok(msg.payload),
     }
+}
+
+/// Maps a failure to get an authentic answer to its typed kind.
+fn answer_error(target: &str, timeout: Duration, e: crate::answers::AnswerError) -> InvokeError {
+    use crate::answers::AnswerError;
+    let kind = match &e {
+        AnswerError::NoResponders => RequestErrorKind::NoResponders,
+        AnswerError::TimedOut => RequestErrorKind::TimedOut,
+        AnswerError::Failed(_) => RequestErrorKind::Other,
+    };
+    invoke_request_error(target, timeout, kind, &e)
 }
 
 /// Maps a NATS request failure of an invocation to its typed kind.

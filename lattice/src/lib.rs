@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod answers;
 pub mod apps;
 pub mod artifact;
 pub mod blobstore;

@@ -105,9 +105,12 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
     let id = target.id();
     // A body too large for one message is only announced: the call is authenticated by its
     // announced length and digest, and the body pulled only after that.
+    // Refusals of calls that claim a host's authentication are authenticated for that host, so
+    // its caller can tell them from forgeries.
+    let claimed = claimed_caller(msg.headers.as_ref(), msg.reply.as_deref().unwrap_or_default());
     let announced = match chunks::announced(msg.headers.as_ref()).transpose() {
         Ok(announced) => announced,
-        Err(e) => return reply_error(router, reply, id, &e).await,
+        Err(e) => return reply_error(router, reply, id, &e, claimed).await,
     };
     let body = match &announced {
         Some(announced) => Body::Announced(announced.body),
@@ -131,13 +134,27 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
             };
             (run(router, target, &arrival, admitted, payload).await, answered)
         }
-        Err(e) => (Err(e), Answered { introduce: false, caller: None }),
+        Err(e) => (Err(e), Answered { introduce: false, caller: claimed }),
     };
     match result {
         // A subject clone shares its bytes.
         Ok(body) => answer(router, reply.clone(), id, body, answered).await,
-        Err(e) => reply_error(router, reply, id, &e).await,
+        Err(e) => reply_error(router, reply.clone(), id, &e, answered.caller).await,
     }
+}
+
+/// The host a call claims to come from (the owner of the inbox it wants its answer in) and the
+/// call's id, when it carries a signature or MACs; `None` for plain calls.
+fn claimed_caller<'m>(
+    headers: Option<&'m async_nats::HeaderMap>,
+    reply: &'m str,
+) -> Option<(&'m str, &'m str)> {
+    let headers = headers?;
+    if headers.get(signing::SIG).is_none() && headers.get(signing::MAC).is_none() {
+        return None;
+    }
+    let jti = headers.get(header::JTI)?.as_str();
+    Some((signing::inbox_owner(reply)?, jti))
 }
 
 /// How an answer is sent.
@@ -259,7 +276,7 @@ async fn answer(
         Some(digest) => {
             match chunks::offer(nats, &mut headers, body, &digest, router.max_call_time()).await {
                 Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
-                Err(e) => return reply_error(router, reply, id, &e).await,
+                Err(e) => return reply_error(router, reply, id, &e, answered.caller).await,
             }
         }
         None if headers.is_empty() => nats.publish(reply, body).await,
@@ -270,14 +287,26 @@ async fn answer(
     }
 }
 
-/// Answers with a typed error (and reports refusals).
-async fn reply_error(router: &Router, reply: async_nats::Subject, id: &str, e: &InvokeError) {
+/// Answers with a typed error (and reports refusals), authenticated for `caller`'s host.
+async fn reply_error(
+    router: &Router,
+    reply: async_nats::Subject,
+    id: &str,
+    e: &InvokeError,
+    caller: Option<(&str, &str)>,
+) {
     let mut headers = e.to_headers();
     if signing::is_key_needed(e) {
         // Routine: a caller meeting this host; it sends the call again, signed.
         headers.insert(signing::KEY_NEEDED, "1");
     } else if e.kind() == InvokeErrorKind::Denied {
         router.report_denied(id, e).await;
+    }
+    if let Some((caller, jti)) = caller {
+        let body = signing::answer_body(Some(&headers), e.message().as_bytes(), None);
+        router.signer().authenticate_answer(&mut headers, caller, jti, body);
+        // With its identity, so a caller trusting only some clusters can take it.
+        router.signer().introduce(&mut headers);
     }
     tracing::debug!(target = id, error = %e, "invocation failed");
     let sent =

@@ -159,8 +159,9 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
         family(
             "trellis_answers_forged_total",
             Counter,
-            "Answers to this host's calls refused: unauthenticated, from a host the call was not \
-             sent to, or with a MAC that does not verify.",
+            "Answers to this host's calls dropped (the call waits on for its own): \
+             unauthenticated, from a host the call was not sent to, or with a MAC that does not \
+             verify.",
             "1",
             one(Int(host.forged_answers())),
         ),

@@ -68,6 +68,12 @@ pub fn inbox_prefix(host_key: &str) -> String {
     format!("_INBOX.{host_key}")
 }
 
+/// The host whose inbox `reply` lies in, if it lies in one (`_INBOX.<host key>.<more>`).
+pub fn inbox_owner(reply: &str) -> Option<&str> {
+    let (key, rest) = reply.strip_prefix("_INBOX.")?.split_once('.')?;
+    (key.len() == 56 && key.starts_with('N') && !rest.is_empty()).then_some(key)
+}
+
 /// Whether `reply` lies in the inbox of `host_key` (`_INBOX.<host_key>.` and more).
 fn in_inbox_of(reply: &str, host_key: &str) -> bool {
     reply
@@ -237,7 +243,7 @@ impl Signer {
         self.forged.load(Ordering::Relaxed)
     }
 
-    /// Authenticates a successful answer (`body`) to call `jti` from host `caller`.
+    /// Authenticates an answer (`body`, see [`answer_body`]) to call `jti` from host `caller`.
     pub fn authenticate_answer(
         &self,
         headers: &mut HeaderMap,
@@ -269,11 +275,14 @@ impl Signer {
                 .and_then(|v| v.as_str().split_once('.'))
                 .ok_or(ForgedAnswer::Missing)?;
             // A host the call was MAC'd for was met before (and its identity checked then).
+            // Any replica may take a signed call, and any may ask for the signature of a MAC'd
+            // one it has no MAC in: those are vouched for by a trusted cluster, if any is set.
+            let key_needed = headers.is_some_and(|h| h.get(KEY_NEEDED).is_some());
             let known = macs.is_some_and(|list| pair::names(list, answerer))
                 || match proof {
-                    Proof::PairKey => false,
-                    Proof::Signature if self.trusted_clusters.is_empty() => true,
-                    Proof::Signature => headers.and_then(|h| h.get(IDENTITY)).is_some_and(|t| {
+                    Proof::PairKey if !key_needed => false,
+                    _ if self.trusted_clusters.is_empty() => true,
+                    _ => headers.and_then(|h| h.get(IDENTITY)).is_some_and(|t| {
                         check_identity(t.as_str(), answerer, &self.trusted_clusters, now_s).is_ok()
                     }),
                 };
@@ -375,6 +384,26 @@ fn answer_digest(jti: &str, body: BodyDigest) -> [u8; 32] {
     h.update(body.len.to_be_bytes());
     h.update(body.sha256);
     h.finalize().into()
+}
+
+/// What an answer's MAC covers of its body: a result's length and digest (`announced` when it
+/// comes in chunks), or an error's kind and message.
+pub fn answer_body(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+    announced: Option<BodyDigest>,
+) -> BodyDigest {
+    match headers.and_then(|h| h.get(crate::envelope::header::ERROR)) {
+        Some(kind) => {
+            let mut h = Sha256::new();
+            h.update(b"trellis-error/1");
+            h.update((kind.as_str().len() as u64).to_be_bytes());
+            h.update(kind.as_str().as_bytes());
+            h.update(payload);
+            BodyDigest { len: payload.len() as u64, sha256: h.finalize().into() }
+        }
+        None => announced.unwrap_or_else(|| BodyDigest::of(payload)),
+    }
 }
 
 /// Why an answer was not taken.
@@ -870,6 +899,60 @@ mod tests {
         replica.authenticate_answer(&mut h, strict.public_key(), "j1", body);
         let err = strict.check_answer(Some(&h), ("j1", body), signed, NOW / 1000);
         assert_eq!(err, Err(ForgedAnswer::Stranger));
+    }
+
+    #[test]
+    fn refusals_are_authenticated_and_a_new_replica_may_ask_for_the_signature() {
+        let caller = Signer::new(KeyPair::new_server(), None);
+        let (met, new) =
+            (Signer::new(KeyPair::new_server(), None), Signer::new(KeyPair::new_server(), None));
+        caller.learn("web", met.public_key());
+        let macs = caller.pair_keys().unwrap().macs("web", &[7u8; 32]).unwrap().list;
+        let maced = (Proof::PairKey, Some(macs.as_str()));
+        let refusal = |by: &Signer, kind: &str, message: &[u8], key_needed: bool| {
+            let mut h = HeaderMap::new();
+            h.insert(crate::envelope::header::ERROR, kind);
+            if key_needed {
+                h.insert(KEY_NEEDED, "1");
+            }
+            let body = answer_body(Some(&h), message, None);
+            by.authenticate_answer(&mut h, caller.public_key(), "j1", body);
+            (h, body)
+        };
+        // A refusal's MAC covers its kind and message.
+        let (h, body) = refusal(&met, "denied", b"no", false);
+        assert_eq!(caller.check_answer(Some(&h), ("j1", body), maced, 0), Ok(()));
+        let mut relabelled = h.clone();
+        relabelled.insert(crate::envelope::header::ERROR, "timeout");
+        let body2 = answer_body(Some(&relabelled), b"no", None);
+        let err = caller.check_answer(Some(&relabelled), ("j1", body2), maced, 0);
+        assert_eq!(err, Err(ForgedAnswer::BadMac));
+        // A replica the call was not MAC'd for may ask for the signature, and only that.
+        let (h, body) = refusal(&new, "denied", KEY_NEEDED_MESSAGE.as_bytes(), true);
+        assert_eq!(caller.check_answer(Some(&h), ("j1", body), maced, 0), Ok(()));
+        let (h, body) = refusal(&new, "denied", b"no", false);
+        let err = caller.check_answer(Some(&h), ("j1", body), maced, 0);
+        assert_eq!(err, Err(ForgedAnswer::Stranger));
+    }
+
+    #[test]
+    fn a_host_may_answer_its_own_call() {
+        let host = Signer::new(KeyPair::new_server(), None);
+        let body = BodyDigest::of(b"ok");
+        let mut h = HeaderMap::new();
+        host.authenticate_answer(&mut h, host.public_key(), "j1", body);
+        assert_eq!(host.check_answer(Some(&h), ("j1", body), (Proof::Signature, None), 0), Ok(()));
+    }
+
+    #[test]
+    fn an_inbox_names_its_host() {
+        let host = KeyPair::new_server().public_key();
+        assert_eq!(inbox_owner(&format!("{}.a.1", inbox_prefix(&host))), Some(&*host));
+        for reply in [inbox_prefix(&host), format!("{}.", inbox_prefix(&host))] {
+            assert_eq!(inbox_owner(&reply), None, "{reply}");
+        }
+        assert_eq!(inbox_owner("_INBOX.abc.1"), None);
+        assert_eq!(inbox_owner(&format!("_OTHER.{host}.1")), None);
     }
 
     #[test]
