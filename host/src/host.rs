@@ -198,7 +198,12 @@ impl Host {
         Err(denied)
     }
 
-    /// Answers to this host's calls refused as forged.
+    /// Calls refused at once because the intake was full.
+    pub(crate) fn calls_shed(&self) -> u64 {
+        self.router.shed()
+    }
+
+    /// Answers to this host's calls dropped as forged.
     pub(crate) fn forged_answers(&self) -> u64 {
         self.router.signer().forged_answers()
     }

@@ -124,9 +124,19 @@ impl Router {
         self.slots.free()
     }
 
-    /// Waits for room to handle one more message received from NATS.
-    pub async fn intake(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.slots.intake().await
+    /// Room to handle one more message received from NATS, without waiting.
+    pub fn intake(&self) -> crate::slots::Intake {
+        self.slots.intake()
+    }
+
+    /// See [`crate::slots::Slots::may_agree`].
+    pub fn may_agree(&self, now_s: u64) -> bool {
+        self.slots.may_agree(now_s)
+    }
+
+    /// Calls refused at once because this host's intake was full, since start.
+    pub fn shed(&self) -> u64 {
+        self.slots.shed()
     }
 
     /// Calls refused since start.

@@ -2,8 +2,9 @@
 //! component's own concurrency limit, and a bounded intake for messages still being checked.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 
@@ -29,6 +30,24 @@ pub(crate) struct Slots {
     /// Messages received from NATS and being handled (checks included), a few per admission
     /// slot.
     intake: Arc<Semaphore>,
+    /// Messages refused at once because the intake was full.
+    shed: AtomicU64,
+    /// Key agreements made for such refusals in the current second (see [`Slots::may_agree`]).
+    agreements: std::sync::Mutex<(u64, u32)>,
+}
+
+/// Key agreements with hosts not met yet that refusals under overload may make per second.
+const AGREEMENTS_PER_S: u32 = 256;
+
+/// Room for one more message received from NATS, or why not.
+#[derive(Debug)]
+pub(crate) enum Intake {
+    Room(OwnedSemaphorePermit),
+    /// Full: refuse the message at once rather than stop reading (NATS would drop calls as a
+    /// slow consumer, and their callers would wait out their deadlines).
+    Full,
+    /// The host is stopping.
+    Closed,
 }
 
 impl Slots {
@@ -38,12 +57,38 @@ impl Slots {
             max_calls,
             admission: Arc::new(Semaphore::new(max)),
             intake: Arc::new(Semaphore::new(max.saturating_mul(4))),
+            shed: AtomicU64::new(0),
+            agreements: std::sync::Mutex::new((0, 0)),
         }
     }
 
-    /// Waits for room to handle one more received message; `None` once the host stops.
-    pub async fn intake(&self) -> Option<OwnedSemaphorePermit> {
-        self.intake.clone().acquire_owned().await.ok()
+    /// Room for one more received message, without waiting; a full intake counts one shed.
+    pub fn intake(&self) -> Intake {
+        match self.intake.clone().try_acquire_owned() {
+            Ok(permit) => Intake::Room(permit),
+            Err(TryAcquireError::NoPermits) => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                Intake::Full
+            }
+            Err(TryAcquireError::Closed) => Intake::Closed,
+        }
+    }
+
+    /// Whether a refusal under overload may authenticate itself for a caller this host has not
+    /// met (an X25519 agreement, about as costly as checking a signature): a few hundred a
+    /// second, so a flood with made-up host keys cannot turn shedding into key agreements.
+    pub fn may_agree(&self, now_s: u64) -> bool {
+        let mut window = self.agreements.lock().unwrap_or_else(|p| p.into_inner());
+        if window.0 != now_s {
+            *window = (now_s, 0);
+        }
+        window.1 = window.1.saturating_add(1);
+        window.1 <= AGREEMENTS_PER_S
+    }
+
+    /// Messages refused because the intake was full, since start.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// Admits a call to a component with `limits` that must be done by `deadline`. The
@@ -74,7 +119,11 @@ impl Slots {
             Nesting::Inner => None,
             Nesting::Outermost => {
                 let admitted = self.admission.clone().acquire_owned();
-                match tokio::time::timeout_at(deadline, admitted).await {
+                // Give up a little before the deadline, so the refusal reaches the caller while
+                // it still waits (and it can try elsewhere) instead of after it timed out.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let give_up = deadline - (left / 10).min(std::time::Duration::from_millis(250));
+                match tokio::time::timeout_at(give_up, admitted).await {
                     Ok(Ok(permit)) => Some(permit),
                     Ok(Err(_)) => return Err(unavailable("the host is shutting down")),
                     Err(_) => return Err(unavailable("the host is at its concurrent call limit")),

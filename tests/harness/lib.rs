@@ -7,6 +7,7 @@
 mod components;
 mod http;
 pub mod jwt;
+pub mod load;
 mod oci;
 pub mod otlp;
 mod process;

@@ -9,6 +9,7 @@ mod claims;
 mod config;
 mod deploy_files;
 mod errors;
+mod faults;
 mod http;
 mod keyvalue;
 mod lifecycle;

@@ -275,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn expired_and_missing_envelopes_are_refused() {
+    fn late_calls_time_out_and_missing_envelopes_are_refused() {
         let c = case(true);
         let reply = reply(&c);
         let h = headers(&c, "acme:greeter/api.greet", "j1", NOW - 1, b"");
@@ -285,7 +285,8 @@ mod tests {
             headers: Some(&h),
             body: Body::Bytes(b""),
         };
-        assert_eq!(c.gate.check(&call, NOW).unwrap_err().kind(), InvokeErrorKind::Denied);
+        // Late is a timeout, not a denial: the caller has given up on it already.
+        assert_eq!(c.gate.check(&call, NOW).unwrap_err().kind(), InvokeErrorKind::Timeout);
         let bare = Arrival { headers: None, ..call };
         assert_eq!(c.gate.check(&bare, NOW).unwrap_err().kind(), InvokeErrorKind::Denied);
     }

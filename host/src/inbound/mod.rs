@@ -22,7 +22,7 @@ use trellis_lattice::trace::TraceContext;
 use crate::components::Running;
 use crate::providers::ProviderCall;
 use crate::router::{LocalCall, Router};
-use crate::slots::Nesting;
+use crate::slots::{Intake, Nesting, unavailable};
 use gate::{Admitted, Arrival};
 
 /// Subscribes to the component's invocations, spread over its replicas by queue group.
@@ -78,9 +78,16 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        // Bounded intake: a flood waits here (and in NATS) instead of becoming unbounded tasks
-        // that each verify signatures and ask the policy service.
-        let Some(slot) = router.intake().await else { return };
+        // Bounded intake: a flood beyond it is refused at once, before any check, rather than
+        // left unread in NATS (a slow consumer loses calls, and their callers time out).
+        let slot = match router.intake() {
+            Intake::Room(slot) => slot,
+            Intake::Full => {
+                shed(&router, &msg, target.id()).await;
+                continue;
+            }
+            Intake::Closed => return,
+        };
         // A component replaced in place keeps its subscription: a call goes to the version
         // running now; once stopped, calls still being drained go to the last one that ran.
         if let Target::Component(running) = &*target
@@ -284,6 +291,30 @@ async fn answer(
     };
     if let Err(e) = sent {
         tracing::warn!(target = id, error = %e, "reply not sent");
+    }
+}
+
+/// Refuses a call this host has no room to look at: `Unavailable`, at once, MAC'd for its
+/// caller (a key agreement with a caller not met yet only within [`Router::may_agree`]).
+async fn shed(router: &Router, msg: &Message, id: &str) {
+    let Some(reply) = msg.reply.clone() else { return };
+    let e = unavailable(&format!(
+        "the host serving `{id}` is overloaded (its intake of calls is full); try again shortly"
+    ));
+    let mut headers = e.to_headers();
+    if let Some((caller, jti)) = claimed_caller(msg.headers.as_ref(), &reply) {
+        let body = signing::answer_body(Some(&headers), e.message().as_bytes(), None);
+        let signer = router.signer();
+        signer.authenticate_answer_to_known(&mut headers, caller, jti, body);
+        if headers.get(signing::ANSWER).is_none() && router.may_agree(unix_ms() / 1000) {
+            signer.authenticate_answer(&mut headers, caller, jti, body);
+            signer.introduce(&mut headers);
+        }
+    }
+    let sent =
+        router.nats().publish_with_headers(reply, headers, e.message().to_owned().into()).await;
+    if let Err(e) = sent {
+        tracing::debug!(target = id, error = %e, "refusal not sent");
     }
 }
 

@@ -157,6 +157,14 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             one(Int(info.requests_denied)),
         ),
         family(
+            "trellis_calls_shed_total",
+            Counter,
+            "Calls refused at once with `Unavailable` because this host's intake was full \
+             (overload), before any check.",
+            "1",
+            one(Int(host.calls_shed())),
+        ),
+        family(
             "trellis_answers_forged_total",
             Counter,
             "Answers to this host's calls dropped (the call waits on for its own): \

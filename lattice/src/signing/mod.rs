@@ -257,6 +257,22 @@ impl Signer {
         }
     }
 
+    /// [`Self::authenticate_answer`] when this host has met `caller` already, else nothing: for
+    /// refusals made before any check (an overloaded host's), which must cost no key agreement.
+    pub fn authenticate_answer_to_known(
+        &self,
+        headers: &mut HeaderMap,
+        caller: &str,
+        jti: &str,
+        body: BodyDigest,
+    ) {
+        let Some(pairs) = &self.pairs else { return };
+        if let Some(mac) = pairs.answer_mac_known(caller, &answer_digest(jti, body)) {
+            headers.insert(ANSWER, format!("{}.{mac}", self.public).as_str());
+            self.introduce(headers);
+        }
+    }
+
     /// Checks the answer (`headers`, a body of `body`) to this host's call `jti`, which was
     /// authenticated by `proof` with the MAC list `macs` (if any). A MAC'd call's answer must
     /// come from a host the call was MAC'd for; a signed call's from one the trusted clusters
@@ -569,7 +585,11 @@ impl Verifier {
             .and_then(|d| d.parse().ok())
             .ok_or_else(|| denied("invocation lacks a valid `trellis-deadline`"))?;
         if deadline_ms <= now_ms {
-            return Err(denied(&format!("deadline passed {} ms ago", now_ms - deadline_ms)));
+            // Late, not forbidden: the caller has given up on it already.
+            return Err(InvokeError::new(
+                InvokeErrorKind::Timeout,
+                format!("deadline passed {} ms ago", now_ms - deadline_ms),
+            ));
         }
         if deadline_ms > now_ms.saturating_add(self.max_window_ms) {
             return Err(denied("deadline is too far in the future"));

@@ -217,6 +217,13 @@ impl PairKeys {
         Some(URL_SAFE_NO_PAD.encode(&tag.as_ref()[..MAC_LEN]))
     }
 
+    /// [`Self::answer_mac`], only for a caller whose key is known already (no key agreement).
+    pub fn answer_mac_known(&self, caller: &str, digest: &[u8; 32]) -> Option<String> {
+        let peer = self.peers.read().unwrap_or_else(|p| p.into_inner()).get(caller).cloned()?;
+        let tag = mac(&peer.key, &self.public, caller, digest);
+        Some(URL_SAFE_NO_PAD.encode(&tag.as_ref()[..MAC_LEN]))
+    }
+
     /// Whether `given` is the MAC of an answer from host `answerer` to this host over `digest`.
     pub fn check_answer(&self, answerer: &str, given: &str, digest: &[u8; 32]) -> bool {
         let mut tag = [0u8; MAC_LEN];

@@ -326,5 +326,10 @@ fn error_response(e: &InvokeError) -> Response<Full<Bytes>> {
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Overloaded, restarting or not running yet: worth another try in a moment.
+        resp.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+    }
     resp
 }

@@ -36,6 +36,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
                 fetch(p.split_once("?to=").map_or("127.0.0.1:9", |(_, to)| to))
             }
             "/echo" => read_body(request),
+            // A slow call that waits (as on I/O) rather than spins: `/sleep/<ms>`.
+            p if p.starts_with("/sleep/") => {
+                let ms = p["/sleep/".len()..].parse().unwrap_or(0u64);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                format!("slept {ms} ms\n").into_bytes()
+            }
             _ => format!("hello from trellis, path={path}\n").into_bytes(),
         };
         let headers = Fields::new();

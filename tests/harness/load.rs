@@ -1,0 +1,122 @@
+//! A load generator for fault tests: numbered calls, each with the outcome it got, counted by
+//! outcome. Every fault scenario prints its [`Tally`] and asserts on it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+/// What one call got.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A result.
+    Answered,
+    /// A typed error, by kind (`Unavailable`, `Timeout`, ...), before the caller gave up.
+    Typed(String),
+    /// The caller's deadline passed without an answer (HTTP 504, or no response at all within
+    /// the client's own limit).
+    TimedOut,
+    /// The connection failed or the answer was not one (no status, no typed error).
+    Failed(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Answered => f.write_str("answered"),
+            Outcome::Typed(kind) => write!(f, "typed {kind}"),
+            Outcome::TimedOut => f.write_str("timed out"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// One call's record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: usize,
+    pub outcome: Outcome,
+    pub took: Duration,
+    /// Its HTTP headers, for HTTP calls (`retry-after` and the like).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Every call of a run, by outcome.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub records: Vec<Record>,
+}
+
+impl Tally {
+    /// Calls that got `outcome`.
+    pub fn count(&self, outcome: &Outcome) -> usize {
+        self.records.iter().filter(|r| &r.outcome == outcome).count()
+    }
+
+    /// Calls that got a typed error of `kind`.
+    pub fn typed(&self, kind: &str) -> usize {
+        self.count(&Outcome::Typed(kind.to_owned()))
+    }
+
+    /// The records with `outcome`.
+    pub fn with<'a>(&'a self, outcome: &'a Outcome) -> impl Iterator<Item = &'a Record> + 'a {
+        self.records.iter().filter(move |r| &r.outcome == outcome)
+    }
+
+    /// The longest any call with `outcome` took.
+    pub fn slowest(&self, outcome: &Outcome) -> Option<Duration> {
+        self.with(outcome).map(|r| r.took).max()
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut by: BTreeMap<&Outcome, (usize, Duration)> = BTreeMap::new();
+        for r in &self.records {
+            let entry = by.entry(&r.outcome).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(r.took);
+        }
+        writeln!(f, "{:<40} {:>7} {:>12}", "outcome", "calls", "slowest ms")?;
+        for (outcome, (n, slowest)) in by {
+            writeln!(f, "{:<40} {n:>7} {:>12}", outcome.to_string(), slowest.as_millis())?;
+        }
+        write!(f, "{:<40} {:>7}", "total", self.records.len())
+    }
+}
+
+/// `total` GET requests of `path` to `addr`, `concurrency` at a time, each given up after
+/// `give_up` (counted as timed out).
+pub async fn http(
+    addr: SocketAddr,
+    path: &str,
+    (total, concurrency): (usize, usize),
+    give_up: Duration,
+) -> Tally {
+    let calls = (0..total).map(|seq| async move {
+        let started = Instant::now();
+        let reply =
+            tokio::time::timeout(give_up, crate::http_request(addr, "GET", path, b"")).await;
+        let took = started.elapsed();
+        let (outcome, headers) = match reply {
+            Err(_) => (Outcome::TimedOut, Vec::new()),
+            Ok(Err(e)) => (Outcome::Failed(e.kind().to_string()), Vec::new()),
+            Ok(Ok(reply)) => {
+                let outcome = match (reply.status, reply.header("trellis-error")) {
+                    (200, _) => Outcome::Answered,
+                    (504, _) | (_, Some("Timeout")) => Outcome::TimedOut,
+                    (_, Some(kind)) => Outcome::Typed(kind.to_owned()),
+                    (status, None) => Outcome::Failed(format!("HTTP {status}")),
+                };
+                (outcome, reply.headers)
+            }
+        };
+        Record { seq, outcome, took, headers }
+    });
+    let mut records: Vec<Record> =
+        futures::stream::iter(calls).buffer_unordered(concurrency).collect().await;
+    records.sort_by_key(|r| r.seq);
+    Tally { records }
+}
