@@ -29,18 +29,76 @@ pub(crate) async fn subscribe(host: &Host) -> Result<ControlSubscriptions, HostE
     Ok(ControlSubscriptions { own, ping })
 }
 
-/// Serves control requests until the subscriptions end.
+/// Control requests handled at once (a start may take seconds to compile); more are refused
+/// with `Busy` (pings go unanswered).
+const MAX_IN_FLIGHT: usize = 256;
+/// Signed requests checked per second (an Ed25519 verification each); more are refused with
+/// `Busy` before any check, so a flood of requests costs this host bounded work.
+const CHECKS_PER_S: u32 = 200;
+
+/// Serves control requests until the subscriptions end: [`MAX_IN_FLIGHT`] at a time, and at most
+/// [`CHECKS_PER_S`] signature checks a second; the rest are refused at once, and the
+/// subscriptions keep being read.
 pub(crate) async fn serve(host: Arc<Host>, subs: ControlSubscriptions) {
     let ControlSubscriptions { mut own, mut ping } = subs;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut checks = Window::default();
     loop {
         let msg = tokio::select! {
             Some(msg) = own.next() => msg,
             Some(msg) = ping.next() => msg,
             else => return,
         };
+        let verb = match host.subjects().parse(&msg.subject) {
+            Some(Subject::HostControl { verb, .. }) => Some(verb),
+            _ => None,
+        };
+        let needs_check = verb.and_then(needs).is_some();
+        let permit = in_flight.clone().try_acquire_owned().ok();
+        let within_rate = !needs_check || checks.take(unix_s(), CHECKS_PER_S);
+        let Some(permit) = permit.filter(|_| within_rate) else {
+            host.count_busy();
+            if let (Some(verb), Some(reply)) = (verb, msg.reply) {
+                let busy = Refused::Busy(
+                    "this host is taking as many control requests as it checks at a time; \
+                     try again shortly"
+                        .to_owned(),
+                );
+                let body = reply_of(verb, busy.status());
+                if let Err(e) = host.nats().publish(reply, body.into()).await {
+                    tracing::debug!(error = %e, "control refusal not sent");
+                }
+            }
+            continue;
+        };
         let host = host.clone();
-        tokio::spawn(async move { handle(&host, msg).await });
+        tokio::spawn(async move {
+            handle(&host, msg).await;
+            drop(permit);
+        });
     }
+}
+
+/// Events counted in the current second.
+#[derive(Debug, Default)]
+struct Window {
+    second: u64,
+    taken: u32,
+}
+
+impl Window {
+    /// Takes one of `per_s` this second, if any is left.
+    fn take(&mut self, now_s: u64, per_s: u32) -> bool {
+        if self.second != now_s {
+            *self = Window { second: now_s, taken: 0 };
+        }
+        self.taken = self.taken.saturating_add(1);
+        self.taken <= per_s
+    }
+}
+
+fn unix_s() -> u64 {
+    trellis_lattice::envelope::unix_ms() / 1000
 }
 
 async fn handle(host: &Host, msg: Message) {
@@ -82,7 +140,12 @@ fn needs(verb: HostVerb) -> Option<Role> {
 
 /// The reply of a refused request, in the verb's own reply type.
 fn refusal(verb: HostVerb, denied: RequestDenied) -> Vec<u8> {
-    let status = Some(Refused::from(denied).status());
+    reply_of(verb, Refused::from(denied).status())
+}
+
+/// A reply of `verb`'s own type carrying only `status`.
+fn reply_of(verb: HostVerb, status: pb::Status) -> Vec<u8> {
+    let status = Some(status);
     match verb {
         HostVerb::Inventory => pb::InventoryReply { status, inventory: None }.encode_to_vec(),
         HostVerb::StartComponent => pb::StartComponentReply { status }.encode_to_vec(),
@@ -144,4 +207,17 @@ fn status(result: ControlResult) -> pb::Status {
 
 fn bad_request(e: prost::DecodeError) -> pb::Status {
     Refused::BadRequest(format!("undecodable request: {e}")).status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_allows_so_many_a_second() {
+        let mut w = Window::default();
+        assert!((0..3).all(|_| w.take(7, 3)));
+        assert!(!w.take(7, 3), "the fourth in second 7");
+        assert!(w.take(8, 3), "a new second");
+    }
 }

@@ -87,6 +87,8 @@ pub struct Host {
     control: ControlVerifier,
     /// Control requests refused since start.
     requests_denied: AtomicU64,
+    /// Control requests refused with `Busy` (or pings left unanswered) under a flood.
+    requests_busy: AtomicU64,
     /// Checks the lattice state (links, config, applications) before it is applied.
     records: Arc<RecordGate>,
     /// NATS connection health, for `/metrics`.
@@ -196,6 +198,16 @@ impl Host {
         tracing::warn!(subject, operator, reason = %denied, "control request denied");
         self.events.denied(EventKind::RequestDenied, subject, operator, &denied.to_string()).await;
         Err(denied)
+    }
+
+    /// A control request refused with `Busy` (or a ping left unanswered).
+    pub(crate) fn count_busy(&self) {
+        self.requests_busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Control requests refused with `Busy` since start.
+    pub(crate) fn requests_busy(&self) -> u64 {
+        self.requests_busy.load(Ordering::Relaxed)
     }
 
     /// Calls refused at once because the intake was full.
@@ -670,6 +682,7 @@ impl Host {
             draining: std::sync::atomic::AtomicBool::new(false),
             control,
             requests_denied: AtomicU64::new(0),
+            requests_busy: AtomicU64::new(0),
             records,
             nats_health: NatsHealth::default(),
         };

@@ -31,6 +31,9 @@ pub(crate) enum Refused {
     /// A failure of this host (see its log).
     #[error("{0}")]
     Internal(String),
+    /// More control requests than the host checks at a time.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl Refused {
@@ -45,6 +48,7 @@ impl Refused {
             Refused::ProviderFailed(_) => ErrorCode::ProviderFailed,
             Refused::Denied(_) => ErrorCode::Denied,
             Refused::Internal(_) => ErrorCode::Internal,
+            Refused::Busy(_) => ErrorCode::Busy,
         }
     }
 

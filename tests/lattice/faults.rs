@@ -3,8 +3,11 @@
 //! answered or refused with a typed error before its deadline. See docs/reliability.md.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use trellis_lattice::envelope::unix_ms;
+use trellis_proto as pb;
 use trellis_tests::load::{self, Outcome};
 use trellis_tests::{free_port, http_request};
 
@@ -56,4 +59,74 @@ async fn a_flood_beyond_a_hosts_intake_is_shed_at_once_with_503_and_nothing_time
     assert!(slowest < Duration::from_secs(15), "shed calls waited {slowest:?}");
     assert!(metric(metrics, "trellis_calls_shed_total").await > 0);
     assert_eq!(metric(metrics, "trellis_nats_slow_consumer_total").await, 0);
+}
+
+#[tokio::test]
+async fn a_control_plane_flood_costs_bounded_work_and_calls_keep_being_answered() {
+    let lattice = Lattice::new("ctlflood").await;
+    let t = &lattice.trellis;
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let args = ["--allow-unsigned".to_owned(), format!("--metrics-listen={metrics}")];
+    let host = t.host_with("h", &args).await;
+    lattice.start_hello("hello", &["--host", &host.id]).await;
+    let addr = lattice.serve_http(&host.id, "hello", &[]).await;
+
+    // Another client floods the host: one stop request its operator signed, sent 3,000 times
+    // (each costs a signature check before it is found replayed), and 1,000 pings.
+    let nats = async_nats::connect(&lattice.nats.url()).await.unwrap();
+    let mut replies = nats.subscribe("_INBOX.flood.>").await.unwrap();
+    trellis_lattice::connect::sync_with_server(&nats).await.unwrap();
+    let subject = format!("trellis.ctlflood.ctl.host.{}.stop_component", host.id);
+    let body: bytes::Bytes =
+        prost::Message::encode_to_vec(&pb::StopComponentRequest { component_id: "ghost".into() })
+            .into();
+    let headers = t.operator.sign(&subject, &body, unix_ms() + 60_000);
+    let started = Instant::now();
+    let flood = {
+        let nats = nats.clone();
+        tokio::spawn(async move {
+            for i in 0..4000 {
+                let reply = format!("_INBOX.flood.{i}");
+                if i % 4 == 3 {
+                    let ping = "trellis.ctlflood.ctl.hosts.ping";
+                    nats.publish_with_reply(ping, reply, bytes::Bytes::new()).await.unwrap();
+                } else {
+                    let (s, h, b) = (subject.clone(), headers.clone(), body.clone());
+                    nats.publish_with_reply_and_headers(s, reply, h, b).await.unwrap();
+                }
+            }
+            nats.flush().await.unwrap();
+        })
+    };
+    // Calls keep being answered meanwhile.
+    let tally = load::http(addr, "/", (300, 8), Duration::from_secs(30)).await;
+    println!("{tally}");
+    flood.await.unwrap();
+    assert_eq!(tally.count(&Outcome::Answered), 300, "{tally}");
+
+    // Every stop request was answered: checked (found missing once, replayed after) or refused
+    // as busy before any check.
+    let mut codes = std::collections::BTreeMap::<i32, usize>::new();
+    while codes.values().sum::<usize>() < 3000 {
+        let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), replies.next()).await
+        else {
+            break;
+        };
+        if let Ok(reply) = <pb::StopComponentReply as prost::Message>::decode(msg.payload.clone())
+            && let Some(status) = reply.status
+        {
+            *codes.entry(status.code).or_default() += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let code = |c: pb::ErrorCode| codes.get(&(c as i32)).copied().unwrap_or(0);
+    let (busy, checked) =
+        (code(pb::ErrorCode::Busy), code(pb::ErrorCode::NotFound) + code(pb::ErrorCode::Denied));
+    println!("stop requests: {checked} checked, {busy} busy, in {elapsed:?}: {codes:?}");
+    assert_eq!(code(pb::ErrorCode::NotFound), 1, "the request ran once, then was a replay");
+    assert!(busy > 0, "the flood was refused before any check");
+    // At most 200 signature checks a second (generously counted).
+    let bound = 200 * (elapsed.as_secs() as usize + 2);
+    assert!(checked <= bound, "{checked} checks in {elapsed:?}");
+    assert!(metric(metrics, "trellis_requests_busy_total").await >= busy as u64);
 }

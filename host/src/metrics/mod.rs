@@ -157,6 +157,14 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             one(Int(info.requests_denied)),
         ),
         family(
+            "trellis_requests_busy_total",
+            Counter,
+            "Control requests refused with `Busy` before any check, and pings left unanswered, \
+             because more came than the host checks at a time.",
+            "1",
+            one(Int(host.requests_busy())),
+        ),
+        family(
             "trellis_calls_shed_total",
             Counter,
             "Calls refused at once with `Unavailable` because this host's intake was full \
