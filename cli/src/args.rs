@@ -419,6 +419,10 @@ pub struct HostArgs {
     /// work; 503 otherwise) on this address, for orchestrators' probes.
     #[arg(long, env = "TRELLIS_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
+    /// Give up starting when NATS cannot be reached within this many seconds, and exit 1
+    /// naming the URL (default: keep trying, with backoff; `/readyz` says 503 meanwhile).
+    #[arg(long, env = "TRELLIS_NATS_CONNECT_TIMEOUT", value_name = "SECONDS")]
+    pub nats_connect_timeout: Option<u64>,
     /// Seconds SIGTERM waits for calls in flight before the host leaves anyway.
     #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value_t = 10)]
     pub drain_timeout: u64,

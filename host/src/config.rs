@@ -53,6 +53,8 @@ pub struct HostConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where to answer `/livez` and `/readyz`; `None`: nowhere.
     pub health_listen: Option<std::net::SocketAddr>,
+    /// How long to wait for NATS at start; `None`: as long as it takes.
+    pub nats_connect_timeout: Option<std::time::Duration>,
     /// Replicas of the lattice's JetStream buckets when this host creates them (3 on a 3-node
     /// cluster); buckets that exist keep theirs.
     pub js_replicas: usize,
@@ -87,6 +89,7 @@ impl HostConfig {
             metrics_listen: None,
             scheduler: None,
             health_listen: None,
+            nats_connect_timeout: None,
             telemetry: None,
             js_replicas: 1,
         }

@@ -48,6 +48,13 @@ pub enum HostError {
     /// NATS failed.
     #[error("NATS: {0}")]
     Nats(String),
+    /// NATS could not be reached at start within `--nats-connect-timeout`.
+    #[error(
+        "NATS is not reachable at {url} after {waited:?} (--nats-connect-timeout): check the \
+         URL, that nats-server runs and that this machine can reach it, or leave the timeout \
+         unset to wait as long as it takes"
+    )]
+    NatsUnreachable { url: String, waited: Duration },
     /// JetStream state could not be opened.
     #[error(transparent)]
     State(#[from] trellis_lattice::state::StateError),
@@ -608,8 +615,22 @@ impl Host {
                 .await
                 .map_err(HostError::nats)?;
         if tokio::time::timeout(Duration::from_secs(1), wait_connected(&nats)).await.is_err() {
-            tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it");
-            wait_connected(&nats).await;
+            match config.nats_connect_timeout {
+                Some(limit) => {
+                    tracing::warn!(url = %config.nats_url, ?limit, "NATS is not reachable yet; waiting for it");
+                    let left = limit.saturating_sub(Duration::from_secs(1));
+                    if tokio::time::timeout(left, wait_connected(&nats)).await.is_err() {
+                        return Err(HostError::NatsUnreachable {
+                            url: config.nats_url.clone(),
+                            waited: limit,
+                        });
+                    }
+                }
+                None => {
+                    tracing::warn!(url = %config.nats_url, "NATS is not reachable yet; waiting for it (set --nats-connect-timeout to give up)");
+                    wait_connected(&nats).await;
+                }
+            }
         }
         let js = trellis_lattice::connect::jetstream(&nats, config.nats_auth.js_domain.as_deref());
         let state = (|| LatticeState::open_replicated(&js, &config.lattice, config.js_replicas))

@@ -130,3 +130,40 @@ async fn a_control_plane_flood_costs_bounded_work_and_calls_keep_being_answered(
     assert!(checked <= bound, "{checked} checks in {elapsed:?}");
     assert!(metric(metrics, "trellis_requests_busy_total").await >= busy as u64);
 }
+
+#[tokio::test]
+async fn a_host_waits_for_nats_not_ready_meanwhile_and_gives_up_when_told_to() {
+    let (nats_port, health) = (free_port(), free_port());
+    let health: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
+    let started = Instant::now();
+    let mut host = tokio::process::Command::new(trellis_tests::bin("trellis"))
+        .args(["host", "--name", "lonely", "--allow-unsigned", "--nats-connect-timeout", "3"])
+        .arg(format!("--health-listen={health}"))
+        .env("TRELLIS_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn trellis host");
+    // Alive, not ready, while NATS is awaited.
+    let readyz = trellis_tests::eventually("/readyz", Duration::from_secs(10), || async move {
+        http_request(health, "GET", "/readyz", b"").await.ok()
+    })
+    .await;
+    assert_eq!(readyz.status, 503, "{}", readyz.text());
+    assert!(readyz.text().contains("connecting to NATS"), "{}", readyz.text());
+    assert_eq!(http_request(health, "GET", "/livez", b"").await.unwrap().status, 200);
+    // Then it gives up, naming what it could not reach and the flag.
+    let status = tokio::time::timeout(Duration::from_secs(30), host.wait())
+        .await
+        .expect("the host gives up")
+        .unwrap();
+    let waited = started.elapsed();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut host.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{nats_port}")), "{stderr}");
+    assert!(stderr.contains("--nats-connect-timeout"), "{stderr}");
+    assert!(waited >= Duration::from_secs(3), "gave up after {waited:?}, before its timeout");
+}

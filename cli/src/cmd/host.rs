@@ -26,6 +26,7 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     config.labels = args.labels.iter().cloned().collect();
     config.labels.extend(env_labels(std::env::vars()));
     config.health_listen = args.health_listen;
+    config.nats_connect_timeout = args.nats_connect_timeout.map(Duration::from_secs);
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     config.js_replicas = g.js_replicas.clamp(1, 5);
     // The flags stand in for their variables; the other OTEL_* variables are read as they are.
