@@ -33,6 +33,8 @@ pub(crate) struct Running {
     pub durations: Histogram,
     /// Tells the serving task to drain its subscription and end.
     pub stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    /// The serving task, which ends once it has left the queue group.
+    pub serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// When it started (unix ns): its counters count from then.
     pub started_unix_ns: u64,
     /// Its verified claims; `None`: unsigned (development hosts only).
@@ -61,6 +63,7 @@ impl Running {
             errors_by_kind: Default::default(),
             durations: Histogram::default(),
             stop: std::sync::Mutex::new(None),
+            serving: std::sync::Mutex::new(None),
             started_unix_ns: trellis_lattice::telemetry::now_ns(),
             claims,
         }

@@ -376,7 +376,8 @@ impl Host {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         *running.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         let target = inbound::Target::Component(running.clone());
-        tokio::spawn(inbound::serve(sub, stopped, target, self.router.clone()));
+        let serving = tokio::spawn(inbound::serve(sub, stopped, target, self.router.clone()));
+        *running.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(serving);
         // A concurrent start of the same id may have won; keep exactly one.
         if let Err(existing) = self.components.try_insert(running.clone()) {
             running.stop_serving();
@@ -715,10 +716,20 @@ impl Host {
     async fn drain(&self) {
         tracing::info!(host = self.id(), "shutting down: draining calls");
         self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut leaving = Vec::new();
         for running in self.components.all() {
             running.stop_serving();
+            leaving.extend(running.serving.lock().unwrap_or_else(|p| p.into_inner()).take());
         }
-        if !self.router.drain(self.config.drain_timeout).await {
+        // Calls still handed to a replica while it leaves its queue group are served, not
+        // refused: admission closes only once every replica has left.
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        let left = futures::future::join_all(leaving);
+        if tokio::time::timeout_at(deadline, left).await.is_err() {
+            tracing::warn!("replicas still leaving their queue groups after the drain timeout");
+        }
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.router.drain(rest).await {
             tracing::warn!("calls still running after the drain timeout; leaving anyway");
         }
         self.providers.stop_all().await;

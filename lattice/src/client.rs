@@ -398,6 +398,8 @@ pub async fn send_invocation(
     let digest = (answers.is_some() || chunked).then(|| crate::signing::BodyDigest::of(&payload));
     // A body in chunks is offered once: signed, so no replica can ask for it again.
     let mut signature_only = chunked;
+    // Sent again after a leaving replica's refusal (it did not run it).
+    let mut resent = 0;
     // One call, one id: sent again signed, it is still the same call, so a replica that already
     // ran it refuses it as a replay rather than run it twice.
     let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
@@ -442,10 +444,19 @@ pub async fn send_invocation(
             }
         };
         if let Some(err) = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
+            let has = |name: &str| msg.headers.as_ref().is_some_and(|h| h.get(name).is_some());
             // A replica this host has not met asks for the signature (only of MAC'd calls).
-            let key_needed = msg.headers.as_ref().is_some_and(|h| h.get(KEY_NEEDED).is_some());
-            if key_needed && proof == Some(Proof::PairKey) && crate::signing::is_key_needed(&err) {
+            if has(KEY_NEEDED)
+                && proof == Some(Proof::PairKey)
+                && crate::signing::is_key_needed(&err)
+            {
                 signature_only = true;
+                continue;
+            }
+            // A replica leaving its queue group did not run it: another one will (or, once it
+            // has left and none is left, the call ends with `NoResponders`).
+            if has(crate::envelope::header::LEAVING) && resent < MAX_RESENDS {
+                resent += 1;
                 continue;
             }
             return Err(err);
@@ -463,6 +474,10 @@ pub async fn send_invocation(
         None => Ok(msg.payload),
     }
 }
+
+/// How often a call is sent again after leaving replicas' refusals: a leaving replica takes at
+/// most 64 more messages before it has left (see the host's `inbound::serve`).
+const MAX_RESENDS: u32 = 128;
 
 /// Maps a failure to get an authentic answer to its typed kind.
 fn answer_error(target: &str, timeout: Duration, e: crate::answers::AnswerError) -> InvokeError {

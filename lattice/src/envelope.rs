@@ -28,6 +28,12 @@ pub mod header {
     pub const CALLER: &str = "trellis-caller";
     /// On a reply: the [`super::InvokeErrorKind`] of a failed call.
     pub const ERROR: &str = "trellis-error";
+    /// On an `Unavailable` reply: the replica that got the call is leaving its queue group and
+    /// did not run it; the caller sends the same call again, for another replica.
+    pub const LEAVING: &str = "trellis-leaving";
+    /// On an `Unavailable` reply: the replica that got the call was overloaded and did not
+    /// look at it.
+    pub const SHED: &str = "trellis-shed";
 }
 
 /// What went wrong with an invocation. Stable names: they cross the wire.

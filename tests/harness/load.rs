@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -95,7 +97,41 @@ pub async fn http(
     (total, concurrency): (usize, usize),
     give_up: Duration,
 ) -> Tally {
-    let calls = (0..total).map(|seq| async move {
+    let calls = (0..total).map(|seq| one_http(addr, path, seq, give_up));
+    let mut records: Vec<Record> =
+        futures::stream::iter(calls).buffer_unordered(concurrency).collect().await;
+    records.sort_by_key(|r| r.seq);
+    Tally { records }
+}
+
+/// GET requests of `path` to `addr`, `concurrency` at a time, until `running` turns false
+/// (the calls under way then finish).
+pub async fn http_while(
+    addr: SocketAddr,
+    path: &str,
+    concurrency: usize,
+    give_up: Duration,
+    running: Arc<AtomicBool>,
+) -> Tally {
+    let seq = Arc::new(AtomicUsize::new(0));
+    let workers = (0..concurrency).map(|_| {
+        let (seq, running) = (seq.clone(), running.clone());
+        async move {
+            let mut records = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                records.push(one_http(addr, path, n, give_up).await);
+            }
+            records
+        }
+    });
+    let mut records: Vec<Record> = futures::future::join_all(workers).await.concat();
+    records.sort_by_key(|r| r.seq);
+    Tally { records }
+}
+
+async fn one_http(addr: SocketAddr, path: &str, seq: usize, give_up: Duration) -> Record {
+    {
         let started = Instant::now();
         let reply =
             tokio::time::timeout(give_up, crate::http_request(addr, "GET", path, b"")).await;
@@ -114,9 +150,5 @@ pub async fn http(
             }
         };
         Record { seq, outcome, took, headers }
-    });
-    let mut records: Vec<Record> =
-        futures::stream::iter(calls).buffer_unordered(concurrency).collect().await;
-    records.sort_by_key(|r| r.seq);
-    Tally { records }
+    }
 }

@@ -3,6 +3,8 @@
 //! answered or refused with a typed error before its deadline. See docs/reliability.md.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -166,4 +168,78 @@ async fn a_host_waits_for_nats_not_ready_meanwhile_and_gives_up_when_told_to() {
     assert!(stderr.contains(&format!("127.0.0.1:{nats_port}")), "{stderr}");
     assert!(stderr.contains("--nats-connect-timeout"), "{stderr}");
     assert!(waited >= Duration::from_secs(3), "gave up after {waited:?}, before its timeout");
+}
+
+#[tokio::test]
+async fn stopping_and_starting_a_replica_under_load_loses_no_call() {
+    let lattice = Lattice::new("churn").await;
+    let t = &lattice.trellis;
+    let front = t.host("front", &[]).await;
+    let (a, b) = (t.host("a", &[]).await, t.host("b", &[]).await);
+    lattice.start_hello("hello", &["--host", &a.id]).await;
+    lattice.start_hello("hello", &["--host", &b.id]).await;
+    let addr = lattice.serve_http(&front.id, "hello", &[]).await;
+    assert_eq!(http_request(addr, "GET", "/", b"").await.unwrap().status, 200);
+
+    // Calls keep coming while b's replica is stopped and started again, five times.
+    let running = Arc::new(AtomicBool::new(true));
+    let load =
+        tokio::spawn(load::http_while(addr, "/", 32, Duration::from_secs(60), running.clone()));
+    let wasm = trellis_tests::component("http-hello");
+    let wasm = wasm.to_str().unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        t.ok(&["stop", "component", "hello", "--host", &b.id]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        t.ok(&["start", "component", wasm, "--id", "hello", "--host", &b.id]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let tally = load.await.unwrap();
+    println!("{tally}");
+    let answered = tally.count(&Outcome::Answered);
+    assert_eq!(answered, tally.records.len(), "every call answered:\n{tally}");
+    assert!(answered > 1000, "calls ran throughout: {answered}");
+    // b took calls between its stops (so stops hit a replica that was serving).
+    let served_by_b = t.client().await.inventory(&b.id).await.unwrap();
+    let hello = served_by_b.components.iter().find(|c| c.id == "hello").unwrap();
+    assert!(hello.invocations > 0, "b's last replica served calls");
+}
+
+#[tokio::test]
+async fn sigterm_under_load_finishes_calls_in_flight_and_loses_none() {
+    let lattice = Lattice::new("sigterm-load").await;
+    let t = &lattice.trellis;
+    let front = t.host("front", &[]).await;
+    let a = t.host("a", &[]).await;
+    let mut b = t.host("b", &[]).await;
+    lattice.start_hello("hello", &["--host", &a.id]).await;
+    lattice.start_hello("hello", &["--host", &b.id]).await;
+    let addr = lattice.serve_http(&front.id, "hello", &[]).await;
+    assert_eq!(http_request(addr, "GET", "/", b"").await.unwrap().status, 200);
+
+    // Calls of 50 ms each keep coming while b is told to stop.
+    let running = Arc::new(AtomicBool::new(true));
+    let load = tokio::spawn(load::http_while(
+        addr,
+        "/sleep/50",
+        32,
+        Duration::from_secs(60),
+        running.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served_by_b = |t: trellis_tests::Trellis, id: String| async move {
+        let inventory = t.client().await.inventory(&id).await.unwrap();
+        inventory.components.iter().find(|c| c.id == "hello").map_or(0, |c| c.invocations)
+    };
+    let before = served_by_b(t.clone(), b.id.clone()).await;
+    assert!(before > 0, "b serves calls when it is told to stop");
+    let status = b.terminate().await;
+    assert!(status.success(), "b exits 0: {status}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let tally = load.await.unwrap();
+    println!("{tally}");
+    let answered = tally.count(&Outcome::Answered);
+    assert_eq!(answered, tally.records.len(), "every call answered:\n{tally}");
 }

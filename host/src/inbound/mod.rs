@@ -7,6 +7,8 @@ mod gate;
 pub(crate) use gate::Gate;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
@@ -52,8 +54,22 @@ impl Target {
     }
 }
 
-/// Serves each message on its own task until `stop` fires; then drains the subscription, so
-/// calls NATS already delivered are answered rather than dropped.
+/// Calls beyond those received that the queue group may still hand a replica while it leaves.
+const FENCE: u64 = 64;
+/// How long a leaving replica waits for its fence to close before it unsubscribes plainly.
+const FENCE_WAIT: Duration = Duration::from_secs(1);
+
+/// Serves each message on its own task until `stop` fires; then leaves the queue group without
+/// dropping a call NATS already sent it.
+///
+/// async-nats' `drain` sends UNSUB and forgets the subscription without waiting for the
+/// server's answer to the PING after it, so a call the server sent in that round trip arrives
+/// for an unknown subscription and is dropped (its caller waits out its deadline). Instead the
+/// replica asks the server to end the subscription after `received + FENCE` messages: the
+/// server stops at that count, and the client ends the subscription at the same count, after
+/// every message the server sent has arrived. Meanwhile the replica serves what still comes.
+/// When fewer come within [`FENCE_WAIT`] (little traffic), or the connection was re-made since
+/// subscribing (the server's count restarted, the client's did not), it drains as before.
 pub(crate) async fn serve(
     mut sub: Subscriber,
     stop: oneshot::Receiver<()>,
@@ -61,16 +77,35 @@ pub(crate) async fn serve(
     router: Arc<Router>,
 ) {
     let mut target = Arc::new(target);
+    let connects = || router.nats().statistics().connects.load(Ordering::Relaxed);
+    let connected_at_start = connects();
     tokio::pin!(stop);
-    let mut draining = false;
+    let (mut received, mut leaving, mut fence_wait) = (0u64, false, None);
     loop {
         let msg = tokio::select! {
             msg = sub.next() => match msg {
                 Some(msg) => msg,
                 None => return,
             },
-            _ = &mut stop, if !draining => {
-                draining = true;
+            _ = &mut stop, if !leaving => {
+                leaving = true;
+                let left = if connects() == connected_at_start {
+                    fence_wait = Some(tokio::time::Instant::now() + FENCE_WAIT);
+                    tracing::debug!(target = %target.id(), received, "leaving the queue group");
+                    sub.unsubscribe_after(received + FENCE).await
+                } else {
+                    tracing::debug!(target = %target.id(), "leaving the queue group (reconnected)");
+                    sub.drain().await
+                };
+                if let Err(e) = left {
+                    tracing::debug!(target = %target.id(), error = %e, "unsubscribe failed");
+                    return;
+                }
+                continue;
+            }
+            () = sleep_until(fence_wait), if fence_wait.is_some() => {
+                fence_wait = None;
+                tracing::debug!(target = %target.id(), received, "fence still open; draining");
                 if let Err(e) = sub.drain().await {
                     tracing::debug!(target = %target.id(), error = %e, "drain failed");
                     return;
@@ -78,12 +113,29 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        received += 1;
+        if leaving {
+            // Stopped: it runs nothing new; the caller sends the call again, for another
+            // replica. Refusing (rather than serving until it has left) keeps "stopped" meaning
+            // stopped, for a replica replaced by another version too.
+            let e = unavailable(&format!(
+                "the replica of `{}` that got the call is stopping and did not run it",
+                target.id()
+            ));
+            refuse_at_once(&router, &msg, &e, Some(header::LEAVING)).await;
+            continue;
+        }
         // Bounded intake: a flood beyond it is refused at once, before any check, rather than
         // left unread in NATS (a slow consumer loses calls, and their callers time out).
         let slot = match router.intake() {
             Intake::Room(slot) => slot,
             Intake::Full => {
-                shed(&router, &msg, target.id()).await;
+                let e = unavailable(&format!(
+                    "the host serving `{}` is overloaded (its intake of calls is full); try \
+                     again shortly",
+                    target.id()
+                ));
+                refuse_at_once(&router, &msg, &e, Some(header::SHED)).await;
                 continue;
             }
             Intake::Closed => return,
@@ -147,6 +199,14 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
         // A subject clone shares its bytes.
         Ok(body) => answer(router, reply.clone(), id, body, answered).await,
         Err(e) => reply_error(router, reply.clone(), id, &e, answered.caller).await,
+    }
+}
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -294,14 +354,15 @@ async fn answer(
     }
 }
 
-/// Refuses a call this host has no room to look at: `Unavailable`, at once, MAC'd for its
-/// caller (a key agreement with a caller not met yet only within [`Router::may_agree`]).
-async fn shed(router: &Router, msg: &Message, id: &str) {
+/// Refuses a call before looking at it (overloaded, or leaving): at once, MAC'd for its caller
+/// (a key agreement with a caller not met yet only within [`Router::may_agree`]), with `mark`
+/// set when given.
+async fn refuse_at_once(router: &Router, msg: &Message, e: &InvokeError, mark: Option<&str>) {
     let Some(reply) = msg.reply.clone() else { return };
-    let e = unavailable(&format!(
-        "the host serving `{id}` is overloaded (its intake of calls is full); try again shortly"
-    ));
     let mut headers = e.to_headers();
+    if let Some(mark) = mark {
+        headers.insert(mark, "1");
+    }
     if let Some((caller, jti)) = claimed_caller(msg.headers.as_ref(), &reply) {
         let body = signing::answer_body(Some(&headers), e.message().as_bytes(), None);
         let signer = router.signer();
@@ -313,8 +374,8 @@ async fn shed(router: &Router, msg: &Message, id: &str) {
     }
     let sent =
         router.nats().publish_with_headers(reply, headers, e.message().to_owned().into()).await;
-    if let Err(e) = sent {
-        tracing::debug!(target = id, error = %e, "refusal not sent");
+    if let Err(err) = sent {
+        tracing::debug!(error = %err, refusal = %e, "refusal not sent");
     }
 }
 

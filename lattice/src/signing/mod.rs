@@ -291,12 +291,15 @@ impl Signer {
                 .and_then(|v| v.as_str().split_once('.'))
                 .ok_or(ForgedAnswer::Missing)?;
             // A host the call was MAC'd for was met before (and its identity checked then).
-            // Any replica may take a signed call, and any may ask for the signature of a MAC'd
-            // one it has no MAC in: those are vouched for by a trusted cluster, if any is set.
-            let key_needed = headers.is_some_and(|h| h.get(KEY_NEEDED).is_some());
+            // Any replica may take a signed call, and any may refuse a MAC'd one without running
+            // it (it has no MAC in it, is overloaded or is leaving): those are vouched for by a
+            // trusted cluster, if any is set.
+            let has = |name: &str| headers.is_some_and(|h| h.get(name).is_some());
+            use crate::envelope::header::{LEAVING, SHED};
+            let not_run = has(KEY_NEEDED) || has(LEAVING) || has(SHED);
             let known = macs.is_some_and(|list| pair::names(list, answerer))
                 || match proof {
-                    Proof::PairKey if !key_needed => false,
+                    Proof::PairKey if !not_run => false,
                     _ if self.trusted_clusters.is_empty() => true,
                     _ => headers.and_then(|h| h.get(IDENTITY)).is_some_and(|t| {
                         check_identity(t.as_str(), answerer, &self.trusted_clusters, now_s).is_ok()
@@ -922,35 +925,40 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_authenticated_and_a_new_replica_may_ask_for_the_signature() {
+    fn refusals_are_authenticated_and_any_replica_may_refuse_without_running() {
         let caller = Signer::new(KeyPair::new_server(), None);
         let (met, new) =
             (Signer::new(KeyPair::new_server(), None), Signer::new(KeyPair::new_server(), None));
         caller.learn("web", met.public_key());
         let macs = caller.pair_keys().unwrap().macs("web", &[7u8; 32]).unwrap().list;
         let maced = (Proof::PairKey, Some(macs.as_str()));
-        let refusal = |by: &Signer, kind: &str, message: &[u8], key_needed: bool| {
+        let refusal = |by: &Signer, kind: &str, message: &[u8], mark: Option<&str>| {
             let mut h = HeaderMap::new();
             h.insert(crate::envelope::header::ERROR, kind);
-            if key_needed {
-                h.insert(KEY_NEEDED, "1");
+            if let Some(mark) = mark {
+                h.insert(mark, "1");
             }
             let body = answer_body(Some(&h), message, None);
             by.authenticate_answer(&mut h, caller.public_key(), "j1", body);
             (h, body)
         };
         // A refusal's MAC covers its kind and message.
-        let (h, body) = refusal(&met, "denied", b"no", false);
+        let (h, body) = refusal(&met, "denied", b"no", None);
         assert_eq!(caller.check_answer(Some(&h), ("j1", body), maced, 0), Ok(()));
         let mut relabelled = h.clone();
         relabelled.insert(crate::envelope::header::ERROR, "timeout");
         let body2 = answer_body(Some(&relabelled), b"no", None);
         let err = caller.check_answer(Some(&relabelled), ("j1", body2), maced, 0);
         assert_eq!(err, Err(ForgedAnswer::BadMac));
-        // A replica the call was not MAC'd for may ask for the signature, and only that.
-        let (h, body) = refusal(&new, "denied", KEY_NEEDED_MESSAGE.as_bytes(), true);
+        // A replica the call was not MAC'd for may refuse it without running it (ask for the
+        // signature, be overloaded or be leaving), and only that.
+        let (h, body) = refusal(&new, "denied", KEY_NEEDED_MESSAGE.as_bytes(), Some(KEY_NEEDED));
         assert_eq!(caller.check_answer(Some(&h), ("j1", body), maced, 0), Ok(()));
-        let (h, body) = refusal(&new, "denied", b"no", false);
+        for mark in [crate::envelope::header::LEAVING, crate::envelope::header::SHED] {
+            let (h, body) = refusal(&new, "unavailable", b"not run", Some(mark));
+            assert_eq!(caller.check_answer(Some(&h), ("j1", body), maced, 0), Ok(()), "{mark}");
+        }
+        let (h, body) = refusal(&new, "denied", b"no", None);
         let err = caller.check_answer(Some(&h), ("j1", body), maced, 0);
         assert_eq!(err, Err(ForgedAnswer::Stranger));
     }
