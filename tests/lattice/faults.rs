@@ -170,9 +170,17 @@ async fn a_host_waits_for_nats_not_ready_meanwhile_and_gives_up_when_told_to() {
     assert!(waited >= Duration::from_secs(3), "gave up after {waited:?}, before its timeout");
 }
 
-#[tokio::test]
-async fn stopping_and_starting_a_replica_under_load_loses_no_call() {
-    let lattice = Lattice::new("churn").await;
+/// http-hello on hosts `a` and `b`, served over HTTP by a third host.
+struct Replicas {
+    lattice: Lattice,
+    addr: SocketAddr,
+    b: trellis_tests::Host,
+    /// The front host and `a`, kept running.
+    _hosts: [trellis_tests::Host; 2],
+}
+
+async fn two_replicas_behind_http(name: &str) -> Replicas {
+    let lattice = Lattice::new(name).await;
     let t = &lattice.trellis;
     let front = t.host("front", &[]).await;
     let (a, b) = (t.host("a", &[]).await, t.host("b", &[]).await);
@@ -180,6 +188,13 @@ async fn stopping_and_starting_a_replica_under_load_loses_no_call() {
     lattice.start_hello("hello", &["--host", &b.id]).await;
     let addr = lattice.serve_http(&front.id, "hello", &[]).await;
     assert_eq!(http_request(addr, "GET", "/", b"").await.unwrap().status, 200);
+    Replicas { lattice, addr, b, _hosts: [front, a] }
+}
+
+#[tokio::test]
+async fn stopping_and_starting_a_replica_under_load_loses_no_call() {
+    let Replicas { lattice, addr, b, _hosts } = two_replicas_behind_http("churn").await;
+    let t = &lattice.trellis;
 
     // Calls keep coming while b's replica is stopped and started again, five times.
     let running = Arc::new(AtomicBool::new(true));
@@ -208,15 +223,8 @@ async fn stopping_and_starting_a_replica_under_load_loses_no_call() {
 
 #[tokio::test]
 async fn sigterm_under_load_finishes_calls_in_flight_and_loses_none() {
-    let lattice = Lattice::new("sigterm-load").await;
+    let Replicas { lattice, addr, mut b, _hosts } = two_replicas_behind_http("sigterm-load").await;
     let t = &lattice.trellis;
-    let front = t.host("front", &[]).await;
-    let a = t.host("a", &[]).await;
-    let mut b = t.host("b", &[]).await;
-    lattice.start_hello("hello", &["--host", &a.id]).await;
-    lattice.start_hello("hello", &["--host", &b.id]).await;
-    let addr = lattice.serve_http(&front.id, "hello", &[]).await;
-    assert_eq!(http_request(addr, "GET", "/", b"").await.unwrap().status, 200);
 
     // Calls of 50 ms each keep coming while b is told to stop.
     let running = Arc::new(AtomicBool::new(true));
