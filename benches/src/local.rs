@@ -84,6 +84,7 @@ async fn timed_call(component: &Component) -> Result<Duration, String> {
         outbound: None,
         slots: [None, None],
         trace: trellis_lattice::trace::TraceContext::root(),
+        depth: 0,
     };
     let t = Instant::now();
     component.handle_http(request, settings).await.map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use trellis_lattice::answers::Answers;
 use trellis_lattice::client::{Call, send_invocation};
-use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
+use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, MAX_CALL_DEPTH};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
 use trellis_lattice::policy::Policy;
@@ -171,8 +171,21 @@ impl Router {
     }
 
     async fn route(&self, call: Call<'_>, nesting: Nesting) -> Result<Bytes, InvokeError> {
-        let Call { source, target, interface, function, link, payload, timeout, trace, caller } =
-            call;
+        let Call {
+            source,
+            target,
+            interface,
+            function,
+            link,
+            payload,
+            timeout,
+            trace,
+            caller,
+            depth,
+        } = call;
+        if depth > MAX_CALL_DEPTH {
+            return Err(too_deep(source, target));
+        }
         let timeout = timeout.min(self.max_call_time());
         let route = route::choose(
             (target, interface, function),
@@ -207,6 +220,7 @@ impl Router {
                     timeout,
                     nesting,
                     trace: callee,
+                    depth,
                 };
                 let result = self.call_local(&local, call).await;
                 if let Err(e) = &result {
@@ -244,6 +258,7 @@ impl Router {
                     timeout,
                     trace: Some(client),
                     caller,
+                    depth,
                 };
                 let answers = Some(&self.answers);
                 let result = send_invocation(&self.nats, &self.subjects, answers, call).await;
@@ -289,7 +304,7 @@ impl Router {
         running: &Running,
         call: LocalCall<'_>,
     ) -> Result<Bytes, InvokeError> {
-        let LocalCall { interface, function, payload, timeout, nesting, trace } = call;
+        let LocalCall { interface, function, payload, timeout, nesting, trace, depth } = call;
         let is_http = interface == INCOMING_HANDLER && function == http::HANDLE;
         if !is_http && !running.component.exports_function(interface, function) {
             return Err(InvokeError::new(
@@ -318,6 +333,7 @@ impl Router {
             max_memory_bytes: limits.max_memory_bytes,
             outbound: self.me.upgrade().map(|r| r as Arc<dyn Outbound>),
             trace,
+            depth,
             // Held until the instance is gone, even when the guest runs on after its answer.
             slots,
         };
@@ -363,7 +379,7 @@ impl Outbound for Router {
         source: &'a str,
         link: &'a Link,
         function: &'a str,
-        (payload, timeout, trace): (Bytes, Duration, TraceContext),
+        (payload, timeout, trace, depth): (Bytes, Duration, TraceContext, u32),
     ) -> CallFuture<'a> {
         Box::pin(async move {
             // Outgoing calls are made while the caller's instance holds its admission slot.
@@ -385,6 +401,7 @@ impl Outbound for Router {
                 timeout,
                 trace: Some(trace),
                 caller: Some(me.as_deref().map_or("", Running::claims_name)),
+                depth: depth + 1,
             };
             self.route(call, Nesting::Inner).await
         })
@@ -401,4 +418,17 @@ pub(crate) struct LocalCall<'a> {
     pub nesting: Nesting,
     /// The callee's span.
     pub trace: TraceContext,
+    /// Calls before this one in its chain.
+    pub depth: u32,
+}
+
+/// The refusal of a call deeper than [`MAX_CALL_DEPTH`] in its chain.
+fn too_deep(source: &str, target: &str) -> InvokeError {
+    InvokeError::new(
+        InvokeErrorKind::BadRequest,
+        format!(
+            "the call from `{source}` to `{target}` is more than {MAX_CALL_DEPTH} calls deep in \
+             its chain, so components probably call each other in a cycle; check their links"
+        ),
+    )
 }

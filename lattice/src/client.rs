@@ -308,6 +308,7 @@ impl LatticeClient {
             timeout,
             trace: None,
             caller: None,
+            depth: 0,
         };
         send_invocation(&self.nats, &self.subjects, self.answers.as_deref(), call).await
     }
@@ -372,6 +373,8 @@ pub struct Call<'a> {
     /// When a component calls: its name in its claims (empty when unsigned); the target's
     /// claims may admit only some callers.
     pub caller: Option<&'a str>,
+    /// Calls before this one in its chain (0 for a call that starts one).
+    pub depth: u32,
 }
 
 /// Sends `call` over NATS (queue group of the target's replicas), authenticated when
@@ -388,7 +391,8 @@ pub async fn send_invocation(
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
     use crate::signing::{BY, KEY_NEEDED, Proof, Signed};
-    let Call { source, target, interface, function, link, payload, timeout, trace, caller } = call;
+    let Call { source, target, interface, function, link, payload, timeout, trace, caller, depth } =
+        call;
     let op = format!("{interface}.{function}");
     // A subject is shared, not copied, by a retry.
     let subject = async_nats::Subject::from(subjects.rpc(target, interface, function));
@@ -405,7 +409,8 @@ pub async fn send_invocation(
     let inv = crate::envelope::Invocation::new(source, &op, timeout, nuid::next().to_string())
         .with_link(link)
         .with_trace(trace)
-        .with_caller(caller);
+        .with_caller(caller)
+        .with_depth(depth);
     let msg = loop {
         let left = timeout.saturating_sub(started.elapsed());
         let mut headers = inv.to_headers();

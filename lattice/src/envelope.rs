@@ -34,7 +34,13 @@ pub mod header {
     /// On an `Unavailable` reply: the replica that got the call was overloaded and did not
     /// look at it.
     pub const SHED: &str = "trellis-shed";
+    /// How many calls deep in a chain of component calls this one is (absent: 0, the first).
+    pub const DEPTH: &str = "trellis-depth";
 }
+
+/// The deepest chain of component calls (A calls B calls C ...) a call may be part of: a cycle
+/// (A calls B calls A) ends here with `BadRequest` instead of filling every instance slot.
+pub const MAX_CALL_DEPTH: u32 = 32;
 
 /// What went wrong with an invocation. Stable names: they cross the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,6 +174,9 @@ pub struct Invocation {
     pub trace: Option<TraceContext>,
     /// When a component calls: its name in its claims (empty when unsigned).
     pub caller: Option<String>,
+    /// Calls before this one in its chain ([`MAX_CALL_DEPTH`]). Not signed: raising it only
+    /// makes the call fail sooner.
+    pub depth: u32,
 }
 
 impl Invocation {
@@ -182,7 +191,14 @@ impl Invocation {
             link: crate::link::DEFAULT_LINK_NAME.to_owned(),
             trace: None,
             caller: None,
+            depth: 0,
         }
+    }
+
+    /// The same invocation `depth` calls deep in its chain.
+    pub fn with_depth(mut self, depth: u32) -> Self {
+        self.depth = depth;
+        self
     }
 
     /// The same invocation made by the component named `caller` in its claims.
@@ -219,6 +235,9 @@ impl Invocation {
         if let Some(caller) = &self.caller {
             headers.insert(header::CALLER, caller.as_str());
         }
+        if self.depth > 0 {
+            headers.insert(header::DEPTH, self.depth.to_string().as_str());
+        }
         headers
     }
 
@@ -242,8 +261,14 @@ impl Invocation {
             link: link_name(Some(headers)).to_owned(),
             trace: trace_parent(Some(headers)),
             caller: headers.get(header::CALLER).map(|c| c.as_str().to_owned()),
+            depth: call_depth(Some(headers)),
         })
     }
+}
+
+/// How deep in its chain a received call is (0 when its headers do not say, or say nonsense).
+pub fn call_depth(headers: Option<&HeaderMap>) -> u32 {
+    headers.and_then(|h| h.get(header::DEPTH)).and_then(|d| d.as_str().parse().ok()).unwrap_or(0)
 }
 
 /// The link name an invocation's headers carry (`default` when they name none).

@@ -176,6 +176,7 @@ fn signed_invocation_headers_survive_mutation() {
         link: "default".into(),
         trace: Some(trellis_lattice::trace::TraceContext::root()),
         caller: None,
+        depth: 0,
     };
     let mut headers = inv.to_headers();
     signer.sign(

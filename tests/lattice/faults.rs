@@ -251,3 +251,44 @@ async fn sigterm_under_load_finishes_calls_in_flight_and_loses_none() {
     let answered = tally.count(&Outcome::Answered);
     assert_eq!(answered, tally.records.len(), "every call answered:\n{tally}");
 }
+
+#[tokio::test]
+async fn a_cycle_of_component_calls_ends_at_the_depth_limit_with_a_typed_error() {
+    const TYPES: &str = "trellis:test/types";
+    let lattice = Lattice::new("cycle").await;
+    let t = &lattice.trellis;
+    let (h1, h2) = (t.host("h1", &[]).await, t.host("h2", &[]).await);
+    let start = |name: &'static str, id: &'static str, host: String| async move {
+        let wasm = trellis_tests::component(name);
+        t.ok(&["start", "component", wasm.to_str().unwrap(), "--id", id, "--host", &host]).await;
+    };
+    start("caller", "caller", h1.id.clone()).await;
+    start("greeter", "greeter", h1.id.clone()).await;
+    start("relay", "ra", h1.id.clone()).await;
+    start("relay", "rb", h2.id.clone()).await;
+    let link = |source: &'static str, target: &'static str| async move {
+        t.ok(&["link", "put", "--source", source, "--interface", TYPES, "--target", target]).await;
+    };
+    // caller → ra (h1) → rb (h2) → ra → ...: in process and across hosts in turn.
+    link("caller", "ra").await;
+    link("ra", "rb").await;
+    link("rb", "ra").await;
+    let addr = lattice.serve_http(&h1.id, "caller", &[]).await;
+
+    let started = Instant::now();
+    let reply = http_request(addr, "GET", "/greet/x", b"").await.unwrap();
+    let took = started.elapsed();
+    let text = reply.text();
+    assert_eq!(reply.status, 500, "{text}");
+    assert!(text.contains("BadRequest") && text.contains("calls deep"), "{text}");
+    assert!(text.contains("cycle"), "says what is probably wrong: {text}");
+    assert!(took < Duration::from_secs(15), "ended by the limit, not a deadline: {took:?}");
+
+    // The hosts keep serving: the same chain, broken at rb, answers.
+    link("rb", "greeter").await;
+    trellis_tests::eventually("the chain to answer", Duration::from_secs(10), || async move {
+        let reply = http_request(addr, "GET", "/greet/x", b"").await.ok()?;
+        (reply.status == 200).then(|| assert!(reply.text().contains("hello, x"), "{reply:?}"))
+    })
+    .await;
+}

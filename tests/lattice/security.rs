@@ -68,6 +68,7 @@ fn signed_headers(
         link: "default".into(),
         trace: None,
         caller: None,
+        depth: 0,
     };
     invocation_headers(&inv, subject, body, Some(signer))
 }
@@ -183,6 +184,7 @@ async fn strict_hosts_refuse_every_forged_replayed_or_untrusted_call() {
         link: "default".into(),
         trace: None,
         caller: None,
+        depth: 0,
     };
     let headers = invocation_headers(&inv, &subject, &request("/m"), Some(&signer));
     assert!(

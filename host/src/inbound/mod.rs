@@ -15,7 +15,9 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 use trellis_lattice::chunks::{self, Announced};
 use trellis_lattice::envelope::trace_parent;
-use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header, link_name, unix_ms};
+use trellis_lattice::envelope::{
+    InvokeError, InvokeErrorKind, call_depth, header, link_name, unix_ms,
+};
 use trellis_lattice::signing::{self, Body, BodyDigest};
 use trellis_lattice::subject::Subjects;
 use trellis_lattice::telemetry::{Kind, Span};
@@ -296,6 +298,7 @@ async fn run(
                 timeout,
                 nesting: Nesting::Outermost,
                 trace,
+                depth: call_depth(arrival.headers),
             };
             router.call_local(running, call).await
         }

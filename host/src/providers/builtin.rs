@@ -54,6 +54,7 @@ impl DirectHost for InProcess {
             timeout: call.timeout,
             trace: Some(call.trace),
             caller: None,
+            depth: 0,
         }))
     }
 }

@@ -148,6 +148,7 @@ pub(crate) async fn serve<R, W>(
                         timeout,
                         trace: traceparent.as_deref().and_then(TraceContext::parse),
                         caller: None,
+                        depth: 0,
                     };
                     let result = router
                         .invoke(call)

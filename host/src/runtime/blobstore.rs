@@ -103,7 +103,7 @@ impl CallState {
                 &self.component_id,
                 link,
                 function,
-                (Bytes::from(payload), self.time_left(), self.trace),
+                (Bytes::from(payload), self.time_left(), self.trace, self.depth),
             )
             .await
             .map_err(|e| e.to_string())?;

@@ -72,7 +72,7 @@ async fn forward(
 ) -> wasmtime::Result<()> {
     let state = store.data_mut();
     let source = state.component_id.clone();
-    let (timeout, trace) = (state.time_left(), state.trace);
+    let (timeout, trace, depth) = (state.time_left(), state.trace, state.depth);
     let Some(outbound) = state.outbound.clone() else {
         return Err(wasmtime::Error::msg(no_outbound(&source, &interface).to_string()));
     };
@@ -82,7 +82,7 @@ async fn forward(
     let payload = values::encode_all(params)
         .map_err(|e| wasmtime::Error::msg(format!("{interface}.{function}: {e}")))?;
     let reply = outbound
-        .call(&source, &link, &function, (payload.into(), timeout, trace))
+        .call(&source, &link, &function, (payload.into(), timeout, trace, depth))
         .await
         .map_err(|e| wasmtime::Error::msg(format!("{interface}.{function}: {e}")))?;
     let decoded = values::decode_all(&reply, ty.results().map(|t| ("result", t))).map_err(|e| {

@@ -58,7 +58,7 @@ impl CallState {
                 &self.component_id,
                 &link,
                 function,
-                (Bytes::from(payload), self.time_left(), self.trace),
+                (Bytes::from(payload), self.time_left(), self.trace, self.depth),
             )
             .await
             .map_err(|e| Error::Other(e.to_string()))?;

@@ -24,13 +24,14 @@ pub trait Outbound: Send + Sync {
     fn config(&self, source: &str) -> Vec<(String, String)>;
 
     /// Calls `function` of the link's interface on the link's target, on behalf of `source`
-    /// running in span `trace`, with `payload`, waiting at most `timeout`.
+    /// running in span `trace`, `depth` calls deep in its chain, with `payload`, waiting at
+    /// most `timeout`.
     fn call<'a>(
         &'a self,
         source: &'a str,
         link: &'a Link,
         function: &'a str,
-        request: (Bytes, Duration, TraceContext),
+        request: (Bytes, Duration, TraceContext, u32),
     ) -> CallFuture<'a>;
 }
 
@@ -50,6 +51,8 @@ pub struct CallSettings<'a> {
     pub slots: [Option<tokio::sync::OwnedSemaphorePermit>; 2],
     /// The span this call runs in: the parent of the calls the component makes.
     pub trace: TraceContext,
+    /// Calls before this one in its chain: the component's calls are one deeper.
+    pub depth: u32,
 }
 
 impl std::fmt::Debug for CallSettings<'_> {

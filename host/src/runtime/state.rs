@@ -43,6 +43,8 @@ pub(crate) struct CallState {
     pub(super) link_names: LinkNames,
     /// The span this call runs in.
     pub(super) trace: TraceContext,
+    /// Calls before this one in its chain.
+    pub(super) depth: u32,
     /// The same, for the guest's stdout and stderr.
     output_trace: CurrentTrace,
 }
@@ -65,6 +67,7 @@ impl CallState {
                 deadline: Instant::now() + settings.timeout,
                 link_name: DEFAULT_LINK_NAME.to_owned(),
                 trace: settings.trace,
+                depth: settings.depth,
             },
             component_id,
             outbound: settings.outbound.clone(),
@@ -72,6 +75,7 @@ impl CallState {
             open_values: 0,
             link_names: LinkNames::default(),
             trace: settings.trace,
+            depth: settings.depth,
             output_trace,
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
@@ -92,10 +96,12 @@ impl CallState {
         self.hooks.deadline = deadline;
         DEFAULT_LINK_NAME.clone_into(&mut self.hooks.link_name);
         self.hooks.trace = settings.trace;
+        self.hooks.depth = settings.depth;
         self.outbound.clone_from(&settings.outbound);
         self.deadline = deadline;
         self.link_names = LinkNames::default();
         self.trace = settings.trace;
+        self.depth = settings.depth;
         *self.output_trace.lock().unwrap_or_else(|p| p.into_inner()) = settings.trace;
     }
 
@@ -141,6 +147,8 @@ struct OutgoingHttp {
     link_name: String,
     /// The span of the call making the requests.
     trace: TraceContext,
+    /// Calls before the one making the requests in its chain.
+    depth: u32,
 }
 
 /// Largest request body a component may send out.
@@ -158,12 +166,13 @@ impl WasiHttpHooks for OutgoingHttp {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let (id, outbound, deadline, link_name, trace) = (
+        let (id, outbound, deadline, link_name, trace, depth) = (
             self.component_id.clone(),
             self.outbound.clone(),
             self.deadline,
             self.link_name.clone(),
             self.trace,
+            self.depth,
         );
         Box::new(async move {
             let Some(outbound) = outbound else {
@@ -180,7 +189,7 @@ impl WasiHttpHooks for OutgoingHttp {
             }
             let payload = encode_request(request).await?;
             let reply = outbound
-                .call(&id, &link, HANDLE, (payload.into(), timeout, trace))
+                .call(&id, &link, HANDLE, (payload.into(), timeout, trace, depth))
                 .await
                 .map_err(|e| http_error(&id, &e))?;
             let response: HttpResponse = lattice_http::decode(&reply).map_err(|e| {
