@@ -9,6 +9,13 @@
 //!
 //! The one message taken without a MAC is the server's own "no responders" status, which no
 //! host can authenticate.
+//!
+//! A replica that has not answered a call within [`NOTICE_EVERY`] says it still runs it
+//! (`trellis-running`), and again every [`NOTICE_EVERY`]. A call that hears nothing for
+//! [`SILENCE`] (no answer, no notice) ends with [`AnswerError::Silent`]: the replica that took
+//! it is gone (killed, or cut off), and waiting out the deadline would not bring an answer.
+//! Notices need no MAC: a forged one can only make a call wait for its deadline, as it would
+//! without them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +28,11 @@ use futures::StreamExt;
 use tokio::sync::{OnceCell, oneshot};
 
 use crate::signing::{Proof, Signer};
+
+/// How often a replica running a call says so, until it answers.
+pub const NOTICE_EVERY: Duration = Duration::from_millis(250);
+/// How long a call waits without hearing from the replica that took it.
+pub const SILENCE: Duration = Duration::from_secs(1);
 
 /// What makes an answer the one a call waits for.
 #[derive(Debug, Clone)]
@@ -42,6 +54,9 @@ pub enum AnswerError {
     /// No authentic answer before the deadline.
     #[error("timed out waiting for an authentic answer")]
     TimedOut,
+    /// Neither an answer nor a word that the call still runs, for [`SILENCE`].
+    #[error("the replica that took the call went silent")]
+    Silent,
     /// The call or the subscription for its answer could not be made.
     #[error("{0}")]
     Failed(String),
@@ -50,6 +65,8 @@ pub enum AnswerError {
 struct Waiting {
     answer: oneshot::Sender<Message>,
     expect: Expect,
+    /// When the replica last said it runs the call.
+    heard: tokio::time::Instant,
 }
 
 type Table = Arc<Mutex<HashMap<u64, Waiting>>>;
@@ -124,21 +141,37 @@ impl Answers {
     ) -> Result<Message, AnswerError> {
         self.listen().await?;
         let token = self.next.fetch_add(1, Ordering::Relaxed);
-        let (answer, answered) = oneshot::channel();
-        lock(&self.waiting).insert(token, Waiting { answer, expect });
+        let (answer, mut answered) = oneshot::channel();
+        let sent = tokio::time::Instant::now();
+        lock(&self.waiting).insert(token, Waiting { answer, expect, heard: sent });
         let _forget = Forget(&self.waiting, token);
         let reply = format!("{}.{token}", self.prefix);
         self.nats
             .publish_with_reply_and_headers(subject, reply, headers, body)
             .await
             .map_err(|e| AnswerError::Failed(e.to_string()))?;
-        match tokio::time::timeout(within, answered).await {
-            Ok(Ok(msg)) if msg.status == Some(StatusCode::NO_RESPONDERS) => {
-                Err(AnswerError::NoResponders)
-            }
-            Ok(Ok(msg)) => Ok(msg),
-            Ok(Err(_)) => Err(AnswerError::Failed("the NATS connection closed".to_owned())),
-            Err(_) => Err(AnswerError::TimedOut),
+        let deadline = sent + within;
+        let mut silent_at = sent + SILENCE;
+        loop {
+            let wake = deadline.min(silent_at);
+            return match tokio::time::timeout_at(wake, &mut answered).await {
+                Ok(Ok(msg)) if msg.status == Some(StatusCode::NO_RESPONDERS) => {
+                    Err(AnswerError::NoResponders)
+                }
+                Ok(Ok(msg)) => Ok(msg),
+                Ok(Err(_)) => Err(AnswerError::Failed("the NATS connection closed".to_owned())),
+                Err(_) if wake == deadline => Err(AnswerError::TimedOut),
+                Err(_) => {
+                    let heard = lock(&self.waiting).get(&token).map(|w| w.heard);
+                    match heard.map(|h| h + SILENCE).filter(|&at| at > silent_at) {
+                        Some(later) => {
+                            silent_at = later;
+                            continue;
+                        }
+                        None => Err(AnswerError::Silent),
+                    }
+                }
+            };
         }
     }
 
@@ -163,6 +196,12 @@ async fn hand_out(mut sub: async_nats::Subscriber, waiting: Table, signer: Arc<S
         let Some(token) = msg.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok()) else {
             continue;
         };
+        if msg.headers.as_ref().is_some_and(|h| h.get(crate::envelope::header::RUNNING).is_some()) {
+            if let Some(call) = lock(&waiting).get_mut(&token) {
+                call.heard = tokio::time::Instant::now();
+            }
+            continue;
+        }
         let Some(call) = lock(&waiting).remove(&token) else { continue };
         if msg.status == Some(StatusCode::NO_RESPONDERS) || authentic(&signer, &msg, &call.expect) {
             let _ = call.answer.send(msg);

@@ -491,6 +491,17 @@ fn answer_error(target: &str, timeout: Duration, e: crate::answers::AnswerError)
         AnswerError::NoResponders => RequestErrorKind::NoResponders,
         AnswerError::TimedOut => RequestErrorKind::TimedOut,
         AnswerError::Failed(_) => RequestErrorKind::Other,
+        AnswerError::Silent => {
+            return InvokeError::new(
+                InvokeErrorKind::Unavailable,
+                format!(
+                    "the replica of `{target}` that took the call went silent: no answer and no \
+                     word that it still runs it for {:?} (its host died or was cut off); the \
+                     call may or may not have run",
+                    crate::answers::SILENCE
+                ),
+            );
+        }
     };
     invoke_request_error(target, timeout, kind, &e)
 }

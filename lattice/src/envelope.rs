@@ -34,6 +34,9 @@ pub mod header {
     /// On an `Unavailable` reply: the replica that got the call was overloaded and did not
     /// look at it.
     pub const SHED: &str = "trellis-shed";
+    /// On a message to a call's reply subject that is not its answer: the replica that took the
+    /// call still runs it (see [`crate::answers`]).
+    pub const RUNNING: &str = "trellis-running";
     /// How many calls deep in a chain of component calls this one is (absent: 0, the first).
     pub const DEPTH: &str = "trellis-depth";
 }

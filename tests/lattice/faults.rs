@@ -292,3 +292,38 @@ async fn a_cycle_of_component_calls_ends_at_the_depth_limit_with_a_typed_error()
     })
     .await;
 }
+
+#[tokio::test]
+async fn calls_in_flight_on_a_killed_host_fail_typed_at_once_and_the_rest_are_answered() {
+    let Replicas { lattice, addr, mut b, _hosts } = two_replicas_behind_http("sigkill").await;
+    let t = &lattice.trellis;
+    // Calls of 300 ms each keep coming; b is killed with some of them running.
+    let running = Arc::new(AtomicBool::new(true));
+    let load = tokio::spawn(load::http_while(
+        addr,
+        "/sleep/300",
+        32,
+        Duration::from_secs(60),
+        running.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let inventory = t.client().await.inventory(&b.id).await.unwrap();
+    let hello = inventory.components.iter().find(|c| c.id == "hello").unwrap();
+    assert!(hello.invocations > 0, "b serves calls when it is killed");
+    b.kill().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let tally = load.await.unwrap();
+    println!("{tally}");
+    let lost = Outcome::Typed("Unavailable".to_owned());
+    assert_eq!(tally.count(&Outcome::TimedOut), 0, "no call waits out its deadline:\n{tally}");
+    assert!(tally.count(&lost) >= 1, "the calls b was running fail:\n{tally}");
+    assert_eq!(
+        tally.count(&Outcome::Answered) + tally.count(&lost),
+        tally.records.len(),
+        "the rest are answered:\n{tally}"
+    );
+    // Typed well before the 30 s deadline (the caller hears nothing for a second).
+    let slowest = tally.slowest(&lost).unwrap();
+    assert!(slowest < Duration::from_secs(10), "failed after {slowest:?}");
+}

@@ -11,8 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::{Client, Message, Subscriber};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::oneshot;
+use trellis_lattice::answers::NOTICE_EVERY;
 use trellis_lattice::chunks::{self, Announced};
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{
@@ -152,7 +154,14 @@ pub(crate) async fn serve(
         }
         let (target, router) = (target.clone(), router.clone());
         tokio::spawn(async move {
-            handle(msg, &target, &router).await;
+            // A caller that authenticated its call hears that it still runs (see
+            // `trellis_lattice::answers`), so it can tell a slow call from a dead replica.
+            let notices = authenticated(msg.headers.as_ref()).then(|| msg.reply.clone()).flatten();
+            let work = handle(msg, &target, &router);
+            match notices {
+                Some(reply) => keep_caller_informed(work, router.nats(), reply).await,
+                None => work.await,
+            }
             drop(slot);
         });
     }
@@ -212,16 +221,47 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Runs `work`, telling the caller at `reply` every [`NOTICE_EVERY`] that it still runs.
+async fn keep_caller_informed(
+    work: impl Future<Output = ()>,
+    nats: &Client,
+    reply: async_nats::Subject,
+) {
+    tokio::pin!(work);
+    let tick = tokio::time::sleep(NOTICE_EVERY);
+    tokio::pin!(tick);
+    loop {
+        tokio::select! {
+            () = &mut work => return,
+            () = &mut tick => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(header::RUNNING, "1");
+                let sent = nats.publish_with_headers(reply.clone(), headers, Bytes::new()).await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "running notice not sent");
+                }
+                tick.as_mut().reset(tokio::time::Instant::now() + NOTICE_EVERY);
+            }
+        }
+    }
+}
+
+/// Whether a call carries a signature or MACs (its caller takes answers through
+/// `trellis_lattice::answers`).
+fn authenticated(headers: Option<&async_nats::HeaderMap>) -> bool {
+    headers.is_some_and(|h| h.get(signing::SIG).is_some() || h.get(signing::MAC).is_some())
+}
+
 /// The host a call claims to come from (the owner of the inbox it wants its answer in) and the
 /// call's id, when it carries a signature or MACs; `None` for plain calls.
 fn claimed_caller<'m>(
     headers: Option<&'m async_nats::HeaderMap>,
     reply: &'m str,
 ) -> Option<(&'m str, &'m str)> {
-    let headers = headers?;
-    if headers.get(signing::SIG).is_none() && headers.get(signing::MAC).is_none() {
+    if !authenticated(headers) {
         return None;
     }
+    let headers = headers?;
     let jti = headers.get(header::JTI)?.as_str();
     Some((signing::inbox_owner(reply)?, jti))
 }
