@@ -178,9 +178,16 @@ impl Trellis {
         } else {
             &["--max-instances", "32"]
         };
+        // Quick heartbeats unless the test runs the production default (or another).
+        let heartbeat: &[&str] = if args.iter().any(|a| a.starts_with("--heartbeat-interval")) {
+            &[]
+        } else {
+            &["--heartbeat-interval", "1"]
+        };
         let child = Command::new(bin("trellis"))
             .arg("host")
-            .args(["--name", name, "--heartbeat-interval", "1"])
+            .args(["--name", name])
+            .args(heartbeat)
             .args(pool)
             .args(args)
             .env("TRELLIS_NATS_URL", &self.nats_url)

@@ -327,3 +327,54 @@ async fn calls_in_flight_on_a_killed_host_fail_typed_at_once_and_the_rest_are_an
     let slowest = tally.slowest(&lost).unwrap();
     assert!(slowest < Duration::from_secs(10), "failed after {slowest:?}");
 }
+
+#[tokio::test]
+async fn with_production_heartbeats_and_lease_a_killed_hosts_replica_is_re_placed_in_time() {
+    // The defaults of `trellis host`: a heartbeat every 3 s, gone after 3 missed, a 6 s lease.
+    let lattice = Lattice::new("heal-defaults").await;
+    let t = &lattice.trellis;
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--allow-unsigned", "--heartbeat-interval=3"]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let _scheduler = t.host_with("s", &args(&["--scheduler", "--label=role=scheduler"])).await;
+    let mut workers = [
+        t.host_with("w1", &args(&["--label=role=worker"])).await,
+        t.host_with("w2", &args(&["--label=role=worker"])).await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("heal.yaml");
+    let hello = trellis_tests::component("http-hello");
+    let yaml = format!(
+        "name: heal\nversion: '1'\ncomponents:\n  - name: hello\n    source: {}\n    replicas: 1\n    spread:\n      - name: workers\n        requirements: {{role: worker}}\n",
+        hello.display()
+    );
+    std::fs::write(&manifest, yaml).unwrap();
+    t.ok(&["app", "deploy", manifest.to_str().unwrap()]).await;
+    let runs_on = |t: trellis_tests::Trellis| async move {
+        let out = t.ok(&["app", "status", "heal", "--output", "json"]).await;
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        status["status"]["workloads"][0]["hosts"]
+            .as_array()
+            .map(|h| h.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let placed = runs_on(t.clone()).await;
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    let victim = usize::from(placed[0] == "w2");
+    let killed = Instant::now();
+    workers[victim].kill().await;
+    let survivor = ["w1", "w2"][1 - victim];
+    trellis_tests::eventually("the replica to be re-placed", Duration::from_secs(60), || {
+        let t = t.clone();
+        async move { (runs_on(t).await == [survivor]).then_some(()) }
+    })
+    .await;
+    let took = killed.elapsed();
+    println!("re-placed {took:?} after SIGKILL, with production heartbeats and lease");
+    // docs/reliability.md: 3 missed heartbeats of 3 s, then a start: about 10 s; generously 30.
+    assert!(took < Duration::from_secs(30), "re-placed after {took:?}");
+}
