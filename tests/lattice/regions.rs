@@ -62,7 +62,18 @@ impl Regions {
             ));
         }
         let leaf = start(&rewrite(read("leaf.conf"), &pairs)).await;
-        Self { hub, leaf }
+        let regions = Self { hub, leaf };
+        // A new cluster elects its JetStream leader in a few seconds (longer on a busy
+        // machine); hosts joining before that spend their retries creating the lattice's state.
+        let nodes: Vec<String> = regions.hub.iter().map(|s| s.url()).collect();
+        let nats = async_nats::connect(nodes.as_slice()).await.expect("connect to the hub");
+        let js = async_nats::jetstream::new(nats);
+        eventually("the hub's JetStream to be ready", Duration::from_secs(60), || {
+            let js = js.clone();
+            async move { js.query_account().await.ok().map(drop) }
+        })
+        .await;
+        regions
     }
 
     fn hub_url(&self) -> String {
@@ -189,4 +200,71 @@ async fn a_request_entering_region_b_reaches_region_a_until_region_b_has_a_repli
         async move { a.client().await.inventory(&id).await.ok().map(drop) }
     })
     .await;
+}
+
+#[tokio::test]
+async fn cut_off_from_region_a_region_b_serves_its_own_and_the_rest_fail_typed_until_it_returns() {
+    let mut regions = Regions::start().await;
+    let a = Trellis::new(&regions.hub_url(), "cut");
+    let a1 = a.host_with("a1", &["--allow-unsigned".into(), "--js-replicas=3".into()]).await;
+    let b1 = a
+        .host_with(
+            "b1",
+            &[
+                "--allow-unsigned".into(),
+                format!("--nats-url={}", regions.leaf.url()),
+                "--js-domain=hub".into(),
+            ],
+        )
+        .await;
+    let hello = component("http-hello");
+    let wasm = hello.to_str().expect("utf-8");
+    a.ok(&["start", "component", wasm, "--id", "far", "--host", &a1.id]).await;
+    a.ok(&["start", "component", wasm, "--id", "near", "--host", &b1.id]).await;
+    // Region-b's own http-server provider, one port per target.
+    let mut addrs = Vec::new();
+    for (id, target) in [("edge-near", "near"), ("edge-far", "far")] {
+        a.ok(&["start", "provider", "http-server", "--id", id, "--host", &b1.id, "--builtin"])
+            .await;
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let address = format!("address={addr}");
+        let interface = "wasi:http/incoming-handler";
+        let link = ["link", "put", "--source", id, "--target", target, "--interface", interface];
+        a.ok(&[&link[..], &["--config", &address]].concat()).await;
+        eventually("region-b's http-server to answer", Duration::from_secs(30), || async move {
+            http_request(addr, "GET", "/", b"").await.ok().filter(|r| r.status == 200)
+        })
+        .await;
+        addrs.push(addr);
+    }
+    let (near, far) = (addrs[0], addrs[1]);
+
+    // Region-a goes away (every hub node), and with it the leaf's link.
+    for node in &mut regions.hub {
+        node.kill().await;
+    }
+    for _ in 0..10 {
+        let reply = http_request(near, "GET", "/", b"").await.expect("near answers");
+        assert_eq!(reply.status, 200, "region-b serves its own: {}", reply.text());
+    }
+    let started = std::time::Instant::now();
+    let reply = http_request(far, "GET", "/", b"").await.expect("far refuses");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(
+        matches!(reply.header("trellis-error"), Some("NoResponders" | "Unavailable")),
+        "typed: {:?} {}",
+        reply.header("trellis-error"),
+        reply.text()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "at once, not at the deadline");
+
+    // Region-a comes back: calls that need it resume.
+    for node in &mut regions.hub {
+        node.restart().await.expect("hub node restarts");
+    }
+    eventually("calls to region-a to resume", Duration::from_secs(90), || async move {
+        http_request(far, "GET", "/", b"").await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    assert_eq!(http_request(near, "GET", "/", b"").await.unwrap().status, 200);
 }
