@@ -112,6 +112,22 @@ impl LocalNatsServer {
             .map_err(|e| NatsServerError::Io(e.into()))
     }
 
+    /// Puts the server in lame-duck mode (SIGUSR2, as `nats-server --signal ldm` does): it
+    /// takes no new clients and closes the ones it has over its `lame_duck_duration`, so they
+    /// move to other servers; waits `within` for it to exit, then kills it.
+    pub async fn lame_duck(&mut self, within: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::USR2);
+            if tokio::time::timeout(within, child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let _ = child.kill().await;
+    }
+
     /// Kills the server at once, like a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

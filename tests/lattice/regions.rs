@@ -2,8 +2,11 @@
 //! and a leaf node (region-b) dialling out to it, on free loopback ports.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use trellis_tests::load::{self, Outcome};
 use trellis_tests::{NatsServer, Trellis, component, eventually, free_port, http_request};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nats");
@@ -29,6 +32,11 @@ struct Regions {
 
 impl Regions {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// [`Self::start`] with `extra` appended to each hub node's configuration.
+    async fn start_with(extra: &str) -> Self {
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let leafnodes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut hub = Vec::new();
@@ -47,7 +55,7 @@ impl Regions {
                     format!("nats-route://127.0.0.1:{port}"),
                 ));
             }
-            let config = rewrite(read(&format!("cluster/nats-{}.conf", i + 1)), &pairs);
+            let config = rewrite(read(&format!("cluster/nats-{}.conf", i + 1)), &pairs) + extra;
             // Address, port and store directory come from the harness's command line.
             hub.push(start(&config).await);
         }
@@ -267,4 +275,96 @@ async fn cut_off_from_region_a_region_b_serves_its_own_and_the_rest_fail_typed_u
     })
     .await;
     assert_eq!(http_request(near, "GET", "/", b"").await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_rolling_restart_of_the_hub_in_lame_duck_mode_loses_no_write_and_calls_fail_only_typed() {
+    let mut regions =
+        Regions::start_with("\nlame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"\n")
+            .await;
+    let a = Trellis::new(&regions.hub_url(), "rolling");
+    let args = ["--allow-unsigned".to_owned(), "--js-replicas=3".to_owned()];
+    let (front, worker) = (a.host_with("front", &args).await, a.host_with("worker", &args).await);
+    let wasm = component("http-hello");
+    a.ok(&["start", "component", wasm.to_str().unwrap(), "--id", "hello", "--host", &worker.id])
+        .await;
+    a.ok(&["start", "provider", "http-server", "--id", "web", "--host", &front.id, "--builtin"])
+        .await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let address = format!("address={addr}");
+    let interface = "wasi:http/incoming-handler";
+    let link = ["link", "put", "--source", "web", "--target", "hello", "--interface", interface];
+    a.ok(&[&link[..], &["--config", &address]].concat()).await;
+    eventually("the http-server to answer", Duration::from_secs(30), || async move {
+        http_request(addr, "GET", "/", b"").await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+
+    // Calls through both hosts, and acknowledged writes to the lattice's state, throughout.
+    let running = Arc::new(AtomicBool::new(true));
+    let calls =
+        tokio::spawn(load::http_while(addr, "/", 8, Duration::from_secs(60), running.clone()));
+    let nodes: Vec<String> = regions.hub.iter().map(|s| s.url()).collect();
+    let nats = async_nats::connect(nodes.as_slice()).await.expect("connect to the hub");
+    let bucket = async_nats::jetstream::new(nats)
+        .get_key_value("TRELLIS_rolling_CONFIG")
+        .await
+        .expect("the config bucket");
+    let writes = {
+        let (bucket, running) = (bucket.clone(), running.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                let value = format!("{{\"n\":\"{n}\"}}");
+                if let Ok(Ok(_)) = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    bucket.put(format!("seq-{n}"), value.into()),
+                )
+                .await
+                {
+                    acked.push(n);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+
+    // One node at a time: lame duck (clients move to the others), restart, wait for it.
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        regions.hub[i].lame_duck(Duration::from_secs(45)).await;
+        regions.hub[i].restart().await.expect("hub node restarts");
+        let node = regions.hub[i].url();
+        eventually("the node's JetStream to be back", Duration::from_secs(60), || {
+            let node = node.clone();
+            async move {
+                let nats = async_nats::connect(node).await.ok()?;
+                async_nats::jetstream::new(nats).query_account().await.ok().map(drop)
+            }
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.store(false, Ordering::Relaxed);
+    let (tally, acked) = (calls.await.unwrap(), writes.await.unwrap());
+    println!("{tally}\nwrites acknowledged: {}", acked.len());
+
+    // No acknowledged write lost.
+    assert!(acked.len() > 50, "writes went on: {}", acked.len());
+    for n in &acked {
+        let entry = eventually("an acknowledged write", Duration::from_secs(30), || {
+            let bucket = bucket.clone();
+            async move { bucket.get(format!("seq-{n}")).await.ok() }
+        })
+        .await;
+        assert_eq!(entry.as_deref(), Some(format!("{{\"n\":\"{n}\"}}").as_bytes()), "seq-{n}");
+    }
+    // Calls were answered, or failed typed while a host moved to another node; none hung.
+    assert_eq!(tally.count(&Outcome::TimedOut), 0, "{tally}");
+    let typed = tally.typed("Unavailable") + tally.typed("NoResponders");
+    assert_eq!(tally.count(&Outcome::Answered) + typed, tally.records.len(), "{tally}");
+    assert!(tally.count(&Outcome::Answered) > typed, "{tally}");
 }
