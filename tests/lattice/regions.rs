@@ -310,27 +310,9 @@ async fn a_rolling_restart_of_the_hub_in_lame_duck_mode_loses_no_write_and_calls
         .get_key_value("TRELLIS_rolling_CONFIG")
         .await
         .expect("the config bucket");
-    let writes = {
-        let (bucket, running) = (bucket.clone(), running.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut n = 0u64;
-            while running.load(Ordering::Relaxed) {
-                n += 1;
-                let value = format!("{{\"n\":\"{n}\"}}");
-                if let Ok(Ok(_)) = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    bucket.put(format!("seq-{n}"), value.into()),
-                )
-                .await
-                {
-                    acked.push(n);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            acked
-        })
-    };
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writes =
+        tokio::spawn(write_until_stopped(bucket.clone(), (running.clone(), count.clone())));
 
     // One node at a time: lame duck (clients move to the others), restart, wait for it.
     for i in 0..3 {
@@ -352,9 +334,39 @@ async fn a_rolling_restart_of_the_hub_in_lame_duck_mode_loses_no_write_and_calls
     let (tally, acked) = (calls.await.unwrap(), writes.await.unwrap());
     println!("{tally}\nwrites acknowledged: {}", acked.len());
 
-    // No acknowledged write lost.
-    assert!(acked.len() > 50, "writes went on: {}", acked.len());
-    for n in &acked {
+    assert_all_read_back(&bucket, &acked).await;
+    // Calls were answered, or failed typed while a host moved to another node; none hung.
+    assert_eq!(tally.count(&Outcome::TimedOut), 0, "{tally}");
+    let typed = tally.typed("Unavailable") + tally.typed("NoResponders");
+    assert_eq!(tally.count(&Outcome::Answered) + typed, tally.records.len(), "{tally}");
+    assert!(tally.count(&Outcome::Answered) > typed, "{tally}");
+}
+
+/// Writes `seq-<n>` keys to `bucket` until `running` turns false; the ones acknowledged, also
+/// counted in `count` as they are.
+async fn write_until_stopped(
+    bucket: async_nats::jetstream::kv::Store,
+    (running, count): (Arc<AtomicBool>, Arc<std::sync::atomic::AtomicUsize>),
+) -> Vec<u64> {
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    while running.load(Ordering::Relaxed) {
+        n += 1;
+        let value = format!("{{\"n\":\"{n}\"}}");
+        let put = bucket.put(format!("seq-{n}"), value.into());
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), put).await {
+            acked.push(n);
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    acked
+}
+
+/// Every acknowledged write is there, with its value.
+async fn assert_all_read_back(bucket: &async_nats::jetstream::kv::Store, acked: &[u64]) {
+    assert!(!acked.is_empty(), "some writes were acknowledged");
+    for n in acked {
         let entry = eventually("an acknowledged write", Duration::from_secs(30), || {
             let bucket = bucket.clone();
             async move { bucket.get(format!("seq-{n}")).await.ok() }
@@ -362,9 +374,42 @@ async fn a_rolling_restart_of_the_hub_in_lame_duck_mode_loses_no_write_and_calls
         .await;
         assert_eq!(entry.as_deref(), Some(format!("{{\"n\":\"{n}\"}}").as_bytes()), "seq-{n}");
     }
-    // Calls were answered, or failed typed while a host moved to another node; none hung.
-    assert_eq!(tally.count(&Outcome::TimedOut), 0, "{tally}");
-    let typed = tally.typed("Unavailable") + tally.typed("NoResponders");
-    assert_eq!(tally.count(&Outcome::Answered) + typed, tally.records.len(), "{tally}");
-    assert!(tally.count(&Outcome::Answered) > typed, "{tally}");
+}
+
+#[tokio::test]
+async fn killing_the_jetstream_leader_of_the_lattices_state_loses_no_acknowledged_write() {
+    let mut regions = Regions::start().await;
+    let a = Trellis::new(&regions.hub_url(), "leader");
+    // A host creates the lattice's buckets, on three replicas.
+    let _host = a.host_with("h", &["--allow-unsigned".into(), "--js-replicas=3".into()]).await;
+    let nodes: Vec<String> = regions.hub.iter().map(|s| s.url()).collect();
+    let nats = async_nats::connect(nodes.as_slice()).await.expect("connect to the hub");
+    let js = async_nats::jetstream::new(nats);
+    let bucket = js.get_key_value("TRELLIS_leader_CONFIG").await.expect("the config bucket");
+    let running = Arc::new(AtomicBool::new(true));
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writes =
+        tokio::spawn(write_until_stopped(bucket.clone(), (running.clone(), count.clone())));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The node leading the bucket's stream dies in the middle of the writes.
+    let mut stream = js.get_stream("KV_TRELLIS_leader_CONFIG").await.expect("the stream");
+    let info = stream.info().await.expect("stream info");
+    let leader = info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader");
+    let index: usize = leader.strip_prefix("nats-").and_then(|n| n.parse().ok()).expect("nats-N");
+    let before = count.load(Ordering::Relaxed);
+    regions.hub[index - 1].kill().await;
+    eventually("writes to be acknowledged again", Duration::from_secs(60), || {
+        let count = count.clone();
+        async move { (count.load(Ordering::Relaxed) > before + 20).then_some(()) }
+    })
+    .await;
+    running.store(false, Ordering::Relaxed);
+    let acked = writes.await.unwrap();
+    println!("leader {leader} killed after {before} writes; acknowledged: {}", acked.len());
+    assert_all_read_back(&bucket, &acked).await;
+    // A new leader took over among the other two.
+    let info = stream.info().await.expect("stream info");
+    let now = info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("a new leader");
+    assert_ne!(now, leader);
 }
