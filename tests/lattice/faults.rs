@@ -378,3 +378,61 @@ async fn with_production_heartbeats_and_lease_a_killed_hosts_replica_is_re_place
     // docs/reliability.md: 3 missed heartbeats of 3 s, then a start: about 10 s; generously 30.
     assert!(took < Duration::from_secs(30), "re-placed after {took:?}");
 }
+
+#[tokio::test]
+async fn a_scheduler_cut_off_from_nats_evicts_nothing_when_the_bus_returns() {
+    let mut lattice = Lattice::new("cutoff").await;
+    let t = lattice.trellis.clone();
+    let scheduler_args: Vec<String> =
+        ["--allow-unsigned", "--scheduler", "--scheduler-lease=2", "--label=role=scheduler"]
+            .map(String::from)
+            .to_vec();
+    let _s = t.host_with("s", &scheduler_args).await;
+    let workers = [t.host("w1", &["role=worker"]).await, t.host("w2", &["role=worker"]).await];
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("steady.yaml");
+    let hello = trellis_tests::component("http-hello");
+    let yaml = format!(
+        "name: steady\nversion: '1'\ncomponents:\n  - name: hello\n    source: {}\n    replicas: 1\n    spread:\n      - name: workers\n        requirements: {{role: worker}}\n",
+        hello.display()
+    );
+    std::fs::write(&manifest, yaml).unwrap();
+    t.ok(&["app", "deploy", manifest.to_str().unwrap()]).await;
+    let client = t.client().await;
+    let request =
+        trellis_lattice::http::encode(&trellis_lattice::http::HttpRequest::get("/")).unwrap();
+    let invoke = || {
+        let (client, request) = (client.clone(), request.clone());
+        async move {
+            let (iface, handle) =
+                (trellis_lattice::http::INCOMING_HANDLER, trellis_lattice::http::HANDLE);
+            client.invoke("hello", iface, handle, request.into(), Duration::from_secs(5)).await
+        }
+    };
+    for _ in 0..3 {
+        invoke().await.expect("hello answers");
+    }
+    let served = |client: trellis_lattice::client::LatticeClient, id: String| async move {
+        let inventory = client.inventory(&id).await.ok()?;
+        inventory.components.iter().find(|c| c.id == "hello").map(|c| c.invocations)
+    };
+    let runs: Vec<Option<u64>> =
+        futures::future::join_all(workers.iter().map(|w| served(client.clone(), w.id.clone())))
+            .await;
+    let home = runs.iter().position(Option::is_some).expect("placed on a worker");
+    assert_eq!(runs[home], Some(3), "{runs:?}");
+
+    // NATS goes away for longer than three missed heartbeats, then returns. Everyone lost the
+    // bus; nobody died.
+    lattice.nats.kill().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    lattice.nats.restart().await.expect("nats-server restarts");
+    let client = t.client().await;
+    // Long enough for the scheduler to act on anything it concluded.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after: Vec<Option<u64>> =
+        futures::future::join_all(workers.iter().map(|w| served(client.clone(), w.id.clone())))
+            .await;
+    assert_eq!(after[home], Some(3), "the replica was never stopped or restarted: {after:?}");
+    assert_eq!(after[1 - home], None, "nor started elsewhere: {after:?}");
+}

@@ -55,13 +55,24 @@ impl Hosts {
         }
     }
 
-    /// Forgets hosts that missed [`MISSED_HEARTBEATS`] heartbeats; returns their names.
-    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+    /// Forgets hosts that missed [`MISSED_HEARTBEATS`] heartbeats; returns their names. When
+    /// the scheduler's own host (`me`) is among the silent, it is the scheduler that is cut off
+    /// from NATS, not they: it forgets nobody and counts their silence afresh from `now`, so a
+    /// scheduler that loses its bus never re-places (and later scales back) what still runs.
+    pub fn expire(&mut self, now: Instant, me: &str) -> Vec<String> {
+        let silent = |view: &View| {
+            let interval = Duration::from_millis(u64::from(view.info.heartbeat_ms.max(100)));
+            now.saturating_duration_since(view.last_seen) > interval * MISSED_HEARTBEATS
+        };
+        if self.hosts.get(me).is_some_and(silent) {
+            for view in self.hosts.values_mut() {
+                view.last_seen = now;
+            }
+            return Vec::new();
+        }
         let mut expired = Vec::new();
         self.hosts.retain(|_, view| {
-            let interval = Duration::from_millis(u64::from(view.info.heartbeat_ms.max(100)));
-            let alive =
-                now.saturating_duration_since(view.last_seen) <= interval * MISSED_HEARTBEATS;
+            let alive = !silent(view);
             if !alive {
                 expired.push(view.info.name.clone());
             }
@@ -160,8 +171,25 @@ mod tests {
         assert!(hosts.stale().is_empty(), "same hash: nothing to read");
         hosts.seen(info("a", "h2"), t0 + Duration::from_secs(2));
         assert_eq!(hosts.stale(), vec!["a".to_owned()]);
-        assert!(hosts.expire(t0 + Duration::from_secs(5)).is_empty(), "3 s of 1 s heartbeats");
-        assert_eq!(hosts.expire(t0 + Duration::from_millis(5001)), vec!["name-a".to_owned()]);
+        let me = "scheduler";
+        assert!(hosts.expire(t0 + Duration::from_secs(5), me).is_empty(), "3 s of 1 s beats");
+        assert_eq!(hosts.expire(t0 + Duration::from_millis(5001), me), vec!["name-a".to_owned()]);
         assert_eq!(hosts.name("a"), "a", "forgotten");
+    }
+
+    #[test]
+    fn a_scheduler_that_cannot_hear_itself_forgets_nobody() {
+        let t0 = Instant::now();
+        let mut hosts = Hosts::default();
+        hosts.seen(info("me", "h"), t0);
+        hosts.seen(info("a", "h"), t0);
+        // Everyone, the scheduler's own host included, silent for 10 s: the bus is gone.
+        assert!(hosts.expire(t0 + Duration::from_secs(10), "me").is_empty());
+        // Their silence counts from then: back on the bus, `a` has its full grace again.
+        hosts.seen(info("me", "h"), t0 + Duration::from_secs(11));
+        assert!(hosts.expire(t0 + Duration::from_secs(12), "me").is_empty());
+        // A host silent while the scheduler hears itself is gone.
+        hosts.seen(info("me", "h"), t0 + Duration::from_secs(14));
+        assert_eq!(hosts.expire(t0 + Duration::from_secs(14), "me"), vec!["name-a".to_owned()]);
     }
 }

@@ -268,7 +268,7 @@ impl Scheduler {
     }
 
     fn tick(&mut self) {
-        for name in self.hosts.expire(Instant::now()) {
+        for name in self.hosts.expire(Instant::now(), &self.me) {
             tracing::warn!(host = %name, "host missed its heartbeats; re-placing its work");
             self.dirty = true;
         }
