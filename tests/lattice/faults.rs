@@ -345,15 +345,7 @@ async fn with_production_heartbeats_and_lease_a_killed_hosts_replica_is_re_place
         t.host_with("w1", &args(&["--label=role=worker"])).await,
         t.host_with("w2", &args(&["--label=role=worker"])).await,
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("heal.yaml");
-    let hello = trellis_tests::component("http-hello");
-    let yaml = format!(
-        "name: heal\nversion: '1'\ncomponents:\n  - name: hello\n    source: {}\n    replicas: 1\n    spread:\n      - name: workers\n        requirements: {{role: worker}}\n",
-        hello.display()
-    );
-    std::fs::write(&manifest, yaml).unwrap();
-    t.ok(&["app", "deploy", manifest.to_str().unwrap()]).await;
+    deploy_one_hello_on_workers(t, "heal").await;
     let runs_on = |t: trellis_tests::Trellis| async move {
         let out = t.ok(&["app", "status", "heal", "--output", "json"]).await;
         let status: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -389,15 +381,7 @@ async fn a_scheduler_cut_off_from_nats_evicts_nothing_when_the_bus_returns() {
             .to_vec();
     let _s = t.host_with("s", &scheduler_args).await;
     let workers = [t.host("w1", &["role=worker"]).await, t.host("w2", &["role=worker"]).await];
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("steady.yaml");
-    let hello = trellis_tests::component("http-hello");
-    let yaml = format!(
-        "name: steady\nversion: '1'\ncomponents:\n  - name: hello\n    source: {}\n    replicas: 1\n    spread:\n      - name: workers\n        requirements: {{role: worker}}\n",
-        hello.display()
-    );
-    std::fs::write(&manifest, yaml).unwrap();
-    t.ok(&["app", "deploy", manifest.to_str().unwrap()]).await;
+    deploy_one_hello_on_workers(&t, "steady").await;
     let client = t.client().await;
     let request =
         trellis_lattice::http::encode(&trellis_lattice::http::HttpRequest::get("/")).unwrap();
@@ -435,4 +419,17 @@ async fn a_scheduler_cut_off_from_nats_evicts_nothing_when_the_bus_returns() {
             .await;
     assert_eq!(after[home], Some(3), "the replica was never stopped or restarted: {after:?}");
     assert_eq!(after[1 - home], None, "nor started elsewhere: {after:?}");
+}
+
+/// Deploys application `name`: one replica of http-hello on a host labelled `role=worker`.
+async fn deploy_one_hello_on_workers(t: &trellis_tests::Trellis, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join(format!("{name}.yaml"));
+    let hello = trellis_tests::component("http-hello");
+    let yaml = format!(
+        "name: {name}\nversion: '1'\ncomponents:\n  - name: hello\n    source: {}\n    replicas: 1\n    spread:\n      - name: workers\n        requirements: {{role: worker}}\n",
+        hello.display()
+    );
+    std::fs::write(&manifest, yaml).unwrap();
+    t.ok(&["app", "deploy", manifest.to_str().unwrap()]).await;
 }
