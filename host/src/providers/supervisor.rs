@@ -429,11 +429,21 @@ impl Supervisor {
             }
         }
         instance.terminate();
+        // The pipe is served while the provider winds down (its last calls get answers); once
+        // it has ended, what it wrote last gets LINGER, like a provider that exits: a builtin's
+        // leftover tasks may keep its end of the pipe open, and that must not hold up the stop.
         let wound_down = tokio::time::timeout(GRACE, async {
             if link_done {
                 instance.wait().await;
-            } else {
-                tokio::join!(instance.wait(), &mut link);
+                return;
+            }
+            tokio::select! {
+                _ = instance.wait() => {
+                    let _ = tokio::time::timeout(LINGER, &mut link).await;
+                }
+                () = &mut link => {
+                    instance.wait().await;
+                }
             }
         })
         .await;
