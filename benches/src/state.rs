@@ -2,6 +2,9 @@
 //! its history, each value checked and decoded. 10,000 links (500 in quick mode) sealed by an
 //! operator and checked against the host's trusted operators, against the same links written
 //! plain and read by a development host, each in a bucket of its own on one nats-server.
+//!
+//! And what an acknowledged write to the lattice's state costs when JetStream fsyncs every write
+//! (`sync_interval: always`) against its default (every 2 minutes).
 
 use std::time::{Duration, Instant};
 
@@ -47,12 +50,56 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
             ..Figures::default()
         }
     };
-    Ok(vec![Row::compared(
-        format!("{count} links at host start, µs/link: sealed/plain"),
-        figures(best(&sealed_times)),
-        figures(best(&plain_times)),
-        "plain links, development host",
-    )])
+    let writes = options.count(2_000, 100);
+    // Alternate the two servers, so both see the same machine.
+    let (mut always, mut default) = (Vec::new(), Vec::new());
+    let always_server = "jetstream { sync_interval: always }";
+    for _ in 0..2 {
+        always.push(kv_writes(Some(always_server), writes).await?);
+        default.push(kv_writes(None, writes).await?);
+    }
+    let faster = |runs: Vec<Figures>| {
+        runs.into_iter().min_by(|a, b| a.p50_us.total_cmp(&b.p50_us)).unwrap_or_default()
+    };
+    Ok(vec![
+        Row::compared(
+            format!("{count} links at host start, µs/link: sealed/plain"),
+            figures(best(&sealed_times)),
+            figures(best(&plain_times)),
+            "plain links, development host",
+        ),
+        Row::compared(
+            format!("{writes} KV writes, 100 B, one at a time: sync always/default"),
+            faster(always),
+            faster(default),
+            "the same writes with JetStream's default sync_interval (2 min)",
+        ),
+    ])
+}
+
+/// `count` acknowledged writes of 100 B to a key-value bucket on a nats-server of its own
+/// (`config` added to its configuration), one at a time; each write's time.
+async fn kv_writes(config: Option<&str>, count: usize) -> Result<Figures, BenchError> {
+    let nats = trellis_lattice::nats_server::LocalNatsServer::start_with_config(None, config)
+        .await
+        .map_err(setup)?;
+    let client = async_nats::connect(nats.url()).await.map_err(setup)?;
+    let js = async_nats::jetstream::new(client);
+    let config = async_nats::jetstream::kv::Config {
+        bucket: "writes".into(),
+        history: 1,
+        ..Default::default()
+    };
+    let bucket = js.create_key_value(config).await.map_err(setup)?;
+    let value = bytes::Bytes::from(vec![b'x'; 100]);
+    let mut samples = Vec::with_capacity(count);
+    let started = Instant::now();
+    for i in 0..count {
+        let t = Instant::now();
+        bucket.put(format!("k{}", i % 100), value.clone()).await.map_err(|e| fail(e.to_string()))?;
+        samples.push(t.elapsed());
+    }
+    Ok(Figures::from_samples(&mut samples, started.elapsed()))
 }
 
 fn fail(reason: String) -> BenchError {
