@@ -96,7 +96,10 @@ async fn kv_writes(config: Option<&str>, count: usize) -> Result<Figures, BenchE
     let started = Instant::now();
     for i in 0..count {
         let t = Instant::now();
-        bucket.put(format!("k{}", i % 100), value.clone()).await.map_err(|e| fail(e.to_string()))?;
+        bucket
+            .put(format!("k{}", i % 100), value.clone())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         samples.push(t.elapsed());
     }
     Ok(Figures::from_samples(&mut samples, started.elapsed()))
