@@ -177,10 +177,10 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
     // announced length and digest, and the body pulled only after that.
     // Refusals of calls that claim a host's authentication are authenticated for that host, so
     // its caller can tell them from forgeries.
-    let claimed = claimed_caller(msg.headers.as_ref(), msg.reply.as_deref().unwrap_or_default());
+    let claimed = || claimed_caller(msg.headers.as_ref(), msg.reply.as_deref().unwrap_or_default());
     let announced = match chunks::announced(msg.headers.as_ref()).transpose() {
         Ok(announced) => announced,
-        Err(e) => return reply_error(router, reply, id, &e, claimed).await,
+        Err(e) => return reply_error(router, reply, id, &e, claimed()).await,
     };
     let body = match &announced {
         Some(announced) => Body::Announced(announced.body),
@@ -204,7 +204,7 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
             };
             (run(router, target, &arrival, admitted, payload).await, answered)
         }
-        Err(e) => (Err(e), Answered { introduce: false, caller: claimed }),
+        Err(e) => (Err(e), Answered { introduce: false, caller: claimed() }),
     };
     match result {
         // A subject clone shares its bytes.
@@ -409,9 +409,8 @@ async fn refuse_at_once(router: &Router, msg: &Message, e: &InvokeError, mark: O
     if let Some((caller, jti)) = claimed_caller(msg.headers.as_ref(), &reply) {
         let body = signing::answer_body(Some(&headers), e.message().as_bytes(), None);
         let signer = router.signer();
-        signer.authenticate_answer_to_known(&mut headers, caller, jti, body);
-        if headers.get(signing::ANSWER).is_none() && router.may_agree(unix_ms() / 1000) {
-            signer.authenticate_answer(&mut headers, caller, jti, body);
+        let may_agree = || router.may_agree(unix_ms() / 1000);
+        if signer.authenticate_answer_if(&mut headers, (caller, jti), body, may_agree) {
             signer.introduce(&mut headers);
         }
     }

@@ -251,26 +251,25 @@ impl Signer {
         jti: &str,
         body: BodyDigest,
     ) {
-        let Some(pairs) = &self.pairs else { return };
-        if let Some(mac) = pairs.answer_mac(caller, &answer_digest(jti, body)) {
-            headers.insert(ANSWER, format!("{}.{mac}", self.public).as_str());
-        }
+        self.authenticate_answer_if(headers, (caller, jti), body, || true);
     }
 
-    /// [`Self::authenticate_answer`] when this host has met `caller` already, else nothing: for
-    /// refusals made before any check (an overloaded host's), which must cost no key agreement.
-    pub fn authenticate_answer_to_known(
+    /// [`Self::authenticate_answer`], meeting a `caller` not met yet (a key agreement) only if
+    /// `may_agree` says so: for refusals made before any check (an overloaded or leaving
+    /// host's), whose cost must stay bounded. Whether the answer got its MAC.
+    pub fn authenticate_answer_if(
         &self,
         headers: &mut HeaderMap,
-        caller: &str,
-        jti: &str,
+        (caller, jti): (&str, &str),
         body: BodyDigest,
-    ) {
-        let Some(pairs) = &self.pairs else { return };
-        if let Some(mac) = pairs.answer_mac_known(caller, &answer_digest(jti, body)) {
-            headers.insert(ANSWER, format!("{}.{mac}", self.public).as_str());
-            self.introduce(headers);
-        }
+        may_agree: impl FnOnce() -> bool,
+    ) -> bool {
+        let Some(pairs) = &self.pairs else { return false };
+        let Some(mac) = pairs.answer_mac(caller, &answer_digest(jti, body), may_agree) else {
+            return false;
+        };
+        headers.insert(ANSWER, format!("{}.{mac}", self.public).as_str());
+        true
     }
 
     /// Checks the answer (`headers`, a body of `body`) to this host's call `jti`, which was

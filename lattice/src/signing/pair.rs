@@ -209,17 +209,21 @@ impl PairKeys {
     }
 
     /// The MAC of an answer from this host to host `caller` over `digest`; `None` when
-    /// `caller` is not a usable host key.
-    pub fn answer_mac(&self, caller: &str, digest: &[u8; 32]) -> Option<String> {
+    /// `caller` is not a usable host key, or is not met yet and `may_agree` says no to the key
+    /// agreement meeting it takes.
+    pub fn answer_mac(
+        &self,
+        caller: &str,
+        digest: &[u8; 32],
+        may_agree: impl FnOnce() -> bool,
+    ) -> Option<String> {
+        let met = self.peers.read().unwrap_or_else(|p| p.into_inner()).get(caller).cloned();
         // A host may answer itself (a call to a target it serves, over NATS): the MAC says so.
-        let peer = self.peer(caller)?;
-        let tag = mac(&peer.key, &self.public, caller, digest);
-        Some(URL_SAFE_NO_PAD.encode(&tag.as_ref()[..MAC_LEN]))
-    }
-
-    /// [`Self::answer_mac`], only for a caller whose key is known already (no key agreement).
-    pub fn answer_mac_known(&self, caller: &str, digest: &[u8; 32]) -> Option<String> {
-        let peer = self.peers.read().unwrap_or_else(|p| p.into_inner()).get(caller).cloned()?;
+        let peer = match met {
+            Some(peer) => peer,
+            None if may_agree() => self.peer(caller)?,
+            None => return None,
+        };
         let tag = mac(&peer.key, &self.public, caller, digest);
         Some(URL_SAFE_NO_PAD.encode(&tag.as_ref()[..MAC_LEN]))
     }
