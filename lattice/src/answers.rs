@@ -196,7 +196,8 @@ async fn hand_out(mut sub: async_nats::Subscriber, waiting: Table, signer: Arc<S
         let Some(token) = msg.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok()) else {
             continue;
         };
-        if msg.headers.as_ref().is_some_and(|h| h.get(crate::envelope::header::RUNNING).is_some()) {
+        if crate::envelope::field(msg.headers.as_ref(), crate::envelope::header::RUNNING).is_some()
+        {
             if let Some(call) = lock(&waiting).get_mut(&token) {
                 call.heard = tokio::time::Instant::now();
             }

@@ -124,7 +124,7 @@ impl Announced {
 /// The announced body, when `headers` announce one (or why the announcement is unusable).
 pub fn announced(headers: Option<&HeaderMap>) -> Option<Result<Announced, InvokeError>> {
     let headers = headers?;
-    let inbox = headers.get(BODY)?.as_str();
+    let inbox = crate::envelope::field(Some(headers), BODY)?;
     Some(parse_announcement(headers, inbox))
 }
 
@@ -133,16 +133,14 @@ fn parse_announcement(headers: &HeaderMap, inbox: &str) -> Result<Announced, Inv
     if !inbox.starts_with("_INBOX.") || inbox.contains(['*', '>', ' ']) {
         return Err(bad(BODY));
     }
-    let len = headers
-        .get(BODY_LEN)
-        .and_then(|l| l.as_str().parse::<u64>().ok())
+    let len = crate::envelope::field(Some(headers), BODY_LEN)
+        .and_then(|l| l.parse::<u64>().ok())
         .ok_or_else(|| bad(BODY_LEN))?;
     if len > MAX_BODY as u64 {
         return Err(too_large(usize::try_from(len).unwrap_or(usize::MAX)));
     }
-    let sha256 = headers
-        .get(BODY_SHA256)
-        .and_then(|d| URL_SAFE_NO_PAD.decode(d.as_str()).ok())
+    let sha256 = crate::envelope::field(Some(headers), BODY_SHA256)
+        .and_then(|d| URL_SAFE_NO_PAD.decode(d).ok())
         .and_then(|d| <[u8; 32]>::try_from(d).ok())
         .ok_or_else(|| bad(BODY_SHA256))?;
     Ok(Announced { inbox: inbox.to_owned(), body: BodyDigest { len, sha256 } })

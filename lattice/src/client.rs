@@ -390,6 +390,7 @@ pub async fn send_invocation(
     answers: Option<&crate::answers::Answers>,
     call: Call<'_>,
 ) -> Result<Bytes, InvokeError> {
+    use crate::envelope::field;
     use crate::signing::{BY, KEY_NEEDED, Proof, Signed};
     let Call { source, target, interface, function, link, payload, timeout, trace, caller, depth } =
         call;
@@ -433,7 +434,7 @@ pub async fn send_invocation(
         let msg = match answers.zip(proof) {
             Some((answers, proof)) => {
                 // Kept to tell the answer of a host the call was MAC'd for from a stranger's.
-                let macs = headers.get(crate::signing::MAC).map(|m| m.to_string());
+                let macs = field(Some(&headers), crate::signing::MAC).map(str::to_owned);
                 let expect = crate::answers::Expect { jti: inv.jti.clone(), proof, macs };
                 answers
                     .request(subject.clone(), headers, body, expect, left)
@@ -449,7 +450,7 @@ pub async fn send_invocation(
             }
         };
         if let Some(err) = InvokeError::from_reply(msg.headers.as_ref(), &msg.payload) {
-            let has = |name: &str| msg.headers.as_ref().is_some_and(|h| h.get(name).is_some());
+            let has = |name: &'static str| field(msg.headers.as_ref(), name).is_some();
             // A replica this host has not met asks for the signature (only of MAC'd calls).
             if has(KEY_NEEDED)
                 && proof == Some(Proof::PairKey)
@@ -466,8 +467,8 @@ pub async fn send_invocation(
             }
             return Err(err);
         }
-        if let (Some(answers), Some(by)) = (answers, msg.headers.as_ref().and_then(|h| h.get(BY))) {
-            answers.signer().learn(target, by.as_str());
+        if let (Some(answers), Some(by)) = (answers, field(msg.headers.as_ref(), BY)) {
+            answers.signer().learn(target, by);
         }
         break msg;
     };

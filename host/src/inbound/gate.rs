@@ -32,8 +32,8 @@ pub(crate) struct Arrival<'m> {
 
 impl<'m> Arrival<'m> {
     /// A header of the envelope; empty when absent.
-    pub fn field(&self, name: &str) -> &'m str {
-        self.headers.and_then(|h| h.get(name)).map_or("", |v| v.as_str())
+    pub fn field(&self, name: &'static str) -> &'m str {
+        trellis_lattice::envelope::field(self.headers, name).unwrap_or_default()
     }
 }
 
@@ -145,8 +145,8 @@ impl Gate {
             operation: operation.to_owned(),
             ..Default::default()
         };
-        policy
-            .decide(request)
+        // Boxed: a request's future is large, and most calls never make one.
+        Box::pin(policy.decide(request))
             .await
             .map_err(|e| InvokeError::new(InvokeErrorKind::Denied, e.to_string()))
     }

@@ -18,7 +18,7 @@ use trellis_lattice::answers::NOTICE_EVERY;
 use trellis_lattice::chunks::{self, Announced};
 use trellis_lattice::envelope::trace_parent;
 use trellis_lattice::envelope::{
-    InvokeError, InvokeErrorKind, call_depth, header, link_name, unix_ms,
+    InvokeError, InvokeErrorKind, call_depth, field, header, link_name, unix_ms,
 };
 use trellis_lattice::signing::{self, Body, BodyDigest};
 use trellis_lattice::subject::Subjects;
@@ -153,15 +153,13 @@ pub(crate) async fn serve(
             target = Arc::new(Target::Component(now));
         }
         let (target, router) = (target.clone(), router.clone());
+        // The task is kept small (2 KiB: rare paths below are boxed), since spawning moves it.
         tokio::spawn(async move {
             // A caller that authenticated its call hears that it still runs (see
             // `trellis_lattice::answers`), so it can tell a slow call from a dead replica.
             let notices = authenticated(msg.headers.as_ref()).then(|| msg.reply.clone()).flatten();
-            let work = handle(msg, &target, &router);
-            match notices {
-                Some(reply) => keep_caller_informed(work, router.nats(), reply).await,
-                None => work.await,
-            }
+            let work = std::pin::pin!(handle(msg, &target, &router));
+            keep_caller_informed(work, router.nats(), notices).await;
             drop(slot);
         });
     }
@@ -180,7 +178,7 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
     let claimed = || claimed_caller(msg.headers.as_ref(), msg.reply.as_deref().unwrap_or_default());
     let announced = match chunks::announced(msg.headers.as_ref()).transpose() {
         Ok(announced) => announced,
-        Err(e) => return reply_error(router, reply, id, &e, claimed()).await,
+        Err(e) => return Box::pin(reply_error(router, reply, id, &e, claimed())).await,
     };
     let body = match &announced {
         Some(announced) => Body::Announced(announced.body),
@@ -209,7 +207,7 @@ async fn handle(msg: Message, target: &Target, router: &Router) {
     match result {
         // A subject clone shares its bytes.
         Ok(body) => answer(router, reply.clone(), id, body, answered).await,
-        Err(e) => reply_error(router, reply.clone(), id, &e, answered.caller).await,
+        Err(e) => Box::pin(reply_error(router, reply.clone(), id, &e, answered.caller)).await,
     }
 }
 
@@ -221,22 +219,26 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Runs `work`, telling the caller at `reply` every [`NOTICE_EVERY`] that it still runs.
+/// Runs `work`, telling the caller at `reply` (if any) every [`NOTICE_EVERY`] that it still
+/// runs.
 async fn keep_caller_informed(
-    work: impl Future<Output = ()>,
+    // By reference: a future taken by value is held twice in this one's state.
+    mut work: std::pin::Pin<&mut impl Future<Output = ()>>,
     nats: &Client,
-    reply: async_nats::Subject,
+    reply: Option<async_nats::Subject>,
 ) {
-    tokio::pin!(work);
+    let Some(reply) = reply else { return work.await };
     let tick = tokio::time::sleep(NOTICE_EVERY);
     tokio::pin!(tick);
     loop {
         tokio::select! {
-            () = &mut work => return,
+            () = work.as_mut() => return,
             () = &mut tick => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(header::RUNNING, "1");
-                let sent = nats.publish_with_headers(reply.clone(), headers, Bytes::new()).await;
+                // Boxed: rare, and it would enlarge every call's task.
+                let sent =
+                    Box::pin(nats.publish_with_headers(reply.clone(), headers, Bytes::new())).await;
                 if let Err(e) = sent {
                     tracing::debug!(error = %e, "running notice not sent");
                 }
@@ -249,7 +251,7 @@ async fn keep_caller_informed(
 /// Whether a call carries a signature or MACs (its caller takes answers through
 /// `trellis_lattice::answers`).
 fn authenticated(headers: Option<&async_nats::HeaderMap>) -> bool {
-    headers.is_some_and(|h| h.get(signing::SIG).is_some() || h.get(signing::MAC).is_some())
+    field(headers, signing::SIG).is_some() || field(headers, signing::MAC).is_some()
 }
 
 /// The host a call claims to come from (the owner of the inbox it wants its answer in) and the
@@ -262,7 +264,7 @@ fn claimed_caller<'m>(
         return None;
     }
     let headers = headers?;
-    let jti = headers.get(header::JTI)?.as_str();
+    let jti = field(Some(headers), header::JTI)?;
     Some((signing::inbox_owner(reply)?, jti))
 }
 
@@ -316,13 +318,14 @@ async fn run(
     let id = target.id();
     if let Target::Component(running) = target {
         // The callee's claims may take calls only from some components (signed with the call).
-        let caller = arrival.headers.and_then(|h| h.get(header::CALLER)).map(|c| c.as_str());
+        let caller = field(arrival.headers, header::CALLER);
         running.admit_caller(caller)?;
     }
     router.gate().authorize(source, id, arrival.field(header::OP)).await?;
     let payload = match payload {
         Payload::Inline(body) => body.clone(),
-        Payload::Announced(announced) => pull(router, target, announced).await?,
+        // Boxed, as the rare paths below: it would enlarge every call's task.
+        Payload::Announced(announced) => Box::pin(pull(router, target, announced)).await?,
     };
     // This hop's span continues the caller's trace (or starts one).
     let parent = trace_parent(arrival.headers);
@@ -340,7 +343,8 @@ async fn run(
                 trace,
                 depth: call_depth(arrival.headers),
             };
-            router.call_local(running, call).await
+            // Boxed: the call's future is large, and the task holding it is moved on spawn.
+            Box::pin(router.call_local(running, call)).await
         }
         Target::Provider(id) => {
             let call = ProviderCall {
@@ -352,7 +356,7 @@ async fn run(
                 timeout,
                 trace: Some(trace),
             };
-            router.call_provider(id, call).await
+            Box::pin(router.call_provider(id, call)).await
         }
     };
     if let Err(e) = &result {
@@ -384,9 +388,12 @@ async fn answer(
     let sent = match digest.filter(|_| chunked) {
         // Too large for one message: the caller pulls it.
         Some(digest) => {
-            match chunks::offer(nats, &mut headers, body, &digest, router.max_call_time()).await {
+            let offer = chunks::offer(nats, &mut headers, body, &digest, router.max_call_time());
+            match Box::pin(offer).await {
                 Ok(()) => nats.publish_with_headers(reply, headers, bytes::Bytes::new()).await,
-                Err(e) => return reply_error(router, reply, id, &e, answered.caller).await,
+                Err(e) => {
+                    return Box::pin(reply_error(router, reply, id, &e, answered.caller)).await;
+                }
             }
         }
         None if headers.is_empty() => nats.publish(reply, body).await,
@@ -434,7 +441,7 @@ async fn reply_error(
         // Routine: a caller meeting this host; it sends the call again, signed.
         headers.insert(signing::KEY_NEEDED, "1");
     } else if e.kind() == InvokeErrorKind::Denied {
-        router.report_denied(id, e).await;
+        Box::pin(router.report_denied(id, e)).await;
     }
     if let Some((caller, jti)) = caller {
         let body = signing::answer_body(Some(&headers), e.message().as_bytes(), None);

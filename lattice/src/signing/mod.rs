@@ -27,7 +27,7 @@ use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::envelope::{InvokeError, InvokeErrorKind, header};
+use crate::envelope::{InvokeError, InvokeErrorKind, field, header};
 
 pub use operator::{
     Authorized, ControlVerifier, InvalidOperator, OPERATOR, OperatorKey, RequestDenied, Role,
@@ -285,23 +285,22 @@ impl Signer {
     ) -> Result<(), ForgedAnswer> {
         let Some(pairs) = &self.pairs else { return Ok(()) };
         let verdict = (|| {
-            let (answerer, mac) = headers
-                .and_then(|h| h.get(ANSWER))
-                .and_then(|v| v.as_str().split_once('.'))
+            let (answerer, mac) = field(headers, ANSWER)
+                .and_then(|v| v.split_once('.'))
                 .ok_or(ForgedAnswer::Missing)?;
             // A host the call was MAC'd for was met before (and its identity checked then).
             // Any replica may take a signed call, and any may refuse a MAC'd one without running
             // it (it has no MAC in it, is overloaded or is leaving): those are vouched for by a
             // trusted cluster, if any is set.
-            let has = |name: &str| headers.is_some_and(|h| h.get(name).is_some());
+            let has = |name: &'static str| field(headers, name).is_some();
             use crate::envelope::header::{LEAVING, SHED};
             let not_run = has(KEY_NEEDED) || has(LEAVING) || has(SHED);
             let known = macs.is_some_and(|list| pair::names(list, answerer))
                 || match proof {
                     Proof::PairKey if !not_run => false,
                     _ if self.trusted_clusters.is_empty() => true,
-                    _ => headers.and_then(|h| h.get(IDENTITY)).is_some_and(|t| {
-                        check_identity(t.as_str(), answerer, &self.trusted_clusters, now_s).is_ok()
+                    _ => field(headers, IDENTITY).is_some_and(|t| {
+                        check_identity(t, answerer, &self.trusted_clusters, now_s).is_ok()
                     }),
                 };
             if !known {
@@ -411,12 +410,12 @@ pub fn answer_body(
     payload: &[u8],
     announced: Option<BodyDigest>,
 ) -> BodyDigest {
-    match headers.and_then(|h| h.get(crate::envelope::header::ERROR)) {
+    match field(headers, crate::envelope::header::ERROR) {
         Some(kind) => {
             let mut h = Sha256::new();
             h.update(b"trellis-error/1");
-            h.update((kind.as_str().len() as u64).to_be_bytes());
-            h.update(kind.as_str().as_bytes());
+            h.update((kind.len() as u64).to_be_bytes());
+            h.update(kind.as_bytes());
             h.update(payload);
             BodyDigest { len: payload.len() as u64, sha256: h.finalize().into() }
         }
@@ -582,7 +581,7 @@ impl Verifier {
         now_ms: u64,
     ) -> Result<Verified, InvokeError> {
         let headers = headers.ok_or_else(|| denied("invocation carries no envelope"))?;
-        let get = |name: &str| headers.get(name).map(|v| v.as_str());
+        let get = |name: &'static str| field(Some(headers), name);
         let deadline_ms: u64 = get(header::DEADLINE)
             .and_then(|d| d.parse().ok())
             .ok_or_else(|| denied("invocation lacks a valid `trellis-deadline`"))?;
@@ -731,7 +730,7 @@ mod tests {
 
     /// A reply subject in the inbox of the call's signer, as the signing host's client makes.
     fn reply_to(headers: Option<&HeaderMap>) -> String {
-        let signer = headers.and_then(|h| h.get(HOST)).map_or("NONE", |v| v.as_str());
+        let signer = field(headers, HOST).unwrap_or("NONE");
         format!("{}.mux.1", inbox_prefix(signer))
     }
 
