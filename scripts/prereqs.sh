@@ -39,6 +39,17 @@ if ! command -v redis-server >/dev/null; then
   fi
 fi
 
+# `ip` (iproute2) makes the network namespaces the partition tests cut (tests/harness/netns.rs).
+if ! command -v ip >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing iproute2..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2) >&2
+  else
+    echo "ip is missing: install it (for example \`apt-get install iproute2\`)" >&2
+    exit 1
+  fi
+fi
+
 # componentize-py builds the Python test component (a toolchain other than Rust's).
 if ! command -v componentize-py >/dev/null; then
   echo "installing componentize-py from PyPI..." >&2

@@ -194,6 +194,10 @@ job "nats" {
         http: 0.0.0.0:{{ env "NOMAD_PORT_monitor" }}
         lame_duck_duration: 20s
         lame_duck_grace_period: 5s
+        # Lets go of a client cut off without a word within about 30 s (default: up to 6 min,
+        # while the cut-off host's replicas keep getting calls; docs/reliability.md, scenario 8).
+        ping_interval: "10s"
+        ping_max: 3
 
         jetstream {
           store_dir: /data

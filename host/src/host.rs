@@ -100,6 +100,8 @@ pub struct Host {
     records: Arc<RecordGate>,
     /// NATS connection health, for `/metrics`.
     pub(crate) nats_health: NatsHealth,
+    /// What its scheduler does, if it runs one (`--scheduler`).
+    pub(crate) scheduler: Arc<crate::scheduler::Stats>,
 }
 
 /// What the host saw of its NATS connection.
@@ -210,6 +212,11 @@ impl Host {
     /// A control request refused with `Busy` (or a ping left unanswered).
     pub(crate) fn count_busy(&self) {
         self.requests_busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether it runs a scheduler (`--scheduler`).
+    pub(crate) fn runs_scheduler(&self) -> bool {
+        self.config.scheduler.is_some()
     }
 
     /// Control requests refused with `Busy` since start.
@@ -707,6 +714,7 @@ impl Host {
             requests_busy: AtomicU64::new(0),
             records,
             nats_health: NatsHealth::default(),
+            scheduler: Arc::default(),
         };
         Ok((Arc::new(host), conn_events))
     }

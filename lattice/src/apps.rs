@@ -371,6 +371,11 @@ impl Lease {
         Ok(Self { kv, holder: holder.to_owned(), revision: None })
     }
 
+    /// The revision of the lease entry while it is held (each renewal makes a new one).
+    pub fn revision(&self) -> Option<u64> {
+        self.revision
+    }
+
     /// Takes the lease if nobody holds it, or renews ours. True while we lead.
     pub async fn hold(&mut self) -> bool {
         let value = self.holder.clone().into_bytes();

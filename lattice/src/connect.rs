@@ -98,6 +98,13 @@ pub async fn connect_once_with(
         .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })
 }
 
+/// How often a long-lived connection pings its server. The client takes the connection for
+/// dead after two pings go unanswered and dials again (another server of the list, if any), so
+/// a host or provider cut off without a word notices within 10 to 15 s; async-nats' default
+/// (every minute) left a host cut off for 2 minutes out of the lattice for minutes after the
+/// network came back (tests/lattice/partitions.rs).
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+
 /// Connects in the background and reconnects forever; the returned receiver yields connection
 /// events (`Connected` after every (re)connect). For hosts and providers.
 ///
@@ -119,6 +126,7 @@ pub async fn connect_persistent(
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(3))
+            .ping_interval(PING_EVERY)
             .reconnect_delay_callback(reconnect_delay)
             .event_callback(move |event| {
                 let tx = tx.clone();

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use trellis_lattice::envelope::InvokeErrorKind;
 
 /// What one call got.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,6 +125,39 @@ pub async fn http_while(
             }
             records
         }
+    });
+    let mut records: Vec<Record> = futures::future::join_all(workers).await.concat();
+    records.sort_by_key(|r| r.seq);
+    Tally { records }
+}
+
+/// Invocations of `function` of `interface` on `target` with `payload` through `client`,
+/// `concurrency` at a time, each with deadline `timeout`, until `running` turns false. A call
+/// counts as timed out when it got `Timeout` or outlived its deadline by a second.
+pub async fn invoke_while(
+    client: &trellis_lattice::client::LatticeClient,
+    (target, interface, function): (&str, &str, &str),
+    payload: bytes::Bytes,
+    (concurrency, timeout): (usize, Duration),
+    running: Arc<AtomicBool>,
+) -> Tally {
+    let seq = AtomicUsize::new(0);
+    let workers = (0..concurrency).map(|_| async {
+        let mut records = Vec::new();
+        while running.load(Ordering::Relaxed) {
+            let n = seq.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let call = client.invoke(target, interface, function, payload.clone(), timeout);
+            let reply = tokio::time::timeout(timeout + Duration::from_secs(1), call).await;
+            let outcome = match reply {
+                Err(_) => Outcome::TimedOut,
+                Ok(Ok(_)) => Outcome::Answered,
+                Ok(Err(e)) if e.kind() == InvokeErrorKind::Timeout => Outcome::TimedOut,
+                Ok(Err(e)) => Outcome::Typed(e.kind().as_str().to_owned()),
+            };
+            records.push(Record { seq: n, outcome, took: started.elapsed(), headers: Vec::new() });
+        }
+        records
     });
     let mut records: Vec<Record> = futures::future::join_all(workers).await.concat();
     records.sort_by_key(|r| r.seq);

@@ -150,6 +150,25 @@ impl Trellis {
     /// Spawns `trellis host` named `name` with extra `args`; returns once it is in the lattice.
     pub async fn host_with(&self, name: &str, args: &[String]) -> Host {
         let host = self.spawn_host_with(name, args);
+        self.joined(host).await
+    }
+
+    /// Spawns `trellis host` inside `netns`, reaching NATS at `nats_url` (a [`crate::Relay`]
+    /// into it); returns once it is in the lattice.
+    pub async fn host_in(
+        &self,
+        netns: &crate::Netns,
+        nats_url: &str,
+        name: &str,
+        args: &[String],
+    ) -> Host {
+        let host = self.spawn(netns.command(bin("trellis")), nats_url, name, args);
+        self.joined(host).await
+    }
+
+    /// `host` once it is in the lattice.
+    async fn joined(&self, host: Host) -> Host {
+        let name = &*host.name;
         let client = self.client().await;
         let id =
             crate::eventually(&format!("host {name} to join"), Duration::from_secs(20), || {
@@ -171,6 +190,11 @@ impl Trellis {
     }
 
     fn spawn_host_with(&self, name: &str, args: &[String]) -> Host {
+        self.spawn(Command::new(bin("trellis")), &self.nats_url, name, args)
+    }
+
+    /// Spawns `trellis host` through `command` (the binary, or a wrapper that runs it).
+    fn spawn(&self, mut command: Command, nats_url: &str, name: &str, args: &[String]) -> Host {
         let log = std::env::var("TRELLIS_TEST_HOST_LOG").unwrap_or_else(|_| "warn".into());
         // A small pool unless the test sizes it itself.
         let pool: &[&str] = if args.iter().any(|a| a.starts_with("--max-instances")) {
@@ -184,13 +208,13 @@ impl Trellis {
         } else {
             &["--heartbeat-interval", "1"]
         };
-        let child = Command::new(bin("trellis"))
+        let child = command
             .arg("host")
             .args(["--name", name])
             .args(heartbeat)
             .args(pool)
             .args(args)
-            .env("TRELLIS_NATS_URL", &self.nats_url)
+            .env("TRELLIS_NATS_URL", nats_url)
             .env("TRELLIS_LATTICE", &self.lattice)
             .env("TRELLIS_PROVIDER_DIR", profile_dir())
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -18,10 +18,14 @@ use crate::Lattice;
 /// A counter of a host's `/metrics` (its one series).
 async fn metric(metrics: SocketAddr, name: &str) -> u64 {
     let text = http_request(metrics, "GET", "/metrics", b"").await.expect("metrics").text();
+    metric_in(&text, name).unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}"))
+}
+
+/// The value of series `name` in a `/metrics` text (its first, when it has labels).
+pub(crate) fn metric_in(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])))
         .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
-        .unwrap_or_else(|| panic!("/metrics has no {name}:\n{text}"))
 }
 
 #[tokio::test]
@@ -422,7 +426,7 @@ async fn a_scheduler_cut_off_from_nats_evicts_nothing_when_the_bus_returns() {
 }
 
 /// Deploys application `name`: one replica of http-hello on a host labelled `role=worker`.
-async fn deploy_one_hello_on_workers(t: &trellis_tests::Trellis, name: &str) {
+pub(crate) async fn deploy_one_hello_on_workers(t: &trellis_tests::Trellis, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join(format!("{name}.yaml"));
     let hello = trellis_tests::component("http-hello");

@@ -18,6 +18,7 @@ mod messaging;
 mod observe;
 mod operators;
 mod outgoing;
+mod partitions;
 mod permissions;
 mod policy;
 mod regions;

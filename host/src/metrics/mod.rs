@@ -290,6 +290,45 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
         "s",
         one(Int(info.uptime_s)),
     ));
+    if host.runs_scheduler() {
+        let stats = &host.scheduler;
+        families.push(family(
+            "trellis_scheduler_leading",
+            Gauge,
+            "1 while this host's scheduler holds the lease and acts.",
+            "1",
+            one(Int(u64::from(stats.leading.load(Ordering::Relaxed)))),
+        ));
+        families.push(family(
+            "trellis_scheduler_term",
+            Gauge,
+            "The lease term this host's scheduler leads in (the lease entry's revision when it \
+             took it); 0 when it does not lead.",
+            "1",
+            one(Int(stats.term.load(Ordering::Relaxed))),
+        ));
+        families.push(family(
+            "trellis_scheduler_term_start_unix_ms",
+            Gauge,
+            "When (unix ms, this host's clock) its current or last term began.",
+            "ms",
+            one(Int(stats.term_start_ms.load(Ordering::Relaxed))),
+        ));
+        families.push(family(
+            "trellis_scheduler_lease_until_unix_ms",
+            Gauge,
+            "Until when (unix ms) the last lease it was granted lets it act.",
+            "ms",
+            one(Int(stats.lease_until_ms.load(Ordering::Relaxed))),
+        ));
+        families.push(family(
+            "trellis_scheduler_commands_total",
+            Counter,
+            "Start, stop and replace commands this host's scheduler sent to hosts.",
+            "1",
+            one(Int(stats.commands.load(Ordering::Relaxed))),
+        ));
+    }
     let providers = host.inventory().providers;
     let per_provider = |value: &dyn Fn(&trellis_proto::ProviderDescription) -> u64| {
         providers

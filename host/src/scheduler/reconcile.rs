@@ -13,6 +13,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use trellis_lattice::apps::{AppRecord, AppStatus, AppStore, Lease, State, WorkloadStatus};
 use trellis_lattice::client::{ControlError, LatticeClient};
+use trellis_lattice::envelope::unix_ms;
 use trellis_lattice::record::RecordGate;
 use trellis_lattice::signing::OperatorKey;
 use trellis_lattice::state::LatticeState;
@@ -88,7 +89,8 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
         }
     };
     let leading = Arc::new(LeaseClock::new());
-    let lease_task = tokio::spawn(keep_lease(lease, config.lease_ttl, leading.clone()));
+    let stats = host.scheduler.clone();
+    let lease_task = tokio::spawn(keep_lease(lease, config.lease_ttl, (leading.clone(), stats)));
     let _abort_lease = AbortOnDrop(lease_task);
 
     let mut s = Scheduler {
@@ -105,6 +107,7 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
         refused: BTreeSet::new(),
         strict: !host.development(),
         events: host.events().clone(),
+        stats: host.scheduler.clone(),
         config,
         dirty: true,
         last_resync: Instant::now(),
@@ -119,6 +122,7 @@ pub(crate) async fn run(host: Arc<Host>, config: SchedulerConfig) {
             _ = tick.tick() => s.tick(),
         }
         let lead = leading.held();
+        host.scheduler.leading.store(lead, Ordering::Relaxed);
         if lead && !was_leading {
             tracing::info!(host = %s.me, "this host now leads the scheduler");
             s.resync().await;
@@ -187,14 +191,35 @@ impl LeaseClock {
 /// Takes and renews the lease, and keeps `leading` told until when it holds it: the TTL from
 /// before the renewal was sent (the server counts from when it stored it, later), less a third
 /// for commands in flight. A stopped or dead leader's lease lapses on the server after its TTL.
-async fn keep_lease(mut lease: Lease, ttl: Duration, leading: Arc<LeaseClock>) {
+///
+/// The term (for `/metrics`) is the lease entry's revision when it was taken: a renewal keeps
+/// it, a lapse ends it.
+async fn keep_lease(
+    mut lease: Lease,
+    ttl: Duration,
+    (leading, stats): (Arc<LeaseClock>, Arc<super::Stats>),
+) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = 0;
     loop {
         tick.tick().await;
-        let asked = Instant::now();
+        let (asked, asked_ms) = (Instant::now(), unix_ms());
         let held = tokio::time::timeout(ttl / 3, lease.hold()).await.unwrap_or(false);
-        leading.set(held.then(|| asked + ttl - ttl / 3));
+        let lasts = ttl - ttl / 3;
+        leading.set(held.then(|| asked + lasts));
+        if held {
+            stats.lease_until_ms.store(asked_ms + lasts.as_millis() as u64, Ordering::Relaxed);
+        }
+        term = match (held, term) {
+            (false, _) => 0,
+            (true, 0) => {
+                stats.term_start_ms.store(asked_ms, Ordering::Relaxed);
+                lease.revision().unwrap_or_default()
+            }
+            (true, term) => term,
+        };
+        stats.term.store(term, Ordering::Relaxed);
     }
 }
 
@@ -219,6 +244,7 @@ struct Scheduler {
     /// Whether only sealed records count (not a development host).
     strict: bool,
     events: Events,
+    stats: Arc<super::Stats>,
     config: SchedulerConfig,
     dirty: bool,
     last_resync: Instant,
@@ -437,6 +463,7 @@ impl Scheduler {
     ) {
         let client = &self.client;
         let hosts = &self.hosts;
+        self.stats.commands.fetch_add(commands.len() as u64, Ordering::Relaxed);
         let outcomes = futures::future::join_all(commands.iter().map(|c| async move {
             let result = match c {
                 Command::Stop { host, id } => {
@@ -561,7 +588,7 @@ impl Scheduler {
             state: State::Deployed,
             reason: String::new(),
             workloads: Vec::new(),
-            updated_ms: trellis_lattice::envelope::unix_ms(),
+            updated_ms: unix_ms(),
             scheduler: self.me.clone(),
         };
         let Some(manifest) = record.current_manifest() else {
