@@ -242,6 +242,25 @@ impl Host {
         let _ = self.child.kill().await;
     }
 
+    /// SIGSTOP: the process freezes; the kernel still holds its connections open.
+    pub fn freeze(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT after [`Host::freeze`].
+    pub fn thaw(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = self
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            .expect("running host");
+        rustix::process::kill_process(pid, signal).expect("signal the host");
+    }
+
     /// SIGTERM, then waits for the exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let pid = self

@@ -257,6 +257,55 @@ async fn sigterm_under_load_finishes_calls_in_flight_and_loses_none() {
 }
 
 #[tokio::test]
+async fn a_frozen_host_fails_the_calls_it_holds_typed_and_serves_again_once_thawed() {
+    let Replicas { lattice, addr, b, _hosts } = two_replicas_behind_http("sigstop").await;
+    let t = &lattice.trellis;
+    let served_by_b = |t: trellis_tests::Trellis, id: String| async move {
+        let inventory = t.client().await.inventory(&id).await.ok()?;
+        inventory.components.iter().find(|c| c.id == "hello").map(|c| c.invocations)
+    };
+    // Calls of 50 ms keep coming; b is frozen (SIGSTOP) for 4 s with some of them running,
+    // while the server, which sees a live connection, keeps handing it its share.
+    let running = Arc::new(AtomicBool::new(true));
+    let load = tokio::spawn(load::http_while(
+        addr,
+        "/sleep/50",
+        16,
+        Duration::from_secs(60),
+        running.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = served_by_b(t.clone(), b.id.clone()).await.expect("b answers");
+    assert!(before > 0, "b serves calls when it is frozen");
+    b.freeze();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.thaw();
+    // Once thawed, b runs what it was handed and serves its share again.
+    let thawed = trellis_tests::eventually("b to serve again", Duration::from_secs(20), || {
+        let t = t.clone();
+        let id = b.id.clone();
+        async move { served_by_b(t, id).await.filter(|n| *n > before) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = served_by_b(t.clone(), b.id.clone()).await.expect("b answers");
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let tally = load.await.unwrap();
+    println!("{tally}\nb served {before} calls before the freeze, {thawed} then {after} after");
+    let frozen = Outcome::Typed("Unavailable".to_owned());
+    assert_eq!(tally.count(&Outcome::TimedOut), 0, "no call waits out its deadline:\n{tally}");
+    assert!(tally.count(&frozen) >= 1, "the calls b held fail:\n{tally}");
+    assert_eq!(
+        tally.count(&Outcome::Answered) + tally.count(&frozen),
+        tally.records.len(),
+        "the rest are answered:\n{tally}"
+    );
+    let slowest = tally.slowest(&frozen).unwrap();
+    assert!(slowest < Duration::from_secs(4), "refused only after {slowest:?}");
+    assert!(after > thawed, "b keeps serving after the thaw ({thawed} then {after})");
+}
+
+#[tokio::test]
 async fn a_cycle_of_component_calls_ends_at_the_depth_limit_with_a_typed_error() {
     const TYPES: &str = "trellis:test/types";
     let lattice = Lattice::new("cycle").await;
