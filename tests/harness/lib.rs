@@ -16,7 +16,7 @@ mod redis;
 
 pub use components::{component, python_component, signed_component, signed_hello};
 pub use http::{HttpReply, http_request, http_request_to_host, read_head};
-pub use netns::{Netns, Relay};
+pub use netns::{InnerRelay, Netns, Relay};
 pub use oci::OciRegistry;
 pub use process::{Host, Trellis, bin, free_port};
 pub use redis::RedisServer;

@@ -115,6 +115,66 @@ async fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A relay process inside a namespace: forwards TCP from ports on the namespace's address to
+/// addresses outside it, so a connection between two processes of the test's own namespace
+/// crosses the pair twice (and a cut stops it). Written in Python (already a test
+/// prerequisite), as nothing of the test process can run in there. Killed when dropped.
+pub struct InnerRelay {
+    _child: tokio::process::Child,
+}
+
+const INNER_RELAY: &str = r#"
+import asyncio, sys
+async def pipe(r, w):
+    try:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+    except Exception:
+        pass
+    finally:
+        w.close()
+async def main():
+    host = sys.argv[1]
+    for route in sys.argv[2:]:
+        port, target = route.split("=")
+        to_host, to_port = target.rsplit(":", 1)
+        async def handle(r, w, to_host=to_host, to_port=int(to_port)):
+            try:
+                ur, uw = await asyncio.open_connection(to_host, to_port)
+            except Exception:
+                w.close()
+                return
+            await asyncio.gather(pipe(r, uw), pipe(ur, w))
+        await asyncio.start_server(handle, host, int(port))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"#;
+
+impl Netns {
+    /// Starts an [`InnerRelay`] listening on the namespace's address: each `(port, to)` forwards
+    /// `port` to `to`. Returns once it listens.
+    pub async fn relay_inside(&self, routes: &[(u16, SocketAddr)]) -> InnerRelay {
+        use tokio::io::AsyncBufReadExt;
+        let mut command = self.command("python3");
+        command.args(["-c", INNER_RELAY]).arg(self.inner.to_string());
+        command.args(routes.iter().map(|(port, to)| format!("{port}={to}")));
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the relay inside the namespace");
+        let stdout = child.stdout.take().expect("relay stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line());
+        match ready.await {
+            Ok(Ok(Some(line))) if line == "ready" => InnerRelay { _child: child },
+            other => panic!("the relay inside the namespace did not start: {other:?}"),
+        }
+    }
+}
+
 /// Forwards TCP connections from an address on a namespace's pair to one on loopback; stops
 /// when dropped.
 #[derive(Debug)]

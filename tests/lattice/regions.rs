@@ -1,13 +1,15 @@
 //! A two-region lattice from the files in `deploy/nats/`: a 3-node JetStream cluster (region-a)
 //! and a leaf node (region-b) dialling out to it, on free loopback ports.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use trellis_tests::load::{self, Outcome};
-use trellis_tests::{NatsServer, Trellis, component, eventually, free_port, http_request};
+use trellis_tests::{
+    InnerRelay, NatsServer, Netns, Trellis, component, eventually, free_port, http_request,
+};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nats");
 
@@ -28,6 +30,8 @@ fn rewrite(mut text: String, pairs: &[(String, String)]) -> String {
 struct Regions {
     hub: Vec<NatsServer>,
     leaf: NatsServer,
+    /// Carries the leaf's link through a network namespace, when it can be cut.
+    _link: Option<InnerRelay>,
 }
 
 impl Regions {
@@ -37,6 +41,18 @@ impl Regions {
 
     /// [`Self::start`] with `extra` appended to each hub node's configuration.
     async fn start_with(extra: &str) -> Self {
+        Self::start_via(extra, None).await
+    }
+
+    /// [`Self::start`], the leaf's link to the hub running through `net` (out to a relay
+    /// inside it and back), so that cutting `net` cuts the link and nothing else.
+    async fn start_across(net: &Netns) -> Self {
+        Self::start_via("", Some(net)).await
+    }
+
+    async fn start_via(extra: &str, net: Option<&Netns>) -> Self {
+        // Hub nodes listen for leaf nodes where the relay inside the namespace reaches them.
+        let leaf_listen = net.map_or(Ipv4Addr::LOCALHOST, Netns::outer);
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let leafnodes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut hub = Vec::new();
@@ -47,7 +63,10 @@ impl Regions {
                 // The harness gives each server a fresh store directory on its command line.
                 ("store_dir: /var/lib/nats".to_owned(), "# store_dir: (the harness's)".to_owned()),
                 ("listen: 0.0.0.0:6222".to_owned(), format!("listen: 127.0.0.1:{}", routes[i])),
-                ("listen: 0.0.0.0:7422".to_owned(), format!("listen: 127.0.0.1:{}", leafnodes[i])),
+                (
+                    "listen: 0.0.0.0:7422".to_owned(),
+                    format!("listen: {leaf_listen}:{}", leafnodes[i]),
+                ),
             ];
             for (j, port) in routes.iter().enumerate() {
                 pairs.push((
@@ -63,14 +82,25 @@ impl Regions {
             ("listen: 0.0.0.0:4222".to_owned(), "listen: 127.0.0.1:4222".to_owned()),
             ("http: 0.0.0.0:8222".to_owned(), format!("http: 127.0.0.1:{}", free_port())),
         ];
+        // Through the namespace: inner port 7001 + j forwards to hub node j's leafnode port.
+        let link = match net {
+            Some(net) => {
+                let routes: Vec<(u16, SocketAddr)> = (0..3u16)
+                    .map(|j| (7001 + j, (leaf_listen, leafnodes[usize::from(j)]).into()))
+                    .collect();
+                Some(net.relay_inside(&routes).await)
+            }
+            None => None,
+        };
         for (j, port) in leafnodes.iter().enumerate() {
-            pairs.push((
-                format!("nats-leaf://nats-{}.region-a.example:7422", j + 1),
-                format!("nats-leaf://127.0.0.1:{port}"),
-            ));
+            let to = match net {
+                Some(net) => format!("nats-leaf://{}:{}", net.inner(), 7001 + j),
+                None => format!("nats-leaf://127.0.0.1:{port}"),
+            };
+            pairs.push((format!("nats-leaf://nats-{}.region-a.example:7422", j + 1), to));
         }
         let leaf = start(&rewrite(read("leaf.conf"), &pairs)).await;
-        let regions = Self { hub, leaf };
+        let regions = Self { hub, leaf, _link: link };
         // A new cluster elects its JetStream leader in a few seconds (longer on a busy
         // machine); hosts joining before that spend their retries creating the lattice's state.
         let nodes: Vec<String> = regions.hub.iter().map(|s| s.url()).collect();
@@ -213,6 +243,26 @@ async fn a_request_entering_region_b_reaches_region_a_until_region_b_has_a_repli
 #[tokio::test]
 async fn cut_off_from_region_a_region_b_serves_its_own_and_the_rest_fail_typed_until_it_returns() {
     let mut regions = Regions::start().await;
+    cut_off_from_region_a(&mut regions, Cut::HubDown).await;
+}
+
+#[tokio::test]
+async fn with_the_leaf_link_cut_region_b_serves_its_own_and_the_rest_fail_typed_until_it_heals() {
+    let net = Netns::create().await;
+    let mut regions = Regions::start_across(&net).await;
+    cut_off_from_region_a(&mut regions, Cut::Link(&net)).await;
+}
+
+/// How region-b loses region-a.
+#[derive(Clone, Copy)]
+enum Cut<'n> {
+    /// Every hub node killed, then restarted: the leaf's link closes at once.
+    HubDown,
+    /// The leaf's link cut in the network (packets dropped, nobody told), then healed.
+    Link(&'n Netns),
+}
+
+async fn cut_off_from_region_a(regions: &mut Regions, cut: Cut<'_>) {
     let a = Trellis::new(&regions.hub_url(), "cut");
     let a1 = a.host_with("a1", &["--allow-unsigned".into(), "--js-replicas=3".into()]).await;
     let b1 = a
@@ -247,9 +297,14 @@ async fn cut_off_from_region_a_region_b_serves_its_own_and_the_rest_fail_typed_u
     }
     let (near, far) = (addrs[0], addrs[1]);
 
-    // Region-a goes away (every hub node), and with it the leaf's link.
-    for node in &mut regions.hub {
-        node.kill().await;
+    // Region-a goes away (every hub node, and with it the leaf's link), or the link is cut.
+    match cut {
+        Cut::HubDown => {
+            for node in &mut regions.hub {
+                node.kill().await;
+            }
+        }
+        Cut::Link(net) => net.cut().await,
     }
     for _ in 0..10 {
         let reply = http_request(near, "GET", "/", b"").await.expect("near answers");
@@ -264,11 +319,20 @@ async fn cut_off_from_region_a_region_b_serves_its_own_and_the_rest_fail_typed_u
         reply.header("trellis-error"),
         reply.text()
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "at once, not at the deadline");
+    // At once (NoResponders) when the link closed; within a second of silence (Unavailable)
+    // while the leaf still believes in a link that was cut; not at the 30 s deadline.
+    let took = started.elapsed();
+    println!("a call needing region-a failed {:?} after {took:?}", reply.header("trellis-error"));
+    assert!(took < Duration::from_secs(10), "at once, not at the deadline: {took:?}");
 
     // Region-a comes back: calls that need it resume.
-    for node in &mut regions.hub {
-        node.restart().await.expect("hub node restarts");
+    match cut {
+        Cut::HubDown => {
+            for node in &mut regions.hub {
+                node.restart().await.expect("hub node restarts");
+            }
+        }
+        Cut::Link(net) => net.heal().await,
     }
     eventually("calls to region-a to resume", Duration::from_secs(90), || async move {
         http_request(far, "GET", "/", b"").await.ok().filter(|r| r.status == 200)
