@@ -119,6 +119,7 @@ async fn ip(args: &[&str]) -> Result<(), String> {
 /// addresses outside it, so a connection between two processes of the test's own namespace
 /// crosses the pair twice (and a cut stops it). Written in Python (already a test
 /// prerequisite), as nothing of the test process can run in there. Killed when dropped.
+#[derive(Debug)]
 pub struct InnerRelay {
     _child: tokio::process::Child,
 }
