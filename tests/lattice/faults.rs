@@ -260,6 +260,17 @@ async fn sigterm_under_load_finishes_calls_in_flight_and_loses_none() {
 async fn a_frozen_host_fails_the_calls_it_holds_typed_and_serves_again_once_thawed() {
     let Replicas { lattice, addr, b, _hosts } = two_replicas_behind_http("sigstop").await;
     let t = &lattice.trellis;
+    // A custom-WIT function too, called as a host calls (signed), on both replicas' hosts.
+    let greeter = trellis_tests::component("greeter");
+    let greeter = greeter.to_str().unwrap();
+    let hosts = t.client().await.hosts(Duration::from_secs(1)).await.unwrap();
+    for host in hosts.iter().filter(|h| h.name == "a" || h.name == "b") {
+        t.ok(&["start", "component", greeter, "--id", "greeter", "--host", &host.id]).await;
+    }
+    let signer = trellis_lattice::signing::Signer::new(nkeys::KeyPair::new_server(), None);
+    let caller = t.client().await.with_signer(signer);
+    let mut args = Vec::new();
+    rmpv::encode::write_value(&mut args, &rmpv::Value::Array(vec!["x".into()])).unwrap();
     let served_by_b = |t: trellis_tests::Trellis, id: String| async move {
         let inventory = t.client().await.inventory(&id).await.ok()?;
         inventory.components.iter().find(|c| c.id == "hello").map(|c| c.invocations)
@@ -274,6 +285,14 @@ async fn a_frozen_host_fails_the_calls_it_holds_typed_and_serves_again_once_thaw
         Duration::from_secs(60),
         running.clone(),
     ));
+    let greets = {
+        let (caller, running) = (caller.clone(), running.clone());
+        let greet = ("greeter", "trellis:test/types", "greet");
+        let timeout = Duration::from_secs(30);
+        tokio::spawn(async move {
+            load::invoke_while(&caller, greet, args.into(), (8, timeout), running).await
+        })
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = served_by_b(t.clone(), b.id.clone()).await.expect("b answers");
     assert!(before > 0, "b serves calls when it is frozen");
@@ -291,7 +310,16 @@ async fn a_frozen_host_fails_the_calls_it_holds_typed_and_serves_again_once_thaw
     let after = served_by_b(t.clone(), b.id.clone()).await.expect("b answers");
     running.store(false, std::sync::atomic::Ordering::Relaxed);
     let tally = load.await.unwrap();
+    let greeted = greets.await.unwrap();
     println!("{tally}\nb served {before} calls before the freeze, {thawed} then {after} after");
+    println!("greeter, invoked:\n{greeted}");
+    let unavailable = Outcome::Typed("Unavailable".to_owned());
+    assert!(greeted.count(&unavailable) >= 1, "b held greets too:\n{greeted}");
+    assert_eq!(
+        greeted.count(&Outcome::Answered) + greeted.count(&unavailable),
+        greeted.records.len(),
+        "greets answered or failed typed, none timed out:\n{greeted}"
+    );
     let frozen = Outcome::Typed("Unavailable".to_owned());
     assert_eq!(tally.count(&Outcome::TimedOut), 0, "no call waits out its deadline:\n{tally}");
     assert!(tally.count(&frozen) >= 1, "the calls b held fail:\n{tally}");
