@@ -142,6 +142,17 @@ pub enum Command {
     /// Deploy applications from manifests and follow them (a host with --scheduler places them).
     #[command(subcommand)]
     App(AppCommand),
+    /// Print a shell completion script: `trellis completions bash > /etc/bash_completion.d/trellis`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: trellis(1) to stdout, or one page per command into --out-dir.
+    Man {
+        /// Directory to write `trellis.1`, `trellis-get.1`, `trellis-get-hosts.1`, ... into.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod bench;
 mod blobstore;
 mod calls;
 mod claims;
+mod cli;
 mod config;
 mod deploy_files;
 mod errors;

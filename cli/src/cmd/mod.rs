@@ -5,6 +5,7 @@ mod bench;
 mod call;
 mod claims;
 mod config;
+mod docs;
 mod get;
 mod host;
 mod keys;
@@ -40,6 +41,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nats(cmd) => nats::run(g, cmd),
         Command::Claims(cmd) => claims::run(g, cmd),
         Command::App(cmd) => app::run(g, cmd).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out_dir } => docs::man(out_dir.as_deref()),
     }
 }
 

@@ -1,0 +1,79 @@
+//! The CLI as people use it: shell completions, man pages, contexts.
+
+use std::path::Path;
+use std::process::Output;
+
+use tokio::process::Command;
+use trellis_tests::bin;
+
+/// Runs `trellis` with `args` and nothing from the test's environment that would configure it.
+async fn trellis(args: &[&str], home: &Path) -> Output {
+    Command::new(bin("trellis"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .output()
+        .await
+        .expect("run trellis")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn bash_completes_commands_and_their_subcommands_from_the_generated_script() {
+    let home = tempfile::tempdir().unwrap();
+    let script = home.path().join("trellis.bash");
+    std::fs::write(&script, stdout(&trellis(&["completions", "bash"], home.path()).await)).unwrap();
+    let complete = |words: &str| {
+        let words = words.to_owned();
+        let script = script.clone();
+        async move {
+            // What bash does on <Tab>: the words so far, the one being completed last.
+            // Bash calls the function with the command, the word under the cursor and the one
+            // before it.
+            let split: Vec<&str> = words.split(' ').collect();
+            let (cword, cur, prev) =
+                (split.len() - 1, split[split.len() - 1], split[split.len() - 2]);
+            let program = format!(
+                "source {}; COMP_WORDS=({words} ''); COMP_WORDS[{cword}]='{cur}'; \
+                 COMP_CWORD={cword}; COMP_LINE='{words}'; COMP_POINT=${{#COMP_LINE}}; \
+                 _trellis trellis '{cur}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            );
+            let out = Command::new("bash").args(["-c", &program]).output().await.unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(complete("trellis ap").await, ["app"]);
+    let app = complete("trellis app ").await;
+    for sub in ["deploy", "status", "rollback", "undeploy"] {
+        assert!(app.iter().any(|w| w == sub), "`trellis app <Tab>` offers {sub}: {app:?}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let script = stdout(&trellis(&["completions", shell], home.path()).await);
+        assert!(script.contains("deploy"), "{shell} completes subcommands too");
+    }
+    let refused = trellis(&["completions", "tcsh"], home.path()).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("possible values"));
+}
+
+#[tokio::test]
+async fn man_pages_are_written_for_every_command() {
+    let home = tempfile::tempdir().unwrap();
+    let page = stdout(&trellis(&["man"], home.path()).await);
+    assert!(page.contains(".TH trellis 1"), "{page}");
+    let dir = home.path().join("man");
+    stdout(&trellis(&["man", "--out-dir", dir.to_str().unwrap()], home.path()).await);
+    for name in ["trellis.1", "trellis-app-deploy.1", "trellis-get-hosts.1", "trellis-host.1"] {
+        let page =
+            std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(page.contains(".TH"), "{name} is a man page");
+    }
+    let deploy = std::fs::read_to_string(dir.join("trellis-app-deploy.1")).unwrap();
+    assert!(deploy.contains("manifest"), "the page says what the command takes: {deploy}");
+}
