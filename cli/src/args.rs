@@ -18,6 +18,10 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub struct Global {
+    /// Context whose settings fill in what flags and the environment leave unset (default: the
+    /// one `trellis context use` selected). Not for `trellis host` and `trellis up`.
+    #[arg(long, env = "TRELLIS_CONTEXT", global = true)]
+    pub context: Option<String>,
     /// Lattice name (one NATS subject prefix).
     #[arg(long, env = "TRELLIS_LATTICE", default_value = "default", global = true)]
     pub lattice: String,
@@ -142,6 +146,10 @@ pub enum Command {
     /// Deploy applications from manifests and follow them (a host with --scheduler places them).
     #[command(subcommand)]
     App(AppCommand),
+    /// Keep named connection settings (NATS URLs, credentials, TLS, lattice, operator key) and
+    /// pick one.
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Print a shell completion script: `trellis completions bash > /etc/bash_completion.d/trellis`.
     Completions {
         /// The shell to complete in.
@@ -153,6 +161,32 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Save the connection flags given with it (`--nats-url`, `--lattice`, `--nats-creds`,
+    /// `--nats-nkey`, `--nats-tls-*`, `--js-domain`, `--operator-key`) as context NAME.
+    Add {
+        name: String,
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+        /// Where `trellis console` serves for this lattice.
+        #[arg(long)]
+        console_url: Option<String>,
+        /// Select it too.
+        #[arg(long)]
+        select: bool,
+    },
+    /// Select context NAME for the commands that follow.
+    Use { name: String },
+    /// List contexts; `*` marks the selected one.
+    Ls,
+    /// Show a context's settings (the selected one by default).
+    Show { name: Option<String> },
+    /// Delete context NAME.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

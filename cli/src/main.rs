@@ -4,11 +4,12 @@
 mod args;
 mod builtins;
 mod cmd;
+mod context;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// Hosts allocate on every call; mimalloc's thread-local free lists beat glibc's arenas there
 /// (docs/benchmarks.md, the call-path profile).
@@ -16,8 +17,23 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let matches = args::Cli::command().get_matches();
+    let mut cli = match args::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(&cli.command, cli.global.log_format);
+    // A context fills in what flags and the environment leave unset, for the commands that
+    // drive a lattice: not for managing contexts, and not for `host` and `up`, which deployments
+    // configure (a host under systemd must not pick up its user's selected context).
+    let uses_context = !matches!(
+        cli.command,
+        args::Command::Context(_) | args::Command::Host(_) | args::Command::Up(_)
+    );
+    if uses_context && let Err(e) = context::apply(&mut cli.global, &matches) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -25,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cmd::run(cli)) {
+    match runtime.block_on(cmd::run(cli, &matches)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -61,15 +61,15 @@ impl NatsAuth {
 pub enum ConnectError {
     /// Nothing answered at the address.
     #[error(
-        "cannot reach NATS at {url}: {source}. Start one with `trellis up`, or point \
-         --nats-url / TRELLIS_NATS_URL at a running nats-server"
+        "cannot reach NATS at {url}: {cause}. Start one with `trellis up`, or point \
+         --nats-url / TRELLIS_NATS_URL (or a context: `trellis context`) at a running nats-server"
     )]
     Unreachable {
         /// The address tried.
         url: String,
-        /// Why the connection failed.
-        #[source]
-        source: async_nats::ConnectError,
+        /// Why the connection failed: in the message, not a source, so a chain of causes
+        /// does not say it twice.
+        cause: async_nats::ConnectError,
     },
     /// Credentials or certificates could not be loaded.
     #[error("{0}")]
@@ -95,7 +95,7 @@ pub async fn connect_once_with(
         .max_reconnects(3)
         .connect(servers(url).as_slice())
         .await
-        .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })
+        .map_err(|cause| ConnectError::Unreachable { url: url.to_owned(), cause })
 }
 
 /// How often a long-lived connection pings its server. The client takes the connection for
@@ -137,7 +137,7 @@ pub async fn connect_persistent(
             })
             .connect(servers(url).as_slice())
             .await
-            .map_err(|source| ConnectError::Unreachable { url: url.to_owned(), source })?;
+            .map_err(|cause| ConnectError::Unreachable { url: url.to_owned(), cause })?;
     Ok((client, rx))
 }
 

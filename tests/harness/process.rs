@@ -100,6 +100,9 @@ impl Trellis {
             .args(args)
             .env("TRELLIS_NATS_URL", &self.nats_url)
             .env("TRELLIS_LATTICE", &self.lattice)
+            // Whatever context the machine's user selected stays out of the tests.
+            .env("XDG_CONFIG_HOME", self._keys.path())
+            .env_remove("TRELLIS_CONTEXT")
             .env_remove("RUST_LOG")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -77,3 +77,60 @@ async fn man_pages_are_written_for_every_command() {
     let deploy = std::fs::read_to_string(dir.join("trellis-app-deploy.1")).unwrap();
     assert!(deploy.contains("manifest"), "the page says what the command takes: {deploy}");
 }
+
+#[tokio::test]
+async fn a_selected_context_picks_the_lattice_and_flags_and_the_environment_still_win() {
+    let lattice = crate::Lattice::new("ctx").await;
+    let _host = lattice.trellis.host("h", &[]).await;
+    let home = tempfile::tempdir().unwrap();
+    let url = lattice.nats.url();
+    let names = |out: Output| -> Vec<String> {
+        let hosts: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let hosts = hosts.as_array().cloned().unwrap_or_default();
+        hosts.iter().filter_map(|h| h["name"].as_str().map(str::to_owned)).collect()
+    };
+
+    let saved = trellis(
+        &["context", "add", "lab", "--nats-url", &url, "--lattice", "ctx", "--select"],
+        home.path(),
+    )
+    .await;
+    assert!(stdout(&saved).contains("selected"));
+    let file = home.path().join(".config/trellis/contexts/lab.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "only its owner reads a context");
+    assert_eq!(stdout(&trellis(&["context", "ls"], home.path()).await), "* lab\n");
+
+    // The context supplies the server and the lattice.
+    let get = ["get", "hosts", "--output", "json"];
+    assert_eq!(names(trellis(&get, home.path()).await), ["h"]);
+    // A flag beats it, and so does the environment.
+    let other = trellis(&[&["--lattice", "elsewhere"], &get[..]].concat(), home.path()).await;
+    assert_eq!(names(other), Vec::<String>::new());
+    let env = Command::new(bin("trellis"))
+        .args(get)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("TRELLIS_LATTICE", "elsewhere")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(names(env), Vec::<String>::new());
+
+    // A context that is not there is named, with what to do.
+    let missing = trellis(&["--context", "nope", "get", "hosts"], home.path()).await;
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && err.contains("trellis context ls"), "{err}");
+    // A server that is not there is named with the context it came from.
+    stdout(
+        &trellis(&["context", "add", "gone", "--nats-url", "nats://127.0.0.1:1"], home.path())
+            .await,
+    );
+    let gone = trellis(&["--context", "gone", "get", "hosts"], home.path()).await;
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("with context `gone`") && err.contains("nats://127.0.0.1:1"), "{err}");
+
+    stdout(&trellis(&["context", "rm", "lab"], home.path()).await);
+    assert_eq!(stdout(&trellis(&["context", "ls"], home.path()).await), "  gone\n");
+}

@@ -5,6 +5,7 @@ mod bench;
 mod call;
 mod claims;
 mod config;
+mod context;
 mod docs;
 mod get;
 mod host;
@@ -25,9 +26,10 @@ use crate::args::{Cli, Command, Global};
 /// Exit code for "accepted but not (fully) placed".
 pub const NOT_PLACED: u8 = 2;
 
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
+        Command::Context(cmd) => context::run(g, matches, cmd),
         Command::Up(args) => up::run(g, args).await,
         Command::Host(args) => host::run(g, args).await,
         Command::Get(cmd) => get::run(g, cmd).await,
@@ -49,7 +51,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Connects to the lattice, failing fast with advice when NATS is not there.
 pub async fn connect(g: &Global) -> anyhow::Result<LatticeClient> {
     let auth = g.nats_auth()?;
-    let nats = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli", &auth).await?;
+    let connected = trellis_lattice::connect::connect_once(g.nats_url(), "trellis-cli", &auth);
+    let nats = match (connected.await, &g.context) {
+        (Ok(nats), _) => nats,
+        (Err(e), Some(name)) => return Err(e).context(format!("with context `{name}`")),
+        (Err(e), None) => return Err(e.into()),
+    };
     let client = LatticeClient::new(nats, &g.lattice)
         .context("invalid --lattice")?
         .with_js_domain(auth.js_domain)
