@@ -6,6 +6,7 @@ mod builtins;
 mod cmd;
 mod context;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -134,3 +134,54 @@ async fn a_selected_context_picks_the_lattice_and_flags_and_the_environment_stil
     stdout(&trellis(&["context", "rm", "lab"], home.path()).await);
     assert_eq!(stdout(&trellis(&["context", "ls"], home.path()).await), "  gone\n");
 }
+
+#[tokio::test]
+async fn progress_shows_on_a_terminal_and_nowhere_else() {
+    let lattice = crate::Lattice::new("progress").await;
+    let t = &lattice.trellis;
+    let args = ["--allow-unsigned", "--scheduler", "--scheduler-lease=2", "--label=role=worker"];
+    let _s = t.host_with("s", &args.map(String::from)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |version: &str| {
+        let hello = trellis_tests::component("http-hello");
+        let yaml = format!(
+            "name: shown\nversion: '{version}'\ncomponents:\n  - name: hello\n    source: {}\n    \
+             replicas: 1\n    spread:\n      - name: w\n        requirements: {{role: worker}}\n",
+            hello.display()
+        );
+        let path = dir.path().join(format!("v{version}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    // Not a terminal (a pipe, as in scripts and CI): the result, and no progress.
+    let piped = t.cli(&["app", "deploy", &manifest("1")]).await;
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("waiting"), "no progress into a pipe: {stderr}");
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("deployed"));
+
+    // A terminal (script(1) runs it on a pseudo-terminal): the spinner says what it waits for.
+    let config = dir.path();
+    let on_terminal = |args: String| async move {
+        let command = format!("{} {args}", bin("trellis").display());
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("TRELLIS_NATS_URL", &t.nats_url)
+            .env("TRELLIS_LATTICE", &t.lattice)
+            .envs(t.env.iter().map(|(k, v)| (k, v)))
+            .env("XDG_CONFIG_HOME", config)
+            .env("TERM", "xterm")
+            .output()
+            .await
+            .expect("script(1) runs");
+        let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{screen}");
+        screen
+    };
+    let screen = on_terminal(format!("app deploy {}", manifest("2"))).await;
+    assert!(screen.contains("shown 2: "), "progress on the terminal: {screen:?}");
+    // And `--output json` shows none even there.
+    let screen = on_terminal(format!("app deploy {} --output json", manifest("3"))).await;
+    assert!(!screen.contains("shown 3: "), "{screen:?}");
+}

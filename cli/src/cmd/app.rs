@@ -16,6 +16,7 @@ use trellis_lattice::manifest::{Manifest, Source};
 use super::NOT_PLACED;
 use crate::args::{AppCommand, Global, Output};
 use crate::output::{print_json, print_table, time_text};
+use crate::progress::Progress;
 
 pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
     if let AppCommand::Schema = cmd {
@@ -35,7 +36,7 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
             let credentials = oci_username.zip(oci_password).map(|(username, password)| {
                 trellis_lattice::oci::Credentials { username, password }
             });
-            let sources = Sources { lattice: &lattice, oci: credentials };
+            let sources = Sources { lattice: &lattice, oci: credentials, g };
             deploy(g, &sources, &apps, &manifest, wait).await
         }
         AppCommand::Status { name } => {
@@ -135,6 +136,7 @@ async fn update(
 struct Sources<'a> {
     lattice: &'a LatticeClient,
     oci: Option<trellis_lattice::oci::Credentials>,
+    g: &'a Global,
 }
 
 impl Sources<'_> {
@@ -163,10 +165,11 @@ impl Sources<'_> {
                 }
                 Source::Oci(text) => {
                     let reference = trellis_lattice::oci::Reference::parse(text)?;
+                    let progress = Progress::start(self.g, format!("pulling oci://{reference}"));
                     let pulled = trellis_lattice::oci::pull(&reference, self.oci.as_ref())
                         .await
                         .with_context(|| format!("component `{}`", c.name))?;
-                    eprintln!("pulled oci://{reference} ({})", pulled.manifest_digest);
+                    progress.done(format!("pulled oci://{reference} ({})", pulled.manifest_digest));
                     state.put_artifact(&pulled.bytes).await?
                 }
             };
@@ -219,7 +222,6 @@ async fn deploy(
         record.record("deploy", &version, "");
         trim_versions(&mut record);
         if apps.put(&record, revision).await?.is_ok() {
-            eprintln!("application `{name}` {version} accepted; waiting for the scheduler");
             let placed = wait_placed(g, apps, &name, &version, wait).await?;
             if placed == ExitCode::SUCCESS {
                 links.outcome.wait_all(links.keys, 0).await?;
@@ -297,6 +299,7 @@ async fn wait_placed(
     wait: u64,
 ) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(wait);
+    let progress = Progress::start(g, format!("{name} {version}: waiting for the scheduler"));
     loop {
         let record = get(g, apps, name).await?;
         if record.current.as_ref().map(|v| v.as_str()) != Some(version) {
@@ -315,8 +318,12 @@ async fn wait_placed(
             }
         }
         let status = apps.status(name).await?.filter(|s| s.version == version);
+        if let Some(s) = &status {
+            progress.say(format!("{name} {version}: {} {}", s.state, s.reason));
+        }
         match status.as_ref().map(|s| s.state) {
             Some(State::Deployed) => {
+                drop(progress);
                 print_status(g, &record, status.as_ref());
                 return Ok(ExitCode::SUCCESS);
             }
@@ -359,11 +366,12 @@ async fn undeploy(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<Exi
         Ok(())
     })
     .await?;
-    eprintln!("application `{name}`: undeploying");
+    let progress = Progress::start(g, format!("{name}: undeploying"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = apps.status(name).await?;
         if status.as_ref().is_some_and(|s| s.state == State::Undeployed) {
+            drop(progress);
             match g.output {
                 Output::Json => print_json(&json!({ "name": name, "state": "undeployed" })),
                 Output::Text => println!("application `{name}` undeployed"),

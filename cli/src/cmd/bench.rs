@@ -26,10 +26,9 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let mut reports = Vec::new();
     for scenario in scenarios {
-        if g.output == Output::Text {
-            eprintln!("running {} ...", scenario.name());
-        }
+        let progress = crate::progress::Progress::start(g, format!("running {}", scenario.name()));
         let report = trellis_bench::run(scenario, &options).await?;
+        drop(progress);
         if g.output == Output::Text {
             println!("{}", report.to_table());
         }
