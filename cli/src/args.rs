@@ -115,6 +115,9 @@ pub enum Command {
     Up(UpArgs),
     /// Run a host that joins the lattice.
     Host(HostArgs),
+    /// Build a component project, serve it on HTTP (on a local lattice unless one is up), and
+    /// rebuild and replace it in place when its sources change.
+    Dev(DevArgs),
     /// Show hosts, a host's inventory, or links.
     #[command(subcommand)]
     Get(GetCommand),
@@ -161,6 +164,19 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// A Rust crate to build for wasm32-wasip2, or a .wasm component another tool builds.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Component id [default: the crate's or file's name].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Where the http-server provider listens.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -54,6 +54,8 @@ fn main() -> ExitCode {
 fn init_logging(command: &args::Command, format: args::LogFormat) {
     let default = match command {
         args::Command::Up(_) | args::Command::Host(_) => "info",
+        // What the component prints, and its traps.
+        args::Command::Dev(_) => "warn,trellis_host::runtime::output=info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -18,7 +18,7 @@ pub use components::{component, python_component, signed_component, signed_hello
 pub use http::{HttpReply, http_request, http_request_to_host, read_head};
 pub use netns::{InnerRelay, Netns, Relay};
 pub use oci::OciRegistry;
-pub use process::{Host, Trellis, bin, free_port};
+pub use process::{Host, Trellis, bin, free_port, target_dir};
 pub use redis::RedisServer;
 pub use trellis_lattice::nats_server::LocalNatsServer as NatsServer;
 

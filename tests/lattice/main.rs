@@ -9,6 +9,7 @@ mod claims;
 mod cli;
 mod config;
 mod deploy_files;
+mod dev;
 mod errors;
 mod faults;
 mod http;

@@ -6,6 +6,7 @@ mod call;
 mod claims;
 mod config;
 mod context;
+mod dev;
 mod docs;
 mod get;
 mod host;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCod
         Command::Context(cmd) => context::run(g, matches, cmd),
         Command::Up(args) => up::run(g, args).await,
         Command::Host(args) => host::run(g, args).await,
+        Command::Dev(args) => dev::run(g, args).await,
         Command::Get(cmd) => get::run(g, cmd).await,
         Command::Start(cmd) => start::run(g, cmd).await,
         Command::Stop(cmd) => stop::run(g, cmd).await,
