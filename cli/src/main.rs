@@ -18,10 +18,13 @@ use clap::{CommandFactory, FromArgMatches};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let matches = args::Cli::command().get_matches();
+    let matches = match args::Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return usage_error(&e),
+    };
     let mut cli = match args::Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => return usage_error(&e),
     };
     init_logging(&cli.command, cli.global.log_format);
     // A context fills in what flags and the environment leave unset, for the commands that
@@ -49,6 +52,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a command-line error (or `--help`, `--version`). Usage errors exit 64 (EX_USAGE), not
+/// clap's 2, which `trellis` keeps for "accepted but not fully placed" (docs/cli.md).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS }
 }
 
 fn init_logging(command: &args::Command, format: args::LogFormat) {
