@@ -351,7 +351,7 @@ struct Supervisor {
 impl Supervisor {
     async fn run(self, first: Instance, mut stop: watch::Receiver<bool>) {
         let mut instance = Some(first);
-        let mut failures = 0u32;
+        let mut delays = restart_delays();
         loop {
             let Some(mut running) = instance.take() else {
                 break;
@@ -368,10 +368,12 @@ impl Supervisor {
             self.events
                 .provider(EventKind::ProviderFailed, &self.handle.id, &self.handle.kind, &reason)
                 .await;
-            failures = if started.elapsed() > HEALTHY_AFTER { 1 } else { failures + 1 };
+            if started.elapsed() > HEALTHY_AFTER {
+                delays = restart_delays();
+            }
             // Start again with backoff until it works or we are told to stop.
             loop {
-                let delay = backoff(failures);
+                let delay = delays.next().unwrap_or(MAX_RESTART_DELAY);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop_requested(&mut stop) => return,
@@ -386,10 +388,7 @@ impl Supervisor {
                             .await;
                         break;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "provider restart failed");
-                        failures += 1;
-                    }
+                    Err(e) => tracing::warn!(error = %e, "provider restart failed"),
                 }
             }
         }
@@ -465,10 +464,19 @@ fn sigterm(child: &Child) {
     }
 }
 
-/// 200 ms doubling per consecutive failure, at most 10 s.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
-        .min(Duration::from_secs(10))
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
+
+/// Delays between restarts of a provider that keeps failing: 200 ms doubling per consecutive
+/// failure up to 10 s, each with up to as much again of jitter, so the providers of a host
+/// that all lost the same backend do not restart in step.
+fn restart_delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(MAX_RESTART_DELAY)
+        .without_max_times()
+        .with_jitter()
+        .build()
 }
 
 #[cfg(test)]
@@ -476,9 +484,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_caps() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(2), Duration::from_millis(400));
-        assert!(backoff(100) <= Duration::from_secs(10));
+    fn restart_delays_grow_with_jitter_and_cap() {
+        let delays: Vec<Duration> = restart_delays().take(100).collect();
+        assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&delays[0]));
+        assert!((Duration::from_millis(400)..=Duration::from_millis(800)).contains(&delays[1]));
+        assert!(delays.iter().all(|d| *d <= MAX_RESTART_DELAY * 2), "{delays:?}");
+        assert!(delays[99] >= MAX_RESTART_DELAY, "it reaches the cap: {delays:?}");
     }
 }
