@@ -1,5 +1,6 @@
 //! Decoders of network input never panic: valid encodings, each mutated many ways, and random
-//! bytes. A quick deterministic stand-in for the fuzz targets in `fuzz/`, run on every test run.
+//! bytes (proptest: different ones each run, a failure shrunk to a small input). A quick
+//! stand-in for the fuzz targets in `fuzz/`, run on every test run.
 
 use trellis_lattice::hostlink::{
     Bootstrap, ToHost, ToProvider, WireError, decode_frame, encode_frame,
@@ -7,48 +8,64 @@ use trellis_lattice::hostlink::{
 use trellis_lattice::http::{HttpRequest, HttpResponse, decode, encode};
 use trellis_lattice::subject::Subjects;
 
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestRunner;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// One edit of a byte string, at a position proportional to its length.
+#[derive(Debug, Clone)]
+enum Edit {
+    Flip(Index, u8),
+    Remove(Index),
+    Insert(Index, u8),
+    Truncate(Index),
 }
 
-/// Flips, deletes, duplicates and truncates bytes of `seed`.
-fn mutants(seed: &[u8], rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(count + count / 4);
-    for _ in 0..count {
-        let mut m = seed.to_vec();
-        for _ in 0..=rng.below(4) {
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<Index>(), 0u8..8).prop_map(|(i, bit)| Edit::Flip(i, bit)),
+        any::<Index>().prop_map(Edit::Remove),
+        (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        any::<Index>().prop_map(Edit::Truncate),
+    ]
+}
+
+/// `seed` with one to four flips, deletions, insertions or truncations; or, one time in five,
+/// random bytes.
+fn mutant(seed: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let edited = prop::collection::vec(edit(), 1..=4).prop_map(move |edits| {
+        let mut m = seed.clone();
+        for edit in edits {
             if m.is_empty() {
                 break;
             }
-            let i = rng.below(m.len());
-            match rng.below(4) {
-                0 => m[i] ^= 1 << rng.below(8),
-                1 => {
-                    m.remove(i);
+            match edit {
+                Edit::Flip(i, bit) => {
+                    let i = i.index(m.len());
+                    m[i] ^= 1 << bit;
                 }
-                2 => m.insert(i, rng.next() as u8),
-                _ => m.truncate(i),
+                Edit::Remove(i) => {
+                    m.remove(i.index(m.len()));
+                }
+                Edit::Insert(i, b) => m.insert(i.index(m.len()), b),
+                Edit::Truncate(i) => m.truncate(i.index(m.len())),
             }
         }
-        out.push(m);
+        m
+    });
+    prop_oneof![4 => edited, 1 => prop::collection::vec(any::<u8>(), 0..64)]
+}
+
+/// Runs `test` on `cases` mutants of `seed`; a failure is shrunk to a small input and reported.
+fn on_mutants(seed: &[u8], cases: u32, test: impl Fn(&[u8])) {
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    let result = TestRunner::new(config).run(&mutant(seed.to_vec()), |m| {
+        test(&m);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
-    for _ in 0..count / 4 {
-        let len = rng.below(64);
-        out.push((0..len).map(|_| rng.next() as u8).collect());
-    }
-    out
 }
 
 fn request() -> HttpRequest {
@@ -64,21 +81,19 @@ fn request() -> HttpRequest {
 
 #[test]
 fn http_messages_survive_mutation() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let req = encode(&request()).unwrap();
     let resp =
         encode(&HttpResponse { status: 200, headers: vec![], body: b"x".to_vec().into() }).unwrap();
     for seed in [req, resp] {
-        for m in mutants(&seed, &mut rng, 5000) {
-            let _ = decode::<HttpRequest>(&m);
-            let _ = decode::<HttpResponse>(&m);
-        }
+        on_mutants(&seed, 5000, |m| {
+            let _ = decode::<HttpRequest>(m);
+            let _ = decode::<HttpResponse>(m);
+        });
     }
 }
 
 #[test]
 fn hostlink_frames_survive_mutation() {
-    let mut rng = Rng(42);
     let frames = [
         encode_frame(&ToHost::Invoke {
             id: 1,
@@ -112,29 +127,27 @@ fn hostlink_frames_survive_mutation() {
         .unwrap(),
     ];
     for frame in frames {
-        for m in mutants(&frame[4..], &mut rng, 5000) {
-            let _ = decode_frame::<ToHost>(&m);
-            let _ = decode_frame::<ToProvider>(&m);
-            let _ = decode_frame::<Bootstrap>(&m);
-        }
+        on_mutants(&frame[4..], 5000, |m| {
+            let _ = decode_frame::<ToHost>(m);
+            let _ = decode_frame::<ToProvider>(m);
+            let _ = decode_frame::<Bootstrap>(m);
+        });
     }
 }
 
 #[test]
 fn subjects_survive_mutation() {
-    let mut rng = Rng(7);
     let s = Subjects::new("lat").unwrap();
     for seed in [s.rpc("a", "wasi:http/incoming-handler", "handle"), s.hosts_ping()] {
-        for m in mutants(seed.as_bytes(), &mut rng, 5000) {
-            let _ = s.parse(&String::from_utf8_lossy(&m));
-        }
+        on_mutants(seed.as_bytes(), 5000, |m| {
+            let _ = s.parse(&String::from_utf8_lossy(m));
+        });
     }
 }
 
 #[test]
 fn claims_sections_and_tokens_survive_mutation() {
     use trellis_lattice::claims::{self, ClaimsInput, section};
-    let mut rng = Rng(0xC1A1_5EED);
     let account = nkeys::KeyPair::new_account();
     let input = ClaimsInput {
         name: "n".into(),
@@ -148,23 +161,22 @@ fn claims_sections_and_tokens_survive_mutation() {
     wasm.extend_from_slice(&[1, 3, 1, 2, 3]);
     let signed = claims::sign(&wasm, &account, &input, 1_700_000_000).unwrap();
     let trusted = [account.public_key()];
-    for m in mutants(&signed, &mut rng, 3000) {
-        let _ = section::split(&m);
-        let _ = claims::inspect(&m);
-        let _ = claims::verify(&m, &trusted, 1_700_000_000);
-    }
+    on_mutants(&signed, 3000, |m| {
+        let _ = section::split(m);
+        let _ = claims::inspect(m);
+        let _ = claims::verify(m, &trusted, 1_700_000_000);
+    });
     // Mutating only the token keeps the framing and exercises the JWT decoder.
     let split = section::split(&signed).unwrap();
-    for token in mutants(&split.tokens[0], &mut rng, 3000) {
-        let _ = claims::inspect(&section::append(&split.stripped, &token));
-    }
+    on_mutants(&split.tokens[0], 3000, |token| {
+        let _ = claims::inspect(&section::append(&split.stripped, token));
+    });
 }
 
 #[test]
 fn signed_invocation_headers_survive_mutation() {
     use trellis_lattice::envelope::Invocation;
     use trellis_lattice::signing::{BodyDigest, HOST, SIG, Signed, Signer, Verifier};
-    let mut rng = Rng(99);
     let signer = Signer::new(nkeys::KeyPair::new_server(), None);
     let verifier = Verifier::new(vec![nkeys::KeyPair::new_cluster().public_key()], false, 60_000);
     let now = 1_800_000_000_000;
@@ -194,13 +206,13 @@ fn signed_invocation_headers_survive_mutation() {
     );
     for name in [HOST, SIG, trellis_lattice::envelope::header::DEADLINE] {
         let value = headers.get(name).unwrap().as_str().as_bytes().to_vec();
-        for m in mutants(&value, &mut rng, 1000) {
+        on_mutants(&value, 1000, |m| {
             // A header value on the wire has no line breaks (and HeaderMap refuses them).
-            let value = String::from_utf8_lossy(&m).replace(['\r', '\n'], "");
+            let value = String::from_utf8_lossy(m).replace(['\r', '\n'], "");
             let mut h = headers.clone();
             h.insert(name, value.as_str());
             let _ = verifier.verify(("x", "_INBOX.x.1"), Some(&h), BodyDigest::of(b"b"), now);
-        }
+        });
     }
 }
 
@@ -208,7 +220,6 @@ fn signed_invocation_headers_survive_mutation() {
 fn signed_control_request_headers_survive_mutation() {
     use trellis_lattice::envelope::header::{DEADLINE, JTI};
     use trellis_lattice::signing::{ControlVerifier, OPERATOR, OperatorKey, Role, SIG};
-    let mut rng = Rng(7);
     let key = OperatorKey::generate();
     let trusted = key.public_key().parse().unwrap();
     let verifier = ControlVerifier::new(vec![trusted], false);
@@ -216,22 +227,21 @@ fn signed_control_request_headers_survive_mutation() {
     let headers = key.sign("s", b"body", now + 1000);
     for name in [OPERATOR, SIG, DEADLINE, JTI] {
         let value = headers.get(name).unwrap().as_str().as_bytes().to_vec();
-        for m in mutants(&value, &mut rng, 1000) {
-            let value = String::from_utf8_lossy(&m).replace(['\r', '\n'], "");
+        on_mutants(&value, 1000, |m| {
+            let value = String::from_utf8_lossy(m).replace(['\r', '\n'], "");
             let mut h = headers.clone();
             h.insert(name, value.as_str());
             // Only the unchanged request may pass (a mutant can equal the original).
             if verifier.check("s", Some(&h), b"body", Role::Admin, now).is_ok() {
                 assert_eq!(h.get(name), headers.get(name));
             }
-        }
+        });
     }
 }
 
 #[test]
 fn chunk_announcements_survive_mutation() {
     use trellis_lattice::chunks::{BODY, BODY_LEN, BODY_SHA256, announced};
-    let mut rng = Rng(11);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(BODY, "_INBOX.abc");
     headers.insert(BODY_LEN, "4096");
@@ -239,11 +249,11 @@ fn chunk_announcements_survive_mutation() {
     assert!(announced(Some(&headers)).unwrap().is_ok());
     for name in [BODY, BODY_LEN, BODY_SHA256] {
         let value = headers.get(name).unwrap().as_str().as_bytes().to_vec();
-        for m in mutants(&value, &mut rng, 1000) {
-            let value = String::from_utf8_lossy(&m).replace(['\r', '\n'], "");
+        on_mutants(&value, 1000, |m| {
+            let value = String::from_utf8_lossy(m).replace(['\r', '\n'], "");
             let mut h = headers.clone();
             h.insert(name, value.as_str());
             let _ = announced(Some(&h));
-        }
+        });
     }
 }

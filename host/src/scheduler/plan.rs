@@ -211,6 +211,7 @@ pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placeme
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
@@ -341,39 +342,43 @@ mod tests {
         assert_eq!(apportion(3, &[0, 0]), vec![0, 0]);
     }
 
-    /// A small deterministic generator, so the properties below cover many shapes.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self, below: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % below.max(1)
-        }
-    }
+    const ZONES: [&str; 3] = ["a", "b", "c"];
 
-    #[test]
-    fn converges_in_one_step_never_overshoots_honours_labels_and_is_stable() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for _ in 0..2000 {
-            let zones = ["a", "b", "c"];
-            let hosts: Vec<Observed> = (0..rng.next(8))
-                .map(|i| {
-                    let mut h = host(&format!("h{i}"), zones[rng.next(3) as usize]);
-                    if rng.next(3) == 0 {
-                        let fingerprint = if rng.next(2) == 0 { "f1" } else { "f0" };
+    /// Up to seven hosts in zones a to c, a third of them already running some version of
+    /// `web`.
+    fn lattice() -> impl Strategy<Value = Vec<Observed>> {
+        let one = (0..ZONES.len(), prop::option::weighted(1.0 / 3.0, any::<bool>()));
+        prop::collection::vec(one, 0..8).prop_map(|hosts| {
+            let hosts = hosts.into_iter().enumerate();
+            hosts
+                .map(|(i, (zone, running))| {
+                    let mut h = host(&format!("h{i}"), ZONES[zone]);
+                    if let Some(newer) = running {
+                        let fingerprint = if newer { "f1" } else { "f0" };
                         h.workloads.insert("web".into(), workload(fingerprint));
                     }
                     h
                 })
-                .collect();
-            let mut spread: Vec<(&str, u32)> = Vec::new();
-            for zone in zones {
-                if rng.next(2) == 0 {
-                    spread.push((zone, rng.next(4) as u32 + 1));
-                }
-            }
-            let w = wanted(rng.next(6) as u32, &spread);
+                .collect()
+        })
+    }
+
+    /// Weights 1 to 4 for some of the zones (none: any host will do).
+    fn spread() -> impl Strategy<Value = Vec<(&'static str, u32)>> {
+        prop::collection::vec(prop::option::of(1u32..=4), ZONES.len()).prop_map(|weights| {
+            ZONES.iter().zip(weights).filter_map(|(z, w)| w.map(|w| (*z, w))).collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn converges_in_one_step_never_overshoots_honours_labels_and_is_stable(
+            hosts in lattice(),
+            spread in spread(),
+            replicas in 0u32..6,
+        ) {
+            let w = wanted(replicas, &spread);
             let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
             let after = apply(&hosts, &commands, &w);
             let running: Vec<&Observed> =
