@@ -3,6 +3,11 @@
 //! of the test interface (records, variants, enums, flags, options, results, tuples, lists,
 //! chars, strings, integers and floats).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::TestRunner;
 use rmpv::Value;
 use trellis_host::runtime::values::decode_all;
 use trellis_tests::component;
@@ -10,46 +15,50 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Type};
 use wasmtime::{Config, Engine};
 
-/// A small deterministic generator (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
+/// A msgpack value of every kind the decoder meets, up to four levels deep.
+fn msgpack() -> impl Strategy<Value = Value> {
+    const WORDS: [&str; 15] = [
+        "red", "green", "blue", "read", "write", "exec", "circle", "rect", "empty", "ok", "err",
+        "x", "y", "label", "",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Nil),
+        any::<bool>().prop_map(Value::Boolean),
+        any::<i64>().prop_map(Value::from),
+        (0u64..300).prop_map(Value::from),
+        any::<u64>().prop_map(|bits| Value::F64(f64::from_bits(bits))),
+        any::<u32>().prop_map(|bits| Value::F32(f32::from_bits(bits))),
+        prop::sample::select(&WORDS[..]).prop_map(Value::from),
+        prop::collection::vec(any::<u8>(), 0..8).prop_map(Value::Binary),
+    ];
+    leaf.prop_recursive(4, 64, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((inner.clone(), inner.clone()), 0..4).prop_map(Value::Map),
+            inner.prop_map(|v| Value::Array(vec![v])),
+        ]
+    })
 }
 
-/// A random msgpack value, `depth` levels deep at most.
-fn value(rng: &mut Rng, depth: u32) -> Value {
-    let leaf = depth == 0;
-    match rng.below(if leaf { 8 } else { 11 }) {
-        0 => Value::Nil,
-        1 => Value::Boolean(rng.next().is_multiple_of(2)),
-        2 => Value::from(rng.next() as i64),
-        3 => Value::from(rng.next() % 300),
-        4 => Value::F64(f64::from_bits(rng.next())),
-        5 => Value::F32(f32::from_bits(rng.next() as u32)),
-        6 => {
-            let words = [
-                "red", "green", "blue", "read", "write", "exec", "circle", "rect", "empty", "ok",
-                "err", "x", "y", "label", "",
-            ];
-            Value::from(words[rng.below(words.len())])
+/// Encoded arguments: an array of `n` values (the right length, so decoding reaches the
+/// types), a third of the time with up to three bytes flipped, cut or inserted.
+fn arguments(n: usize) -> impl Strategy<Value = Vec<u8>> {
+    let args = prop::collection::vec(msgpack(), n).prop_map(|vs| encode(&Value::Array(vs)));
+    let damage = prop::collection::vec((0u8..3, any::<Index>(), any::<u8>()), 1..=3);
+    (args, prop::option::weighted(1.0 / 3.0, damage)).prop_map(|(mut bytes, damage)| {
+        for (how, at, byte) in damage.into_iter().flatten() {
+            if bytes.is_empty() {
+                break;
+            }
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] ^= 1 << (byte % 8),
+                1 => bytes.truncate(i.max(1)),
+                _ => bytes.insert(i, byte),
+            }
         }
-        7 => Value::Binary((0..rng.below(8)).map(|_| rng.next() as u8).collect()),
-        8 => Value::Array((0..rng.below(5)).map(|_| value(rng, depth - 1)).collect()),
-        9 => Value::Map(
-            (0..rng.below(4)).map(|_| (value(rng, depth - 1), value(rng, depth - 1))).collect(),
-        ),
-        _ => Value::Array(vec![value(rng, depth - 1)]),
-    }
+        bytes
+    })
 }
 
 fn encode(v: &Value) -> Vec<u8> {
@@ -77,33 +86,26 @@ fn random_and_mangled_arguments_are_errors_or_values_never_panics() {
     }
     assert!(functions.len() >= 9, "the test interface's functions: {functions:?}");
 
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let (mut accepted, mut refused) = (0, 0);
+    let (accepted, refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
     for (name, params) in &functions {
-        for round in 0..3000u32 {
-            // Arrays of the right length most of the time, so decoding reaches the types.
-            let args = Value::Array((0..params.len()).map(|_| value(&mut rng, 4)).collect());
-            let mut bytes = encode(&args);
-            if round.is_multiple_of(3) && !bytes.is_empty() {
-                for _ in 0..=rng.below(3) {
-                    let i = rng.below(bytes.len());
-                    match rng.below(3) {
-                        0 => bytes[i] ^= 1 << rng.below(8),
-                        1 => bytes.truncate(i.max(1)),
-                        _ => bytes.insert(i, rng.next() as u8),
-                    }
-                }
-            }
+        let config =
+            ProptestConfig { cases: 3000, failure_persistence: None, ..Default::default() };
+        let result = TestRunner::new(config).run(&arguments(params.len()), |bytes| {
             let types = params.iter().map(|(n, t)| (n.as_str(), t.clone()));
             match decode_all(&bytes, types) {
-                Ok(_) => accepted += 1,
+                Ok(_) => accepted.fetch_add(1, Ordering::Relaxed),
                 Err(e) => {
                     assert!(!e.to_string().is_empty(), "{name}: an error says what is wrong");
-                    refused += 1;
+                    refused.fetch_add(1, Ordering::Relaxed)
                 }
-            }
+            };
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{name}: {e}");
         }
     }
+    let (accepted, refused) = (accepted.into_inner(), refused.into_inner());
     // Both sides reached: the inputs are not all rejected at the door.
     assert!(accepted > 0 && refused > 0, "accepted {accepted}, refused {refused}");
 }
