@@ -95,24 +95,12 @@ pub fn labels_text(labels: &std::collections::HashMap<String, String>) -> String
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` in UTC.
 pub fn time_text(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let ms = i64::try_from(unix_ms).unwrap_or(i64::MAX);
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        // Beyond the year 9999: say what it is rather than a wrong date.
+        Err(_) => format!("{unix_ms} ms after 1970"),
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +110,6 @@ mod tests {
         assert_eq!(super::time_text(0), "1970-01-01 00:00:00");
         assert_eq!(super::time_text(1_795_564_800_000), "2026-11-25 00:00:00");
         assert_eq!(super::time_text(951_782_400_000 + 3_723_000), "2000-02-29 01:02:03");
+        assert_eq!(super::time_text(u64::MAX), format!("{} ms after 1970", u64::MAX));
     }
 }
