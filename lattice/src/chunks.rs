@@ -40,8 +40,11 @@ pub fn chunk_size(max_payload: usize) -> usize {
 }
 
 /// Whether `body` must travel in chunks on this connection.
+///
+/// Reads the connection's `max_payload` (an atomic), not `server_info()`, which clones every
+/// string the server sent: this runs on every call and every answer.
 pub fn needs_chunks(nats: &Client, body: &[u8]) -> bool {
-    body.len() > chunk_size(nats.server_info().max_payload)
+    body.len() > chunk_size(nats.max_payload())
 }
 
 fn too_large(len: usize) -> InvokeError {
@@ -63,7 +66,7 @@ pub async fn offer(
     if body.len() > MAX_BODY {
         return Err(too_large(body.len()));
     }
-    let chunk = chunk_size(nats.server_info().max_payload);
+    let chunk = chunk_size(nats.max_payload());
     let inbox = nats.new_inbox();
     let mut requests = nats.subscribe(inbox.clone()).await.map_err(|e| {
         InvokeError::new(InvokeErrorKind::Unavailable, format!("cannot offer a large body: {e}"))
@@ -93,9 +96,9 @@ pub async fn offer(
         };
         let _ = tokio::time::timeout(within, serve).await;
     });
-    headers.insert(BODY, inbox.as_str());
-    headers.insert(BODY_LEN, len.to_string().as_str());
-    headers.insert(BODY_SHA256, URL_SAFE_NO_PAD.encode(digest.sha256).as_str());
+    crate::envelope::set(headers, BODY, inbox.as_str());
+    crate::envelope::set(headers, BODY_LEN, len.to_string());
+    crate::envelope::set(headers, BODY_SHA256, URL_SAFE_NO_PAD.encode(digest.sha256));
     Ok(())
 }
 

@@ -145,7 +145,7 @@ impl InvokeError {
     /// Headers of an error reply.
     pub fn to_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ERROR, self.kind.as_str());
+        set(&mut headers, header::ERROR, self.kind.as_str());
         headers
     }
 
@@ -225,21 +225,21 @@ impl Invocation {
     /// The envelope headers.
     pub fn to_headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::SRC, self.source.as_str());
-        headers.insert(header::OP, self.operation.as_str());
-        headers.insert(header::DEADLINE, self.deadline_ms.to_string().as_str());
-        headers.insert(header::JTI, self.jti.as_str());
+        set(&mut headers, header::SRC, self.source.as_str());
+        set(&mut headers, header::OP, self.operation.as_str());
+        set(&mut headers, header::DEADLINE, self.deadline_ms.to_string());
+        set(&mut headers, header::JTI, self.jti.as_str());
         if self.link != crate::link::DEFAULT_LINK_NAME {
-            headers.insert(header::LINK, self.link.as_str());
+            set(&mut headers, header::LINK, self.link.as_str());
         }
         if let Some(trace) = &self.trace {
-            headers.insert(TRACEPARENT, trace.to_string().as_str());
+            set(&mut headers, TRACEPARENT, trace.to_string());
         }
         if let Some(caller) = &self.caller {
-            headers.insert(header::CALLER, caller.as_str());
+            set(&mut headers, header::CALLER, caller.as_str());
         }
         if self.depth > 0 {
-            headers.insert(header::DEPTH, self.depth.to_string().as_str());
+            set(&mut headers, header::DEPTH, self.depth.to_string());
         }
         headers
     }
@@ -274,6 +274,18 @@ impl Invocation {
 /// a static name needs neither, and a call looks up a dozen headers on each end.
 pub fn field<'h>(headers: Option<&'h HeaderMap>, name: &'static str) -> Option<&'h str> {
     headers?.get(async_nats::HeaderName::from_static(name)).map(async_nats::HeaderValue::as_str)
+}
+
+/// Sets one header of `headers`, by a name known when compiling.
+///
+/// `HeaderMap::insert(&str, ..)` checks the name and copies it into a new allocation; a static
+/// name needs neither, and a call sets half a dozen headers. A `String` value is kept as it is.
+pub fn set(
+    headers: &mut HeaderMap,
+    name: &'static str,
+    value: impl async_nats::header::IntoHeaderValue,
+) {
+    headers.insert(async_nats::HeaderName::from_static(name), value);
 }
 
 /// How deep in its chain a received call is (0 when its headers do not say, or say nonsense).

@@ -27,7 +27,7 @@ use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::envelope::{InvokeError, InvokeErrorKind, field, header};
+use crate::envelope::{InvokeError, InvokeErrorKind, field, header, set};
 
 pub use operator::{
     Authorized, ControlVerifier, InvalidOperator, OPERATOR, OperatorKey, RequestDenied, Role,
@@ -234,7 +234,7 @@ impl Signer {
     /// Names this host on an answer (`trellis-by`, with its cluster identity when it has one),
     /// so the caller can MAC its next calls for it.
     pub fn introduce(&self, headers: &mut HeaderMap) {
-        headers.insert(BY, self.public.as_str());
+        set(headers, BY, self.public.as_str());
         self.add_identity(headers);
     }
 
@@ -268,7 +268,7 @@ impl Signer {
         let Some(mac) = pairs.answer_mac(caller, &answer_digest(jti, body), may_agree) else {
             return false;
         };
-        headers.insert(ANSWER, format!("{}.{mac}", self.public).as_str());
+        set(headers, ANSWER, format!("{}.{mac}", self.public));
         true
     }
 
@@ -342,15 +342,15 @@ impl Signer {
         let digest = signed.digest();
         match self.pairs.as_ref().and_then(|p| p.macs(target, &digest)) {
             Some(Macs { list, full: false }) => {
-                headers.insert(HOST, self.public.as_str());
-                headers.insert(MAC, list.as_str());
+                set(headers, HOST, self.public.as_str());
+                set(headers, MAC, list);
                 self.add_identity(headers);
                 Proof::PairKey
             }
             // It knows as many replicas as it MACs for: there may be more, which check the
             // signature rather than send the call back.
             Some(Macs { list, full: true }) => {
-                headers.insert(MAC, list.as_str());
+                set(headers, MAC, list);
                 self.sign_digest(headers, &digest);
                 Proof::Signature
             }
@@ -379,15 +379,15 @@ impl Signer {
     fn sign_digest(&self, headers: &mut HeaderMap, digest: &[u8; 32]) {
         // Signing with an in-memory Ed25519 key cannot fail; an empty signature would be refused.
         let sig = self.key.sign(digest).unwrap_or_default();
-        headers.insert(HOST, self.public.as_str());
-        headers.insert(SIG, URL_SAFE_NO_PAD.encode(sig).as_str());
+        set(headers, HOST, self.public.as_str());
+        set(headers, SIG, URL_SAFE_NO_PAD.encode(sig));
         self.add_identity(headers);
     }
 
     fn add_identity(&self, headers: &mut HeaderMap) {
         let identity = self.identity.read().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(identity) = identity {
-            headers.insert(IDENTITY, &*identity);
+            set(headers, IDENTITY, &*identity);
         }
     }
 }
