@@ -23,6 +23,8 @@ impl Progress {
         if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
             bar.set_style(style);
         }
+        // Shown at once, however short the wait.
+        bar.tick();
         bar.enable_steady_tick(Duration::from_millis(100));
         Self(Some(bar))
     }

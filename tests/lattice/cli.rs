@@ -182,6 +182,11 @@ async fn progress_shows_on_a_terminal_and_nowhere_else() {
     };
     let screen = on_terminal(format!("app deploy {}", manifest("2"))).await;
     assert!(screen.contains("shown 2: "), "progress on the terminal: {screen:?}");
+    // Uploads too.
+    let hello = trellis_tests::component("http-hello");
+    let start = format!("start component {} --id also-shown", hello.display());
+    let screen = on_terminal(start).await;
+    assert!(screen.contains("uploading"), "upload progress on the terminal: {screen:?}");
     // And `--output json` shows none even there.
     let screen = on_terminal(format!("app deploy {} --output json", manifest("3"))).await;
     assert!(!screen.contains("shown 3: "), "{screen:?}");

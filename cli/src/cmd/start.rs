@@ -14,6 +14,7 @@ use super::NOT_PLACED;
 use super::get::PING_WAIT;
 use crate::args::{Global, Output, StartCommand, StartComponentArgs, StartProviderArgs};
 use crate::output::print_json;
+use crate::progress::Progress;
 
 pub async fn run(g: &Global, cmd: StartCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -26,6 +27,8 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
     trellis_lattice::subject::validate_id("component id", &args.id)?;
     let bytes = read_component(&args.file)?;
     let lattice = super::connect(g).await?;
+    let mib = bytes.len() as f64 / (1024.0 * 1024.0);
+    let progress = Progress::start(g, format!("uploading {} ({mib:.1} MiB)", args.file.display()));
     let digest = lattice.state().await?.put_artifact(&bytes).await?;
     let request = trellis_lattice::proto::StartComponentRequest {
         component_id: args.id.clone(),
@@ -54,8 +57,14 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
             chosen
         }
     };
+    progress.say(format!(
+        "starting {} on {} host(s): fetching and compiling",
+        args.id,
+        hosts.len()
+    ));
     let results =
         join_all(hosts.iter().map(|h| lattice.start_component_with(h, request.clone()))).await;
+    drop(progress);
     let mut started = Vec::new();
     let mut first_error = None;
     for (host, result) in hosts.iter().zip(results) {
