@@ -84,3 +84,37 @@ async fn editing_the_source_replaces_the_component_in_place_and_no_request_fails
     assert!(status.is_ok_and(|s| s.is_ok_and(|s| s.success())), "exits 0 on Ctrl-C");
     assert!(hello(addr).await.is_none(), "nothing serves after it stopped");
 }
+
+#[tokio::test]
+async fn on_a_running_lattice_a_wasm_file_is_served_and_nothing_is_left_behind() {
+    let lattice = crate::Lattice::new("dev-here").await;
+    let host = lattice.trellis.host("h", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("http_hello.wasm");
+    std::fs::copy(trellis_tests::component("http-hello"), &wasm).unwrap();
+
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut dev = Command::new(bin("trellis"))
+        .args(["dev", wasm.to_str().unwrap(), "--listen", &addr.to_string()])
+        .args(["--nats-url", &lattice.nats.url(), "--lattice", "dev-here"])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("trellis dev starts");
+    eventually("trellis dev to serve", Duration::from_secs(60), || hello(addr)).await;
+    let client = lattice.trellis.client().await;
+    let inventory = client.inventory(&host.id).await.unwrap();
+    assert!(inventory.components.iter().any(|c| c.id == "http-hello"), "on the lattice's host");
+
+    let pid = rustix::process::Pid::from_raw(dev.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), dev.wait()).await;
+    assert!(status.is_ok_and(|s| s.is_ok_and(|s| s.success())), "exits 0 on Ctrl-C");
+    let inventory = client.inventory(&host.id).await.unwrap();
+    assert!(inventory.components.is_empty() && inventory.providers.is_empty(), "{inventory:?}");
+    let links = client.state().await.unwrap().links().await.unwrap();
+    assert!(links.is_empty(), "its link is gone too: {links:?}");
+}

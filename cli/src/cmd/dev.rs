@@ -16,12 +16,15 @@ use anyhow::{Context as _, bail};
 use notify::Watcher as _;
 use tokio::sync::mpsc;
 use trellis_lattice::client::LatticeClient;
-use trellis_lattice::link::{InterfaceName, Link};
+use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
 use trellis_lattice::nats_server::LocalNatsServer;
 use trellis_lattice::proto::StartComponentRequest;
 
 use super::get::PING_WAIT;
 use crate::args::{DevArgs, Global};
+
+/// The contract the component serves HTTP on.
+const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
 
 /// What `trellis dev` builds and watches.
 #[derive(Debug, Clone)]
@@ -252,10 +255,16 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         let _ = tokio::time::timeout(Duration::from_secs(10), host).await;
         server.stop().await;
     } else {
-        // Leave a lattice we did not start as we found it.
+        // Leave a lattice we did not start as we found it: no provider, component or link of
+        // ours.
         let provider = format!("{id}-http");
         let _ = local.client.stop_provider(&local.host, &provider).await;
         let _ = local.client.stop_component(&local.host, &id).await;
+        if let (Ok(state), Ok(interface)) =
+            (local.client.state().await, InterfaceName::parse(HTTP_HANDLER))
+        {
+            let _ = state.delete_link(&provider, &interface, DEFAULT_LINK_NAME).await;
+        }
     }
     result
 }
@@ -276,8 +285,8 @@ async fn serve(
     let link = Link {
         source: provider.clone(),
         target: id.to_owned(),
-        interface: InterfaceName::parse("wasi:http/incoming-handler")?,
-        name: trellis_lattice::link::DEFAULT_LINK_NAME.to_owned(),
+        interface: InterfaceName::parse(HTTP_HANDLER)?,
+        name: DEFAULT_LINK_NAME.to_owned(),
         config: [("address".to_owned(), listen.to_string())].into(),
     };
     let outcome = super::link::LinkOutcome::listen(client).await?;
