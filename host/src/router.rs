@@ -171,22 +171,11 @@ impl Router {
     }
 
     async fn route(&self, call: Call<'_>, nesting: Nesting) -> Result<Bytes, InvokeError> {
-        let Call {
-            source,
-            target,
-            interface,
-            function,
-            link,
-            payload,
-            timeout,
-            trace,
-            caller,
-            depth,
-        } = call;
+        let Call { source, target, interface, function, link, trace, caller, depth, .. } = call;
         if depth > MAX_CALL_DEPTH {
             return Err(too_deep(source, target));
         }
-        let timeout = timeout.min(self.max_call_time());
+        let timeout = call.timeout.min(self.max_call_time());
         let route = route::choose(
             (target, interface, function),
             || self.components.get(target),
@@ -216,7 +205,7 @@ impl Router {
                 let call = LocalCall {
                     interface,
                     function,
-                    payload: &payload,
+                    payload: &call.payload,
                     timeout,
                     nesting,
                     trace: callee,
@@ -234,7 +223,7 @@ impl Router {
                     link,
                     interface,
                     function,
-                    payload: &payload,
+                    payload: &call.payload,
                     timeout,
                     trace,
                 };
@@ -248,18 +237,7 @@ impl Router {
                     (interface, function),
                     (source, target),
                 );
-                let call = Call {
-                    source,
-                    target,
-                    interface,
-                    function,
-                    link,
-                    payload,
-                    timeout,
-                    trace: Some(client),
-                    caller,
-                    depth,
-                };
+                let call = Call { timeout, trace: Some(client), ..call };
                 let answers = Some(&self.answers);
                 let result = send_invocation(&self.nats, &self.subjects, answers, call).await;
                 if let Err(e) = &result {

@@ -114,17 +114,23 @@ pub async fn http_while(
     give_up: Duration,
     running: Arc<AtomicBool>,
 ) -> Tally {
-    let seq = Arc::new(AtomicUsize::new(0));
-    let workers = (0..concurrency).map(|_| {
-        let (seq, running) = (seq.clone(), running.clone());
-        async move {
-            let mut records = Vec::new();
-            while running.load(Ordering::Relaxed) {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                records.push(one_http(addr, path, n, give_up).await);
-            }
-            records
+    while_running(concurrency, &running, |seq| one_http(addr, path, seq, give_up)).await
+}
+
+/// `concurrency` workers, each making one call after another with `call(seq)` until `running`
+/// turns false (the calls under way then finish); every record, in sequence order.
+async fn while_running<F, Fut>(concurrency: usize, running: &AtomicBool, call: F) -> Tally
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Record>,
+{
+    let seq = AtomicUsize::new(0);
+    let workers = (0..concurrency).map(|_| async {
+        let mut records = Vec::new();
+        while running.load(Ordering::Relaxed) {
+            records.push(call(seq.fetch_add(1, Ordering::Relaxed)).await);
         }
+        records
     });
     let mut records: Vec<Record> = futures::future::join_all(workers).await.concat();
     records.sort_by_key(|r| r.seq);
@@ -141,27 +147,20 @@ pub async fn invoke_while(
     (concurrency, timeout): (usize, Duration),
     running: Arc<AtomicBool>,
 ) -> Tally {
-    let seq = AtomicUsize::new(0);
-    let workers = (0..concurrency).map(|_| async {
-        let mut records = Vec::new();
-        while running.load(Ordering::Relaxed) {
-            let n = seq.fetch_add(1, Ordering::Relaxed);
-            let started = Instant::now();
-            let call = client.invoke(target, interface, function, payload.clone(), timeout);
-            let reply = tokio::time::timeout(timeout + Duration::from_secs(1), call).await;
-            let outcome = match reply {
-                Err(_) => Outcome::TimedOut,
-                Ok(Ok(_)) => Outcome::Answered,
-                Ok(Err(e)) if e.kind() == InvokeErrorKind::Timeout => Outcome::TimedOut,
-                Ok(Err(e)) => Outcome::Typed(e.kind().as_str().to_owned()),
-            };
-            records.push(Record { seq: n, outcome, took: started.elapsed(), headers: Vec::new() });
-        }
-        records
-    });
-    let mut records: Vec<Record> = futures::future::join_all(workers).await.concat();
-    records.sort_by_key(|r| r.seq);
-    Tally { records }
+    let payload = &payload;
+    while_running(concurrency, &running, |seq| async move {
+        let started = Instant::now();
+        let call = client.invoke(target, interface, function, payload.clone(), timeout);
+        let reply = tokio::time::timeout(timeout + Duration::from_secs(1), call).await;
+        let outcome = match reply {
+            Err(_) => Outcome::TimedOut,
+            Ok(Ok(_)) => Outcome::Answered,
+            Ok(Err(e)) if e.kind() == InvokeErrorKind::Timeout => Outcome::TimedOut,
+            Ok(Err(e)) => Outcome::Typed(e.kind().as_str().to_owned()),
+        };
+        Record { seq, outcome, took: started.elapsed(), headers: Vec::new() }
+    })
+    .await
 }
 
 async fn one_http(addr: SocketAddr, path: &str, seq: usize, give_up: Duration) -> Record {

@@ -266,12 +266,7 @@ impl Host {
 
     /// SIGTERM, then waits for the exit.
     pub async fn terminate(&mut self) -> ExitStatus {
-        let pid = self
-            .child
-            .id()
-            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-            .expect("running host");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        self.signal(rustix::process::Signal::TERM);
         tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("host exits within 20 s of SIGTERM")
