@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_nats::Client;
+use async_nats::{Client, HeaderMap, Subject};
 use bytes::Bytes;
 use tokio::time::Instant;
 use trellis_lattice::answers::Answers;
@@ -13,6 +13,7 @@ use trellis_lattice::client::{Call, send_invocation};
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, MAX_CALL_DEPTH};
 use trellis_lattice::http::{self, HttpRequest, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
+use trellis_lattice::outbox::{Outbox, Outgoing};
 use trellis_lattice::policy::Policy;
 use trellis_lattice::signing::{Signer, Verifier};
 use trellis_lattice::subject::{EventKind, Subjects};
@@ -49,6 +50,10 @@ pub(crate) struct Router {
     gate: Gate,
     /// Signs the calls this host sends over NATS and takes their authentic answers.
     answers: Answers,
+    /// Answers to calls, published together (see `trellis_lattice::outbox`).
+    outbox: Arc<Outbox>,
+    /// The task publishing them.
+    sender: tokio::task::AbortHandle,
     events: Events,
     /// Where components' imports lead.
     links: Arc<Links>,
@@ -79,6 +84,15 @@ impl Router {
     ) -> Arc<Self> {
         let gate = Gate::new(subjects.clone(), verifier, policy, max_call_time);
         let answers = Answers::new(nats.clone(), Arc::new(signer));
+        let outbox = Arc::new(Outbox::default());
+        let sender = tokio::spawn({
+            let (outbox, nats) = (outbox.clone(), nats.clone());
+            async move {
+                let failed = |_, e| tracing::warn!(error = %e, "answer not sent");
+                outbox.send(nats, failed).await;
+            }
+        })
+        .abort_handle();
         Arc::new_cyclic(|me| Self {
             components,
             nats,
@@ -86,6 +100,8 @@ impl Router {
             slots: Slots::new(max_calls),
             gate,
             answers,
+            outbox,
+            sender,
             events,
             links,
             configs,
@@ -329,7 +345,20 @@ impl Router {
 
     /// Waits until no call runs on this host (or `timeout` passes), then refuses new ones.
     pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         self.slots.drain(timeout).await
+            && tokio::time::timeout_at(deadline, self.outbox.handed()).await.is_ok()
+    }
+
+    /// Sends an answer to `reply` with the others posted at about the same time.
+    pub fn post_answer(&self, reply: Subject, headers: HeaderMap, body: Bytes) {
+        self.outbox.post(Outgoing { subject: reply, reply: None, headers, body, token: 0 });
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.sender.abort();
     }
 }
 

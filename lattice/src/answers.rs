@@ -17,10 +17,8 @@
 //! Notices need no MAC: a forged one can only make a call wait for its deadline, as it would
 //! without them.
 //!
-//! Calls go out through one sender task too: a call posts its message and the sender publishes
-//! every message posted by then together, after letting the other ready tasks run once. Calls
-//! made at about the same time (many in flight) then leave in one socket write instead of one
-//! each, which costs this process and nats-server a system call and a read per call.
+//! Calls go out through an [`Outbox`]: calls made at about the same time (many in flight) leave
+//! in one socket write instead of one each.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +28,9 @@ use std::time::Duration;
 use async_nats::{Client, HeaderMap, Message, StatusCode, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{Notify, OnceCell, oneshot};
+use tokio::sync::{OnceCell, oneshot};
 
+use crate::outbox::{Outbox, Outgoing};
 use crate::signing::{Proof, Signer};
 
 /// How often a replica running a call says so, until it answers.
@@ -76,22 +75,6 @@ struct Waiting {
 }
 
 type Table = Arc<Mutex<HashMap<u64, Waiting>>>;
-
-/// A call's message, posted for the sender task.
-struct Outgoing {
-    token: u64,
-    subject: Subject,
-    reply: Subject,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// Calls posted and not yet published, and the sender task's wake-up.
-#[derive(Default)]
-struct Outbox {
-    posted: Mutex<Vec<Outgoing>>,
-    ready: Notify,
-}
 
 /// The answers of one connection's authenticated calls (see the module docs).
 pub struct Answers {
@@ -170,14 +153,7 @@ impl Answers {
         lock(&self.waiting).insert(token, Waiting { answer, expect, heard: sent });
         let _forget = Forget(&self.waiting, token);
         let reply = Subject::from(format!("{}.{token}", self.prefix));
-        let first = {
-            let mut posted = self.outbox.posted.lock().unwrap_or_else(|p| p.into_inner());
-            posted.push(Outgoing { token, subject, reply, headers, body });
-            posted.len() == 1
-        };
-        if first {
-            self.outbox.ready.notify_one();
-        }
+        self.outbox.post(Outgoing { subject, reply: Some(reply), headers, body, token });
         let deadline = sent + within;
         let mut silent_at = sent + SILENCE;
         loop {
@@ -212,11 +188,16 @@ impl Answers {
                 })?;
                 let answers =
                     tokio::spawn(hand_out(sub, self.waiting.clone(), self.signer.clone()));
-                let sender = tokio::spawn(send_out(
-                    self.nats.clone(),
-                    self.outbox.clone(),
-                    self.waiting.clone(),
-                ));
+                let (nats, outbox, waiting) =
+                    (self.nats.clone(), self.outbox.clone(), self.waiting.clone());
+                let sender = tokio::spawn(async move {
+                    let failed = |token, e: async_nats::PublishError| {
+                        if let Some(call) = lock(&waiting).remove(&token) {
+                            let _ = call.answer.send(Err(AnswerError::Failed(e.to_string())));
+                        }
+                    };
+                    outbox.send(nats, failed).await;
+                });
                 Ok([answers.abort_handle(), sender.abort_handle()])
             })
             .await
@@ -243,26 +224,6 @@ async fn hand_out(mut sub: async_nats::Subscriber, waiting: Table, signer: Arc<S
         } else if !call.answer.is_closed() {
             // Forged: the call waits on for its own answer.
             lock(&waiting).insert(token, call);
-        }
-    }
-}
-
-/// Publishes the calls posted, all those posted by then at once (see the module docs).
-async fn send_out(nats: Client, outbox: Arc<Outbox>, waiting: Table) {
-    let mut batch = Vec::new();
-    loop {
-        outbox.ready.notified().await;
-        // Tasks ready to run now (calls woken by a batch of answers) post theirs meanwhile.
-        tokio::task::yield_now().await;
-        std::mem::swap(&mut *outbox.posted.lock().unwrap_or_else(|p| p.into_inner()), &mut batch);
-        for call in batch.drain(..) {
-            let Outgoing { token, subject, reply, headers, body } = call;
-            let sent = nats.publish_with_reply_and_headers(subject, reply, headers, body).await;
-            if let Err(e) = sent
-                && let Some(call) = lock(&waiting).remove(&token)
-            {
-                let _ = call.answer.send(Err(AnswerError::Failed(e.to_string())));
-            }
         }
     }
 }

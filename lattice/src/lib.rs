@@ -34,6 +34,7 @@ pub mod link;
 pub mod manifest;
 pub mod nats_server;
 pub mod oci;
+pub mod outbox;
 pub mod permissions;
 pub mod placement;
 pub mod policy;

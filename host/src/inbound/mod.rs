@@ -396,8 +396,7 @@ async fn answer(
                 }
             }
         }
-        None if headers.is_empty() => nats.publish(reply, body).await,
-        None => nats.publish_with_headers(reply, headers, body).await,
+        None => return router.post_answer(reply, headers, body),
     };
     if let Err(e) = sent {
         tracing::warn!(target = id, error = %e, "reply not sent");
