@@ -168,9 +168,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// A Rust crate to build for wasm32-wasip2, or a .wasm component another tool builds.
+    /// A Rust crate to build for wasm32-wasip2, a componentize-py app (app.py and wit/), or a
+    /// .wasm component another tool builds.
     #[arg(default_value = ".")]
     pub path: PathBuf,
+    /// The WIT world a componentize-py app targets (e.g. wasi:http/proxy@0.2.12) [default: the
+    /// only world in its wit/].
+    #[arg(long)]
+    pub world: Option<String>,
     /// Component id [default: the crate's or file's name].
     #[arg(long)]
     pub id: Option<String>,

@@ -65,7 +65,7 @@ pub fn python_component(name: &str) -> PathBuf {
 }
 
 /// The `wit/` directory of the wasmtime-wasi-http crate this workspace builds with.
-fn wasi_http_wit() -> PathBuf {
+pub fn wasi_http_wit() -> PathBuf {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--manifest-path"])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))

@@ -14,7 +14,7 @@ pub mod otlp;
 mod process;
 mod redis;
 
-pub use components::{component, python_component, signed_component, signed_hello};
+pub use components::{component, python_component, signed_component, signed_hello, wasi_http_wit};
 pub use http::{HttpReply, http_request, http_request_to_host, read_head};
 pub use netns::{InnerRelay, Netns, Relay};
 pub use oci::OciRegistry;

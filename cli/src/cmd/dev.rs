@@ -31,12 +31,17 @@ const HTTP_HANDLER: &str = "wasi:http/incoming-handler";
 enum Project {
     /// A Rust crate built for wasm32-wasip2 (`cargo build --release --target wasm32-wasip2`).
     Rust { dir: PathBuf, name: String },
+    /// A Python app (`app.py`) built with componentize-py against the WIT in its `wit/`.
+    Python { dir: PathBuf, world: Option<String>, out: PathBuf },
     /// A component file, re-read when it changes (built by another tool).
     Wasm { file: PathBuf },
 }
 
+/// Directories of a project that hold no sources of its own.
+const NOT_SOURCES: [&str; 5] = [".git", ".venv", "venv", "__pycache__", "node_modules"];
+
 impl Project {
-    fn detect(path: &Path) -> anyhow::Result<Self> {
+    fn detect(path: &Path, world: Option<&str>) -> anyhow::Result<Self> {
         if path.extension().is_some_and(|e| e == "wasm") {
             if !path.is_file() {
                 bail!("{} does not exist", path.display());
@@ -52,10 +57,27 @@ impl Project {
             })?;
             return Ok(Self::Rust { dir: path.to_owned(), name });
         }
+        if path.join("app.py").is_file() {
+            if !path.join("wit").is_dir() {
+                bail!(
+                    "{} holds app.py but no wit/: componentize-py builds against the WIT of the \
+                     world the app targets; put it in wit/ (for an HTTP app, wasi:http's \
+                     `proxy` world and its dependencies) and name the world with --world",
+                    path.display()
+                );
+            }
+            // Built outside the project, so the build's output is no change to watch.
+            let out = std::env::temp_dir()
+                .join(format!("trellis-dev-{}", std::process::id()))
+                .join("app.wasm");
+            let world = world.map(str::to_owned);
+            return Ok(Self::Python { dir: path.to_owned(), world, out });
+        }
         bail!(
-            "{} is neither a Rust crate (no Cargo.toml) nor a .wasm file: `trellis dev` builds a \
-             Rust crate for wasm32-wasip2, or serves a component another tool builds (pass its \
-             .wasm path; componentize-py and JavaScript projects are not detected yet)",
+            "{} is neither a Rust crate (Cargo.toml), a componentize-py app (app.py and wit/) nor \
+             a .wasm file: `trellis dev` builds a Rust crate for wasm32-wasip2 or a Python app \
+             with componentize-py, or serves a component another tool builds (pass its .wasm \
+             path; JavaScript projects are not detected: build them with jco and pass the .wasm)",
             path.display()
         )
     }
@@ -64,6 +86,10 @@ impl Project {
     fn default_id(&self) -> String {
         let name = match self {
             Self::Rust { name, .. } => name.clone(),
+            Self::Python { dir, .. } => std::path::absolute(dir)
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default(),
             Self::Wasm { file } => {
                 file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
             }
@@ -88,6 +114,7 @@ impl Project {
                 }
                 paths
             }
+            Self::Python { dir, .. } => vec![(dir.clone(), Recursive)],
             Self::Wasm { file } => {
                 let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
                 vec![(dir.map_or_else(|| PathBuf::from("."), Path::to_owned), NonRecursive)]
@@ -100,6 +127,12 @@ impl Project {
         match self {
             Self::Rust { .. } => {
                 path.extension().is_some_and(|e| e == "rs" || e == "wit" || e == "toml")
+            }
+            Self::Python { .. } => {
+                let in_sources = path.components().all(|c| {
+                    !NOT_SOURCES.iter().any(|skip| c.as_os_str() == std::ffi::OsStr::new(skip))
+                });
+                in_sources && path.extension().is_some_and(|e| e == "py" || e == "wit")
             }
             Self::Wasm { file } => path.file_name() == file.file_name(),
         }
@@ -118,14 +151,36 @@ impl Project {
                     .output()
                     .await
                     .context("cannot run cargo (is Rust installed?)")?;
-                if !out.status.success() {
-                    bail!("build failed:\n{}", String::from_utf8_lossy(&out.stderr).trim_end());
-                }
+                fail_unless_built(out, "cargo")?;
                 let target = target_dir(dir).await?;
                 let release = target.join("wasm32-wasip2/release");
                 // A library (cdylib) turns dashes into underscores; a binary keeps its name.
                 let lib = release.join(format!("{}.wasm", name.replace('-', "_")));
                 if lib.is_file() { lib } else { release.join(format!("{name}.wasm")) }
+            }
+            Self::Python { dir, world, out } => {
+                let parent = out.parent().unwrap_or(Path::new("."));
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+                let mut build = tokio::process::Command::new("componentize-py");
+                build.args(["-d", "wit"]);
+                if let Some(world) = world {
+                    build.args(["-w", world]);
+                }
+                let built = build
+                    .args(["componentize", "app", "-o"])
+                    .arg(out)
+                    .current_dir(dir)
+                    // Its Rust backtraces say nothing to a Python developer.
+                    .env("RUST_BACKTRACE", "0")
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .await
+                    .context(
+                        "cannot run componentize-py (install it: `pip install componentize-py`)",
+                    )?;
+                fail_unless_built(built, "componentize-py")?;
+                out.clone()
             }
         };
         let bytes = std::fs::read(&file)
@@ -139,6 +194,18 @@ impl Project {
             ),
         }
     }
+}
+
+/// The build's complaint, when it failed.
+fn fail_unless_built(out: std::process::Output, tool: &str) -> anyhow::Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    if text.is_empty() {
+        text = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
+    }
+    bail!("build failed ({tool}, {}):\n{text}", out.status)
 }
 
 /// The `name` of a Cargo.toml's `[package]`.
@@ -243,13 +310,18 @@ async fn lattice(g: &Global) -> anyhow::Result<Local> {
 }
 
 pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
-    let project = Project::detect(&args.path)?;
+    let project = Project::detect(&args.path, args.world.as_deref())?;
     let id = args.id.clone().unwrap_or_else(|| project.default_id());
     trellis_lattice::subject::validate_id("component id", &id)?;
     eprintln!("building {}", args.path.display());
     let bytes = project.build().await?;
     let local = lattice(g).await?;
     let result = serve(&local, &project, &id, args.listen, bytes).await;
+    if let Project::Python { out, .. } = &project
+        && let Some(parent) = out.parent()
+    {
+        let _ = std::fs::remove_dir_all(parent);
+    }
     if let Some((mut server, stop, host)) = local.own {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), host).await;
@@ -369,5 +441,29 @@ mod tests {
         assert_eq!(p.default_id(), "my-app");
         let w = Project::Wasm { file: "out/http_hello.wasm".into() };
         assert_eq!(w.default_id(), "http-hello");
+        let py = Project::Python { dir: "apps/py_hello".into(), world: None, out: "x".into() };
+        assert_eq!(py.default_id(), "py-hello");
+    }
+
+    #[test]
+    fn a_python_app_is_rebuilt_for_its_sources_only() {
+        let py = Project::Python { dir: "app".into(), world: None, out: "/tmp/x/app.wasm".into() };
+        assert!(py.concerns(Path::new("app/app.py")));
+        assert!(py.concerns(Path::new("app/lib/util.py")));
+        assert!(py.concerns(Path::new("app/wit/world.wit")));
+        assert!(!py.concerns(Path::new("app/__pycache__/app.cpython-311.pyc")));
+        assert!(!py.concerns(Path::new("app/.venv/lib/site-packages/x.py")));
+        assert!(!py.concerns(Path::new("app/notes.md")));
+    }
+
+    #[test]
+    fn a_python_app_without_wit_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.py"), "").unwrap();
+        let e = Project::detect(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("no wit/") && e.contains("--world"), "{e}");
+        std::fs::create_dir(dir.path().join("wit")).unwrap();
+        let p = Project::detect(dir.path(), Some("wasi:http/proxy")).unwrap();
+        assert!(matches!(p, Project::Python { world: Some(w), .. } if w == "wasi:http/proxy"));
     }
 }
