@@ -50,6 +50,17 @@ if ! command -v ip >/dev/null; then
   fi
 fi
 
+# Headless Chromium and its WebDriver run the web console's browser tests (tests/lattice/console.rs).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium and chromium-driver..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >&2
+  else
+    echo "chromium or chromedriver is missing: install them (for example \`apt-get install chromium chromium-driver\`)" >&2
+    exit 1
+  fi
+fi
+
 # componentize-py builds the Python test component (a toolchain other than Rust's).
 if ! command -v componentize-py >/dev/null; then
   echo "installing componentize-py from PyPI..." >&2

@@ -109,6 +109,17 @@ pub enum Output {
     Json,
 }
 
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where the console listens (loopback by default: it shows the whole lattice).
+    #[arg(long, default_value = "127.0.0.1:8800", env = "TRELLIS_CONSOLE_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Link to a component's traces in your trace UI; `{component}` is replaced by its id
+    /// (e.g. `http://localhost:16686/search?service=trellis&tags=%7B%22trellis.target%22%3A%22{component}%22%7D`).
+    #[arg(long, env = "TRELLIS_CONSOLE_TRACE_URL")]
+    pub trace_url: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a local lattice: nats-server (unless --nats-url is given) and one host.
@@ -118,6 +129,9 @@ pub enum Command {
     /// Build a component project, serve it on HTTP (on a local lattice unless one is up), and
     /// rebuild and replace it in place when its sources change.
     Dev(DevArgs),
+    /// Serve a web console: the lattice live, and its applications (actions need an operator
+    /// key).
+    Console(ConsoleArgs),
     /// Show hosts, a host's inventory, or links.
     #[command(subcommand)]
     Get(GetCommand),

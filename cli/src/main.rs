@@ -4,6 +4,7 @@
 mod args;
 mod builtins;
 mod cmd;
+mod console;
 mod context;
 mod output;
 mod progress;

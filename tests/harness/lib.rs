@@ -4,6 +4,7 @@
 //! builds them; the README's test command does). Test components are built from
 //! `tests/components` for `wasm32-wasip2` on first use.
 
+mod browser;
 mod components;
 mod http;
 pub mod jwt;
@@ -14,6 +15,7 @@ pub mod otlp;
 mod process;
 mod redis;
 
+pub use browser::Browser;
 pub use components::{component, python_component, signed_component, signed_hello, wasi_http_wit};
 pub use http::{HttpReply, http_request, http_request_to_host, read_head};
 pub use netns::{InnerRelay, Netns, Relay};

@@ -8,6 +8,7 @@ mod calls;
 mod claims;
 mod cli;
 mod config;
+mod console;
 mod deploy_files;
 mod dev;
 mod errors;

@@ -70,27 +70,8 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Rollback { name, version, wait } => {
-            // The version rolled back to may name what another application took since.
-            if let Some(manifest) = get(g, &apps, &name).await?.manifest(&version) {
-                let fix = "undeploy that application first, or deploy a version of this one \
-                           that names it otherwise";
-                names_free(&apps, manifest, fix).await?;
-            }
-            update(&apps, &name, |record| {
-                if record.manifest(&version).is_none() {
-                    let known: Vec<&str> =
-                        record.versions.iter().map(|m| m.version.as_str()).collect();
-                    bail!(
-                        "application `{name}` has no version `{version}` (it has: {})",
-                        known.join(", ")
-                    );
-                }
-                let manifest = record.manifest(&version).expect("checked").clone();
-                record.current = Some(manifest.version);
-                record.record("rollback", &version, "asked by an operator");
-                Ok(())
-            })
-            .await?;
+            get(g, &apps, &name).await?;
+            write_rollback(&apps, &name, &version).await?;
             eprintln!("application `{name}`: rolling back to {version}");
             wait_placed(g, &apps, &name, &version, wait).await
         }
@@ -133,16 +114,16 @@ async fn update(
 }
 
 /// Where component sources come from: files, the lattice store, OCI registries.
-struct Sources<'a> {
-    lattice: &'a LatticeClient,
-    oci: Option<trellis_lattice::oci::Credentials>,
-    g: &'a Global,
+pub(crate) struct Sources<'a> {
+    pub lattice: &'a LatticeClient,
+    pub oci: Option<trellis_lattice::oci::Credentials>,
+    pub g: &'a Global,
 }
 
 impl Sources<'_> {
     /// Resolves every component source to a digest in the lattice artifact store, uploading
     /// files and pulling OCI references. Nothing is deployed if one fails.
-    async fn resolve(&self, manifest: &mut Manifest, base: &Path) -> anyhow::Result<()> {
+    pub async fn resolve(&self, manifest: &mut Manifest, base: &Path) -> anyhow::Result<()> {
         let state = self.lattice.state().await?;
         for c in &mut manifest.components {
             let digest = match &c.source {
@@ -192,6 +173,21 @@ async fn deploy(
     let version = manifest.version.to_string();
     names_free(apps, &manifest, &format!("rename it in {}", path.display())).await?;
     let links = LinksToConfirm::listen(sources.lattice, &manifest).await?;
+    if !write_deploy(apps, &manifest).await? {
+        eprintln!("application `{name}` {version} is already the deployed version");
+        return wait_placed(g, apps, &name, &version, wait).await;
+    }
+    let placed = wait_placed(g, apps, &name, &version, wait).await?;
+    if placed == ExitCode::SUCCESS {
+        links.outcome.wait_all(links.keys, 0).await?;
+    }
+    Ok(placed)
+}
+
+/// Writes `manifest` (its sources resolved) as the version of its application to run, with
+/// compare-and-set; `false` when it already is.
+pub(crate) async fn write_deploy(apps: &AppStore, manifest: &Manifest) -> anyhow::Result<bool> {
+    let (name, version) = (manifest.name.to_string(), manifest.version.to_string());
     for _ in 0..5 {
         let (mut record, revision) = match apps.get(&name).await? {
             Some(found) => found,
@@ -207,13 +203,12 @@ async fn deploy(
             ),
         };
         match record.manifest(&version) {
-            Some(existing) if *existing != manifest => bail!(
+            Some(existing) if existing != manifest => bail!(
                 "application `{name}` already has a version `{version}` with other content; \
                  give this one a new version"
             ),
             Some(_) if record.current.as_ref().map(|v| v.as_str()) == Some(&version) => {
-                eprintln!("application `{name}` {version} is already the deployed version");
-                return wait_placed(g, apps, &name, &version, wait).await;
+                return Ok(false);
             }
             Some(_) => {}
             None => record.versions.push(manifest.clone()),
@@ -222,14 +217,51 @@ async fn deploy(
         record.record("deploy", &version, "");
         trim_versions(&mut record);
         if apps.put(&record, revision).await?.is_ok() {
-            let placed = wait_placed(g, apps, &name, &version, wait).await?;
-            if placed == ExitCode::SUCCESS {
-                links.outcome.wait_all(links.keys, 0).await?;
-            }
-            return Ok(placed);
+            return Ok(true);
         }
     }
     bail!("application `{name}` keeps changing under us; try again")
+}
+
+/// Makes `version` of `name` the one to run again.
+pub(crate) async fn write_rollback(
+    apps: &AppStore,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<()> {
+    // The version rolled back to may name what another application took since.
+    if let Some((record, _)) = apps.get(name).await?
+        && let Some(manifest) = record.manifest(version)
+    {
+        let fix = "undeploy that application first, or deploy a version of this one that names \
+                   it otherwise";
+        names_free(apps, manifest, fix).await?;
+    }
+    update(apps, name, |record| {
+        if record.manifest(version).is_none() {
+            let known: Vec<&str> = record.versions.iter().map(|m| m.version.as_str()).collect();
+            bail!("application `{name}` has no version `{version}` (it has: {})", known.join(", "));
+        }
+        let manifest = record.manifest(version).expect("checked").clone();
+        record.current = Some(manifest.version);
+        record.record("rollback", version, "asked by an operator");
+        Ok(())
+    })
+    .await
+    .map(drop)
+}
+
+/// Takes `name` out of service: the scheduler stops its replicas.
+pub(crate) async fn write_undeploy(apps: &AppStore, name: &str) -> anyhow::Result<()> {
+    update(apps, name, |record| {
+        let Some(current) = record.current.take() else {
+            bail!("application `{name}` is not deployed");
+        };
+        record.record("undeploy", current.as_str(), "");
+        Ok(())
+    })
+    .await
+    .map(drop)
 }
 
 /// The links of a deploy that its providers will apply: new or changed links with one of the
@@ -260,7 +292,11 @@ impl LinksToConfirm {
 }
 
 /// Names are lattice ids: two applications may not claim the same one. `fix` says what to do.
-async fn names_free(apps: &AppStore, manifest: &Manifest, fix: &str) -> anyhow::Result<()> {
+pub(crate) async fn names_free(
+    apps: &AppStore,
+    manifest: &Manifest,
+    fix: &str,
+) -> anyhow::Result<()> {
     for other in apps.all().await? {
         if other.name.as_str() == manifest.name.as_str() {
             continue;
@@ -358,14 +394,7 @@ async fn wait_placed(
 }
 
 async fn undeploy(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<ExitCode> {
-    update(apps, name, |record| {
-        let Some(current) = record.current.take() else {
-            bail!("application `{name}` is not deployed");
-        };
-        record.record("undeploy", current.as_str(), "");
-        Ok(())
-    })
-    .await?;
+    write_undeploy(apps, name).await?;
     let progress = Progress::start(g, format!("{name}: undeploying"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -115,7 +115,7 @@ async fn events(
     }
 }
 
-fn event_json(kind: &str, event: &pb::Event) -> Value {
+pub(crate) fn event_json(kind: &str, event: &pb::Event) -> Value {
     let body = match &event.body {
         Some(pb::event::Body::Host(h)) => host_json(h),
         Some(pb::event::Body::Component(c)) => {

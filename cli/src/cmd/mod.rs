@@ -1,6 +1,6 @@
 //! One module per subcommand.
 
-mod app;
+pub(crate) mod app;
 mod bench;
 mod call;
 mod claims;
@@ -8,8 +8,8 @@ mod config;
 mod context;
 mod dev;
 mod docs;
-mod get;
-mod host;
+pub(crate) mod get;
+pub(crate) mod host;
 mod keys;
 mod link;
 mod nats;
@@ -34,6 +34,7 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCod
         Command::Up(args) => up::run(g, args).await,
         Command::Host(args) => host::run(g, args).await,
         Command::Dev(args) => dev::run(g, args).await,
+        Command::Console(args) => crate::console::run(g, args).await,
         Command::Get(cmd) => get::run(g, cmd).await,
         Command::Start(cmd) => start::run(g, cmd).await,
         Command::Stop(cmd) => stop::run(g, cmd).await,
