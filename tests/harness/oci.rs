@@ -159,6 +159,13 @@ fn answer(
     let Some(rest) = path.strip_prefix("/v2/") else {
         return ("404 Not Found", vec![], vec![]);
     };
+    // The API version check: where clients learn how to authenticate, as from any registry.
+    if rest.is_empty() && authorization != format!("Bearer {TOKEN}") {
+        let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"trellis-test\"");
+        return ("401 Unauthorized", vec![("www-authenticate", challenge)], vec![]);
+    } else if rest.is_empty() {
+        return ("200 OK", vec![("content-type", "application/json".into())], b"{}".to_vec());
+    }
     let (repository, kind, reference) = match rest.rsplitn(3, '/').collect::<Vec<_>>()[..] {
         [reference, kind, repository] => (repository, kind, reference),
         _ => return ("404 Not Found", vec![], vec![]),

@@ -420,6 +420,11 @@ async fn oci_sources_are_pulled_with_credentials_pinned_and_a_dead_registry_chan
     let err = t_pw.fails(&["app", "deploy", path(&m3)]).await;
     assert!(err.contains(&format!("expected {manifest_digest}")), "{err}");
 
+    // A layer that does not hash to its digest is refused too.
+    registry.tamper(&trellis_lattice::state::digest_of(&wasm));
+    let err = t_pw.fails(&["app", "deploy", path(&m)]).await;
+    assert!(err.contains("the wasm layer of") && err.contains("expected sha256:"), "{err}");
+
     // The registry goes away: the deploy fails clearly and version 2 keeps running.
     registry.stop();
     let m4 = manifest(dir.path(), "v4.yaml", &yaml("4", &tagged));
