@@ -370,6 +370,16 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_layer_cannot_outgrow_its_manifest() {
+        use tokio::io::AsyncWriteExt as _;
+        let mut out = Bounded { bytes: Vec::new(), limit: 4 };
+        out.write_all(b"wasm").await.unwrap();
+        let err = out.write_all(b"!").await.unwrap_err();
+        assert!(err.to_string().contains("more than the 4 bytes"), "{err}");
+        assert_eq!(out.bytes, b"wasm");
+    }
+
     fn manifest(layers: &[(&str, i64)]) -> Vec<u8> {
         let layers: Vec<_> = layers
             .iter()

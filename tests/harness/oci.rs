@@ -83,11 +83,12 @@ impl OciRegistry {
         manifest_digest
     }
 
-    /// Serves other bytes under `digest` from now on, as a compromised registry or mirror would.
+    /// Serves other bytes (as many) under `digest` from now on, as a compromised registry or
+    /// mirror would.
     pub fn tamper(&self, digest: &str) {
         let mut content = self.content.lock().expect("lock");
-        if let Some(bytes) = content.blobs.get_mut(digest) {
-            bytes.push(b' ');
+        if let Some(last) = content.blobs.get_mut(digest).and_then(|bytes| bytes.last_mut()) {
+            *last ^= 1;
         }
     }
 
