@@ -70,21 +70,19 @@ pub fn print_json(value: &Value) {
 
 /// Prints rows as left-aligned columns under `headers`.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
+    println!("{}", table(headers, rows));
+}
+
+/// The plain look scripts read: no borders, columns two spaces apart, no trailing blanks, never
+/// wrapped to the terminal's width.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING).set_header(headers.to_vec());
+    table.add_rows(rows.iter().cloned());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> =
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    table.trim_fmt()
 }
 
 pub fn labels_text(labels: &std::collections::HashMap<String, String>) -> String {
@@ -105,6 +103,21 @@ pub fn time_text(unix_ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tables_are_plain_columns() {
+        let rows = [
+            vec!["a".to_owned(), "long value".to_owned(), String::new()],
+            vec!["bbbbbb".to_owned(), "x".to_owned(), String::new()],
+        ];
+        assert_eq!(
+            super::table(&["ID", "VALUE", "NOTE"], &rows),
+            "ID      VALUE       NOTE\na       long value\nbbbbbb  x"
+        );
+        // Width is measured on the screen, not in bytes.
+        let wide = [vec!["zone=zürich".to_owned(), "1".to_owned()]];
+        assert_eq!(super::table(&["LABELS", "N"], &wide), "LABELS       N\nzone=zürich  1");
+    }
+
     #[test]
     fn times_print_as_utc_dates() {
         assert_eq!(super::time_text(0), "1970-01-01 00:00:00");

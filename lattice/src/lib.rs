@@ -33,6 +33,7 @@ pub mod keyvalue;
 pub mod link;
 pub mod manifest;
 pub mod nats_server;
+#[cfg(feature = "oci")]
 pub mod oci;
 pub mod outbox;
 pub mod permissions;

@@ -1,26 +1,29 @@
-//! Pulling wasm components from OCI registries: the pull side of the distribution API (a
-//! manifest, then its wasm layer), each checked against its digest, with registry tokens.
+//! Pulling wasm components from OCI registries, with `oci-client`: a manifest, then its wasm
+//! layer, each checked against its digest, with registry tokens (and credentials that never
+//! follow a redirect off the registry). This module keeps Trellis's rules on top: a reference
+//! names its registry, loopback registries speak plain HTTP, one wasm layer of bounded size, and
+//! errors that say what to do.
 //!
 //! `trellis app deploy` pulls `oci://` sources once and stores them in the lattice artifact
 //! store by digest; hosts fetch from there (see `docs/design/scheduler.md`).
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+use http::StatusCode;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{DigestError, OciDistributionError, OciEnvelope};
+use oci_client::manifest::{
+    IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
+};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
 
-use crate::state::digest_of;
-
-/// Largest manifest read.
-const MAX_MANIFEST: usize = 4 << 20;
-/// Largest component read.
+/// Largest component pulled.
 pub const MAX_COMPONENT: usize = 256 << 20;
-/// How long one registry request may take.
+/// How long connecting, or waiting for the next bytes of an answer, may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A pull failed.
@@ -28,10 +31,15 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 pub enum OciError {
     /// The reference does not parse.
     #[error(
-        "invalid OCI reference `{0}`: expected registry/repository[:tag][@sha256:<hex>], for \
-         example ghcr.io/acme/hello:1.0"
+        "invalid OCI reference `{reference}` ({reason}): expected \
+         registry/repository[:tag][@sha256:<hex>], for example ghcr.io/acme/hello:1.0"
     )]
-    BadReference(String),
+    BadReference {
+        /// What was given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The registry could not be reached.
     #[error("cannot reach registry {registry}: {reason}")]
     Unreachable {
@@ -53,13 +61,21 @@ pub enum OciError {
         /// What the registry said.
         reason: String,
     },
-    /// The registry answered with an error.
+    /// The registry answered with an HTTP error.
     #[error("registry answered {status} for {url}")]
     Status {
         /// What was asked.
         url: String,
         /// The status.
         status: StatusCode,
+    },
+    /// The registry answered with errors of the distribution API.
+    #[error("registry answered {errors} for {url}")]
+    Registry {
+        /// What was asked.
+        url: String,
+        /// Its error codes and messages.
+        errors: String,
     },
     /// The manifest is not one we can use.
     #[error("{reference}: {reason}")]
@@ -81,71 +97,116 @@ pub enum OciError {
         /// What it hashes to.
         actual: String,
     },
+    /// Anything else the OCI client reported.
+    #[error("pulling {reference}: {source}")]
+    Other {
+        /// The reference pulled.
+        reference: String,
+        /// What went wrong.
+        #[source]
+        source: OciDistributionError,
+    },
 }
 
-/// `registry/repository[:tag][@digest]`.
+/// `registry/repository[:tag][@digest]`, always naming its registry (no Docker Hub default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
-    /// Registry host (and port).
-    pub registry: String,
-    /// Repository path.
-    pub repository: String,
-    /// Tag, when no digest pins it (default `latest`).
-    pub tag: String,
-    /// Manifest digest it is pinned to.
-    pub digest: Option<String>,
-}
+pub struct Reference(oci_client::Reference);
 
 impl Reference {
     /// Parses a reference without the `oci://` prefix.
     pub fn parse(text: &str) -> Result<Self, OciError> {
-        let bad = || OciError::BadReference(text.to_owned());
-        let (rest, digest) = match text.split_once('@') {
-            Some((rest, digest)) => {
-                let hex = digest.strip_prefix("sha256:").ok_or_else(bad)?;
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(bad());
-                }
-                (rest, Some(digest.to_ascii_lowercase()))
-            }
-            None => (text, None),
+        let bad = |reason: &str| OciError::BadReference {
+            reference: text.to_owned(),
+            reason: reason.to_owned(),
         };
-        let (registry, path) = rest.split_once('/').ok_or_else(bad)?;
-        // A tag follows the last `:` after the last `/` (a port is in the registry part).
-        let (repository, tag) = match path.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-            _ => (path, "latest"),
-        };
-        let ok = |s: &str| {
-            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:[]".contains(&b))
-        };
-        if !(ok(registry) && ok(repository) && ok(tag)) || repository.contains(':') {
-            return Err(bad());
+        // What the OCI grammar takes for a registry rather than a repository's first part.
+        let names_registry = text.split_once('/').is_some_and(|(first, _)| {
+            first.contains('.') || first.contains(':') || first == "localhost"
+        });
+        if !names_registry {
+            return Err(bad("no registry"));
         }
-        Ok(Self {
-            registry: registry.to_owned(),
-            repository: repository.to_owned(),
-            tag: tag.to_owned(),
-            digest,
-        })
+        let reference: oci_client::Reference =
+            text.parse().map_err(|e: oci_client::ParseError| bad(&e.to_string()))?;
+        Ok(Self(reference))
     }
 
-    fn base(&self) -> String {
-        // Registries on this machine speak plain HTTP; everything else HTTPS.
-        let host = self.registry.rsplit_once(':').map_or(self.registry.as_str(), |(h, _)| h);
-        let scheme =
-            if matches!(host, "localhost" | "127.0.0.1" | "[::1]") { "http" } else { "https" };
-        format!("{scheme}://{}/v2/{}", self.registry, self.repository)
+    /// Registry host (and port).
+    pub fn registry(&self) -> &str {
+        self.0.registry()
+    }
+
+    /// Repository path.
+    pub fn repository(&self) -> &str {
+        self.0.repository()
+    }
+
+    /// Manifest digest it is pinned to.
+    pub fn digest(&self) -> Option<&str> {
+        self.0.digest()
+    }
+
+    /// Registries on this machine speak plain HTTP; everything else HTTPS.
+    fn is_loopback(&self) -> bool {
+        let registry = self.registry();
+        let host = registry.rsplit_once(':').map_or(registry, |(host, _)| host);
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    }
+
+    /// What `error`, met while pulling `what` (the manifest or the wasm layer), means here.
+    fn error(&self, what: &'static str, error: OciDistributionError) -> OciError {
+        let (registry, repository) = (self.registry().to_owned(), self.repository().to_owned());
+        let reference = self.to_string();
+        match error {
+            OciDistributionError::AuthenticationFailure(reason) => OciError::Unauthorized {
+                registry,
+                repository,
+                reason: format!("its token service said {:?}", reason.trim()),
+            },
+            OciDistributionError::UnauthorizedError { url } => OciError::Unauthorized {
+                registry,
+                repository,
+                reason: format!("{} for {url}", StatusCode::UNAUTHORIZED),
+            },
+            OciDistributionError::RequestError(e) => {
+                OciError::Unreachable { registry, reason: crate::error_chain(&e) }
+            }
+            OciDistributionError::ServerError { code, url, .. } => match StatusCode::from_u16(code)
+            {
+                Ok(status) => OciError::Status { url, status },
+                Err(_) => OciError::Registry { url, errors: format!("status {code}") },
+            },
+            OciDistributionError::RegistryError { envelope, url } => {
+                OciError::Registry { url, errors: envelope_text(&envelope) }
+            }
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => OciError::DigestMismatch { what, reference, expected, actual },
+            OciDistributionError::IoError(e) => {
+                OciError::BadManifest { reference, reason: format!("{what}: {e}") }
+            }
+            source => OciError::Other { reference, source },
+        }
     }
 }
 
 impl std::fmt::Display for Reference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.digest {
-            Some(d) => write!(f, "{}/{}@{d}", self.registry, self.repository),
-            None => write!(f, "{}/{}:{}", self.registry, self.repository, self.tag),
+        let r = &self.0;
+        match r.digest() {
+            Some(d) => write!(f, "{}/{}@{d}", r.registry(), r.repository()),
+            None => {
+                write!(f, "{}/{}:{}", r.registry(), r.repository(), r.tag().unwrap_or("latest"))
+            }
         }
     }
+}
+
+fn envelope_text(envelope: &OciEnvelope) -> String {
+    let errors: Vec<String> =
+        envelope.errors.iter().map(|e| format!("{:?} ({})", e.code, e.message)).collect();
+    errors.join(", ")
 }
 
 /// Registry credentials.
@@ -172,268 +233,110 @@ pub struct Pulled {
     pub manifest_digest: String,
 }
 
-#[derive(Deserialize)]
-struct Manifest {
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-}
-
-#[derive(Deserialize)]
-struct TokenReply {
-    token: Option<String>,
-    access_token: Option<String>,
-}
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
 /// Pulls the wasm component `reference` names.
 pub async fn pull(
     reference: &Reference,
     credentials: Option<&Credentials>,
 ) -> Result<Pulled, OciError> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: HttpsClient = Client::builder(TokioExecutor::new()).build(https);
-    let mut session = Session { client, reference, credentials, authorization: None };
-    let target = reference.digest.clone().unwrap_or_else(|| reference.tag.clone());
-    let accept = "application/vnd.oci.image.manifest.v1+json, \
-                  application/vnd.docker.distribution.manifest.v2+json";
-    let manifest_bytes = session
-        .get(&format!("{}/manifests/{target}", reference.base()), accept, MAX_MANIFEST)
-        .await?;
-    let manifest_digest = digest_of(&manifest_bytes);
-    if let Some(pinned) = &reference.digest
-        && *pinned != manifest_digest
-    {
-        return Err(OciError::DigestMismatch {
-            what: "the manifest",
-            reference: reference.to_string(),
-            expected: pinned.clone(),
-            actual: manifest_digest,
-        });
-    }
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
-        OciError::BadManifest { reference: reference.to_string(), reason: e.to_string() }
-    })?;
-    let wasm: Vec<&Descriptor> =
+    let client = client(reference)?;
+    let image = &reference.0;
+    let auth = credentials.map_or(RegistryAuth::Anonymous, |c| {
+        RegistryAuth::Basic(c.username.clone(), c.password.clone())
+    });
+    let manifest_error = |e| reference.error("the manifest", e);
+    // Asked first so that a refused token says why, not only "401" for the manifest.
+    client.auth(image, &auth, RegistryOperation::Pull).await.map_err(manifest_error)?;
+    let (manifest, manifest_digest) = client
+        .pull_manifest_raw(image, &auth, &[OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE])
+        .await
+        .map_err(manifest_error)?;
+    let (layer, size) = wasm_layer(&manifest)
+        .map_err(|reason| OciError::BadManifest { reference: reference.to_string(), reason })?;
+    let mut bytes = Bounded { bytes: Vec::with_capacity(size), limit: size };
+    client
+        .pull_blob(image, &layer, &mut bytes)
+        .await
+        .map_err(|e| reference.error("the wasm layer", e))?;
+    Ok(Pulled { bytes: bytes.bytes, manifest_digest })
+}
+
+fn client(reference: &Reference) -> Result<Client, OciError> {
+    // reqwest is built without a crypto provider of its own (its default, aws-lc, is a long C
+    // build) and takes the process's default: ring, which Trellis uses everywhere else. Only the
+    // first call installs it; an error means one is already there.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = ClientConfig {
+        protocol: if reference.is_loopback() {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        // A wasm artifact has one manifest, never an index of platforms.
+        platform_resolver: None,
+        read_timeout: Some(TIMEOUT),
+        connect_timeout: Some(TIMEOUT),
+        user_agent: concat!("trellis/", env!("CARGO_PKG_VERSION")),
+        ..ClientConfig::default()
+    };
+    Client::try_from(config).map_err(|e| reference.error("the manifest", e))
+}
+
+/// The one wasm layer of a manifest, and its size, checked against [`MAX_COMPONENT`].
+fn wasm_layer(manifest: &[u8]) -> Result<(OciDescriptor, usize), String> {
+    let manifest: OciImageManifest = match serde_json::from_slice(manifest) {
+        Ok(OciManifest::Image(image)) => image,
+        Ok(OciManifest::ImageIndex(_)) => {
+            return Err("an image index (several platforms), not a wasm component".into());
+        }
+        Err(e) => return Err(format!("unreadable manifest: {e}")),
+    };
+    let wasm: Vec<&OciDescriptor> =
         manifest.layers.iter().filter(|l| l.media_type.contains("wasm")).collect();
     let layer = match (wasm.as_slice(), manifest.layers.as_slice()) {
         ([one], _) => *one,
         ([], [one]) => one,
         _ => {
-            return Err(OciError::BadManifest {
-                reference: reference.to_string(),
-                reason: format!(
-                    "expected one wasm layer (media type application/wasm), found {} layers",
-                    manifest.layers.len()
-                ),
-            });
+            return Err(format!(
+                "expected one wasm layer (media type application/wasm), found {} layers",
+                manifest.layers.len()
+            ));
         }
     };
-    if layer.size > MAX_COMPONENT as u64 {
-        return Err(OciError::BadManifest {
-            reference: reference.to_string(),
-            reason: format!("its layer is {} bytes, over the {MAX_COMPONENT} limit", layer.size),
-        });
-    }
-    let bytes = session
-        .get(&format!("{}/blobs/{}", reference.base(), layer.digest), "*/*", MAX_COMPONENT)
-        .await?;
-    let actual = digest_of(&bytes);
-    if actual != layer.digest {
-        return Err(OciError::DigestMismatch {
-            what: "the wasm layer",
-            reference: reference.to_string(),
-            expected: layer.digest.clone(),
-            actual,
-        });
-    }
-    Ok(Pulled { bytes: bytes.to_vec(), manifest_digest })
-}
-
-struct Session<'a> {
-    client: HttpsClient,
-    reference: &'a Reference,
-    credentials: Option<&'a Credentials>,
-    /// `Authorization` once a challenge was answered.
-    authorization: Option<HeaderValue>,
-}
-
-impl Session<'_> {
-    /// GETs `url`, answering one authentication challenge on the way.
-    /// GETs `url`, answering one authentication challenge and following up to five redirects
-    /// (registries send blobs from CDNs); credentials never leave the registry's host.
-    async fn get(&mut self, url: &str, accept: &str, limit: usize) -> Result<Bytes, OciError> {
-        let mut url = url.to_owned();
-        let (mut redirects, mut challenged) = (0, false);
-        loop {
-            let at_registry = authority(&url).as_deref() == Some(self.reference.registry.as_str());
-            let auth = if at_registry { self.authorization.clone() } else { None };
-            let response = self.send(&url, accept, auth).await?;
-            match response.status() {
-                StatusCode::OK => return self.read(response, limit).await,
-                status if status.is_redirection() && redirects < 5 => {
-                    let location = response
-                        .headers()
-                        .get(header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .ok_or_else(|| OciError::Status { url: url.clone(), status })?;
-                    url = redirect(&url, location)
-                        .ok_or_else(|| OciError::Status { url: url.clone(), status })?;
-                    redirects += 1;
-                }
-                StatusCode::UNAUTHORIZED if at_registry && !challenged => {
-                    challenged = true;
-                    let challenge = response
-                        .headers()
-                        .get(header::WWW_AUTHENTICATE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    self.authorization = Some(self.answer(&challenge).await?);
-                }
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    return Err(self.unauthorized(format!("{} for {url}", response.status())));
-                }
-                status => return Err(OciError::Status { url, status }),
-            }
-        }
-    }
-
-    async fn send(
-        &self,
-        url: &str,
-        accept: &str,
-        authorization: Option<HeaderValue>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, OciError> {
-        let mut request = Request::get(url).header(header::ACCEPT, accept);
-        if let Some(auth) = authorization {
-            request = request.header(header::AUTHORIZATION, auth);
-        }
-        let request = request
-            .body(Empty::new())
-            .map_err(|_| OciError::BadReference(self.reference.to_string()))?;
-        match tokio::time::timeout(TIMEOUT, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.unreachable(crate::error_chain(&e))),
-            Err(_) => Err(self.unreachable(format!("no answer within {TIMEOUT:?}"))),
-        }
-    }
-
-    async fn read(
-        &self,
-        response: hyper::Response<hyper::body::Incoming>,
-        limit: usize,
-    ) -> Result<Bytes, OciError> {
-        let body = Limited::new(response.into_body(), limit);
-        match tokio::time::timeout(TIMEOUT, body.collect()).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) => Err(self.unreachable(format!("reading the answer: {e}"))),
-            Err(_) => Err(self.unreachable(format!("answer not read within {TIMEOUT:?}"))),
-        }
-    }
-
-    /// Answers a `Basic` or `Bearer` challenge with our credentials.
-    async fn answer(&self, challenge: &str) -> Result<HeaderValue, OciError> {
-        use base64::Engine as _;
-        let basic = self.credentials.map(|c| {
-            let pair = format!("{}:{}", c.username, c.password);
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
-        });
-        let header_value =
-            |s: String| HeaderValue::from_str(&s).map_err(|e| self.unauthorized(e.to_string()));
-        if let Some(params) = challenge.strip_prefix("Bearer ") {
-            let param = |name: &str| {
-                params.split(',').find_map(|p| {
-                    let (k, v) = p.trim().split_once('=')?;
-                    (k == name).then(|| v.trim_matches('"').to_owned())
-                })
-            };
-            let realm = param("realm").ok_or_else(|| {
-                self.unauthorized(format!("a Bearer challenge without a realm: {challenge}"))
-            })?;
-            let mut url = format!("{realm}?");
-            for name in ["service", "scope"] {
-                if let Some(value) = param(name) {
-                    url.push_str(&format!("{name}={}&", encode(&value)));
-                }
-            }
-            let auth = basic.map(header_value).transpose()?;
-            let response = self.send(&url, "application/json", auth).await?;
-            if response.status() != StatusCode::OK {
-                return Err(
-                    self.unauthorized(format!("token service answered {}", response.status()))
-                );
-            }
-            let body = self.read(response, 1 << 20).await?;
-            let reply: TokenReply = serde_json::from_slice(&body)
-                .map_err(|e| self.unauthorized(format!("unreadable token: {e}")))?;
-            let token = reply
-                .token
-                .or(reply.access_token)
-                .ok_or_else(|| self.unauthorized("the token service sent no token".into()))?;
-            return header_value(format!("Bearer {token}"));
-        }
-        match basic {
-            Some(basic) if challenge.starts_with("Basic") => header_value(basic),
-            _ => Err(self.unauthorized(if challenge.is_empty() {
-                "credentials required".into()
-            } else {
-                format!("credentials required ({challenge})")
-            })),
-        }
-    }
-
-    fn unreachable(&self, reason: String) -> OciError {
-        OciError::Unreachable { registry: self.reference.registry.clone(), reason }
-    }
-
-    fn unauthorized(&self, reason: String) -> OciError {
-        OciError::Unauthorized {
-            registry: self.reference.registry.clone(),
-            repository: self.reference.repository.clone(),
-            reason,
-        }
+    match usize::try_from(layer.size) {
+        Ok(size) if size <= MAX_COMPONENT => Ok((layer.clone(), size)),
+        _ => Err(format!("its layer is {} bytes, over the {MAX_COMPONENT} limit", layer.size)),
     }
 }
 
-/// The `host[:port]` of an absolute URL.
-fn authority(url: &str) -> Option<String> {
-    url.parse::<http::Uri>().ok()?.authority().map(|a| a.to_string())
+/// Where a layer is read to: a buffer that refuses more bytes than the manifest announced.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
 }
 
-/// Where a redirect from `from` to `location` (absolute, or absolute-path) leads.
-fn redirect(from: &str, location: &str) -> Option<String> {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        return Some(location.to_owned());
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.bytes.len() + buf.len() > self.limit {
+            let limit = self.limit;
+            return Poll::Ready(Err(io::Error::other(format!(
+                "the registry sent more than the {limit} bytes its manifest gives"
+            ))));
+        }
+        self.bytes.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
-    let uri = from.parse::<http::Uri>().ok()?;
-    let path = location.starts_with('/').then_some(location)?;
-    Some(format!("{}://{}{path}", uri.scheme_str()?, uri.authority()?))
-}
 
-/// Percent-encodes a query value.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 #[cfg(test)]
@@ -443,37 +346,72 @@ mod tests {
     #[test]
     fn references_parse() {
         let r = Reference::parse("127.0.0.1:5000/apps/hello:1.0").unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
-            ("127.0.0.1:5000", "apps/hello", "1.0")
-        );
-        assert_eq!(r.base(), "http://127.0.0.1:5000/v2/apps/hello");
+        assert_eq!((r.registry(), r.repository()), ("127.0.0.1:5000", "apps/hello"));
+        assert_eq!(r.to_string(), "127.0.0.1:5000/apps/hello:1.0");
+        assert!(r.is_loopback());
         let r = Reference::parse("ghcr.io/acme/hello").unwrap();
-        assert_eq!(r.tag, "latest");
-        assert_eq!(r.base(), "https://ghcr.io/v2/acme/hello");
+        assert_eq!(r.to_string(), "ghcr.io/acme/hello:latest");
+        assert!(!r.is_loopback());
         let pinned = format!("ghcr.io/acme/hello@sha256:{}", "a".repeat(64));
-        assert_eq!(
-            Reference::parse(&pinned).unwrap().digest.unwrap(),
-            format!("sha256:{}", "a".repeat(64))
-        );
-        for bad in
-            ["hello", "ghcr.io/", "ghcr.io/acme/hello@sha256:abc", "ghcr.io/a b", "ghcr.io/x@md5:1"]
-        {
-            assert!(Reference::parse(bad).is_err(), "{bad}");
+        let r = Reference::parse(&pinned).unwrap();
+        assert_eq!(r.digest().unwrap(), format!("sha256:{}", "a".repeat(64)));
+        assert_eq!(r.to_string(), pinned);
+        for bad in [
+            "hello",
+            "acme/hello",
+            "ghcr.io/",
+            "ghcr.io/acme/hello@sha256:abc",
+            "ghcr.io/a b",
+            "ghcr.io/x@md5:1",
+            "ghcr.io/Acme/hello",
+        ] {
+            let err = Reference::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("invalid OCI reference `{bad}` (")), "{err}");
         }
     }
 
-    #[test]
-    fn redirects_resolve() {
-        let from = "https://ghcr.io/v2/a/blobs/sha256:1";
-        assert_eq!(redirect(from, "/x?y=1").unwrap(), "https://ghcr.io/x?y=1");
-        assert_eq!(redirect(from, "https://cdn.example/b").unwrap(), "https://cdn.example/b");
-        assert_eq!(redirect(from, "relative"), None);
-        assert_eq!(authority(from).unwrap(), "ghcr.io");
+    #[tokio::test]
+    async fn a_layer_cannot_outgrow_its_manifest() {
+        use tokio::io::AsyncWriteExt as _;
+        let mut out = Bounded { bytes: Vec::new(), limit: 4 };
+        out.write_all(b"wasm").await.unwrap();
+        let err = out.write_all(b"!").await.unwrap_err();
+        assert!(err.to_string().contains("more than the 4 bytes"), "{err}");
+        assert_eq!(out.bytes, b"wasm");
+    }
+
+    fn manifest(layers: &[(&str, i64)]) -> Vec<u8> {
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|(media, size)| {
+                serde_json::json!({"mediaType": media, "digest": "sha256:00", "size": size})
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MEDIA_TYPE,
+            "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": "sha256:01", "size": 2},
+            "layers": layers,
+        }))
+        .unwrap()
     }
 
     #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(encode("repository:apps/hello:pull"), "repository%3Aapps%2Fhello%3Apull");
+    fn the_wasm_layer_is_chosen_and_bounded() {
+        let one = manifest(&[("application/wasm", 10)]);
+        assert_eq!(wasm_layer(&one).unwrap().1, 10);
+        let with_other = manifest(&[("text/plain", 1), ("application/wasm", 10)]);
+        assert_eq!(wasm_layer(&with_other).unwrap().0.media_type, "application/wasm");
+        // One layer of another type is taken as the component: not every tool names it.
+        assert!(wasm_layer(&manifest(&[("application/octet-stream", 10)])).is_ok());
+        let two = manifest(&[("application/wasm", 1), ("application/wasm", 2)]);
+        assert!(wasm_layer(&two).unwrap_err().contains("found 2 layers"));
+        let huge = manifest(&[("application/wasm", 1 << 40)]);
+        assert!(wasm_layer(&huge).unwrap_err().contains("over the"));
+        assert!(wasm_layer(&manifest(&[("application/wasm", -1)])).is_err());
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": []});
+        let err = wasm_layer(&serde_json::to_vec(&index).unwrap()).unwrap_err();
+        assert!(err.contains("image index"), "{err}");
+        assert!(wasm_layer(b"{").unwrap_err().starts_with("unreadable manifest"));
     }
 }

@@ -83,11 +83,12 @@ impl OciRegistry {
         manifest_digest
     }
 
-    /// Serves other bytes under `digest` from now on, as a compromised registry or mirror would.
+    /// Serves other bytes (as many) under `digest` from now on, as a compromised registry or
+    /// mirror would.
     pub fn tamper(&self, digest: &str) {
         let mut content = self.content.lock().expect("lock");
-        if let Some(bytes) = content.blobs.get_mut(digest) {
-            bytes.push(b' ');
+        if let Some(last) = content.blobs.get_mut(digest).and_then(|bytes| bytes.last_mut()) {
+            *last ^= 1;
         }
     }
 
@@ -159,6 +160,13 @@ fn answer(
     let Some(rest) = path.strip_prefix("/v2/") else {
         return ("404 Not Found", vec![], vec![]);
     };
+    // The API version check: where clients learn how to authenticate, as from any registry.
+    if rest.is_empty() && authorization != format!("Bearer {TOKEN}") {
+        let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"trellis-test\"");
+        return ("401 Unauthorized", vec![("www-authenticate", challenge)], vec![]);
+    } else if rest.is_empty() {
+        return ("200 OK", vec![("content-type", "application/json".into())], b"{}".to_vec());
+    }
     let (repository, kind, reference) = match rest.rsplitn(3, '/').collect::<Vec<_>>()[..] {
         [reference, kind, repository] => (repository, kind, reference),
         _ => return ("404 Not Found", vec![], vec![]),

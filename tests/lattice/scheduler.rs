@@ -407,7 +407,7 @@ async fn oci_sources_are_pulled_with_credentials_pinned_and_a_dead_registry_chan
     assert_eq!(*digest, trellis_lattice::state::digest_of(&wasm));
 
     // Pinned to the manifest digest: pulls; pinned to one the registry lacks: 404; and when
-    // the registry serves other bytes under the pinned digest: refused.
+    // the registry serves other bytes under a digest: refused.
     let pinned = format!("oci://{}/apps/hello@{manifest_digest}", registry.host());
     let m2 = manifest(dir.path(), "v2.yaml", &yaml("2", &pinned));
     t_pw.ok(&["app", "deploy", path(&m2)]).await;
@@ -415,6 +415,14 @@ async fn oci_sources_are_pulled_with_credentials_pinned_and_a_dead_registry_chan
     let m3 = manifest(dir.path(), "v3.yaml", &yaml("3", &wrong));
     let err = t_pw.fails(&["app", "deploy", path(&m3)]).await;
     assert!(err.contains("registry answered 404 Not Found"), "{err}");
+    // A layer that does not hash to its digest is refused, by tag or pinned.
+    let layer = trellis_lattice::state::digest_of(&wasm);
+    registry.tamper(&layer);
+    let err = t_pw.fails(&["app", "deploy", path(&m)]).await;
+    assert!(
+        err.contains("the wasm layer of") && err.contains(&format!("expected {layer}")),
+        "{err}"
+    );
     registry.tamper(&manifest_digest);
     let m3 = manifest(dir.path(), "v3.yaml", &yaml("3", &pinned));
     let err = t_pw.fails(&["app", "deploy", path(&m3)]).await;
