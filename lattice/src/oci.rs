@@ -97,6 +97,17 @@ pub enum OciError {
         /// What it hashes to.
         actual: String,
     },
+    /// The OCI client gave up on what the registry sent (it panicked on it; the pull runs on a
+    /// task of its own, so only the pull fails).
+    #[error(
+        "pulling {reference}: the OCI client could not handle the registry's answer ({reason})"
+    )]
+    ClientFailed {
+        /// The reference pulled.
+        reference: String,
+        /// The client's own words.
+        reason: String,
+    },
     /// Anything else the OCI client reported.
     #[error("pulling {reference}: {source}")]
     Other {
@@ -235,6 +246,29 @@ pub struct Pulled {
 
 /// Pulls the wasm component `reference` names.
 pub async fn pull(
+    reference: &Reference,
+    credentials: Option<&Credentials>,
+) -> Result<Pulled, OciError> {
+    // oci-client unwraps some of what a registry sends (a token that is no valid header value):
+    // on a task of its own, such a panic fails this pull and nothing else.
+    let (owned, credentials) = (reference.clone(), credentials.cloned());
+    match tokio::spawn(async move { pull_here(&owned, credentials.as_ref()).await }).await {
+        Ok(pulled) => pulled,
+        Err(e) => {
+            let reason = match e.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "it panicked".to_owned()),
+                Err(e) => e.to_string(),
+            };
+            Err(OciError::ClientFailed { reference: reference.to_string(), reason })
+        }
+    }
+}
+
+async fn pull_here(
     reference: &Reference,
     credentials: Option<&Credentials>,
 ) -> Result<Pulled, OciError> {
