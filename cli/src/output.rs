@@ -41,6 +41,11 @@ pub fn inventory_json(inv: &pb::Inventory) -> Value {
                 })),
             })),
         })).collect::<Vec<_>>(),
+        "posture": inv.posture.as_ref().map(|p| json!({
+            "development": p.development,
+            "trusted_issuers": p.trusted_issuers,
+            "trusted_operators": p.trusted_operators,
+        })),
         "providers": inv.providers.iter().map(|p| json!({
             "id": p.id,
             "kind": p.kind,

@@ -283,6 +283,16 @@ impl Host {
             host: Some(self.info()),
             components: self.components.all().iter().map(|c| c.describe()).collect(),
             providers: self.providers.describe(),
+            posture: Some(pb::HostPosture {
+                development: self.config.allow_unsigned,
+                trusted_issuers: self.config.trusted_issuers.clone(),
+                trusted_operators: self
+                    .config
+                    .trusted_operators
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect(),
+            }),
         }
     }
 

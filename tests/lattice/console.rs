@@ -234,6 +234,14 @@ async fn an_operator_deploys_and_rolls_back_from_the_page_and_a_killed_host_goes
     text_until(&browser, "web moved", Duration::from_secs(60), runs_web, |h| h == survivor).await;
     text_until(&browser, "deployed again", Duration::from_secs(60), app_state, |s| s == "DEPLOYED")
         .await;
+    // The security view names each host's mode and the operator it trusts.
+    let edge_mode = "#posture tbody tr td:nth-child(2)";
+    let mode = browser.text(edge_mode).await.unwrap_or_default();
+    assert_eq!(mode, "development", "test hosts run with --allow-unsigned");
+    let operators = browser.text("#posture tbody tr td:nth-child(4)").await.unwrap_or_default();
+    let key = &t.operator.public_key()[..10];
+    assert!(operators.contains(key), "the test operator is trusted: {operators}");
+    browser.screenshot_of("#security", "6-security").await;
     browser.screenshot_of(&card, "5-lost-and-moved").await;
 
     let errors = browser.errors().await;

@@ -238,8 +238,22 @@ function renderEvents(snapshot) {
 const DENIALS = ["invocation_denied", "request_denied", "record_denied"];
 
 function renderSecurity(snapshot) {
-  $("#posture tbody").replaceChildren(...snapshot.hosts.map((h) =>
-    el("tr", { "data-host-id": h.id }, el("td", {}, h.name), el("td", {}, h.invocations_denied), el("td", {}, h.requests_denied))));
+  const short = (entry) => {
+    const [key, role] = entry.split(":");
+    return role ? `${key.slice(0, 10)}…:${role}` : `${key.slice(0, 10)}…`;
+  };
+  const keys = (list) => (list && list.length ? list.map(short).join(", ") : "none");
+  $("#posture tbody").replaceChildren(...snapshot.hosts.map((h) => {
+    const posture = (h.inventory && h.inventory.posture) || null;
+    const mode = !posture ? "?" : posture.development ? "development" : "strict";
+    return el("tr", { "data-host-id": h.id },
+      el("td", {}, h.name),
+      el("td", {}, el("span", { class: `mode ${mode}` }, mode)),
+      el("td", {}, posture ? keys(posture.trusted_issuers) : "?"),
+      el("td", {}, posture ? keys(posture.trusted_operators) : "?"),
+      el("td", {}, h.invocations_denied),
+      el("td", {}, h.requests_denied));
+  }));
   const denials = snapshot.events.filter((e) => DENIALS.includes(e.kind));
   $("#denials").replaceChildren(...(denials.length
     ? denials.slice(-100).reverse().map((e) => el("li", {}, `${eventText(e)} · ${hostName(snapshot, e.host_id)}`))
