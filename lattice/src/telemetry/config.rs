@@ -48,13 +48,6 @@ impl Signal {
             Signal::Metrics => "/v1/metrics",
         }
     }
-
-    fn grpc_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-        }
-    }
 }
 
 /// Where one signal goes.
@@ -62,7 +55,7 @@ impl Signal {
 pub struct Endpoint {
     /// How.
     pub protocol: Protocol,
-    /// The URL requests go to (with the signal's path or the gRPC method).
+    /// The URL requests go to: with the signal's path (HTTP), or the collector's address (gRPC).
     pub url: String,
     /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`), for a collector that wants a key.
     pub headers: Vec<(String, String)>,
@@ -223,11 +216,6 @@ fn endpoint(
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ConfigError::Url { var: url_var, value: url });
     }
-    // gRPC names the method in the path; the endpoint is the server's address.
-    let url = match protocol {
-        Protocol::HttpProtobuf => url,
-        Protocol::Grpc => format!("{}{}", url.trim_end_matches('/'), signal.grpc_path()),
-    };
     // The signal's own headers replace the general ones (they are not merged).
     let mut headers = match either("HEADERS") {
         Some((var, h)) => pairs(&var, &h)?,
@@ -314,14 +302,9 @@ mod tests {
         .unwrap();
         let traces = c.traces.unwrap();
         assert_eq!(traces.protocol, Protocol::Grpc);
-        assert_eq!(
-            traces.url,
-            "http://c:4317/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        );
-        assert_eq!(
-            c.metrics.unwrap().url,
-            "http://c:4317/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-        );
+        // gRPC names the method itself: the URL is the collector's address.
+        assert_eq!(traces.url, "http://c:4317");
+        assert_eq!(c.metrics.unwrap().url, "http://c:4317");
         assert_eq!(c.metrics_interval, Duration::from_millis(5000));
     }
 

@@ -253,10 +253,10 @@ async fn handle(ctx: &Context, routes: &Routes, req: Request<Incoming>) -> Respo
     // This request's span continues the client's trace (or starts one).
     let parent =
         req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
-    let trace = TraceContext::next(parent);
-    let mut span = Span::start(trace, parent, Kind::Server, || {
+    let mut span = Span::start(TraceContext::next(parent), parent, Kind::Server, || {
         format!("{} {}", req.method(), route.prefix.as_deref().unwrap_or("/"))
     });
+    let trace = span.context();
     span.attr("http.request.method", || req.method().to_string());
     span.attr("url.path", || req.uri().path().to_owned());
     span.attr("trellis.component", || route.target.clone());
