@@ -262,3 +262,102 @@ impl Tracing {
         Span { record, context: TraceContext { flags, ..this } }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use opentelemetry::trace::SpanId;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{Sampler, SpanData, SpanProcessor};
+
+    use super::*;
+
+    /// Keeps what ends, exports nothing: a queue that never drains.
+    #[derive(Debug, Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanProcessor for Kept {
+        fn on_start(&self, _: &mut SdkSpan, _: &Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().unwrap().push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    fn tracing(sampler: Sampler, processor: impl SpanProcessor + 'static) -> Tracing {
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_id_generator(pipeline::PresetIds)
+            .with_sampler(sampler)
+            .build();
+        Tracing { tracer: provider.tracer("test"), _provider: provider }
+    }
+
+    fn parent_based(root: Sampler) -> Sampler {
+        Sampler::ParentBased(Box::new(root))
+    }
+
+    #[test]
+    fn exported_spans_carry_the_ids_trellis_propagates() {
+        let kept = Kept::default();
+        let tracing = tracing(parent_based(Sampler::AlwaysOn), kept.clone());
+        let caller = TraceContext::root();
+        let this = caller.child();
+        let mut span = tracing.start(this, Some(caller), Kind::Server, "wasi:http/handler".into());
+        span.attr("trellis.link", || "default".into());
+        span.fail(|| "trapped".into());
+        assert_eq!(span.context(), this);
+        drop(span);
+        let root = TraceContext::root();
+        drop(tracing.start(root, None, Kind::Client, "root".into()));
+
+        let spans = kept.0.lock().unwrap();
+        let (child, root_span) = (&spans[0], &spans[1]);
+        assert_eq!(child.span_context.trace_id(), this.trace_id.into());
+        assert_eq!(child.span_context.span_id(), this.span_id.into());
+        assert_eq!(child.parent_span_id, caller.span_id.into());
+        assert_eq!(child.span_kind, SpanKind::Server);
+        assert_eq!(child.status, Status::error("trapped"));
+        assert_eq!(child.attributes, [KeyValue::new("trellis.link", "default")]);
+        assert_eq!(root_span.span_context.span_id(), root.span_id.into());
+        assert_eq!(root_span.parent_span_id, SpanId::INVALID);
+    }
+
+    #[test]
+    fn a_span_sampled_out_records_nothing_and_tells_the_next_hop() {
+        let kept = Kept::default();
+        let tracing = tracing(parent_based(Sampler::TraceIdRatioBased(0.0)), kept.clone());
+        let span = tracing.start(TraceContext::root(), None, Kind::Server, "in".into());
+        let sent = span.context();
+        assert_eq!(sent.flags & 1, 0, "not sampled, and the traceparent sent on says so");
+        assert!(span.record.is_none());
+        let next = tracing.start(sent.child(), Some(sent), Kind::Client, "out".into());
+        assert_eq!(next.context().flags & 1, 0, "parent-based: not sampled either");
+        // A caller elsewhere that sampled: so does this hop.
+        let caller = TraceContext::root();
+        let hop = tracing.start(caller.child(), Some(caller), Kind::Server, "hop".into());
+        assert_eq!(hop.context().flags & 1, 1);
+        drop((span, next, hop));
+        assert_eq!(kept.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let kept = Kept::default();
+        let gate = pipeline::Gate::new(kept.clone(), 2);
+        let tracing = tracing(parent_based(Sampler::AlwaysOn), gate);
+        let dropped = dropped_spans();
+        for _ in 0..3 {
+            drop(tracing.start(TraceContext::root(), None, Kind::Internal, "s".into()));
+        }
+        assert_eq!(kept.0.lock().unwrap().len(), 2);
+        assert_eq!(dropped_spans() - dropped, 1);
+    }
+}
