@@ -7,14 +7,15 @@
 //! or malformed `traceparent` starts a new trace.
 //!
 //! A carrier (NATS headers, HTTP headers) is read and written through OpenTelemetry's
-//! [`Extractor`] and [`Injector`], as a `TextMapPropagator` would; [`NatsHeaders`] is the one for
-//! NATS messages.
+//! [`Extractor`] and [`Injector`], as a `TextMapPropagator` would: [`NatsHeaders`] for NATS
+//! messages, `opentelemetry-http`'s [`HeaderExtractor`] and [`HeaderInjector`] for HTTP.
 
 use std::cell::Cell;
 use std::fmt;
 
 use async_nats::HeaderMap;
 pub use opentelemetry::propagation::{Extractor, Injector};
+pub use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 
 /// The `traceparent` header name (HTTP, NATS headers).
 pub const TRACEPARENT: &str = "traceparent";
