@@ -509,7 +509,8 @@ pub struct HostArgs {
     /// Export traces and metrics to this OpenTelemetry collector, for example
     /// `http://127.0.0.1:4318` (`/v1/traces` and `/v1/metrics` are appended) or, with
     /// `--otlp-protocol grpc`, `http://127.0.0.1:4317`. The other OTEL_* variables are read too
-    /// (per-signal endpoints, headers, OTEL_METRIC_EXPORT_INTERVAL, OTEL_SERVICE_NAME, ...; see
+    /// (per-signal endpoints, headers, OTEL_METRIC_EXPORT_INTERVAL, OTEL_SERVICE_NAME,
+    /// OTEL_TRACES_SAMPLER, ...; see
     /// docs/observability.md). Providers this host starts export their spans alike.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,

@@ -31,12 +31,12 @@ pub(crate) struct Running {
     pub errors_by_kind: [AtomicU64; 8],
     /// How long its calls took.
     pub durations: Histogram,
+    /// `component` = its id, as the OTLP call-duration histogram labels its calls.
+    pub component_attribute: opentelemetry::KeyValue,
     /// Tells the serving task to drain its subscription and end.
     pub stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     /// The serving task, which ends once it has left the queue group.
     pub serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// When it started (unix ns): its counters count from then.
-    pub started_unix_ns: u64,
     /// Its verified claims; `None`: unsigned (development hosts only).
     pub claims: Option<ComponentClaims>,
 }
@@ -52,6 +52,7 @@ impl Running {
         claims: Option<ComponentClaims>,
     ) -> Self {
         Self {
+            component_attribute: opentelemetry::KeyValue::new("component", id.clone()),
             id,
             digest,
             component,
@@ -64,7 +65,6 @@ impl Running {
             durations: Histogram::default(),
             stop: std::sync::Mutex::new(None),
             serving: std::sync::Mutex::new(None),
-            started_unix_ns: trellis_lattice::telemetry::now_ns(),
             claims,
         }
     }

@@ -116,6 +116,11 @@ pub(crate) struct NatsHealth {
 }
 
 impl Host {
+    /// Where its calls go, and what they count.
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
     /// The host's id: the public half of its nkey.
     pub fn id(&self) -> &str {
         &self.id
@@ -553,23 +558,17 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     let _ = started.set(host.clone());
     let control = control::subscribe(&host).await?;
     let mut tasks = Vec::new();
-    if let Some(mut telemetry) = host.config.telemetry.clone() {
-        telemetry.resource.push(("trellis.host.id".into(), host.id.clone()));
-        telemetry.resource.push(("host.name".into(), host.config.name.clone()));
-        telemetry.resource.push(("trellis.lattice".into(), host.config.lattice.clone()));
-        trellis_lattice::telemetry::init(&telemetry);
-        if let Some(endpoint) = telemetry.metrics.clone() {
-            let exporter = trellis_lattice::telemetry::Exporter::new(endpoint);
-            let resource = trellis_lattice::telemetry::resource(&telemetry);
-            let interval = telemetry.metrics_interval;
-            tasks.push(tokio::spawn(crate::metrics::otlp::push(
-                host.clone(),
-                exporter,
-                resource,
-                interval,
-            )));
+    // Pushes metrics until the host is done.
+    let _metrics = match host.config.telemetry.clone() {
+        Some(mut telemetry) => {
+            telemetry.resource.push(("trellis.host.id".into(), host.id.clone()));
+            telemetry.resource.push(("host.name".into(), host.config.name.clone()));
+            telemetry.resource.push(("trellis.lattice".into(), host.config.lattice.clone()));
+            trellis_lattice::telemetry::init(&telemetry);
+            crate::metrics::otlp::start(&host, &telemetry)
         }
-    }
+        None => None,
+    };
     tasks.extend([
         tokio::spawn(control::serve(host.clone(), control)),
         tokio::spawn(heartbeat(host.clone())),

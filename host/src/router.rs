@@ -63,6 +63,8 @@ pub(crate) struct Router {
     providers: Arc<Pipes>,
     /// Itself, handed to the components it runs as their way out.
     me: Weak<Router>,
+    /// Call durations for the OTLP push, once it runs.
+    pub durations: std::sync::OnceLock<crate::metrics::otlp::Durations>,
 }
 
 /// Where a call goes.
@@ -107,6 +109,7 @@ impl Router {
             configs,
             providers,
             me: me.clone(),
+            durations: std::sync::OnceLock::new(),
         })
     }
 
@@ -213,10 +216,11 @@ impl Router {
                     return Err(e);
                 }
                 // In process: the callee's span continues the caller's.
-                let callee = TraceContext::next(trace);
-                let mut span = Span::start(callee, trace, Kind::Internal, || {
-                    format!("{interface}/{function}")
-                });
+                let mut span =
+                    Span::start(TraceContext::next(trace), trace, Kind::Internal, || {
+                        format!("{interface}/{function}")
+                    });
+                let callee = span.context();
                 span.attr("trellis.target", || target.to_owned());
                 let call = LocalCall {
                     interface,
@@ -247,12 +251,12 @@ impl Router {
             }
             Route::Remote => {
                 // Over NATS: a client span here, the receiving host's server span its child.
-                let client = TraceContext::next(trace);
                 let mut span = Span::rpc(
-                    (client, trace, Kind::Client),
+                    (TraceContext::next(trace), trace, Kind::Client),
                     (interface, function),
                     (source, target),
                 );
+                let client = span.context();
                 let call = Call { timeout, trace: Some(client), ..call };
                 let answers = Some(&self.answers);
                 let result = send_invocation(&self.nats, &self.subjects, answers, call).await;
@@ -285,7 +289,11 @@ impl Router {
         running.invocations.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self.run_local(running, call).await;
-        running.durations.observe(started.elapsed());
+        let elapsed = started.elapsed();
+        running.durations.observe(elapsed);
+        if let Some(durations) = self.durations.get() {
+            durations.record(elapsed, &running.component_attribute);
+        }
         if let Err(e) = &result {
             running.errors.fetch_add(1, Ordering::Relaxed);
             running.errors_by_kind[e.kind() as usize].fetch_add(1, Ordering::Relaxed);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 
-use crate::trace::{TRACEPARENT, TraceContext};
+use crate::trace::{NatsHeaders, TraceContext};
 
 /// Header names of the envelope.
 pub mod header {
@@ -233,7 +233,7 @@ impl Invocation {
             set(&mut headers, header::LINK, self.link.as_str());
         }
         if let Some(trace) = &self.trace {
-            set(&mut headers, TRACEPARENT, trace.to_string());
+            trace.inject(&mut NatsHeaders(&mut headers));
         }
         if let Some(caller) = &self.caller {
             set(&mut headers, header::CALLER, caller.as_str());
@@ -300,7 +300,7 @@ pub fn link_name(headers: Option<&HeaderMap>) -> &str {
 
 /// The caller's span an invocation's headers carry; `None` when absent or malformed.
 pub fn trace_parent(headers: Option<&HeaderMap>) -> Option<TraceContext> {
-    TraceContext::parse(field(headers, TRACEPARENT)?)
+    TraceContext::extract(&NatsHeaders(headers?))
 }
 
 /// Time left until `deadline_ms`; `None` once it has passed.

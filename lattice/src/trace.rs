@@ -5,9 +5,17 @@
 //! ([`TraceContext::next`] of the parsed `traceparent`); what it sends on is that span's
 //! `traceparent`. A missing
 //! or malformed `traceparent` starts a new trace.
+//!
+//! A carrier (NATS headers, HTTP headers) is read and written through OpenTelemetry's
+//! [`Extractor`] and [`Injector`], as a `TextMapPropagator` would: [`NatsHeaders`] for NATS
+//! messages, `opentelemetry-http`'s [`HeaderExtractor`] and [`HeaderInjector`] for HTTP.
 
 use std::cell::Cell;
 use std::fmt;
+
+use async_nats::HeaderMap;
+pub use opentelemetry::propagation::{Extractor, Injector};
+pub use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 
 /// The `traceparent` header name (HTTP, NATS headers).
 pub const TRACEPARENT: &str = "traceparent";
@@ -63,6 +71,44 @@ impl TraceContext {
     /// The trace id as 32 hex digits (what logs and trace backends show).
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
+    }
+
+    /// Writes this span's `traceparent` into `carrier`.
+    pub fn inject(&self, carrier: &mut dyn Injector) {
+        carrier.set(TRACEPARENT, self.to_string());
+    }
+
+    /// The caller's span `carrier` names; `None` when it names none or a malformed one.
+    pub fn extract(carrier: &dyn Extractor) -> Option<Self> {
+        Self::parse(carrier.get(TRACEPARENT)?)
+    }
+}
+
+/// The headers of a NATS message as a carrier of trace context: `NatsHeaders(&headers)` to
+/// read, `NatsHeaders(&mut headers)` to write.
+#[derive(Debug)]
+pub struct NatsHeaders<H>(pub H);
+
+impl Injector for NatsHeaders<&mut HeaderMap> {
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            // A static name: no check and no copy of it on every call.
+            TRACEPARENT => crate::envelope::set(self.0, TRACEPARENT, value),
+            _ => self.0.insert(key, value),
+        }
+    }
+}
+
+impl Extractor for NatsHeaders<&HeaderMap> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            TRACEPARENT => crate::envelope::field(Some(self.0), TRACEPARENT),
+            _ => self.0.get(key).map(async_nats::HeaderValue::as_str),
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_ref()).collect()
     }
 }
 
@@ -134,6 +180,20 @@ mod tests {
         ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn nats_headers_carry_the_context_both_ways() {
+        let sent = TraceContext::parse(GOOD).unwrap();
+        let mut headers = HeaderMap::new();
+        sent.inject(&mut NatsHeaders(&mut headers));
+        assert_eq!(headers.get(TRACEPARENT).map(|v| v.as_str()), Some(GOOD));
+        let carrier = NatsHeaders(&headers);
+        assert_eq!(TraceContext::extract(&carrier), Some(sent));
+        assert_eq!(carrier.keys(), [TRACEPARENT]);
+        NatsHeaders(&mut headers).set("tracestate", "k=v".into());
+        assert_eq!(NatsHeaders(&headers).get("tracestate"), Some("k=v"));
+        assert_eq!(TraceContext::extract(&NatsHeaders(&HeaderMap::new())), None);
     }
 
     #[test]

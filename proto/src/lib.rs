@@ -15,9 +15,3 @@
 #![allow(missing_debug_implementations)]
 
 include!(concat!(env!("OUT_DIR"), "/trellis.v1.rs"));
-
-/// The OpenTelemetry trace export messages (OTLP) Trellis sends to collectors.
-pub mod otlp {
-    #![allow(missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.v1.rs"));
-}

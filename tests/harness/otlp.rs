@@ -1,6 +1,7 @@
 //! An OpenTelemetry collector on loopback for tests: takes OTLP traces and metrics over HTTP
 //! (`/v1/traces`, `/v1/metrics`, protobuf) and gRPC (HTTP/2 without TLS), and keeps what it
-//! receives with the sender's resource.
+//! receives with the sender's resource. It decodes with `opentelemetry-proto`'s messages, not
+//! with the exporter's code: what it checks is what a real collector would read.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,9 +12,14 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint, metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use tokio::net::TcpListener;
-use trellis_proto::otlp;
 
 /// A span and who sent it.
 #[derive(Debug, Clone)]
@@ -23,7 +29,7 @@ pub struct ReceivedSpan {
     /// `trellis.host.id` of the sender.
     pub host: String,
     /// The span.
-    pub span: otlp::Span,
+    pub span: Span,
 }
 
 /// A metric and who sent it.
@@ -34,7 +40,7 @@ pub struct ReceivedMetric {
     /// `trellis.host.id` of the sender.
     pub host: String,
     /// The metric with its data points.
-    pub metric: otlp::Metric,
+    pub metric: Metric,
 }
 
 /// What arrived, and how.
@@ -117,9 +123,9 @@ async fn handle(request: Request<Incoming>, keep: &Mutex<Received>) -> Response<
     let traces = path.ends_with("/v1/traces") || path.ends_with("TraceService/Export");
     let metrics = path.ends_with("/v1/metrics") || path.ends_with("MetricsService/Export");
     let decoded = if traces {
-        otlp::ExportTraceServiceRequest::decode(message).map(|r| record_spans(r, keep))
+        ExportTraceServiceRequest::decode(message).map(|r| record_spans(r, keep))
     } else if metrics {
-        otlp::ExportMetricsServiceRequest::decode(message).map(|r| record_metrics(r, keep))
+        ExportMetricsServiceRequest::decode(message).map(|r| record_metrics(r, keep))
     } else {
         return reply(404, vec![]);
     };
@@ -141,20 +147,20 @@ async fn handle(request: Request<Incoming>, keep: &Mutex<Received>) -> Response<
     response
 }
 
-fn attribute(resource: Option<&otlp::Resource>, key: &str) -> String {
+fn attribute(resource: Option<&Resource>, key: &str) -> String {
     resource
         .iter()
         .flat_map(|r| &r.attributes)
         .find(|a| a.key == key)
         .and_then(|a| a.value.clone())
         .and_then(|v| match v.value {
-            Some(otlp::any_value::Value::StringValue(s)) => Some(s),
+            Some(any_value::Value::StringValue(s)) => Some(s),
             _ => None,
         })
         .unwrap_or_default()
 }
 
-fn record_spans(request: otlp::ExportTraceServiceRequest, keep: &Mutex<Received>) {
+fn record_spans(request: ExportTraceServiceRequest, keep: &Mutex<Received>) {
     let mut keep = keep.lock().unwrap();
     for resource in request.resource_spans {
         let service = attribute(resource.resource.as_ref(), "service.name");
@@ -165,7 +171,7 @@ fn record_spans(request: otlp::ExportTraceServiceRequest, keep: &Mutex<Received>
     }
 }
 
-fn record_metrics(request: otlp::ExportMetricsServiceRequest, keep: &Mutex<Received>) {
+fn record_metrics(request: ExportMetricsServiceRequest, keep: &Mutex<Received>) {
     let mut keep = keep.lock().unwrap();
     for resource in request.resource_metrics {
         let service = attribute(resource.resource.as_ref(), "service.name");
@@ -182,29 +188,31 @@ fn record_metrics(request: otlp::ExportMetricsServiceRequest, keep: &Mutex<Recei
 
 /// The value of `metric`'s data point whose attributes include every one of `labels`, as a
 /// number (sums and gauges; a histogram's count).
-pub fn metric_value(metric: &otlp::Metric, labels: &[(&str, &str)]) -> Option<f64> {
-    let matches = |attributes: &[otlp::KeyValue]| {
+pub fn metric_value(metric: &Metric, labels: &[(&str, &str)]) -> Option<f64> {
+    let matches = |attributes: &[KeyValue]| {
         labels.iter().all(|(k, v)| {
             attributes.iter().any(|a| {
                 a.key == *k
-                    && matches!(&a.value, Some(otlp::AnyValue { value: Some(otlp::any_value::Value::StringValue(s)) }) if s == v)
+                    && matches!(&a.value, Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) if s == v)
             })
         })
     };
-    let number = |p: &otlp::NumberDataPoint| match p.value {
-        Some(otlp::number_data_point::Value::AsInt(v)) => Some(v as f64),
-        Some(otlp::number_data_point::Value::AsDouble(v)) => Some(v),
+    let number = |p: &NumberDataPoint| match p.value {
+        Some(number_data_point::Value::AsInt(v)) => Some(v as f64),
+        Some(number_data_point::Value::AsDouble(v)) => Some(v),
         None => None,
     };
     match metric.data.as_ref()? {
-        otlp::metric::Data::Sum(s) => {
+        metric::Data::Sum(s) => {
             s.data_points.iter().find(|p| matches(&p.attributes)).and_then(number)
         }
-        otlp::metric::Data::Gauge(g) => {
+        metric::Data::Gauge(g) => {
             g.data_points.iter().find(|p| matches(&p.attributes)).and_then(number)
         }
-        otlp::metric::Data::Histogram(h) => {
+        metric::Data::Histogram(h) => {
             h.data_points.iter().find(|p| matches(&p.attributes)).map(|p| p.count as f64)
         }
+        // Trellis sends none of these.
+        metric::Data::ExponentialHistogram(_) | metric::Data::Summary(_) => None,
     }
 }

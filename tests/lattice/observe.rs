@@ -158,7 +158,7 @@ async fn the_metrics_endpoint_counts_calls() {
     let text =
         trellis_tests::eventually("a heartbeat's age", Duration::from_secs(10), || async move {
             let text = scrape().await;
-            text.contains("# TYPE trellis_heartbeat_age_seconds ").then_some(text)
+            text.contains("\ntrellis_heartbeat_age_seconds{").then_some(text)
         })
         .await;
     let queried = dashboard_metrics();

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use trellis_lattice::proto::otlp;
 use trellis_lattice::trace::TraceContext;
 use trellis_tests::otlp::{Collector, ReceivedSpan, metric_value};
 use trellis_tests::{component, eventually, read_head};
@@ -137,7 +137,7 @@ async fn every_process_exports_its_spans_of_one_request_as_one_trace() {
         .find(|r| r.span.parent_span_id == client.span_id.to_be_bytes())
         .expect("the http-server's span, child of the client's");
     assert_eq!(root.service, "trellis-provider-http-server");
-    assert_eq!(root.span.kind, otlp::span::SpanKind::Server as i32);
+    assert_eq!(root.span.kind, SpanKind::Server as i32);
     for r in &spans {
         if r.span.span_id != root.span.span_id {
             assert!(by_id.contains_key(&r.span.parent_span_id), "a parent for {r:?}");
@@ -155,8 +155,7 @@ async fn every_process_exports_its_spans_of_one_request_as_one_trace() {
         chain.push((at.service.clone(), at.host.clone(), at.span.kind));
     }
     chain.reverse();
-    let (server, client_kind) =
-        (otlp::span::SpanKind::Server as i32, otlp::span::SpanKind::Client as i32);
+    let (server, client_kind) = (SpanKind::Server as i32, SpanKind::Client as i32);
     let expected = [
         ("trellis-provider-http-server", edge.id.as_str(), server),
         ("trellis-host", edge.id.as_str(), client_kind),

@@ -329,8 +329,9 @@ async fn run(
     };
     // This hop's span continues the caller's trace (or starts one).
     let parent = trace_parent(arrival.headers);
-    let trace = TraceContext::next(parent);
-    let mut span = Span::rpc((trace, parent, Kind::Server), (interface, function), (source, id));
+    let this = TraceContext::next(parent);
+    let mut span = Span::rpc((this, parent, Kind::Server), (interface, function), (source, id));
+    let trace = span.context();
     span.attr("trellis.link", || link_name(arrival.headers).to_owned());
     let result = match target {
         Target::Component(running) => {

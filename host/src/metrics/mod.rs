@@ -34,9 +34,6 @@ pub(crate) enum Number {
 pub(crate) struct Point {
     pub labels: Vec<(&'static str, String)>,
     pub value: Number,
-    /// When a counter started from zero (unix ns), if not when the host started: a component's
-    /// counters start again when it is replaced or restarted.
-    pub since_ns: Option<u64>,
 }
 
 /// One metric and its series.
@@ -54,8 +51,6 @@ pub(crate) struct Family {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Durations {
     pub component: String,
-    /// When the component started (unix ns): the histogram counts from then.
-    pub since_ns: u64,
     /// Cumulative counts per bound of [`BOUNDS_US`]; the last counts every call.
     pub cumulative: [u64; BOUNDS_US.len() + 1],
     pub sum_seconds: f64,
@@ -75,7 +70,7 @@ pub(crate) struct Snapshot {
 }
 
 fn one(value: Number) -> Vec<Point> {
-    vec![Point { labels: Vec::new(), value, since_ns: None }]
+    vec![Point { labels: Vec::new(), value }]
 }
 
 /// Measures `host` now.
@@ -86,11 +81,7 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
     let per_component = |value: &dyn Fn(&crate::components::Running) -> u64| {
         components
             .iter()
-            .map(|c| Point {
-                labels: vec![("component", c.id.clone())],
-                value: Int(value(c)),
-                since_ns: Some(c.started_unix_ns),
-            })
+            .map(|c| Point { labels: vec![("component", c.id.clone())], value: Int(value(c)) })
             .collect::<Vec<_>>()
     };
     let family = |name, kind, help, unit, points| Family { name, kind, help, unit, points };
@@ -125,7 +116,6 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
                 (count > 0).then(|| Point {
                     labels: vec![("component", c.id.clone()), ("kind", kind.as_str().to_owned())],
                     value: Int(count),
-                    since_ns: Some(c.started_unix_ns),
                 })
             })
         })
@@ -189,11 +179,8 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             "",
             {
                 let (signature, pair_key) = host.accepted_calls();
-                let by = |how: &str, n| Point {
-                    labels: vec![("by", how.to_owned())],
-                    value: Int(n),
-                    since_ns: None,
-                };
+                let by =
+                    |how: &str, n| Point { labels: vec![("by", how.to_owned())], value: Int(n) };
                 vec![by("signature", signature), by("pair_key", pair_key)]
             },
         ),
@@ -254,35 +241,34 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             one(Int(nats.slow_consumers.load(Ordering::Relaxed))),
         ),
     ]);
-    if let Some(rss) = resources::rss_bytes() {
-        families.push(family(
+    // Every family is there from the start, with no series while it cannot be measured: the
+    // OTLP push registers its instruments once.
+    let optional = |value: Option<Number>| value.map(one).unwrap_or_default();
+    let last = nats.last_heartbeat_ms.load(Ordering::Relaxed);
+    let age = (last > 0).then(|| Float((host.uptime().as_secs_f64() - last as f64 / 1e3).max(0.0)));
+    families.extend([
+        family(
             "trellis_host_memory_rss_bytes",
             Gauge,
             "Resident memory of the host process.",
             "By",
-            one(Int(rss)),
-        ));
-    }
-    if let Some(cpu) = resources::cpu_seconds() {
-        families.push(family(
+            optional(resources::rss_bytes().map(Int)),
+        ),
+        family(
             "trellis_host_cpu_seconds_total",
             Counter,
             "CPU time of the host process.",
             "s",
-            one(Float(cpu)),
-        ));
-    }
-    let last = nats.last_heartbeat_ms.load(Ordering::Relaxed);
-    if last > 0 {
-        let age = host.uptime().as_secs_f64() - last as f64 / 1e3;
-        families.push(family(
+            optional(resources::cpu_seconds().map(Float)),
+        ),
+        family(
             "trellis_heartbeat_age_seconds",
             Gauge,
             "Seconds since this host's last heartbeat reached NATS.",
             "s",
-            one(Float(age.max(0.0))),
-        ));
-    }
+            optional(age),
+        ),
+    ]);
     families.push(family(
         "trellis_uptime_seconds",
         Gauge,
@@ -336,7 +322,6 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             .map(|p| Point {
                 labels: vec![("provider", p.id.clone()), ("kind", p.kind.clone())],
                 value: Int(value(p)),
-                since_ns: None,
             })
             .collect::<Vec<_>>()
     };
@@ -358,12 +343,7 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
         .iter()
         .map(|c| {
             let (cumulative, sum_us) = c.durations.snapshot();
-            Durations {
-                component: c.id.clone(),
-                since_ns: c.started_unix_ns,
-                cumulative,
-                sum_seconds: sum_us as f64 / 1e6,
-            }
+            Durations { component: c.id.clone(), cumulative, sum_seconds: sum_us as f64 / 1e6 }
         })
         .collect();
     Snapshot { host: host.id().to_owned(), families, durations }
@@ -387,7 +367,6 @@ pub(crate) fn sample() -> Snapshot {
                 points: vec![Point {
                     labels: vec![("component", "web".into())],
                     value: Number::Int(7),
-                    since_ns: Some(5),
                 }],
             },
             Family {
@@ -395,15 +374,10 @@ pub(crate) fn sample() -> Snapshot {
                 kind: Kind::Gauge,
                 help: "Age.",
                 unit: "s",
-                points: vec![Point { labels: vec![], value: Number::Float(0.5), since_ns: None }],
+                points: vec![Point { labels: vec![], value: Number::Float(0.5) }],
             },
         ],
-        durations: vec![Durations {
-            component: "web".into(),
-            since_ns: 5,
-            cumulative,
-            sum_seconds: 40.0,
-        }],
+        durations: vec![Durations { component: "web".into(), cumulative, sum_seconds: 40.0 }],
     }
 }
 

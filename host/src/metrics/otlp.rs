@@ -1,172 +1,135 @@
 //! The metrics pushed to an OpenTelemetry collector (OTLP, cumulative temporality) every
-//! `OTEL_METRIC_EXPORT_INTERVAL`.
+//! `OTEL_METRIC_EXPORT_INTERVAL`, by the SDK's meter provider: each family of [`super::collect`]
+//! is an observable instrument reading the host's counters when the SDK collects; call
+//! durations are an SDK histogram the router records each call into.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use prost::Message as _;
-use trellis_lattice::telemetry::{self, Exporter, now_ns};
-use trellis_proto::otlp;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, Meter, MeterProvider as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use trellis_lattice::telemetry;
 
 use super::{DURATION, Kind, Number, Snapshot};
 use crate::histogram::BOUNDS_US;
 use crate::host::Host;
 
-/// Pushes `host`'s metrics with `exporter` every `interval` until the task is dropped.
-pub(crate) async fn push(
-    host: Arc<Host>,
-    exporter: Exporter,
-    resource: otlp::Resource,
-    interval: Duration,
-) {
-    let url = exporter.endpoint().url.clone();
-    tracing::info!(%url, protocol = exporter.endpoint().protocol.as_str(), ?interval, "exporting metrics over OTLP");
-    let started_ns = now_ns().saturating_sub(host.uptime().as_nanos() as u64);
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    let mut warned = false;
-    loop {
-        ticks.tick().await;
-        let request = encode(&super::collect(&host), &resource, started_ns, now_ns());
-        match exporter.send(request.encode_to_vec()).await {
-            Ok(()) => warned = false,
-            Err(e) if !warned => {
-                // Once per outage; the next push sends the totals again (cumulative).
-                tracing::warn!(%url, error = %e, "cannot export metrics; trying again each interval");
-                warned = true;
-            }
-            Err(_) => {}
+/// The SDK histogram of call durations, and the `host` attribute of its points.
+#[derive(Debug)]
+pub(crate) struct Durations {
+    histogram: Histogram<f64>,
+    host: KeyValue,
+}
+
+impl Durations {
+    /// Records one call of the component whose `component` attribute is `component`.
+    pub fn record(&self, elapsed: Duration, component: &KeyValue) {
+        self.histogram.record(elapsed.as_secs_f64(), &[self.host.clone(), component.clone()]);
+    }
+}
+
+/// Pushing metrics; stops (with a last push, as the SDK does) when dropped.
+#[derive(Debug)]
+pub(crate) struct Push(Option<SdkMeterProvider>);
+
+impl Drop for Push {
+    fn drop(&mut self) {
+        // The SDK's shutdown waits for its reader thread; not on a runtime's thread.
+        if let Some(provider) = self.0.take() {
+            std::thread::spawn(move || {
+                let _ = provider.shutdown();
+            });
         }
     }
 }
 
-/// `snapshot` as an OTLP export request: counters as cumulative monotonic sums since their
-/// component started (or the host, `started_ns`), gauges as gauges, call durations as a
-/// histogram in seconds.
-pub(crate) fn encode(
-    snapshot: &Snapshot,
-    resource: &otlp::Resource,
-    started_ns: u64,
-    now_ns: u64,
-) -> otlp::ExportMetricsServiceRequest {
-    let attributes = |labels: &[(&str, String)]| {
-        std::iter::once(("host", snapshot.host.clone()))
-            .chain(labels.iter().map(|(k, v)| (*k, v.clone())))
-            .map(|(k, v)| otlp::KeyValue { key: k.to_owned(), value: telemetry::value(v) })
-            .collect::<Vec<_>>()
-    };
-    let cumulative = otlp::AggregationTemporality::Cumulative as i32;
-    let mut metrics: Vec<otlp::Metric> = snapshot
-        .families
-        .iter()
-        .map(|family| {
-            let data_points = family
-                .points
-                .iter()
-                .map(|point| otlp::NumberDataPoint {
-                    attributes: attributes(&point.labels),
-                    start_time_unix_nano: match family.kind {
-                        Kind::Counter => point.since_ns.unwrap_or(started_ns),
-                        Kind::Gauge => 0,
-                    },
-                    time_unix_nano: now_ns,
-                    value: Some(match point.value {
-                        Number::Int(v) => otlp::number_data_point::Value::AsInt(
-                            i64::try_from(v).unwrap_or(i64::MAX),
-                        ),
-                        Number::Float(v) => otlp::number_data_point::Value::AsDouble(v),
-                    }),
-                })
-                .collect();
-            let data = match family.kind {
-                Kind::Counter => otlp::metric::Data::Sum(otlp::Sum {
-                    data_points,
-                    aggregation_temporality: cumulative,
-                    is_monotonic: true,
-                }),
-                Kind::Gauge => otlp::metric::Data::Gauge(otlp::Gauge { data_points }),
-            };
-            otlp::Metric {
-                name: family.name.to_owned(),
-                description: family.help.to_owned(),
-                unit: family.unit.to_owned(),
-                data: Some(data),
-            }
-        })
-        .collect();
+/// Starts pushing `host`'s metrics as `config` says, if it names a metrics endpoint.
+pub(crate) fn start(host: &Arc<Host>, config: &telemetry::Config) -> Option<Push> {
+    let provider = telemetry::meter_provider(config)?;
+    let meter = provider.meter_with_scope(telemetry::scope());
+    let latest = Arc::new(Latest { host: host.clone(), taken: Mutex::new(None) });
+    for family in &latest.get().families {
+        observe(&meter, family.name, family.kind, family.help, family.unit, latest.clone());
+    }
     let (name, help) = DURATION;
-    let data_points = snapshot
-        .durations
-        .iter()
-        .map(|d| {
-            let mut previous = 0;
-            let bucket_counts = d
-                .cumulative
-                .iter()
-                .map(|&running| {
-                    let count = running.saturating_sub(previous);
-                    previous = running;
-                    count
-                })
+    let histogram = meter
+        .f64_histogram(name)
+        .with_description(help)
+        .with_unit("s")
+        .with_boundaries(BOUNDS_US.iter().map(|&us| us as f64 / 1e6).collect())
+        .build();
+    let host_id = KeyValue::new("host", host.id().to_owned());
+    let _ = host.router().durations.set(Durations { histogram, host: host_id });
+    Some(Push(Some(provider)))
+}
+
+/// One observable instrument for family `name`, whose callback reads the latest snapshot.
+fn observe(
+    meter: &Meter,
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    unit: &'static str,
+    latest: Arc<Latest>,
+) {
+    // Every value as a double: a family's series are all of one type, but a family without
+    // series yet would not say which.
+    let points = move |observe: &dyn Fn(f64, &[KeyValue])| {
+        let snapshot = latest.get();
+        let host = KeyValue::new("host", snapshot.host.clone());
+        let Some(family) = snapshot.families.iter().find(|f| f.name == name) else { return };
+        for point in &family.points {
+            let attributes: Vec<KeyValue> = std::iter::once(host.clone())
+                .chain(point.labels.iter().map(|(k, v)| KeyValue::new(*k, v.clone())))
                 .collect();
-            otlp::HistogramDataPoint {
-                attributes: attributes(&[("component", d.component.clone())]),
-                start_time_unix_nano: d.since_ns,
-                time_unix_nano: now_ns,
-                count: d.cumulative[BOUNDS_US.len()],
-                sum: Some(d.sum_seconds),
-                bucket_counts,
-                explicit_bounds: BOUNDS_US.iter().map(|&us| us as f64 / 1e6).collect(),
-            }
-        })
-        .collect();
-    metrics.push(otlp::Metric {
-        name: name.to_owned(),
-        description: help.to_owned(),
-        unit: "s".into(),
-        data: Some(otlp::metric::Data::Histogram(otlp::Histogram {
-            data_points,
-            aggregation_temporality: cumulative,
-        })),
-    });
-    otlp::ExportMetricsServiceRequest {
-        resource_metrics: vec![otlp::ResourceMetrics {
-            resource: Some(resource.clone()),
-            scope_metrics: vec![otlp::ScopeMetrics {
-                scope: Some(telemetry::scope()),
-                metrics,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
+            let value = match point.value {
+                Number::Int(v) => v as f64,
+                Number::Float(v) => v,
+            };
+            observe(value, &attributes);
+        }
+    };
+    match kind {
+        Kind::Counter => {
+            meter
+                .f64_observable_counter(name)
+                .with_description(help)
+                .with_unit(unit)
+                .with_callback(move |o| points(&|v, a| o.observe(v, a)))
+                .build();
+        }
+        Kind::Gauge => {
+            meter
+                .f64_observable_gauge(name)
+                .with_description(help)
+                .with_unit(unit)
+                .with_callback(move |o| points(&|v, a| o.observe(v, a)))
+                .build();
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One snapshot serves every instrument of one collection (the SDK calls their callbacks one
+/// after the other), not one snapshot each.
+struct Latest {
+    host: Arc<Host>,
+    taken: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+}
 
-    #[test]
-    fn counters_gauges_and_histograms_map_to_their_otlp_kinds() {
-        let request = encode(&super::super::sample(), &otlp::Resource::default(), 10, 20);
-        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
-        let Some(otlp::metric::Data::Sum(sum)) = &metrics[0].data else { panic!("{metrics:?}") };
-        assert!(sum.is_monotonic);
-        let point = &sum.data_points[0];
-        assert_eq!(point.value, Some(otlp::number_data_point::Value::AsInt(7)));
-        // A component's counter counts from the component's start, not the host's.
-        assert_eq!((point.start_time_unix_nano, point.time_unix_nano), (5, 20));
-        let keys: Vec<&str> = point.attributes.iter().map(|a| a.key.as_str()).collect();
-        assert_eq!(keys, ["host", "component"]);
-        assert!(matches!(&metrics[1].data, Some(otlp::metric::Data::Gauge(_))));
-        let Some(otlp::metric::Data::Histogram(h)) = &metrics[2].data else { panic!() };
-        let point = &h.data_points[0];
-        assert_eq!(point.count, 3);
-        // Per bucket, not cumulative.
-        assert_eq!(point.bucket_counts.iter().sum::<u64>(), 3);
-        assert_eq!(point.bucket_counts[1], 2);
-        assert_eq!(point.bucket_counts[BOUNDS_US.len()], 1);
-        assert_eq!(point.explicit_bounds.len(), BOUNDS_US.len());
+impl Latest {
+    /// A snapshot is fresh this long.
+    const FRESH: Duration = Duration::from_millis(100);
+
+    fn get(&self) -> Arc<Snapshot> {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        match &*taken {
+            Some((at, snapshot)) if at.elapsed() < Self::FRESH => snapshot.clone(),
+            _ => {
+                let snapshot = Arc::new(super::collect(&self.host));
+                *taken = Some((Instant::now(), snapshot.clone()));
+                snapshot
+            }
+        }
     }
 }

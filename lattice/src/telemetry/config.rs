@@ -48,13 +48,6 @@ impl Signal {
             Signal::Metrics => "/v1/metrics",
         }
     }
-
-    fn grpc_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-        }
-    }
 }
 
 /// Where one signal goes.
@@ -62,7 +55,7 @@ impl Signal {
 pub struct Endpoint {
     /// How.
     pub protocol: Protocol,
-    /// The URL requests go to (with the signal's path or the gRPC method).
+    /// The URL requests go to: with the signal's path (HTTP), or the collector's address (gRPC).
     pub url: String,
     /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`), for a collector that wants a key.
     pub headers: Vec<(String, String)>,
@@ -118,6 +111,18 @@ pub enum ConfigError {
         /// The item that is not a pair.
         item: String,
     },
+    /// A sampler the SDK does not have, or a ratio that is not one.
+    #[error(
+        "{var}={value}: Trellis samples with `parentbased_always_on` (default), \
+         `parentbased_traceidratio`, `traceidratio` (OTEL_TRACES_SAMPLER_ARG a ratio from 0 to 1), \
+         `always_on`, `always_off` or `parentbased_always_off`"
+    )]
+    Sampler {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+    },
     /// Not an `http://` or `https://` URL.
     #[error("{var}={value}: not an http:// or https:// URL")]
     Url {
@@ -137,7 +142,9 @@ impl Config {
     ///   percent-decoded);
     /// - `OTEL_{TRACES,METRICS}_EXPORTER`: `otlp` (default) or `none`; `OTEL_SDK_DISABLED=true`;
     /// - `OTEL_METRIC_EXPORT_INTERVAL` (ms), `OTEL_SERVICE_NAME` (else `default_service`),
-    ///   `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`).
+    ///   `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`);
+    /// - `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` are checked here (the SDK reads
+    ///   them, in every process, hosts' and providers').
     ///
     /// `None` when neither signal has somewhere to go.
     pub fn from_vars(
@@ -153,6 +160,9 @@ impl Config {
         if traces.is_none() && metrics.is_none() {
             return Ok(None);
         }
+        // The SDK reads the sampler itself and falls back to the default, silently, on a value
+        // it does not know: a typo would sample everything.
+        check_sampler(&var)?;
         let interval_var = "OTEL_METRIC_EXPORT_INTERVAL";
         let metrics_interval = match var(interval_var) {
             None => Duration::from_secs(60),
@@ -223,11 +233,6 @@ fn endpoint(
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ConfigError::Url { var: url_var, value: url });
     }
-    // gRPC names the method in the path; the endpoint is the server's address.
-    let url = match protocol {
-        Protocol::HttpProtobuf => url,
-        Protocol::Grpc => format!("{}{}", url.trim_end_matches('/'), signal.grpc_path()),
-    };
     // The signal's own headers replace the general ones (they are not merged).
     let mut headers = match either("HEADERS") {
         Some((var, h)) => pairs(&var, &h)?,
@@ -237,6 +242,25 @@ fn endpoint(
         k.make_ascii_lowercase();
     }
     Ok(Some(Endpoint { protocol, url, headers }))
+}
+
+/// `OTEL_TRACES_SAMPLER` names a sampler the SDK has, and a ratio sampler's
+/// `OTEL_TRACES_SAMPLER_ARG` is a ratio.
+fn check_sampler(var: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let bad = |var: &str, value: String| Err(ConfigError::Sampler { var: var.into(), value });
+    let (sampler_var, arg_var) = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG");
+    match var(sampler_var).as_deref() {
+        None
+        | Some("always_on" | "always_off" | "parentbased_always_on" | "parentbased_always_off") => {
+            Ok(())
+        }
+        Some("traceidratio" | "parentbased_traceidratio") => match var(arg_var) {
+            None => Ok(()),
+            Some(arg) if arg.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)) => Ok(()),
+            Some(arg) => bad(arg_var, arg),
+        },
+        Some(other) => bad(sampler_var, other.to_owned()),
+    }
 }
 
 /// `key=value,key=value`, values percent-decoded (the W3C baggage format the OTEL variables use).
@@ -314,14 +338,9 @@ mod tests {
         .unwrap();
         let traces = c.traces.unwrap();
         assert_eq!(traces.protocol, Protocol::Grpc);
-        assert_eq!(
-            traces.url,
-            "http://c:4317/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-        );
-        assert_eq!(
-            c.metrics.unwrap().url,
-            "http://c:4317/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-        );
+        // gRPC names the method itself: the URL is the collector's address.
+        assert_eq!(traces.url, "http://c:4317");
+        assert_eq!(c.metrics.unwrap().url, "http://c:4317");
         assert_eq!(c.metrics_interval, Duration::from_millis(5000));
     }
 
@@ -368,6 +387,12 @@ mod tests {
         assert!(err.to_string().contains("OTEL_TRACES_EXPORTER=zipkin"), "{err}");
         let err = config(&[base, ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).unwrap_err();
         assert!(err.to_string().contains("`novalue`"), "{err}");
+        let err = config(&[base, ("OTEL_TRACES_SAMPLER", "ratio")]).unwrap_err();
+        assert!(err.to_string().contains("OTEL_TRACES_SAMPLER=ratio"), "{err}");
+        let ratio = ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
+        let err = config(&[base, ratio, ("OTEL_TRACES_SAMPLER_ARG", "10%")]).unwrap_err();
+        assert!(err.to_string().contains("OTEL_TRACES_SAMPLER_ARG=10%"), "{err}");
+        assert!(config(&[base, ratio, ("OTEL_TRACES_SAMPLER_ARG", "0.25")]).is_ok());
         let err = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318")]).unwrap_err();
         assert!(err.to_string().contains("http://"), "{err}");
     }

@@ -1,117 +1,115 @@
-//! Sending one OTLP request to an [`Endpoint`]: a protobuf body POSTed over HTTP/1.1
-//! (`http/protobuf`) or framed as a unary gRPC call over HTTP/2 (`grpc`).
+//! The OTLP exporters of one [`Endpoint`]: `http/protobuf` through a hyper client on the
+//! process's tokio runtime, or `grpc` through tonic; TLS with the system's CA certificates.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::tonic_types::transport::ClientTlsConfig;
+use opentelemetry_otlp::{
+    ExporterBuildError, MetricExporter, SpanExporter, WithExportConfig, WithHttpConfig,
+    WithTonicConfig,
+};
 
 use super::config::{Endpoint, Protocol};
 
 /// A collector that takes longer than this to answer has failed the request.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends OTLP requests to one endpoint, reusing connections.
-#[derive(Debug)]
-pub struct Exporter {
-    endpoint: Endpoint,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+/// The span exporter of `endpoint`. Call on a tokio runtime: the exporter sends through it.
+pub(super) fn spans(endpoint: &Endpoint) -> Result<SpanExporter, ExporterBuildError> {
+    let builder = SpanExporter::builder();
+    match endpoint.protocol {
+        Protocol::HttpProtobuf => http(builder.with_http(), endpoint).build(),
+        Protocol::Grpc => grpc(builder.with_tonic(), endpoint).build(),
+    }
 }
 
-impl Exporter {
-    /// An exporter to `endpoint`; connects on first use.
-    pub fn new(endpoint: Endpoint) -> Self {
+/// The metric exporter of `endpoint` (cumulative temporality). Call on a tokio runtime.
+pub(super) fn metrics(endpoint: &Endpoint) -> Result<MetricExporter, ExporterBuildError> {
+    let builder = MetricExporter::builder();
+    match endpoint.protocol {
+        Protocol::HttpProtobuf => http(builder.with_http(), endpoint).build(),
+        Protocol::Grpc => grpc(builder.with_tonic(), endpoint).build(),
+    }
+}
+
+fn http<B: WithExportConfig + WithHttpConfig>(builder: B, endpoint: &Endpoint) -> B {
+    builder
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(&endpoint.url)
+        .with_timeout(TIMEOUT)
+        .with_http_client(Hyper::new())
+        .with_headers(endpoint.headers.iter().cloned().collect::<HashMap<_, _>>())
+}
+
+fn grpc<B: WithExportConfig + WithTonicConfig>(builder: B, endpoint: &Endpoint) -> B {
+    let headers: http::HeaderMap = endpoint
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
+        .collect();
+    let builder = builder
+        .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+        .with_endpoint(&endpoint.url)
+        .with_timeout(TIMEOUT)
+        .with_metadata(MetadataMap::from_headers(headers));
+    if endpoint.url.starts_with("https://") {
+        // The system's CA certificates: a collector behind a private CA.
+        builder.with_tls_config(ClientTlsConfig::new().with_native_roots())
+    } else {
+        builder
+    }
+}
+
+/// The SDK's HTTP client trait over hyper. The SDK's batch processor and metric reader export
+/// from threads of their own, outside any runtime: each exchange runs as a task on the runtime
+/// the client was made on.
+#[derive(Debug, Clone)]
+struct Hyper {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Hyper {
+    /// Panics outside a tokio runtime (Trellis starts telemetry from async code).
+    fn new() -> Self {
         // The system's CA certificates (a collector behind a private CA), else the web's.
-        let roots = hyper_rustls::HttpsConnectorBuilder::new();
-        let roots = match roots.with_native_roots() {
+        let roots = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
             Ok(native) => native,
             Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
         };
-        let roots = roots.https_or_http();
-        // gRPC offers only h2 in ALPN: a server that picked HTTP/1.1 could not answer it.
-        let https = match endpoint.protocol {
-            Protocol::Grpc => roots.enable_http2().build(),
-            Protocol::HttpProtobuf => roots.enable_http1().enable_http2().build(),
-        };
-        let mut builder = Client::builder(TokioExecutor::new());
-        // gRPC is HTTP/2 only: with prior knowledge on plaintext, by ALPN on TLS.
-        builder.http2_only(endpoint.protocol == Protocol::Grpc);
-        Self { client: builder.build(https), endpoint }
-    }
-
-    /// Where it sends.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// Sends one encoded export request (`ExportTraceServiceRequest` or
-    /// `ExportMetricsServiceRequest`); `Err` says why the collector did not take it.
-    pub async fn send(&self, message: Vec<u8>) -> Result<(), String> {
-        match tokio::time::timeout(TIMEOUT, self.exchange(message)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!("the collector did not answer within {TIMEOUT:?}")),
-        }
-    }
-
-    async fn exchange(&self, message: Vec<u8>) -> Result<(), String> {
-        let mut request = http::Request::post(&self.endpoint.url);
-        let body = match self.endpoint.protocol {
-            Protocol::HttpProtobuf => {
-                request = request.header(http::header::CONTENT_TYPE, "application/x-protobuf");
-                Bytes::from(message)
-            }
-            Protocol::Grpc => {
-                request = request
-                    .header(http::header::CONTENT_TYPE, "application/grpc")
-                    .header(http::header::TE, "trailers");
-                grpc_frame(&message)
-            }
-        };
-        for (name, value) in &self.endpoint.headers {
-            request = request.header(name, value);
-        }
-        let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
-        let response = self.client.request(request).await.map_err(|e| crate::error_chain(&e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            let text =
-                String::from_utf8_lossy(&body.to_bytes()).chars().take(200).collect::<String>();
-            return Err(format!("the collector answered {status}: {}", text.trim()));
-        }
-        if self.endpoint.protocol == Protocol::Grpc {
-            // A gRPC status comes in the trailers, or in the headers of a trailers-only answer.
-            let trailers = body.trailers().cloned().unwrap_or_default();
-            let field = |name: &str| {
-                trailers
-                    .get(name)
-                    .or_else(|| headers.get(name))
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            match field("grpc-status").as_deref() {
-                Some("0") => {}
-                Some(code) => {
-                    let message = field("grpc-message").unwrap_or_default();
-                    return Err(format!("the collector answered gRPC status {code}: {message}"));
-                }
-                None => return Err("the collector's answer carries no gRPC status".into()),
-            }
-        }
-        Ok(())
+        let https = roots.https_or_http().enable_http1().enable_http2().build();
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        Self { client, runtime: tokio::runtime::Handle::current() }
     }
 }
 
-/// A gRPC message: uncompressed flag, big-endian length, the message.
-fn grpc_frame(message: &[u8]) -> Bytes {
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.put_u8(0);
-    framed.put_u32(message.len() as u32);
-    framed.put_slice(message);
-    framed.freeze()
+#[async_trait::async_trait]
+impl HttpClient for Hyper {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let exchange = async move {
+            let response = client.request(request.map(Full::new)).await?;
+            let (head, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, HttpError>(http::Response::from_parts(head, body))
+        };
+        // The timer too is the runtime's: made in the task, not on the caller's thread.
+        let timed = async move { tokio::time::timeout(TIMEOUT, exchange).await };
+        match self.runtime.spawn(timed).await? {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("the collector did not answer within {TIMEOUT:?}").into()),
+        }
+    }
 }

@@ -1,35 +1,52 @@
 //! Spans and metrics for an OpenTelemetry collector, over OTLP/HTTP or OTLP/gRPC (protobuf),
 //! when the standard `OTEL_EXPORTER_OTLP_*` variables (or a host's flags) say where.
 //!
-//! Off by default and free when off: [`Span::start`] checks one flag and builds nothing. When on,
-//! finished spans go to a bounded queue; a background task sends them in batches. A full queue
-//! drops the span and counts it ([`dropped_spans`]): telemetry never slows a call, and a
-//! collector that is down costs nothing but the dropped spans. Metrics are the host's to
-//! collect; it pushes them with an [`Exporter`] of its own.
+//! The OpenTelemetry SDK does the work: its batch span processor, samplers
+//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), resource detectors and the OTLP exporters.
+//! Trellis keeps a thin [`Span`] in front of it so that telemetry costs nothing when it is off:
+//! [`Span::start`] checks one flag, builds nothing and allocates nothing.
+//!
+//! When on, a finished span goes to the SDK's queue; a full queue drops the span and counts it
+//! ([`dropped_spans`]): telemetry never slows a call, and a collector that is down costs nothing
+//! but the dropped spans. Metrics are the host's to measure; [`meter_provider`] gives it a
+//! provider that pushes them.
 //!
 //! The span ids are the ones [`crate::trace`] propagates, so what a collector receives links up
-//! across hosts and providers exactly as the `traceparent` headers did.
+//! across hosts and providers exactly as the `traceparent` headers do.
+//!
+//! ```
+//! use trellis_lattice::telemetry::{Kind, Span};
+//! use trellis_lattice::trace::TraceContext;
+//!
+//! // Nothing initialised: the span is free and passes its ids on unchanged.
+//! let this = TraceContext::root();
+//! let mut span = Span::start(this, None, Kind::Server, || "GET /".into());
+//! span.attr("url.path", || "/".into());
+//! assert_eq!(span.context(), this);
+//! ```
 
 mod config;
 mod export;
+mod pipeline;
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prost::Message as _;
-use tokio::sync::mpsc;
-use trellis_proto::otlp;
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags,
+    TraceState, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer};
+use opentelemetry_sdk::trace::{SdkTracerProvider, Span as SdkSpan};
 
 pub use config::{Config, ConfigError, Endpoint, Protocol, Signal};
-pub use export::Exporter;
 
 use crate::trace::TraceContext;
 
 /// Spans waiting for export at most; more are dropped and counted.
 const QUEUE: usize = 4096;
-/// Spans per export request at most.
-const BATCH: usize = 512;
 
 /// What a span is, in OpenTelemetry's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,77 +63,124 @@ pub enum Kind {
     Consumer,
 }
 
-struct Spans {
-    queue: mpsc::Sender<otlp::Span>,
+impl From<Kind> for SpanKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Internal => SpanKind::Internal,
+            Kind::Server => SpanKind::Server,
+            Kind::Client => SpanKind::Client,
+            Kind::Producer => SpanKind::Producer,
+            Kind::Consumer => SpanKind::Consumer,
+        }
+    }
 }
 
-static EXPORTER: OnceLock<Spans> = OnceLock::new();
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-static EXPORTED: AtomicU64 = AtomicU64::new(0);
+/// The process's tracer, once exporting. Kept for the life of the process, as the exporter
+/// before it was: a builtin provider inside a host shares it.
+#[derive(Debug)]
+struct Tracing {
+    tracer: SdkTracer,
+    _provider: SdkTracerProvider,
+}
 
-/// Starts exporting spans as `config` says (when it has a traces endpoint), from a task on the
-/// current tokio runtime. Once per process: later calls (a builtin provider inside a host) keep
-/// the first exporter.
+static TRACING: OnceLock<Tracing> = OnceLock::new();
+
+/// Starts exporting spans as `config` says (when it has a traces endpoint), through the current
+/// tokio runtime. Once per process: later calls (a builtin provider inside a host) keep the
+/// first exporter.
 pub fn init(config: &Config) {
-    let Some(endpoint) = config.traces.clone() else { return };
-    let (queue, spans) = mpsc::channel(QUEUE);
-    if EXPORTER.set(Spans { queue }).is_ok() {
+    let Some(endpoint) = &config.traces else { return };
+    if enabled() {
+        return;
+    }
+    let exporter = match export::spans(endpoint) {
+        Ok(exporter) => pipeline::Counted::new(exporter, "traces", endpoint),
+        Err(e) => {
+            tracing::warn!(url = %endpoint.url, error = %e, "cannot export traces");
+            return;
+        }
+    };
+    let batch = BatchConfigBuilder::default().with_max_queue_size(QUEUE).build();
+    let processor = pipeline::Gate::new(BatchSpanProcessor::new(exporter, batch), QUEUE);
+    // The sampler is the SDK's: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, by default
+    // parent-based always-on (a span is exported when its caller's was).
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_id_generator(pipeline::PresetIds)
+        .with_resource(resource(config))
+        .build();
+    let tracer = provider.tracer_with_scope(scope());
+    if TRACING.set(Tracing { tracer, _provider: provider }).is_ok() {
         tracing::info!(
             url = %endpoint.url,
             protocol = endpoint.protocol.as_str(),
             service = %config.service_name,
             "exporting traces over OTLP"
         );
-        tokio::spawn(export(Exporter::new(endpoint), resource(config), spans));
     }
 }
 
-/// The resource every export names: `service.name` and the configured attributes.
-pub fn resource(config: &Config) -> otlp::Resource {
-    let mut attributes = vec![otlp::KeyValue {
-        key: "service.name".into(),
-        value: value(config.service_name.clone()),
-    }];
-    for (k, v) in &config.resource {
-        attributes.push(otlp::KeyValue { key: k.clone(), value: value(v.clone()) });
-    }
-    otlp::Resource { attributes }
+/// A meter provider pushing to `config`'s metrics endpoint every `metrics_interval`, through the
+/// current tokio runtime; `None` when metrics go nowhere (or the endpoint is unusable, which it
+/// logs). Shut it down (or drop it) to stop.
+pub fn meter_provider(config: &Config) -> Option<SdkMeterProvider> {
+    let endpoint = config.metrics.as_ref()?;
+    let exporter = match export::metrics(endpoint) {
+        Ok(exporter) => pipeline::Counted::new(exporter, "metrics", endpoint),
+        Err(e) => {
+            tracing::warn!(url = %endpoint.url, error = %e, "cannot export metrics");
+            return None;
+        }
+    };
+    let reader = PeriodicReader::builder(exporter).with_interval(config.metrics_interval).build();
+    tracing::info!(
+        url = %endpoint.url,
+        protocol = endpoint.protocol.as_str(),
+        interval = ?config.metrics_interval,
+        "exporting metrics over OTLP"
+    );
+    Some(SdkMeterProvider::builder().with_reader(reader).with_resource(resource(config)).build())
+}
+
+/// The resource every export names: what the SDK's detectors find (`OTEL_SERVICE_NAME`,
+/// `OTEL_RESOURCE_ATTRIBUTES`, the SDK's name and version), then `config`'s `service.name` and
+/// attributes over them.
+pub fn resource(config: &Config) -> Resource {
+    let attributes = config.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
+    Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attributes(attributes)
+        .build()
 }
 
 /// The instrumentation scope of everything Trellis exports.
-pub fn scope() -> otlp::InstrumentationScope {
-    otlp::InstrumentationScope { name: "trellis".into(), version: env!("CARGO_PKG_VERSION").into() }
+pub fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder("trellis").with_version(env!("CARGO_PKG_VERSION")).build()
 }
 
 /// Whether spans are exported.
 pub fn enabled() -> bool {
-    EXPORTER.get().is_some()
+    TRACING.get().is_some()
 }
 
-/// Spans dropped because the export queue was full (the collector is slow or down).
+/// Spans dropped because the export queue was full (the collector is slow or down) or the
+/// collector did not take them.
 pub fn dropped_spans() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    pipeline::dropped()
 }
 
 /// Spans handed to the collector.
 pub fn exported_spans() -> u64 {
-    EXPORTED.load(Ordering::Relaxed)
+    pipeline::exported()
 }
 
 /// One span: started now, ended (and queued for export) when dropped.
 #[derive(Debug)]
 pub struct Span {
-    record: Option<Box<otlp::Span>>,
-}
-
-/// Now, in nanoseconds since the Unix epoch (OTLP timestamps).
-pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// A string attribute value.
-pub fn value(v: String) -> Option<otlp::AnyValue> {
-    Some(otlp::AnyValue { value: Some(otlp::any_value::Value::StringValue(v)) })
+    /// The SDK's span while it records; `None` when off or not sampled.
+    record: Option<Box<SdkSpan>>,
+    /// Its ids, with the sampling decision in the flags.
+    context: TraceContext,
 }
 
 impl Span {
@@ -128,30 +192,10 @@ impl Span {
         kind: Kind,
         name: impl FnOnce() -> String,
     ) -> Self {
-        if !enabled() {
-            return Self { record: None };
+        match TRACING.get() {
+            None => Self { record: None, context: this },
+            Some(tracing) => tracing.start(this, parent, kind, name()),
         }
-        let kind = match kind {
-            Kind::Internal => otlp::span::SpanKind::Internal,
-            Kind::Server => otlp::span::SpanKind::Server,
-            Kind::Client => otlp::span::SpanKind::Client,
-            Kind::Producer => otlp::span::SpanKind::Producer,
-            Kind::Consumer => otlp::span::SpanKind::Consumer,
-        };
-        let record = otlp::Span {
-            trace_id: this.trace_id.to_be_bytes().to_vec(),
-            span_id: this.span_id.to_be_bytes().to_vec(),
-            parent_span_id: parent
-                .filter(|p| p.trace_id == this.trace_id)
-                .map(|p| p.span_id.to_be_bytes().to_vec())
-                .unwrap_or_default(),
-            name: name(),
-            kind: kind.into(),
-            start_time_unix_nano: now_ns(),
-            flags: u32::from(this.flags),
-            ..Default::default()
-        };
-        Self { record: Some(Box::new(record)) }
     }
 
     /// A span of a Trellis call, `interface.function` from `source` to `target`, named and
@@ -170,81 +214,150 @@ impl Span {
         span
     }
 
-    /// Adds attribute `key` (the value is only built when exporting).
-    pub fn attr(&mut self, key: &str, value_of: impl FnOnce() -> String) {
+    /// The ids to pass on: the ones it started with, its flags saying whether it was sampled (so
+    /// the next hop's parent-based sampler decides as this one did).
+    pub fn context(&self) -> TraceContext {
+        self.context
+    }
+
+    /// Adds attribute `key` (the value is only built when recording).
+    pub fn attr(&mut self, key: &'static str, value_of: impl FnOnce() -> String) {
         if let Some(record) = &mut self.record {
-            record
-                .attributes
-                .push(otlp::KeyValue { key: key.to_owned(), value: value(value_of()) });
+            record.set_attribute(KeyValue::new(key, value_of()));
         }
     }
 
     /// Marks the span failed with `message`.
     pub fn fail(&mut self, message: impl FnOnce() -> String) {
         if let Some(record) = &mut self.record {
-            record.status = Some(otlp::Status {
-                message: message(),
-                code: otlp::status::StatusCode::Error.into(),
-            });
+            record.set_status(Status::error(message()));
         }
     }
 }
 
-impl Drop for Span {
-    fn drop(&mut self) {
-        let (Some(mut record), Some(exporter)) = (self.record.take(), EXPORTER.get()) else {
-            return;
+impl Tracing {
+    fn start(
+        &self,
+        this: TraceContext,
+        parent: Option<TraceContext>,
+        kind: Kind,
+        name: String,
+    ) -> Span {
+        let parent = match parent.filter(|p| p.trace_id == this.trace_id) {
+            Some(p) => Context::new().with_remote_span_context(SpanContext::new(
+                p.trace_id.into(),
+                p.span_id.into(),
+                TraceFlags::new(p.flags),
+                true,
+                TraceState::NONE,
+            )),
+            None => Context::new(),
         };
-        record.end_time_unix_nano = now_ns();
-        if exporter.queue.try_send(*record).is_err() {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
+        let builder = SpanBuilder::from_name(name).with_kind(kind.into());
+        let span =
+            pipeline::PresetIds::with(this, || self.tracer.build_with_context(builder, &parent));
+        let sampled = span.span_context().is_sampled();
+        let flags = if sampled { this.flags | 1 } else { this.flags & !1 };
+        let record = span.is_recording().then(|| Box::new(span));
+        Span { record, context: TraceContext { flags, ..this } }
     }
 }
 
-/// Sends queued spans in batches until the process ends.
-async fn export(
-    exporter: Exporter,
-    resource: otlp::Resource,
-    mut spans: mpsc::Receiver<otlp::Span>,
-) {
-    let mut warned = false;
-    loop {
-        let Some(first) = spans.recv().await else { return };
-        // Let a batch gather for a moment: fewer, larger requests.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match spans.try_recv() {
-                Ok(span) => batch.push(span),
-                Err(_) => break,
-            }
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use opentelemetry::trace::SpanId;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{Sampler, SpanData, SpanProcessor};
+
+    use super::*;
+
+    /// Keeps what ends, exports nothing: a queue that never drains.
+    #[derive(Debug, Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanProcessor for Kept {
+        fn on_start(&self, _: &mut SdkSpan, _: &Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().unwrap().push(span);
         }
-        let count = batch.len() as u64;
-        let request = otlp::ExportTraceServiceRequest {
-            resource_spans: vec![otlp::ResourceSpans {
-                resource: Some(resource.clone()),
-                scope_spans: vec![otlp::ScopeSpans {
-                    scope: Some(scope()),
-                    spans: batch,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        };
-        match exporter.send(request.encode_to_vec()).await {
-            Ok(()) => {
-                EXPORTED.fetch_add(count, Ordering::Relaxed);
-                warned = false;
-            }
-            Err(e) => {
-                DROPPED.fetch_add(count, Ordering::Relaxed);
-                // Once per outage, not once per batch.
-                if !warned {
-                    tracing::warn!(url = %exporter.endpoint().url, error = %e, "cannot export traces; dropping spans until the collector answers");
-                    warned = true;
-                }
-            }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
         }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    fn tracing(sampler: Sampler, processor: impl SpanProcessor + 'static) -> Tracing {
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_id_generator(pipeline::PresetIds)
+            .with_sampler(sampler)
+            .build();
+        Tracing { tracer: provider.tracer("test"), _provider: provider }
+    }
+
+    fn parent_based(root: Sampler) -> Sampler {
+        Sampler::ParentBased(Box::new(root))
+    }
+
+    #[test]
+    fn exported_spans_carry_the_ids_trellis_propagates() {
+        let kept = Kept::default();
+        let tracing = tracing(parent_based(Sampler::AlwaysOn), kept.clone());
+        let caller = TraceContext::root();
+        let this = caller.child();
+        let mut span = tracing.start(this, Some(caller), Kind::Server, "wasi:http/handler".into());
+        span.attr("trellis.link", || "default".into());
+        span.fail(|| "trapped".into());
+        assert_eq!(span.context(), this);
+        drop(span);
+        let root = TraceContext::root();
+        drop(tracing.start(root, None, Kind::Client, "root".into()));
+
+        let spans = kept.0.lock().unwrap();
+        let (child, root_span) = (&spans[0], &spans[1]);
+        assert_eq!(child.span_context.trace_id(), this.trace_id.into());
+        assert_eq!(child.span_context.span_id(), this.span_id.into());
+        assert_eq!(child.parent_span_id, caller.span_id.into());
+        assert_eq!(child.span_kind, SpanKind::Server);
+        assert_eq!(child.status, Status::error("trapped"));
+        assert_eq!(child.attributes, [KeyValue::new("trellis.link", "default")]);
+        assert_eq!(root_span.span_context.span_id(), root.span_id.into());
+        assert_eq!(root_span.parent_span_id, SpanId::INVALID);
+    }
+
+    #[test]
+    fn a_span_sampled_out_records_nothing_and_tells_the_next_hop() {
+        let kept = Kept::default();
+        let tracing = tracing(parent_based(Sampler::TraceIdRatioBased(0.0)), kept.clone());
+        let span = tracing.start(TraceContext::root(), None, Kind::Server, "in".into());
+        let sent = span.context();
+        assert_eq!(sent.flags & 1, 0, "not sampled, and the traceparent sent on says so");
+        assert!(span.record.is_none());
+        let next = tracing.start(sent.child(), Some(sent), Kind::Client, "out".into());
+        assert_eq!(next.context().flags & 1, 0, "parent-based: not sampled either");
+        // A caller elsewhere that sampled: so does this hop.
+        let caller = TraceContext::root();
+        let hop = tracing.start(caller.child(), Some(caller), Kind::Server, "hop".into());
+        assert_eq!(hop.context().flags & 1, 1);
+        drop((span, next, hop));
+        assert_eq!(kept.0.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let kept = Kept::default();
+        let gate = pipeline::Gate::new(kept.clone(), 2);
+        let tracing = tracing(parent_based(Sampler::AlwaysOn), gate);
+        let dropped = dropped_spans();
+        for _ in 0..3 {
+            drop(tracing.start(TraceContext::root(), None, Kind::Internal, "s".into()));
+        }
+        assert_eq!(kept.0.lock().unwrap().len(), 2);
+        assert_eq!(dropped_spans() - dropped, 1);
     }
 }

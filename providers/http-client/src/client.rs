@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::http::{self, HANDLE, HttpRequest, HttpResponse, OUTGOING_HANDLER};
 use trellis_lattice::link::Link;
-use trellis_lattice::trace::{TRACEPARENT, TraceContext};
+use trellis_lattice::trace::{HeaderInjector, TraceContext};
 use trellis_provider::{Call, Context, Provider};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,17 +108,15 @@ impl HttpClient {
             ));
         }
         let mut builder = hyper::Request::builder().method(request.method.as_str()).uri(&uri);
-        // The upstream continues this call's trace: our span is its parent, whatever the guest
-        // set.
-        for (name, value) in
-            request.headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case(TRACEPARENT))
-        {
+        for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_slice());
         }
-        builder = builder.header(TRACEPARENT, trace.to_string());
-        let outgoing = builder
+        let mut outgoing = builder
             .body(Full::new(Bytes::from(request.body.into_vec())))
             .map_err(|e| error(InvokeErrorKind::BadRequest, format!("invalid request: {e}")))?;
+        // The upstream continues this call's trace: our span is its parent, whatever the guest
+        // set (the injector replaces the guest's `traceparent`).
+        trace.inject(&mut HeaderInjector(outgoing.headers_mut()));
         let timeout = settings.timeout.min(deadline);
         let max = settings.max_response_bytes;
         let exchange = async {

@@ -20,7 +20,7 @@ use trellis_lattice::envelope::{InvokeError, InvokeErrorKind, header};
 use trellis_lattice::http::{self as wire, HANDLE, HttpRequest, HttpResponse, INCOMING_HANDLER};
 use trellis_lattice::link::Link;
 use trellis_lattice::telemetry::{Kind, Span};
-use trellis_lattice::trace::{TRACEPARENT, TraceContext};
+use trellis_lattice::trace::{HeaderExtractor, TraceContext};
 use trellis_provider::{Context, Provider};
 
 use crate::routes::{self, Route};
@@ -251,12 +251,11 @@ async fn handle(ctx: &Context, routes: &Routes, req: Request<Incoming>) -> Respo
         return resp;
     };
     // This request's span continues the client's trace (or starts one).
-    let parent =
-        req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
-    let trace = TraceContext::next(parent);
-    let mut span = Span::start(trace, parent, Kind::Server, || {
+    let parent = TraceContext::extract(&HeaderExtractor(req.headers()));
+    let mut span = Span::start(TraceContext::next(parent), parent, Kind::Server, || {
         format!("{} {}", req.method(), route.prefix.as_deref().unwrap_or("/"))
     });
+    let trace = span.context();
     span.attr("http.request.method", || req.method().to_string());
     span.attr("url.path", || req.uri().path().to_owned());
     span.attr("trellis.component", || route.target.clone());

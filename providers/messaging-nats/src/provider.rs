@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 use trellis_lattice::link::Link;
 use trellis_lattice::telemetry::{Kind, Span};
-use trellis_lattice::trace::{TRACEPARENT, TraceContext};
+use trellis_lattice::trace::{NatsHeaders, TraceContext};
 use trellis_provider::{Call, Context, Provider};
 
 use crate::messages::{self, BrokerMessage};
@@ -159,7 +159,7 @@ impl Messaging {
 /// Headers carrying `trace` to whoever handles the message.
 fn trace_headers(trace: TraceContext) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(TRACEPARENT, trace.to_string().as_str());
+    trace.inject(&mut NatsHeaders(&mut headers));
     headers
 }
 
@@ -172,14 +172,11 @@ async fn deliver(ctx: &Context, target: &str, msg: async_nats::Message) {
     };
     let payload = messages::encode(vec![message.to_value()]);
     // The handler's span continues the publisher's trace (or starts one).
-    let parent = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(TRACEPARENT))
-        .and_then(|v| TraceContext::parse(v.as_str()));
-    let trace = TraceContext::next(parent);
-    let mut span =
-        Span::start(trace, parent, Kind::Consumer, || format!("{} process", message.subject));
+    let parent = msg.headers.as_ref().and_then(|h| TraceContext::extract(&NatsHeaders(h)));
+    let mut span = Span::start(TraceContext::next(parent), parent, Kind::Consumer, || {
+        format!("{} process", message.subject)
+    });
+    let trace = span.context();
     span.attr("messaging.system", || "nats".into());
     span.attr("messaging.destination.name", || message.subject.clone());
     span.attr("trellis.component", || target.to_owned());

@@ -233,12 +233,12 @@ where
                 tokio::spawn(async move {
                     let id = call.id;
                     // The provider's span for this call continues the caller's.
-                    let trace = TraceContext::next(call.parent);
                     let mut span = Span::rpc(
-                        (trace, call.parent, Kind::Server),
+                        (TraceContext::next(call.parent), call.parent, Kind::Server),
                         (&call.interface, &call.function),
                         (&call.source, ctx.provider_id()),
                     );
+                    let trace = span.context();
                     span.attr("trellis.link", || call.link.clone());
                     let result = match resolve(&ctx, &links, call, trace) {
                         Ok(call) => provider.invoke(&ctx, call).await,
