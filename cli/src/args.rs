@@ -436,6 +436,9 @@ pub struct HostArgs {
     /// Host name shown in listings [default: the machine's hostname].
     #[arg(long, env = "TRELLIS_HOST_NAME")]
     pub name: Option<String>,
+    /// Serve the web console here too (as `trellis console` does), e.g. 127.0.0.1:8800.
+    #[arg(long, env = "TRELLIS_HOST_CONSOLE_LISTEN")]
+    pub console_listen: Option<std::net::SocketAddr>,
     /// Label `key=value` the scheduler places by; repeatable. Every environment variable
     /// TRELLIS_LABEL_<KEY>=<value> adds one too (key in lowercase).
     #[arg(long = "label", value_parser = parse_key_value, env = "TRELLIS_LABELS", value_delimiter = ',')]

@@ -248,3 +248,24 @@ async fn an_operator_deploys_and_rolls_back_from_the_page_and_a_killed_host_goes
     assert!(errors.is_empty(), "JavaScript console errors: {errors:#?}");
     println!("screenshots in {}", browser.output().display());
 }
+
+#[tokio::test]
+async fn a_host_started_with_console_listen_serves_the_console() {
+    let lattice = Lattice::new("console-host").await;
+    let t = &lattice.trellis;
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let args = ["--allow-unsigned".to_owned(), format!("--console-listen={addr}")];
+    let host = t.host_with("serving", &args).await;
+    let snapshot = eventually("the host's console to list it", Duration::from_secs(20), || async {
+        let reply = http_request(addr, "GET", "/api/snapshot", b"").await.ok()?;
+        let snapshot: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+        let hosts = snapshot["hosts"].as_array()?.clone();
+        hosts.iter().any(|h| h["id"] == host.id.as_str()).then_some(snapshot)
+    })
+    .await;
+    assert_eq!(snapshot["lattice"], "console-host");
+    let page = http_request(addr, "GET", "/", b"").await.expect("the page");
+    assert!(page.text().contains("Trellis console"), "{}", page.text());
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'none'"), "{:?}", page.headers);
+}

@@ -12,8 +12,33 @@ use crate::args::{Global, HostArgs};
 
 pub async fn run(g: &Global, args: HostArgs) -> anyhow::Result<ExitCode> {
     let config = config(g, &args)?;
-    trellis_host::run(config, shutdown_signal()).await?;
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listen) = args.console_listen {
+        tokio::spawn(console(g.clone(), listen, async move { drop(console_stopped.await) }));
+    }
+    let ran = trellis_host::run(config, shutdown_signal()).await;
+    drop(stop_console);
+    ran?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The web console, served beside the host (`--console-listen`) once NATS answers.
+async fn console(
+    g: Global,
+    listen: std::net::SocketAddr,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let client = loop {
+        match super::connect(&g).await {
+            Ok(client) => break client,
+            // The host waits for NATS as it comes up; the console waits with it.
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    };
+    let args = crate::args::ConsoleArgs { listen, trace_url: None };
+    if let Err(e) = crate::console::serve(&g, client, args, stop).await {
+        tracing::error!(error = format!("{e:#}"), "the console stopped");
+    }
 }
 
 pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {

@@ -53,6 +53,18 @@ struct Console {
 
 pub async fn run(g: &Global, args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     let client = crate::cmd::connect(g).await?;
+    serve(g, client, args, crate::cmd::host::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the console of `client`'s lattice until `stop` resolves (`trellis console`, or a host
+/// started with `--console-listen`).
+pub async fn serve(
+    g: &Global,
+    client: LatticeClient,
+    args: ConsoleArgs,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let apps = AppStore::open(&client.jetstream(), &g.lattice, client.js_replicas())
         .await?
         .with_sealer(client.operator());
@@ -97,10 +109,9 @@ pub async fn run(g: &Global, args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         .route("/api/apps/{name}/undeploy", post(undeploy))
         .with_state(console);
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::cmd::host::shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await
-        .context("the console's server failed")?;
-    Ok(ExitCode::SUCCESS)
+        .context("the console's server failed")
 }
 
 /// A static asset, with the headers every answer of the console carries.
