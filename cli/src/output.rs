@@ -30,6 +30,18 @@ pub fn inventory_json(inv: &pb::Inventory) -> Value {
             "exports": c.exports,
             "invocations": c.invocations,
             "errors": c.errors,
+            "errors_by_kind": c.errors_by_kind.iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "duration_bounds_us": c.duration_bounds_us,
+            "duration_counts": c.duration_counts,
+            "claims": c.claims.as_ref().map(|t| json!({
+                "name": t.name,
+                "rev": t.rev,
+                "issuer": t.issuer,
+                "expires_s": (t.expires_s != 0).then_some(t.expires_s),
+                "allow": t.allow,
+                "callers": t.callers,
+                "no_reuse": t.no_reuse,
+            })),
             "limits": c.limits.as_ref().map(|l| json!({
                 "max_memory_bytes": l.max_memory_bytes,
                 "timeout_ms": l.timeout_ms,

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use trellis_proto as pb;
 
-use trellis_lattice::claims::ComponentClaims;
+use trellis_lattice::claims::Token;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 
 use crate::histogram::Histogram;
@@ -37,8 +37,8 @@ pub(crate) struct Running {
     pub stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     /// The serving task, which ends once it has left the queue group.
     pub serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Its verified claims; `None`: unsigned (development hosts only).
-    pub claims: Option<ComponentClaims>,
+    /// Its verified claims token; `None`: unsigned (development hosts only).
+    pub claims: Option<Token>,
 }
 
 impl Running {
@@ -49,7 +49,7 @@ impl Running {
         limits: Limits,
         config: Vec<String>,
         owner: Option<pb::Owner>,
-        claims: Option<ComponentClaims>,
+        claims: Option<Token>,
     ) -> Self {
         Self {
             component_attribute: opentelemetry::KeyValue::new("component", id.clone()),
@@ -72,13 +72,13 @@ impl Running {
     /// Its name in its claims, as it names itself to the components it calls (empty when
     /// unsigned).
     pub fn claims_name(&self) -> &str {
-        self.claims.as_ref().map_or("", |c| c.name.as_str())
+        self.claims.as_ref().map_or("", |t| t.trellis.name.as_str())
     }
 
     /// Admits a call from `caller` (a component's name in its claims; `None`: not a
     /// component's call) if its claims list the callers it takes; else the typed refusal.
     pub fn admit_caller(&self, caller: Option<&str>) -> Result<(), InvokeError> {
-        match (&self.claims, caller) {
+        match (self.claims.as_ref().map(|t| &t.trellis), caller) {
             (Some(claims), Some(caller)) if !claims.admits_caller(caller) => Err(InvokeError::new(
                 InvokeErrorKind::Denied,
                 format!(
@@ -115,6 +115,27 @@ impl Running {
             imports: self.component.imports().to_vec(),
             config: self.config.clone(),
             owner: self.owner.clone(),
+            claims: self.claims.as_ref().map(|t| pb::ClaimsSummary {
+                name: t.trellis.name.clone(),
+                rev: t.trellis.rev,
+                issuer: t.iss.clone(),
+                expires_s: t.exp.unwrap_or_default(),
+                allow: t.trellis.allow.clone(),
+                callers: t.trellis.callers.clone(),
+                no_reuse: t.trellis.no_reuse,
+            }),
+            errors_by_kind: InvokeErrorKind::ALL
+                .iter()
+                .map(|&kind| {
+                    (
+                        kind.as_str().to_owned(),
+                        self.errors_by_kind[kind as usize].load(Ordering::Relaxed),
+                    )
+                })
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            duration_bounds_us: crate::histogram::BOUNDS_US.to_vec(),
+            duration_counts: self.durations.snapshot().0.to_vec(),
         }
     }
 }

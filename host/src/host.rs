@@ -373,7 +373,7 @@ impl Host {
             limits,
             req.config,
             req.owner,
-            claims.map(|t| t.trellis),
+            claims,
         ));
         if req.replace && self.components.get(id).is_some() {
             // In place: the subscription stays (no moment without one, nothing in flight on a

@@ -104,6 +104,14 @@ async fn the_map_shows_hosts_by_label_and_what_the_cli_starts_appears_live_read_
     assert_eq!(href.as_deref(), Some("http://traces.example/search?component=hello"));
     browser.screenshot("2-component-appeared").await;
 
+    // Its row in the components view: where it runs, and that it is unsigned here.
+    let row = "#component-table tr[data-component='hello']";
+    let text = eventually("the component's row", Duration::from_secs(5), || async {
+        browser.text(row).await
+    })
+    .await;
+    assert!(text.contains("1: alpha") && text.contains("unsigned"), "{text}");
+
     let errors = browser.errors().await;
     assert!(errors.is_empty(), "JavaScript console errors: {errors:#?}");
 
@@ -243,6 +251,15 @@ async fn an_operator_deploys_and_rolls_back_from_the_page_and_a_killed_host_goes
     assert!(operators.contains(key), "the test operator is trusted: {operators}");
     browser.screenshot_of("#security", "6-security").await;
     browser.screenshot_of(&card, "5-lost-and-moved").await;
+    // The components view counts the calls and knows their durations.
+    let reply = http_request(addr, "GET", "/", b"").await.expect("the moved replica answers");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let web = "#component-table tr[data-component='web']";
+    let row =
+        text_until(&browser, "web's latency", Duration::from_secs(20), web, |t| t.contains("≤ "))
+            .await;
+    assert!(row.contains(survivor), "{row}");
+    browser.screenshot_of("#components", "5b-components").await;
 
     let errors = browser.errors().await;
     assert!(errors.is_empty(), "JavaScript console errors: {errors:#?}");

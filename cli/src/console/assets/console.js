@@ -104,6 +104,59 @@ function renderMap(snapshot) {
       el("td", {}, Object.entries(link.config).map(([k, v]) => `${k}=${v}`).join(", ")))));
 }
 
+// --- components across hosts ---
+
+/** The smallest bucket bound at or under which a fraction `q` of the calls finished. */
+function quantile(bounds, counts, q) {
+  const total = counts[counts.length - 1] || 0;
+  if (!total) return null;
+  const index = counts.findIndex((c) => c >= q * total);
+  return index < bounds.length ? bounds[index] : Infinity;
+}
+
+function micros(us) {
+  if (us === null) return "—";
+  if (us === Infinity) return "> 30 s";
+  return us >= 1000 ? `≤ ${us / 1000} ms` : `≤ ${us} µs`;
+}
+
+function renderComponents(snapshot) {
+  const byId = new Map();
+  for (const host of snapshot.hosts) {
+    if (host.state === "lost" || host.state === "stopped" || !host.inventory) continue;
+    for (const c of host.inventory.components) {
+      if (!byId.has(c.id)) byId.set(c.id, []);
+      byId.get(c.id).push({ host, c });
+    }
+  }
+  const rows = [...byId.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([id, replicas]) => {
+    const sum = (f) => replicas.reduce((n, r) => n + (f(r.c) || 0), 0);
+    const calls = sum((c) => c.calls_per_s), errors = sum((c) => c.errors_per_s);
+    const kinds = {};
+    for (const { c } of replicas) for (const [k, n] of Object.entries(c.errors_by_kind || {})) kinds[k] = (kinds[k] || 0) + n;
+    const bounds = replicas[0].c.duration_bounds_us || [];
+    const counts = bounds.length ? bounds.map((_, i) => sum((c) => (c.duration_counts || [])[i])).concat([sum((c) => (c.duration_counts || [])[bounds.length])]) : [];
+    const claims = replicas[0].c.claims;
+    const claimsText = claims
+      ? `${claims.name} rev ${claims.rev} by ${claims.issuer.slice(0, 10)}…` +
+        (claims.expires_s ? `, expires ${time(claims.expires_s * 1000)}` : "") +
+        (claims.allow.length ? `, may import ${claims.allow.join(" ")}` : "") +
+        (claims.callers.length ? `, callers ${claims.callers.join(" ")}` : "")
+      : "unsigned";
+    return el("tr", { "data-component": id },
+      el("td", {}, id),
+      el("td", {}, `${replicas.length}: ${replicas.map((r) => r.host.name).join(", ")}`),
+      el("td", {}, rate(calls)),
+      el("td", {}, calls > 0 ? `${(100 * errors / calls).toFixed(1)} %` : "—"),
+      el("td", {}, Object.entries(kinds).map(([k, n]) => `${k} ${n}`).join(", ") || "none"),
+      el("td", {}, micros(quantile(bounds, counts, 0.5))),
+      el("td", {}, micros(quantile(bounds, counts, 0.99))),
+      el("td", { class: "claims" }, claimsText),
+      el("td", {}, traceLink(id)));
+  });
+  $("#component-table tbody").replaceChildren(...rows);
+}
+
 // --- applications ---
 
 function appState(app) {
@@ -267,6 +320,7 @@ function render() {
   if (!snapshot) return;
   $("#lattice").textContent = `lattice ${snapshot.lattice}`;
   renderMap(snapshot);
+  renderComponents(snapshot);
   renderApps(snapshot);
   renderEvents(snapshot);
   renderSecurity(snapshot);
