@@ -18,6 +18,8 @@ pub fn host_json(h: &pb::HostInfo) -> Value {
         "lattice": h.lattice,
         "invocations_denied": h.invocations_denied,
         "requests_denied": h.requests_denied,
+        "rss_bytes": h.rss_bytes,
+        "cpu_ms": h.cpu_ms,
     })
 }
 

@@ -279,6 +279,8 @@ impl Host {
             requests_denied: self.requests_denied.load(Ordering::Relaxed),
             heartbeat_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
+            rss_bytes: crate::metrics::resources::rss_bytes().unwrap_or_default(),
+            cpu_ms: crate::metrics::resources::cpu_seconds().map_or(0, |s| (s * 1000.0) as u64),
         }
     }
 

@@ -86,6 +86,12 @@ async fn the_map_shows_hosts_by_label_and_what_the_cli_starts_appears_live_read_
     .await;
     let state = browser.text(".host[data-name='alpha'] .state").await;
     assert_eq!(state.as_deref(), Some("UP"), "shown upper-case by the style");
+    let resources = ".host[data-name='alpha'] .resources";
+    let shown = text_until(&browser, "RSS and CPU", Duration::from_secs(10), resources, |t| {
+        t.contains("MiB") && t.contains('%')
+    })
+    .await;
+    assert!(!shown.contains('?'), "{shown}");
     browser.screenshot("1-map").await;
 
     // A component started from the CLI appears without a reload, within 2 s.
@@ -185,15 +191,31 @@ async fn an_operator_deploys_and_rolls_back_from_the_page_and_a_killed_host_goes
         )
     };
     let app_state = "#apps tr[data-app='shop'] .app-state";
+    let files = tempfile::tempdir().unwrap();
     for (version, replicas) in [("1", 1), ("2", 2)] {
-        browser
-            .client
-            .execute(
-                "document.querySelector('#deploy-manifest').value = arguments[0];",
-                vec![json!(manifest(version, replicas))],
-            )
-            .await
-            .unwrap();
+        if version == "1" {
+            // Pasted.
+            browser
+                .client
+                .execute(
+                    "document.querySelector('#deploy-manifest').value = arguments[0];",
+                    vec![json!(manifest(version, replicas))],
+                )
+                .await
+                .unwrap();
+        } else {
+            // Uploaded: the file's text lands in the editor.
+            let file = files.path().join("shop-2.yaml");
+            std::fs::write(&file, manifest(version, replicas)).unwrap();
+            let input = browser.client.find(Locator::Css("#deploy-file")).await.unwrap();
+            input.send_keys(file.to_str().unwrap()).await.unwrap();
+            eventually("the file in the editor", Duration::from_secs(5), || async {
+                let script = "return document.querySelector('#deploy-manifest').value;";
+                let text = browser.client.execute(script, vec![]).await.ok()?;
+                text.as_str().is_some_and(|t| t.contains("version: '2'")).then_some(())
+            })
+            .await;
+        }
         browser.click("#deploy-button").await;
         let current = "#apps tr[data-app='shop'] td:nth-child(2)";
         text_until(&browser, "the new version", Duration::from_secs(10), current, |v| v == version)

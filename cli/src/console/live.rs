@@ -43,6 +43,8 @@ struct HostView {
     counts: BTreeMap<String, (u64, u64)>,
     counted_at: Option<Instant>,
     rates: BTreeMap<String, (f64, f64)>,
+    /// Share of one core it used between its last two heartbeats, in percent.
+    cpu_percent: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -136,7 +138,12 @@ impl Live {
             counts: BTreeMap::new(),
             counted_at: None,
             rates: BTreeMap::new(),
+            cpu_percent: None,
         });
+        let elapsed_ms = view.last_seen.elapsed().as_secs_f64() * 1000.0;
+        if info.cpu_ms >= view.info.cpu_ms && elapsed_ms >= 100.0 {
+            view.cpu_percent = Some((info.cpu_ms - view.info.cpu_ms) as f64 / elapsed_ms * 100.0);
+        }
         view.info = info;
         view.last_seen = Instant::now();
         view.stopped = false;
@@ -282,6 +289,7 @@ impl Live {
                 host["state"] = json!(state);
                 host["heartbeat_age_ms"] = json!(age.as_millis() as u64);
                 host["heartbeat_ms"] = json!(v.info.heartbeat_ms);
+                host["cpu_percent"] = json!(v.cpu_percent);
                 if let Some(inventory) = &v.inventory {
                     let mut inventory = inventory_json(inventory);
                     for c in inventory["components"].as_array_mut().into_iter().flatten() {

@@ -382,7 +382,7 @@ pub(crate) fn sample() -> Snapshot {
 }
 
 /// This process's resource use, from /proc (Linux).
-mod resources {
+pub(crate) mod resources {
     /// Resident set size in bytes.
     pub fn rss_bytes() -> Option<u64> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -79,6 +79,8 @@ function hostCard(host) {
       el("span", { class: `state ${host.state}` }, host.state)),
     el("div", { class: "meta" },
       `${host.id.slice(0, 12)}… · ${labels || "no labels"} · heartbeat ${ago(host.heartbeat_age_ms)} · up ${host.uptime_s} s`),
+    el("div", { class: "meta resources" },
+      `RSS ${host.rss_bytes ? (host.rss_bytes / 1048576).toFixed(1) + " MiB" : "?"} · CPU ${host.cpu_percent === null || host.cpu_percent === undefined ? "?" : host.cpu_percent.toFixed(1) + " %"}`),
     el("ul", {}, components, providers,
       components.length + providers.length === 0 ? el("li", { class: "muted" }, "runs nothing") : null));
 }
@@ -381,6 +383,10 @@ function start() {
     event.preventDefault();
     const answer = await act("/api/apps", { manifest: $("#deploy-manifest").value }, "deploying");
     if (answer) { state.selectedApp = answer.name; render(); }
+  });
+  $("#deploy-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (file) $("#deploy-manifest").value = await file.text();
   });
   for (const id of ["#filter-kind", "#filter-host", "#filter-component"]) {
     $(id).addEventListener("input", render);
