@@ -10,11 +10,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-/// A headless Chromium session; its chromedriver is killed when it is dropped.
+/// A headless Chromium session; chromedriver and the browsers it started are killed when it
+/// is dropped (they run in a process group of their own), whether the test passed or not.
 #[derive(Debug)]
 pub struct Browser {
     pub client: Client,
-    _driver: Child,
+    driver: Child,
     /// Where screenshots go.
     shots: PathBuf,
 }
@@ -37,6 +38,17 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Chromium outlives chromedriver unless its session is closed, which a failed test
+        // never gets to: the whole group goes.
+        if let Some(pid) = self.driver.id().and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium; screenshots of the test `name` go under
     /// the test output directory (`target/test-output/<name>/`).
@@ -47,6 +59,7 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver must be on PATH: `scripts/prereqs.sh` installs chromium-driver");
@@ -74,7 +87,7 @@ impl Browser {
         }
         let shots = crate::target_dir().join("test-output").join(name);
         std::fs::create_dir_all(&shots).expect("test output directory");
-        Self { client, _driver: driver, shots }
+        Self { client, driver, shots }
     }
 
     /// Saves a PNG of the page as `<step>.png`; returns its path.
