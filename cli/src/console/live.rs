@@ -47,6 +47,27 @@ struct HostView {
     cpu_percent: Option<f64>,
 }
 
+impl HostView {
+    /// Whether the inventory read last is the one a host with inventory hash `hash` has.
+    fn inventory_is(&self, hash: &str) -> bool {
+        self.inventory
+            .as_ref()
+            .and_then(|i| i.host.as_ref())
+            .is_some_and(|h| h.inventory_hash == hash)
+    }
+
+    /// `up`, `unknown`, `lost` (the scheduler's rule) or `stopped`.
+    fn state(&self) -> &'static str {
+        let beats = self.last_seen.elapsed().as_secs_f64() / heartbeat(&self.info).as_secs_f64();
+        match () {
+            () if self.stopped => "stopped",
+            () if beats > LOST_AFTER => "lost",
+            () if beats > UNKNOWN_AFTER => "unknown",
+            () => "up",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Model {
     hosts: BTreeMap<String, HostView>,
@@ -164,10 +185,11 @@ impl Live {
                 }
             }
             (Some(pb::event::Body::Host(info)), _) => {
-                let stale = self.lock().hosts.get(&info.id).is_none_or(|v| {
-                    v.inventory.as_ref().and_then(|i| i.host.as_ref()).map(|h| &h.inventory_hash)
-                        != Some(&info.inventory_hash)
-                });
+                let stale = self
+                    .lock()
+                    .hosts
+                    .get(&info.id)
+                    .is_none_or(|v| !v.inventory_is(&info.inventory_hash));
                 self.seen(info.clone());
                 if stale {
                     self.reread(client, &info.id);
@@ -198,11 +220,8 @@ impl Live {
             .lock()
             .hosts
             .iter()
-            .filter(|(_, v)| !v.stopped && v.last_seen.elapsed() < heartbeat(&v.info) * 3)
-            .filter(|(_, v)| {
-                all || v.inventory.as_ref().and_then(|i| i.host.as_ref()).map(|h| &h.inventory_hash)
-                    != Some(&v.info.inventory_hash)
-            })
+            .filter(|(_, v)| matches!(v.state(), "up" | "unknown"))
+            .filter(|(_, v)| all || !v.inventory_is(&v.info.inventory_hash))
             .map(|(id, _)| id.clone())
             .collect();
         let reads = hosts.iter().map(|h| client.inventory(h));
@@ -278,15 +297,8 @@ impl Live {
             .values()
             .map(|v| {
                 let age = v.last_seen.elapsed();
-                let beats = age.as_secs_f64() / heartbeat(&v.info).as_secs_f64();
-                let state = match () {
-                    () if v.stopped => "stopped",
-                    () if beats > LOST_AFTER => "lost",
-                    () if beats > UNKNOWN_AFTER => "unknown",
-                    () => "up",
-                };
                 let mut host = host_json(&v.info);
-                host["state"] = json!(state);
+                host["state"] = json!(v.state());
                 host["heartbeat_age_ms"] = json!(age.as_millis() as u64);
                 host["heartbeat_ms"] = json!(v.info.heartbeat_ms);
                 host["cpu_percent"] = json!(v.cpu_percent);

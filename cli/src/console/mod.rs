@@ -139,8 +139,12 @@ fn refused(e: &Refused) -> Response {
     answer(e.status(), json!({ "error": e.to_string() }))
 }
 
-fn failed(status: StatusCode, e: &anyhow::Error) -> Response {
-    answer(status, json!({ "error": format!("{e:#}") }))
+/// An action's outcome: accepted with `body`, or why the lattice would not take it.
+fn accepted(outcome: anyhow::Result<()>, body: Value) -> Response {
+    match outcome {
+        Ok(()) => answer(StatusCode::ACCEPTED, body),
+        Err(e) => answer(StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": format!("{e:#}") })),
+    }
 }
 
 impl Console {
@@ -233,12 +237,9 @@ async fn deploy(
     let written = async {
         sources.resolve(&mut manifest, Path::new(".")).await?;
         names_free(&console.apps, &manifest, "rename it in the manifest").await?;
-        write_deploy(&console.apps, &manifest).await
+        write_deploy(&console.apps, &manifest).await.map(drop)
     };
-    match written.await {
-        Ok(_) => answer(StatusCode::ACCEPTED, json!({ "name": name, "version": version })),
-        Err(e) => failed(StatusCode::UNPROCESSABLE_ENTITY, &e),
-    }
+    accepted(written.await, json!({ "name": name, "version": version }))
 }
 
 #[derive(Deserialize)]
@@ -255,10 +256,8 @@ async fn rollback(
     if let Err(e) = console.sessions.check(&headers) {
         return refused(&e);
     }
-    match write_rollback(&console.apps, &name, &body.version).await {
-        Ok(()) => answer(StatusCode::ACCEPTED, json!({ "name": name, "version": body.version })),
-        Err(e) => failed(StatusCode::UNPROCESSABLE_ENTITY, &e),
-    }
+    let outcome = write_rollback(&console.apps, &name, &body.version).await;
+    accepted(outcome, json!({ "name": name, "version": body.version }))
 }
 
 async fn undeploy(
@@ -269,8 +268,5 @@ async fn undeploy(
     if let Err(e) = console.sessions.check(&headers) {
         return refused(&e);
     }
-    match write_undeploy(&console.apps, &name).await {
-        Ok(()) => answer(StatusCode::ACCEPTED, json!({ "name": name })),
-        Err(e) => failed(StatusCode::UNPROCESSABLE_ENTITY, &e),
-    }
+    accepted(write_undeploy(&console.apps, &name).await, json!({ "name": name }))
 }
