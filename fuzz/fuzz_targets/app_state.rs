@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_lattice::apps::{AppRecord, AppStatus};
 use trellis_lattice::manifest::Manifest;
 use trellis_lattice::oci::Reference;
+use trellis_scheduler::apps::{AppRecord, AppStatus};
 
 fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<AppRecord>(data);

@@ -61,7 +61,7 @@ pub struct HostConfig {
     /// Where to export spans (OTLP/HTTP); `None`: nowhere, at no cost.
     pub telemetry: Option<trellis_lattice::telemetry::Config>,
     /// Run a scheduler beside the host (one of the lattice's schedulers leads); `None`: don't.
-    pub scheduler: Option<crate::scheduler::SchedulerConfig>,
+    pub scheduler: Option<trellis_scheduler::SchedulerConfig>,
 }
 
 impl HostConfig {

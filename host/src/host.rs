@@ -26,7 +26,6 @@ use trellis_proto::{self as pb, PolicyRequest};
 use crate::admission::Trust;
 use crate::components::{Components, Running};
 use crate::config::HostConfig;
-use crate::events::Events;
 use crate::limits::Limits;
 use crate::links::{Configs, Links};
 use crate::providers::Pipes;
@@ -35,6 +34,7 @@ use crate::refused::{ControlResult, Refused};
 use crate::router::{Guard, Router, Routes};
 use crate::runtime::{Component, LoadError, Runtime};
 use crate::{control, inbound};
+use trellis_lattice::events::Events;
 
 /// A host could not start or lost its footing.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ pub struct Host {
     /// NATS connection health, for `/metrics`.
     pub(crate) nats_health: NatsHealth,
     /// What its scheduler does, if it runs one (`--scheduler`).
-    pub(crate) scheduler: Arc<crate::scheduler::Stats>,
+    pub(crate) scheduler: Arc<trellis_scheduler::Stats>,
 }
 
 /// What the host saw of its NATS connection.
@@ -175,11 +175,6 @@ impl Host {
     pub(crate) fn instances(&self) -> (u64, u64) {
         let max = u64::from(self.config.runtime.max_instances);
         (max.saturating_sub(self.router.free_slots() as u64), max)
-    }
-
-    /// Publishes this host's events.
-    pub(crate) fn events(&self) -> &Events {
-        &self.events
     }
 
     /// What checks the lattice's state before this host (or its scheduler) applies it.
@@ -582,7 +577,17 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
         tasks.push(tokio::spawn(policy.clone().follow_changes(host.subjects.clone())));
     }
     if let Some(scheduler) = host.config.scheduler.clone() {
-        tasks.push(tokio::spawn(crate::scheduler::run(host.clone(), scheduler)));
+        let context = trellis_scheduler::Context {
+            nats: host.nats().clone(),
+            jetstream: host.jetstream(),
+            lattice: host.lattice().to_owned(),
+            host_id: host.id().to_owned(),
+            development: host.development(),
+            js_replicas: host.js_replicas(),
+            records: host.records(),
+            stats: host.scheduler.clone(),
+        };
+        tasks.push(tokio::spawn(trellis_scheduler::run(context, scheduler)));
     }
     if let Some(address) = host.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)

@@ -17,7 +17,6 @@ mod components;
 pub mod config;
 mod control;
 mod endpoint;
-mod events;
 mod health;
 mod histogram;
 mod host;
@@ -31,7 +30,6 @@ mod refused;
 mod route;
 mod router;
 pub mod runtime;
-pub mod scheduler;
 mod slots;
 
 pub use config::HostConfig;

@@ -10,7 +10,7 @@ use trellis_lattice::record::{Opened, RecordGate, Stored};
 use trellis_lattice::state::StateError;
 use trellis_lattice::subject::EventKind;
 
-use crate::events::Events;
+use trellis_lattice::events::Events;
 
 /// Values of one bucket by key.
 #[derive(Debug)]

@@ -21,13 +21,13 @@ use trellis_lattice::telemetry::{Kind, Span};
 use trellis_lattice::trace::TraceContext;
 
 use crate::components::{Components, Running};
-use crate::events::Events;
 use crate::inbound::Gate;
 use crate::links::{Configs, Links};
 use crate::providers::{Pipes, ProviderCall};
 use crate::route::{self, Route};
 use crate::runtime::{CallFuture, CallSettings, Outbound};
 use crate::slots::{Nesting, Slots, unavailable};
+use trellis_lattice::events::Events;
 
 /// What guards calls crossing NATS: signing out, verification and policy in.
 #[derive(Debug)]

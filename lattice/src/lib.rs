@@ -19,7 +19,6 @@
 //! ```
 
 pub mod answers;
-pub mod apps;
 pub mod artifact;
 pub mod blobstore;
 pub mod chunks;
@@ -27,6 +26,7 @@ pub mod claims;
 pub mod client;
 pub mod connect;
 pub mod envelope;
+pub mod events;
 pub mod hostlink;
 pub mod http;
 pub mod keyvalue;
@@ -51,6 +51,7 @@ pub use trellis_proto as proto;
 // Only here for its `fast` feature (see the workspace Cargo.toml): nkeys signs through it.
 use ed25519_dalek as _;
 
+#[cfg(feature = "oci")]
 /// An error with its causes, `: `-separated (hyper's own says little: "client error (Connect)").
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();

@@ -332,7 +332,9 @@ pub fn decode_link(key: &str, bytes: &[u8]) -> Result<Link, StateError> {
         .map_err(|e| StateError::BadLink { key: key.to_owned(), reason: e.to_string() })
 }
 
-pub(crate) async fn open_kv(
+/// Opens a KV bucket keeping 5 revisions per key with `replicas` replicas, creating it when
+/// missing.
+pub async fn open_kv(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
@@ -347,7 +349,7 @@ pub(crate) async fn open_kv(
 }
 
 /// Opens a KV bucket, creating it as `config` says when missing.
-pub(crate) async fn open_kv_with(
+pub async fn open_kv_with(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> Result<kv::Store, StateError> {

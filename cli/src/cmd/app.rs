@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use trellis_lattice::apps::{AppRecord, AppStatus, AppStore, MAX_VERSIONS, State};
 use trellis_lattice::client::LatticeClient;
 use trellis_lattice::manifest::{Manifest, Source};
+use trellis_scheduler::apps::{AppRecord, AppStatus, AppStore, MAX_VERSIONS, State};
 
 use super::NOT_PLACED;
 use crate::args::{AppCommand, Global, Output};

@@ -82,7 +82,7 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
         .map(|key| key.trim().parse().with_context(|| format!("--trusted-operator {key}")))
         .collect::<anyhow::Result<_>>()?;
     if args.scheduler {
-        config.scheduler = Some(trellis_host::scheduler::SchedulerConfig {
+        config.scheduler = Some(trellis_scheduler::SchedulerConfig {
             lease_ttl: Duration::from_secs(args.scheduler_lease.max(1)),
             operator: g.operator_key()?,
             ..Default::default()

@@ -13,10 +13,10 @@ use futures::StreamExt;
 use prost::Message as _;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use trellis_lattice::apps::{AppRecord, AppStatus, AppStore};
 use trellis_lattice::client::LatticeClient;
 use trellis_lattice::link::Link;
 use trellis_lattice::proto as pb;
+use trellis_scheduler::apps::{AppRecord, AppStatus, AppStore};
 
 use crate::cmd::get::{PING_WAIT, event_json};
 use crate::output::{host_json, inventory_json};

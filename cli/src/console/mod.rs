@@ -19,9 +19,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use trellis_lattice::apps::AppStore;
 use trellis_lattice::client::LatticeClient;
 use trellis_lattice::manifest::Manifest;
+use trellis_scheduler::apps::AppStore;
 
 use crate::args::{ConsoleArgs, Global};
 use crate::cmd::app::{Sources, names_free, write_deploy, write_rollback, write_undeploy};

@@ -17,9 +17,9 @@ use trellis_proto as pb;
 use super::builtin::{self, BuiltinRun, Builtins, InProcess};
 use super::link::Health;
 use super::{Pipes, find_executable, link};
-use crate::events::Events;
 use crate::inbound;
 use crate::router::Router;
+use trellis_lattice::events::Events;
 use trellis_lattice::hostlink::DirectHost;
 
 /// Why a provider could not be started or stopped.

@@ -4,7 +4,7 @@
 //! loop around it (issue #6) observes hosts, calls [`plan`], and carries the commands out;
 //! running it again on the new observation yields nothing (level-triggered and stable).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Labels a host must carry: every `key=value` must match.
 pub type Requirements = BTreeMap<String, String>;
@@ -54,6 +54,9 @@ pub struct Observed {
     pub id: String,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
+    /// How busy it is: new replicas go to the least busy hosts first (the scheduler counts
+    /// its workloads; `trellis start` the components a host reports).
+    pub load: usize,
     /// Components and providers it runs, by id.
     pub workloads: BTreeMap<String, Workload>,
 }
@@ -69,6 +72,23 @@ pub enum Command {
     Start { host: String, id: String },
 }
 
+impl Command {
+    /// The host it is for.
+    pub fn host(&self) -> &str {
+        let (Command::Stop { host, .. }
+        | Command::Replace { host, .. }
+        | Command::Start { host, .. }) = self;
+        host
+    }
+
+    /// The workload it concerns.
+    pub fn id(&self) -> &str {
+        let (Command::Stop { id, .. } | Command::Replace { id, .. } | Command::Start { id, .. }) =
+            self;
+        id
+    }
+}
+
 /// How a wanted component stands after the plan is carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -78,10 +98,6 @@ pub struct Placement {
     pub placed: u32,
     /// Why fewer than wanted, if so.
     pub shortfall: Option<String>,
-}
-
-fn matches(labels: &BTreeMap<String, String>, requirements: &Requirements) -> bool {
-    requirements.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// Shares `total` over `weights` in proportion (largest remainder; ties to the earlier share).
@@ -111,94 +127,149 @@ fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
     shares
 }
 
+/// Hosts carrying a set of labels, found once per set and pass.
+struct Eligible {
+    /// Ranks (positions in id order) of the hosts that match, ascending.
+    ranks: Vec<usize>,
+    /// By rank: whether it matches.
+    member: Vec<bool>,
+}
+
+/// The eligible hosts of every label set a pass asks about: most workloads share a handful of
+/// sets, so each is found once instead of once per workload.
+struct EligibleCache<'a> {
+    hosts: &'a [&'a Observed],
+    sets: HashMap<Vec<(&'a str, &'a str)>, Eligible>,
+}
+
+impl<'a> EligibleCache<'a> {
+    fn get(&mut self, required: &'a Requirements, share: &'a Requirements) -> &Eligible {
+        let key: Vec<(&str, &str)> =
+            required.iter().chain(share).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let hosts = self.hosts;
+        self.sets.entry(key).or_insert_with_key(|key| {
+            let member: Vec<bool> = hosts
+                .iter()
+                .map(|h| key.iter().all(|(k, v)| h.labels.get(*k).map(String::as_str) == Some(v)))
+                .collect();
+            let ranks = member.iter().enumerate().filter(|(_, m)| **m).map(|(r, _)| r).collect();
+            Eligible { ranks, member }
+        })
+    }
+}
+
+/// What a host does for the workload being planned: marks are tagged with the workload's
+/// number in the pass, so they need no clearing between workloads.
+#[derive(Clone, Copy, Default)]
+struct Mark {
+    /// The workload runs there (in the wanted spec, or an outdated one).
+    runs: u32,
+    /// Of that, outdated.
+    outdated: bool,
+    /// The plan keeps it there.
+    kept: u32,
+}
+
 /// The commands that make `hosts` run `wanted`, and how each wanted workload will stand.
 /// `hosts` are the live ones; replicas on hosts that are gone are simply not there. Workloads an
 /// application placed that no entry of `wanted` names any more stop; workloads started by hand
 /// are left alone unless `wanted` names their id.
+///
+/// Ties go to the lowest host ids, so a plan is stable. A pass costs about one look at every
+/// replica, plus one look at every eligible host for each workload that needs new replicas.
 pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placement>) {
+    let mut hosts: Vec<&Observed> = hosts.iter().collect();
+    hosts.sort_by(|a, b| a.id.cmp(&b.id));
+    let hosts = &hosts[..];
+    let wanted_ids: HashSet<&str> = wanted.iter().map(|w| w.id.as_str()).collect();
     let mut commands = Vec::new();
-    let mut placements = Vec::new();
-    let wanted_ids: BTreeSet<&str> = wanted.iter().map(|w| w.id.as_str()).collect();
-    for h in hosts {
+    // By workload id, the ranks of the hosts running it, ascending.
+    let mut running_on: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (rank, h) in hosts.iter().enumerate() {
         for (id, workload) in &h.workloads {
-            if !workload.app.is_empty() && !wanted_ids.contains(id.as_str()) {
+            if wanted_ids.contains(id.as_str()) {
+                running_on.entry(id.as_str()).or_default().push(rank);
+            } else if !workload.app.is_empty() {
                 commands.push(Command::Stop { host: h.id.clone(), id: id.clone() });
             }
         }
     }
     // Load as the plan goes: spread new replicas over the least busy hosts.
-    let mut load: BTreeMap<&str, usize> =
-        hosts.iter().map(|h| (h.id.as_str(), h.workloads.len())).collect();
-    for w in wanted {
-        let current = |h: &Observed| {
-            h.workloads.get(&w.id).is_some_and(|r| r.app == w.app && r.fingerprint == w.fingerprint)
-        };
-        let running: BTreeSet<&str> =
-            hosts.iter().filter(|h| current(h)).map(|h| h.id.as_str()).collect();
-        let outdated: BTreeSet<&str> = hosts
-            .iter()
-            .filter(|h| h.workloads.contains_key(&w.id) && !current(h))
-            .map(|h| h.id.as_str())
-            .collect();
-        let default_share =
-            [Spread { name: "all".into(), requirements: Requirements::new(), weight: 1 }];
+    let mut load: Vec<usize> = hosts.iter().map(|h| h.load).collect();
+    let mut marks = vec![Mark::default(); hosts.len()];
+    let mut eligible = EligibleCache { hosts, sets: HashMap::new() };
+    let default_share =
+        [Spread { name: "all".into(), requirements: Requirements::new(), weight: 1 }];
+    let mut placements = Vec::with_capacity(wanted.len());
+    for (n, w) in wanted.iter().enumerate() {
+        let tag = n as u32 + 1;
+        let on = running_on.get(w.id.as_str()).map_or(&[][..], Vec::as_slice);
+        for &rank in on {
+            let r = &hosts[rank].workloads[&w.id];
+            let outdated = r.app != w.app || r.fingerprint != w.fingerprint;
+            marks[rank] = Mark { runs: tag, outdated, ..marks[rank] };
+        }
         let shares: &[Spread] = if w.spread.is_empty() { &default_share } else { &w.spread };
         let targets = apportion(w.replicas, &shares.iter().map(|s| s.weight).collect::<Vec<_>>());
-        let mut keep: BTreeSet<&str> = BTreeSet::new();
         let mut placed = 0u32;
         let mut short = Vec::new();
         for (share, &target) in shares.iter().zip(&targets) {
-            let eligible: Vec<&Observed> = hosts
-                .iter()
-                .filter(|h| {
-                    matches(&h.labels, &w.requirements) && matches(&h.labels, &share.requirements)
-                })
-                .filter(|h| !keep.contains(h.id.as_str()))
-                .collect();
+            let target = target as usize;
+            let fits = eligible.get(&w.requirements, &share.requirements);
+            let free = |rank: usize, marks: &[Mark]| fits.member[rank] && marks[rank].kept != tag;
+            let mut chosen = 0;
             // Replicas already where they belong stay (lowest host ids first, for stability).
-            let mut chosen: Vec<&str> = eligible
-                .iter()
-                .map(|h| h.id.as_str())
-                .filter(|id| running.contains(id))
-                .take(target as usize)
-                .collect();
-            // Then out-of-date replicas are replaced in place (no new host, no gap).
-            for id in eligible.iter().map(|h| h.id.as_str()).filter(|id| outdated.contains(id)) {
-                if chosen.len() >= target as usize {
-                    break;
+            for &rank in on {
+                if chosen < target && !marks[rank].outdated && free(rank, &marks) {
+                    marks[rank].kept = tag;
+                    chosen += 1;
                 }
-                commands.push(Command::Replace { host: id.to_owned(), id: w.id.clone() });
-                chosen.push(id);
+            }
+            // Then out-of-date replicas are replaced in place (no new host, no gap).
+            for &rank in on {
+                if chosen < target && marks[rank].outdated && free(rank, &marks) {
+                    commands
+                        .push(Command::Replace { host: hosts[rank].id.clone(), id: w.id.clone() });
+                    marks[rank].kept = tag;
+                    chosen += 1;
+                }
             }
             // Then the least loaded eligible hosts that do not run it.
-            let mut candidates: Vec<&str> = eligible
-                .iter()
-                .map(|h| h.id.as_str())
-                .filter(|id| !running.contains(id) && !outdated.contains(id))
-                .collect();
-            candidates.sort_by_key(|id| (load.get(id).copied().unwrap_or(0), *id));
-            for id in candidates {
-                if chosen.len() >= target as usize {
-                    break;
+            if chosen < target {
+                let mut candidates: Vec<(usize, usize)> = fits
+                    .ranks
+                    .iter()
+                    .filter(|&&rank| marks[rank].runs != tag && free(rank, &marks))
+                    .map(|&rank| (load[rank], rank))
+                    .collect();
+                let need = target - chosen;
+                if candidates.len() > need {
+                    candidates.select_nth_unstable(need);
+                    candidates.truncate(need);
                 }
-                commands.push(Command::Start { host: id.to_owned(), id: w.id.clone() });
-                *load.entry(id).or_default() += 1;
-                chosen.push(id);
+                candidates.sort_unstable();
+                for (_, rank) in candidates {
+                    commands
+                        .push(Command::Start { host: hosts[rank].id.clone(), id: w.id.clone() });
+                    load[rank] += 1;
+                    marks[rank].kept = tag;
+                    chosen += 1;
+                }
             }
-            if chosen.len() < target as usize {
+            if chosen < target {
                 short.push(format!(
-                    "spread `{}` wants {target} but only {} matching hosts are up",
+                    "spread `{}` wants {target} but only {chosen} matching hosts are up",
                     share.name,
-                    chosen.len()
                 ));
             }
-            placed += chosen.len() as u32;
-            keep.extend(chosen);
+            placed += chosen as u32;
         }
         // Replicas beyond the spec, or on hosts no share wants any more, stop.
-        for id in running.union(&outdated).filter(|id| !keep.contains(*id)) {
-            commands.push(Command::Stop { host: (*id).to_owned(), id: w.id.clone() });
-            *load.entry(id).or_default() -= 1;
+        for &rank in on {
+            if marks[rank].kept != tag {
+                commands.push(Command::Stop { host: hosts[rank].id.clone(), id: w.id.clone() });
+                load[rank] = load[rank].saturating_sub(1);
+            }
         }
         let shortfall = (!short.is_empty()).then(|| short.join("; "));
         placements.push(Placement { id: w.id.clone(), placed, shortfall });
@@ -210,6 +281,8 @@ pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placeme
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use proptest::prelude::*;
 
@@ -218,7 +291,12 @@ mod tests {
     }
 
     fn host(id: &str, zone: &str) -> Observed {
-        Observed { id: id.into(), labels: labels(&[("zone", zone)]), workloads: BTreeMap::new() }
+        Observed {
+            id: id.into(),
+            labels: labels(&[("zone", zone)]),
+            load: 0,
+            workloads: BTreeMap::new(),
+        }
     }
 
     fn workload(fingerprint: &str) -> Workload {

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::apps::AppRecord;
 use sha2::{Digest, Sha256};
-use trellis_lattice::apps::AppRecord;
 use trellis_lattice::manifest::{ComponentSpec, Manifest, ProviderSpec, Source, SpreadSpec};
 use trellis_proto as pb;
 
-use super::plan::{Spread, Wanted};
+use crate::plan::{Spread, Wanted};
 
 /// How to start one workload.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,11 +13,11 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::unix_ms;
-use crate::manifest::{Manifest, Version};
-use crate::record::{self, Opened, RecordGate, Stored};
-use crate::signing::OperatorKey;
-use crate::state::StateError;
+use trellis_lattice::envelope::unix_ms;
+use trellis_lattice::manifest::{Manifest, Version};
+use trellis_lattice::record::{self, Opened, RecordGate, Stored};
+use trellis_lattice::signing::OperatorKey;
+use trellis_lattice::state::{self, StateError};
 
 /// Versions kept per application; older ones are dropped from the record.
 pub const MAX_VERSIONS: usize = 32;
@@ -68,7 +68,7 @@ impl AppRecord {
     /// Appends to the history, dropping the oldest entries past [`MAX_HISTORY`].
     pub fn record(&mut self, action: &str, version: &str, reason: &str) {
         self.history.push(Change {
-            time_ms: crate::envelope::unix_ms(),
+            time_ms: unix_ms(),
             action: action.to_owned(),
             version: version.to_owned(),
             reason: reason.to_owned(),
@@ -153,7 +153,7 @@ pub struct Conflict(pub String);
 #[derive(Clone)]
 pub struct AppStore {
     kv: kv::Store,
-    /// Seals the records and statuses it writes (see [`crate::record`]).
+    /// Seals the records and statuses it writes (see [`trellis_lattice::record`]).
     sealer: Option<Arc<OperatorKey>>,
     /// Checks the application records it reads; `None`: reads them unchecked (listings).
     gate: Option<Arc<RecordGate>>,
@@ -191,7 +191,7 @@ impl AppStore {
         replicas: usize,
     ) -> Result<Self, StateError> {
         let bucket = format!("TRELLIS_{lattice}_APPS");
-        let kv = crate::state::open_kv(js, &bucket, replicas).await?;
+        let kv = state::open_kv(js, &bucket, replicas).await?;
         Ok(Self { kv, sealer: None, gate: None })
     }
 
@@ -367,7 +367,7 @@ impl Lease {
             num_replicas: replicas,
             ..Default::default()
         };
-        let kv = crate::state::open_kv_with(js, config).await?;
+        let kv = state::open_kv_with(js, config).await?;
         Ok(Self { kv, holder: holder.to_owned(), revision: None })
     }
 

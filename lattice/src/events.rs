@@ -1,25 +1,28 @@
-//! Publishing lattice events. Fire and forget: an event lost while NATS is down is fine, the
-//! next heartbeat carries the state.
+//! Publishing lattice events, as hosts and schedulers do. Fire and forget: an event lost while
+//! NATS is down is fine, the next heartbeat carries the state.
 
 use async_nats::Client;
-use trellis_lattice::envelope::unix_ms;
-use trellis_lattice::subject::{EventKind, Subjects};
+use prost::Message;
 use trellis_proto as pb;
 
-use prost::Message;
+use crate::envelope::unix_ms;
+use crate::subject::{EventKind, Subjects};
 
+/// Publishes events on the lattice in the name of one host.
 #[derive(Debug, Clone)]
-pub(crate) struct Events {
+pub struct Events {
     nats: Client,
     subjects: Subjects,
     host_id: String,
 }
 
 impl Events {
+    /// Events of `host_id`, published on `nats` under `subjects`.
     pub fn new(nats: Client, subjects: Subjects, host_id: String) -> Self {
         Self { nats, subjects, host_id }
     }
 
+    /// Publishes one event of `kind` now.
     pub async fn publish(&self, kind: EventKind, body: pb::event::Body) {
         let event =
             pb::Event { time_ms: unix_ms(), host_id: self.host_id.clone(), body: Some(body) };
@@ -30,6 +33,7 @@ impl Events {
         }
     }
 
+    /// A component event.
     pub async fn component(&self, kind: EventKind, id: &str, digest: &str, reason: &str) {
         let body = pb::ComponentEvent {
             component_id: id.to_owned(),
@@ -50,6 +54,7 @@ impl Events {
         self.publish(kind, pb::event::Body::Request(body)).await;
     }
 
+    /// A provider event.
     pub async fn provider(&self, kind: EventKind, id: &str, provider_kind: &str, reason: &str) {
         let body = pb::ProviderEvent {
             provider_id: id.to_owned(),
