@@ -582,7 +582,7 @@ pub struct StartComponentArgs {
     pub labels: Vec<(String, String)>,
     /// Number of hosts to run a replica on.
     #[arg(long, default_value_t = 1)]
-    pub replicas: usize,
+    pub replicas: u32,
     /// Largest linear memory of one instance, in MiB [default: the host's].
     #[arg(long)]
     pub max_memory_mb: Option<u64>,

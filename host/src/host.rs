@@ -428,14 +428,19 @@ impl Host {
             .get_artifact(digest)
             .await
             .map_err(|e| Refused::ArtifactUnavailable(e.to_string()))?;
-        // Claims first: a tampered or unsigned artifact is never compiled.
-        let token = self.trust.check(&bytes, unix_s()).map_err(Refused::from)?;
-        let runtime = self.runtime.clone();
-        let owned_digest = digest.to_owned();
-        let component = tokio::task::spawn_blocking(move || runtime.load(&owned_digest, &bytes))
-            .await
-            .map_err(|e| Refused::Internal(format!("compile task failed: {e}")))?
-            .map_err(|e| Refused::InvalidComponent(e.to_string()))?;
+        // Claims first: a tampered or unsigned artifact is never compiled. Both hash and
+        // parse the whole artifact, so both run below the host's priority (runtime::compile).
+        let (trust, runtime, owned_digest) =
+            (self.trust.clone(), self.runtime.clone(), digest.to_owned());
+        let (token, component) = crate::runtime::compile::low_priority(move || {
+            let token = trust.check(&bytes, unix_s()).map_err(Refused::from)?;
+            let component = runtime
+                .load(&owned_digest, &bytes)
+                .map_err(|e| Refused::InvalidComponent(e.to_string()))?;
+            Ok::<_, Refused>((token, component))
+        })
+        .await
+        .map_err(Refused::Internal)??;
         if let Err(e) = self.trust.check_imports(token.as_ref(), component.imports()) {
             self.runtime.evict(digest);
             return Err(e.into());
@@ -624,6 +629,7 @@ impl Host {
     ) -> Result<(Arc<Self>, mpsc::Receiver<async_nats::Event>), HostError> {
         let subjects =
             Subjects::new(&config.lattice).map_err(|e| HostError::Config(e.to_string()))?;
+        crate::runtime::compile::lower_compile_workers();
         let runtime = Runtime::new(config.runtime.clone())?;
         let key = nkeys::KeyPair::new_server();
         let id = key.public_key();

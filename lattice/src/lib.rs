@@ -37,7 +37,6 @@ pub mod nats_server;
 pub mod oci;
 pub mod outbox;
 pub mod permissions;
-pub mod placement;
 pub mod policy;
 pub mod record;
 pub mod signing;

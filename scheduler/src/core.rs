@@ -26,8 +26,9 @@ pub struct Config {
     /// The id of the host the scheduler runs beside: when even it falls silent, the
     /// scheduler is the one cut off, and nobody is taken for gone.
     pub me: String,
-    /// How long a lease lasts without renewal; it is renewed every third of it and counted
-    /// held for two thirds of it from when the renewal was asked for.
+    /// How long a lease lasts without renewal; it is renewed every quarter of it (a renewal
+    /// waits a quarter for its answer) and counted held for two thirds of it from when the
+    /// renewal was asked for, so one lost renewal does not end a term.
     pub lease_ttl: Duration,
     /// Every this long, every host is read and links and config applied again, whatever the
     /// events said (repairs drift after lost messages).
@@ -138,7 +139,8 @@ pub type Mark = (Option<String>, usize);
 /// What to do.
 #[derive(Debug, Clone)]
 pub enum Effect {
-    /// Take or renew the lease; answer [`Input::Lease`] (with `held: None` on a timeout).
+    /// Take or renew the lease; answer [`Input::Lease`], with `held: None` when no answer
+    /// came within a quarter of the lease.
     RenewLease {
         /// Now: the lease counts from here.
         asked: Duration,
@@ -251,6 +253,8 @@ struct LeaseView {
     asking: Option<Duration>,
     next_renewal: Duration,
     was_leading: bool,
+    /// When it last stopped leading (or started, if it never led).
+    stopped_leading: Duration,
 }
 
 /// Counters for `/metrics` and tests.
@@ -294,12 +298,23 @@ pub struct Scheduler {
     pending: BTreeMap<String, Vec<Pending>>,
     dirty: bool,
     last_resync: Duration,
+    /// When hosts' silence is next looked at.
+    next_expiry: Duration,
+    /// When the last pass ran.
+    last_pass: Option<Duration>,
     counters: Counters,
     effects: Vec<Effect>,
 }
 
 /// How often the scheduler looks at its timers when nothing happens.
 const TICK: Duration = Duration::from_millis(500);
+
+/// How often it looks at hosts' silence, resync and retries.
+const EXPIRY_EVERY: Duration = Duration::from_millis(200);
+
+/// Passes are at least this far apart: what happens meanwhile (a burst of answers and
+/// events while thousands of replicas start) is planned on together.
+const PASS_EVERY: Duration = Duration::from_millis(50);
 
 impl Scheduler {
     /// A scheduler that has heard nothing yet, at `now`.
@@ -323,6 +338,8 @@ impl Scheduler {
             pending: BTreeMap::new(),
             dirty: true,
             last_resync: now,
+            next_expiry: now,
+            last_pass: None,
             counters: Counters::default(),
             effects: Vec::new(),
         }
@@ -368,6 +385,11 @@ impl Scheduler {
             && until > now
         {
             wake = wake.min(until);
+        }
+        if self.dirty
+            && let Some(at) = self.last_pass
+        {
+            wake = wake.min((at + PASS_EVERY).max(now));
         }
         wake
     }
@@ -452,22 +474,31 @@ impl Scheduler {
                 let term = self.lease.term;
                 self.effects.push(Effect::Announce(Notice::Leading { term }));
                 self.effects.push(Effect::PingHosts);
-                self.hosts.forget_inventories();
+                // A view kept while another led may be long out of date: read every host
+                // again before planning. After a short lapse of its own lease (one lost
+                // renewal) it is current, and read again only where stale.
+                if now.saturating_sub(self.lease.stopped_leading) > self.config.lease_ttl
+                    || self.counters.passes == 0
+                {
+                    self.hosts.forget_inventories();
+                }
                 self.applied.clear();
                 self.written.clear();
-                // What it read in an earlier term may be long out of date: nothing is planned
-                // before the records and every host are read afresh.
+                // Records are read afresh before anything is planned.
                 self.apps_stale = true;
                 self.apps_loaded = false;
                 self.dirty = true;
             } else {
+                self.lease.stopped_leading = now;
                 self.effects.push(Effect::Announce(Notice::NotLeading));
             }
         }
         if leading {
             self.reads();
-            if self.dirty && self.apps_loaded && self.hosts.all_read() {
+            let due = self.last_pass.is_none_or(|at| now >= at + PASS_EVERY);
+            if self.dirty && due && self.apps_loaded && self.hosts.all_read() {
                 self.dirty = false;
+                self.last_pass = Some(now);
                 self.pass(now);
             }
         }
@@ -477,9 +508,14 @@ impl Scheduler {
     fn timers(&mut self, now: Duration) {
         if self.lease.asking.is_none() && now >= self.lease.next_renewal {
             self.lease.asking = Some(now);
-            self.lease.next_renewal = now + self.config.lease_ttl / 3;
+            self.lease.next_renewal = now + self.config.lease_ttl / 4;
             self.effects.push(Effect::RenewLease { asked: now });
         }
+        if now < self.next_expiry {
+            return;
+        }
+        // Looking at every host's silence costs a pass over them all: a few times a second.
+        self.next_expiry = now + EXPIRY_EVERY;
         let Expired { unknown, lost } =
             self.hosts.expire(now, &self.config.me, self.config.lost_after);
         if !unknown.is_empty() || !lost.is_empty() {
@@ -569,8 +605,9 @@ impl Scheduler {
         let read = self.hosts.reads(&host);
         if let Some(list) = self.pending.get_mut(&host) {
             if let Some(i) = list.iter().position(|p| p.command == command) {
-                // Done, or perhaps done: as planned until a read shows what is there.
-                if error.as_ref().is_none_or(|e| e.timed_out) {
+                // Done: as planned until a read shows what is there. Refused or perhaps
+                // done (timed out): as read (below).
+                if error.is_none() {
                     list[i].answered_at_read = Some(read);
                 } else {
                     list.remove(i);
@@ -581,6 +618,12 @@ impl Scheduler {
             }
         }
         self.hosts.touched(&host);
+        // A command that timed out may or may not have been carried out: the host is not
+        // planned on again before it has been read (counting it as done put a replica that
+        // never started against one that runs, and the one that runs was stopped).
+        if error.as_ref().is_some_and(|e| e.timed_out) {
+            self.hosts.forget_inventory(&host);
+        }
         self.dirty = true;
         let Some(e) = error else {
             if let Some(w) = self.workloads.get(command.id()) {
@@ -669,10 +712,16 @@ impl Scheduler {
         }
         let placements: HashMap<&str, &Placement> =
             placements.iter().map(|p| (p.id.as_str(), p)).collect();
+        let mut running: HashMap<&str, Vec<&Observed>> = HashMap::new();
+        for h in &observed {
+            for id in h.workloads.keys() {
+                running.entry(id.as_str()).or_default().push(h);
+            }
+        }
         let statuses: Vec<AppStatus> = self
             .records
             .values()
-            .map(|record| self.status(record, &observed, &placements))
+            .map(|record| self.status(record, &observed, &running, &placements))
             .collect();
         for status in statuses {
             self.write_status(status);
@@ -746,6 +795,7 @@ impl Scheduler {
         &self,
         record: &AppRecord,
         observed: &[Observed],
+        running: &HashMap<&str, Vec<&Observed>>,
         placements: &HashMap<&str, &Placement>,
     ) -> AppStatus {
         let mut status = AppStatus {
@@ -781,8 +831,11 @@ impl Scheduler {
                 });
                 continue;
             };
-            let runs: Vec<&Observed> = observed
-                .iter()
+            let runs: Vec<&Observed> = running
+                .get(id)
+                .into_iter()
+                .flatten()
+                .copied()
                 .filter(|h| {
                     h.workloads.get(id).is_some_and(|r| {
                         r.app == record.name && r.fingerprint == w.wanted.fingerprint

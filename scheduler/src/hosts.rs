@@ -79,6 +79,9 @@ impl View {
 #[derive(Debug, Default)]
 pub struct Hosts {
     hosts: BTreeMap<String, View>,
+    /// Some host may have become stale since [`Self::reads_due`] last looked: it looks at
+    /// every host only then (heartbeats arrive by the thousand per second at scale).
+    reads_wanted: bool,
 }
 
 impl Hosts {
@@ -86,6 +89,7 @@ impl Hosts {
     /// again: a new host, one back from unknown, or one whose inventory changed.
     pub fn seen(&mut self, info: pb::HostInfo, now: Duration) -> bool {
         let Some(view) = self.hosts.get_mut(&info.id) else {
+            self.reads_wanted = true;
             let id = info.id.clone();
             let view = View {
                 info,
@@ -116,6 +120,7 @@ impl Hosts {
         }
         view.info = info;
         view.last_seen = now;
+        self.reads_wanted |= view.stale;
         changed
     }
 
@@ -138,6 +143,7 @@ impl Hosts {
 
     /// Something changed on `host` (a component or provider event): read it again.
     pub fn touched(&mut self, host: &str) {
+        self.reads_wanted = true;
         if let Some(view) = self.hosts.get_mut(host) {
             view.stale = true;
         }
@@ -145,6 +151,7 @@ impl Hosts {
 
     /// Every host is read again (on taking the lead, and on resync).
     pub fn touch_all(&mut self) {
+        self.reads_wanted = true;
         for view in self.hosts.values_mut() {
             view.stale = true;
         }
@@ -186,6 +193,9 @@ impl Hosts {
     /// on.
     pub fn reads_due(&mut self) -> Vec<(String, u64)> {
         let mut due = Vec::new();
+        if !std::mem::take(&mut self.reads_wanted) {
+            return due;
+        }
         for (id, view) in &mut self.hosts {
             if view.stale && view.reading.is_none() {
                 view.reads += 1;
@@ -211,6 +221,7 @@ impl Hosts {
         inventory: &pb::Inventory,
         now: Duration,
     ) -> bool {
+        self.reads_wanted = true;
         let Some(view) = self.hosts.get_mut(host) else { return false };
         if view.reading != Some(read) {
             return false;
@@ -244,6 +255,7 @@ impl Hosts {
 
     /// Read number `read` of `host` failed at `now`; it is read again later.
     pub fn unread(&mut self, host: &str, read: u64, now: Duration) {
+        self.reads_wanted = true;
         if let Some(view) = self.hosts.get_mut(host)
             && view.reading == Some(read)
         {
@@ -262,9 +274,20 @@ impl Hosts {
         self.hosts.values().all(|v| v.liveness == Liveness::Unknown || v.inventory.is_some())
     }
 
+    /// Forgets what `host` runs until it is read again: planning waits for the read (or for
+    /// the host to turn unknown).
+    pub fn forget_inventory(&mut self, host: &str) {
+        if let Some(view) = self.hosts.get_mut(host) {
+            view.inventory = None;
+            view.stale = true;
+            self.reads_wanted = true;
+        }
+    }
+
     /// Forgets every inventory (on taking the lead: what was read in an earlier term may be
     /// long out of date); they are read again before the next pass.
     pub fn forget_inventories(&mut self) {
+        self.reads_wanted = true;
         for view in self.hosts.values_mut() {
             view.inventory = None;
             view.unreadable_since = None;

@@ -278,7 +278,7 @@ impl Carrier {
         };
         match effect {
             Effect::RenewLease { asked } => {
-                let (lease, wait) = (self.lease.clone(), self.lease_ttl / 3);
+                let (lease, wait) = (self.lease.clone(), self.lease_ttl / 4);
                 tokio::spawn(async move {
                     let hold = async {
                         let mut lease = lease.lock().await;

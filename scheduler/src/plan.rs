@@ -72,6 +72,47 @@ pub enum Command {
     Start { host: String, id: String },
 }
 
+/// Up to `replicas` distinct hosts of `hosts` carrying every `requirements` label, least
+/// loaded first by `load` (ties by id): the planner's choice for one new workload, as `trellis
+/// start` makes it by hand.
+pub fn choose_hosts(
+    hosts: &[trellis_proto::HostInfo],
+    requirements: &Requirements,
+    replicas: u32,
+    load: impl Fn(&trellis_proto::HostInfo) -> usize,
+) -> Vec<String> {
+    let observed: Vec<Observed> = hosts
+        .iter()
+        .map(|h| Observed {
+            id: h.id.clone(),
+            labels: h.labels.clone().into_iter().collect(),
+            load: load(h),
+            workloads: BTreeMap::new(),
+        })
+        .collect();
+    let wanted = Wanted {
+        app: String::new(),
+        id: String::new(),
+        fingerprint: String::new(),
+        replicas,
+        requirements: requirements.clone(),
+        spread: Vec::new(),
+    };
+    let (commands, _) = plan(std::slice::from_ref(&wanted), &observed);
+    let mut chosen: Vec<(usize, String)> = commands
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Start { host, .. } => {
+                let load = observed.iter().find(|o| o.id == host).map_or(0, |o| o.load);
+                Some((load, host))
+            }
+            _ => None,
+        })
+        .collect();
+    chosen.sort();
+    chosen.into_iter().map(|(_, host)| host).collect()
+}
+
 impl Command {
     /// The host it is for.
     pub fn host(&self) -> &str {
@@ -410,6 +451,30 @@ mod tests {
             .insert("manual".into(), Workload { app: "".into(), fingerprint: "".into() });
         let (commands, _) = plan(&[], &hosts);
         assert_eq!(commands, vec![Command::Stop { host: "a1".into(), id: "old".into() }]);
+    }
+
+    fn info(id: &str, components: u32, zone: Option<&str>) -> trellis_proto::HostInfo {
+        trellis_proto::HostInfo {
+            id: id.into(),
+            components,
+            labels: zone.map(|z| ("zone".to_owned(), z.to_owned())).into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn choose_hosts_takes_distinct_matching_hosts_least_loaded_first() {
+        let hosts = [info("a", 3, Some("x")), info("b", 0, Some("x")), info("c", 0, None)];
+        let load = |h: &trellis_proto::HostInfo| h.components as usize;
+        let zone = labels(&[("zone", "x")]);
+        assert_eq!(choose_hosts(&hosts, &zone, 1, load), vec!["b"]);
+        assert_eq!(choose_hosts(&hosts, &zone, 5, load), vec!["b", "a"]);
+        assert_eq!(choose_hosts(&hosts, &Requirements::new(), 2, load), vec!["b", "c"]);
+        assert!(choose_hosts(&hosts, &labels(&[("zone", "mars")]), 1, load).is_empty());
+        assert!(choose_hosts(&[], &zone, 1, load).is_empty());
+        // Ties by id.
+        let providers = |h: &trellis_proto::HostInfo| h.providers as usize;
+        assert_eq!(choose_hosts(&hosts, &Requirements::new(), 1, providers), vec!["a"]);
     }
 
     #[test]

@@ -67,3 +67,152 @@ fn a_seed_replays_exactly() {
     assert_eq!(a.converged_after, b.converged_after);
     assert_ne!(chaos(43).script, a.script, "another seed is another run");
 }
+
+/// 1,000 hosts and 10,000 replicas with production heartbeats and leases: placed, a lost host
+/// healed within three heartbeats and 5 s, 5% of hosts cut off and back, a rollout; every
+/// promise kept. (`trellis bench sim` runs the 10,000-host version and reports costs.)
+#[test]
+fn a_thousand_hosts_with_production_timings_converge_after_every_step() {
+    use trellis_scheduler::sim::scenario::{Scale, at_scale};
+    let scale = Scale { hosts: 1000, zones: 4, apps: 100, replicas: 100, seed: 1 };
+    let (steps, violations) = at_scale(&scale);
+    for s in &steps {
+        eprintln!(
+            "{}: converged after {:?}, longest poll {:?}, {} passes, {} commands",
+            s.name, s.converged_after, s.longest_poll, s.passes, s.commands
+        );
+    }
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(steps.len(), 4);
+    for s in &steps {
+        let after = s.converged_after.unwrap_or_else(|| panic!("{} never converged", s.name));
+        if s.name == "one host lost" {
+            // Three 3 s heartbeats to call it unknown, then the replacement: the bound.
+            assert!(after <= Duration::from_secs(9 + 5), "{}: {after:?}", s.name);
+        }
+    }
+}
+
+/// The scale: 10,000 hosts, 1,000 applications of 100 replicas (100,000 replicas).
+/// A measurement, not part of the suite (minutes of CPU): `cargo test --release -p
+/// trellis-scheduler --test sim ten_thousand -- --ignored --nocapture`; the figures go to
+/// docs/benchmarks.md.
+#[test]
+#[ignore = "a measurement: run it in release on purpose"]
+fn ten_thousand_hosts_and_a_hundred_thousand_replicas() {
+    use trellis_scheduler::sim::scenario::{Scale, at_scale};
+    let scale = Scale { hosts: 10_000, zones: 10, apps: 1000, replicas: 100, seed: 1 };
+    let started = std::time::Instant::now();
+    let (steps, violations) = at_scale(&scale);
+    println!(
+        "| step | converged after (simulated) | longest poll (CPU) | all polls (CPU) | passes | commands |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for s in &steps {
+        println!(
+            "| {} | {:?} | {:?} | {:?} | {} | {} |",
+            s.name, s.converged_after, s.longest_poll, s.poll_time, s.passes, s.commands
+        );
+    }
+    println!("whole run: {:?} of wall time", started.elapsed());
+    assert!(violations.is_empty(), "{violations:?}");
+    assert!(steps.iter().all(|s| s.converged_after.is_some()), "{steps:?}");
+}
+
+mod scenarios {
+    use std::time::Duration;
+
+    use trellis_scheduler::apps::State;
+    use trellis_scheduler::sim::scenario::{app, deploy_over, fingerprint, record};
+    use trellis_scheduler::sim::{Config, Sim};
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn settle(sim: &mut Sim, within: Duration) -> Duration {
+        let start = sim.now();
+        while sim.now() < start + within {
+            let t = sim.now() + Duration::from_millis(250);
+            sim.run_until(t);
+            if sim.converged().is_none() {
+                return sim.now() - start;
+            }
+        }
+        panic!("not converged within {within:?}: {:?}", sim.converged());
+    }
+
+    #[test]
+    fn a_cut_off_leader_is_replaced_in_a_new_term_evicts_nothing_and_never_acts_again() {
+        let mut sim = Sim::new(Config::quick(7), 12, 3, 2);
+        sim.run_until(2 * S);
+        sim.deploy(record(app("web", 1, 1, 6, &[])));
+        settle(&mut sim, 30 * S);
+        let leader = sim.leader().expect("a leader");
+        let other = 1 - leader;
+        let term = sim.term(leader);
+        sim.partition(sim.scheduler_host(leader), true);
+        sim.run_until(sim.now() + 20 * S);
+        assert_eq!(sim.leader(), Some(other), "the other scheduler took over");
+        assert!(sim.term(other) > term, "in a new term");
+        let sent_by_old = sim.counters(leader).commands;
+        sim.partition(sim.scheduler_host(leader), false);
+        settle(&mut sim, 30 * S);
+        sim.run_until(sim.now() + 20 * S);
+        assert_eq!(sim.counters(leader).commands, sent_by_old, "the old leader never acted again");
+        assert_eq!(sim.replicas("web-web").values().sum::<usize>(), 6);
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+
+    #[test]
+    fn slow_hosts_make_a_deploy_wait_not_unplaceable() {
+        let mut sim = Sim::new(Config::quick(3), 10, 1, 1);
+        sim.run_until(2 * S);
+        // Three hosts heartbeat 4 s late (1 s beats: unknown after 3 s) for the next 20 s.
+        for h in 7..10 {
+            sim.slow(h, 4 * S, sim.now() + 20 * S);
+        }
+        sim.run_until(sim.now() + 5 * S);
+        sim.deploy(record(app("all", 1, 1, 10, &[])));
+        let mut states = std::collections::BTreeSet::new();
+        while sim.now() < 40 * S {
+            let t = sim.now() + Duration::from_millis(100);
+            sim.run_until(t);
+            if let Some(status) = sim.status("all") {
+                states.insert(status.state);
+            }
+        }
+        assert!(!states.contains(&State::Unplaceable), "{states:?}");
+        assert!(states.contains(&State::Reconciling), "it waited: {states:?}");
+        assert_eq!(sim.status("all").map(|s| s.state), Some(State::Deployed));
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+
+    #[test]
+    fn a_rollout_under_host_loss_ends_on_the_new_version_or_wholly_rolled_back() {
+        for broken in [false, true] {
+            let mut sim = Sim::new(Config::quick(11), 10, 2, 1);
+            sim.run_until(2 * S);
+            let v1 = record(app("shop", 1, 1, 6, &[]));
+            sim.deploy(v1.clone());
+            settle(&mut sim, 30 * S);
+            let stored = sim.record("shop").cloned().expect("stored");
+            assert!(stored.stable.is_some(), "v1 is stable");
+            let v2 = deploy_over(&stored, app("shop", 2, 2, 6, &[]));
+            if broken {
+                sim.break_fingerprint(&fingerprint(&v2));
+            }
+            sim.deploy(v2.clone());
+            // Mid-rollout, two hosts running the application die.
+            sim.run_until(sim.now() + Duration::from_millis(400));
+            let running: Vec<usize> = (2..10).filter(|&h| sim.runs_any(h)).take(2).collect();
+            for h in running {
+                sim.crash(h);
+            }
+            settle(&mut sim, 60 * S);
+            let record = sim.record("shop").expect("stored");
+            let want = if broken { fingerprint(&v1) } else { fingerprint(&v2) };
+            assert_eq!(fingerprint(record), want, "broken: {broken}");
+            assert_eq!(sim.replicas("shop-web").into_iter().collect::<Vec<_>>(), vec![(want, 6)]);
+            assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        }
+    }
+}

@@ -261,7 +261,15 @@ async fn lattice(g: &Global) -> anyhow::Result<Local> {
         match super::connect(g).await {
             Ok(client) => {
                 let hosts = client.hosts(PING_WAIT).await.unwrap_or_default();
-                if let Some(host) = trellis_lattice::placement::least_providers(&hosts) {
+                let providers = |h: &trellis_proto::HostInfo| h.providers as usize;
+                let least = trellis_scheduler::plan::choose_hosts(
+                    &hosts,
+                    &Default::default(),
+                    1,
+                    providers,
+                );
+                if let Some(host) = least.first().and_then(|id| hosts.iter().find(|h| h.id == *id))
+                {
                     let (name, url) = (&host.name, g.nats_url());
                     eprintln!("using lattice `{}` at {url} (host {name})", g.lattice);
                     let host = host.id.clone();

@@ -8,7 +8,7 @@ use std::path::Path;
 use trellis_lattice::artifact::{WasmKind, sniff};
 use trellis_lattice::client::LatticeClient;
 
-use trellis_lattice::placement::{self, pick_hosts};
+use trellis_scheduler::plan::choose_hosts;
 
 use super::NOT_PLACED;
 use super::get::PING_WAIT;
@@ -46,7 +46,8 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
         None => {
             let all = lattice.hosts(PING_WAIT).await?;
             let labels = args.labels.iter().cloned().collect();
-            let chosen = pick_hosts(&all, &labels, args.replicas);
+            let load = |h: &trellis_proto::HostInfo| h.components as usize;
+            let chosen = choose_hosts(&all, &labels, args.replicas, load);
             if chosen.is_empty() {
                 bail!(
                     "no host in lattice `{}` matches {}",
@@ -84,7 +85,7 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
     } else {
         println!("component {} ({digest}) started on {}", args.id, started.join(", "));
     }
-    let wanted = if args.host.is_some() { 1 } else { args.replicas };
+    let wanted = if args.host.is_some() { 1 } else { args.replicas as usize };
     if started.len() < wanted {
         eprintln!("placed {} of {wanted} replicas: not enough matching hosts", started.len());
         return Ok(ExitCode::from(NOT_PLACED));
@@ -135,7 +136,8 @@ async fn provider(g: &Global, args: StartProviderArgs) -> anyhow::Result<ExitCod
 
 async fn least_providers(lattice: &LatticeClient) -> anyhow::Result<String> {
     let hosts = lattice.hosts(PING_WAIT).await?;
-    placement::least_providers(&hosts).map(|h| h.id.clone()).with_context(|| {
+    let providers = |h: &trellis_proto::HostInfo| h.providers as usize;
+    choose_hosts(&hosts, &Default::default(), 1, providers).pop().with_context(|| {
         format!("no host in lattice `{}`; start one with `trellis host`", lattice.lattice())
     })
 }

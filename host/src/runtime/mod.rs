@@ -9,6 +9,7 @@
 mod blobstore;
 mod bus;
 mod call;
+pub(crate) mod compile;
 mod component;
 mod config;
 mod engine;

@@ -94,6 +94,26 @@ pub struct Config {
 }
 
 impl Config {
+    /// Production timings: 3 s heartbeats and the scheduler's defaults (6 s leases), requests
+    /// that wait 5 s, a network of 1 to 20 ms that loses and duplicates one message in a
+    /// thousand, clocks off by up to 0.1%.
+    pub fn production(seed: u64) -> Self {
+        Self {
+            seed,
+            heartbeat: Duration::from_secs(3),
+            scheduler: core::Config::new(""),
+            request_timeout: Duration::from_secs(5),
+            start_time: (Duration::from_millis(5), Duration::from_millis(300)),
+            net: Net {
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(20),
+                drop: 0.001,
+                duplicate: 0.001,
+            },
+            clock_drift: 0.001,
+        }
+    }
+
     /// Compressed timings like the integration tests' (1 s heartbeats, 3 s leases), a network
     /// of 1 to 20 ms that loses 1% and duplicates 1% of messages, clocks off by up to 0.1%.
     pub fn quick(seed: u64) -> Self {
@@ -283,13 +303,6 @@ struct Server {
     revision: u64,
 }
 
-/// A start sent and not yet carried out or failed, for the properties.
-#[derive(Debug, Clone)]
-struct InFlight {
-    host: usize,
-    id: String,
-}
-
 /// The simulated lattice. See the module documentation.
 #[derive(Debug)]
 pub struct Sim {
@@ -306,12 +319,21 @@ pub struct Sim {
     partitioned: BTreeSet<usize>,
     /// Fingerprints whose starts fail permanently (a broken version).
     broken: BTreeSet<String>,
-    in_flight: HashMap<u64, InFlight>,
+    /// Starts sent and not yet carried out or failed, for the properties: token → workload.
+    in_flight: HashMap<u64, String>,
+    /// The same, by workload: token → host.
+    starting: HashMap<String, HashMap<u64, usize>>,
+    /// Hosts that run each workload (crashed ones too: see [`Sim::crash`]).
+    running_on: HashMap<String, BTreeSet<usize>>,
+    /// What the stored records want (kept as they change).
+    wanted: BTreeMap<String, (String, String, u32, u32)>,
     violations: Vec<Violation>,
     /// Which scheduler acted in each term.
     terms: HashMap<u64, usize>,
     /// Commands sent by all schedulers.
     pub commands_sent: u64,
+    /// Passes counted by the last [`Sim::take_costs`].
+    passes_taken: u64,
     /// Prints what the schedulers do and hear (`TRELLIS_SIM_TRACE=1`).
     pub trace: bool,
     /// Wall-clock CPU spent in the schedulers' `poll` (planning passes), for reports.
@@ -355,10 +377,14 @@ impl Sim {
             partitioned: BTreeSet::new(),
             broken: BTreeSet::new(),
             in_flight: HashMap::new(),
+            starting: HashMap::new(),
+            running_on: HashMap::new(),
+            wanted: BTreeMap::new(),
             violations: Vec::new(),
             terms: HashMap::new(),
             trace: std::env::var_os("TRELLIS_SIM_TRACE").is_some(),
             commands_sent: 0,
+            passes_taken: 0,
             poll_time: Duration::ZERO,
             longest_poll: Duration::ZERO,
         };
@@ -427,6 +453,7 @@ impl Sim {
     /// scheduler's watch fires.
     pub fn deploy(&mut self, record: AppRecord) {
         self.server.records.insert(record.name.clone(), record);
+        self.records_changed();
         self.watch_fired();
     }
 
@@ -543,7 +570,7 @@ impl Sim {
             }
             Event::Timeout { s, token, input } => {
                 if self.nodes[s].open.remove(&token).is_some() {
-                    self.in_flight.remove(&token);
+                    self.landed(token);
                     if self.hosts[self.nodes[s].host].alive {
                         self.handle(s, input);
                     }
@@ -615,9 +642,9 @@ impl Sim {
         self.seq += 1;
         let token = self.seq;
         self.nodes[s].open.insert(token, ());
-        // As the adapter: a lease renewal waits a third of the lease, the rest their timeout.
+        // As the adapter: a lease renewal waits a quarter of the lease, the rest their timeout.
         let timeout = match on_timeout {
-            Input::Lease { .. } => self.lease_ttl() / 3,
+            Input::Lease { .. } => self.lease_ttl() / 4,
             _ => self.config.request_timeout,
         };
         self.at(timeout, Event::Timeout { s, token, input: on_timeout });
@@ -629,7 +656,8 @@ impl Sim {
         if let HostRequest::Command(order) = &request
             && let Command::Start { id, .. } | Command::Replace { id, .. } = &order.command
         {
-            self.in_flight.insert(token, InFlight { host: h, id: id.clone() });
+            self.in_flight.insert(token, id.clone());
+            self.starting.entry(id.clone()).or_default().insert(token, h);
         }
         if !self.hosts[h].alive {
             // No responders: the server answers at once.
@@ -779,6 +807,9 @@ impl Sim {
         let error = match (&order.command, &order.start) {
             (Command::Stop { .. }, _) => {
                 self.check_stop(h, &id);
+                if let Some(on) = self.running_on.get_mut(&id) {
+                    on.remove(&h);
+                }
                 self.hosts[h].runs.remove(&id).is_none().then(|| "no such component".to_owned())
             }
             (_, Some(desired::Start::Component(req))) => {
@@ -787,17 +818,19 @@ impl Sim {
                     Some("invalid component".to_owned())
                 } else {
                     self.hosts[h].runs.insert(id.clone(), (owner.app, owner.fingerprint));
+                    self.running_on.entry(id.clone()).or_default().insert(h);
                     None
                 }
             }
             (_, Some(desired::Start::Provider(req))) => {
                 let owner = req.owner.clone().unwrap_or_default();
                 self.hosts[h].runs.insert(id.clone(), (owner.app, owner.fingerprint));
+                self.running_on.entry(id.clone()).or_default().insert(h);
                 None
             }
             (_, None) => None,
         };
-        self.in_flight.remove(&token);
+        self.landed(token);
         self.hosts[h].version += 1;
         let permanent = error.as_deref() == Some("invalid component");
         let error =
@@ -841,6 +874,7 @@ impl Sim {
                     true
                 });
                 if changed {
+                    self.records_changed();
                     self.watch_fired();
                 }
                 Input::RecordUpdated { app }
@@ -859,6 +893,7 @@ impl Sim {
                     }
                 });
                 if changed {
+                    self.records_changed();
                     self.watch_fired();
                 }
                 Input::RecordUpdated { app }
@@ -915,13 +950,85 @@ impl Sim {
         self.violations.push(Violation { at: self.now, what });
     }
 
-    /// What the stored records want: workload id → (app, fingerprint, replicas, batch).
-    fn wanted(&self) -> BTreeMap<String, (String, String, u32, u32)> {
+    /// The stored records changed: what they want (workload id → (app, fingerprint,
+    /// replicas, batch)) is worked out again.
+    fn records_changed(&mut self) {
         let records: Vec<AppRecord> = self.server.records.values().cloned().collect();
-        desired::workloads(&records)
+        self.wanted = desired::workloads(&records)
             .into_iter()
             .map(|(id, w)| (id, (w.wanted.app, w.wanted.fingerprint, w.wanted.replicas, w.batch)))
-            .collect()
+            .collect();
+    }
+
+    /// A start's request was answered, failed or timed out.
+    fn landed(&mut self, token: u64) {
+        if let Some(id) = self.in_flight.remove(&token)
+            && let Some(tokens) = self.starting.get_mut(&id)
+        {
+            tokens.remove(&token);
+        }
+    }
+
+    /// Hosts other than `except` that are up and run `id` on `fingerprint`, or are starting it.
+    fn replicas_up(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        except: usize,
+    ) -> (BTreeSet<usize>, BTreeSet<usize>) {
+        let unseen = self.config.heartbeat * (UNKNOWN_AFTER_BEATS + 1);
+        let up = |h: usize| {
+            let host = &self.hosts[h];
+            h != except
+                && (self.reachable(Peer::Host(h))
+                    || host.crashed_at.is_some_and(|at| self.now < at + unseen))
+        };
+        let running: BTreeSet<usize> = self
+            .running_on
+            .get(id)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&h| up(h) && self.hosts[h].runs.get(id).is_some_and(|(_, f)| f == fingerprint))
+            .collect();
+        let starting = self
+            .starting
+            .get(id)
+            .into_iter()
+            .flat_map(|tokens| tokens.values().copied())
+            .filter(|&h| up(h) && !running.contains(&h))
+            .collect();
+        (running, starting)
+    }
+
+    /// Hosts other than `except` that run `id` (on `fingerprint`, if given) or are starting
+    /// it, as scheduler `s` counts hosts: (running, starting) as sets of hosts.
+    fn replicas_counted(
+        &self,
+        s: usize,
+        id: &str,
+        fingerprint: Option<&str>,
+        except: Option<usize>,
+    ) -> (BTreeSet<usize>, BTreeSet<usize>) {
+        let running: BTreeSet<usize> = self
+            .running_on
+            .get(id)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&h| Some(h) != except && self.counts(s, h))
+            .filter(|&h| {
+                fingerprint.is_none_or(|f| self.hosts[h].runs.get(id).is_some_and(|(_, g)| g == f))
+            })
+            .collect();
+        let starting = self
+            .starting
+            .get(id)
+            .into_iter()
+            .flat_map(|tokens| tokens.values().copied())
+            .filter(|&h| Some(h) != except && self.counts(s, h) && !running.contains(&h))
+            .collect();
+        (running, starting)
     }
 
     /// Whether host `h` counts as running what it ran for the properties at scheduler `s`:
@@ -955,17 +1062,9 @@ impl Sim {
         let Command::Start { id, host } = &order.command else { return };
         let Some((replicas, batch)) = self.nodes[s].core.wants(id) else { return };
         // Distinct hosts that run it or are starting it, counted as the scheduler counts.
-        let mut on: BTreeSet<usize> = (0..self.hosts.len())
-            .filter(|&h| self.counts(s, h) && self.hosts[h].runs.contains_key(id))
-            .collect();
+        let (mut on, starting) = self.replicas_counted(s, id, None, None);
         let running = on.len();
-        on.extend(
-            self.in_flight
-                .values()
-                .filter(|f| f.id == *id && self.counts(s, f.host))
-                .map(|f| f.host),
-        );
-        let starting = on.len() - running;
+        let starting = starting.len();
         on.extend(self.host_index(host));
         if on.len() > (replicas + batch) as usize {
             self.violation(format!(
@@ -976,27 +1075,18 @@ impl Sim {
     }
 
     /// A replica of a wanted workload is stopped only when enough others run or are starting
-    /// on live hosts: nothing is evicted because somebody lost their connection.
+    /// on hosts that are up (alive and connected, or crashed too recently for anyone to
+    /// know): nothing is evicted because somebody lost their connection.
     fn check_stop(&mut self, h: usize, id: &str) {
-        let Some((app, fingerprint, _, _)) = self.wanted().get(id).cloned() else { return };
+        let Some((app, fingerprint, _, _)) = self.wanted.get(id).cloned() else { return };
         if self.hosts[h].runs.get(id) != Some(&(app, fingerprint.clone())) {
             return; // outdated or someone else's: replaced, not evicted
         }
         let Some(s) = self.leader() else { return };
         let Some((replicas, _)) = self.nodes[s].core.wants(id) else { return };
-        let mut on: BTreeSet<usize> = (0..self.hosts.len())
-            .filter(|&o| o != h && self.counts(s, o))
-            .filter(|&o| self.hosts[o].runs.get(id).is_some_and(|(_, f)| *f == fingerprint))
-            .collect();
-        let others = on.len();
-        on.extend(
-            self.in_flight
-                .values()
-                .filter(|f| f.id == id && f.host != h && self.counts(s, f.host))
-                .map(|f| f.host),
-        );
-        let starting = on.len() - others;
-        if on.len() < replicas as usize {
+        let (running, starting) = self.replicas_up(id, &fingerprint, h);
+        let (others, starting) = (running.len(), starting.len());
+        if others + starting < replicas as usize {
             if self.trace {
                 for (o, host) in self.hosts.iter().enumerate() {
                     if host.runs.contains_key(id) {
@@ -1023,7 +1113,7 @@ impl Sim {
     /// on its current spec, nothing else an application placed, and the leader's status
     /// saying so. `None` when it is; else what is not.
     pub fn converged(&self) -> Option<String> {
-        let wanted = self.wanted();
+        let wanted = &self.wanted;
         let up: Vec<usize> =
             (0..self.hosts.len()).filter(|&h| self.reachable(Peer::Host(h))).collect();
         for &h in &up {
@@ -1041,25 +1131,26 @@ impl Sim {
         }
         let records: Vec<AppRecord> = self.server.records.values().cloned().collect();
         let workloads = desired::workloads(&records);
+        // Eligible hosts per label set (at scale thousands of workloads share a few sets).
+        let mut eligible_by: HashMap<String, usize> = HashMap::new();
+        let fits = |h: usize, r: &BTreeMap<String, String>| {
+            r.iter().all(|(k, v)| self.hosts[h].labels.get(k) == Some(v))
+        };
         for (id, w) in &workloads {
-            let eligible = up
-                .iter()
-                .filter(|&&h| {
-                    w.wanted
-                        .requirements
-                        .iter()
-                        .all(|(k, v)| self.hosts[h].labels.get(k) == Some(v))
-                })
-                .filter(|&&h| {
-                    w.wanted.spread.is_empty()
-                        || w.wanted.spread.iter().any(|sp| {
-                            sp.requirements
-                                .iter()
-                                .all(|(k, v)| self.hosts[h].labels.get(k) == Some(v))
-                        })
-                })
-                .count();
-            let running = up.iter().filter(|&&h| self.hosts[h].runs.contains_key(id)).count();
+            let key = format!("{:?}{:?}", w.wanted.requirements, w.wanted.spread);
+            let eligible = *eligible_by.entry(key).or_insert_with(|| {
+                up.iter()
+                    .filter(|&&h| fits(h, &w.wanted.requirements))
+                    .filter(|&&h| {
+                        w.wanted.spread.is_empty()
+                            || w.wanted.spread.iter().any(|sp| fits(h, &sp.requirements))
+                    })
+                    .count()
+            });
+            let running = self
+                .running_on
+                .get(id)
+                .map_or(0, |on| on.iter().filter(|&&h| self.reachable(Peer::Host(h))).count());
             let want = (w.wanted.replicas as usize).min(eligible);
             if running != want && !self.broken.contains(&w.wanted.fingerprint) {
                 // With spreads, shares may leave some matching hosts unused: only fewer than
@@ -1102,6 +1193,23 @@ impl Sim {
         None
     }
 
+    /// Whether host `h` runs anything.
+    pub fn runs_any(&self, h: usize) -> bool {
+        !self.hosts[h].runs.is_empty()
+    }
+
+    /// The schedulers' costs since the last call: the longest `poll`, all `poll` time,
+    /// passes and commands.
+    pub fn take_costs(&mut self) -> (Duration, Duration, u64, u64) {
+        let passes: u64 = self.nodes.iter().map(|n| n.core.counters().passes).sum();
+        (
+            std::mem::take(&mut self.longest_poll),
+            std::mem::take(&mut self.poll_time),
+            passes - std::mem::replace(&mut self.passes_taken, passes),
+            std::mem::take(&mut self.commands_sent),
+        )
+    }
+
     /// The status the leader last wrote for `app`.
     pub fn status(&self, app: &str) -> Option<&AppStatus> {
         self.server.statuses.get(app)
@@ -1116,6 +1224,11 @@ impl Sim {
             }
         }
         out
+    }
+
+    /// The term scheduler `s` believes it leads in (0: none).
+    pub fn term(&self, s: usize) -> u64 {
+        self.nodes[s].core.term().0
     }
 
     /// What scheduler `s` has done.

@@ -63,7 +63,8 @@ pub struct Outcome {
     pub violations: Vec<Violation>,
     /// When the last fault ended (simulated).
     pub last_fault: Duration,
-    /// How long after it what runs matched what is wanted, for good; `None`: not by the end.
+    /// How long after it what runs first matched what is wanted; `None`: not by the end, or
+    /// not again within [`SETTLED_WITHIN`] of the end.
     pub converged_after: Option<Duration>,
     /// Why not, when it did not converge.
     pub why_not: Option<String>,
@@ -75,6 +76,10 @@ pub struct Outcome {
 /// timings: a lease lapse and takeover (2 leases), a host's silence noticed (3 heartbeats), a
 /// start retried after a timeout, with room for the network's losses.
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(30);
+
+/// At the end of a run, what runs must have matched what is wanted this recently: a blip (a
+/// host taken for unknown after three lost heartbeats) heals within it.
+pub const SETTLED_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -249,8 +254,10 @@ pub fn chaos(seed: u64) -> Outcome {
             }
         }
     }
-    // Settle, watching for the moment it converges for good.
-    let mut converged_at = None;
+    // Settle: when does it first converge, and is it still converged at the end (a lost
+    // heartbeat may make a host unknown for a moment at any time: such a blip must heal)?
+    let mut first = None;
+    let mut last = None;
     let mut why_not = None;
     let end = last_fault + CONVERGE_WITHIN + Duration::from_secs(10);
     let mut t = last_fault;
@@ -259,25 +266,26 @@ pub fn chaos(seed: u64) -> Outcome {
         sim.run_until(t);
         match sim.converged() {
             None => {
-                converged_at.get_or_insert(t);
+                first.get_or_insert(t);
+                last = Some(t);
             }
             Some(why) => {
                 if sim.trace {
                     eprintln!("{:>9.3} not converged: {why}", t.as_secs_f64());
                 }
-                converged_at = None;
                 why_not = Some(why);
             }
         }
     }
-    if converged_at.is_some() {
+    let settled = last.is_some_and(|at| end.saturating_sub(at) <= SETTLED_WITHIN);
+    if settled {
         why_not = None;
     }
     Outcome {
         seed,
         violations: sim.violations().to_vec(),
         last_fault,
-        converged_after: converged_at.map(|at| at.saturating_sub(last_fault)),
+        converged_after: first.filter(|_| settled).map(|at| at.saturating_sub(last_fault)),
         why_not,
         script,
     }
@@ -285,4 +293,104 @@ pub fn chaos(seed: u64) -> Outcome {
 
 fn replicas(record: &AppRecord) -> u32 {
     record.current_manifest().map_or(0, |m| m.components[0].replicas)
+}
+
+/// A lattice at scale: `hosts` hosts over `zones` zones, `apps` applications of `replicas`
+/// replicas each (every other one spread over the zones), two schedulers, production timings.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    /// Hosts.
+    pub hosts: usize,
+    /// Zones.
+    pub zones: usize,
+    /// Applications.
+    pub apps: usize,
+    /// Replicas per application.
+    pub replicas: u32,
+    /// The seed.
+    pub seed: u64,
+}
+
+/// One step of a run at scale, and what it cost.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// What happened.
+    pub name: String,
+    /// Simulated time from the step until what runs matched what is wanted; `None`: not
+    /// within the step's limit.
+    pub converged_after: Option<Duration>,
+    /// The longest single `poll` of a scheduler (a planning pass), in CPU time of this
+    /// process.
+    pub longest_poll: Duration,
+    /// All schedulers' `poll` time during the step.
+    pub poll_time: Duration,
+    /// Planning passes the schedulers ran.
+    pub passes: u64,
+    /// Commands they sent.
+    pub commands: u64,
+}
+
+/// Runs a lattice at `scale` through a deploy of every application, the loss of one host,
+/// 5% of the hosts partitioned away for 30 s and back, and a rollout of one application.
+pub fn at_scale(scale: &Scale) -> (Vec<Step>, Vec<Violation>) {
+    let mut sim = Sim::new(Config::production(scale.seed), scale.hosts, scale.zones, 2);
+    let mut rng = Rng::new(scale.seed);
+    sim.run_until(Duration::from_secs(10));
+    let mut steps = Vec::new();
+    let limit = Duration::from_secs(300);
+    let weights: Vec<u32> = vec![1; scale.zones];
+    let manifests: Vec<Manifest> = (0..scale.apps)
+        .map(|i| {
+            let spread = if i % 2 == 0 { &weights[..] } else { &[][..] };
+            app(&format!("app{i}"), 1, rng.next_u64(), scale.replicas, spread)
+        })
+        .collect();
+    let first = manifests.first().map(|m| m.name.to_string());
+    for m in manifests {
+        sim.deploy(record(m));
+    }
+    steps.push(step(&mut sim, "deploy every application", limit));
+    // One host that runs replicas dies.
+    if let Some(h) = (2..sim.host_count()).find(|&h| sim.runs_any(h)) {
+        sim.crash(h);
+        steps.push(step(&mut sim, "one host lost", limit));
+    }
+    // 5% of the hosts are cut off for 30 s, then return.
+    let cut: Vec<usize> = (2..sim.host_count()).filter(|h| h % 20 == 7).collect();
+    for &h in &cut {
+        sim.partition(h, true);
+    }
+    let t = sim.now();
+    sim.run_until(t + Duration::from_secs(30));
+    for &h in &cut {
+        sim.partition(h, false);
+    }
+    steps.push(step(&mut sim, "5% of hosts cut off for 30 s, then back", limit));
+    if let Some(name) = first
+        && let Some(stored) = sim.record(&name).cloned()
+        && let Some(m) = stored.current_manifest()
+    {
+        let spread: Vec<u32> = m.components[0].spread.iter().map(|s| s.weight.get()).collect();
+        let next = app(&name, 2, rng.next_u64(), m.components[0].replicas, &spread);
+        sim.deploy(deploy_over(&stored, next));
+        steps.push(step(&mut sim, "roll one application out", limit));
+    }
+    (steps, sim.violations().to_vec())
+}
+
+/// Runs `sim` until what runs matches what is wanted (looking every 500 ms) or `limit`.
+fn step(sim: &mut Sim, name: &str, limit: Duration) -> Step {
+    sim.take_costs();
+    let start = sim.now();
+    let mut converged_after = None;
+    while sim.now() < start + limit {
+        let t = sim.now() + Duration::from_millis(500);
+        sim.run_until(t);
+        if sim.converged().is_none() {
+            converged_after = Some(sim.now() - start);
+            break;
+        }
+    }
+    let (longest_poll, poll_time, passes, commands) = sim.take_costs();
+    Step { name: name.to_owned(), converged_after, longest_poll, poll_time, passes, commands }
 }
