@@ -9,7 +9,7 @@ use futures::StreamExt;
 use futures::future::try_join_all;
 use trellis_lattice::manifest::{ComponentSpec, Id, Manifest, Rollout, Source, Version};
 use trellis_lattice::subject::EventKind;
-use trellis_scheduler::apps::{AppRecord, AppStore, State};
+use trellis_scheduler::apps::{AppStore, State};
 
 use crate::env::BenchLattice;
 use crate::report::{Figures, Row};
@@ -81,15 +81,8 @@ async fn place(options: &Options) -> Result<Vec<Row>, BenchError> {
         config: Default::default(),
         rollout: Rollout { batch: NonZeroU32::MIN },
     };
-    let record = AppRecord {
-        name: "scale".into(),
-        versions: vec![manifest.clone()],
-        current: Some(manifest.version.clone()),
-        stable: None,
-        history: vec![],
-    };
     let started = Instant::now();
-    apps.put(&record, 0).await.map_err(setup)?.map_err(setup)?;
+    apps.deploy(&manifest).await.map_err(setup)?;
     loop {
         let status = apps.status("scale").await.map_err(fail)?;
         if status.is_some_and(|s| s.state == State::Deployed) {

@@ -268,8 +268,9 @@ pub enum AppCommand {
     Rollback {
         /// Application name.
         name: String,
-        /// The version to run again (see `trellis app history`).
-        version: String,
+        /// The version to run again (see `trellis app history`); by default the newest one
+        /// before the current one that was completely placed.
+        version: Option<String>,
         /// Seconds to wait for placement.
         #[arg(long, default_value_t = 60)]
         wait: u64,

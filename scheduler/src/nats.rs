@@ -22,7 +22,7 @@ use trellis_lattice::state::LatticeState;
 use trellis_lattice::subject::EventKind;
 use trellis_proto::{self as pb, ErrorCode};
 
-use crate::apps::{AppRecord, AppStore, Lease};
+use crate::apps::{AppError, AppRecord, AppStore, Lease};
 use crate::core::{self, CommandError, Effect, Input, Notice, Order, Scheduler};
 use crate::desired::Start;
 use crate::plan::Command;
@@ -349,18 +349,10 @@ impl Carrier {
             Effect::MarkStable { app, version } => {
                 let apps = self.apps.clone();
                 tokio::spawn(async move {
-                    let marked = update_record(&apps, &app, |r| {
-                        let current = r.current.as_ref().map(|v| v.to_string());
-                        if current.as_deref() != Some(version.as_str()) || r.stable == r.current {
-                            return false;
-                        }
-                        r.stable = r.current.clone();
-                        r.record("deployed", &version, "");
-                        true
-                    })
-                    .await;
-                    if marked {
-                        tracing::info!(%app, %version, "application deployed");
+                    match apps.mark_stable(&app, &version).await {
+                        Ok(true) => tracing::info!(%app, %version, "application deployed"),
+                        Ok(false) | Err(AppError::NoSuchApp { .. }) => {}
+                        Err(e) => tracing::warn!(%app, error = %e, "cannot mark it deployed"),
                     }
                     answer(Input::RecordUpdated { app });
                 });
@@ -368,19 +360,10 @@ impl Carrier {
             Effect::RollBack { app, from, to, reason } => {
                 let apps = self.apps.clone();
                 tokio::spawn(async move {
-                    let rolled = update_record(&apps, &app, |r| {
-                        let current = r.current.as_ref().map(|v| v.to_string());
-                        let Some(stable) = r.stable.clone() else { return false };
-                        if current.as_deref() != Some(from.as_str()) || stable.as_str() != to {
-                            return false;
-                        }
-                        r.record("automatic-rollback", &from, &reason);
-                        r.current = Some(stable);
-                        true
-                    })
-                    .await;
-                    if rolled {
-                        tracing::warn!(%app, %from, %to, %reason, "rolled back");
+                    match apps.roll_back_automatically(&app, (&from, &to), &reason).await {
+                        Ok(true) => tracing::warn!(%app, %from, %to, %reason, "rolled back"),
+                        Ok(false) | Err(AppError::NoSuchApp { .. }) => {}
+                        Err(e) => tracing::warn!(%app, error = %e, "cannot roll back"),
                     }
                     answer(Input::RecordUpdated { app });
                 });
@@ -429,30 +412,6 @@ async fn send(client: &LatticeClient, order: &Order) -> Result<(), ControlError>
         }
         (_, None) => Ok(()),
     }
-}
-
-/// Reads, changes and writes a record with compare-and-set, a few times on conflicts. True if
-/// it was changed.
-async fn update_record(
-    apps: &AppStore,
-    name: &str,
-    change: impl Fn(&mut AppRecord) -> bool,
-) -> bool {
-    for _ in 0..5 {
-        let Ok(Some((mut record, revision))) = apps.get(name).await else { return false };
-        if !change(&mut record) {
-            return false;
-        }
-        match apps.put(&record, revision).await {
-            Ok(Ok(_)) => return true,
-            Ok(Err(_conflict)) => continue,
-            Err(e) => {
-                tracing::warn!(app = name, error = %e, "cannot update the application");
-                return false;
-            }
-        }
-    }
-    false
 }
 
 /// Makes the lattice's links and named config match the application's current version, and

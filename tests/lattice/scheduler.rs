@@ -12,6 +12,8 @@ use trellis_tests::{OciRegistry, Trellis, component, eventually, free_port, http
 
 use crate::Lattice;
 
+mod store;
+
 /// Hosts that run a scheduler, with a short lease so takeovers are quick.
 fn scheduler_args(labels: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = labels.iter().map(|l| format!("--label={l}")).collect();

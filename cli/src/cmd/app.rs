@@ -1,7 +1,8 @@
 //! `trellis app ...`: deploy applications from manifests and follow what the scheduler does.
 //!
-//! The command writes the application record (every version's manifest, which one should run,
-//! the history) in one compare-and-set; the leading scheduler places it and writes its status.
+//! The command changes applications through the scheduler crate's
+//! [`AppStore`](trellis_scheduler::apps::AppStore); the leading scheduler places them and
+//! writes their status.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 use trellis_lattice::client::LatticeClient;
 use trellis_lattice::manifest::{Manifest, Source};
-use trellis_scheduler::apps::{AppRecord, AppStatus, AppStore, MAX_VERSIONS, State};
+use trellis_scheduler::apps::{AppError, AppRecord, AppStatus, AppStore, Deployed, State};
 
 use super::NOT_PLACED;
 use crate::args::{AppCommand, Global, Output};
@@ -48,12 +49,11 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
         AppCommand::List => list(g, &apps).await,
         AppCommand::Undeploy { name } => undeploy(g, &apps, &name).await,
         AppCommand::History { name } => {
-            let record = get(g, &apps, &name).await?;
+            let history = apps.history(&name).await?;
             match g.output {
-                Output::Json => print_json(&json!(record.history)),
+                Output::Json => print_json(&json!(history)),
                 Output::Text => {
-                    let rows: Vec<Vec<String>> = record
-                        .history
+                    let rows: Vec<Vec<String>> = history
                         .iter()
                         .map(|c| {
                             vec![
@@ -70,10 +70,9 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Rollback { name, version, wait } => {
-            get(g, &apps, &name).await?;
-            write_rollback(&apps, &name, &version).await?;
+            let version = apps.rollback(&name, version.as_deref()).await?;
             eprintln!("application `{name}`: rolling back to {version}");
-            wait_placed(g, &apps, &name, &version, wait).await
+            wait_placed(g, &apps, &name, version.as_str(), wait).await
         }
         AppCommand::Schema => unreachable!("handled above"),
     }
@@ -87,30 +86,12 @@ fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
 
 async fn get(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<AppRecord> {
     match apps.get(name).await? {
-        Some((record, _)) => Ok(record),
+        Some(record) => Ok(record),
         None => bail!(
             "no application `{name}` in lattice `{}`; list them with `trellis app list`",
             g.lattice
         ),
     }
-}
-
-/// Reads, changes and writes an application record with compare-and-set.
-async fn update(
-    apps: &AppStore,
-    name: &str,
-    change: impl Fn(&mut AppRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<AppRecord> {
-    for _ in 0..5 {
-        let Some((mut record, revision)) = apps.get(name).await? else {
-            bail!("no application `{name}`; list them with `trellis app list`");
-        };
-        change(&mut record)?;
-        if apps.put(&record, revision).await?.is_ok() {
-            return Ok(record);
-        }
-    }
-    bail!("application `{name}` keeps changing under us; try again")
 }
 
 /// Where component sources come from: files, the lattice store, OCI registries.
@@ -171,9 +152,17 @@ async fn deploy(
     sources.resolve(&mut manifest, path.parent().unwrap_or(Path::new("."))).await?;
     let name = manifest.name.to_string();
     let version = manifest.version.to_string();
-    names_free(apps, &manifest, &format!("rename it in {}", path.display())).await?;
     let links = LinksToConfirm::listen(sources.lattice, &manifest).await?;
-    if !write_deploy(apps, &manifest).await? {
+    let deployed = match apps.deploy(&manifest).await {
+        Ok(deployed) => deployed,
+        Err(AppError::NameTaken { workload, owner, .. }) => bail!(
+            "`{workload}` is already a component or provider of application `{owner}`; rename \
+             it in {}",
+            path.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if deployed == Deployed::Unchanged {
         eprintln!("application `{name}` {version} is already the deployed version");
         return wait_placed(g, apps, &name, &version, wait).await;
     }
@@ -182,86 +171,6 @@ async fn deploy(
         links.outcome.wait_all(links.keys, 0).await?;
     }
     Ok(placed)
-}
-
-/// Writes `manifest` (its sources resolved) as the version of its application to run, with
-/// compare-and-set; `false` when it already is.
-pub(crate) async fn write_deploy(apps: &AppStore, manifest: &Manifest) -> anyhow::Result<bool> {
-    let (name, version) = (manifest.name.to_string(), manifest.version.to_string());
-    for _ in 0..5 {
-        let (mut record, revision) = match apps.get(&name).await? {
-            Some(found) => found,
-            None => (
-                AppRecord {
-                    name: name.clone(),
-                    versions: vec![],
-                    current: None,
-                    stable: None,
-                    history: vec![],
-                },
-                0,
-            ),
-        };
-        match record.manifest(&version) {
-            Some(existing) if existing != manifest => bail!(
-                "application `{name}` already has a version `{version}` with other content; \
-                 give this one a new version"
-            ),
-            Some(_) if record.current.as_ref().map(|v| v.as_str()) == Some(&version) => {
-                return Ok(false);
-            }
-            Some(_) => {}
-            None => record.versions.push(manifest.clone()),
-        }
-        record.current = Some(manifest.version.clone());
-        record.record("deploy", &version, "");
-        trim_versions(&mut record);
-        if apps.put(&record, revision).await?.is_ok() {
-            return Ok(true);
-        }
-    }
-    bail!("application `{name}` keeps changing under us; try again")
-}
-
-/// Makes `version` of `name` the one to run again.
-pub(crate) async fn write_rollback(
-    apps: &AppStore,
-    name: &str,
-    version: &str,
-) -> anyhow::Result<()> {
-    // The version rolled back to may name what another application took since.
-    if let Some((record, _)) = apps.get(name).await?
-        && let Some(manifest) = record.manifest(version)
-    {
-        let fix = "undeploy that application first, or deploy a version of this one that names \
-                   it otherwise";
-        names_free(apps, manifest, fix).await?;
-    }
-    update(apps, name, |record| {
-        if record.manifest(version).is_none() {
-            let known: Vec<&str> = record.versions.iter().map(|m| m.version.as_str()).collect();
-            bail!("application `{name}` has no version `{version}` (it has: {})", known.join(", "));
-        }
-        let manifest = record.manifest(version).expect("checked").clone();
-        record.current = Some(manifest.version);
-        record.record("rollback", version, "asked by an operator");
-        Ok(())
-    })
-    .await
-    .map(drop)
-}
-
-/// Takes `name` out of service: the scheduler stops its replicas.
-pub(crate) async fn write_undeploy(apps: &AppStore, name: &str) -> anyhow::Result<()> {
-    update(apps, name, |record| {
-        let Some(current) = record.current.take() else {
-            bail!("application `{name}` is not deployed");
-        };
-        record.record("undeploy", current.as_str(), "");
-        Ok(())
-    })
-    .await
-    .map(drop)
 }
 
 /// The links of a deploy that its providers will apply: new or changed links with one of the
@@ -288,40 +197,6 @@ impl LinksToConfirm {
             .map(|l| l.key())
             .collect();
         Ok(Self { outcome: super::link::LinkOutcome::listen(lattice).await?, keys })
-    }
-}
-
-/// Names are lattice ids: two applications may not claim the same one. `fix` says what to do.
-pub(crate) async fn names_free(
-    apps: &AppStore,
-    manifest: &Manifest,
-    fix: &str,
-) -> anyhow::Result<()> {
-    for other in apps.all().await? {
-        if other.name.as_str() == manifest.name.as_str() {
-            continue;
-        }
-        let theirs: Vec<&str> =
-            other.current_manifest().map(|m| m.workload_names().collect()).unwrap_or_default();
-        if let Some(clash) = manifest.workload_names().find(|n| theirs.contains(n)) {
-            bail!(
-                "`{clash}` is already a component or provider of application `{}`; {fix}",
-                other.name
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Drops the oldest versions past [`MAX_VERSIONS`], never the current or stable one.
-fn trim_versions(record: &mut AppRecord) {
-    while record.versions.len() > MAX_VERSIONS {
-        let keep = |v: &str| {
-            record.current.as_ref().is_some_and(|c| c.as_str() == v)
-                || record.stable.as_ref().is_some_and(|s| s.as_str() == v)
-        };
-        let Some(i) = record.versions.iter().position(|m| !keep(m.version.as_str())) else { break };
-        record.versions.remove(i);
     }
 }
 
@@ -394,7 +269,7 @@ async fn wait_placed(
 }
 
 async fn undeploy(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<ExitCode> {
-    write_undeploy(apps, name).await?;
+    apps.undeploy(name).await?;
     let progress = Progress::start(g, format!("{name}: undeploying"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -24,7 +24,7 @@ use trellis_lattice::manifest::Manifest;
 use trellis_scheduler::apps::AppStore;
 
 use crate::args::{ConsoleArgs, Global};
-use crate::cmd::app::{Sources, names_free, write_deploy, write_rollback, write_undeploy};
+use crate::cmd::app::Sources;
 use live::Live;
 use session::{COOKIE, Refused, Sessions};
 
@@ -236,8 +236,8 @@ async fn deploy(
     let sources = Sources { lattice: &console.client, oci: None, g: &console.global };
     let written = async {
         sources.resolve(&mut manifest, Path::new(".")).await?;
-        names_free(&console.apps, &manifest, "rename it in the manifest").await?;
-        write_deploy(&console.apps, &manifest).await.map(drop)
+        console.apps.deploy(&manifest).await?;
+        anyhow::Ok(())
     };
     accepted(written.await, json!({ "name": name, "version": version }))
 }
@@ -256,8 +256,8 @@ async fn rollback(
     if let Err(e) = console.sessions.check(&headers) {
         return refused(&e);
     }
-    let outcome = write_rollback(&console.apps, &name, &body.version).await;
-    accepted(outcome, json!({ "name": name, "version": body.version }))
+    let outcome = console.apps.rollback(&name, Some(&body.version)).await.map(drop);
+    accepted(outcome.map_err(Into::into), json!({ "name": name, "version": body.version }))
 }
 
 async fn undeploy(
@@ -268,5 +268,5 @@ async fn undeploy(
     if let Err(e) = console.sessions.check(&headers) {
         return refused(&e);
     }
-    accepted(write_undeploy(&console.apps, &name).await, json!({ "name": name }))
+    accepted(console.apps.undeploy(&name).await.map_err(Into::into), json!({ "name": name }))
 }

@@ -1,0 +1,430 @@
+//! [`AppStore`]: the applications bucket, and the one compare-and-set loop every change to an
+//! application goes through.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
+use serde::Deserialize;
+use trellis_lattice::envelope::unix_ms;
+use trellis_lattice::manifest::{Manifest, Version};
+use trellis_lattice::record::{self, Opened, RecordGate, Stored};
+use trellis_lattice::signing::OperatorKey;
+use trellis_lattice::state::{self, StateError};
+
+use super::change::{Step, name_taken};
+use super::stored::{self, Index, Spec, spec_key, status_key, version_key};
+use super::{AppError, AppRecord, AppStatus, Change};
+
+/// Retries of one change after losing a compare-and-set, before [`AppError::Busy`].
+const RETRIES: usize = 7;
+/// Version manifests kept in memory once read; past this many, the memory is cleared.
+const CACHED_VERSIONS: usize = 4096;
+
+const DEPLOY_FIX: &str = "rename it in the manifest";
+const ROLLBACK_FIX: &str =
+    "undeploy that application first, or deploy a version of this one that names it otherwise";
+const MISSING: &str = "missing: the application's index names this version but the bucket has \
+                       no such key (was it deleted by hand?)";
+
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployed {
+    /// A version new to the application, now the one to run.
+    New,
+    /// A version it kept (same content), made the one to run again.
+    Again,
+    /// Already the version to run: nothing was written.
+    Unchanged,
+}
+
+/// The lattice's applications bucket: reads applications and makes every change to them.
+#[derive(Clone)]
+pub struct AppStore {
+    kv: kv::Store,
+    lattice: String,
+    /// Seals the records and statuses it writes (see [`trellis_lattice::record`]).
+    sealer: Option<Arc<OperatorKey>>,
+    /// Checks the application records it reads; `None`: reads them unchecked (listings).
+    gate: Option<Arc<RecordGate>>,
+    /// Manifests read from (or written to) version keys, with the keys' revisions. A key names
+    /// its content, so what is remembered never goes stale.
+    versions: Arc<Mutex<HashMap<String, (Manifest, u64)>>>,
+}
+
+impl std::fmt::Debug for AppStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppStore").field("bucket", &self.kv.name).finish()
+    }
+}
+
+/// An application as read, with what writing it back needs.
+struct Loaded {
+    /// `None`: no such application.
+    record: Option<AppRecord>,
+    /// The revision of `spec.<app>` to write over; 0: create it.
+    revision: u64,
+    /// Versions stored under keys of their own: version → (sha256, the key's revision).
+    stored: HashMap<String, (String, u64)>,
+}
+
+fn js(op: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StateError {
+    move |e| StateError::JetStream { op, reason: e.to_string() }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::BadRecord { key: key.to_owned(), reason: e.to_string() })
+}
+
+impl AppStore {
+    /// Opens (creating when missing, with `replicas` replicas) the applications bucket of
+    /// `lattice`.
+    pub async fn open(
+        js: &jetstream::Context,
+        lattice: &str,
+        replicas: usize,
+    ) -> Result<Self, StateError> {
+        let bucket = format!("TRELLIS_{lattice}_APPS");
+        let kv = state::open_kv(js, &bucket, replicas).await?;
+        Ok(Self {
+            kv,
+            lattice: lattice.to_owned(),
+            sealer: None,
+            gate: None,
+            versions: Arc::default(),
+        })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.kv.name
+    }
+
+    /// Seals what it writes with `operator`'s key; `None` writes plain (development).
+    pub fn with_sealer(mut self, operator: Option<Arc<OperatorKey>>) -> Self {
+        self.sealer = operator;
+        self
+    }
+
+    /// Reads application records only as `gate` lets through (the scheduler does).
+    pub fn with_gate(mut self, gate: Arc<RecordGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Deploys `manifest` (its sources resolved): makes it the version of its application to
+    /// run, creating the application on its first deploy. Refuses a version name the
+    /// application keeps with other content, and component or provider names that another
+    /// application's current version has.
+    pub async fn deploy(&self, manifest: &Manifest) -> Result<Deployed, AppError> {
+        self.names_free(manifest, DEPLOY_FIX).await?;
+        self.change(manifest.name.as_str(), true, |r| r.deploy(manifest)).await
+    }
+
+    /// Makes version `to` of `name` the one to run again; `None`: the newest version before
+    /// the current one that was completely placed. Answers the version it rolled back to.
+    pub async fn rollback(&self, name: &str, to: Option<&str>) -> Result<Version, AppError> {
+        let record = self.get(name).await?.ok_or_else(|| self.no_such(name))?;
+        let target = record.rollback_target(to)?;
+        let manifest = record.manifest(target.as_str()).expect("a rollback target is kept");
+        // The version rolled back to may name what another application took since.
+        self.names_free(manifest, ROLLBACK_FIX).await?;
+        self.change(name, false, |r| r.roll_back_to(&target)).await?;
+        Ok(target)
+    }
+
+    /// Takes `name` out of service: the scheduler stops its replicas.
+    pub async fn undeploy(&self, name: &str) -> Result<(), AppError> {
+        self.change(name, false, |r| r.undeploy()).await
+    }
+
+    /// What happened to `name`, oldest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<Change>, AppError> {
+        Ok(self.get(name).await?.ok_or_else(|| self.no_such(name))?.history)
+    }
+
+    /// Marks `version` of `name` completely placed, if it still is the one to run (the leading
+    /// scheduler does). True if that changed the record.
+    pub async fn mark_stable(&self, name: &str, version: &str) -> Result<bool, AppError> {
+        self.change(name, false, |r| Ok(r.mark_stable(version))).await
+    }
+
+    /// Goes back from version `from` of `name`, which failed for `reason`, to the stable `to`,
+    /// if nobody changed the application meanwhile (the leading scheduler does). True if it
+    /// did.
+    pub async fn roll_back_automatically(
+        &self,
+        name: &str,
+        (from, to): (&str, &str),
+        reason: &str,
+    ) -> Result<bool, AppError> {
+        self.change(name, false, |r| Ok(r.roll_back_automatically(from, to, reason))).await
+    }
+
+    /// Checks that no other application's current version has one of `manifest`'s component
+    /// or provider names (lattice ids). [`Self::deploy`] checks it too.
+    pub async fn check_names(&self, manifest: &Manifest) -> Result<(), AppError> {
+        self.names_free(manifest, DEPLOY_FIX).await
+    }
+
+    async fn names_free(&self, manifest: &Manifest, fix: &str) -> Result<(), AppError> {
+        match name_taken(manifest, &self.all().await?) {
+            Some((workload, owner)) => {
+                Err(AppError::NameTaken { workload, owner: owner.to_owned(), fix: fix.to_owned() })
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn no_such(&self, name: &str) -> AppError {
+        AppError::NoSuchApp { name: name.to_owned(), lattice: self.lattice.clone() }
+    }
+
+    /// The one compare-and-set loop: reads `name` (an empty application if missing and
+    /// `create`), applies `change`, writes the result if it asks to, and starts over when
+    /// another writer came first.
+    async fn change<T>(
+        &self,
+        name: &str,
+        create: bool,
+        change: impl Fn(&mut AppRecord) -> Result<Step<T>, AppError>,
+    ) -> Result<T, AppError> {
+        let (store, change) = (self, &change);
+        let attempt = || async move {
+            let mut loaded = store.load(name).await?;
+            let mut record = match loaded.record.take() {
+                Some(record) => record,
+                None if create => AppRecord::empty(name),
+                None => return Err(store.no_such(name)),
+            };
+            match change(&mut record)? {
+                Step::Keep(answer) => Ok(answer),
+                Step::Write(answer) if store.write(&loaded, &record).await? => Ok(answer),
+                Step::Write(_) => Err(AppError::Busy { name: name.to_owned() }),
+            }
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(250))
+            .with_max_times(RETRIES)
+            .with_jitter();
+        attempt.retry(backoff).when(|e| matches!(e, AppError::Busy { .. })).await
+    }
+
+    /// `json` under `key`, sealed when this store has a key.
+    fn value(&self, key: &str, json: Vec<u8>) -> Result<bytes::Bytes, StateError> {
+        let Some(operator) = &self.sealer else { return Ok(json.into()) };
+        record::seal(operator, &self.kv.name, key, Some(&json), unix_ms())
+            .map(Into::into)
+            .map_err(|e| js("seal")(&e))
+    }
+
+    /// The record's JSON in `bytes` stored under `key`: checked when this store has a gate.
+    fn unseal<'a>(&self, key: &str, bytes: &'a [u8]) -> Result<Option<&'a [u8]>, StateError> {
+        let Some(gate) = &self.gate else { return Ok(Stored::parse(bytes).contents()) };
+        match gate.open(&self.kv.name, key, bytes) {
+            Ok(Opened::Put(json)) => Ok(Some(json)),
+            Ok(Opened::Deleted) => Ok(None),
+            Err(denied) => {
+                Err(StateError::Refused { key: key.to_owned(), reason: denied.to_string() })
+            }
+        }
+    }
+
+    /// The application `name`, its manifests read from their own keys.
+    pub async fn get(&self, name: &str) -> Result<Option<AppRecord>, StateError> {
+        Ok(self.load(name).await?.record)
+    }
+
+    async fn load(&self, name: &str) -> Result<Loaded, StateError> {
+        let key = spec_key(name);
+        let missing = |revision| Loaded { record: None, revision, stored: HashMap::new() };
+        let entry = match self.kv.entry(&key).await.map_err(|e| js("app read")(&e))? {
+            Some(e) if e.operation == kv::Operation::Put => e,
+            // A bare delete: `create` writes over it.
+            _ => return Ok(missing(0)),
+        };
+        // A sealed tombstone is a value: it is written over with compare-and-set.
+        let Some(json) = self.unseal(&key, &entry.value)? else {
+            return Ok(missing(entry.revision));
+        };
+        let bad = |reason: String| StateError::BadRecord { key: key.clone(), reason };
+        let index = match Spec::decode(json).map_err(|e| bad(e.to_string()))? {
+            Spec::Whole(record) => {
+                return Ok(Loaded {
+                    record: Some(record),
+                    revision: entry.revision,
+                    stored: HashMap::new(),
+                });
+            }
+            Spec::Index(index) => index,
+        };
+        let (mut versions, mut stored) = (Vec::with_capacity(index.kept.len()), HashMap::new());
+        for kept in &index.kept {
+            let (manifest, revision) = self.version(name, &kept.sha256).await?;
+            if manifest.version != kept.version {
+                return Err(bad(format!(
+                    "version `{}` is stored as version `{}`",
+                    kept.version, manifest.version
+                )));
+            }
+            stored.insert(kept.version.to_string(), (kept.sha256.clone(), revision));
+            versions.push(manifest);
+        }
+        Ok(Loaded { record: Some(index.into_record(versions)), revision: entry.revision, stored })
+    }
+
+    /// The manifest under `version.<app>.<sha256>` and the key's revision.
+    async fn version(&self, app: &str, sha256: &str) -> Result<(Manifest, u64), StateError> {
+        let key = version_key(app, sha256);
+        if let Some(known) = self.remembered().get(&key) {
+            return Ok(known.clone());
+        }
+        let bad = |reason: &str| StateError::BadRecord { key: key.clone(), reason: reason.into() };
+        let entry = self.kv.entry(&key).await.map_err(|e| js("app version read")(&e))?;
+        let entry = entry.filter(|e| e.operation == kv::Operation::Put).ok_or(bad(MISSING))?;
+        let json = self.unseal(&key, &entry.value)?.ok_or(bad(MISSING))?;
+        let manifest = stored::decode_version(sha256, json).map_err(|e| bad(&e.to_string()))?;
+        self.remember(key, &manifest, entry.revision);
+        Ok((manifest, entry.revision))
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Manifest, u64)>> {
+        self.versions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remember(&self, key: String, manifest: &Manifest, revision: u64) {
+        let mut versions = self.remembered();
+        if versions.len() >= CACHED_VERSIONS {
+            versions.clear();
+        }
+        versions.insert(key, (manifest.clone(), revision));
+    }
+
+    /// Writes `record` over what `loaded` read: first the versions not stored yet under keys of
+    /// their own, then the index with compare-and-set (create-only for a new application),
+    /// then drops the versions it no longer keeps. False: another writer came first.
+    async fn write(&self, loaded: &Loaded, record: &AppRecord) -> Result<bool, StateError> {
+        let mut sha256 = Vec::with_capacity(record.versions.len());
+        for manifest in &record.versions {
+            let sha = match loaded.stored.get(manifest.version.as_str()) {
+                Some((sha, _)) => sha.clone(),
+                None => self.put_version(&record.name, manifest).await?,
+            };
+            sha256.push(sha);
+        }
+        let key = spec_key(&record.name);
+        let index = Index::of(record, sha256);
+        let value = self.value(&key, serde_json::to_vec(&index).expect("indexes serialize"))?;
+        let written = if loaded.revision == 0 {
+            match self.kv.create(&key, value).await {
+                Ok(_) => true,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+                Err(e) => return Err(js("app write")(&e)),
+            }
+        } else {
+            match self.kv.update(&key, value, loaded.revision).await {
+                Ok(_) => true,
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                Err(e) => return Err(js("app write")(&e)),
+            }
+        };
+        if written {
+            self.drop_versions(loaded, &index).await;
+        }
+        Ok(written)
+    }
+
+    /// Purges the versions `loaded` had that `index` no longer keeps, each only if its key
+    /// was not written again since it was read (a deploy of the same manifest after the trim).
+    async fn drop_versions(&self, loaded: &Loaded, index: &Index) {
+        for (sha, revision) in loaded.stored.values() {
+            if index.kept.iter().any(|k| &k.sha256 == sha) {
+                continue;
+            }
+            let key = version_key(&index.name, sha);
+            self.remembered().remove(&key);
+            if let Err(e) = self.kv.purge_expect_revision(&key, Some(*revision)).await {
+                tracing::debug!(%key, error = %e, "an old application version stays");
+            }
+        }
+    }
+
+    /// Stores `manifest` under its version key; answers its sha256.
+    async fn put_version(&self, app: &str, manifest: &Manifest) -> Result<String, StateError> {
+        let (json, sha256) = stored::encode_version(manifest);
+        let key = version_key(app, &sha256);
+        let value = self.value(&key, json)?;
+        let revision = self.kv.put(&key, value).await.map_err(|e| js("app version write")(&e))?;
+        self.remember(key, manifest, revision);
+        Ok(sha256)
+    }
+
+    /// Every application.
+    pub async fn all(&self) -> Result<Vec<AppRecord>, StateError> {
+        Ok(self.all_checked().await?.0)
+    }
+
+    /// Every application, and the names of those this store's gate refused.
+    pub async fn all_checked(&self) -> Result<(Vec<AppRecord>, Vec<String>), StateError> {
+        let mut keys = self.kv.keys().await.map_err(|e| js("app list")(&e))?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| js("app list")(&e))?;
+            if let Some(name) = key.strip_prefix("spec.") {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        let (mut records, mut refused) = (Vec::with_capacity(names.len()), Vec::new());
+        for name in names {
+            // One unreadable record (written by a newer version, or damaged) must not stop the
+            // others from being listed and scheduled.
+            match self.get(&name).await {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                Err(e @ StateError::BadRecord { .. }) => {
+                    tracing::warn!(app = %name, error = %e, "skipping an unreadable application record");
+                }
+                Err(e @ StateError::Refused { .. }) => {
+                    tracing::warn!(app = %name, error = %e, "application record not applied");
+                    refused.push(name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((records, refused))
+    }
+
+    /// The last status the scheduler wrote for `name`.
+    pub async fn status(&self, name: &str) -> Result<Option<AppStatus>, StateError> {
+        let key = status_key(name);
+        match self.kv.entry(&key).await.map_err(|e| js("status read")(&e))? {
+            // What the scheduler reports, for people: read unchecked.
+            Some(e) if e.operation == kv::Operation::Put => {
+                match Stored::parse(&e.value).contents() {
+                    Some(json) => Ok(Some(decode(&key, json)?)),
+                    None => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes the status of an application (the leading scheduler does).
+    pub async fn put_status(&self, status: &AppStatus) -> Result<(), StateError> {
+        let key = status_key(&status.name);
+        let value = self.value(&key, serde_json::to_vec(status).expect("statuses serialize"))?;
+        self.kv.put(key, value).await.map_err(|e| js("status write")(&e))?;
+        Ok(())
+    }
+
+    /// Every change to the bucket, from now on (with the current values first).
+    pub async fn watch(&self) -> Result<kv::Watch, StateError> {
+        self.kv.watch_all().await.map_err(|e| js("app watch")(&e))
+    }
+}
