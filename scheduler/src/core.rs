@@ -95,6 +95,8 @@ pub enum Input {
     Apps(Option<(Vec<AppRecord>, Vec<String>)>),
     /// Application records changed: read them again.
     AppsChanged,
+    /// The answers to [`Effect::PingHosts`] are all in (each was an [`Input::Host`]).
+    Pinged,
     /// The answer to [`Effect::RenewLease`].
     Lease {
         /// When the renewal was asked for.
@@ -145,7 +147,8 @@ pub enum Effect {
         /// Now: the lease counts from here.
         asked: Duration,
     },
-    /// Ask every host to announce itself; each answer is an [`Input::Host`].
+    /// Ask every host to announce itself; each answer is an [`Input::Host`], and
+    /// [`Input::Pinged`] follows the last.
     PingHosts,
     /// Read a host's inventory; answer [`Input::Inventory`].
     ReadInventory {
@@ -282,6 +285,8 @@ pub struct Scheduler {
     apps_loaded: bool,
     apps_reading: bool,
     apps_stale: bool,
+    /// A ping round is out: a new leader plans once every host had its chance to answer.
+    pinging: bool,
     /// Workloads that failed to start, by (id, fingerprint): why and when.
     failures: HashMap<(String, String), (String, Duration)>,
     /// Per application, what of its links and config was applied, and what is being applied.
@@ -329,6 +334,7 @@ impl Scheduler {
             apps_loaded: false,
             apps_reading: false,
             apps_stale: true,
+            pinging: false,
             failures: HashMap::new(),
             applied: HashMap::new(),
             applying: HashSet::new(),
@@ -438,6 +444,10 @@ impl Scheduler {
                 }
             }
             Input::AppsChanged => self.apps_stale = true,
+            Input::Pinged => {
+                self.pinging = false;
+                self.dirty = true;
+            }
             Input::Lease { asked, held } => self.lease_answered(now, asked, held),
             Input::Done { command, error } => self.done(now, command, error),
             Input::Applied { app, mark, ok } => {
@@ -474,6 +484,7 @@ impl Scheduler {
                 let term = self.lease.term;
                 self.effects.push(Effect::Announce(Notice::Leading { term }));
                 self.effects.push(Effect::PingHosts);
+                self.pinging = true;
                 // A view kept while another led may be long out of date: read every host
                 // again before planning. After a short lapse of its own lease (one lost
                 // renewal) it is current, and read again only where stale.
@@ -496,7 +507,7 @@ impl Scheduler {
         if leading {
             self.reads();
             let due = self.last_pass.is_none_or(|at| now >= at + PASS_EVERY);
-            if self.dirty && due && self.apps_loaded && self.hosts.all_read() {
+            if self.dirty && due && !self.pinging && self.apps_loaded && self.hosts.all_read() {
                 self.dirty = false;
                 self.last_pass = Some(now);
                 self.pass(now);

@@ -296,6 +296,7 @@ impl Carrier {
                         Ok(hosts) => hosts.into_iter().for_each(|info| answer(Input::Host(info))),
                         Err(e) => tracing::warn!(error = %e, "scheduler cannot ping hosts"),
                     }
+                    answer(Input::Pinged);
                 });
             }
             Effect::ReadInventory { host, read } => {

@@ -558,7 +558,9 @@ impl Sim {
                 self.poll(s);
             }
             Event::Input { s, input, token } => {
-                if !self.reachable(Peer::Scheduler(s)) {
+                // `Pinged` is the scheduler's own timer, not a message.
+                let local = matches!(input, Input::Pinged) && self.hosts[self.nodes[s].host].alive;
+                if !self.reachable(Peer::Scheduler(s)) && !local {
                     return;
                 }
                 if let Some(token) = token
@@ -700,6 +702,9 @@ impl Sim {
                 Input::Lease { asked, held: None },
             ),
             Effect::PingHosts => {
+                // As the adapter: answers are taken for 500 ms, then the round is over.
+                let pinged = Event::Input { s, input: Input::Pinged, token: None };
+                self.at(Duration::from_millis(500), pinged);
                 for h in 0..self.hosts.len() {
                     if self.hosts[h].alive {
                         self.send(
