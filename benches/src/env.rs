@@ -29,7 +29,12 @@ pub struct BenchLattice {
 
 impl BenchLattice {
     pub async fn start() -> Result<Self, BenchError> {
-        let nats = LocalNatsServer::start(None).await.map_err(setup)?;
+        Self::start_with(None).await
+    }
+
+    /// [`Self::start`] with a nats-server configuration file's text (a monitoring port, say).
+    pub async fn start_with(config: Option<&str>) -> Result<Self, BenchError> {
+        let nats = LocalNatsServer::start_with_config(None, config).await.map_err(setup)?;
         let conn = trellis_lattice::connect::connect_once(
             &nats.url(),
             "trellis-bench",
