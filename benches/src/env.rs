@@ -81,6 +81,8 @@ impl BenchLattice {
                 self.hosts.push(HostProcess { id: h.id, child });
                 return Ok(self.hosts.len() - 1);
             }
+            // Listing returns at once while no host listens yet.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(setup(format!("host {name} did not join within 20 s")))
     }

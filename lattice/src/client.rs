@@ -580,3 +580,16 @@ fn check(status: Option<pb::Status>) -> Result<(), ControlError> {
 fn nats_err(e: impl std::fmt::Display) -> ControlError {
     ControlError::Nats(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quiet_gap_follows_a_slow_first_reply_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(ping_quiet_gap(ms(2)), ms(100), "a fast lattice waits 100 ms");
+        assert_eq!(ping_quiet_gap(ms(300)), ms(600), "a slow one twice its round trip");
+        assert_eq!(ping_quiet_gap(Duration::from_secs(5)), Duration::from_secs(2), "at most 2 s");
+    }
+}
