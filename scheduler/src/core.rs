@@ -366,11 +366,6 @@ impl Scheduler {
         &self.counters
     }
 
-    /// The hosts it knows, and how many are live.
-    pub fn host_counts(&self) -> (usize, usize) {
-        self.hosts.counts()
-    }
-
     /// What it knows workload `id` wants: replicas and rollout batch.
     pub fn wants(&self, id: &str) -> Option<(u32, u32)> {
         self.workloads.get(id).map(|w| (w.wanted.replicas, w.batch))

@@ -348,12 +348,6 @@ impl Hosts {
             .and_then(|v| v.inventory.as_ref())
             .is_some_and(|k| k.providers.contains(id))
     }
-
-    /// How many hosts are known, and how many of them are live.
-    pub fn counts(&self) -> (usize, usize) {
-        let live = self.hosts.values().filter(|v| v.liveness == Liveness::Live).count();
-        (self.hosts.len(), live)
-    }
 }
 
 #[cfg(test)]

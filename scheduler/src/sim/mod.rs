@@ -974,46 +974,13 @@ impl Sim {
         }
     }
 
-    /// Hosts other than `except` that are up and run `id` on `fingerprint`, or are starting it.
-    fn replicas_up(
+    /// Hosts that run `id` (on `fingerprint`, if given), and hosts starting it, among those
+    /// `counted` lets through: (running, starting) as sets of hosts.
+    fn replicas_where(
         &self,
-        id: &str,
-        fingerprint: &str,
-        except: usize,
-    ) -> (BTreeSet<usize>, BTreeSet<usize>) {
-        let unseen = self.config.heartbeat * (UNKNOWN_AFTER_BEATS + 1);
-        let up = |h: usize| {
-            let host = &self.hosts[h];
-            h != except
-                && (self.reachable(Peer::Host(h))
-                    || host.crashed_at.is_some_and(|at| self.now < at + unseen))
-        };
-        let running: BTreeSet<usize> = self
-            .running_on
-            .get(id)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|&h| up(h) && self.hosts[h].runs.get(id).is_some_and(|(_, f)| f == fingerprint))
-            .collect();
-        let starting = self
-            .starting
-            .get(id)
-            .into_iter()
-            .flat_map(|tokens| tokens.values().copied())
-            .filter(|&h| up(h) && !running.contains(&h))
-            .collect();
-        (running, starting)
-    }
-
-    /// Hosts other than `except` that run `id` (on `fingerprint`, if given) or are starting
-    /// it, as scheduler `s` counts hosts: (running, starting) as sets of hosts.
-    fn replicas_counted(
-        &self,
-        s: usize,
         id: &str,
         fingerprint: Option<&str>,
-        except: Option<usize>,
+        counted: impl Fn(usize) -> bool,
     ) -> (BTreeSet<usize>, BTreeSet<usize>) {
         let running: BTreeSet<usize> = self
             .running_on
@@ -1021,7 +988,7 @@ impl Sim {
             .into_iter()
             .flatten()
             .copied()
-            .filter(|&h| Some(h) != except && self.counts(s, h))
+            .filter(|&h| counted(h))
             .filter(|&h| {
                 fingerprint.is_none_or(|f| self.hosts[h].runs.get(id).is_some_and(|(_, g)| g == f))
             })
@@ -1031,18 +998,29 @@ impl Sim {
             .get(id)
             .into_iter()
             .flat_map(|tokens| tokens.values().copied())
-            .filter(|&h| Some(h) != except && self.counts(s, h) && !running.contains(&h))
+            .filter(|&h| counted(h) && !running.contains(&h))
             .collect();
         (running, starting)
     }
 
-    /// Whether host `h` counts as running what it ran for the properties at scheduler `s`:
-    /// alive (or crashed too recently for anyone to know) and live in `s`'s view.
-    fn counts(&self, s: usize, h: usize) -> bool {
-        let host = &self.hosts[h];
+    /// Whether host `h` is alive, or crashed too recently for anyone to know.
+    fn alive_as_far_as_known(&self, h: usize) -> bool {
         let unseen = self.config.heartbeat * (UNKNOWN_AFTER_BEATS + 1);
-        let alive = host.alive || host.crashed_at.is_some_and(|at| self.now < at + unseen);
-        alive && self.nodes[s].core.liveness(&host.id) == Some(Liveness::Live)
+        let host = &self.hosts[h];
+        host.alive || host.crashed_at.is_some_and(|at| self.now < at + unseen)
+    }
+
+    /// Whether host `h` counts as running what it ran for the properties at scheduler `s`:
+    /// alive as far as known, and live in `s`'s view.
+    fn counts(&self, s: usize, h: usize) -> bool {
+        self.alive_as_far_as_known(h)
+            && self.nodes[s].core.liveness(&self.hosts[h].id) == Some(Liveness::Live)
+    }
+
+    /// Whether host `h` is up: connected, or crashed too recently for anyone to know.
+    fn up(&self, h: usize) -> bool {
+        let crashed_unnoticed = !self.hosts[h].alive && self.alive_as_far_as_known(h);
+        self.reachable(Peer::Host(h)) || crashed_unnoticed
     }
 
     /// Every command is sent by the scheduler the lease entry names, unexpired, now: never
@@ -1067,7 +1045,7 @@ impl Sim {
         let Command::Start { id, host } = &order.command else { return };
         let Some((replicas, batch)) = self.nodes[s].core.wants(id) else { return };
         // Distinct hosts that run it or are starting it, counted as the scheduler counts.
-        let (mut on, starting) = self.replicas_counted(s, id, None, None);
+        let (mut on, starting) = self.replicas_where(id, None, |h| self.counts(s, h));
         let running = on.len();
         let starting = starting.len();
         on.extend(self.host_index(host));
@@ -1089,7 +1067,8 @@ impl Sim {
         }
         let Some(s) = self.leader() else { return };
         let Some((replicas, _)) = self.nodes[s].core.wants(id) else { return };
-        let (running, starting) = self.replicas_up(id, &fingerprint, h);
+        let (running, starting) =
+            self.replicas_where(id, Some(&fingerprint), |o| o != h && self.up(o));
         let (others, starting) = (running.len(), starting.len());
         if others + starting < replicas as usize {
             if self.trace {
