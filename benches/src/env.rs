@@ -29,7 +29,12 @@ pub struct BenchLattice {
 
 impl BenchLattice {
     pub async fn start() -> Result<Self, BenchError> {
-        let nats = LocalNatsServer::start(None).await.map_err(setup)?;
+        Self::start_with(None).await
+    }
+
+    /// [`Self::start`] with a nats-server configuration file's text (a monitoring port, say).
+    pub async fn start_with(config: Option<&str>) -> Result<Self, BenchError> {
+        let nats = LocalNatsServer::start_with_config(None, config).await.map_err(setup)?;
         let conn = trellis_lattice::connect::connect_once(
             &nats.url(),
             "trellis-bench",
@@ -76,6 +81,8 @@ impl BenchLattice {
                 self.hosts.push(HostProcess { id: h.id, child });
                 return Ok(self.hosts.len() - 1);
             }
+            // Listing returns at once while no host listens yet.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(setup(format!("host {name} did not join within 20 s")))
     }

@@ -11,6 +11,7 @@
 mod call;
 mod call_baseline;
 mod env;
+mod fleet;
 mod http;
 mod http_baseline;
 mod invoke;
@@ -20,7 +21,9 @@ mod measure;
 mod memory;
 mod parts;
 mod report;
+mod scale;
 mod schedule;
+mod server;
 mod start;
 mod state;
 mod telemetry;
@@ -51,11 +54,15 @@ pub enum Scenario {
     Call,
     /// A host reading 10,000 links at start: sealed and verified against plain.
     State,
+    /// The control plane at scale: 1,000 hosts (played by one process) against a real
+    /// nats-server and scheduler: heartbeat traffic, `get hosts`, deploying 10,000 replicas,
+    /// healing after 100 hosts vanish.
+    Scale,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Invoke,
         Scenario::Local,
         Scenario::Http,
@@ -65,6 +72,7 @@ impl Scenario {
         Scenario::Schedule,
         Scenario::Telemetry,
         Scenario::State,
+        Scenario::Scale,
     ];
 
     /// The scenario's name on the command line.
@@ -79,6 +87,7 @@ impl Scenario {
             Scenario::Schedule => "schedule",
             Scenario::Telemetry => "telemetry",
             Scenario::State => "state",
+            Scenario::Scale => "scale",
         }
     }
 }
@@ -92,6 +101,8 @@ pub struct Options {
     pub component: PathBuf,
     /// The `trellis` executable used to start hosts (normally the running one).
     pub trellis: PathBuf,
+    /// Hosts the `scale` scenario plays; `None`: 1,000 (100 in quick mode).
+    pub hosts: Option<usize>,
 }
 
 impl Options {
@@ -140,6 +151,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Schedule => schedule::run(options).await?,
         Scenario::Telemetry => telemetry::run(options).await?,
         Scenario::State => state::run(options).await?,
+        Scenario::Scale => scale::run(options).await?,
     };
     Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
 }

@@ -407,6 +407,9 @@ pub struct BenchArgs {
     /// built beside this binary's target directory].
     #[arg(long)]
     pub component: Option<PathBuf>,
+    /// Hosts the `scale` scenario plays [default: 1000, 100 with --quick].
+    #[arg(long)]
+    pub hosts: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -421,6 +424,7 @@ pub enum BenchScenario {
     Schedule,
     Telemetry,
     State,
+    Scale,
 }
 
 #[derive(Debug, Args)]

@@ -166,23 +166,42 @@ impl LatticeClient {
         Ok(state.with_sealer(self.operator.clone()))
     }
 
-    /// Every host that answers a ping within `wait`, sorted by id.
+    /// Every host that answers a ping, sorted by id. Returns once replies have stopped
+    /// coming for a quiet gap after the last one (see [`ping_quiet_gap`]), at once when no
+    /// host listens at all, and at the latest after `wait`.
+    ///
+    /// Hosts answer a ping as soon as they hear it, so their replies come in one burst however
+    /// many there are; a fixed wait would be too short for a large lattice and needlessly long
+    /// for a small one.
     pub async fn hosts(&self, wait: Duration) -> Result<Vec<pb::HostInfo>, ControlError> {
         let inbox = self.nats.new_inbox();
         let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(nats_err)?;
         let ping = pb::PingRequest {}.encode_to_vec();
+        let asked = tokio::time::Instant::now();
         self.nats
             .publish_with_reply(self.subjects.hosts_ping(), inbox, ping.into())
             .await
             .map_err(nats_err)?;
         self.nats.flush().await.map_err(nats_err)?;
         let mut hosts = Vec::new();
-        let deadline = tokio::time::Instant::now() + wait;
-        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
-            // A status message (no responders) is the server's, not a host's.
-            if msg.status.is_some() {
+        let deadline = asked + wait;
+        let mut quiet = None;
+        loop {
+            let until = quiet.map_or(deadline, |(last, gap)| deadline.min(last + gap));
+            let Ok(Some(msg)) = tokio::time::timeout_at(until, replies.next()).await else {
+                break;
+            };
+            // A status message is the server's, not a host's: no responders means no host
+            // listens, so no reply will come.
+            if let Some(status) = msg.status {
+                if status == async_nats::StatusCode::NO_RESPONDERS {
+                    break;
+                }
                 continue;
             }
+            let now = tokio::time::Instant::now();
+            let gap = quiet.map_or_else(|| ping_quiet_gap(now - asked), |(_, gap)| gap);
+            quiet = Some((now, gap));
             match pb::HostInfo::decode(msg.payload) {
                 Ok(info) => hosts.push(info),
                 Err(e) => tracing::warn!(error = %e, "ignoring undecodable ping reply"),
@@ -540,6 +559,13 @@ pub fn invoke_request_error(
     }
 }
 
+/// How long [`LatticeClient::hosts`] waits after the last reply before it takes the list as
+/// complete, given how long the first reply took: 100 ms, or twice the first round trip when
+/// the lattice is slower than that (a loaded server or a distant leaf node), at most 2 s.
+pub fn ping_quiet_gap(first_reply: Duration) -> Duration {
+    (first_reply * 2).clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
+
 fn check(status: Option<pb::Status>) -> Result<(), ControlError> {
     let status = status.unwrap_or_default();
     match pb::ErrorCode::try_from(status.code) {
@@ -553,4 +579,17 @@ fn check(status: Option<pb::Status>) -> Result<(), ControlError> {
 
 fn nats_err(e: impl std::fmt::Display) -> ControlError {
     ControlError::Nats(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quiet_gap_follows_a_slow_first_reply_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(ping_quiet_gap(ms(2)), ms(100), "a fast lattice waits 100 ms");
+        assert_eq!(ping_quiet_gap(ms(300)), ms(600), "a slow one twice its round trip");
+        assert_eq!(ping_quiet_gap(Duration::from_secs(5)), Duration::from_secs(2), "at most 2 s");
+    }
 }

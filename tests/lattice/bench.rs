@@ -21,7 +21,18 @@ async fn every_bench_scenario_runs_and_reports_numbers() {
     let names: Vec<&str> = reports.iter().filter_map(|r| r["scenario"].as_str()).collect();
     assert_eq!(
         names,
-        ["invoke", "local", "http", "start", "memory", "call", "schedule", "telemetry", "state"]
+        [
+            "invoke",
+            "local",
+            "http",
+            "start",
+            "memory",
+            "call",
+            "schedule",
+            "telemetry",
+            "state",
+            "scale"
+        ]
     );
     for report in &reports {
         let rows = report["rows"].as_array().unwrap();

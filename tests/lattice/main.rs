@@ -17,6 +17,7 @@ mod http;
 mod keyvalue;
 mod lifecycle;
 mod limits;
+mod listing;
 mod messaging;
 mod observe;
 mod operators;

@@ -11,7 +11,7 @@ use crate::args::{BenchArgs, BenchScenario, Global, Output};
 pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let trellis = std::env::current_exe().context("cannot find the trellis executable")?;
     let component = args.component.unwrap_or_else(|| default_component(&trellis));
-    let options = Options { quick: args.quick, component, trellis };
+    let options = Options { quick: args.quick, component, trellis, hosts: args.hosts };
     let scenarios: Vec<Scenario> = match args.scenario {
         BenchScenario::All => Scenario::ALL.to_vec(),
         BenchScenario::Invoke => vec![Scenario::Invoke],
@@ -23,6 +23,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Schedule => vec![Scenario::Schedule],
         BenchScenario::Telemetry => vec![Scenario::Telemetry],
         BenchScenario::State => vec![Scenario::State],
+        BenchScenario::Scale => vec![Scenario::Scale],
     };
     let mut reports = Vec::new();
     for scenario in scenarios {

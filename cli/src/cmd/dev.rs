@@ -312,6 +312,8 @@ async fn lattice(g: &Global) -> anyhow::Result<Local> {
         if tokio::time::Instant::now() >= deadline {
             bail!("the development host did not join within 30 s");
         }
+        // Listing returns at once while no host listens yet.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("started a local lattice: nats-server at {} and a host", server.url());
     Ok(Local { client, host: id, own: Some((server, stop, host)) })

@@ -12,8 +12,9 @@ use trellis_lattice::proto as pb;
 use crate::args::{GetCommand, Global, Output};
 use crate::output::{host_json, inventory_json, labels_text, link_json, print_json, print_table};
 
-/// How long `get hosts` listens for ping replies.
-pub const PING_WAIT: Duration = Duration::from_millis(500);
+/// How long `get hosts` listens for ping replies at most: it stops as soon as they stop coming
+/// (`LatticeClient::hosts`), so this bounds only a lattice whose replies keep trickling in.
+pub const PING_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(g: &Global, cmd: GetCommand) -> anyhow::Result<ExitCode> {
     let lattice = super::connect(g).await?;
