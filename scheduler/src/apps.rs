@@ -15,6 +15,8 @@
 //!   the hex SHA-256 of its JSON: a key names its content, so it is written once and never
 //!   changes, and a reader checks it.
 //! - `status.<app>`: an [`AppStatus`].
+//! - `name.<id>`: which application claimed component or provider name `id` ([`claims`]);
+//!   written before the record, so of two applications deploying one name one is refused.
 //!
 //! `spec.<app>` written by earlier versions holds the whole [`AppRecord`] (every manifest
 //! inline): it is still read, and the next change to the application rewrites it as an index.
@@ -38,6 +40,7 @@
 //! ```
 
 mod change;
+pub mod claims;
 mod error;
 mod lease;
 mod store;

@@ -16,6 +16,7 @@ use trellis_lattice::signing::OperatorKey;
 use trellis_lattice::state::{self, StateError};
 
 use super::change::{Step, name_taken};
+use super::claims::{Claim, claim_key};
 use super::stored::{self, Index, Spec, spec_key, status_key, version_key};
 use super::{AppError, AppRecord, AppStatus, Change};
 
@@ -29,6 +30,21 @@ const ROLLBACK_FIX: &str =
     "undeploy that application first, or deploy a version of this one that names it otherwise";
 const MISSING: &str = "missing: the application's index names this version but the bucket has \
                        no such key (was it deleted by hand?)";
+
+/// A manifest's component and provider names.
+fn names(manifest: &Manifest) -> Vec<String> {
+    manifest.workload_names().map(str::to_owned).collect()
+}
+
+/// How a name was claimed.
+enum Claimed {
+    /// Nobody had claimed it: the key was created (at this revision).
+    New(String, u64),
+    /// Another application's claim no longer held: written over (at this revision).
+    TakenOver(String, u64),
+    /// The application's own claim, renewed.
+    Renewed,
+}
 
 /// What a deploy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +137,19 @@ impl AppStore {
     /// application keeps with other content, and component or provider names that another
     /// application's current version has.
     pub async fn deploy(&self, manifest: &Manifest) -> Result<Deployed, AppError> {
-        self.names_free(manifest, DEPLOY_FIX).await?;
-        self.change(manifest.name.as_str(), true, |r| r.deploy(manifest)).await
+        let app = manifest.name.as_str();
+        let before = self.current_names(app).await?;
+        let claimed = self.claim_names(manifest, DEPLOY_FIX).await?;
+        match self.change(app, true, |r| r.deploy(manifest)).await {
+            Ok(deployed) => {
+                self.release_dropped(app, before).await;
+                Ok(deployed)
+            }
+            Err(e) => {
+                self.release(claimed).await;
+                Err(e)
+            }
+        }
     }
 
     /// Makes version `to` of `name` the one to run again; `None`: the newest version before
@@ -132,14 +159,23 @@ impl AppStore {
         let target = record.rollback_target(to)?;
         let manifest = record.manifest(target.as_str()).expect("a rollback target is kept");
         // The version rolled back to may name what another application took since.
-        self.names_free(manifest, ROLLBACK_FIX).await?;
-        self.change(name, false, |r| r.roll_back_to(&target)).await?;
+        let claimed = self.claim_names(manifest, ROLLBACK_FIX).await?;
+        if let Err(e) = self.change(name, false, |r| r.roll_back_to(&target)).await {
+            self.release(claimed).await;
+            return Err(e);
+        }
+        let before = record.current_manifest().map(names).unwrap_or_default();
+        self.release_dropped(name, before).await;
         Ok(target)
     }
 
-    /// Takes `name` out of service: the scheduler stops its replicas.
+    /// Takes `name` out of service: the scheduler stops its replicas, and its component and
+    /// provider names are free for other applications.
     pub async fn undeploy(&self, name: &str) -> Result<(), AppError> {
-        self.change(name, false, |r| r.undeploy()).await
+        let before = self.current_names(name).await?;
+        self.change(name, false, |r| r.undeploy()).await?;
+        self.release_dropped(name, before).await;
+        Ok(())
     }
 
     /// What happened to `name`, oldest first.
@@ -165,18 +201,116 @@ impl AppStore {
         self.change(name, false, |r| Ok(r.roll_back_automatically(from, to, reason))).await
     }
 
-    /// Checks that no other application's current version has one of `manifest`'s component
-    /// or provider names (lattice ids). [`Self::deploy`] checks it too.
-    pub async fn check_names(&self, manifest: &Manifest) -> Result<(), AppError> {
-        self.names_free(manifest, DEPLOY_FIX).await
+    /// Claims every component and provider name of `manifest` for its application (see
+    /// [`super::claims`]), or refuses the first that another application holds. Answers the
+    /// claims it wrote new or took over (not those it only renewed), to release if the change
+    /// they were for fails.
+    async fn claim_names(
+        &self,
+        manifest: &Manifest,
+        fix: &str,
+    ) -> Result<Vec<(String, u64)>, AppError> {
+        let app = manifest.name.as_str();
+        let mut claimed = Vec::new();
+        let mut first_claims = false;
+        for id in manifest.workload_names() {
+            match self.claim(app, id, fix).await {
+                Ok(Claimed::Renewed) => {}
+                Ok(Claimed::New(key, revision)) => {
+                    first_claims = true;
+                    claimed.push((key, revision));
+                }
+                Ok(Claimed::TakenOver(key, revision)) => claimed.push((key, revision)),
+                Err(e) => {
+                    self.release(claimed).await;
+                    return Err(e);
+                }
+            }
+        }
+        // Applications deployed before names were claimed hold theirs without a claim key.
+        if first_claims && let Some((workload, owner)) = name_taken(manifest, &self.all().await?) {
+            let owner = owner.to_owned();
+            self.release(claimed).await;
+            return Err(AppError::NameTaken { workload, owner, fix: fix.to_owned() });
+        }
+        Ok(claimed)
     }
 
-    async fn names_free(&self, manifest: &Manifest, fix: &str) -> Result<(), AppError> {
-        match name_taken(manifest, &self.all().await?) {
-            Some((workload, owner)) => {
-                Err(AppError::NameTaken { workload, owner: owner.to_owned(), fix: fix.to_owned() })
+    /// Claims `id` for `app`.
+    async fn claim(&self, app: &str, id: &str, fix: &str) -> Result<Claimed, AppError> {
+        let key = claim_key(id);
+        for _ in 0..=RETRIES {
+            let claim = Claim { app: app.to_owned(), at_ms: unix_ms() };
+            let value = self.value(&key, serde_json::to_vec(&claim).expect("claims serialize"))?;
+            match self.kv.create(&key, value.clone()).await {
+                Ok(revision) => return Ok(Claimed::New(key, revision)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(js("name claim")(&e).into()),
             }
-            None => Ok(()),
+            let Some(entry) = self.kv.entry(&key).await.map_err(|e| js("name claim read")(&e))?
+            else {
+                continue;
+            };
+            let holder = match entry.operation {
+                kv::Operation::Put => match self.unseal(&key, &entry.value)? {
+                    Some(json) => Some(decode::<Claim>(&key, json)?),
+                    None => None,
+                },
+                _ => None,
+            };
+            let ours = holder.as_ref().is_some_and(|h| h.app == app);
+            if let Some(holder) = holder.filter(|h| h.app != app) {
+                let in_use = self.get(&holder.app).await?.is_some_and(|r| {
+                    r.current_manifest().is_some_and(|m| m.workload_names().any(|n| n == id))
+                });
+                if holder.holds(in_use, unix_ms()) {
+                    return Err(AppError::NameTaken {
+                        workload: id.to_owned(),
+                        owner: holder.app,
+                        fix: fix.to_owned(),
+                    });
+                }
+            }
+            // Ours (renewed, so that it is fresh while this change is written), or one that
+            // no longer holds: written over only if nobody wrote it since it was read.
+            match self.kv.update(&key, value, entry.revision).await {
+                Ok(_) if ours => return Ok(Claimed::Renewed),
+                Ok(revision) => return Ok(Claimed::TakenOver(key, revision)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(js("name claim")(&e).into()),
+            }
+        }
+        Err(AppError::Busy { name: app.to_owned() })
+    }
+
+    /// The component and provider names of `app`'s current version.
+    async fn current_names(&self, app: &str) -> Result<Vec<String>, StateError> {
+        Ok(self.get(app).await?.and_then(|r| r.current_manifest().map(names)).unwrap_or_default())
+    }
+
+    /// Releases `app`'s claims of those of `before` (names its current version had) that its
+    /// current version no longer has. Best effort: a claim left behind no longer holds once
+    /// it is older than [`super::claims::PENDING_MS`].
+    async fn release_dropped(&self, app: &str, before: Vec<String>) {
+        let Ok(now) = self.current_names(app).await else { return };
+        for id in before.into_iter().filter(|id| !now.contains(id)) {
+            let key = claim_key(&id);
+            let Ok(Some(entry)) = self.kv.entry(&key).await else { continue };
+            let ours = entry.operation == kv::Operation::Put
+                && matches!(self.unseal(&key, &entry.value), Ok(Some(json))
+                    if decode::<Claim>(&key, json).is_ok_and(|c| c.app == app));
+            if ours {
+                self.release(vec![(key, entry.revision)]).await;
+            }
+        }
+    }
+
+    /// Gives up claims written for a change that failed, unless written over since.
+    async fn release(&self, claimed: Vec<(String, u64)>) {
+        for (key, revision) in claimed {
+            if let Err(e) = self.kv.delete_expect_revision(&key, Some(revision)).await {
+                tracing::debug!(key, error = %e, "a name claim was not released");
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use trellis_lattice::manifest::Manifest;
 use trellis_lattice::record::RecordGate;
 use trellis_lattice::signing::{OperatorKey, TrustedOperator};
+use trellis_scheduler::apps::claims::{Claim, PENDING_MS};
 use trellis_scheduler::apps::{AppError, AppRecord, AppStore, Deployed, MAX_VERSIONS};
 use trellis_tests::NatsServer;
 
@@ -161,4 +162,81 @@ async fn changes_to_a_missing_application_say_so() {
     apps.undeploy("here").await.unwrap();
     let err = apps.undeploy("here").await.unwrap_err();
     assert!(matches!(err, AppError::NotDeployed { .. }), "{err}");
+}
+
+fn taken_by(result: Result<Deployed, AppError>) -> String {
+    match result {
+        Err(AppError::NameTaken { owner, .. }) => owner,
+        other => panic!("expected the name to be taken, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn of_two_applications_deploying_one_name_at_once_one_wins() {
+    let nats = NatsServer::start(None).await.expect("nats-server starts");
+    let (a, b) = (store(&nats).await, store(&nats).await);
+    let bucket = jetstream(&nats).await.get_key_value(BUCKET).await.unwrap();
+    for round in 0..10 {
+        let web = format!("web{round}");
+        let (shop, blog) = (format!("shop{round}"), format!("blog{round}"));
+        let (mine, theirs) = (manifest(&shop, "1", &web), manifest(&blog, "1", &web));
+        let (first, second) = tokio::join!(a.deploy(&mine), b.deploy(&theirs));
+        let (winner, loser, refused) = match (first, second) {
+            (Ok(Deployed::New), lost) => (&shop, &blog, lost),
+            (lost, Ok(Deployed::New)) => (&blog, &shop, lost),
+            other => panic!("round {round}: both or neither won: {other:?}"),
+        };
+        assert_eq!(&taken_by(refused), winner, "round {round}: the loser names the winner");
+        assert!(a.get(loser).await.unwrap().is_none(), "round {round}: the loser wrote nothing");
+        let claim = bucket.get(format!("name.{web}")).await.unwrap().expect("claimed");
+        let claim: Claim = serde_json::from_slice(&claim).unwrap();
+        assert_eq!(&claim.app, winner);
+    }
+}
+
+#[tokio::test]
+async fn a_name_is_free_again_once_its_application_drops_it() {
+    let nats = NatsServer::start(None).await.expect("nats-server starts");
+    let apps = store(&nats).await;
+    apps.deploy(&manifest("shop", "1", "web")).await.unwrap();
+    assert_eq!(taken_by(apps.deploy(&manifest("blog", "1", "web")).await), "shop");
+    // Undeployed: free at once, not after a claim's grace period.
+    apps.undeploy("shop").await.unwrap();
+    assert_eq!(apps.deploy(&manifest("blog", "1", "web")).await.unwrap(), Deployed::New);
+    assert_eq!(taken_by(apps.deploy(&manifest("shop", "2", "web")).await), "blog");
+    let err = apps.rollback("shop", Some("1")).await.unwrap_err();
+    assert!(matches!(&err, AppError::NameTaken { owner, .. } if owner == "blog"), "{err}");
+    // A new version without the name frees it too.
+    apps.deploy(&manifest("blog", "2", "page")).await.unwrap();
+    assert_eq!(apps.deploy(&manifest("shop", "2", "web")).await.unwrap(), Deployed::New);
+}
+
+#[tokio::test]
+async fn a_claim_left_half_way_lapses_and_unclaimed_old_applications_keep_their_names() {
+    let nats = NatsServer::start(None).await.expect("nats-server starts");
+    let apps = store(&nats).await;
+    let bucket = jetstream(&nats).await.get_key_value(BUCKET).await.unwrap();
+    let now = trellis_lattice::envelope::unix_ms();
+    let claim =
+        |app: &str, at_ms| serde_json::to_vec(&Claim { app: app.into(), at_ms }).unwrap().into();
+    // A deploy that claimed and stopped before writing its record: fresh, it holds...
+    bucket.put("name.web", claim("crashed", now)).await.unwrap();
+    assert_eq!(taken_by(apps.deploy(&manifest("shop", "1", "web")).await), "crashed");
+    // ...and once older than its grace period it is taken over.
+    bucket.put("name.web", claim("crashed", now - PENDING_MS - 1)).await.unwrap();
+    assert_eq!(apps.deploy(&manifest("shop", "1", "web")).await.unwrap(), Deployed::New);
+
+    // An application written before names were claimed has no claim key, and keeps its name.
+    let old = manifest("old", "1", "cart");
+    let mut whole = AppRecord {
+        name: "old".into(),
+        versions: vec![old.clone()],
+        current: Some(old.version.clone()),
+        stable: None,
+        history: vec![],
+    };
+    whole.record("deploy", "1", "");
+    bucket.put("spec.old", serde_json::to_vec(&whole).unwrap().into()).await.unwrap();
+    assert_eq!(taken_by(apps.deploy(&manifest("blog", "1", "cart")).await), "old");
+    assert!(bucket.get("name.cart").await.unwrap().is_none(), "the refused claim is released");
 }
