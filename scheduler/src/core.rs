@@ -11,14 +11,16 @@
 //! at the latest if nothing happens.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_proto as pb;
 
-use crate::apps::{AppRecord, AppStatus, State, WorkloadStatus};
+use crate::apps::{AppRecord, AppStatus, State};
 use crate::desired::{self, Start, Workload};
 use crate::hosts::{Expired, Hosts};
-use crate::plan::{self, Command, Observed, Placement};
+use crate::plan::{self, Command, Observed, Placement, Requirements};
+use crate::status::{Draft, WorkloadDraft};
 
 /// How the scheduler decides.
 #[derive(Debug, Clone)]
@@ -404,7 +406,7 @@ impl Scheduler {
                 }
             }
             Input::HostStopped(host) => {
-                let name = self.hosts.name(&host);
+                let name = self.hosts.name(&host).to_owned();
                 if self.hosts.gone(&host) {
                     self.pending.remove(&host);
                     self.effects.push(Effect::Announce(Notice::HostLost(name)));
@@ -425,7 +427,7 @@ impl Scheduler {
                 Err(e) => {
                     self.hosts.unread(&host, read, now);
                     if e.gone && self.hosts.unanswered(&host) {
-                        let name = self.hosts.name(&host);
+                        let name = self.hosts.name(&host).to_owned();
                         self.effects.push(Effect::Announce(Notice::HostUnknown(name)));
                         self.dirty = true;
                     }
@@ -637,7 +639,7 @@ impl Scheduler {
             }
             return;
         };
-        let name = self.hosts.name(&host);
+        let name = self.hosts.name(&host).to_owned();
         if e.gone && self.hosts.unanswered(&host) {
             self.effects.push(Effect::Announce(Notice::HostUnknown(name.clone())));
         }
@@ -679,11 +681,13 @@ impl Scheduler {
         }
     }
 
-    /// What the hosts run, with the commands in flight taken as done.
-    fn observed(&self) -> Vec<Observed> {
+    /// What the hosts run, with the commands in flight taken as done (hosts without any are
+    /// shared with the view, not copied).
+    fn observed(&self) -> Vec<Arc<Observed>> {
         let mut observed = self.hosts.observed();
         for h in &mut observed {
             let Some(list) = self.pending.get(&h.id) else { continue };
+            let h = Arc::make_mut(h);
             for p in list {
                 match (&p.command, &p.becomes) {
                     (Command::Stop { id, .. }, _) => {
@@ -719,18 +723,32 @@ impl Scheduler {
         let placements: HashMap<&str, &Placement> =
             placements.iter().map(|p| (p.id.as_str(), p)).collect();
         let mut running: HashMap<&str, Vec<&Observed>> = HashMap::new();
-        for h in &observed {
+        for h in observed.iter().map(Arc::as_ref) {
             for id in h.workloads.keys() {
                 running.entry(id.as_str()).or_default().push(h);
             }
         }
-        let statuses: Vec<AppStatus> = self
-            .records
-            .values()
-            .map(|record| self.status(record, &observed, &running, &placements))
-            .collect();
-        for status in statuses {
-            self.write_status(status);
+        // Hosts waiting to be read or heard from, by label set: one look at every host per
+        // set, not per workload (during a partition most workloads ask).
+        let mut waiting = HashMap::new();
+        let me = self.config.me.as_str();
+        let mut deployed = Vec::new();
+        let mut changed = Vec::new();
+        for record in self.records.values() {
+            let draft = self.status(record, &observed, &running, &placements, &mut waiting);
+            if draft.state == State::Deployed {
+                deployed.push(record.name.clone());
+            }
+            if self.written.get(&record.name).is_none_or(|w| !draft.same_as(w, me)) {
+                changed.push(draft.to_status(me));
+            }
+        }
+        for name in deployed {
+            self.mark_stable(name);
+        }
+        for status in changed {
+            self.written.insert(status.name.clone(), status.clone());
+            self.send_status(status);
         }
     }
 
@@ -797,39 +815,35 @@ impl Scheduler {
         self.effects.push(Effect::Send(Order { command, start, provider }));
     }
 
-    fn status(
-        &self,
-        record: &AppRecord,
-        observed: &[Observed],
-        running: &HashMap<&str, Vec<&Observed>>,
+    /// How `record`'s application stands after this pass, borrowed from the view.
+    fn status<'a>(
+        &'a self,
+        record: &'a AppRecord,
+        observed: &[Arc<Observed>],
+        running: &HashMap<&str, Vec<&'a Observed>>,
         placements: &HashMap<&str, &Placement>,
-    ) -> AppStatus {
-        let mut status = AppStatus {
-            name: record.name.clone(),
-            version: record.current.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-            state: State::Deployed,
-            reason: String::new(),
-            workloads: Vec::new(),
-            updated_ms: 0,
-            scheduler: self.config.me.clone(),
-        };
+        waiting: &mut HashMap<&'a Requirements, usize>,
+    ) -> Draft<'a> {
+        let version = record.current.as_ref().map_or("", |v| v.as_str());
+        let mut status = Draft::new(&record.name, version, State::Deployed, String::new());
         let Some(manifest) = record.current_manifest() else {
             let left: usize = observed
                 .iter()
                 .map(|h| h.workloads.values().filter(|w| w.app == record.name).count())
                 .sum();
-            (status.state, status.reason) = if left == 0 {
-                (State::Undeployed, String::new())
+            if left == 0 {
+                status.state = State::Undeployed;
             } else {
-                (State::Reconciling, format!("stopping {left} replicas"))
-            };
+                status.state = State::Reconciling;
+                status.reason = format!("stopping {left} replicas");
+            }
             return status;
         };
         for id in manifest.workload_names() {
-            let Some(w) = self.workloads.get(id) else {
-                status.workloads.push(WorkloadStatus {
-                    name: id.to_owned(),
-                    kind: "component".into(),
+            let Some((id, w)) = self.workloads.get_key_value(id) else {
+                status.workloads.push(WorkloadDraft {
+                    name: id,
+                    kind: "component",
                     desired: 0,
                     hosts: vec![],
                     state: State::Failed,
@@ -838,7 +852,7 @@ impl Scheduler {
                 continue;
             };
             let runs: Vec<&Observed> = running
-                .get(id)
+                .get(id.as_str())
                 .into_iter()
                 .flatten()
                 .copied()
@@ -853,67 +867,57 @@ impl Scheduler {
                     l.iter().any(|p| p.command.id() == id && p.answered_at_read.is_none())
                 })
             });
-            let hosts: Vec<String> = runs.iter().map(|h| self.hosts.name(&h.id)).collect();
-            let failure = self.failures.get(&(id.to_owned(), w.wanted.fingerprint.clone()));
+            let failure = self.failures.get(&(id.clone(), w.wanted.fingerprint.clone()));
             let unhealthy = runs.iter().filter(|h| !self.hosts.healthy(&h.id, id)).count();
-            let shortfall = placements.get(id).and_then(|p| p.shortfall.clone());
+            let shortfall = placements.get(id.as_str()).and_then(|p| p.shortfall.as_ref());
             let (state, reason) = if let Some((reason, _)) = failure {
                 (State::Failed, reason.clone())
             } else if in_flight {
                 (State::Reconciling, String::new())
             } else if let Some(shortfall) = shortfall {
-                match self.hosts.waiting_for(&w.wanted.requirements) {
-                    0 => (State::Unplaceable, shortfall),
+                let requirements = &w.wanted.requirements;
+                match *waiting
+                    .entry(requirements)
+                    .or_insert_with(|| self.hosts.waiting_for(requirements))
+                {
+                    0 => (State::Unplaceable, shortfall.clone()),
                     slow => (
                         State::Reconciling,
                         format!("{shortfall}; waiting for {slow} hosts that are slow to answer"),
                     ),
                 }
-            } else if hosts.len() as u32 != w.wanted.replicas {
+            } else if runs.len() as u32 != w.wanted.replicas {
                 (State::Reconciling, String::new())
             } else if unhealthy > 0 {
                 (State::Reconciling, format!("{unhealthy} replicas report a problem"))
             } else {
                 (State::Deployed, String::new())
             };
-            status.workloads.push(WorkloadStatus {
-                name: id.to_owned(),
-                kind: w.kind().to_owned(),
+            status.workloads.push(WorkloadDraft {
+                name: id,
+                kind: w.kind(),
                 desired: w.wanted.replicas,
-                hosts,
+                hosts: runs.iter().map(|h| self.hosts.name(&h.id)).collect(),
                 state,
                 reason,
             });
         }
-        if let Some(worst) = status.workloads.iter().max_by_key(|w| w.state) {
-            status.state = worst.state;
-            status.reason = status
-                .workloads
-                .iter()
-                .filter(|w| w.state == worst.state && !w.reason.is_empty())
-                .map(|w| format!("{}: {}", w.name, w.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
-        }
+        status.settle();
         status
     }
 
-    fn write_status(&mut self, status: AppStatus) {
-        let name = status.name.clone();
+    /// Marks the current version of `name` stable, now that it is deployed, unless it is
+    /// already or a change of its record is in flight.
+    fn mark_stable(&mut self, name: String) {
         if let Some(record) = self.records.get(&name)
-            && status.state == State::Deployed
             && record.stable != record.current
             && !self.updating.contains(&name)
+            && let Some(version) = &record.current
         {
+            let version = version.to_string();
             self.updating.insert(name.clone());
-            self.effects
-                .push(Effect::MarkStable { app: name.clone(), version: status.version.clone() });
+            self.effects.push(Effect::MarkStable { app: name, version });
         }
-        if self.written.get(&name) == Some(&status) {
-            return;
-        }
-        self.written.insert(name, status.clone());
-        self.send_status(status);
     }
 
     /// Writes `status`, or queues it behind the write of its application's status in flight.

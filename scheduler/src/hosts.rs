@@ -9,6 +9,7 @@
 //! with what it still runs, and the planner scales the surplus back.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_proto as pb;
@@ -40,7 +41,9 @@ pub struct Expired {
 #[derive(Debug, Clone)]
 struct Known {
     hash: String,
-    workloads: BTreeMap<String, Workload>,
+    /// The host as the planner takes it, built when the inventory is read (or the labels
+    /// change), so a pass shares it instead of copying every host's workloads.
+    observed: Arc<Observed>,
     providers: BTreeSet<String>,
     unhealthy: BTreeSet<String>,
 }
@@ -51,8 +54,6 @@ struct View {
     last_seen: Duration,
     liveness: Liveness,
     inventory: Option<Known>,
-    /// Read the inventory again.
-    stale: bool,
     /// Reads asked for so far; a read answers with the number it was asked under.
     reads: u64,
     /// The read in flight, if any.
@@ -79,9 +80,10 @@ impl View {
 #[derive(Debug, Default)]
 pub struct Hosts {
     hosts: BTreeMap<String, View>,
-    /// Some host may have become stale since [`Self::reads_due`] last looked: it looks at
-    /// every host only then (heartbeats arrive by the thousand per second at scale).
-    reads_wanted: bool,
+    /// Hosts whose inventory should be read again. Kept apart from the views so that
+    /// [`Self::reads_due`] looks at these only, not at every host (heartbeats arrive by the
+    /// thousand per second at scale, and most change nothing).
+    stale: BTreeSet<String>,
 }
 
 impl Hosts {
@@ -89,43 +91,52 @@ impl Hosts {
     /// again: a new host, one back from unknown, or one whose inventory changed.
     pub fn seen(&mut self, info: pb::HostInfo, now: Duration) -> bool {
         let Some(view) = self.hosts.get_mut(&info.id) else {
-            self.reads_wanted = true;
             let id = info.id.clone();
             let view = View {
                 info,
                 last_seen: now,
                 liveness: Liveness::Live,
                 inventory: None,
-                stale: true,
                 reads: 0,
                 reading: None,
                 unreadable_since: None,
             };
+            self.stale.insert(id.clone());
             self.hosts.insert(id, view);
             return true;
         };
         let mut changed = false;
-        if view.inventory.as_ref().is_none_or(|k| k.hash != info.inventory_hash) && !view.stale {
-            view.stale = true;
-            changed = true;
+        let mut stale = false;
+        if view.inventory.as_ref().is_none_or(|k| k.hash != info.inventory_hash) {
+            stale = true;
+            changed = !self.stale.contains(&info.id);
         }
         if view.liveness == Liveness::Unknown {
             // Heard again: read it, and count it live unless it is one that heartbeats but
             // does not answer.
-            view.stale = true;
+            stale = true;
             if !view.stuck(now) {
                 view.liveness = Liveness::Live;
                 changed = true;
             }
         }
+        if view.info.labels != info.labels
+            && let Some(known) = &mut view.inventory
+        {
+            Arc::make_mut(&mut known.observed).labels = labels(&info);
+            changed = true;
+        }
         view.info = info;
         view.last_seen = now;
-        self.reads_wanted |= view.stale;
+        if stale {
+            self.stale.insert(view.info.id.clone());
+        }
         changed
     }
 
     /// A host said goodbye (or is known to be gone). True if it was known.
     pub fn gone(&mut self, host: &str) -> bool {
+        self.stale.remove(host);
         self.hosts.remove(host).is_some()
     }
 
@@ -143,18 +154,14 @@ impl Hosts {
 
     /// Something changed on `host` (a component or provider event): read it again.
     pub fn touched(&mut self, host: &str) {
-        self.reads_wanted = true;
-        if let Some(view) = self.hosts.get_mut(host) {
-            view.stale = true;
+        if self.hosts.contains_key(host) {
+            self.stale.insert(host.to_owned());
         }
     }
 
     /// Every host is read again (on taking the lead, and on resync).
     pub fn touch_all(&mut self) {
-        self.reads_wanted = true;
-        for view in self.hosts.values_mut() {
-            view.stale = true;
-        }
+        self.stale = self.hosts.keys().cloned().collect();
     }
 
     /// Marks hosts unknown that missed [`UNKNOWN_AFTER_BEATS`] heartbeats (or whose inventory
@@ -174,9 +181,11 @@ impl Hosts {
             return Expired::default();
         }
         let mut expired = Expired::default();
-        self.hosts.retain(|_, view| {
+        let stale = &mut self.stale;
+        self.hosts.retain(|id, view| {
             if silent_for(view) > lost_after.max(view.interval() * UNKNOWN_AFTER_BEATS) {
                 expired.lost.push(view.info.name.clone());
+                stale.remove(id);
                 return false;
             }
             if (missed(view) || view.stuck(now)) && view.liveness == Liveness::Live {
@@ -193,17 +202,17 @@ impl Hosts {
     /// on.
     pub fn reads_due(&mut self) -> Vec<(String, u64)> {
         let mut due = Vec::new();
-        if !std::mem::take(&mut self.reads_wanted) {
-            return due;
-        }
-        for (id, view) in &mut self.hosts {
-            if view.stale && view.reading.is_none() {
-                view.reads += 1;
-                view.reading = Some(view.reads);
-                view.stale = false;
-                due.push((id.clone(), view.reads));
+        let hosts = &mut self.hosts;
+        self.stale.retain(|id| {
+            let Some(view) = hosts.get_mut(id) else { return false };
+            if view.reading.is_some() {
+                return true;
             }
-        }
+            view.reads += 1;
+            view.reading = Some(view.reads);
+            due.push((id.clone(), view.reads));
+            false
+        });
         due
     }
 
@@ -221,7 +230,6 @@ impl Hosts {
         inventory: &pb::Inventory,
         now: Duration,
     ) -> bool {
-        self.reads_wanted = true;
         let Some(view) = self.hosts.get_mut(host) else { return false };
         if view.reading != Some(read) {
             return false;
@@ -238,7 +246,7 @@ impl Hosts {
             let o = o.clone().unwrap_or_default();
             Workload { app: o.app, fingerprint: o.fingerprint }
         };
-        let workloads = inventory
+        let workloads: BTreeMap<String, Workload> = inventory
             .components
             .iter()
             .map(|c| (c.id.clone(), owner(&c.owner)))
@@ -249,20 +257,29 @@ impl Hosts {
             inventory.providers.iter().filter(|p| !p.healthy).map(|p| p.id.clone()).collect();
         // The inventory is as new as the last heartbeat or newer.
         view.info.inventory_hash.clone_from(&hash);
-        view.inventory = Some(Known { hash, workloads, providers, unhealthy });
+        let observed = Arc::new(Observed {
+            id: host.to_owned(),
+            labels: labels(&view.info),
+            load: workloads.len(),
+            workloads,
+        });
+        view.inventory = Some(Known { hash, observed, providers, unhealthy });
         true
     }
 
     /// Read number `read` of `host` failed at `now`; it is read again later.
     pub fn unread(&mut self, host: &str, read: u64, now: Duration) {
-        self.reads_wanted = true;
         if let Some(view) = self.hosts.get_mut(host)
             && view.reading == Some(read)
         {
             view.reading = None;
             view.unreadable_since.get_or_insert(now);
             // A live host is read again at once; an unknown one when it is heard again.
-            view.stale = view.liveness == Liveness::Live;
+            if view.liveness == Liveness::Live {
+                self.stale.insert(host.to_owned());
+            } else {
+                self.stale.remove(host);
+            }
         }
     }
 
@@ -279,36 +296,26 @@ impl Hosts {
     pub fn forget_inventory(&mut self, host: &str) {
         if let Some(view) = self.hosts.get_mut(host) {
             view.inventory = None;
-            view.stale = true;
-            self.reads_wanted = true;
+            self.stale.insert(host.to_owned());
         }
     }
 
     /// Forgets every inventory (on taking the lead: what was read in an earlier term may be
     /// long out of date); they are read again before the next pass.
     pub fn forget_inventories(&mut self) {
-        self.reads_wanted = true;
         for view in self.hosts.values_mut() {
             view.inventory = None;
             view.unreadable_since = None;
-            view.stale = true;
         }
+        self.touch_all();
     }
 
-    /// The planner's input: live hosts whose inventory is known, by id.
-    pub fn observed(&self) -> Vec<Observed> {
+    /// The planner's input: live hosts whose inventory is known, by id (shared, not copied).
+    pub fn observed(&self) -> Vec<Arc<Observed>> {
         self.hosts
-            .iter()
-            .filter(|(_, view)| view.liveness == Liveness::Live)
-            .filter_map(|(id, view)| {
-                let known = view.inventory.as_ref()?;
-                Some(Observed {
-                    id: id.clone(),
-                    labels: view.info.labels.clone().into_iter().collect(),
-                    load: known.workloads.len(),
-                    workloads: known.workloads.clone(),
-                })
-            })
+            .values()
+            .filter(|view| view.liveness == Liveness::Live)
+            .filter_map(|view| Some(view.inventory.as_ref()?.observed.clone()))
             .collect()
     }
 
@@ -329,8 +336,8 @@ impl Hosts {
     }
 
     /// A host's name, for status and logs (its id when unknown).
-    pub fn name(&self, host: &str) -> String {
-        self.hosts.get(host).map_or_else(|| host.to_owned(), |v| v.info.name.clone())
+    pub fn name<'a>(&'a self, host: &'a str) -> &'a str {
+        self.hosts.get(host).map_or(host, |v| v.info.name.as_str())
     }
 
     /// Whether a provider replica on `host` reports itself healthy (true for components).
@@ -348,6 +355,10 @@ impl Hosts {
             .and_then(|v| v.inventory.as_ref())
             .is_some_and(|k| k.providers.contains(id))
     }
+}
+
+fn labels(info: &pb::HostInfo) -> BTreeMap<String, String> {
+    info.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]

@@ -21,5 +21,6 @@ pub mod hosts;
 pub mod nats;
 pub mod plan;
 pub mod sim;
+mod status;
 
 pub use nats::{Context, SchedulerConfig, Stats, run};

@@ -4,6 +4,7 @@
 //! loop around it (issue #6) observes hosts, calls [`plan`], and carries the commands out;
 //! running it again on the new observation yields nothing (level-triggered and stable).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Labels a host must carry: every `key=value` must match.
@@ -218,8 +219,8 @@ struct Mark {
 ///
 /// Ties go to the lowest host ids, so a plan is stable. A pass costs about one look at every
 /// replica, plus one look at every eligible host for each workload that needs new replicas.
-pub fn plan(wanted: &[Wanted], hosts: &[Observed]) -> (Vec<Command>, Vec<Placement>) {
-    let mut hosts: Vec<&Observed> = hosts.iter().collect();
+pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command>, Vec<Placement>) {
+    let mut hosts: Vec<&Observed> = hosts.iter().map(Borrow::borrow).collect();
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
     let hosts = &hosts[..];
     let wanted_ids: HashSet<&str> = wanted.iter().map(|w| w.id.as_str()).collect();
