@@ -180,6 +180,7 @@ impl FakeHost {
             // What an idle real host reports, give or take: the size on the wire is the same.
             rss_bytes: 40 << 20,
             cpu_ms: uptime.as_millis() as u64 / 100,
+            draining: false,
         }
     }
 
@@ -228,6 +229,11 @@ impl FakeHost {
                     Err(e) => undecodable(e),
                 };
                 pb::StopProviderReply { status: Some(status) }.encode_to_vec()
+            }
+            HostVerb::Drain => {
+                let status =
+                    refused(ErrorCode::BadRequest, "the bench's hosts do not drain".into());
+                pb::DrainReply { status: Some(status) }.encode_to_vec()
             }
         }
     }

@@ -124,8 +124,8 @@ pub struct ConsoleArgs {
 pub enum Command {
     /// Start a local lattice: nats-server (unless --nats-url is given) and one host.
     Up(UpArgs),
-    /// Run a host that joins the lattice.
-    Host(HostArgs),
+    /// Run a host that joins the lattice (`trellis host drain` drains one before maintenance).
+    Host(HostCommand),
     /// Build a component project, serve it on HTTP (on a local lattice unless one is up), and
     /// rebuild and replace it in place when its sources change.
     Dev(DevArgs),
@@ -436,6 +436,40 @@ pub struct UpArgs {
     pub host: HostArgs,
 }
 
+/// `trellis host`: run a host, or act on one.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct HostCommand {
+    #[command(subcommand)]
+    pub action: Option<HostAction>,
+    #[command(flatten)]
+    pub run: HostArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostAction {
+    /// Drain a host before maintenance: it takes no new placements, the scheduler starts its
+    /// replicas on other hosts before they stop there, what is left stops (calls in flight
+    /// finish), and the host exits (or, with --stay, stays up empty). Needs an admin operator.
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The host: its id or name (as `trellis get hosts` lists them).
+    pub host: String,
+    /// Stay up, empty and draining, instead of exiting (until the host is restarted).
+    #[arg(long)]
+    pub stay: bool,
+    /// Longest the host waits for the scheduler to move its replicas before stopping them
+    /// anyway, in seconds [default: the host's --drain-wait].
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u32>,
+    /// Return once the host has been asked, without watching it drain.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct HostArgs {
     /// Host name shown in listings [default: the machine's hostname].
@@ -514,6 +548,10 @@ pub struct HostArgs {
     /// Seconds SIGTERM waits for calls in flight before the host leaves anyway.
     #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Seconds a drain (`trellis host drain`, or SIGTERM while a scheduler leads the lattice)
+    /// waits for the scheduler to move this host's replicas before stopping them anyway.
+    #[arg(long, env = "TRELLIS_DRAIN_WAIT", default_value_t = 60)]
+    pub drain_wait: u64,
     /// Export traces and metrics to this OpenTelemetry collector, for example
     /// `http://127.0.0.1:4318` (`/v1/traces` and `/v1/metrics` are appended) or, with
     /// `--otlp-protocol grpc`, `http://127.0.0.1:4317`. The other OTEL_* variables are read too

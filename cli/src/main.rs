@@ -32,8 +32,10 @@ fn main() -> ExitCode {
     // drive a lattice: not for managing contexts, and not for `host` and `up`, which deployments
     // configure (a host under systemd must not pick up its user's selected context).
     let uses_context = !matches!(
-        cli.command,
-        args::Command::Context(_) | args::Command::Host(_) | args::Command::Up(_)
+        &cli.command,
+        args::Command::Context(_)
+            | args::Command::Host(args::HostCommand { action: None, .. })
+            | args::Command::Up(_)
     );
     if uses_context && let Err(e) = context::apply(&mut cli.global, &matches) {
         eprintln!("error: {e:#}");
@@ -64,7 +66,9 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 
 fn init_logging(command: &args::Command, format: args::LogFormat) {
     let default = match command {
-        args::Command::Up(_) | args::Command::Host(_) => "info",
+        args::Command::Up(_) | args::Command::Host(args::HostCommand { action: None, .. }) => {
+            "info"
+        }
         // What the component prints, and its traps.
         args::Command::Dev(_) => "warn,trellis_host::runtime::output=info",
         _ => "warn",

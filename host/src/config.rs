@@ -29,6 +29,9 @@ pub struct HostConfig {
     pub call_timeout: Duration,
     /// How long SIGTERM waits for calls in flight.
     pub drain_timeout: Duration,
+    /// How long a drain (`trellis host drain`, or SIGTERM with a scheduler in the lattice)
+    /// waits for the scheduler to move what it placed here before stopping it anyway.
+    pub drain_wait: Duration,
     /// wasmtime limits.
     pub runtime: RuntimeConfig,
     /// Account public keys whose component claims this host accepts.
@@ -78,6 +81,7 @@ impl HostConfig {
             provider_dir: None,
             call_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            drain_wait: Duration::from_secs(60),
             runtime: RuntimeConfig::default(),
             trusted_issuers: Vec::new(),
             allow_unsigned: false,

@@ -101,7 +101,7 @@ fn unix_s() -> u64 {
     trellis_lattice::envelope::unix_ms() / 1000
 }
 
-async fn handle(host: &Host, msg: Message) {
+async fn handle(host: &Arc<Host>, msg: Message) {
     let Some(reply) = msg.reply.clone() else {
         return;
     };
@@ -135,6 +135,7 @@ fn needs(verb: HostVerb) -> Option<Role> {
         | HostVerb::StopComponent
         | HostVerb::StartProvider
         | HostVerb::StopProvider => Some(Role::Deployer),
+        HostVerb::Drain => Some(Role::Admin),
     }
 }
 
@@ -152,10 +153,11 @@ fn reply_of(verb: HostVerb, status: pb::Status) -> Vec<u8> {
         HostVerb::StopComponent => pb::StopComponentReply { status }.encode_to_vec(),
         HostVerb::StartProvider => pb::StartProviderReply { status }.encode_to_vec(),
         HostVerb::StopProvider => pb::StopProviderReply { status }.encode_to_vec(),
+        HostVerb::Drain => pb::DrainReply { status }.encode_to_vec(),
     }
 }
 
-async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
+async fn dispatch(host: &Arc<Host>, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
     match verb {
         HostVerb::Inventory => {
             pb::InventoryReply { status: Some(ok()), inventory: Some(host.inventory()) }
@@ -190,6 +192,18 @@ async fn dispatch(host: &Host, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
                 Err(e) => bad_request(e),
             };
             pb::StopProviderReply { status: Some(status) }.encode_to_vec()
+        }
+        HostVerb::Drain => {
+            let status = match pb::DrainRequest::decode(payload) {
+                Ok(req) => {
+                    let wait = (req.timeout_ms > 0)
+                        .then(|| std::time::Duration::from_millis(req.timeout_ms.into()));
+                    crate::evacuate::start(host, req.stay, wait);
+                    ok()
+                }
+                Err(e) => bad_request(e),
+            };
+            pb::DrainReply { status: Some(status) }.encode_to_vec()
         }
     }
 }

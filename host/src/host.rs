@@ -70,15 +70,15 @@ impl HostError {
 #[derive(Debug)]
 pub struct Host {
     id: String,
-    config: HostConfig,
+    pub(crate) config: HostConfig,
     started: Instant,
     nats: Client,
     subjects: Subjects,
     state: LatticeState,
     runtime: Runtime,
-    components: Arc<Components>,
+    pub(crate) components: Arc<Components>,
     router: Arc<Router>,
-    providers: Providers,
+    pub(crate) providers: Providers,
     events: Events,
     /// Held while an artifact is fetched and compiled.
     compiling: tokio::sync::Mutex<()>,
@@ -88,8 +88,11 @@ pub struct Host {
     tokens: std::sync::Mutex<HashMap<String, Option<Token>>>,
     /// The lattice's policy service, when the host asks one.
     policy: Option<Policy>,
-    /// Set once shutdown began: the host takes no new work.
-    draining: std::sync::atomic::AtomicBool,
+    /// Set once draining began (before maintenance, or on shutdown): the host takes no new
+    /// work.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// Told when a drain is done and the host should leave (see [`crate::evacuate`]).
+    pub(crate) leave: tokio::sync::Notify,
     /// Checks the requests that change this host against its trusted operators.
     control: ControlVerifier,
     /// Control requests refused since start.
@@ -276,7 +279,20 @@ impl Host {
                 .unwrap_or(u32::MAX),
             rss_bytes: crate::metrics::resources::rss_bytes().unwrap_or_default(),
             cpu_ms: crate::metrics::resources::cpu_seconds().map_or(0, |s| (s * 1000.0) as u64),
+            draining: self.is_draining(),
         }
+    }
+
+    /// Refuses new work while the host drains.
+    fn taking_work(&self) -> ControlResult {
+        if self.is_draining() {
+            return Err(Refused::Draining(format!(
+                "host {} ({}) is draining and takes no new components or providers; start it \
+                 on another host",
+                self.config.name, self.id
+            )));
+        }
+        Ok(())
     }
 
     /// Everything this host runs.
@@ -302,6 +318,7 @@ impl Host {
     /// place of a different one of the same id.
     pub(crate) async fn start_component(&self, req: pb::StartComponentRequest) -> ControlResult {
         let (id, digest, config) = (&req.component_id, &req.digest, &req.config);
+        self.taking_work()?;
         validate_id("component id", id).map_err(|e| Refused::BadRequest(e.to_string()))?;
         for name in config {
             validate_id("config name", name).map_err(|e| Refused::BadRequest(e.to_string()))?;
@@ -514,6 +531,7 @@ impl Host {
         builtin: bool,
         owner: Option<pb::Owner>,
     ) -> ControlResult {
+        self.taking_work()?;
         validate_id("provider id", id).map_err(|e| Refused::BadRequest(e.to_string()))?;
         validate_id("provider kind", kind).map_err(|e| Refused::BadRequest(e.to_string()))?;
         self.ask_policy(PolicyRequest {
@@ -535,7 +553,7 @@ impl Host {
         self.providers.stop(id).await.map_err(|e| Refused::NotFound(e.to_string()))
     }
 
-    async fn announce(&self, kind: EventKind) {
+    pub(crate) async fn announce(&self, kind: EventKind) {
         self.events.publish(kind, pb::event::Body::Host(self.info())).await;
     }
 }
@@ -604,7 +622,13 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
     host.announce(EventKind::HostStarted).await;
     tracing::info!(host = host.id(), lattice = %host.config.lattice, "host started");
 
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {
+            // With a scheduler in the lattice, what it placed here moves before it stops.
+            host.evacuate(host.config.drain_wait).await;
+        }
+        () = host.leave.notified() => {}
+    }
     for task in &tasks {
         task.abort();
     }
@@ -731,6 +755,7 @@ impl Host {
             tokens: std::sync::Mutex::new(HashMap::new()),
             policy,
             draining: std::sync::atomic::AtomicBool::new(false),
+            leave: tokio::sync::Notify::new(),
             control,
             requests_denied: AtomicU64::new(0),
             requests_busy: AtomicU64::new(0),

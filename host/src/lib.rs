@@ -17,6 +17,7 @@ mod components;
 pub mod config;
 mod control;
 mod endpoint;
+mod evacuate;
 mod health;
 mod histogram;
 mod host;

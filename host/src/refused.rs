@@ -34,6 +34,9 @@ pub(crate) enum Refused {
     /// More control requests than the host checks at a time.
     #[error("{0}")]
     Busy(String),
+    /// The host drains and takes no new work.
+    #[error("{0}")]
+    Draining(String),
 }
 
 impl Refused {
@@ -49,6 +52,7 @@ impl Refused {
             Refused::Denied(_) => ErrorCode::Denied,
             Refused::Internal(_) => ErrorCode::Internal,
             Refused::Busy(_) => ErrorCode::Busy,
+            Refused::Draining(_) => ErrorCode::ShuttingDown,
         }
     }
 

@@ -306,6 +306,13 @@ impl LatticeClient {
         check(reply.status)
     }
 
+    /// Asks `host` to drain (see [`pb::DrainRequest`]); it answers at once and drains in the
+    /// background: watch its `draining` flag and inventory, or wait for it to leave.
+    pub async fn drain_host(&self, host: &str, req: pb::DrainRequest) -> Result<(), ControlError> {
+        let reply: pb::DrainReply = self.request(host, HostVerb::Drain, &req).await?;
+        check(reply.status)
+    }
+
     /// Invokes `interface.function` of `target` with a msgpack `payload`; returns the msgpack
     /// result. Errors are typed: match on [`InvokeError::kind`].
     pub async fn invoke(

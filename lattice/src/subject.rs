@@ -36,16 +36,19 @@ pub enum HostVerb {
     StartProvider,
     /// Stop a capability provider process.
     StopProvider,
+    /// Drain the host before maintenance.
+    Drain,
 }
 
 impl HostVerb {
     /// Every verb, for subscribing and tests.
-    pub const ALL: [HostVerb; 5] = [
+    pub const ALL: [HostVerb; 6] = [
         HostVerb::Inventory,
         HostVerb::StartComponent,
         HostVerb::StopComponent,
         HostVerb::StartProvider,
         HostVerb::StopProvider,
+        HostVerb::Drain,
     ];
 
     /// The verb's subject token.
@@ -56,6 +59,7 @@ impl HostVerb {
             HostVerb::StopComponent => "stop_component",
             HostVerb::StartProvider => "start_provider",
             HostVerb::StopProvider => "stop_provider",
+            HostVerb::Drain => "drain",
         }
     }
 

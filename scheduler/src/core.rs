@@ -752,9 +752,11 @@ impl Scheduler {
         }
     }
 
-    /// Holds back starts of workloads that failed recently, and replaces beyond each
-    /// application's rollout batch (counting those in flight).
+    /// Holds back starts of workloads that failed recently, replaces beyond each
+    /// application's rollout batch (counting those in flight), and stops on draining hosts
+    /// until the replacements run.
     fn pace(&self, now: Duration, commands: Vec<Command>) -> Vec<Command> {
+        let moved = self.moved_off_draining_hosts(&commands);
         let mut replaces: HashMap<&str, u32> = HashMap::new();
         for p in self.pending.values().flatten() {
             if let Command::Replace { id, .. } = &p.command
@@ -767,7 +769,11 @@ impl Scheduler {
         commands
             .into_iter()
             .filter(|c| match c {
-                Command::Stop { .. } => true,
+                Command::Stop { host, id } => {
+                    !self.hosts.draining(host)
+                        || !self.workloads.contains_key(id)
+                        || moved.contains(id)
+                }
                 Command::Start { id, .. } | Command::Replace { id, .. } => {
                     let Some(w) = self.workloads.get(id) else { return false };
                     let key = (id.clone(), w.wanted.fingerprint.clone());
@@ -786,6 +792,44 @@ impl Scheduler {
                     true
                 }
             })
+            .collect()
+    }
+
+    /// The wanted workloads among `commands`' stops on draining hosts whose replacements run:
+    /// as many replicas of the wanted spec as are wanted run on other hosts, as read from them
+    /// (commands in flight do not count). A drain never takes capacity away first; when the
+    /// others cannot hold them all, the replica stays until the host's own drain wait ends.
+    fn moved_off_draining_hosts(&self, commands: &[Command]) -> HashSet<String> {
+        let leaving: HashSet<&str> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Stop { host, id } if self.hosts.draining(host) => Some(id.as_str()),
+                _ => None,
+            })
+            .filter(|id| self.workloads.contains_key(*id))
+            .collect();
+        if leaving.is_empty() {
+            return HashSet::new();
+        }
+        let mut running: HashMap<&str, u32> = HashMap::new();
+        let hosts = self.hosts.observed();
+        for h in hosts.iter().filter(|h| !h.draining) {
+            for &id in &leaving {
+                if let (Some(r), Some(w)) = (h.workloads.get(id), self.workloads.get(id))
+                    && r.app == w.wanted.app
+                    && r.fingerprint == w.wanted.fingerprint
+                {
+                    *running.entry(id).or_default() += 1;
+                }
+            }
+        }
+        leaving
+            .into_iter()
+            .filter(|id| {
+                let wanted = self.workloads.get(*id).map_or(0, |w| w.wanted.replicas);
+                running.get(id).copied().unwrap_or(0) >= wanted
+            })
+            .map(str::to_owned)
             .collect()
     }
 

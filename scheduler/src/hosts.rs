@@ -58,6 +58,8 @@ struct View {
     reads: u64,
     /// The read in flight, if any.
     reading: Option<u64>,
+    /// Read again once the read in flight is answered (it changed meanwhile).
+    again: bool,
     /// Since when reads fail (none answered since).
     unreadable_since: Option<Duration>,
 }
@@ -80,10 +82,20 @@ impl View {
 #[derive(Debug, Default)]
 pub struct Hosts {
     hosts: BTreeMap<String, View>,
-    /// Hosts whose inventory should be read again. Kept apart from the views so that
-    /// [`Self::reads_due`] looks at these only, not at every host (heartbeats arrive by the
-    /// thousand per second at scale, and most change nothing).
-    stale: BTreeSet<String>,
+    /// Hosts whose inventory should be read and is not being read: [`Self::reads_due`] takes
+    /// these and looks at no other host (heartbeats arrive by the thousand per second at
+    /// scale, and the core polls after every input).
+    due: BTreeSet<String>,
+}
+
+/// Marks `view` (of host `id`) to be read: now, or once its read in flight is answered. True
+/// if it was not marked already.
+fn mark(due: &mut BTreeSet<String>, id: &str, view: &mut View) -> bool {
+    if view.reading.is_some() {
+        !std::mem::replace(&mut view.again, true)
+    } else {
+        due.insert(id.to_owned())
+    }
 }
 
 impl Hosts {
@@ -99,44 +111,42 @@ impl Hosts {
                 inventory: None,
                 reads: 0,
                 reading: None,
+                again: false,
                 unreadable_since: None,
             };
-            self.stale.insert(id.clone());
+            self.due.insert(id.clone());
             self.hosts.insert(id, view);
             return true;
         };
         let mut changed = false;
-        let mut stale = false;
         if view.inventory.as_ref().is_none_or(|k| k.hash != info.inventory_hash) {
-            stale = true;
-            changed = !self.stale.contains(&info.id);
+            changed = mark(&mut self.due, &info.id, view);
         }
         if view.liveness == Liveness::Unknown {
             // Heard again: read it, and count it live unless it is one that heartbeats but
             // does not answer.
-            stale = true;
+            mark(&mut self.due, &info.id, view);
             if !view.stuck(now) {
                 view.liveness = Liveness::Live;
                 changed = true;
             }
         }
-        if view.info.labels != info.labels
+        if (view.info.labels != info.labels || view.info.draining != info.draining)
             && let Some(known) = &mut view.inventory
         {
-            Arc::make_mut(&mut known.observed).labels = labels(&info);
+            let observed = Arc::make_mut(&mut known.observed);
+            observed.labels = labels(&info);
+            observed.draining = info.draining;
             changed = true;
         }
         view.info = info;
         view.last_seen = now;
-        if stale {
-            self.stale.insert(view.info.id.clone());
-        }
         changed
     }
 
     /// A host said goodbye (or is known to be gone). True if it was known.
     pub fn gone(&mut self, host: &str) -> bool {
-        self.stale.remove(host);
+        self.due.remove(host);
         self.hosts.remove(host).is_some()
     }
 
@@ -154,14 +164,16 @@ impl Hosts {
 
     /// Something changed on `host` (a component or provider event): read it again.
     pub fn touched(&mut self, host: &str) {
-        if self.hosts.contains_key(host) {
-            self.stale.insert(host.to_owned());
+        if let Some(view) = self.hosts.get_mut(host) {
+            mark(&mut self.due, host, view);
         }
     }
 
     /// Every host is read again (on taking the lead, and on resync).
     pub fn touch_all(&mut self) {
-        self.stale = self.hosts.keys().cloned().collect();
+        for (id, view) in &mut self.hosts {
+            mark(&mut self.due, id, view);
+        }
     }
 
     /// Marks hosts unknown that missed [`UNKNOWN_AFTER_BEATS`] heartbeats (or whose inventory
@@ -181,11 +193,11 @@ impl Hosts {
             return Expired::default();
         }
         let mut expired = Expired::default();
-        let stale = &mut self.stale;
+        let due = &mut self.due;
         self.hosts.retain(|id, view| {
             if silent_for(view) > lost_after.max(view.interval() * UNKNOWN_AFTER_BEATS) {
                 expired.lost.push(view.info.name.clone());
-                stale.remove(id);
+                due.remove(id);
                 return false;
             }
             if (missed(view) || view.stuck(now)) && view.liveness == Liveness::Live {
@@ -201,18 +213,13 @@ impl Hosts {
     /// just heard from), each with the number of its read; they count as being read from now
     /// on.
     pub fn reads_due(&mut self) -> Vec<(String, u64)> {
-        let mut due = Vec::new();
-        let hosts = &mut self.hosts;
-        self.stale.retain(|id| {
-            let Some(view) = hosts.get_mut(id) else { return false };
-            if view.reading.is_some() {
-                return true;
-            }
+        let mut due = Vec::with_capacity(self.due.len());
+        for id in std::mem::take(&mut self.due) {
+            let Some(view) = self.hosts.get_mut(&id) else { continue };
             view.reads += 1;
             view.reading = Some(view.reads);
-            due.push((id.clone(), view.reads));
-            false
-        });
+            due.push((id, view.reads));
+        }
         due
     }
 
@@ -235,6 +242,9 @@ impl Hosts {
             return false;
         }
         view.reading = None;
+        if std::mem::take(&mut view.again) {
+            self.due.insert(host.to_owned());
+        }
         view.unreadable_since = None;
         // Unknown because it did not answer, and heartbeating all along: live again.
         let heard = now.saturating_sub(view.last_seen) <= view.interval() * UNKNOWN_AFTER_BEATS;
@@ -262,6 +272,7 @@ impl Hosts {
             labels: labels(&view.info),
             load: workloads.len(),
             workloads,
+            draining: view.info.draining,
         });
         view.inventory = Some(Known { hash, observed, providers, unhealthy });
         true
@@ -273,12 +284,11 @@ impl Hosts {
             && view.reading == Some(read)
         {
             view.reading = None;
+            view.again = false;
             view.unreadable_since.get_or_insert(now);
             // A live host is read again at once; an unknown one when it is heard again.
             if view.liveness == Liveness::Live {
-                self.stale.insert(host.to_owned());
-            } else {
-                self.stale.remove(host);
+                self.due.insert(host.to_owned());
             }
         }
     }
@@ -296,7 +306,7 @@ impl Hosts {
     pub fn forget_inventory(&mut self, host: &str) {
         if let Some(view) = self.hosts.get_mut(host) {
             view.inventory = None;
-            self.stale.insert(host.to_owned());
+            mark(&mut self.due, host, view);
         }
     }
 
@@ -338,6 +348,11 @@ impl Hosts {
     /// A host's name, for status and logs (its id when unknown).
     pub fn name<'a>(&'a self, host: &'a str) -> &'a str {
         self.hosts.get(host).map_or(host, |v| v.info.name.as_str())
+    }
+
+    /// Whether `host` is draining (as its last heartbeat said).
+    pub fn draining(&self, host: &str) -> bool {
+        self.hosts.get(host).is_some_and(|v| v.info.draining)
     }
 
     /// Whether a provider replica on `host` reports itself healthy (true for components).

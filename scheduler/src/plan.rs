@@ -60,6 +60,9 @@ pub struct Observed {
     pub load: usize,
     /// Components and providers it runs, by id.
     pub workloads: BTreeMap<String, Workload>,
+    /// Draining before maintenance: nothing new goes there, and what runs there is placed
+    /// elsewhere (the core stops it here once the replacements run).
+    pub draining: bool,
 }
 
 /// One action.
@@ -89,6 +92,7 @@ pub fn choose_hosts(
             labels: h.labels.clone().into_iter().collect(),
             load: load(h),
             workloads: BTreeMap::new(),
+            draining: h.draining,
         })
         .collect();
     let wanted = Wanted {
@@ -143,7 +147,7 @@ pub struct Placement {
 }
 
 /// Shares `total` over `weights` in proportion (largest remainder; ties to the earlier share).
-fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
+pub(crate) fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
     let sum: u64 = weights.iter().map(|&w| u64::from(w)).sum();
     if sum == 0 {
         return vec![0; weights.len()];
@@ -169,7 +173,7 @@ fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
     shares
 }
 
-/// Hosts carrying a set of labels, found once per set and pass.
+/// Hosts carrying a set of labels (and not draining), found once per set and pass.
 struct Eligible {
     /// Ranks (positions in id order) of the hosts that match, ascending.
     ranks: Vec<usize>,
@@ -192,7 +196,10 @@ impl<'a> EligibleCache<'a> {
         self.sets.entry(key).or_insert_with_key(|key| {
             let member: Vec<bool> = hosts
                 .iter()
-                .map(|h| key.iter().all(|(k, v)| h.labels.get(*k).map(String::as_str) == Some(v)))
+                .map(|h| {
+                    !h.draining
+                        && key.iter().all(|(k, v)| h.labels.get(*k).map(String::as_str) == Some(v))
+                })
                 .collect();
             let ranks = member.iter().enumerate().filter(|(_, m)| **m).map(|(r, _)| r).collect();
             Eligible { ranks, member }
@@ -338,6 +345,7 @@ mod tests {
             labels: labels(&[("zone", zone)]),
             load: 0,
             workloads: BTreeMap::new(),
+            draining: false,
         }
     }
 
@@ -417,6 +425,31 @@ mod tests {
         let (commands, _) = plan(std::slice::from_ref(&w), &back);
         assert_eq!(commands.iter().filter(|c| matches!(c, Command::Stop { .. })).count(), 1);
         assert_eq!(running_in(&apply(&back, &commands, &w), "a"), 2);
+    }
+
+    #[test]
+    fn a_draining_hosts_replicas_are_placed_elsewhere_and_stopped_there() {
+        let mut hosts = vec![host("a", "z1"), host("b", "z1"), host("c", "z1")];
+        let w = wanted(2, &[]);
+        hosts[0].workloads.insert(w.id.clone(), workload(&w.fingerprint));
+        hosts[1].workloads.insert(w.id.clone(), workload(&w.fingerprint));
+        hosts[0].draining = true;
+        let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
+        assert_eq!(
+            commands,
+            vec![
+                Command::Stop { host: "a".into(), id: w.id.clone() },
+                Command::Start { host: "c".into(), id: w.id.clone() },
+            ]
+        );
+        assert_eq!(placements[0].placed, 2);
+        let moved = apply(&hosts, &commands, &w);
+        assert!(plan(std::slice::from_ref(&w), &moved).0.is_empty(), "stable once moved");
+        hosts[0].workloads.clear();
+        hosts[1].draining = true;
+        hosts[2].draining = true;
+        let (_, placements) = plan(std::slice::from_ref(&w), &hosts);
+        assert!(placements[0].shortfall.is_some(), "draining hosts take nothing new");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use trellis_host::HostConfig;
 use trellis_host::runtime::RuntimeConfig;
 use trellis_lattice::connect::NatsAuth;
 
-use crate::args::{Global, HostArgs};
+use crate::args::{DrainArgs, Global, HostArgs};
 
 pub async fn run(g: &Global, args: HostArgs) -> anyhow::Result<ExitCode> {
     let config = config(g, &args)?;
@@ -20,6 +20,64 @@ pub async fn run(g: &Global, args: HostArgs) -> anyhow::Result<ExitCode> {
     drop(stop_console);
     ran?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `trellis host drain`: asks the host to drain, then watches it until it has left (or, with
+/// `--stay`, runs nothing), printing what it still runs as that changes.
+pub async fn drain(g: &Global, args: DrainArgs) -> anyhow::Result<ExitCode> {
+    let lattice = super::connect(g).await?;
+    let hosts = lattice.hosts(super::get::PING_WAIT).await?;
+    let Some(host) = hosts.iter().find(|h| h.id == args.host || h.name == args.host) else {
+        let known: Vec<String> = hosts.iter().map(|h| format!("{} ({})", h.name, h.id)).collect();
+        anyhow::bail!(
+            "no host `{}` answers in lattice `{}`; hosts: {}",
+            args.host,
+            lattice.lattice(),
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        );
+    };
+    if hosts.iter().filter(|h| h.name == args.host).count() > 1 {
+        anyhow::bail!("several hosts are named `{}`: name one by its id", args.host);
+    }
+    let (id, name) = (host.id.clone(), host.name.clone());
+    let wait = args.wait.map_or(0, |s| s.saturating_mul(1000));
+    let req = trellis_lattice::proto::DrainRequest { stay: args.stay, timeout_ms: wait };
+    lattice.drain_host(&id, req).await.with_context(|| format!("cannot drain host {name}"))?;
+    println!("host {name} ({id}) is draining");
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The host's wait, then its calls' drain: far more than a drain that goes well takes.
+    let limit = Duration::from_secs(u64::from(args.wait.unwrap_or(60)) + 60);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "host {name} is still draining after {limit:?}; its log says what it waits for"
+            );
+        }
+        match lattice.inventory(&id).await {
+            Ok(inventory) => {
+                let left = (inventory.components.len(), inventory.providers.len());
+                if last != Some(left) {
+                    println!("  runs {} components and {} providers", left.0, left.1);
+                    last = Some(left);
+                }
+                if args.stay && left == (0, 0) {
+                    println!("host {name} is drained and stays up, taking no placements");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            Err(trellis_lattice::client::ControlError::NoSuchHost { .. }) => {
+                println!("host {name} is drained and has left the lattice");
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Busy stopping, or leaving: ask again.
+            Err(e) => tracing::debug!(error = %e, "inventory while draining"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The web console, served beside the host (`--console-listen`) once NATS answers.
@@ -53,6 +111,7 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
     config.health_listen = args.health_listen;
     config.nats_connect_timeout = args.nats_connect_timeout.map(Duration::from_secs);
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
+    config.drain_wait = Duration::from_secs(args.drain_wait);
     config.js_replicas = g.js_replicas.clamp(1, 5);
     // The flags stand in for their variables; the other OTEL_* variables are read as they are.
     let otel_var = |name: &str| match name {

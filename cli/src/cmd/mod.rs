@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use trellis_lattice::client::LatticeClient;
 
-use crate::args::{Cli, Command, Global};
+use crate::args::{Cli, Command, Global, HostAction};
 
 /// Exit code for "accepted but not (fully) placed".
 pub const NOT_PLACED: u8 = 2;
@@ -32,7 +32,10 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCod
     match cli.command {
         Command::Context(cmd) => context::run(g, matches, cmd),
         Command::Up(args) => up::run(g, args).await,
-        Command::Host(args) => host::run(g, args).await,
+        Command::Host(cmd) => match cmd.action {
+            Some(HostAction::Drain(args)) => host::drain(g, args).await,
+            None => host::run(g, cmd.run).await,
+        },
         Command::Dev(args) => dev::run(g, args).await,
         Command::Console(args) => crate::console::run(g, args).await,
         Command::Get(cmd) => get::run(g, cmd).await,

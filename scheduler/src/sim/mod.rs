@@ -163,7 +163,15 @@ struct Host {
     /// Heartbeats leave this much later than due until `slow_until`.
     slow: Duration,
     slow_until: Duration,
+    /// Draining since: it refuses starts, and leaves once an application placed nothing on
+    /// it any more, or after [`DRAIN_WAIT`] (stopping what is left), as `trellis host drain`.
+    draining_since: Option<Duration>,
+    /// When a drained host left, and whether it had to stop replicas nobody had moved.
+    left: Option<(Duration, bool)>,
 }
+
+/// How long a draining host waits for the scheduler to move its replicas.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(20);
 
 impl Host {
     /// Host number `h` (id `h00000`..) in `zone`, running nothing.
@@ -177,6 +185,8 @@ impl Host {
             version: 0,
             slow: Duration::ZERO,
             slow_until: Duration::ZERO,
+            draining_since: None,
+            left: None,
         }
     }
 
@@ -188,6 +198,7 @@ impl Host {
             inventory_hash: self.version.to_string(),
             heartbeat_ms: heartbeat.as_millis() as u32,
             components: self.runs.len() as u32,
+            draining: self.draining_since.is_some(),
             ..Default::default()
         }
     }
@@ -317,6 +328,8 @@ pub struct Sim {
     server: Server,
     /// Cut off from the NATS server: messages to and from it are lost.
     partitioned: BTreeSet<usize>,
+    /// When each host was last cut off.
+    cut_at: HashMap<usize, Duration>,
     /// Fingerprints whose starts fail permanently (a broken version).
     broken: BTreeSet<String>,
     /// Starts sent and not yet carried out or failed, for the properties: token → workload.
@@ -375,6 +388,7 @@ impl Sim {
             nodes,
             server: Server::default(),
             partitioned: BTreeSet::new(),
+            cut_at: HashMap::new(),
             broken: BTreeSet::new(),
             in_flight: HashMap::new(),
             starting: HashMap::new(),
@@ -489,9 +503,25 @@ impl Sim {
     pub fn partition(&mut self, h: usize, cut: bool) {
         if cut {
             self.partitioned.insert(h);
+            self.cut_at.insert(h, self.now);
         } else {
             self.partitioned.remove(&h);
         }
+    }
+
+    /// Host `h` starts draining (and says so at once).
+    pub fn drain(&mut self, h: usize) {
+        if !self.hosts[h].alive || self.hosts[h].draining_since.is_some() {
+            return;
+        }
+        self.hosts[h].draining_since = Some(self.now);
+        self.tell_schedulers(h);
+    }
+
+    /// When drained host `h` left, and whether it stopped replicas the scheduler had not
+    /// moved (its drain wait ran out); `None` while it has not left.
+    pub fn left(&self, h: usize) -> Option<(Duration, bool)> {
+        self.hosts[h].left
     }
 
     /// Host `h` heartbeats `late` late until `until` (busy compiling, say).
@@ -628,15 +658,45 @@ impl Sim {
         if !self.hosts[h].alive {
             return;
         }
+        if let Some(since) = self.hosts[h].draining_since {
+            let placed = self.hosts[h].runs.values().any(|(app, _)| !app.is_empty());
+            if !placed || self.now >= since + DRAIN_WAIT {
+                self.leave(h);
+                return;
+            }
+        }
+        self.tell_schedulers(h);
+        let host = &self.hosts[h];
+        let late = if self.now < host.slow_until { host.slow } else { Duration::ZERO };
+        let jitter = self.rng.between(Duration::ZERO, Duration::from_millis(10));
+        self.at(self.config.heartbeat + late + jitter, Event::Beat(h));
+    }
+
+    /// Host `h`'s heartbeat (its info) to every scheduler.
+    fn tell_schedulers(&mut self, h: usize) {
         let info = self.hosts[h].info(self.config.heartbeat);
         for s in 0..self.nodes.len() {
             let input = Input::Host(info.clone());
             self.send(Peer::Host(h), Peer::Scheduler(s), Event::Input { s, input, token: None });
         }
-        let host = &self.hosts[h];
-        let late = if self.now < host.slow_until { host.slow } else { Duration::ZERO };
-        let jitter = self.rng.between(Duration::ZERO, Duration::from_millis(10));
-        self.at(self.config.heartbeat + late + jitter, Event::Beat(h));
+    }
+
+    /// A drained host stops what it still runs and leaves, saying goodbye.
+    fn leave(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        host.alive = false;
+        let stranded = host.runs.values().any(|(app, _)| !app.is_empty());
+        host.left = Some((self.now, stranded));
+        for id in std::mem::take(&mut host.runs).into_keys() {
+            if let Some(on) = self.running_on.get_mut(&id) {
+                on.remove(&h);
+            }
+        }
+        let id = self.hosts[h].id.clone();
+        for s in 0..self.nodes.len() {
+            let input = Input::HostStopped(id.clone());
+            self.send(Peer::Host(h), Peer::Scheduler(s), Event::Input { s, input, token: None });
+        }
     }
 
     /// Opens a request of scheduler `s` that answers `on_timeout` unless answered first.
@@ -816,6 +876,9 @@ impl Sim {
                     on.remove(&h);
                 }
                 self.hosts[h].runs.remove(&id).is_none().then(|| "no such component".to_owned())
+            }
+            (_, Some(_)) if self.hosts[h].draining_since.is_some() => {
+                Some("the host is draining and takes no new work".to_owned())
             }
             (_, Some(desired::Start::Component(req))) => {
                 let owner = req.owner.clone().unwrap_or_default();
@@ -1017,10 +1080,15 @@ impl Sim {
             && self.nodes[s].core.liveness(&self.hosts[h].id) == Some(Liveness::Live)
     }
 
-    /// Whether host `h` is up: connected, or crashed too recently for anyone to know.
+    /// Whether host `h` is up: connected, or crashed or cut off too recently for anyone to
+    /// know.
     fn up(&self, h: usize) -> bool {
         let crashed_unnoticed = !self.hosts[h].alive && self.alive_as_far_as_known(h);
-        self.reachable(Peer::Host(h)) || crashed_unnoticed
+        let unseen = self.config.heartbeat * (UNKNOWN_AFTER_BEATS + 1);
+        let cut_unnoticed = self.hosts[h].alive
+            && self.partitioned.contains(&h)
+            && self.cut_at.get(&h).is_some_and(|&at| self.now < at + unseen);
+        self.reachable(Peer::Host(h)) || crashed_unnoticed || cut_unnoticed
     }
 
     /// Every command is sent by the scheduler the lease entry names, unexpired, now: never
@@ -1058,8 +1126,9 @@ impl Sim {
     }
 
     /// A replica of a wanted workload is stopped only when enough others run or are starting
-    /// on hosts that are up (alive and connected, or crashed too recently for anyone to
-    /// know): nothing is evicted because somebody lost their connection.
+    /// on hosts that are up (alive and connected, or crashed or cut off too recently for
+    /// anyone to know): nothing is evicted because somebody lost their connection. On a
+    /// draining host, only when enough others run.
     fn check_stop(&mut self, h: usize, id: &str) {
         let Some((app, fingerprint, _, _)) = self.wanted.get(id).cloned() else { return };
         if self.hosts[h].runs.get(id) != Some(&(app, fingerprint.clone())) {
@@ -1070,7 +1139,10 @@ impl Sim {
         let (running, starting) =
             self.replicas_where(id, Some(&fingerprint), |o| o != h && self.up(o));
         let (others, starting) = (running.len(), starting.len());
-        if others + starting < replicas as usize {
+        // A draining host's replica stops only once its replacements run, not merely start.
+        let draining = self.hosts[h].draining_since.is_some();
+        let counted = if draining { others } else { others + starting };
+        if counted < replicas as usize {
             if self.trace {
                 for (o, host) in self.hosts.iter().enumerate() {
                     if host.runs.contains_key(id) {
@@ -1115,41 +1187,54 @@ impl Sim {
         }
         let records: Vec<AppRecord> = self.server.records.values().cloned().collect();
         let workloads = desired::workloads(&records);
-        // Eligible hosts per label set (at scale thousands of workloads share a few sets).
-        let mut eligible_by: HashMap<String, usize> = HashMap::new();
-        let fits = |h: usize, r: &BTreeMap<String, String>| {
-            r.iter().all(|(k, v)| self.hosts[h].labels.get(k) == Some(v))
-        };
-        for (id, w) in &workloads {
-            let key = format!("{:?}{:?}", w.wanted.requirements, w.wanted.spread);
-            let eligible = *eligible_by.entry(key).or_insert_with(|| {
-                up.iter()
-                    .filter(|&&h| fits(h, &w.wanted.requirements))
-                    .filter(|&&h| {
-                        w.wanted.spread.is_empty()
-                            || w.wanted.spread.iter().any(|sp| fits(h, &sp.requirements))
-                    })
+        // Hosts new replicas may go to (draining ones take none), per label set: at scale
+        // thousands of workloads share a few sets.
+        let open: Vec<usize> =
+            up.iter().copied().filter(|&h| self.hosts[h].draining_since.is_none()).collect();
+        let mut eligible_by: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+        let mut eligible = |required: &BTreeMap<String, String>,
+                            share: &BTreeMap<String, String>| {
+            let key: Vec<(String, String)> =
+                required.iter().chain(share).map(|(k, v)| (k.clone(), v.clone())).collect();
+            *eligible_by.entry(key).or_insert_with_key(|key| {
+                open.iter()
+                    .filter(|&&h| key.iter().all(|(k, v)| self.hosts[h].labels.get(k) == Some(v)))
                     .count()
-            });
+            })
+        };
+        let all = BTreeMap::new();
+        for (id, w) in &workloads {
+            // As many as wanted, or as many as each share's hosts can hold.
+            let want: usize = if w.wanted.spread.is_empty() {
+                (w.wanted.replicas as usize).min(eligible(&w.wanted.requirements, &all))
+            } else {
+                let weights: Vec<u32> = w.wanted.spread.iter().map(|s| s.weight).collect();
+                let targets = crate::plan::apportion(w.wanted.replicas, &weights);
+                w.wanted
+                    .spread
+                    .iter()
+                    .zip(targets)
+                    .map(|(s, t)| {
+                        (t as usize).min(eligible(&w.wanted.requirements, &s.requirements))
+                    })
+                    .sum()
+            };
             let running = self
                 .running_on
                 .get(id)
                 .map_or(0, |on| on.iter().filter(|&&h| self.reachable(Peer::Host(h))).count());
-            let want = (w.wanted.replicas as usize).min(eligible);
-            if running != want && !self.broken.contains(&w.wanted.fingerprint) {
-                // With spreads, shares may leave some matching hosts unused: only fewer than
-                // wanted where enough hosts exist, or more than wanted, is wrong.
-                if running > w.wanted.replicas as usize
-                    || (w.wanted.spread.is_empty() && running < want)
-                {
-                    return Some(format!("{id}: {running} running, {want} wanted"));
-                }
-                if !w.wanted.spread.is_empty()
-                    && running < want
-                    && eligible >= w.wanted.replicas as usize * 2
-                {
-                    return Some(format!("{id}: {running} running, {want} wanted"));
-                }
+            let draining = self.running_on.get(id).map_or(0, |on| {
+                on.iter()
+                    .filter(|&&h| {
+                        self.reachable(Peer::Host(h)) && self.hosts[h].draining_since.is_some()
+                    })
+                    .count()
+            });
+            // A draining host keeps a replica it cannot hand over until it leaves.
+            let fewer = running < want;
+            let more = running > want + draining;
+            if (fewer || more) && !self.broken.contains(&w.wanted.fingerprint) {
+                return Some(format!("{id}: {running} running, {want} wanted"));
             }
         }
         for record in self.server.records.values() {

@@ -93,10 +93,11 @@ enum Action {
     Scale { app: usize, replicas: u32 },
     Join(String),
     Undeploy(usize),
+    Drain(usize),
 }
 
 /// One chaotic run: 8 to 27 hosts in 3 zones, 2 or 3 schedulers, 2 to 6 applications, then
-/// 2 to 8 faults between 8 s and 60 s (host crashes, partitions of hosts and of the leader,
+/// 2 to 8 faults between 8 s and 60 s (host crashes and drains, partitions of hosts and of the leader,
 /// slow heartbeats, a lossy network, rollouts (some of a version that cannot start), scaling,
 /// new hosts, undeploys), then [`CONVERGE_WITHIN`] and some to settle.
 pub fn chaos(seed: u64) -> Outcome {
@@ -130,10 +131,15 @@ pub fn chaos(seed: u64) -> Outcome {
         let at = rng.between(Duration::from_secs(8), Duration::from_secs(60));
         let h = rng.below(hosts as u64) as usize;
         let lasting = rng.between(Duration::from_secs(1), Duration::from_secs(20));
-        match rng.below(9) {
-            0 if crashed < hosts / 3 && !(h < schedulers && h == schedulers - 1) => {
+        let spare = crashed < hosts / 3 && !(h < schedulers && h == schedulers - 1);
+        match rng.below(10) {
+            0 if spare => {
                 crashed += 1;
                 actions.push((at, Action::Crash(h)));
+            }
+            9 if spare => {
+                crashed += 1;
+                actions.push((at, Action::Drain(h)));
             }
             0 | 1 => {
                 actions.push((at, Action::Cut(h)));
@@ -178,6 +184,10 @@ pub fn chaos(seed: u64) -> Outcome {
             Action::Crash(h) => {
                 script.push(format!("{secs:.1}s crash h{h:05}"));
                 sim.crash(h);
+            }
+            Action::Drain(h) => {
+                script.push(format!("{secs:.1}s drain h{h:05}"));
+                sim.drain(h);
             }
             Action::Cut(usize::MAX) => {
                 if let Some(leader) = sim.leader() {
