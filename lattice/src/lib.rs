@@ -31,10 +31,6 @@ pub mod hostlink;
 pub mod http;
 pub mod keyvalue;
 pub mod link;
-pub mod manifest;
-pub mod nats_server;
-#[cfg(feature = "oci")]
-pub mod oci;
 pub mod outbox;
 pub mod permissions;
 pub mod policy;
@@ -49,16 +45,3 @@ pub use trellis_proto as proto;
 
 // Only here for its `fast` feature (see the workspace Cargo.toml): nkeys signs through it.
 use ed25519_dalek as _;
-
-#[cfg(feature = "oci")]
-/// An error with its causes, `: `-separated (hyper's own says little: "client error (Connect)").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
