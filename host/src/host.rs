@@ -11,7 +11,7 @@ use async_nats::Client;
 use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use trellis_lattice::claims::Token;
+use trellis_claims::Token;
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;

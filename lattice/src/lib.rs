@@ -22,7 +22,6 @@ pub mod answers;
 pub mod artifact;
 pub mod blobstore;
 pub mod chunks;
-pub mod claims;
 pub mod client;
 pub mod connect;
 pub mod envelope;
