@@ -566,7 +566,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
             telemetry.resource.push(("trellis.host.id".into(), host.id.clone()));
             telemetry.resource.push(("host.name".into(), host.config.name.clone()));
             telemetry.resource.push(("trellis.lattice".into(), host.config.lattice.clone()));
-            trellis_lattice::telemetry::init(&telemetry);
+            trellis_otlp::init(&telemetry);
             crate::metrics::otlp::start(&host, &telemetry)
         }
         None => None,
