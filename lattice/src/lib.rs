@@ -5,6 +5,11 @@
 //! ([`envelope`]), wire types ([`http`], [`link`]), lattice state in JetStream ([`state`]) and the
 //! typed control-plane client ([`client`]). It never depends on wasmtime.
 //!
+//! It is what a provider links (through the `trellis-provider` SDK), so it holds nothing that
+//! only operators, hosts or exporting binaries need: component claims are `trellis-claims`,
+//! application manifests `trellis_scheduler::manifest`, the nats-server launcher and the OCI
+//! puller `trellis-ops`, the OTLP exporter `trellis-otlp` (see `docs/design/crates.md`).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
