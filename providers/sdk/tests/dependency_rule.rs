@@ -52,22 +52,23 @@ fn ours(names: &[String]) -> Vec<&str> {
     names.iter().map(String::as_str).filter(|n| n.starts_with("trellis-")).collect()
 }
 
-#[test]
-fn the_sdk_depends_on_the_contract_only() {
-    let names = dependencies(&repo().join("providers/sdk/Cargo.toml"));
-    assert_eq!(ours(&names), ["trellis-lattice"]);
+/// Checks that `crate_dir`'s only crate of ours is `only_ours` and that it names none outside.
+fn assert_inside_the_contract(crate_dir: &str, only_ours: &str) {
+    let names = dependencies(&repo().join(crate_dir).join("Cargo.toml"));
+    assert_eq!(ours(&names), [only_ours], "{crate_dir}'s crates of ours");
     for name in &names {
-        assert!(!OUTSIDE_THE_CONTRACT.contains(&name.as_str()), "the SDK depends on {name}");
+        assert!(!OUTSIDE_THE_CONTRACT.contains(&name.as_str()), "{crate_dir} depends on {name}");
     }
 }
 
 #[test]
+fn the_sdk_depends_on_the_contract_only() {
+    assert_inside_the_contract("providers/sdk", "trellis-lattice");
+}
+
+#[test]
 fn the_contract_depends_on_the_protobufs_only() {
-    let names = dependencies(&repo().join("lattice/Cargo.toml"));
-    assert_eq!(ours(&names), ["trellis-proto"]);
-    for name in &names {
-        assert!(!OUTSIDE_THE_CONTRACT.contains(&name.as_str()), "lattice depends on {name}");
-    }
+    assert_inside_the_contract("lattice", "trellis-proto");
 }
 
 #[test]
