@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use trellis_lattice::client::LatticeClient;
 use trellis_lattice::link::{InterfaceName, Link};
-use trellis_lattice::nats_server::LocalNatsServer;
+use trellis_ops::nats_server::LocalNatsServer;
 
 use crate::{BenchError, Options, setup};
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::{join_all, try_join_all};
 use tokio::process::Command;
-use trellis_lattice::manifest::{ComponentSpec, Id, Manifest, Rollout, Source, Version};
 use trellis_lattice::subject::EventKind;
 use trellis_scheduler::apps::{AppStatus, AppStore, State};
+use trellis_scheduler::manifest::{ComponentSpec, Id, Manifest, Rollout, Source, Version};
 
 use crate::env::{BenchLattice, HostProcess, free_addr};
 use crate::fleet::{Fleet, FleetSpec};

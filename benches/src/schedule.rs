@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::try_join_all;
-use trellis_lattice::manifest::{ComponentSpec, Id, Manifest, Rollout, Source, Version};
 use trellis_lattice::subject::EventKind;
 use trellis_scheduler::apps::{AppStore, State};
+use trellis_scheduler::manifest::{ComponentSpec, Id, Manifest, Rollout, Source, Version};
 
 use crate::env::BenchLattice;
 use crate::report::{Figures, Row};

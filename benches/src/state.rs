@@ -21,7 +21,7 @@ use crate::{BenchError, Options, setup};
 
 pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
     let count = options.count(10_000, 500);
-    let nats = trellis_lattice::nats_server::LocalNatsServer::start(None).await.map_err(setup)?;
+    let nats = trellis_ops::nats_server::LocalNatsServer::start(None).await.map_err(setup)?;
     let client = async_nats::connect(nats.url()).await.map_err(setup)?;
     let js = async_nats::jetstream::new(client);
     let operator = std::sync::Arc::new(OperatorKey::generate());
@@ -80,7 +80,7 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
 /// `count` acknowledged writes of 100 B to a key-value bucket on a nats-server of its own
 /// (`config` added to its configuration), one at a time; each write's time.
 async fn kv_writes(config: Option<&str>, count: usize) -> Result<Figures, BenchError> {
-    let nats = trellis_lattice::nats_server::LocalNatsServer::start_with_config(None, config)
+    let nats = trellis_ops::nats_server::LocalNatsServer::start_with_config(None, config)
         .await
         .map_err(setup)?;
     let client = async_nats::connect(nats.url()).await.map_err(setup)?;

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_lattice::manifest::Manifest;
-use trellis_lattice::oci::Reference;
+use trellis_scheduler::manifest::Manifest;
+use trellis_ops::oci::Reference;
 use trellis_scheduler::apps::stored::{self, Spec};
 use trellis_scheduler::apps::{AppRecord, AppStatus};
 

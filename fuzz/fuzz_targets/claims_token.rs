@@ -2,7 +2,7 @@
 //! Component binaries (custom sections) and the claims JWT inside them.
 
 use libfuzzer_sys::fuzz_target;
-use trellis_lattice::claims::{self, section};
+use trellis_claims::{self as claims, section};
 
 fuzz_target!(|data: &[u8]| {
     let _ = section::split(data);

@@ -1,7 +1,7 @@
 //! Whether a component may start here: its claims, checked against the host's trust settings.
 //! Pure decisions over bytes, claims and `now`; the host calls them on every start.
 
-use trellis_lattice::claims::{self, ClaimsError, Token};
+use trellis_claims::{self as claims, ClaimsError, Token};
 
 /// The host's trust settings.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl Trust {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trellis_lattice::claims::ClaimsInput;
+    use trellis_claims::ClaimsInput;
 
     const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
     const NOW: u64 = 1_800_000_000;

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
 use trellis_proto as pb;
 
-use trellis_lattice::claims::Token;
+use trellis_claims::Token;
 use trellis_lattice::envelope::{InvokeError, InvokeErrorKind};
 
 use crate::histogram::Histogram;

@@ -11,7 +11,7 @@ use async_nats::Client;
 use backon::{ExponentialBuilder, Retryable};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use trellis_lattice::claims::Token;
+use trellis_claims::Token;
 use trellis_lattice::connect::{connect_persistent, sync_with_server, wait_connected};
 use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;
@@ -584,7 +584,7 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
             telemetry.resource.push(("trellis.host.id".into(), host.id.clone()));
             telemetry.resource.push(("host.name".into(), host.config.name.clone()));
             telemetry.resource.push(("trellis.lattice".into(), host.config.lattice.clone()));
-            trellis_lattice::telemetry::init(&telemetry);
+            trellis_otlp::init(&telemetry);
             crate::metrics::otlp::start(&host, &telemetry)
         }
         None => None,

@@ -1,7 +1,7 @@
 //! Why a control request was not carried out. Each kind is an `ErrorCode` on the wire; the
 //! message says what was wrong and what to do.
 
-use trellis_lattice::claims::ClaimsError;
+use trellis_claims::ClaimsError;
 use trellis_lattice::signing::RequestDenied;
 use trellis_proto::{self as pb, ErrorCode};
 

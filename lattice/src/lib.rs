@@ -5,6 +5,11 @@
 //! ([`envelope`]), wire types ([`http`], [`link`]), lattice state in JetStream ([`state`]) and the
 //! typed control-plane client ([`client`]). It never depends on wasmtime.
 //!
+//! It is what a provider links (through the `trellis-provider` SDK), so it holds nothing that
+//! only operators, hosts or exporting binaries need: component claims are `trellis-claims`,
+//! application manifests `trellis_scheduler::manifest`, the nats-server launcher and the OCI
+//! puller `trellis-ops`, the OTLP exporter `trellis-otlp` (see `docs/design/crates.md`).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
@@ -22,7 +27,6 @@ pub mod answers;
 pub mod artifact;
 pub mod blobstore;
 pub mod chunks;
-pub mod claims;
 pub mod client;
 pub mod connect;
 pub mod envelope;
@@ -31,10 +35,6 @@ pub mod hostlink;
 pub mod http;
 pub mod keyvalue;
 pub mod link;
-pub mod manifest;
-pub mod nats_server;
-#[cfg(feature = "oci")]
-pub mod oci;
 pub mod outbox;
 pub mod permissions;
 pub mod policy;
@@ -49,16 +49,3 @@ pub use trellis_proto as proto;
 
 // Only here for its `fast` feature (see the workspace Cargo.toml): nkeys signs through it.
 use ed25519_dalek as _;
-
-#[cfg(feature = "oci")]
-/// An error with its causes, `: `-separated (hyper's own says little: "client error (Connect)").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

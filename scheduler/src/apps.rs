@@ -26,7 +26,7 @@
 //! Bucket `TRELLIS_<lattice>_SCHEDULER` holds the [`Lease`].
 //!
 //! ```no_run
-//! # async fn example(js: async_nats::jetstream::Context, manifest: trellis_lattice::manifest::Manifest)
+//! # async fn example(js: async_nats::jetstream::Context, manifest: trellis_scheduler::manifest::Manifest)
 //! # -> Result<(), Box<dyn std::error::Error>> {
 //! use trellis_scheduler::apps::{AppStore, Deployed};
 //!
@@ -48,8 +48,8 @@ pub mod stored;
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::{Manifest, Version};
 use trellis_lattice::envelope::unix_ms;
-use trellis_lattice::manifest::{Manifest, Version};
 
 pub use error::AppError;
 pub use lease::Lease;

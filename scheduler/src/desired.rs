@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::apps::AppRecord;
+use crate::manifest::{ComponentSpec, Manifest, ProviderSpec, Source, SpreadSpec};
 use sha2::{Digest, Sha256};
-use trellis_lattice::manifest::{ComponentSpec, Manifest, ProviderSpec, Source, SpreadSpec};
 use trellis_proto as pb;
 
 use crate::plan::{Spread, Wanted};

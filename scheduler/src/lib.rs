@@ -2,6 +2,7 @@
 //! by label and keeps them there while hosts come and go (`docs/manifest.md`,
 //! `docs/design/scheduler.md`).
 //!
+//! - [`manifest`]: application manifests, the YAML an operator deploys, and their JSON Schema;
 //! - [`apps`]: the application store in JetStream and the leader lease;
 //! - [`desired`]: application records as the planner's input;
 //! - [`plan`]: the one placement function: what to start, replace and stop;
@@ -18,6 +19,7 @@ pub mod apps;
 pub mod core;
 pub mod desired;
 pub mod hosts;
+pub mod manifest;
 pub mod nats;
 pub mod plan;
 pub mod sim;

@@ -95,7 +95,7 @@ pub fn signed_component(
     (allow, callers): (&[&str], &[&str]),
     no_reuse: bool,
 ) -> String {
-    use trellis_lattice::claims::{self, ClaimsInput};
+    use trellis_claims::{self as claims, ClaimsInput};
     let wasm = std::fs::read(component(name)).expect("read the test component");
     let input = ClaimsInput {
         name: name.into(),

@@ -22,7 +22,7 @@ pub use netns::{InnerRelay, Netns, Relay};
 pub use oci::OciRegistry;
 pub use process::{Host, Trellis, bin, free_port, target_dir};
 pub use redis::RedisServer;
-pub use trellis_lattice::nats_server::LocalNatsServer as NatsServer;
+pub use trellis_ops::nats_server::LocalNatsServer as NatsServer;
 
 use std::future::Future;
 use std::time::Duration;

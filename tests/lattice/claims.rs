@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use prost::Message as _;
-use trellis_lattice::claims::{self, ClaimsInput};
+use trellis_claims::{self as claims, ClaimsInput};
 use trellis_lattice::envelope::unix_ms;
 use trellis_lattice::http::{HANDLE, HttpRequest, INCOMING_HANDLER, encode};
 use trellis_tests::component;

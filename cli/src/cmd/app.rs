@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 use trellis_lattice::client::LatticeClient;
-use trellis_lattice::manifest::{Manifest, Source};
 use trellis_scheduler::apps::{AppError, AppRecord, AppStatus, AppStore, Deployed, State};
+use trellis_scheduler::manifest::{Manifest, Source};
 
 use super::NOT_PLACED;
 use crate::args::{AppCommand, Global, Output};
@@ -34,9 +34,9 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
         .with_sealer(lattice.operator());
     match cmd {
         AppCommand::Deploy { manifest, wait, oci_username, oci_password } => {
-            let credentials = oci_username.zip(oci_password).map(|(username, password)| {
-                trellis_lattice::oci::Credentials { username, password }
-            });
+            let credentials = oci_username
+                .zip(oci_password)
+                .map(|(username, password)| trellis_ops::oci::Credentials { username, password });
             let sources = Sources { lattice: &lattice, oci: credentials, g };
             deploy(g, &sources, &apps, &manifest, wait).await
         }
@@ -97,7 +97,7 @@ async fn get(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<AppRecor
 /// Where component sources come from: files, the lattice store, OCI registries.
 pub(crate) struct Sources<'a> {
     pub lattice: &'a LatticeClient,
-    pub oci: Option<trellis_lattice::oci::Credentials>,
+    pub oci: Option<trellis_ops::oci::Credentials>,
     pub g: &'a Global,
 }
 
@@ -126,9 +126,9 @@ impl Sources<'_> {
                     digest.clone()
                 }
                 Source::Oci(text) => {
-                    let reference = trellis_lattice::oci::Reference::parse(text)?;
+                    let reference = trellis_ops::oci::Reference::parse(text)?;
                     let progress = Progress::start(self.g, format!("pulling oci://{reference}"));
-                    let pulled = trellis_lattice::oci::pull(&reference, self.oci.as_ref())
+                    let pulled = trellis_ops::oci::pull(&reference, self.oci.as_ref())
                         .await
                         .with_context(|| format!("component `{}`", c.name))?;
                     progress.done(format!("pulled oci://{reference} ({})", pulled.manifest_digest));

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use trellis_lattice::claims::{self, ClaimsInput};
+use trellis_claims::{self as claims, ClaimsInput};
 
 use crate::args::{ClaimsCommand, ClaimsSignArgs, Global, Output};
 use crate::output::print_json;

@@ -17,8 +17,8 @@ use notify::Watcher as _;
 use tokio::sync::mpsc;
 use trellis_lattice::client::LatticeClient;
 use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
-use trellis_lattice::nats_server::LocalNatsServer;
 use trellis_lattice::proto::StartComponentRequest;
+use trellis_ops::nats_server::LocalNatsServer;
 
 use super::get::PING_WAIT;
 use crate::args::{DevArgs, Global};

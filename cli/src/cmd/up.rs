@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use trellis_lattice::nats_server::LocalNatsServer;
+use trellis_ops::nats_server::LocalNatsServer;
 
 use crate::args::{Global, UpArgs};
 

@@ -20,8 +20,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trellis_lattice::client::LatticeClient;
-use trellis_lattice::manifest::Manifest;
 use trellis_scheduler::apps::AppStore;
+use trellis_scheduler::manifest::Manifest;
 
 use crate::args::{ConsoleArgs, Global};
 use crate::cmd::app::Sources;

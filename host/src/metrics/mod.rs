@@ -210,14 +210,14 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             Counter,
             "Spans sent to the OpenTelemetry collector.",
             "1",
-            one(Int(trellis_lattice::telemetry::exported_spans())),
+            one(Int(trellis_otlp::exported_spans())),
         ),
         family(
             "trellis_spans_dropped_total",
             Counter,
             "Spans dropped: the export queue was full or the collector did not take them.",
             "1",
-            one(Int(trellis_lattice::telemetry::dropped_spans())),
+            one(Int(trellis_otlp::dropped_spans())),
         ),
         family(
             "trellis_nats_connected",

@@ -46,7 +46,7 @@ impl Drop for Push {
 
 /// Starts pushing `host`'s metrics as `config` says, if it names a metrics endpoint.
 pub(crate) fn start(host: &Arc<Host>, config: &telemetry::Config) -> Option<Push> {
-    let provider = telemetry::meter_provider(config)?;
+    let provider = trellis_otlp::meter_provider(config)?;
     let meter = provider.meter_with_scope(telemetry::scope());
     let latest = Arc::new(Latest { host: host.clone(), taken: Mutex::new(None) });
     for family in &latest.get().families {

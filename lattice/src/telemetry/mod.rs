@@ -1,24 +1,21 @@
-//! Spans and metrics for an OpenTelemetry collector, over OTLP/HTTP or OTLP/gRPC (protobuf),
-//! when the standard `OTEL_EXPORTER_OTLP_*` variables (or a host's flags) say where.
+//! Spans of Trellis calls, in OpenTelemetry's terms, and where their export is configured.
 //!
-//! The OpenTelemetry SDK does the work: its batch span processor, samplers
-//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), resource detectors and the OTLP exporters.
-//! Trellis keeps a thin [`Span`] in front of it so that telemetry costs nothing when it is off:
-//! [`Span::start`] checks one flag, builds nothing and allocates nothing.
+//! Trellis keeps a thin [`Span`] in front of the OpenTelemetry SDK so that telemetry costs nothing
+//! when it is off: [`Span::start`] checks one flag, builds nothing and allocates nothing. The span
+//! ids are the ones [`crate::trace`] propagates, so what a collector receives links up across
+//! hosts and providers exactly as the `traceparent` headers do.
 //!
-//! When on, a finished span goes to the SDK's queue; a full queue drops the span and counts it
-//! ([`dropped_spans`]): telemetry never slows a call, and a collector that is down costs nothing
-//! but the dropped spans. Metrics are the host's to measure; [`meter_provider`] gives it a
-//! provider that pushes them.
-//!
-//! The span ids are the ones [`crate::trace`] propagates, so what a collector receives links up
-//! across hosts and providers exactly as the `traceparent` headers do.
+//! Exporting is not part of the wire contract: the `trellis-otlp` crate builds the OTLP
+//! exporters (HTTP or gRPC, with TLS) and hands the SDK's pipeline to [`install`]; the binaries
+//! that export (the `trellis` host and the provider executables) call it. What this module keeps
+//! is what crosses processes: where to export ([`Config`], sent to providers in their
+//! bootstrap) and the span ids.
 //!
 //! ```
 //! use trellis_lattice::telemetry::{Kind, Span};
 //! use trellis_lattice::trace::TraceContext;
 //!
-//! // Nothing initialised: the span is free and passes its ids on unchanged.
+//! // Nothing installed: the span is free and passes its ids on unchanged.
 //! let this = TraceContext::root();
 //! let mut span = Span::start(this, None, Kind::Server, || "GET /".into());
 //! span.attr("url.path", || "/".into());
@@ -26,8 +23,7 @@
 //! ```
 
 mod config;
-mod export;
-mod pipeline;
+mod ids;
 
 use std::sync::OnceLock;
 
@@ -36,17 +32,13 @@ use opentelemetry::trace::{
     TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer};
-use opentelemetry_sdk::trace::{SdkTracerProvider, Span as SdkSpan};
+use opentelemetry_sdk::trace::{
+    SdkTracer, SdkTracerProvider, Span as SdkSpan, TracerProviderBuilder,
+};
 
 pub use config::{Config, ConfigError, Endpoint, Protocol, Signal};
 
 use crate::trace::TraceContext;
-
-/// Spans waiting for export at most; more are dropped and counted.
-const QUEUE: usize = 4096;
 
 /// What a span is, in OpenTelemetry's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,72 +77,17 @@ struct Tracing {
 
 static TRACING: OnceLock<Tracing> = OnceLock::new();
 
-/// Starts exporting spans as `config` says (when it has a traces endpoint), through the current
-/// tokio runtime. Once per process: later calls (a builtin provider inside a host) keep the
-/// first exporter.
-pub fn init(config: &Config) {
-    let Some(endpoint) = &config.traces else { return };
+/// Starts recording spans into the pipeline `builder` holds (an exporter's span processor and
+/// resource: see the `trellis-otlp` crate), with the span ids Trellis propagates. Once per
+/// process: `false` when spans are already recorded (a builtin provider inside a host keeps the
+/// host's pipeline), and `builder` is dropped.
+pub fn install(builder: TracerProviderBuilder) -> bool {
     if enabled() {
-        return;
+        return false;
     }
-    let exporter = match export::spans(endpoint) {
-        Ok(exporter) => pipeline::Counted::new(exporter, "traces", endpoint),
-        Err(e) => {
-            tracing::warn!(url = %endpoint.url, error = %e, "cannot export traces");
-            return;
-        }
-    };
-    let batch = BatchConfigBuilder::default().with_max_queue_size(QUEUE).build();
-    let processor = pipeline::Gate::new(BatchSpanProcessor::new(exporter, batch), QUEUE);
-    // The sampler is the SDK's: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, by default
-    // parent-based always-on (a span is exported when its caller's was).
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_id_generator(pipeline::PresetIds)
-        .with_resource(resource(config))
-        .build();
+    let provider = builder.with_id_generator(ids::PresetIds).build();
     let tracer = provider.tracer_with_scope(scope());
-    if TRACING.set(Tracing { tracer, _provider: provider }).is_ok() {
-        tracing::info!(
-            url = %endpoint.url,
-            protocol = endpoint.protocol.as_str(),
-            service = %config.service_name,
-            "exporting traces over OTLP"
-        );
-    }
-}
-
-/// A meter provider pushing to `config`'s metrics endpoint every `metrics_interval`, through the
-/// current tokio runtime; `None` when metrics go nowhere (or the endpoint is unusable, which it
-/// logs). Shut it down (or drop it) to stop.
-pub fn meter_provider(config: &Config) -> Option<SdkMeterProvider> {
-    let endpoint = config.metrics.as_ref()?;
-    let exporter = match export::metrics(endpoint) {
-        Ok(exporter) => pipeline::Counted::new(exporter, "metrics", endpoint),
-        Err(e) => {
-            tracing::warn!(url = %endpoint.url, error = %e, "cannot export metrics");
-            return None;
-        }
-    };
-    let reader = PeriodicReader::builder(exporter).with_interval(config.metrics_interval).build();
-    tracing::info!(
-        url = %endpoint.url,
-        protocol = endpoint.protocol.as_str(),
-        interval = ?config.metrics_interval,
-        "exporting metrics over OTLP"
-    );
-    Some(SdkMeterProvider::builder().with_reader(reader).with_resource(resource(config)).build())
-}
-
-/// The resource every export names: what the SDK's detectors find (`OTEL_SERVICE_NAME`,
-/// `OTEL_RESOURCE_ATTRIBUTES`, the SDK's name and version), then `config`'s `service.name` and
-/// attributes over them.
-pub fn resource(config: &Config) -> Resource {
-    let attributes = config.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
-    Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .with_attributes(attributes)
-        .build()
+    TRACING.set(Tracing { tracer, _provider: provider }).is_ok()
 }
 
 /// The instrumentation scope of everything Trellis exports.
@@ -161,17 +98,6 @@ pub fn scope() -> InstrumentationScope {
 /// Whether spans are exported.
 pub fn enabled() -> bool {
     TRACING.get().is_some()
-}
-
-/// Spans dropped because the export queue was full (the collector is slow or down) or the
-/// collector did not take them.
-pub fn dropped_spans() -> u64 {
-    pipeline::dropped()
-}
-
-/// Spans handed to the collector.
-pub fn exported_spans() -> u64 {
-    pipeline::exported()
 }
 
 /// One span: started now, ended (and queued for export) when dropped.
@@ -254,8 +180,7 @@ impl Tracing {
             None => Context::new(),
         };
         let builder = SpanBuilder::from_name(name).with_kind(kind.into());
-        let span =
-            pipeline::PresetIds::with(this, || self.tracer.build_with_context(builder, &parent));
+        let span = ids::PresetIds::with(this, || self.tracer.build_with_context(builder, &parent));
         let sampled = span.span_context().is_sampled();
         let flags = if sampled { this.flags | 1 } else { this.flags & !1 };
         let record = span.is_recording().then(|| Box::new(span));
@@ -294,7 +219,7 @@ mod tests {
     fn tracing(sampler: Sampler, processor: impl SpanProcessor + 'static) -> Tracing {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_id_generator(pipeline::PresetIds)
+            .with_id_generator(ids::PresetIds)
             .with_sampler(sampler)
             .build();
         Tracing { tracer: provider.tracer("test"), _provider: provider }
@@ -346,18 +271,5 @@ mod tests {
         assert_eq!(hop.context().flags & 1, 1);
         drop((span, next, hop));
         assert_eq!(kept.0.lock().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_full_queue_drops_and_counts() {
-        let kept = Kept::default();
-        let gate = pipeline::Gate::new(kept.clone(), 2);
-        let tracing = tracing(parent_based(Sampler::AlwaysOn), gate);
-        let dropped = dropped_spans();
-        for _ in 0..3 {
-            drop(tracing.start(TraceContext::root(), None, Kind::Internal, "s".into()));
-        }
-        assert_eq!(kept.0.lock().unwrap().len(), 2);
-        assert_eq!(dropped_spans() - dropped, 1);
     }
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    trellis_provider::run(|ctx| trellis_provider_keyvalue_nats::new(&ctx)).await
+    trellis_provider::run(trellis_otlp::init, |ctx| trellis_provider_keyvalue_nats::new(&ctx)).await
 }

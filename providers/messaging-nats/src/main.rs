@@ -2,5 +2,6 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    trellis_provider::run(|ctx| trellis_provider_messaging_nats::new(&ctx)).await
+    trellis_provider::run(trellis_otlp::init, |ctx| trellis_provider_messaging_nats::new(&ctx))
+        .await
 }

@@ -10,6 +10,10 @@
 //! signed over NATS otherwise). When the host closes stdin or sends SIGTERM,
 //! [`Provider::shutdown`] runs and the process exits. Logs go to stderr: stdout carries the pipe.
 //!
+//! The SDK depends on the wire contract (`trellis-lattice`) only. Spans are exported by what the
+//! executable passes as [`Export`]: `trellis_otlp::init` sends them over OTLP where the host
+//! sends its own (the providers in this repository do), `|_| {}` drops them.
+//!
 //! A complete provider: `wasi:keyvalue` in memory (the [`keyvalue`] module does the decoding,
 //! bucket checks and encoding). Build it as `trellis-provider-memkv` beside `trellis` and start it
 //! with `trellis start provider memkv --id mem`.
@@ -52,7 +56,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::process::ExitCode {
-//!     trellis_provider::run(|_ctx| MemKv::default()).await
+//!     trellis_provider::run(trellis_otlp::init, |_ctx| MemKv::default()).await
 //! }
 //! ```
 
@@ -62,5 +66,5 @@ pub mod keyvalue;
 mod serve;
 
 pub use context::Context;
-pub use serve::{Call, Provider, SdkError, run, serve, serve_builtin, serve_on};
+pub use serve::{Call, Export, Provider, SdkError, run, serve, serve_builtin, serve_on};
 pub use trellis_lattice::hostlink::DirectHost;

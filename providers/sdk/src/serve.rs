@@ -101,9 +101,19 @@ const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 /// The links that concern this provider, by KV key.
 type LinkMap = Arc<RwLock<HashMap<String, Arc<Link>>>>;
 
+/// How a provider process exports its spans: called once, when the bootstrap has arrived and
+/// before the provider is built, with the telemetry settings its host sent (the service name and
+/// resource naming the provider); not called when the host exports nothing. `trellis_otlp::init` exports over OTLP as the host does; a
+/// provider that links no exporter passes `|_| {}`, and its spans cost nothing. (A builtin
+/// provider shares its host's exporter and takes none.)
+pub type Export = fn(&telemetry::Config);
+
 /// [`serve`] as a process `main`: errors are printed and become exit code 1.
-pub async fn run<P: Provider>(make: impl FnOnce(Context) -> P) -> std::process::ExitCode {
-    match serve(make).await {
+pub async fn run<P: Provider>(
+    export: Export,
+    make: impl FnOnce(Context) -> P,
+) -> std::process::ExitCode {
+    match serve(export, make).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -113,24 +123,28 @@ pub async fn run<P: Provider>(make: impl FnOnce(Context) -> P) -> std::process::
 }
 
 /// Runs a provider process built by `make` until its host stops it (closes stdin or sends
-/// SIGTERM).
-pub async fn serve<P: Provider>(make: impl FnOnce(Context) -> P) -> Result<(), SdkError> {
+/// SIGTERM), exporting its spans with `export`.
+pub async fn serve<P: Provider>(
+    export: Export,
+    make: impl FnOnce(Context) -> P,
+) -> Result<(), SdkError> {
     init_logging();
     let (from_host, to_host) = host_pipes()?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| SdkError::Lattice(format!("cannot watch SIGTERM: {e}")))?;
-    serve_on(from_host, to_host, make, async move {
+    serve_on(from_host, to_host, export, make, async move {
         sigterm.recv().await;
     })
     .await
 }
 
 /// Runs a provider over the given ends of its pipe to the host until the host closes it or
-/// `stop` resolves. [`serve`] uses the process's stdin and stdout; a host runs a builtin provider
-/// in its own process with in-memory pipes.
+/// `stop` resolves, exporting its spans with `export`. [`serve`] uses the process's stdin and
+/// stdout; a host runs a builtin provider in its own process with in-memory pipes.
 pub async fn serve_on<P, R, W>(
     from_host: R,
     to_host: W,
+    export: Export,
     make: impl FnOnce(Context) -> P,
     stop: impl Future<Output = ()>,
 ) -> Result<(), SdkError>
@@ -139,7 +153,7 @@ where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    serve_with(from_host, to_host, None, make, stop).await
+    serve_with(from_host, to_host, (None, Some(export)), make, stop).await
 }
 
 /// Runs a builtin provider inside its host's process: as [`serve_on`], but the calls it makes
@@ -155,13 +169,13 @@ where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    serve_with(from_host, to_host, Some(host), make, stop).await
+    serve_with(from_host, to_host, (Some(host), None), make, stop).await
 }
 
 async fn serve_with<P, R, W>(
     mut from_host: R,
     to_host: W,
-    direct: Option<Arc<dyn DirectHost>>,
+    (direct, export): (Option<Arc<dyn DirectHost>>, Option<Export>),
     make: impl FnOnce(Context) -> P,
     stop: impl Future<Output = ()>,
 ) -> Result<(), SdkError>
@@ -175,14 +189,15 @@ where
         .map_err(|e| SdkError::BadBootstrap(e.to_string()))?
         .ok_or(SdkError::NoBootstrap)?;
     // A provider process exports its spans as the host does (a builtin shares its host's).
-    if !telemetry::enabled()
+    if let Some(export) = export
+        && !telemetry::enabled()
         && let Some(mut config) = bootstrap.telemetry.clone()
     {
         config.service_name = format!("trellis-provider-{}", bootstrap.kind);
         config.resource.push(("trellis.provider.id".into(), bootstrap.provider_id.clone()));
         config.resource.push(("trellis.host.id".into(), bootstrap.host_id.clone()));
         config.resource.push(("trellis.lattice".into(), bootstrap.lattice.clone()));
-        telemetry::init(&config);
+        export(&config);
     }
     let (host, mut host_closed, mut incoming) = HostLink::start(from_host, to_host);
     let host = host.with_direct(direct);

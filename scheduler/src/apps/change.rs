@@ -1,7 +1,7 @@
 //! The changes to an application record, as pure functions: [`AppStore`](super::AppStore)
 //! reads the record, applies one, and writes it back with compare-and-set.
 
-use trellis_lattice::manifest::{Manifest, Version};
+use crate::manifest::{Manifest, Version};
 
 use super::{AppError, AppRecord, Deployed, MAX_VERSIONS};
 

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::manifest::{Manifest, Version};
 use async_nats::jetstream::{self, kv};
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use serde::Deserialize;
 use trellis_lattice::envelope::unix_ms;
-use trellis_lattice::manifest::{Manifest, Version};
 use trellis_lattice::record::{self, Opened, RecordGate, Stored};
 use trellis_lattice::signing::OperatorKey;
 use trellis_lattice::state::{self, StateError};

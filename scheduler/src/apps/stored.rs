@@ -8,9 +8,9 @@
 //!
 //! Decoding is pure: these functions take bytes from the network and never panic.
 
+use crate::manifest::{Manifest, Version};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use trellis_lattice::manifest::{Manifest, Version};
 
 use super::{AppRecord, Change};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use trellis_lattice::manifest::{Manifest, Version};
+use crate::manifest::{Manifest, Version};
 
 use super::{Config, Net, Rng, Sim, Violation};
 use crate::apps::AppRecord;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use trellis_lattice::manifest::Manifest;
 use trellis_lattice::record::RecordGate;
 use trellis_lattice::signing::{OperatorKey, TrustedOperator};
 use trellis_scheduler::apps::claims::{Claim, PENDING_MS};
 use trellis_scheduler::apps::{AppError, AppRecord, AppStore, Deployed, MAX_VERSIONS};
+use trellis_scheduler::manifest::Manifest;
 use trellis_tests::NatsServer;
 
 const LATTICE: &str = "appstore";

@@ -1,76 +1,39 @@
-//! What Trellis puts around the SDK's span pipeline: span ids taken from the `traceparent`
-//! Trellis propagates ([`PresetIds`]), a bounded queue that counts what it drops ([`Gate`]), and
-//! exporters that count what the collector took and warn once per outage ([`Counted`]).
+//! What Trellis puts around the SDK's export pipeline: a bounded queue that counts what it drops
+//! ([`Gate`]), and exporters that count what the collector took and warn once per outage
+//! ([`Counted`]). (The span ids are chosen in `trellis_lattice::telemetry`.)
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::Context;
-use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::trace::{IdGenerator, Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
-use super::Endpoint;
-use crate::trace::TraceContext;
+use trellis_lattice::telemetry::Endpoint;
 
 /// Spans in the queue or being exported.
 static QUEUED: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static EXPORTED: AtomicU64 = AtomicU64::new(0);
 
-pub(super) fn dropped() -> u64 {
+pub(crate) fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-pub(super) fn exported() -> u64 {
+pub(crate) fn exported() -> u64 {
     EXPORTED.load(Ordering::Relaxed)
-}
-
-thread_local! {
-    static PRESET: Cell<Option<TraceContext>> = const { Cell::new(None) };
-}
-
-/// Gives the span being built the ids Trellis already chose (and sent on in `traceparent`), so
-/// the SDK's span is the one the next hop names as its parent.
-#[derive(Debug)]
-pub(super) struct PresetIds;
-
-impl PresetIds {
-    /// Runs `build` (which starts one span, on this thread) with `ids` as the ids it gets.
-    pub fn with<T>(ids: TraceContext, build: impl FnOnce() -> T) -> T {
-        PRESET.set(Some(ids));
-        let built = build();
-        PRESET.set(None);
-        built
-    }
-
-    fn preset() -> TraceContext {
-        // Outside `with` (nothing in Trellis starts spans so): fresh ids.
-        PRESET.get().unwrap_or_else(TraceContext::root)
-    }
-}
-
-impl IdGenerator for PresetIds {
-    fn new_trace_id(&self) -> TraceId {
-        Self::preset().trace_id.into()
-    }
-
-    fn new_span_id(&self) -> SpanId {
-        Self::preset().span_id.into()
-    }
 }
 
 /// A span processor that passes at most `limit` spans on to the one inside it (the SDK's batch
 /// processor, whose queue holds as many) and drops the rest, counted. The SDK drops too when
 /// full but only says how many at shutdown.
 #[derive(Debug)]
-pub(super) struct Gate<P> {
+pub(crate) struct Gate<P> {
     inner: P,
     limit: u64,
 }
@@ -113,7 +76,7 @@ impl<P: SpanProcessor> SpanProcessor for Gate<P> {
 
 /// An exporter that counts the spans it sent or lost and warns once per outage, not once per
 /// batch.
-pub(super) struct Counted<E> {
+pub(crate) struct Counted<E> {
     inner: E,
     signal: &'static str,
     url: String,

@@ -180,7 +180,7 @@ impl Reference {
                 reason: format!("{} for {url}", StatusCode::UNAUTHORIZED),
             },
             OciDistributionError::RequestError(e) => {
-                OciError::Unreachable { registry, reason: crate::error_chain(&e) }
+                OciError::Unreachable { registry, reason: error_chain(&e) }
             }
             OciDistributionError::ServerError { code, url, .. } => match StatusCode::from_u16(code)
             {
@@ -371,6 +371,18 @@ impl tokio::io::AsyncWrite for Bounded {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// An error with its causes, `: `-separated (hyper's own says little: "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

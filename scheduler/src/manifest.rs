@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
-use crate::subject::validate_id;
+use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
+use trellis_lattice::subject::validate_id;
 
 /// A manifest that cannot be used, with where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,13 +18,13 @@ use opentelemetry_otlp::{
     WithTonicConfig,
 };
 
-use super::config::{Endpoint, Protocol};
+use trellis_lattice::telemetry::{Endpoint, Protocol};
 
 /// A collector that takes longer than this to answer has failed the request.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The span exporter of `endpoint`. Call on a tokio runtime: the exporter sends through it.
-pub(super) fn spans(endpoint: &Endpoint) -> Result<SpanExporter, ExporterBuildError> {
+pub(crate) fn spans(endpoint: &Endpoint) -> Result<SpanExporter, ExporterBuildError> {
     let builder = SpanExporter::builder();
     match endpoint.protocol {
         Protocol::HttpProtobuf => http(builder.with_http(), endpoint).build(),
@@ -33,7 +33,7 @@ pub(super) fn spans(endpoint: &Endpoint) -> Result<SpanExporter, ExporterBuildEr
 }
 
 /// The metric exporter of `endpoint` (cumulative temporality). Call on a tokio runtime.
-pub(super) fn metrics(endpoint: &Endpoint) -> Result<MetricExporter, ExporterBuildError> {
+pub(crate) fn metrics(endpoint: &Endpoint) -> Result<MetricExporter, ExporterBuildError> {
     let builder = MetricExporter::builder();
     match endpoint.protocol {
         Protocol::HttpProtobuf => http(builder.with_http(), endpoint).build(),

@@ -6,9 +6,13 @@
 //! without that section, so any other change to the bytes breaks it; the hash is checked every
 //! time, whatever the token says.
 //!
+//! `trellis claims sign` writes them and a host checks them before it starts a component; no
+//! provider does either, so they live outside the wire contract (`trellis-lattice`), which does
+//! not have to read or write wasm binaries (see `docs/design/crates.md`).
+//!
 //! ```
 //! use std::time::Duration;
-//! use trellis_lattice::claims::{self, ClaimsInput};
+//! use trellis_claims::{self as claims, ClaimsInput};
 //!
 //! let account = nkeys::KeyPair::new_account();
 //! let wasm = b"\0asm\x0d\0\x01\0".to_vec(); // an empty component
@@ -32,7 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 
-use crate::state::digest_of;
+use trellis_lattice::state::digest_of;
 
 /// Seconds of clock skew tolerated on `nbf`/`exp`.
 pub const LEEWAY_S: u64 = 60;
