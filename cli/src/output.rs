@@ -20,6 +20,7 @@ pub fn host_json(h: &pb::HostInfo) -> Value {
         "requests_denied": h.requests_denied,
         "rss_bytes": h.rss_bytes,
         "cpu_ms": h.cpu_ms,
+        "draining": h.draining,
     })
 }
 

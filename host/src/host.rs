@@ -93,6 +93,9 @@ pub struct Host {
     pub(crate) draining: std::sync::atomic::AtomicBool,
     /// Told when a drain is done and the host should leave (see [`crate::evacuate`]).
     pub(crate) leave: tokio::sync::Notify,
+    /// Serving tasks of stopped replicas still leaving their queue groups (with calls they
+    /// took to hand to the router): shutdown waits for them too.
+    stopped_serving: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Checks the requests that change this host against its trusted operators.
     control: ControlVerifier,
     /// Control requests refused since start.
@@ -497,6 +500,11 @@ impl Host {
             .remove(id)
             .ok_or_else(|| Refused::NotFound(format!("no component `{id}` runs on this host")))?;
         running.stop_serving();
+        if let Some(task) = running.serving.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let mut stopped = self.stopped_serving.lock().unwrap_or_else(|p| p.into_inner());
+            stopped.retain(|t| !t.is_finished());
+            stopped.push(task);
+        }
         self.forget_digest_if_unused(&running.digest);
         self.events.component(EventKind::ComponentStopped, id, &running.digest, reason).await;
         tracing::info!(component = id, reason, "component stopped");
@@ -756,6 +764,7 @@ impl Host {
             policy,
             draining: std::sync::atomic::AtomicBool::new(false),
             leave: tokio::sync::Notify::new(),
+            stopped_serving: std::sync::Mutex::default(),
             control,
             requests_denied: AtomicU64::new(0),
             requests_busy: AtomicU64::new(0),
@@ -771,7 +780,8 @@ impl Host {
     async fn drain(&self) {
         tracing::info!(host = self.id(), "shutting down: draining calls");
         self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut leaving = Vec::new();
+        let mut leaving: Vec<_> =
+            self.stopped_serving.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
         for running in self.components.all() {
             running.stop_serving();
             leaving.extend(running.serving.lock().unwrap_or_else(|p| p.into_inner()).take());

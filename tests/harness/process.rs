@@ -264,6 +264,14 @@ impl Host {
         rustix::process::kill_process(pid, signal).expect("signal the host");
     }
 
+    /// Waits for the host to exit by itself (a drained host does), at most `within`.
+    pub async fn exited(&mut self, within: Duration) -> ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("host {} did not exit within {within:?}", self.name))
+            .expect("wait")
+    }
+
     /// SIGTERM, then waits for the exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         self.signal(rustix::process::Signal::TERM);

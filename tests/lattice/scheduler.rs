@@ -443,3 +443,64 @@ async fn oci_sources_are_pulled_with_credentials_pinned_and_a_dead_registry_chan
     );
     assert_eq!(hosts_of(&s, "hello"), ["h"]);
 }
+
+#[tokio::test]
+async fn draining_a_host_under_load_moves_its_replica_first_and_fails_no_request() {
+    let lattice = Lattice::new("sched-drain").await;
+    let t = &lattice.trellis;
+    let _edge = t.host_with("edge", &scheduler_args(&["role=edge"])).await;
+    let mut workers = Vec::new();
+    for name in ["w1", "w2", "w3"] {
+        workers.push((name, t.host(name, &["role=worker"]).await));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let yaml = format!(
+        "name: shop\nversion: '1'\ncomponents:\n  - name: web\n    source: {}\n    replicas: 2\n    requirements: {{role: worker}}\nproviders:\n  - name: front\n    kind: http-server\n    builtin: true\n    requirements: {{role: edge}}\nlinks:\n  - source: front\n    target: web\n    interface: wasi:http/incoming-handler\n    config: {{address: '{addr}'}}\n",
+        component("http-hello").display()
+    );
+    t.ok(&["app", "deploy", path(&manifest(dir.path(), "shop.yaml", &yaml))]).await;
+    let before = hosts_of(&status(t, "shop").await, "web");
+    assert_eq!(before.len(), 2, "{before:?}");
+    let load = Load::start(addr, 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered_before = load.ok.load(Ordering::Relaxed);
+
+    // The drained host keeps serving until its replica runs on the third worker.
+    let drained = before[0].clone();
+    let out = t.ok(&["host", "drain", &drained]).await;
+    assert!(out.contains("is draining"), "{out}");
+    assert!(out.contains("has left the lattice"), "{out}");
+    let (_, process) = workers.iter_mut().find(|(n, _)| *n == drained).expect("drained worker");
+    let exit = process.exited(Duration::from_secs(20)).await;
+    assert!(exit.success(), "a drained host exits cleanly: {exit}");
+    let after = hosts_of(&status(t, "shop").await, "web");
+    assert_eq!(after.len(), 2, "as many replicas as before: {after:?}");
+    assert!(!after.contains(&drained), "{after:?}");
+    assert!(load.ok.load(Ordering::Relaxed) > answered_before, "calls were served meanwhile");
+
+    // A host drained with --stay, with nowhere left to move its replica: after the wait it
+    // stops it anyway, and stays up, empty, taking nothing.
+    let stays = after[0].clone();
+    let out = t.ok(&["host", "drain", &stays, "--stay", "--wait", "2"]).await;
+    assert!(out.contains("stays up"), "{out}");
+    let hosts = t.ok(&["get", "hosts", "--output", "json"]).await;
+    let hosts: Value = serde_json::from_str(&hosts).expect("json");
+    let listed = hosts.as_array().expect("list").iter().find(|h| h["name"] == stays.as_str());
+    let listed = listed.expect("the host stays in the lattice");
+    assert_eq!(listed["draining"], true, "{listed}");
+    assert_eq!(listed["components"], 0, "{listed}");
+    eventually("the app is short of one replica", Duration::from_secs(20), || async {
+        let s = status(t, "shop").await;
+        (hosts_of(&s, "web").len() == 1).then_some(())
+    })
+    .await;
+    let id = listed["id"].as_str().expect("id");
+    let hello = component("http-hello");
+    let err = t.fails(&["start", "component", path(&hello), "--id", "late", "--host", id]).await;
+    assert!(err.contains("draining"), "{err}");
+
+    let (ok, failed) = load.finish().await;
+    println!("{ok} requests answered across both drains, {failed} failed");
+    assert_eq!(failed, 0, "no request fails while hosts drain");
+}

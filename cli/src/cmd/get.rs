@@ -34,10 +34,12 @@ pub async fn run(g: &Global, cmd: GetCommand) -> anyhow::Result<ExitCode> {
                             format!("{}s", h.uptime_s),
                             h.components.to_string(),
                             h.providers.to_string(),
+                            if h.draining { "draining" } else { "ready" }.to_owned(),
                         ]
                     })
                     .collect();
-                print_table(&["ID", "NAME", "LABELS", "UPTIME", "COMPONENTS", "PROVIDERS"], &rows);
+                let header = ["ID", "NAME", "LABELS", "UPTIME", "COMPONENTS", "PROVIDERS", "STATE"];
+                print_table(&header, &rows);
             }
         }
         GetCommand::Inventory { host_id } => {
