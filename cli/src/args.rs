@@ -464,6 +464,11 @@ pub struct HostArgs {
     /// Allocate instances on demand instead of from a pre-reserved pool.
     #[arg(long, env = "TRELLIS_ON_DEMAND_ALLOCATOR")]
     pub on_demand_allocator: bool,
+    /// Compile every component here instead of loading code another host of the lattice
+    /// compiled (the compile cache, `TRELLIS_<lattice>_COMPILED`; used only with
+    /// --trusted-cluster, or --allow-unsigned), and share none.
+    #[arg(long, env = "TRELLIS_NO_COMPILE_CACHE")]
+    pub no_compile_cache: bool,
     /// Account public key whose signed components this host runs; repeatable.
     #[arg(long = "trusted-issuer", env = "TRELLIS_TRUSTED_ISSUERS", value_delimiter = ',')]
     pub trusted_issuers: Vec<String>,

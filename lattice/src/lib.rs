@@ -24,6 +24,7 @@ pub mod blobstore;
 pub mod chunks;
 pub mod claims;
 pub mod client;
+pub mod compiled;
 pub mod connect;
 pub mod envelope;
 pub mod events;
