@@ -407,6 +407,11 @@ pub struct BenchArgs {
     /// built beside this binary's target directory].
     #[arg(long)]
     pub component: Option<PathBuf>,
+    /// The componentize-py py-hello component that `compile` starts [default:
+    /// `wasm-components/py-hello.wasm` in this binary's target directory, where the tests
+    /// build it; http-hello when missing].
+    #[arg(long)]
+    pub python_component: Option<PathBuf>,
     /// Hosts the `scale` scenario plays [default: 1000, 100 with --quick].
     #[arg(long)]
     pub hosts: Option<usize>,
@@ -421,6 +426,7 @@ pub enum BenchScenario {
     Start,
     Memory,
     Call,
+    Compile,
     Schedule,
     Telemetry,
     State,
