@@ -464,15 +464,15 @@ impl Host {
         })
         .await
         .map_err(Refused::Internal)??;
+        if let Err(e) = self.trust.check_imports(token.as_ref(), component.imports()) {
+            self.runtime.evict(digest);
+            return Err(e.into());
+        }
         if let Some(cache) = &self.compile_cache {
             cache.note(digest, &source);
             if matches!(source, Source::Compiled { .. }) {
                 cache.store_later((digest, &key), self.runtime.clone(), self.router.clone());
             }
-        }
-        if let Err(e) = self.trust.check_imports(token.as_ref(), component.imports()) {
-            self.runtime.evict(digest);
-            return Err(e.into());
         }
         self.lock_tokens().insert(digest.to_owned(), token);
         Ok(component)
