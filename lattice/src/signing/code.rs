@@ -19,7 +19,7 @@ use super::{Signer, check_identity};
 pub struct CodeSeal {
     /// The writing host's public key.
     pub host: String,
-    /// Ed25519 signature (base64url) over [`seal_digest`].
+    /// Ed25519 signature (base64url) over SHA-256 of a tag, the cache key and the code's SHA-256.
     pub signature: String,
     /// The writing host's identity token, signed by its cluster key, when it has one.
     pub identity: Option<String>,
