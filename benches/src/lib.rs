@@ -10,6 +10,7 @@
 
 mod call;
 mod call_baseline;
+mod compile;
 mod env;
 mod fleet;
 mod http;
@@ -52,6 +53,9 @@ pub enum Scenario {
     Schedule,
     /// Component-to-component calls, co-located and across hosts.
     Call,
+    /// Starting components on a host that did not compile them: loaded from the lattice's
+    /// compile cache vs compiled.
+    Compile,
     /// A host reading 10,000 links at start: sealed and verified against plain.
     State,
     /// The control plane at scale: 1,000 hosts (played by one process) against a real
@@ -62,13 +66,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Invoke,
         Scenario::Local,
         Scenario::Http,
         Scenario::Start,
         Scenario::Memory,
         Scenario::Call,
+        Scenario::Compile,
         Scenario::Schedule,
         Scenario::Telemetry,
         Scenario::State,
@@ -84,6 +89,7 @@ impl Scenario {
             Scenario::Start => "start",
             Scenario::Memory => "memory",
             Scenario::Call => "call",
+            Scenario::Compile => "compile",
             Scenario::Schedule => "schedule",
             Scenario::Telemetry => "telemetry",
             Scenario::State => "state",
@@ -99,6 +105,9 @@ pub struct Options {
     pub quick: bool,
     /// The http-hello test component (built from `tests/components`).
     pub component: PathBuf,
+    /// The componentize-py py-hello component (`compile`; without it, or with `quick`, that
+    /// scenario starts http-hello only).
+    pub python: Option<PathBuf>,
     /// The `trellis` executable used to start hosts (normally the running one).
     pub trellis: PathBuf,
     /// Hosts the `scale` scenario plays; `None`: 1,000 (100 in quick mode).
@@ -148,6 +157,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Start => start::run(options).await?,
         Scenario::Memory => memory::run(options).await?,
         Scenario::Call => call::run(options).await?,
+        Scenario::Compile => compile::run(options).await?,
         Scenario::Schedule => schedule::run(options).await?,
         Scenario::Telemetry => telemetry::run(options).await?,
         Scenario::State => state::run(options).await?,

@@ -407,6 +407,11 @@ pub struct BenchArgs {
     /// built beside this binary's target directory].
     #[arg(long)]
     pub component: Option<PathBuf>,
+    /// The componentize-py py-hello component that `compile` starts [default:
+    /// `wasm-components/py-hello.wasm` in this binary's target directory, where the tests
+    /// build it; http-hello when missing].
+    #[arg(long)]
+    pub python_component: Option<PathBuf>,
     /// Hosts the `scale` scenario plays [default: 1000, 100 with --quick].
     #[arg(long)]
     pub hosts: Option<usize>,
@@ -421,6 +426,7 @@ pub enum BenchScenario {
     Start,
     Memory,
     Call,
+    Compile,
     Schedule,
     Telemetry,
     State,
@@ -498,6 +504,11 @@ pub struct HostArgs {
     /// Allocate instances on demand instead of from a pre-reserved pool.
     #[arg(long, env = "TRELLIS_ON_DEMAND_ALLOCATOR")]
     pub on_demand_allocator: bool,
+    /// Compile every component here instead of loading code another host of the lattice
+    /// compiled (the compile cache, `TRELLIS_<lattice>_COMPILED`; used only with
+    /// --trusted-cluster, or --allow-unsigned), and share none.
+    #[arg(long, env = "TRELLIS_NO_COMPILE_CACHE")]
+    pub no_compile_cache: bool,
     /// Account public key whose signed components this host runs; repeatable.
     #[arg(long = "trusted-issuer", env = "TRELLIS_TRUSTED_ISSUERS", value_delimiter = ',')]
     pub trusted_issuers: Vec<String>,

@@ -63,6 +63,9 @@ pub struct HostConfig {
     pub js_replicas: usize,
     /// Where to export spans (OTLP/HTTP); `None`: nowhere, at no cost.
     pub telemetry: Option<trellis_lattice::telemetry::Config>,
+    /// Share compiled code with the lattice's other hosts through its compile cache (only with
+    /// trusted clusters, or in development).
+    pub compile_cache: bool,
     /// Run a scheduler beside the host (one of the lattice's schedulers leads); `None`: don't.
     pub scheduler: Option<trellis_scheduler::SchedulerConfig>,
 }
@@ -96,6 +99,7 @@ impl HostConfig {
             nats_connect_timeout: None,
             telemetry: None,
             js_replicas: 1,
+            compile_cache: true,
         }
     }
 }

@@ -24,6 +24,7 @@ use trellis_lattice::subject::{EventKind, Subjects, validate_id};
 use trellis_proto::{self as pb, PolicyRequest};
 
 use crate::admission::Trust;
+use crate::compile_cache::{CompileCache, Source};
 use crate::components::{Components, Running};
 use crate::config::HostConfig;
 use crate::limits::Limits;
@@ -82,6 +83,8 @@ pub struct Host {
     events: Events,
     /// Held while an artifact is fetched and compiled.
     compiling: tokio::sync::Mutex<()>,
+    /// Code compiled by the lattice's hosts, shared (`None`: off).
+    compile_cache: Option<Arc<CompileCache>>,
     /// Which issuers' claims this host accepts.
     trust: Trust,
     /// Verified claims of compiled artifacts, by digest (`None`: accepted unsigned).
@@ -233,6 +236,11 @@ impl Host {
     /// Calls refused at once because the intake was full.
     pub(crate) fn calls_shed(&self) -> u64 {
         self.router.shed()
+    }
+
+    /// What the compile cache did, by result; `None` when it is off.
+    pub(crate) fn compile_cache_counts(&self) -> Option<[(&'static str, u64); 5]> {
+        self.compile_cache.as_ref().map(|c| c.counts())
     }
 
     /// Answers to this host's calls dropped as forged.
@@ -448,22 +456,43 @@ impl Host {
             .get_artifact(digest)
             .await
             .map_err(|e| Refused::ArtifactUnavailable(e.to_string()))?;
-        // Claims first: a tampered or unsigned artifact is never compiled. Both hash and
-        // parse the whole artifact, so both run below the host's priority (runtime::compile).
-        let (trust, runtime, owned_digest) =
-            (self.trust.clone(), self.runtime.clone(), digest.to_owned());
-        let (token, component) = crate::runtime::compile::low_priority(move || {
+        let key = self.runtime.cache_key(digest);
+        let entry = match &self.compile_cache {
+            Some(cache) => cache.fetch(&key).await,
+            None => None,
+        };
+        // Claims first: a tampered or unsigned artifact is never compiled (nor loaded). Both
+        // hash and parse the whole artifact, so both run below the host's priority
+        // (runtime::compile), as does checking and loading cached code.
+        let (trust, runtime, cache) =
+            (self.trust.clone(), self.runtime.clone(), self.compile_cache.clone());
+        let (owned_digest, owned_key) = (digest.to_owned(), key.clone());
+        let (token, component, source) = crate::runtime::compile::low_priority(move || {
             let token = trust.check(&bytes, unix_s()).map_err(Refused::from)?;
-            let component = runtime
-                .load(&owned_digest, &bytes)
-                .map_err(|e| Refused::InvalidComponent(e.to_string()))?;
-            Ok::<_, Refused>((token, component))
+            let digest = owned_digest.as_str();
+            let loaded = match &cache {
+                Some(cache) => {
+                    cache.load_or_compile(&runtime, (digest, &owned_key), &bytes, entry, unix_s())
+                }
+                None => {
+                    runtime.load(digest, &bytes).map(|c| (c, Source::Compiled { refused: None }))
+                }
+            };
+            let (component, source) =
+                loaded.map_err(|e| Refused::InvalidComponent(e.to_string()))?;
+            Ok::<_, Refused>((token, component, source))
         })
         .await
         .map_err(Refused::Internal)??;
         if let Err(e) = self.trust.check_imports(token.as_ref(), component.imports()) {
             self.runtime.evict(digest);
             return Err(e.into());
+        }
+        if let Some(cache) = &self.compile_cache {
+            cache.note(digest, &source);
+            if matches!(source, Source::Compiled { .. }) {
+                cache.store_later((digest, &key), self.runtime.clone(), self.router.clone());
+            }
         }
         self.lock_tokens().insert(digest.to_owned(), token);
         Ok(component)
@@ -700,6 +729,7 @@ impl Host {
             .notify(|e, _| tracing::warn!(error = %e, "lattice state not ready; retrying"))
             .await?;
 
+        let compile_cache = CompileCache::open(&config, &js).await;
         let policy = config
             .policy_timeout
             .map(|t| Policy::new(nats.clone(), &subjects, t, &id, &config.lattice));
@@ -759,6 +789,7 @@ impl Host {
             events,
             config,
             compiling: tokio::sync::Mutex::new(()),
+            compile_cache,
             trust,
             tokens: std::sync::Mutex::new(HashMap::new()),
             policy,

@@ -13,6 +13,7 @@
 //! ```
 
 mod admission;
+mod compile_cache;
 mod components;
 pub mod config;
 mod control;

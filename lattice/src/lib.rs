@@ -28,6 +28,7 @@ pub mod artifact;
 pub mod blobstore;
 pub mod chunks;
 pub mod client;
+pub mod compiled;
 pub mod connect;
 pub mod envelope;
 pub mod events;

@@ -74,6 +74,8 @@ pub fn permissions(role: NatsRole, lattice: &str, app_subjects: &[String]) -> Pe
         names.iter().map(|b| format!("$KV.TRELLIS_{lattice}_{b}.>")).collect::<Vec<_>>()
     };
     let artifacts = format!("$O.TRELLIS_{lattice}_ARTIFACTS.>");
+    // Compiled code is loaded as trusted input: only hosts write it (each entry is sealed too).
+    let compiled = format!("$O.{}.>", crate::compiled::bucket(lattice));
     let provider_inbox = format!("{PROVIDER_INBOX}.>");
     // keyvalue-nats' default bucket (a link's `bucket=` names another: add its
     // `$KV.<bucket>.>` and `$JS.API.STREAM.CREATE.KV_<bucket>`).
@@ -85,7 +87,7 @@ pub fn permissions(role: NatsRole, lattice: &str, app_subjects: &[String]) -> Pe
                 .chain(own.clone())
                 .chain(js_all)
                 .chain(buckets(&BUCKETS))
-                .chain([artifacts])
+                .chain([artifacts, compiled])
                 .collect(),
             subscribe: [format!("{prefix}.>"), provider_inbox].into_iter().chain(own).collect(),
             allow_responses: false,
@@ -174,6 +176,7 @@ mod tests {
             "trellis.prod.rpc.hello.wasi:http/incoming-handler.handle"
         ));
         assert!(allows(&host.publish, "$KV.TRELLIS_prod_SCHEDULER.leader"));
+        assert!(allows(&host.publish, "$O.TRELLIS_prod_COMPILED.C.abc"));
         assert!(!allows(&host.publish, "trellis.other.ctl.hosts.ping"));
 
         let operator = permissions(NatsRole::Operator, "prod", &[]);
@@ -181,6 +184,8 @@ mod tests {
         assert!(allows(&operator.publish, "$KV.TRELLIS_prod_LINKS.web.wasi.http.x.default"));
         assert!(!allows(&operator.subscribe, "trellis.prod.rpc.hello.x.y"), "serves no calls");
         assert!(!allows(&operator.publish, "$KV.TRELLIS_prod_SCHEDULER.leader"));
+        assert!(allows(&operator.publish, "$O.TRELLIS_prod_ARTIFACTS.C.abc"));
+        assert!(!allows(&operator.publish, "$O.TRELLIS_prod_COMPILED.C.abc"), "hosts only");
 
         let viewer = permissions(NatsRole::Viewer, "prod", &[]);
         assert!(allows(&viewer.publish, "trellis.prod.ctl.hosts.ping"));

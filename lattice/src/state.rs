@@ -88,7 +88,7 @@ pub enum StateError {
     },
 }
 
-fn js_err(op: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StateError {
+pub(crate) fn js_err(op: &'static str) -> impl FnOnce(&dyn std::fmt::Display) -> StateError {
     move |e| StateError::JetStream { op, reason: e.to_string() }
 }
 
@@ -367,7 +367,8 @@ pub async fn open_kv_with(
     }
 }
 
-async fn open_objects(
+/// Opens an object store with `replicas` replicas, creating it when missing.
+pub(crate) async fn open_objects(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,

@@ -28,6 +28,7 @@ async fn every_bench_scenario_runs_and_reports_numbers() {
             "start",
             "memory",
             "call",
+            "compile",
             "schedule",
             "telemetry",
             "state",

@@ -7,6 +7,7 @@ mod blobstore;
 mod calls;
 mod claims;
 mod cli;
+mod compile_cache;
 mod config;
 mod console;
 mod deploy_files;

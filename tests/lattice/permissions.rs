@@ -169,6 +169,19 @@ async fn the_server_holds_each_role_to_its_subjects() {
     let serve = "trellis.default.rpc.hello.>";
     let _sub = nats_operator.queue_subscribe(serve, "hello".into()).await.unwrap();
     violation(&errors, serve).await;
+    // Nor write compiled code, which hosts load as their own: only hosts write that store
+    // (the host wrote what it compiled there).
+    let js = async_nats::jetstream::new(nats_operator.clone());
+    let compiled = trellis_lattice::compiled::bucket("default");
+    eventually("the host's code in the compile cache", Duration::from_secs(20), || async {
+        let objects = js.get_object_store(&compiled).await.ok()?;
+        let mut list = objects.list().await.ok()?;
+        futures::StreamExt::next(&mut list).await.and_then(Result::ok)
+    })
+    .await;
+    let chunk = format!("$O.{compiled}.C.forged");
+    nats_operator.publish(chunk.clone(), "machine code".into()).await.unwrap();
+    violation(&errors, &chunk).await;
 
     // A provider's user cannot forge a host's answers, read them, or serve calls.
     let (nats_provider, errors) = raw(&nats, provider_user).await;

@@ -11,7 +11,11 @@ use crate::args::{BenchArgs, BenchScenario, Global, Output};
 pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let trellis = std::env::current_exe().context("cannot find the trellis executable")?;
     let component = args.component.unwrap_or_else(|| default_component(&trellis));
-    let options = Options { quick: args.quick, component, trellis, hosts: args.hosts };
+    let python = args.python_component.or_else(|| {
+        let built = target_dir(&trellis).join("wasm-components/py-hello.wasm");
+        built.is_file().then_some(built)
+    });
+    let options = Options { quick: args.quick, component, python, trellis, hosts: args.hosts };
     let scenarios: Vec<Scenario> = match args.scenario {
         BenchScenario::All => Scenario::ALL.to_vec(),
         BenchScenario::Invoke => vec![Scenario::Invoke],
@@ -20,6 +24,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Start => vec![Scenario::Start],
         BenchScenario::Memory => vec![Scenario::Memory],
         BenchScenario::Call => vec![Scenario::Call],
+        BenchScenario::Compile => vec![Scenario::Compile],
         BenchScenario::Schedule => vec![Scenario::Schedule],
         BenchScenario::Telemetry => vec![Scenario::Telemetry],
         BenchScenario::State => vec![Scenario::State],
@@ -43,7 +48,10 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// `<target>/wasm-components/wasm32-wasip2/release/http_hello.wasm`, next to `target/<profile>/`.
 fn default_component(trellis: &std::path::Path) -> PathBuf {
-    let target =
-        trellis.parent().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("target"));
-    target.join("wasm-components/wasm32-wasip2/release/http_hello.wasm")
+    target_dir(trellis).join("wasm-components/wasm32-wasip2/release/http_hello.wasm")
+}
+
+/// The target directory `trellis` was built in (`target/<profile>/trellis`).
+fn target_dir(trellis: &std::path::Path) -> &std::path::Path {
+    trellis.parent().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("target"))
 }

@@ -133,6 +133,7 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
         config.cluster_seed = Some(seed);
     }
     config.allow_unsigned = args.allow_unsigned;
+    config.compile_cache = !args.no_compile_cache;
     // An empty TRELLIS_TRUSTED_OPERATORS (as templates leave it) trusts nobody.
     config.trusted_operators = args
         .trusted_operators

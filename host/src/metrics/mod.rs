@@ -163,6 +163,22 @@ pub(crate) fn collect(host: &Host) -> Snapshot {
             one(Int(host.calls_shed())),
         ),
         family(
+            "trellis_compile_cache_total",
+            Counter,
+            "Components this host loaded from the lattice's compile cache (`loaded`) or compiled \
+             (`compiled`; `refused`: a cache entry failed its checks), and code it `stored` there \
+             (or `store_failed`). Absent when the cache is off.",
+            "1",
+            host.compile_cache_counts()
+                .into_iter()
+                .flatten()
+                .map(|(result, n)| Point {
+                    labels: vec![("result", result.to_owned())],
+                    value: Int(n),
+                })
+                .collect(),
+        ),
+        family(
             "trellis_answers_forged_total",
             Counter,
             "Answers to this host's calls dropped (the call waits on for its own): \

@@ -8,6 +8,9 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, PoolingAllocationConfig};
 
+use sha2::{Digest, Sha256};
+use trellis_lattice::signing::VerifiedCode;
+
 use super::component::{Component, LoadError};
 use super::state::CallState;
 use super::warm::Budget;
@@ -47,6 +50,8 @@ struct Inner {
     config: RuntimeConfig,
     /// Compiled components by digest: starting the same artifact twice compiles it once.
     compiled: Mutex<HashMap<String, wasmtime::component::Component>>,
+    /// What code compiled by this engine is compatible with (see [`Runtime::cache_key`]).
+    engine_hash: String,
     /// Idle warm instances, over all components.
     warm: Arc<Budget>,
     ticker_stop: Arc<AtomicBool>,
@@ -85,6 +90,7 @@ impl Runtime {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        let engine_hash = engine_hash(&engine);
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -92,6 +98,7 @@ impl Runtime {
                 warm: Budget::new(config.max_instances as usize),
                 config,
                 compiled: Mutex::new(HashMap::new()),
+                engine_hash,
                 ticker_stop,
             }),
         })
@@ -130,6 +137,32 @@ impl Runtime {
     pub fn load_compiled(&self, digest: &str) -> Option<Result<Component, LoadError>> {
         let compiled = self.lock_compiled().get(digest).cloned()?;
         Some(Component::new(self.clone(), &self.inner.linker, compiled))
+    }
+
+    /// The key of `digest`'s compiled code in the lattice's compile cache: code compiled by
+    /// any engine of the same key loads into this one.
+    pub fn cache_key(&self, digest: &str) -> String {
+        let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+        trellis_lattice::compiled::cache_key(digest, &self.inner.engine_hash, &target)
+    }
+
+    /// Loads the component of `digest` from code compiled by another host (see
+    /// [`super::precompiled`]), instead of compiling it.
+    ///
+    /// CPU-heavy (it copies and links the code): call from a blocking thread.
+    pub fn load_cached(&self, digest: &str, code: &VerifiedCode) -> Result<Component, LoadError> {
+        let compiled = super::precompiled::deserialize(&self.inner.engine, code)?;
+        let component = Component::new(self.clone(), &self.inner.linker, compiled.clone())?;
+        self.lock_compiled().insert(digest.to_owned(), compiled);
+        Ok(component)
+    }
+
+    /// The compiled code of `digest` as bytes for the compile cache, if it is compiled here.
+    ///
+    /// CPU-heavy (it copies the code): call from a blocking thread.
+    pub fn serialized(&self, digest: &str) -> Option<Result<Vec<u8>, LoadError>> {
+        let compiled = self.lock_compiled().get(digest).cloned()?;
+        Some(compiled.serialize().map_err(|e| LoadError::Engine(format!("{e:#}"))))
     }
 
     /// Forgets the compiled code of `digest` (after its last component stopped).
@@ -194,6 +227,25 @@ fn build_engine(config: &RuntimeConfig, reset: Reset) -> Result<Engine, LoadErro
              --max-memory-mb, or pass --on-demand-allocator"
         ))
     })
+}
+
+/// Hex SHA-256 of what makes code compiled by `engine` loadable by another (wasmtime's
+/// compatibility hash: target, compiler flags, tunables, features, wasmtime's version).
+fn engine_hash(engine: &Engine) -> String {
+    use std::hash::Hash;
+    /// A `Hasher` feeding SHA-256: the same on every host, unlike std's.
+    struct Sha(Sha256);
+    impl std::hash::Hasher for Sha {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            0
+        }
+    }
+    let mut hasher = Sha(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), LoadError> {

@@ -18,6 +18,7 @@ mod http;
 mod keyvalue;
 mod outbound;
 mod output;
+mod precompiled;
 mod state;
 pub mod values;
 mod warm;

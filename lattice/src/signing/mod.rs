@@ -12,6 +12,7 @@
 //! Between hosts that know each other, a MAC under their pair key stands in for the signature
 //! (see [`pair`]): the same digest, the same checks, a fraction of the cost.
 
+mod code;
 pub(crate) mod operator;
 mod pair;
 mod replay;
@@ -29,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::envelope::{InvokeError, InvokeErrorKind, field, header, set};
 
+pub use code::{CodeRefused, CodeSeal, VerifiedCode, verify_code};
 pub use operator::{
     Authorized, ControlVerifier, InvalidOperator, OPERATOR, OperatorKey, RequestDenied, Role,
     TrustedOperator,
