@@ -7,8 +7,11 @@
 //! per load, [`low_priority`]), and wasmtime's parallel compilation workers (rayon's global
 //! pool, set up by [`lower_compile_workers`]). On Linux nice applies per thread.
 
-/// How much nicer than the rest of the host compiling threads are (0 to 19).
-pub const NICE: i32 = 10;
+/// How much nicer than the rest of the host compiling threads are (0 to 19). Mildly: the
+/// host's own threads wake briefly and go first at any nice value; against other busy
+/// processes on the machine, nice 10 left a compile about a tenth of a core (a 21 MB component
+/// took over a minute on a busy 2-core machine), nice 5 about a quarter.
+pub const NICE: i32 = 5;
 
 /// Runs `work` on a thread of its own at [`NICE`] and gives back what it returns; an error
 /// when the thread could not start or `work` panicked.
