@@ -752,9 +752,9 @@ impl Scheduler {
         }
     }
 
-    /// Holds back starts of workloads that failed recently, replaces beyond each
-    /// application's rollout batch (counting those in flight), and stops on draining hosts
-    /// until the replacements run.
+    /// Holds back commands for a replica with one unanswered, starts of workloads that failed
+    /// recently, replaces beyond each application's rollout batch (counting those in flight),
+    /// and stops on draining hosts until the replacements run.
     fn pace(&self, now: Duration, commands: Vec<Command>) -> Vec<Command> {
         let moved = self.moved_off_draining_hosts(&commands);
         let mut replaces: HashMap<&str, u32> = HashMap::new();
@@ -766,8 +766,16 @@ impl Scheduler {
                 *replaces.entry(w.wanted.app.as_str()).or_default() += 1;
             }
         }
+        // One command per workload and host in flight: a stop sent while a replace of the same
+        // replica was unanswered could land first, and the replace start it again.
+        let unanswered = |c: &Command| {
+            self.pending.get(c.host()).is_some_and(|l| {
+                l.iter().any(|p| p.command.id() == c.id() && p.answered_at_read.is_none())
+            })
+        };
         commands
             .into_iter()
+            .filter(|c| !unanswered(c))
             .filter(|c| match c {
                 Command::Stop { host, id } => {
                     !self.hosts.draining(host)
