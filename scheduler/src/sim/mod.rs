@@ -1112,8 +1112,14 @@ impl Sim {
         self.terms.insert(term, s);
         let Command::Start { id, host } = &order.command else { return };
         let Some((replicas, batch)) = self.nodes[s].core.wants(id) else { return };
-        // Distinct hosts that run it or are starting it, counted as the scheduler counts.
-        let (mut on, starting) = self.replicas_where(id, None, |h| self.counts(s, h));
+        if self.host_index(host).is_some_and(|h| self.hosts[h].draining_since.is_some()) {
+            return; // sent before its heartbeat said so: the host refuses it, nothing starts
+        }
+        // Distinct hosts that run it or are starting it, counted as the scheduler counts, but
+        // not draining ones: a drain's replicas are replaced before they stop, a surge by
+        // design.
+        let counted = |h: usize| self.counts(s, h) && self.hosts[h].draining_since.is_none();
+        let (mut on, starting) = self.replicas_where(id, None, counted);
         let running = on.len();
         let starting = starting.len();
         on.extend(self.host_index(host));
