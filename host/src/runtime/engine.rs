@@ -205,10 +205,9 @@ fn build_engine(config: &RuntimeConfig, reset: Reset) -> Result<Engine, LoadErro
         let n = config.max_instances.saturating_mul(3);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(n)
-            // A Rust component holds a handful of core instances, memories and tables (the
-            // test components up to six tables: four each ran out under a burst of nested
-            // in-process calls, "maximum concurrent limit of 24 for tables"). A table slot
-            // reserves address space only.
+            // A Rust component holds a handful of core instances, memories and tables (four
+            // tables per slot ran out under a burst of nested in-process calls: "maximum
+            // concurrent limit of 24 for tables"). A table slot reserves address space only.
             .total_core_instances(n * 8)
             .total_memories(n * 2)
             .total_tables(n * 8)
