@@ -49,11 +49,11 @@ impl Host {
 
     /// Whether an application's scheduler placed anything that runs here.
     fn runs_placed_work(&self) -> bool {
-        let inventory = self.inventory();
-        let owners = inventory.components.iter().map(|c| &c.owner);
-        owners
-            .chain(inventory.providers.iter().map(|p| &p.owner))
-            .any(|o| o.as_ref().is_some_and(|o| !o.app.is_empty()))
+        let placed = |o: &Option<trellis_lattice::proto::Owner>| {
+            o.as_ref().is_some_and(|o| !o.app.is_empty())
+        };
+        self.components.all().iter().any(|c| placed(&c.owner))
+            || self.providers.describe().iter().any(|p| placed(&p.owner))
     }
 
     /// Drains, then waits up to `wait` for the scheduler to move what applications placed
