@@ -715,19 +715,19 @@ impl Scheduler {
         let wanted: Vec<_> = self.workloads.values().map(|w| w.wanted.clone()).collect();
         let observed = self.observed();
         let (commands, placements) = plan::plan(&wanted, &observed);
-
-        let commands = self.pace(now, commands);
-        for command in &commands {
-            self.send(command.clone());
-        }
-        let placements: HashMap<&str, &Placement> =
-            placements.iter().map(|p| (p.id.as_str(), p)).collect();
         let mut running: HashMap<&str, Vec<&Observed>> = HashMap::new();
         for h in observed.iter().map(Arc::as_ref) {
             for id in h.workloads.keys() {
                 running.entry(id.as_str()).or_default().push(h);
             }
         }
+
+        let commands = self.pace(now, commands, &running);
+        for command in &commands {
+            self.send(command.clone());
+        }
+        let placements: HashMap<&str, &Placement> =
+            placements.iter().map(|p| (p.id.as_str(), p)).collect();
         // Hosts waiting to be read or heard from, by label set: one look at every host per
         // set, not per workload (during a partition most workloads ask).
         let mut waiting = HashMap::new();
@@ -753,9 +753,15 @@ impl Scheduler {
     }
 
     /// Holds back commands for a replica with one unanswered, starts of workloads that failed
-    /// recently, replaces beyond each application's rollout batch (counting those in flight),
-    /// and stops on draining hosts until the replacements run.
-    fn pace(&self, now: Duration, commands: Vec<Command>) -> Vec<Command> {
+    /// recently, starts that could take a workload past replicas + batch before its stops
+    /// land, replaces beyond each application's rollout batch (counting those in flight), and
+    /// stops on draining hosts until the replacements run.
+    fn pace(
+        &self,
+        now: Duration,
+        commands: Vec<Command>,
+        running: &HashMap<&str, Vec<&Observed>>,
+    ) -> Vec<Command> {
         let moved = self.moved_off_draining_hosts(&commands);
         let mut replaces: HashMap<&str, u32> = HashMap::new();
         for p in self.pending.values().flatten() {
@@ -773,32 +779,101 @@ impl Scheduler {
                 l.iter().any(|p| p.command.id() == c.id() && p.answered_at_read.is_none())
             })
         };
+        let commands =
+            commands
+                .into_iter()
+                .filter(|c| !unanswered(c))
+                .filter(|c| match c {
+                    Command::Stop { host, id } => {
+                        !self.hosts.draining(host)
+                            || !self.workloads.contains_key(id)
+                            || moved.contains(id)
+                    }
+                    Command::Start { id, .. } | Command::Replace { id, .. } => {
+                        let Some(w) = self.workloads.get(id) else { return false };
+                        let key = (id.clone(), w.wanted.fingerprint.clone());
+                        if self.failures.get(&key).is_some_and(|(_, at)| {
+                            now.saturating_sub(*at) < self.config.retry_failed
+                        }) {
+                            return false;
+                        }
+                        if matches!(c, Command::Replace { .. }) {
+                            let n = replaces.entry(w.wanted.app.as_str()).or_default();
+                            *n += 1;
+                            return *n <= w.batch;
+                        }
+                        true
+                    }
+                })
+                .collect();
+        self.pace_moves(commands, running)
+    }
+
+    /// Paces moves: where a pass both starts and stops replicas of a workload (moving them
+    /// between shares, scaling down while a host is away), starts go only as far as replicas +
+    /// batch and stops only as far as the wanted count, counting what may be up: the view
+    /// takes commands in flight as done, but a stop not yet answered may not have landed.
+    /// Replicas on draining hosts count apart (replacing them first is a surge by design).
+    /// What is held goes in a later pass, once the stops sent now are answered.
+    fn pace_moves(
+        &self,
+        commands: Vec<Command>,
+        running: &HashMap<&str, Vec<&Observed>>,
+    ) -> Vec<Command> {
+        let leaving =
+            |host: &str, id: &str| !self.hosts.draining(host) && self.workloads.contains_key(id);
+        // By workload: starts and stops this pass.
+        let mut moves: HashMap<&str, (usize, usize)> = HashMap::new();
+        for c in &commands {
+            match c {
+                Command::Start { id, .. } => moves.entry(id.as_str()).or_default().0 += 1,
+                Command::Stop { host, id } if leaving(host, id) => {
+                    moves.entry(id.as_str()).or_default().1 += 1;
+                }
+                _ => {}
+            }
+        }
+        moves.retain(|_, (starts, _)| *starts > 0);
+        if moves.is_empty() {
+            return commands;
+        }
+        // Stops sent earlier and not yet answered, of the workloads this pass starts.
+        let mut unlanded: HashMap<&str, usize> = HashMap::new();
+        for p in self.pending.values().flatten().filter(|p| p.answered_at_read.is_none()) {
+            if let Command::Stop { host, id } = &p.command
+                && moves.contains_key(id.as_str())
+                && leaving(host, id)
+            {
+                *unlanded.entry(id.as_str()).or_default() += 1;
+            }
+        }
+        let mut allowed: HashMap<String, (usize, usize)> = HashMap::new();
+        for (&id, &(starts, stops)) in &moves {
+            let unlanded = unlanded.get(id).copied().unwrap_or(0);
+            if stops + unlanded == 0 {
+                continue;
+            }
+            let Some(w) = self.workloads.get(id) else { continue };
+            let view = running.get(id).map_or(0, |on| on.iter().filter(|h| !h.draining).count());
+            let up = view + unlanded;
+            let (replicas, batch) = (w.wanted.replicas as usize, w.batch as usize);
+            let starts = starts.min((replicas + batch).saturating_sub(up));
+            let stops = stops.min((up + starts).saturating_sub(replicas));
+            allowed.insert(id.to_owned(), (starts, stops));
+        }
+        drop((moves, unlanded));
         commands
             .into_iter()
-            .filter(|c| !unanswered(c))
-            .filter(|c| match c {
-                Command::Stop { host, id } => {
-                    !self.hosts.draining(host)
-                        || !self.workloads.contains_key(id)
-                        || moved.contains(id)
-                }
-                Command::Start { id, .. } | Command::Replace { id, .. } => {
-                    let Some(w) = self.workloads.get(id) else { return false };
-                    let key = (id.clone(), w.wanted.fingerprint.clone());
-                    if self
-                        .failures
-                        .get(&key)
-                        .is_some_and(|(_, at)| now.saturating_sub(*at) < self.config.retry_failed)
-                    {
-                        return false;
-                    }
-                    if matches!(c, Command::Replace { .. }) {
-                        let n = replaces.entry(w.wanted.app.as_str()).or_default();
-                        *n += 1;
-                        return *n <= w.batch;
-                    }
-                    true
-                }
+            .filter(|c| {
+                let Some((starts, stops)) = allowed.get_mut(c.id()) else { return true };
+                let left = match c {
+                    Command::Start { .. } => starts,
+                    Command::Stop { host, id } if leaving(host, id) => stops,
+                    _ => return true,
+                };
+                let go = *left > 0;
+                *left = left.saturating_sub(1);
+                go
             })
             .collect()
     }
