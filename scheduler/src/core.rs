@@ -238,6 +238,9 @@ pub enum Notice {
 }
 
 /// A command sent and not yet seen in its host's inventory.
+/// By workload id, the hosts of the view that run it, with what they run.
+type Running<'a> = HashMap<&'a str, Vec<(&'a Observed, &'a plan::Workload)>>;
+
 #[derive(Debug, Clone)]
 struct Pending {
     command: Command,
@@ -715,10 +718,10 @@ impl Scheduler {
         let wanted: Vec<_> = self.workloads.values().map(|w| w.wanted.clone()).collect();
         let observed = self.observed();
         let (commands, placements) = plan::plan(&wanted, &observed);
-        let mut running: HashMap<&str, Vec<&Observed>> = HashMap::new();
+        let mut running: Running = HashMap::new();
         for h in observed.iter().map(Arc::as_ref) {
-            for id in h.workloads.keys() {
-                running.entry(id.as_str()).or_default().push(h);
+            for (id, r) in &h.workloads {
+                running.entry(id.as_str()).or_default().push((h, r));
             }
         }
 
@@ -756,12 +759,7 @@ impl Scheduler {
     /// recently, starts that could take a workload past replicas + batch before its stops
     /// land, replaces beyond each application's rollout batch (counting those in flight), and
     /// stops on draining hosts until the replacements run.
-    fn pace(
-        &self,
-        now: Duration,
-        commands: Vec<Command>,
-        running: &HashMap<&str, Vec<&Observed>>,
-    ) -> Vec<Command> {
+    fn pace(&self, now: Duration, commands: Vec<Command>, running: &Running) -> Vec<Command> {
         let moved = self.moved_off_draining_hosts(&commands);
         let mut replaces: HashMap<&str, u32> = HashMap::new();
         for p in self.pending.values().flatten() {
@@ -815,11 +813,7 @@ impl Scheduler {
     /// takes commands in flight as done, but a stop not yet answered may not have landed.
     /// Replicas on draining hosts count apart (replacing them first is a surge by design).
     /// What is held goes in a later pass, once the stops sent now are answered.
-    fn pace_moves(
-        &self,
-        commands: Vec<Command>,
-        running: &HashMap<&str, Vec<&Observed>>,
-    ) -> Vec<Command> {
+    fn pace_moves(&self, commands: Vec<Command>, running: &Running) -> Vec<Command> {
         let leaving =
             |host: &str, id: &str| !self.hosts.draining(host) && self.workloads.contains_key(id);
         // By workload: starts and stops this pass.
@@ -854,7 +848,8 @@ impl Scheduler {
                 continue;
             }
             let Some(w) = self.workloads.get(id) else { continue };
-            let view = running.get(id).map_or(0, |on| on.iter().filter(|h| !h.draining).count());
+            let view =
+                running.get(id).map_or(0, |on| on.iter().filter(|(h, _)| !h.draining).count());
             let up = view + unlanded;
             let (replicas, batch) = (w.wanted.replicas as usize, w.batch as usize);
             let starts = starts.min((replicas + batch).saturating_sub(up));
@@ -947,7 +942,7 @@ impl Scheduler {
         &'a self,
         record: &'a AppRecord,
         observed: &[Arc<Observed>],
-        running: &HashMap<&str, Vec<&'a Observed>>,
+        running: &Running<'a>,
         placements: &HashMap<&str, &Placement>,
         waiting: &mut HashMap<&'a Requirements, usize>,
     ) -> Draft<'a> {
@@ -982,12 +977,8 @@ impl Scheduler {
                 .get(id.as_str())
                 .into_iter()
                 .flatten()
-                .copied()
-                .filter(|h| {
-                    h.workloads.get(id).is_some_and(|r| {
-                        r.app == record.name && r.fingerprint == w.wanted.fingerprint
-                    })
-                })
+                .filter(|(_, r)| r.app == record.name && r.fingerprint == w.wanted.fingerprint)
+                .map(|&(h, _)| h)
                 .collect();
             let in_flight = runs.iter().any(|h| {
                 self.pending.get(&h.id).is_some_and(|l| {

@@ -5,7 +5,7 @@
 //! running it again on the new observation yields nothing (level-triggered and stable).
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Labels a host must carry: every `key=value` must match.
 pub type Requirements = BTreeMap<String, String>;
@@ -232,14 +232,14 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
     let mut hosts: Vec<&Observed> = hosts.iter().map(Borrow::borrow).collect();
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
     let hosts = &hosts[..];
-    let wanted_ids: HashSet<&str> = wanted.iter().map(|w| w.id.as_str()).collect();
     let mut commands = Vec::new();
-    // By workload id, the ranks of the hosts running it, ascending.
-    let mut running_on: HashMap<&str, Vec<usize>> = HashMap::new();
+    // By wanted workload id, the ranks of the hosts running it (ascending), with what runs.
+    let mut running_on: HashMap<&str, Vec<(usize, &Workload)>> =
+        wanted.iter().map(|w| (w.id.as_str(), Vec::new())).collect();
     for (rank, h) in hosts.iter().enumerate() {
         for (id, workload) in &h.workloads {
-            if wanted_ids.contains(id.as_str()) {
-                running_on.entry(id.as_str()).or_default().push(rank);
+            if let Some(on) = running_on.get_mut(id.as_str()) {
+                on.push((rank, workload));
             } else if !workload.app.is_empty() {
                 commands.push(Command::Stop { host: h.id.clone(), id: id.clone() });
             }
@@ -255,8 +255,7 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
     for (n, w) in wanted.iter().enumerate() {
         let tag = n as u32 + 1;
         let on = running_on.get(w.id.as_str()).map_or(&[][..], Vec::as_slice);
-        for &rank in on {
-            let r = &hosts[rank].workloads[&w.id];
+        for &(rank, r) in on {
             let outdated = r.app != w.app || r.fingerprint != w.fingerprint;
             marks[rank] = Mark { runs: tag, outdated, ..marks[rank] };
         }
@@ -268,21 +267,21 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
             let target = target as usize;
             let fits = eligible.get(&w.requirements, &share.requirements);
             let free = |rank: usize, marks: &[Mark]| fits.member[rank] && marks[rank].kept != tag;
-            for &rank in on {
+            for &(rank, _) in on {
                 if fits.member[rank] {
                     marks[rank].fits = tag;
                 }
             }
             let mut chosen = 0;
             // Replicas already where they belong stay (lowest host ids first, for stability).
-            for &rank in on {
+            for &(rank, _) in on {
                 if chosen < target && !marks[rank].outdated && free(rank, &marks) {
                     marks[rank].kept = tag;
                     chosen += 1;
                 }
             }
             // Then out-of-date replicas are replaced in place (no new host, no gap).
-            for &rank in on {
+            for &(rank, _) in on {
                 if chosen < target && marks[rank].outdated && free(rank, &marks) {
                     commands
                         .push(Command::Replace { host: hosts[rank].id.clone(), id: w.id.clone() });
@@ -324,7 +323,7 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
         // total (the wanted spec first, then outdated ones replaced in place): a spread that
         // cannot be met is no reason to run fewer. They stop once the short share is placed.
         for outdated in [false, true] {
-            for &rank in on {
+            for &(rank, _) in on {
                 let m = marks[rank];
                 if placed < w.replicas && m.kept != tag && m.fits == tag && m.outdated == outdated {
                     if outdated {
@@ -337,7 +336,7 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
             }
         }
         // Replicas beyond the spec, or on hosts no share wants any more, stop.
-        for &rank in on {
+        for &(rank, _) in on {
             if marks[rank].kept != tag {
                 commands.push(Command::Stop { host: hosts[rank].id.clone(), id: w.id.clone() });
                 load[rank] = load[rank].saturating_sub(1);
