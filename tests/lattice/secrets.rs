@@ -55,6 +55,16 @@ async fn record_events(nats_url: &str, lattice: &str) -> Arc<Mutex<Vec<Vec<u8>>>
     seen
 }
 
+/// `t`'s CLI signing with the operator seed in `key` (`None`: unsigned).
+fn signing_with(t: &Trellis, key: Option<&Path>) -> Trellis {
+    let mut cli = t.clone();
+    cli.env.retain(|(k, _)| k != "TRELLIS_OPERATOR_KEY");
+    if let Some(key) = key {
+        cli.env.push(("TRELLIS_OPERATOR_KEY".into(), key.display().to_string()));
+    }
+    cli
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -141,14 +151,7 @@ async fn only_admins_get_a_secret_and_another_lattice_cannot_open_it() {
     assert_eq!(t.ok(&["secret", "get", "api"]).await, format!("{VALUE}\n"), "an admin reads it");
     assert_eq!(t.ok(&["secret", "get", "api", "--xkey", &xkey]).await, format!("{VALUE}\n"));
 
-    let with_key = |key: Option<&Path>| {
-        let mut cli = t.clone();
-        cli.env.retain(|(k, _)| k != "TRELLIS_OPERATOR_KEY");
-        if let Some(key) = key {
-            cli.env.push(("TRELLIS_OPERATOR_KEY".into(), key.display().to_string()));
-        }
-        cli
-    };
+    let with_key = |key: Option<&Path>| signing_with(t, key);
     let err = with_key(Some(&deployer_seed)).fails(&["secret", "get", "api"]).await;
     assert!(err.contains("has role deployer; this request needs admin"), "{err}");
     assert!(!err.contains(VALUE));
@@ -184,4 +187,49 @@ async fn only_admins_get_a_secret_and_another_lattice_cannot_open_it() {
     assert!(why.contains("cannot be opened with the secrets key"), "{why}");
     let err = other.fails(&["secret", "get", "api"]).await;
     assert!(err.contains("cannot be opened"), "{err}");
+}
+
+#[tokio::test]
+async fn a_manifest_grants_a_secret_and_strict_hosts_take_only_sealed_ones() {
+    let lattice = Lattice::new("vaultapp").await;
+    let t = &lattice.trellis;
+    let dir = tempfile::tempdir().unwrap();
+    let (seed, xkey) = secrets_key(dir.path(), "vaultapp");
+    let args = [
+        "--allow-unsigned".to_owned(),
+        "--scheduler".to_owned(),
+        "--label=secrets=yes".to_owned(),
+        format!("--secrets-seed={}", seed.display()),
+    ];
+    let host = t.host_with("s1", &args).await;
+    // A host without the key, which the manifest's requirement keeps the component off.
+    let _plain = t.host("p1", &[]).await;
+    let value_file = dir.path().join("value");
+    std::fs::write(&value_file, VALUE).unwrap();
+    let from = value_file.to_str().unwrap();
+    t.ok(&["secret", "put", "db", "--xkey", &xkey, "--from-file", from]).await;
+
+    let manifest = dir.path().join("app.yaml");
+    let yaml = format!(
+        "name: vaultapp\nversion: '1'\ncomponents:\n  - name: app\n    source: {}\n    \
+         requirements: {{secrets: 'yes'}}\n    secrets: [db]\n",
+        component("configured").display()
+    );
+    std::fs::write(&manifest, yaml).unwrap();
+    let out = t.ok(&["app", "deploy", manifest.to_str().unwrap()]).await;
+    assert!(out.contains("deployed"), "{out}");
+    let addr = lattice.serve_http(&host.id, "app", &[]).await;
+    assert_eq!(get(addr, "/config/db").await.text(), VALUE, "granted by the manifest");
+
+    // A strict host (no --allow-unsigned) opens what a trusted operator sealed, and refuses a
+    // secret written without an operator key, as it refuses such config.
+    let strict = [format!("--secrets-seed={}", seed.display())];
+    let strict = t.host_with("strict", &strict).await;
+    let sealed = t.ok(&["secret", "get", "db", "--host", &strict.id]).await;
+    assert_eq!(sealed, format!("{VALUE}\n"));
+    let unsigned = signing_with(t, None);
+    unsigned.ok(&["secret", "put", "planted", "--xkey", &xkey, "--from-file", from]).await;
+    let err = t.fails(&["secret", "get", "planted", "--host", &strict.id]).await;
+    assert!(err.contains("was not taken: unsigned"), "{err}");
+    assert!(!err.contains(VALUE));
 }
