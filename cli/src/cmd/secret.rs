@@ -1,7 +1,7 @@
 //! `trellis secret put|get|ls|rm`: secrets sealed to the lattice's secrets key, in the
 //! lattice's SECRETS bucket (see `trellis_lattice::secrets`).
 
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -68,6 +68,9 @@ fn read_value(file: Option<&std::path::Path>) -> anyhow::Result<String> {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the secret's value from {}", path.display()))?,
         None => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("type the secret's value, then Ctrl-D (or pass --from-file)");
+            }
             let mut value = String::new();
             std::io::stdin()
                 .read_to_string(&mut value)
