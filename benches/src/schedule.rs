@@ -67,7 +67,7 @@ async fn place(options: &Options) -> Result<Vec<Row>, BenchError> {
                 Ok(ComponentSpec {
                     name: id(&format!("placed{c}"))?,
                     source: Source::Digest(digest.clone()),
-                    replicas: replicas as u32,
+                    replicas: (replicas as u32).into(),
                     requirements: Default::default(),
                     spread: vec![],
                     config: vec![],

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::replicas::Replicas;
 use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
 use trellis_lattice::subject::validate_id;
 
@@ -189,9 +190,10 @@ pub struct ComponentSpec {
     pub name: Id,
     /// Where its artifact comes from.
     pub source: Source,
-    /// How many hosts run it (at most one replica per host).
-    #[serde(default = "one")]
-    pub replicas: u32,
+    /// How many hosts run it (at most one replica per host): a count, or
+    /// `{min: 0, max: N, idle: 5m}` to stop it when idle and start it on the next call.
+    #[serde(default)]
+    pub replicas: Replicas,
     /// Labels every host running it must carry.
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
