@@ -18,10 +18,13 @@ use trellis_lattice::wake::{WakeError, request_wake};
 /// How long one wake request waits for the leader's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The call is sent again this long after the first try at the earliest, then twice as long
-/// each time, up to [`MAX_DELAY`]: a component from the compile cache starts in milliseconds.
-const MIN_DELAY: Duration = Duration::from_millis(5);
-const MAX_DELAY: Duration = Duration::from_millis(200);
+/// The call is sent again this long after the first try at the earliest, then 1.5 times as
+/// long each time, up to [`MAX_DELAY`]: a component from the compile cache starts in tens of
+/// milliseconds, and a retry that finds nobody costs one NATS round trip (the server answers
+/// no responders itself), so the steps stay short.
+const MIN_DELAY: Duration = Duration::from_millis(2);
+const MAX_DELAY: Duration = Duration::from_millis(25);
+const FACTOR: f32 = 1.5;
 
 /// While it waits, it asks the scheduler again this often (a leader that changed meanwhile
 /// may not have heard it).
@@ -48,7 +51,7 @@ impl Waker<'_> {
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(MIN_DELAY)
             .with_max_delay(MAX_DELAY)
-            .with_factor(2.0)
+            .with_factor(FACTOR)
             .without_max_times()
             .build();
         let mut asked: Option<Instant> = None;

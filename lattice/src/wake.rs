@@ -48,12 +48,7 @@ pub async fn request_wake(
     timeout: Duration,
 ) -> Result<bool, WakeError> {
     let subject = subjects.scheduler_wake();
-    let body = Bytes::from(pb::WakeRequest { component_id: component.to_owned() }.encode_to_vec());
-    let inv = Invocation::new(source, WAKE_OPERATION, timeout, nuid::next().to_string());
-    let mut headers = inv.to_headers();
-    if let Some(signer) = signer {
-        signer.sign(&mut headers, &Signed::of(&inv, &subject, BodyDigest::of(&body)));
-    }
+    let (headers, body) = wake_message(&subject, signer, (source, component), timeout);
     let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(timeout));
     let failed = |message: String| WakeError::Failed { component: component.to_owned(), message };
     let msg = nats.send_request(subject, request).await.map_err(|e| match e.kind() {
@@ -63,6 +58,22 @@ pub async fn request_wake(
     })?;
     let reply = pb::WakeReply::decode(msg.payload).map_err(|e| failed(e.to_string()))?;
     Ok(reply.waking)
+}
+
+/// The headers (envelope and signature) and body of a wake request on `subject`.
+fn wake_message(
+    subject: &str,
+    signer: Option<&Signer>,
+    (source, component): (&str, &str),
+    timeout: Duration,
+) -> (async_nats::HeaderMap, Bytes) {
+    let body = Bytes::from(pb::WakeRequest { component_id: component.to_owned() }.encode_to_vec());
+    let inv = Invocation::new(source, WAKE_OPERATION, timeout, nuid::next().to_string());
+    let mut headers = inv.to_headers();
+    if let Some(signer) = signer {
+        signer.sign(&mut headers, &Signed::of(&inv, subject, BodyDigest::of(&body)));
+    }
+    (headers, body)
 }
 
 /// What a scheduler reads from a wake request it received: the component, once the request's
@@ -93,4 +104,33 @@ pub fn verify_wake(
 /// The answer to a wake request.
 pub fn wake_reply(waking: bool) -> Bytes {
     Bytes::from(pb::WakeReply { waking }.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::inbox_prefix;
+
+    #[test]
+    fn a_signed_wake_request_is_read_once_and_an_unsigned_one_refused() {
+        let signer = Signer::new(nkeys::KeyPair::new_server(), None);
+        let verifier = Verifier::new(vec![], false, 60_000);
+        let subject = Subjects::new("l1").unwrap().scheduler_wake();
+        let reply = format!("{}.1", inbox_prefix(signer.public_key()));
+        let timeout = Duration::from_secs(5);
+        let now = crate::envelope::unix_ms();
+        let (headers, body) = wake_message(&subject, Some(&signer), ("front", "web"), timeout);
+        let read = verify_wake(&verifier, (&subject, &reply), Some(&headers), &body, now);
+        assert_eq!(read.unwrap(), "web");
+        let again = verify_wake(&verifier, (&subject, &reply), Some(&headers), &body, now);
+        assert!(again.is_err(), "a replayed wake request is refused");
+        let (other, _) = wake_message(&subject, Some(&signer), ("front", "web"), timeout);
+        let forged = pb::WakeRequest { component_id: "admin".into() }.encode_to_vec();
+        assert!(verify_wake(&verifier, (&subject, &reply), Some(&other), &forged, now).is_err());
+        let (unsigned, body) = wake_message(&subject, None, ("front", "web"), timeout);
+        assert!(verify_wake(&verifier, (&subject, &reply), Some(&unsigned), &body, now).is_err());
+        let strangers = "_INBOX.someone-else.1";
+        let (headers, body) = wake_message(&subject, Some(&signer), ("front", "web"), timeout);
+        assert!(verify_wake(&verifier, (&subject, strangers), Some(&headers), &body, now).is_err());
+    }
 }

@@ -20,39 +20,48 @@ async fn running(t: &trellis_tests::Trellis, id: &str) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn an_idle_app_goes_to_zero_and_twenty_first_requests_start_one_replica() {
-    let lattice = Lattice::new("sched-zero").await;
+/// An edge host (scheduler, http-server) and two workers heartbeating every second, and an
+/// app `lazy` whose component `web` scales to zero after `idle`, deployed and answering.
+async fn deployed(name: &str, idle: &str) -> (Lattice, Vec<trellis_tests::Host>, SocketAddr) {
+    let lattice = Lattice::new(name).await;
     let t = &lattice.trellis;
     let beat = ["--heartbeat-interval".to_owned(), "1".to_owned()];
     let mut edge = scheduler_args(&["role=edge"]);
     edge.extend(beat.clone());
-    let worker = |n: &str| {
-        let mut args = vec![format!("--label=role=worker"), "--allow-unsigned".to_owned()];
-        args.extend(beat.clone());
-        (n.to_owned(), args)
-    };
-    let _edge = t.host_with("edge", &edge).await;
-    let (n1, a1) = worker("w1");
-    let (n2, a2) = worker("w2");
-    let _w1 = t.host_with(&n1, &a1).await;
-    let _w2 = t.host_with(&n2, &a2).await;
+    let mut worker = vec!["--label=role=worker".to_owned(), "--allow-unsigned".to_owned()];
+    worker.extend(beat);
+    let hosts = vec![
+        t.host_with("edge", &edge).await,
+        t.host_with("w1", &worker).await,
+        t.host_with("w2", &worker).await,
+    ];
     let dir = tempfile::tempdir().expect("tempdir");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let yaml = format!(
-        "name: lazy\nversion: '1'\ncomponents:\n  - name: web\n    source: {}\n    replicas: {{min: 0, max: 2, idle: 2s}}\n    requirements: {{role: worker}}\nproviders:\n  - name: front\n    kind: http-server\n    builtin: true\n    requirements: {{role: edge}}\nlinks:\n  - source: front\n    target: web\n    interface: wasi:http/incoming-handler\n    config: {{address: '{addr}'}}\n",
+        "name: lazy\nversion: '1'\ncomponents:\n  - name: web\n    source: {}\n    replicas: {{min: 0, max: 2, idle: {idle}}}\n    requirements: {{role: worker}}\nproviders:\n  - name: front\n    kind: http-server\n    builtin: true\n    requirements: {{role: edge}}\nlinks:\n  - source: front\n    target: web\n    interface: wasi:http/incoming-handler\n    config: {{address: '{addr}'}}\n",
         component("http-hello").display()
     );
     let file = manifest(dir.path(), "lazy.yaml", &yaml);
     t.ok(&["app", "deploy", path(&file)]).await;
     let reply = http_request(addr, "GET", "/", b"").await.expect("the front listens");
     assert_eq!(reply.status, 200, "{}", reply.text());
+    (lattice, hosts, addr)
+}
 
-    // Idle for 2 s (plus the two heartbeats a host counts a call in): no replica left.
+/// Waits until no host runs `web`.
+async fn asleep(t: &trellis_tests::Trellis) {
     eventually("the idle app has no replica", Duration::from_secs(30), || async {
         (running(t, "web").await == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_idle_app_goes_to_zero_and_twenty_first_requests_start_one_replica() {
+    let (lattice, _hosts, addr) = deployed("sched-zero", "2s").await;
+    let t = &lattice.trellis;
+    // Idle for 2 s (plus the two heartbeats a host counts a call in): no replica left.
+    asleep(t).await;
 
     // Twenty first requests at once: all answered, by one new replica.
     let nats = async_nats::connect(&lattice.nats.url()).await.expect("nats");
@@ -89,4 +98,39 @@ async fn an_idle_app_goes_to_zero_and_twenty_first_requests_start_one_replica() 
     // Awake, it keeps serving.
     let reply = http_request(addr, "GET", "/", b"").await.expect("answered");
     assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// Wake latency: the first request to an app at zero replicas, against a warm request in the
+/// same run (`cargo test -p trellis-tests --test lattice -- --ignored wake_latency --nocapture`;
+/// `TRELLIS_WAKE_ROUNDS`, default 20).
+#[tokio::test]
+#[ignore = "a measurement: about 4 s per round"]
+async fn wake_latency() {
+    let rounds: usize =
+        std::env::var("TRELLIS_WAKE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
+    let (lattice, _hosts, addr) = deployed("sched-wake", "1s").await;
+    let t = &lattice.trellis;
+    let timed = || async move {
+        let began = Instant::now();
+        let reply = http_request(addr, "GET", "/", b"").await.expect("answered");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        began.elapsed()
+    };
+    let (mut wakes, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        asleep(t).await;
+        wakes.push(timed().await);
+        warm.push(timed().await);
+    }
+    let pct = |v: &mut Vec<Duration>, p: usize| {
+        v.sort();
+        v[(v.len() * p / 100).min(v.len() - 1)]
+    };
+    println!(
+        "wake latency over {rounds} rounds: p50 {:?}, p99 {:?}; warm request p50 {:?}, p99 {:?}",
+        pct(&mut wakes, 50),
+        pct(&mut wakes, 99),
+        pct(&mut warm, 50),
+        pct(&mut warm, 99)
+    );
 }
