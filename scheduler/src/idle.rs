@@ -81,3 +81,58 @@ impl Idle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::AppRecord;
+    use crate::manifest::Manifest;
+
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn workloads(replicas: &str) -> BTreeMap<String, Workload> {
+        let yaml = format!(
+            "name: a\nversion: '1'\ncomponents:\n  - name: web\n    source: {DIGEST}\n    replicas: {replicas}\n  - name: api\n    source: {DIGEST}\n    replicas: 2\n"
+        );
+        let m = Manifest::from_yaml(&yaml).unwrap();
+        let record = AppRecord {
+            name: "a".into(),
+            current: Some(m.version.clone()),
+            stable: None,
+            versions: vec![m],
+            history: vec![],
+        };
+        crate::desired::workloads(&[record])
+    }
+
+    #[test]
+    fn awake_from_deploy_asleep_after_idle_and_woken_once() {
+        let s = Duration::from_secs;
+        let mut w = workloads("{min: 0, max: 3, idle: 10s}");
+        let mut idle = Idle::default();
+        idle.sync(&mut w, s(0));
+        assert_eq!((w["web"].wanted.replicas, w["api"].wanted.replicas), (1, 2));
+        // Calls keep it awake; only the idle time after the last one puts it to sleep.
+        idle.active("web", s(8));
+        assert!(!idle.expire(s(15), &mut w));
+        assert!(idle.expire(s(18), &mut w));
+        assert_eq!(w["web"].wanted.replicas, 0);
+        assert_eq!(idle.awake("web"), Some(false));
+        // Calls served while it stops do not wake it; a wake does, once.
+        idle.active("web", s(19));
+        assert_eq!(idle.awake("web"), Some(false));
+        assert_eq!(idle.wake("web", s(20), &mut w), Some(true));
+        assert_eq!(idle.wake("web", s(20), &mut w), Some(false), "already awake");
+        assert_eq!(w["web"].wanted.replicas, 1);
+        // New records keep the state; what does not scale to zero is never woken.
+        let mut again = workloads("{min: 0, max: 3, idle: 10s}");
+        idle.sync(&mut again, s(21));
+        assert_eq!(again["web"].wanted.replicas, 1);
+        assert_eq!(idle.wake("api", s(21), &mut again), None);
+        assert_eq!(idle.wake("nobody", s(21), &mut again), None);
+        let mut fixed = workloads("2");
+        idle.sync(&mut fixed, s(22));
+        assert_eq!(idle.awake("web"), None, "no longer scales to zero: forgotten");
+        assert_eq!(fixed["web"].wanted.replicas, 2);
+    }
+}
