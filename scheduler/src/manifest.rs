@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
 use trellis_lattice::subject::validate_id;
 
+pub mod wadm;
+mod yaml;
+
 /// A manifest that cannot be used, with where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]

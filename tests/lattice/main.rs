@@ -32,6 +32,7 @@ mod scheduler;
 mod security;
 mod tracing;
 mod values;
+mod wadm;
 
 use std::net::SocketAddr;
 use std::time::Duration;
