@@ -715,13 +715,13 @@ impl Scheduler {
         let wanted: Vec<_> = self.workloads.values().map(|w| w.wanted.clone()).collect();
         let observed = self.observed();
         let (commands, placements) = plan::plan(&wanted, &observed);
+        let placements: HashMap<&str, &Placement> =
+            placements.iter().map(|p| (p.id.as_str(), p)).collect();
 
-        let commands = self.pace(now, commands);
+        let commands = self.pace(now, commands, &placements);
         for command in &commands {
             self.send(command.clone());
         }
-        let placements: HashMap<&str, &Placement> =
-            placements.iter().map(|p| (p.id.as_str(), p)).collect();
         let mut running: HashMap<&str, Vec<&Observed>> = HashMap::new();
         for h in observed.iter().map(Arc::as_ref) {
             for id in h.workloads.keys() {
@@ -755,8 +755,13 @@ impl Scheduler {
     /// Holds back commands for a replica with one unanswered, starts of workloads that failed
     /// recently, replaces beyond each application's rollout batch (counting those in flight),
     /// and stops on draining hosts until the replacements run.
-    fn pace(&self, now: Duration, commands: Vec<Command>) -> Vec<Command> {
-        let moved = self.moved_off_draining_hosts(&commands);
+    fn pace(
+        &self,
+        now: Duration,
+        commands: Vec<Command>,
+        placements: &HashMap<&str, &Placement>,
+    ) -> Vec<Command> {
+        let moved = self.moved_off_draining_hosts(&commands, placements);
         let mut replaces: HashMap<&str, u32> = HashMap::new();
         for p in self.pending.values().flatten() {
             if let Command::Replace { id, .. } = &p.command
@@ -807,7 +812,11 @@ impl Scheduler {
     /// as many replicas of the wanted spec as are wanted run on other hosts, as read from them
     /// (commands in flight do not count). A drain never takes capacity away first; when the
     /// others cannot hold them all, the replica stays until the host's own drain wait ends.
-    fn moved_off_draining_hosts(&self, commands: &[Command]) -> HashSet<String> {
+    fn moved_off_draining_hosts(
+        &self,
+        commands: &[Command],
+        placements: &HashMap<&str, &Placement>,
+    ) -> HashSet<String> {
         let leaving: HashSet<&str> = commands
             .iter()
             .filter_map(|c| match c {
@@ -834,7 +843,7 @@ impl Scheduler {
         leaving
             .into_iter()
             .filter(|id| {
-                let wanted = self.workloads.get(*id).map_or(0, |w| w.wanted.replicas);
+                let wanted = placements.get(*id).map_or(0, |p| p.wanted);
                 running.get(id).copied().unwrap_or(0) >= wanted
             })
             .map(str::to_owned)
@@ -922,6 +931,7 @@ impl Scheduler {
             let failure = self.failures.get(&(id.clone(), w.wanted.fingerprint.clone()));
             let unhealthy = runs.iter().filter(|h| !self.hosts.healthy(&h.id, id)).count();
             let shortfall = placements.get(id.as_str()).and_then(|p| p.shortfall.as_ref());
+            let desired = placements.get(id.as_str()).map_or(w.wanted.replicas, |p| p.wanted);
             let (state, reason) = if let Some((reason, _)) = failure {
                 (State::Failed, reason.clone())
             } else if in_flight {
@@ -938,7 +948,7 @@ impl Scheduler {
                         format!("{shortfall}; waiting for {slow} hosts that are slow to answer"),
                     ),
                 }
-            } else if runs.len() as u32 != w.wanted.replicas {
+            } else if runs.len() as u32 != desired {
                 (State::Reconciling, String::new())
             } else if unhealthy > 0 {
                 (State::Reconciling, format!("{unhealthy} replicas report a problem"))
@@ -948,7 +958,7 @@ impl Scheduler {
             status.workloads.push(WorkloadDraft {
                 name: id,
                 kind: w.kind(),
-                desired: w.wanted.replicas,
+                desired,
                 hosts: runs.iter().map(|h| self.hosts.name(&h.id)).collect(),
                 state,
                 reason,

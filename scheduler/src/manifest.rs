@@ -195,6 +195,9 @@ pub struct ComponentSpec {
     /// How many hosts run it (at most one replica per host).
     #[serde(default = "one")]
     pub replicas: u32,
+    /// How `replicas` is read: `exact` (default), `up-to` or `every-host`.
+    #[serde(default, skip_serializing_if = "Scale::is_exact")]
+    pub scale: Scale,
     /// Labels every host running it must carry.
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
@@ -239,6 +242,9 @@ pub struct ProviderSpec {
     /// How many hosts run it.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// How `replicas` is read: `exact` (default), `up-to` or `every-host`.
+    #[serde(default, skip_serializing_if = "Scale::is_exact")]
+    pub scale: Scale,
     /// Labels every host running it must carry.
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
@@ -260,6 +266,27 @@ pub struct SpreadSpec {
     #[serde(default = "nonzero_one")]
     #[schemars(with = "u32", range(min = 1))]
     pub weight: NonZeroU32,
+}
+
+/// How `replicas` is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// Exactly `replicas` hosts; fewer matching hosts make the application `unplaceable`.
+    #[default]
+    Exact,
+    /// As many of `replicas` as there are matching hosts, and more as hosts join (wadm's
+    /// spreadscaler).
+    UpTo,
+    /// Every matching host, whatever `replicas` says (wadm's daemonscaler).
+    EveryHost,
+}
+
+impl Scale {
+    /// The default, left out when a manifest is written.
+    pub fn is_exact(&self) -> bool {
+        *self == Scale::Exact
+    }
 }
 
 /// Per-component limits; zero or absent keeps the host's default (never above the host's).

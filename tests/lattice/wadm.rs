@@ -10,8 +10,9 @@ use trellis_tests::{RedisServer, component, eventually, free_port};
 use crate::scheduler::{manifest, path, scheduler_args};
 use crate::{Lattice, get};
 
-/// The application in wadm's documented format: a counter spread over the two zones and
-/// counting in Redis (newer `target: {name, config}` link form), an HTTP server per zone
+/// The application in wadm's documented format: a counter spread over the two zones (up to ten
+/// instances: one per host here) and counting in Redis through a provider on every host
+/// (daemonscaler) (newer `target: {name, config}` link form), an HTTP server per zone
 /// (`source: {config}`), a messaging echo (older `source_config`), a component reading named
 /// config, provider images as wasmCloud publishes them.
 fn wadm_yaml(
@@ -41,7 +42,7 @@ spec:
       traits:
         - type: spreadscaler
           properties:
-            instances: 2
+            instances: 10
             spread:
               - name: zone-a
                 requirements:
@@ -95,6 +96,10 @@ spec:
       type: capability
       properties:
         image: ghcr.io/wasmcloud/keyvalue-redis:0.28.2
+      traits:
+        - type: daemonscaler
+          properties:
+            instances: 1
 
     - name: nats
       type: capability
@@ -207,6 +212,21 @@ async fn a_wadm_manifest_deploys_unchanged_across_two_hosts_on_redis_and_nats() 
     assert!(redis.command(&["GET", "default:hits"]).await.unwrap().contains("40"));
     for host in [&a.id, &b.id] {
         assert!(lattice.invocations(host, "counter").await > 0, "host {host} served requests");
+    }
+
+    // Up to ten counters: one on each of the two hosts, deployed; the daemonscaler's Redis
+    // provider runs on both.
+    let status = t.ok(&["app", "status", "wadm-shop", "--output", "json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["status"]["state"], "deployed", "{status}");
+    let workloads = status["status"]["workloads"].as_array().expect("workloads").clone();
+    for id in ["counter", "wadm_shop-kvredis"] {
+        let w = workloads.iter().find(|w| w["name"] == id).expect("the workload");
+        assert_eq!(
+            (w["desired"].as_u64(), w["hosts"].as_array().map(Vec::len)),
+            (Some(2), Some(2)),
+            "{w}"
+        );
     }
 
     // A message is echoed over NATS through the messaging provider and the component.

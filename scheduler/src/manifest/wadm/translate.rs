@@ -12,7 +12,7 @@ use super::providers::{self, KnownProvider};
 use super::{Translation, WadmError};
 use crate::manifest::{
     ComponentSpec, Id, LimitsSpec, LinkSpec, MAX_MANIFEST_BYTES, Manifest, ManifestError,
-    ProviderSpec, Rollout, Source, SpreadSpec, Version, yaml_error,
+    ProviderSpec, Rollout, Scale, Source, SpreadSpec, Version, yaml_error,
 };
 
 /// wadm's spread weight when none is given.
@@ -188,13 +188,14 @@ impl Translator {
         let image = c.properties.image.as_deref().ok_or_else(|| {
             unsupported("no `image`: give the component's file://, OCI reference".into())
         })?;
-        let (replicas, spread) = self.scale(c)?;
+        let (replicas, scale, spread) = scaler(c)?;
         match provider {
             Some(p) => manifest.providers.push(ProviderSpec {
                 name: id,
                 kind: Id(p.kind.to_owned()),
                 builtin: false,
                 replicas,
+                scale,
                 requirements: BTreeMap::new(),
                 spread,
             }),
@@ -207,6 +208,7 @@ impl Translator {
                     name: id,
                     source: source(image).map_err(unsupported)?,
                     replicas,
+                    scale,
                     requirements: BTreeMap::new(),
                     spread,
                     config,
@@ -244,46 +246,6 @@ impl Translator {
             )),
         }
         Ok(name)
-    }
-
-    /// Replicas and spread from the component's scaler (one replica when it has none).
-    fn scale(&mut self, c: &Component) -> Result<(u32, Vec<SpreadSpec>), WadmError> {
-        let mut scalers = c.traits.iter().filter(|t| t.kind != "link");
-        let Some(t) = scalers.next() else { return Ok((1, Vec::new())) };
-        let error = |message: String| WadmError::Trait {
-            component: c.name.clone(),
-            kind: t.kind.clone(),
-            message,
-        };
-        if let Some(second) = scalers.next() {
-            return Err(error(format!("a second scaler (`{}`); keep one", second.kind)));
-        }
-        let p = &t.properties;
-        if let Some(field) = link_field(p) {
-            return Err(error(format!(
-                "`{field}` is a link property; a scaler takes `instances` and `spread`"
-            )));
-        }
-        let instances = p.instances.or(p.replicas).ok_or_else(|| error("no `instances`".into()))?;
-        let mut spread = Vec::new();
-        for s in &p.spread {
-            let weight = NonZeroU32::new(s.weight.unwrap_or(DEFAULT_WEIGHT))
-                .ok_or_else(|| error(format!("spread `{}` has weight 0; use 1 or more", s.name)))?;
-            spread.push(SpreadSpec {
-                name: s.name.clone(),
-                requirements: s.requirements.clone(),
-                weight,
-            });
-        }
-        if t.kind == "daemonscaler" {
-            self.notes.push(format!(
-                "`{}`: a daemonscaler runs on every matching host in wasmCloud; Trellis places \
-                 {instances} replica(s), one per host, on the matching hosts (set `instances` \
-                 to the number of hosts you want)",
-                c.name
-            ));
-        }
-        Ok((instances, spread))
     }
 
     fn links(
@@ -370,6 +332,41 @@ impl Translator {
         }
         Ok(())
     }
+}
+
+/// Replicas, scale and spread from a component's scaler: a spreadscaler places up to
+/// `instances` replicas (one per host, more as hosts join), a daemonscaler one on every
+/// matching host; no scaler, one replica.
+fn scaler(c: &Component) -> Result<(u32, Scale, Vec<SpreadSpec>), WadmError> {
+    let mut scalers = c.traits.iter().filter(|t| t.kind != "link");
+    let Some(t) = scalers.next() else { return Ok((1, Scale::Exact, Vec::new())) };
+    let error = |message: String| WadmError::Trait {
+        component: c.name.clone(),
+        kind: t.kind.clone(),
+        message,
+    };
+    if let Some(second) = scalers.next() {
+        return Err(error(format!("a second scaler (`{}`); keep one", second.kind)));
+    }
+    let p = &t.properties;
+    if let Some(field) = link_field(p) {
+        return Err(error(format!(
+            "`{field}` is a link property; a scaler takes `instances` and `spread`"
+        )));
+    }
+    let instances = p.instances.or(p.replicas).ok_or_else(|| error("no `instances`".into()))?;
+    let mut spread = Vec::new();
+    for s in &p.spread {
+        let weight = NonZeroU32::new(s.weight.unwrap_or(DEFAULT_WEIGHT))
+            .ok_or_else(|| error(format!("spread `{}` has weight 0; use 1 or more", s.name)))?;
+        spread.push(SpreadSpec {
+            name: s.name.clone(),
+            requirements: s.requirements.clone(),
+            weight,
+        });
+    }
+    let scale = if t.kind == "daemonscaler" { Scale::EveryHost } else { Scale::UpTo };
+    Ok((instances, scale, spread))
 }
 
 /// Whether `key` came from one of the two ends' own provider config (which a link overrides).

@@ -133,6 +133,9 @@ fn components_providers_links_and_config_translate() {
     assert_eq!(echo.source, Source::Oci("ghcr.io/acme/echo:1.0".into()));
     assert_eq!(echo.replicas, 1);
 
+    // A spreadscaler places up to `instances`, a daemonscaler on every matching host.
+    assert_eq!((counter.scale, echo.scale), (Scale::UpTo, Scale::Exact));
+    assert_eq!(m.providers[2].scale, Scale::EveryHost);
     let providers: Vec<_> =
         m.providers.iter().map(|p| (p.name.as_str(), p.kind.as_str(), p.replicas)).collect();
     assert_eq!(
@@ -175,7 +178,6 @@ fn components_providers_links_and_config_translate() {
     // What reads differently is said.
     let notes = t.notes.join("\n");
     assert!(notes.contains("`shared-settings`") && notes.contains("trellis config put"), "{notes}");
-    assert!(notes.contains("daemonscaler"), "{notes}");
 }
 
 #[test]
