@@ -306,3 +306,11 @@ fn provider_config_is_the_default_of_its_links() {
     assert_eq!(kv.config["url"], "redis://127.0.0.1:6379", "the link's own url wins");
     assert_eq!(kv.config["pool"], "4");
 }
+
+#[test]
+fn unquoted_numbers_and_booleans_in_config_are_text() {
+    let text = APP.replace("greeting: hi", "port: 8080\n              debug: true");
+    let t = translate(&text).unwrap();
+    let settings = &t.manifest.config[&Id("counter-settings".into())];
+    assert_eq!((settings["port"].as_str(), settings["debug"].as_str()), ("8080", "true"));
+}
