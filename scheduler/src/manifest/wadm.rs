@@ -161,9 +161,9 @@ pub enum ReadError {
     Wadm(#[from] WadmError),
 }
 
-/// Whether `text` is a wadm manifest (it has a top-level `apiVersion`).
+/// Whether `text` is a wadm manifest: it has a top-level `apiVersion` (YAML or JSON).
 pub fn is_wadm(text: &str) -> bool {
-    text.lines().any(|l| l.starts_with("apiVersion:"))
+    serde_saphyr::from_str::<oam::Outline>(text).is_ok_and(|o| o.api_version.is_some())
 }
 
 /// Reads a Trellis manifest as it is, or translates a wadm one: what `trellis app deploy`

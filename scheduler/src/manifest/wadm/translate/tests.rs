@@ -314,3 +314,17 @@ fn unquoted_numbers_and_booleans_in_config_are_text() {
     let settings = &t.manifest.config[&Id("counter-settings".into())];
     assert_eq!((settings["port"].as_str(), settings["debug"].as_str()), ("8080", "true"));
 }
+
+#[test]
+fn the_wadm_example_translates() {
+    let t = translate(include_str!("../../../../../examples/wadm-counter.yaml")).unwrap();
+    let m = &t.manifest;
+    assert_eq!((m.name.as_str(), m.components[0].name.as_str()), ("wadm-counter", "wadm-count"));
+    let kinds: Vec<&str> = m.providers.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["keyvalue-nats", "http-server"]);
+    assert_eq!(m.links.len(), 2);
+    assert!(t.notes.is_empty(), "{:?}", t.notes);
+    // JSON is YAML: a wadm manifest in JSON is recognised too.
+    assert!(crate::manifest::wadm::is_wadm(r#"{"apiVersion": "core.oam.dev/v1beta1"}"#));
+    assert!(!crate::manifest::wadm::is_wadm("name: x\nversion: '1'\n"));
+}
