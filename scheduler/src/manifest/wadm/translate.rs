@@ -186,7 +186,7 @@ impl Translator {
             )));
         }
         let image = c.properties.image.as_deref().ok_or_else(|| {
-            unsupported("no `image`: give the component's file://, OCI reference".into())
+            unsupported("no `image`: give it a `file://` path or an OCI reference".into())
         })?;
         let (replicas, scale, spread) = scaler(c)?;
         match provider {
@@ -248,12 +248,7 @@ impl Translator {
         Ok(name)
     }
 
-    fn links(
-        &mut self,
-        c: &Component,
-        t: &Trait,
-        out: &mut Vec<LinkSpec>,
-    ) -> Result<(), WadmError> {
+    fn links(&self, c: &Component, t: &Trait, out: &mut Vec<LinkSpec>) -> Result<(), WadmError> {
         let p = &t.properties;
         let error = |message: String| WadmError::Trait {
             component: c.name.clone(),
@@ -474,7 +469,13 @@ fn refuse_secrets(component: &str, secrets: &[SecretRef]) -> Result<(), WadmErro
 }
 
 fn provider_of(c: &Component) -> Result<&'static KnownProvider, WadmError> {
-    let image = c.properties.image.as_deref().unwrap_or_default();
+    let image = c.properties.image.as_deref().ok_or_else(|| WadmError::Unsupported {
+        component: c.name.clone(),
+        message: format!(
+            "a capability without an `image`; name one of {}",
+            providers::supported_images()
+        ),
+    })?;
     providers::for_image(image).ok_or_else(|| WadmError::UnknownProviderImage {
         component: c.name.clone(),
         image: image.to_owned(),

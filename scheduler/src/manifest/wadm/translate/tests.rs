@@ -279,6 +279,17 @@ fn traits_that_do_not_fit_are_refused() {
         "                  subscriptions: shop.echo\n            target_config:\n              - name: other\n                properties:\n                  subscriptions: shop.other\n",
     ));
     assert!(e.to_string().contains("`subscriptions` is set to both"), "{e}");
+    // A capability without an image says which ones there are.
+    let e =
+        error(&APP.replace(
+            "        image: ghcr.io/wasmcloud/keyvalue-redis:0.28.1\n",
+            "        id: kv\n",
+        ));
+    assert!(
+        e.to_string()
+            .contains("`kv`: a capability without an `image`; name one of ghcr.io/wasmcloud/"),
+        "{e}"
+    );
     // Ids Trellis does not take.
     let e = error(&APP.replace("id: web", "id: web.front"));
     assert!(matches!(e, WadmError::Invalid(_)) && e.to_string().contains("web.front"), "{e}");
