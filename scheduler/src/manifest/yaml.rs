@@ -45,12 +45,16 @@ impl Manifest {
 }
 
 /// Leaves out what the defaults say anyway: empty maps and lists, `false`, all-zero limits,
-/// a rollout batch of 1.
+/// a rollout batch of 1, a link named `default`.
 fn prune(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for v in map.values_mut() {
                 prune(v);
+            }
+            // A link's default name.
+            if map.contains_key("interface") && map.get("name") == Some(&Value::from("default")) {
+                map.remove("name");
             }
             map.retain(|key, v| match v {
                 Value::Object(m) => {
