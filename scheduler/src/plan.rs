@@ -269,14 +269,18 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
         let shares: &[Spread] = if w.spread.is_empty() { &default_share } else { &w.spread };
         let mut targets =
             apportion(w.replicas, &shares.iter().map(|s| s.weight).collect::<Vec<_>>());
+        let mut short = Vec::new();
         if w.scale != Scale::Exact {
             for (share, target) in shares.iter().zip(&mut targets) {
                 let up = eligible.get(&w.requirements, &share.requirements).ranks.len() as u32;
+                // Fewer hosts than wanted is fine at this scale; none at all is not.
+                if up == 0 && (*target > 0 || w.scale == Scale::EveryHost) {
+                    short.push(format!("spread `{}` has no matching host up", share.name));
+                }
                 *target = if w.scale == Scale::EveryHost { up } else { (*target).min(up) };
             }
         }
         let mut placed = 0u32;
-        let mut short = Vec::new();
         for (share, &target) in shares.iter().zip(&targets) {
             let target = target as usize;
             let fits = eligible.get(&w.requirements, &share.requirements);
@@ -443,6 +447,13 @@ mod tests {
         let (_, placements) = plan(std::slice::from_ref(&exact), &hosts);
         assert!(placements[0].shortfall.is_some());
         assert_eq!(placements[0].wanted, 4);
+
+        // No matching host at all is a shortfall at any scale.
+        let nowhere = Wanted { scale: Scale::UpTo, ..wanted(4, &[("c", 1)]) };
+        let (_, placements) = plan(std::slice::from_ref(&nowhere), &hosts);
+        assert_eq!(placements[0].shortfall.as_deref(), Some("spread `c` has no matching host up"));
+        let nowhere = Wanted { scale: Scale::EveryHost, ..nowhere };
+        assert!(plan(std::slice::from_ref(&nowhere), &hosts).1[0].shortfall.is_some());
 
         // Every host of zone a, whatever `replicas` says; a host that joins gets one.
         let every = Wanted { scale: Scale::EveryHost, ..wanted(1, &[("a", 1)]) };
