@@ -181,6 +181,7 @@ impl FakeHost {
             rss_bytes: 40 << 20,
             cpu_ms: uptime.as_millis() as u64 / 100,
             draining: false,
+            secrets_xkey: String::new(),
         }
     }
 
@@ -234,6 +235,11 @@ impl FakeHost {
                 let status =
                     refused(ErrorCode::BadRequest, "the bench's hosts do not drain".into());
                 pb::DrainReply { status: Some(status) }.encode_to_vec()
+            }
+            HostVerb::SecretGet => {
+                let status =
+                    refused(ErrorCode::BadRequest, "the bench's hosts hold no secrets".into());
+                pb::SecretGetReply { status: Some(status), ..Default::default() }.encode_to_vec()
             }
         }
     }

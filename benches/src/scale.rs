@@ -295,6 +295,7 @@ fn manifest(a: usize, digest: &str, replicas: usize) -> Result<Manifest, BenchEr
             requirements: [("fleet".to_owned(), "scale".to_owned())].into(),
             spread: vec![],
             config: vec![],
+            secrets: vec![],
             limits: Default::default(),
             reuse: None,
         }],

@@ -72,6 +72,7 @@ async fn place(options: &Options) -> Result<Vec<Row>, BenchError> {
                     requirements: Default::default(),
                     spread: vec![],
                     config: vec![],
+                    secrets: vec![],
                     limits: Default::default(),
                     reuse: None,
                 })

@@ -149,6 +149,10 @@ pub enum Command {
     /// Create, show and delete named config (read by components through wasi:config).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Store, read, list and delete secrets, sealed to the lattice's secrets key (read by the
+    /// components granted them through wasi:config).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Measure Trellis against baselines in the same run (see docs/benchmarks.md).
     Bench(BenchArgs),
     /// Make nkeys.
@@ -309,6 +313,9 @@ pub enum KeyKind {
     Provider,
     /// A NATS user key, for nkey-authenticated accounts (see deploy/nats/).
     NatsUser,
+    /// The lattice's secrets key (curve25519, `X...`): hosts hold the seed (--secrets-seed),
+    /// `trellis secret put` seals to the public key (--xkey).
+    Secrets,
 }
 
 #[derive(Debug, Subcommand)]
@@ -550,6 +557,10 @@ pub struct HostArgs {
     /// Seed file of the cluster key that vouches for this host's identity.
     #[arg(long, env = "TRELLIS_CLUSTER_SEED")]
     pub cluster_seed: Option<PathBuf>,
+    /// Seed file of the lattice's secrets key (`trellis keys gen secrets`): the host opens the
+    /// secrets granted to the components it starts with it (docs/security.md, "Secrets").
+    #[arg(long, env = "TRELLIS_SECRETS_SEED")]
+    pub secrets_seed: Option<PathBuf>,
     /// Cluster public key whose hosts may call this one; repeatable. Without any, every host
     /// key is accepted as long as its signature verifies.
     #[arg(long = "trusted-cluster", env = "TRELLIS_TRUSTED_CLUSTERS", value_delimiter = ',')]
@@ -669,6 +680,10 @@ pub struct StartComponentArgs {
     /// repeatable, later ones win on the same key.
     #[arg(long = "config")]
     pub config: Vec<String>,
+    /// Secret (`trellis secret put`) the component may read through wasi:config, under its
+    /// name; repeatable. Only hosts holding the lattice's secrets key (--secrets-seed) run it.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
 }
 
 impl StartComponentArgs {
@@ -837,6 +852,42 @@ pub enum ConfigCommand {
     /// Delete named config `name`.
     Del {
         /// Config name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store secret NAME, sealed to the lattice's secrets key: only hosts holding its seed open
+    /// it. The value is read from stdin (one trailing newline dropped) or --from-file, never
+    /// from the command line.
+    Put {
+        /// Secret name.
+        name: String,
+        /// The lattice's public secrets key (`X...`, printed by `trellis keys gen secrets`).
+        #[arg(long, env = "TRELLIS_SECRETS_XKEY")]
+        xkey: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
+    /// Print secret NAME's value: asks a host holding the secrets key, with a request only an
+    /// admin operator may sign; the answer is sealed to a key made for this request.
+    Get {
+        /// Secret name.
+        name: String,
+        /// Ask this host [default: one that holds the secrets key, --xkey's when given].
+        #[arg(long)]
+        host: Option<String>,
+        /// The lattice's public secrets key (`X...`): the answer must come from it.
+        #[arg(long, env = "TRELLIS_SECRETS_XKEY")]
+        xkey: Option<String>,
+    },
+    /// List the secrets' names (never their values).
+    Ls,
+    /// Delete secret NAME (components that read it keep their copy until they stop).
+    Rm {
+        /// Secret name.
         name: String,
     },
 }

@@ -39,6 +39,8 @@ pub(crate) struct Running {
     pub serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Its verified claims token; `None`: unsigned (development hosts only).
     pub claims: Option<Token>,
+    /// The secrets granted to it, opened (read through wasi:config; never described).
+    pub secrets: crate::secrets::Granted,
 }
 
 impl Running {
@@ -66,7 +68,19 @@ impl Running {
             stop: std::sync::Mutex::new(None),
             serving: std::sync::Mutex::new(None),
             claims,
+            secrets: Vec::new(),
         }
+    }
+
+    /// The same, with the secrets granted to it.
+    pub fn with_secrets(mut self, secrets: crate::secrets::Granted) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The names of the secrets granted to it, in grant order.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().map(|(name, _)| name.as_str())
     }
 
     /// Its name in its claims, as it names itself to the components it calls (empty when

@@ -44,6 +44,9 @@ pub struct HostConfig {
     pub trusted_operators: Vec<trellis_lattice::signing::TrustedOperator>,
     /// Cluster seed this host signs its own identity with, if the lattice requires one.
     pub cluster_seed: Option<String>,
+    /// Seed (`SX...`) of the lattice's secrets key: with it the host opens the secrets granted
+    /// to the components it starts. `None`: it starts no component granted a secret.
+    pub secrets_seed: Option<String>,
     /// Ask the lattice's policy service before starts and calls, waiting at most this long
     /// (no answer denies). `None`: no policy service.
     pub policy_timeout: Option<Duration>,
@@ -90,6 +93,7 @@ impl HostConfig {
             allow_unsigned: false,
             trusted_operators: Vec::new(),
             cluster_seed: None,
+            secrets_seed: None,
             policy_timeout: None,
             trusted_clusters: Vec::new(),
             builtins: Default::default(),

@@ -110,8 +110,10 @@ async fn handle(host: &Arc<Host>, msg: Message) {
         Some(Subject::HostControl { verb, .. }) => {
             let authorized = match needs(verb) {
                 Some(role) => {
-                    host.authorize_request(&msg.subject, msg.headers.as_ref(), &msg.payload, role)
-                        .await
+                    // Reading a secret is never open to anyone, development or not.
+                    let signed = verb == HostVerb::SecretGet;
+                    let (subject, headers) = (&msg.subject, msg.headers.as_ref());
+                    host.authorize_request(subject, headers, &msg.payload, (role, signed)).await
                 }
                 None => Ok(()),
             };
@@ -135,7 +137,7 @@ fn needs(verb: HostVerb) -> Option<Role> {
         | HostVerb::StopComponent
         | HostVerb::StartProvider
         | HostVerb::StopProvider => Some(Role::Deployer),
-        HostVerb::Drain => Some(Role::Admin),
+        HostVerb::Drain | HostVerb::SecretGet => Some(Role::Admin),
     }
 }
 
@@ -154,6 +156,7 @@ fn reply_of(verb: HostVerb, status: pb::Status) -> Vec<u8> {
         HostVerb::StartProvider => pb::StartProviderReply { status }.encode_to_vec(),
         HostVerb::StopProvider => pb::StopProviderReply { status }.encode_to_vec(),
         HostVerb::Drain => pb::DrainReply { status }.encode_to_vec(),
+        HostVerb::SecretGet => pb::SecretGetReply { status, sealed: Vec::new() }.encode_to_vec(),
     }
 }
 
@@ -205,7 +208,24 @@ async fn dispatch(host: &Arc<Host>, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
             };
             pb::DrainReply { status: Some(status) }.encode_to_vec()
         }
+        HostVerb::SecretGet => secret_get(host, payload).await,
     }
+}
+
+/// An admin operator's `trellis secret get`: the secret sealed to the key in the request.
+async fn secret_get(host: &Arc<Host>, payload: &[u8]) -> Vec<u8> {
+    let sealed = match pb::SecretGetRequest::decode(payload) {
+        Err(e) => Err(Refused::BadRequest(format!("undecodable request: {e}"))),
+        Ok(req) => match &host.secrets {
+            None => Err(crate::secrets::no_key(host.id())),
+            Some(secrets) => secrets.reseal(&req.name, &req.recipient_xkey, &host.records()).await,
+        },
+    };
+    let (status, sealed) = match sealed {
+        Ok(sealed) => (ok(), sealed),
+        Err(refused) => (refused.status(), Vec::new()),
+    };
+    pb::SecretGetReply { status: Some(status), sealed }.encode_to_vec()
 }
 
 fn ok() -> pb::Status {

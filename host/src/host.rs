@@ -17,7 +17,8 @@ use trellis_lattice::hostlink::Bootstrap;
 use trellis_lattice::policy::Policy;
 use trellis_lattice::record::RecordGate;
 use trellis_lattice::signing::{
-    ControlVerifier, IDENTITY_TTL_S, RequestDenied, Role, Signer, Verifier, issue_identity,
+    Authorized, ControlVerifier, IDENTITY_TTL_S, RequestDenied, Role, Signer, Verifier,
+    issue_identity,
 };
 use trellis_lattice::state::{LatticeState, decode_config, decode_link};
 use trellis_lattice::subject::{EventKind, Subjects, validate_id};
@@ -111,6 +112,8 @@ pub struct Host {
     pub(crate) nats_health: NatsHealth,
     /// What its scheduler does, if it runs one (`--scheduler`).
     pub(crate) scheduler: Arc<trellis_scheduler::Stats>,
+    /// The lattice's secrets key and bucket (`--secrets-seed`); `None`: it opens no secret.
+    pub(crate) secrets: Option<crate::secrets::Secrets>,
 }
 
 /// What the host saw of its NATS connection.
@@ -197,16 +200,21 @@ impl Host {
     }
 
     /// Whether a request on `subject` with `headers` and `body` that needs role `need` may
-    /// change this host; a refusal is counted, logged and announced.
+    /// change this host (with `signed`, only from a trusted operator, even in development); a
+    /// refusal is counted, logged and announced.
     pub(crate) async fn authorize_request(
         &self,
         subject: &str,
         headers: Option<&async_nats::HeaderMap>,
         body: &[u8],
-        need: Role,
+        (need, signed): (Role, bool),
     ) -> Result<(), RequestDenied> {
         let now = trellis_lattice::envelope::unix_ms();
-        let Err(denied) = self.control.check(subject, headers, body, need, now) else {
+        let checked = self.control.check(subject, headers, body, need, now);
+        let Err(denied) = checked.and_then(|who| match who {
+            Authorized::Unsigned if signed => Err(RequestDenied::SignatureRequired),
+            _ => Ok(()),
+        }) else {
             return Ok(());
         };
         self.requests_denied.fetch_add(1, Ordering::Relaxed);
@@ -291,6 +299,7 @@ impl Host {
             rss_bytes: crate::metrics::resources::rss_bytes().unwrap_or_default(),
             cpu_ms: crate::metrics::resources::cpu_seconds().map_or(0, |s| (s * 1000.0) as u64),
             draining: self.is_draining(),
+            secrets_xkey: self.secrets.as_ref().map(|s| s.public_key()).unwrap_or_default(),
         }
     }
 
@@ -341,7 +350,8 @@ impl Host {
                 && (!req.replace
                     || (existing.owner == req.owner
                         && existing.limits.describe() == limits.describe()
-                        && existing.config == *config));
+                        && existing.config == *config
+                        && existing.secret_names().eq(req.secrets.iter().map(String::as_str))));
             if same {
                 return Ok(());
             }
@@ -370,6 +380,9 @@ impl Host {
         limits: Limits,
     ) -> ControlResult {
         let (id, digest) = (req.component_id.as_str(), req.digest.as_str());
+        if !req.secrets.is_empty() && self.secrets.is_none() {
+            return Err(crate::secrets::no_key(&self.id));
+        }
         let component = self.component(digest).await?;
         let claims = self.lock_tokens().get(digest).cloned().flatten();
         let component = match limits.reuse {
@@ -391,15 +404,23 @@ impl Host {
             ..Default::default()
         })
         .await?;
-        let running = Arc::new(Running::new(
-            id.to_owned(),
-            digest.to_owned(),
-            component,
-            limits,
-            req.config,
-            req.owner,
-            claims,
-        ));
+        // Opened last, once everything else let the component start.
+        let secrets = match &self.secrets {
+            Some(secrets) => secrets.open_grants(&req.secrets, &self.records).await?,
+            None => Vec::new(),
+        };
+        let running = Arc::new(
+            Running::new(
+                id.to_owned(),
+                digest.to_owned(),
+                component,
+                limits,
+                req.config,
+                req.owner,
+                claims,
+            )
+            .with_secrets(secrets),
+        );
         if req.replace && self.components.get(id).is_some() {
             // In place: the subscription stays (no moment without one, nothing in flight on a
             // closing one); calls dispatch to the new component from the moment it is in the
@@ -730,6 +751,13 @@ impl Host {
             .await?;
 
         let compile_cache = CompileCache::open(&config, &js).await;
+        let secrets = match &config.secrets_seed {
+            Some(seed) => Some(
+                crate::secrets::Secrets::open(seed, &js, &config.lattice, config.js_replicas)
+                    .await?,
+            ),
+            None => None,
+        };
         let policy = config
             .policy_timeout
             .map(|t| Policy::new(nats.clone(), &subjects, t, &id, &config.lattice));
@@ -802,6 +830,7 @@ impl Host {
             records,
             nats_health: NatsHealth::default(),
             scheduler: Arc::default(),
+            secrets,
         };
         Ok((Arc::new(host), conn_events))
     }

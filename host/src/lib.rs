@@ -32,6 +32,7 @@ mod refused;
 mod route;
 mod router;
 pub mod runtime;
+mod secrets;
 mod slots;
 
 pub use config::HostConfig;

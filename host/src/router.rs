@@ -384,7 +384,15 @@ impl Outbound for Router {
 
     fn config(&self, source: &str) -> Vec<(String, String)> {
         match self.components.get(source) {
-            Some(running) => self.configs.merged(&running.config),
+            Some(running) => {
+                let mut config = self.configs.merged(&running.config);
+                // A granted secret appears under its name, over a config key of that name.
+                for (name, value) in &running.secrets {
+                    config.retain(|(key, _)| key != name);
+                    config.push((name.clone(), value.expose().to_owned()));
+                }
+                config
+            }
             None => Vec::new(),
         }
     }

@@ -313,6 +313,22 @@ impl LatticeClient {
         check(reply.status)
     }
 
+    /// Asks `host` (which must hold the lattice's secrets key) for secret `name`, sealed to
+    /// `recipient` (a one-time public xkey whose seed only the caller holds). Needs an admin
+    /// operator's signature.
+    pub async fn secret_get(
+        &self,
+        host: &str,
+        name: &str,
+        recipient: &str,
+    ) -> Result<Vec<u8>, ControlError> {
+        let req =
+            pb::SecretGetRequest { name: name.to_owned(), recipient_xkey: recipient.to_owned() };
+        let reply: pb::SecretGetReply = self.request(host, HostVerb::SecretGet, &req).await?;
+        check(reply.status)?;
+        Ok(reply.sealed)
+    }
+
     /// Invokes `interface.function` of `target` with a msgpack `payload`; returns the msgpack
     /// result. Errors are typed: match on [`InvokeError::kind`].
     pub async fn invoke(

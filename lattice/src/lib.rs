@@ -40,6 +40,7 @@ pub mod outbox;
 pub mod permissions;
 pub mod policy;
 pub mod record;
+pub mod secrets;
 pub mod signing;
 pub mod state;
 pub mod subject;

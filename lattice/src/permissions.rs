@@ -43,7 +43,8 @@ pub fn provider_inbox(provider_id: &str) -> String {
 }
 
 /// Key-value buckets of a lattice.
-const BUCKETS: [&str; 4] = ["LINKS", "CONFIG", "APPS", "SCHEDULER"];
+/// Operators write the first four (the scheduler's lease and statuses are hosts').
+const BUCKETS: [&str; 5] = ["LINKS", "CONFIG", "APPS", "SECRETS", "SCHEDULER"];
 
 /// JetStream API calls that only read (info, get, and the consumers that watches and listings
 /// use), in the local domain and any other (`$JS.<domain>.API`, from a leaf node).
@@ -114,7 +115,7 @@ pub fn permissions(role: NatsRole, lattice: &str, app_subjects: &[String]) -> Pe
                 .into_iter()
                 .chain(own.clone())
                 .chain(js_all)
-                .chain(buckets(&BUCKETS[..3]))
+                .chain(buckets(&BUCKETS[..4]))
                 .chain([artifacts])
                 .collect(),
             subscribe: [format!("{prefix}.evt.>")].into_iter().chain(own).collect(),
@@ -186,6 +187,8 @@ mod tests {
         assert!(!allows(&operator.publish, "$KV.TRELLIS_prod_SCHEDULER.leader"));
         assert!(allows(&operator.publish, "$O.TRELLIS_prod_ARTIFACTS.C.abc"));
         assert!(!allows(&operator.publish, "$O.TRELLIS_prod_COMPILED.C.abc"), "hosts only");
+        assert!(allows(&operator.publish, "$KV.TRELLIS_prod_SECRETS.db"), "puts secrets");
+        assert!(!allows(&operator.publish, "$KV.TRELLIS_prod_SCHEDULER.lease"));
 
         let viewer = permissions(NatsRole::Viewer, "prod", &[]);
         assert!(allows(&viewer.publish, "trellis.prod.ctl.hosts.ping"));

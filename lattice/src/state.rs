@@ -155,23 +155,12 @@ impl LatticeState {
         key: &str,
         record: Option<Vec<u8>>,
     ) -> Result<u64, StateError> {
-        let Some(operator) = &self.sealer else {
-            return match record {
-                Some(json) => store.put(key, json.into()).await.map_err(|e| js_err("put")(&e)),
-                None => store.delete(key).await.map(|()| 0).map_err(|e| js_err("delete")(&e)),
-            };
-        };
-        let sealed = record::seal(operator, &store.name, key, record.as_deref(), unix_ms())
-            .map_err(|e| js_err("seal")(&e))?;
-        store.put(key, sealed.into()).await.map_err(|e| js_err("put")(&e))
+        write_record(store, self.sealer.as_deref(), key, record).await
     }
 
     /// The record under `key`, unverified, if there is one (a tombstone is none).
     async fn read(&self, store: &kv::Store, key: &str) -> Result<Option<Bytes>, StateError> {
-        let Some(bytes) = store.get(key).await.map_err(|e| js_err("get")(&e))? else {
-            return Ok(None);
-        };
-        Ok(Stored::parse(&bytes).contents().map(Bytes::copy_from_slice))
+        read_record(store, key).await
     }
 
     /// Stores `bytes` under their digest (skipping the upload when present); returns the digest.
@@ -299,25 +288,60 @@ impl LatticeState {
 
     /// The names of every named config, sorted.
     pub async fn config_names(&self) -> Result<Vec<String>, StateError> {
-        let mut names: Vec<String> = match self.config.keys().await {
-            Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
-            Err(e) => return Err(js_err("config list")(&e)),
-        };
-        names.sort();
-        // A deletion sealed by an operator stays as a tombstone.
-        let mut live = Vec::with_capacity(names.len());
-        for name in names {
-            if self.read(&self.config, &name).await?.is_some() {
-                live.push(name);
-            }
-        }
-        Ok(live)
+        live_keys(&self.config, "config list").await
     }
 
     /// Watches every named config: first the current ones, then each change, live.
     pub async fn watch_config(&self) -> Result<kv::Watch, StateError> {
         self.config.watch_with_history(">").await.map_err(|e| js_err("config watch")(&e))
     }
+}
+
+/// Writes `record` (JSON; `None`: deletes) under `key` of `store`, sealed by `sealer` when
+/// there is one (see [`crate::record`]); returns the KV revision written.
+pub(crate) async fn write_record(
+    store: &kv::Store,
+    sealer: Option<&OperatorKey>,
+    key: &str,
+    record: Option<Vec<u8>>,
+) -> Result<u64, StateError> {
+    let Some(operator) = sealer else {
+        return match record {
+            Some(json) => store.put(key, json.into()).await.map_err(|e| js_err("put")(&e)),
+            None => store.delete(key).await.map(|()| 0).map_err(|e| js_err("delete")(&e)),
+        };
+    };
+    let sealed = record::seal(operator, &store.name, key, record.as_deref(), unix_ms())
+        .map_err(|e| js_err("seal")(&e))?;
+    store.put(key, sealed.into()).await.map_err(|e| js_err("put")(&e))
+}
+
+/// The record under `key` of `store`, unverified, if there is one (a tombstone is none).
+pub(crate) async fn read_record(store: &kv::Store, key: &str) -> Result<Option<Bytes>, StateError> {
+    let Some(bytes) = store.get(key).await.map_err(|e| js_err("get")(&e))? else {
+        return Ok(None);
+    };
+    Ok(Stored::parse(&bytes).contents().map(Bytes::copy_from_slice))
+}
+
+/// The keys of `store` that hold a record (not a tombstone), sorted.
+pub(crate) async fn live_keys(
+    store: &kv::Store,
+    what: &'static str,
+) -> Result<Vec<String>, StateError> {
+    let mut keys: Vec<String> = match store.keys().await {
+        Ok(keys) => keys.filter_map(|k| async move { k.ok() }).collect().await,
+        Err(e) => return Err(js_err(what)(&e)),
+    };
+    keys.sort();
+    // A deletion sealed by an operator stays as a tombstone.
+    let mut live = Vec::with_capacity(keys.len());
+    for key in keys {
+        if read_record(store, &key).await?.is_some() {
+            live.push(key);
+        }
+    }
+    Ok(live)
 }
 
 /// Decodes named config `name`.

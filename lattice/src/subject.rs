@@ -38,17 +38,20 @@ pub enum HostVerb {
     StopProvider,
     /// Drain the host before maintenance.
     Drain,
+    /// Hand one secret, sealed to the asker, to an admin operator.
+    SecretGet,
 }
 
 impl HostVerb {
     /// Every verb, for subscribing and tests.
-    pub const ALL: [HostVerb; 6] = [
+    pub const ALL: [HostVerb; 7] = [
         HostVerb::Inventory,
         HostVerb::StartComponent,
         HostVerb::StopComponent,
         HostVerb::StartProvider,
         HostVerb::StopProvider,
         HostVerb::Drain,
+        HostVerb::SecretGet,
     ];
 
     /// The verb's subject token.
@@ -60,6 +63,7 @@ impl HostVerb {
             HostVerb::StartProvider => "start_provider",
             HostVerb::StopProvider => "stop_provider",
             HostVerb::Drain => "drain",
+            HostVerb::SecretGet => "secret_get",
         }
     }
 

@@ -237,6 +237,18 @@ pub enum Notice {
     },
 }
 
+/// By workload id, the hosts of the view that run it, with what they run.
+type Running<'a> = HashMap<&'a str, Vec<(&'a Observed, &'a plan::Workload)>>;
+
+/// By workload id, how the pass's plan places it.
+type Placements<'a> = HashMap<&'a str, &'a Placement>;
+
+/// The replicas a workload wants this pass: its count, or, at scale `up-to` or `every-host`,
+/// what the plan found hosts for.
+fn wanted_count(placements: &Placements, id: &str, w: &Workload) -> u32 {
+    placements.get(id).map_or(w.wanted.replicas, |p| p.wanted)
+}
+
 /// A command sent and not yet seen in its host's inventory.
 #[derive(Debug, Clone)]
 struct Pending {
@@ -715,18 +727,17 @@ impl Scheduler {
         let wanted: Vec<_> = self.workloads.values().map(|w| w.wanted.clone()).collect();
         let observed = self.observed();
         let (commands, placements) = plan::plan(&wanted, &observed);
-        let placements: HashMap<&str, &Placement> =
-            placements.iter().map(|p| (p.id.as_str(), p)).collect();
+        let mut running: Running = HashMap::new();
+        for h in observed.iter().map(Arc::as_ref) {
+            for (id, r) in &h.workloads {
+                running.entry(id.as_str()).or_default().push((h, r));
+            }
+        }
 
-        let commands = self.pace(now, commands, &placements);
+        let placements: Placements = placements.iter().map(|p| (p.id.as_str(), p)).collect();
+        let commands = self.pace(now, commands, &running, &placements);
         for command in &commands {
             self.send(command.clone());
-        }
-        let mut running: HashMap<&str, Vec<&Observed>> = HashMap::new();
-        for h in observed.iter().map(Arc::as_ref) {
-            for id in h.workloads.keys() {
-                running.entry(id.as_str()).or_default().push(h);
-            }
         }
         // Hosts waiting to be read or heard from, by label set: one look at every host per
         // set, not per workload (during a partition most workloads ask).
@@ -753,13 +764,15 @@ impl Scheduler {
     }
 
     /// Holds back commands for a replica with one unanswered, starts of workloads that failed
-    /// recently, replaces beyond each application's rollout batch (counting those in flight),
-    /// and stops on draining hosts until the replacements run.
+    /// recently, starts that could take a workload past replicas + batch before its stops
+    /// land, replaces beyond each application's rollout batch (counting those in flight), and
+    /// stops on draining hosts until the replacements run.
     fn pace(
         &self,
         now: Duration,
         commands: Vec<Command>,
-        placements: &HashMap<&str, &Placement>,
+        running: &Running,
+        placements: &Placements,
     ) -> Vec<Command> {
         let moved = self.moved_off_draining_hosts(&commands, placements);
         let mut replaces: HashMap<&str, u32> = HashMap::new();
@@ -778,32 +791,103 @@ impl Scheduler {
                 l.iter().any(|p| p.command.id() == c.id() && p.answered_at_read.is_none())
             })
         };
+        let commands =
+            commands
+                .into_iter()
+                .filter(|c| !unanswered(c))
+                .filter(|c| match c {
+                    Command::Stop { host, id } => {
+                        !self.hosts.draining(host)
+                            || !self.workloads.contains_key(id)
+                            || moved.contains(id)
+                    }
+                    Command::Start { id, .. } | Command::Replace { id, .. } => {
+                        let Some(w) = self.workloads.get(id) else { return false };
+                        let key = (id.clone(), w.wanted.fingerprint.clone());
+                        if self.failures.get(&key).is_some_and(|(_, at)| {
+                            now.saturating_sub(*at) < self.config.retry_failed
+                        }) {
+                            return false;
+                        }
+                        if matches!(c, Command::Replace { .. }) {
+                            let n = replaces.entry(w.wanted.app.as_str()).or_default();
+                            *n += 1;
+                            return *n <= w.batch;
+                        }
+                        true
+                    }
+                })
+                .collect();
+        self.pace_moves(commands, running, placements)
+    }
+
+    /// Paces moves: where a pass both starts and stops replicas of a workload (moving them
+    /// between shares, scaling down while a host is away), starts go only as far as replicas +
+    /// batch and stops only as far as the wanted count, counting what may be up: the view
+    /// takes commands in flight as done, but a stop not yet answered may not have landed.
+    /// Replicas on draining hosts count apart (replacing them first is a surge by design).
+    /// What is held goes in a later pass, once the stops sent now are answered.
+    fn pace_moves(
+        &self,
+        commands: Vec<Command>,
+        running: &Running,
+        placements: &Placements,
+    ) -> Vec<Command> {
+        let leaving =
+            |host: &str, id: &str| !self.hosts.draining(host) && self.workloads.contains_key(id);
+        // By workload: starts and stops this pass.
+        let mut moves: HashMap<&str, (usize, usize)> = HashMap::new();
+        for c in &commands {
+            match c {
+                Command::Start { id, .. } => moves.entry(id.as_str()).or_default().0 += 1,
+                Command::Stop { host, id } if leaving(host, id) => {
+                    moves.entry(id.as_str()).or_default().1 += 1;
+                }
+                _ => {}
+            }
+        }
+        moves.retain(|_, (starts, _)| *starts > 0);
+        if moves.is_empty() {
+            return commands;
+        }
+        // Stops sent earlier and not yet answered, of the workloads this pass starts.
+        let mut unlanded: HashMap<&str, usize> = HashMap::new();
+        for p in self.pending.values().flatten().filter(|p| p.answered_at_read.is_none()) {
+            if let Command::Stop { host, id } = &p.command
+                && moves.contains_key(id.as_str())
+                && leaving(host, id)
+            {
+                *unlanded.entry(id.as_str()).or_default() += 1;
+            }
+        }
+        let mut allowed: HashMap<String, (usize, usize)> = HashMap::new();
+        for (&id, &(starts, stops)) in &moves {
+            let unlanded = unlanded.get(id).copied().unwrap_or(0);
+            if stops + unlanded == 0 {
+                continue;
+            }
+            let Some(w) = self.workloads.get(id) else { continue };
+            let view =
+                running.get(id).map_or(0, |on| on.iter().filter(|(h, _)| !h.draining).count());
+            let up = view + unlanded;
+            let (replicas, batch) = (wanted_count(placements, id, w) as usize, w.batch as usize);
+            let starts = starts.min((replicas + batch).saturating_sub(up));
+            let stops = stops.min((up + starts).saturating_sub(replicas));
+            allowed.insert(id.to_owned(), (starts, stops));
+        }
+        drop((moves, unlanded));
         commands
             .into_iter()
-            .filter(|c| !unanswered(c))
-            .filter(|c| match c {
-                Command::Stop { host, id } => {
-                    !self.hosts.draining(host)
-                        || !self.workloads.contains_key(id)
-                        || moved.contains(id)
-                }
-                Command::Start { id, .. } | Command::Replace { id, .. } => {
-                    let Some(w) = self.workloads.get(id) else { return false };
-                    let key = (id.clone(), w.wanted.fingerprint.clone());
-                    if self
-                        .failures
-                        .get(&key)
-                        .is_some_and(|(_, at)| now.saturating_sub(*at) < self.config.retry_failed)
-                    {
-                        return false;
-                    }
-                    if matches!(c, Command::Replace { .. }) {
-                        let n = replaces.entry(w.wanted.app.as_str()).or_default();
-                        *n += 1;
-                        return *n <= w.batch;
-                    }
-                    true
-                }
+            .filter(|c| {
+                let Some((starts, stops)) = allowed.get_mut(c.id()) else { return true };
+                let left = match c {
+                    Command::Start { .. } => starts,
+                    Command::Stop { host, id } if leaving(host, id) => stops,
+                    _ => return true,
+                };
+                let go = *left > 0;
+                *left = left.saturating_sub(1);
+                go
             })
             .collect()
     }
@@ -815,7 +899,7 @@ impl Scheduler {
     fn moved_off_draining_hosts(
         &self,
         commands: &[Command],
-        placements: &HashMap<&str, &Placement>,
+        placements: &Placements,
     ) -> HashSet<String> {
         let leaving: HashSet<&str> = commands
             .iter()
@@ -843,7 +927,7 @@ impl Scheduler {
         leaving
             .into_iter()
             .filter(|id| {
-                let wanted = placements.get(*id).map_or(0, |p| p.wanted);
+                let wanted = self.workloads.get(*id).map_or(0, |w| wanted_count(placements, id, w));
                 running.get(id).copied().unwrap_or(0) >= wanted
             })
             .map(str::to_owned)
@@ -881,8 +965,8 @@ impl Scheduler {
         &'a self,
         record: &'a AppRecord,
         observed: &[Arc<Observed>],
-        running: &HashMap<&str, Vec<&'a Observed>>,
-        placements: &HashMap<&str, &Placement>,
+        running: &Running<'a>,
+        placements: &Placements,
         waiting: &mut HashMap<&'a Requirements, usize>,
     ) -> Draft<'a> {
         let version = record.current.as_ref().map_or("", |v| v.as_str());
@@ -916,12 +1000,8 @@ impl Scheduler {
                 .get(id.as_str())
                 .into_iter()
                 .flatten()
-                .copied()
-                .filter(|h| {
-                    h.workloads.get(id).is_some_and(|r| {
-                        r.app == record.name && r.fingerprint == w.wanted.fingerprint
-                    })
-                })
+                .filter(|(_, r)| r.app == record.name && r.fingerprint == w.wanted.fingerprint)
+                .map(|&(h, _)| h)
                 .collect();
             let in_flight = runs.iter().any(|h| {
                 self.pending.get(&h.id).is_some_and(|l| {
@@ -931,7 +1011,6 @@ impl Scheduler {
             let failure = self.failures.get(&(id.clone(), w.wanted.fingerprint.clone()));
             let unhealthy = runs.iter().filter(|h| !self.hosts.healthy(&h.id, id)).count();
             let shortfall = placements.get(id.as_str()).and_then(|p| p.shortfall.as_ref());
-            let desired = placements.get(id.as_str()).map_or(w.wanted.replicas, |p| p.wanted);
             let (state, reason) = if let Some((reason, _)) = failure {
                 (State::Failed, reason.clone())
             } else if in_flight {
@@ -948,7 +1027,7 @@ impl Scheduler {
                         format!("{shortfall}; waiting for {slow} hosts that are slow to answer"),
                     ),
                 }
-            } else if runs.len() as u32 != desired {
+            } else if runs.len() as u32 != wanted_count(placements, id, w) {
                 (State::Reconciling, String::new())
             } else if unhealthy > 0 {
                 (State::Reconciling, format!("{unhealthy} replicas report a problem"))
@@ -958,7 +1037,7 @@ impl Scheduler {
             status.workloads.push(WorkloadDraft {
                 name: id,
                 kind: w.kind(),
-                desired,
+                desired: wanted_count(placements, id, w),
                 hosts: runs.iter().map(|h| self.hosts.name(&h.id)).collect(),
                 state,
                 reason,

@@ -113,13 +113,16 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
         reuse: c.reuse.map(|r| pb::Reuse { max_calls: r.max_calls, idle_ms: r.idle_ms }),
     };
     let config: Vec<String> = c.config.iter().map(|n| n.to_string()).collect();
+    let secrets: Vec<String> = c.secrets.iter().map(|n| n.to_string()).collect();
     let limits_text = format!("{limits:?}");
-    let fingerprint = fingerprint(&[
-        b"component",
-        digest.as_bytes(),
-        config.join(",").as_bytes(),
-        limits_text.as_bytes(),
-    ]);
+    // Grants join the fingerprint only when there are any, so the replicas of manifests
+    // without secrets keep theirs.
+    let grants = (!secrets.is_empty()).then(|| format!("secrets:{}", secrets.join(",")));
+    let config_text = config.join(",");
+    let mut parts: Vec<&[u8]> =
+        vec![b"component", digest.as_bytes(), config_text.as_bytes(), limits_text.as_bytes()];
+    parts.extend(grants.as_ref().map(|g| g.as_bytes()));
+    let fingerprint = fingerprint(&parts);
     let placement = (c.replicas, c.scale, &c.requirements, &c.spread[..]);
     let (wanted, owner) = wanted(manifest, c.name.as_str(), fingerprint, placement);
     Some(Workload {
@@ -131,6 +134,7 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
             config,
             owner: Some(owner),
             replace: true,
+            secrets,
         }),
         batch: manifest.rollout.batch.get(),
     })
@@ -191,6 +195,13 @@ mod tests {
         assert_ne!(fp(&one), fp(&workloads(&[record(&configured)])));
         let limited = format!("{base}    limits: {{timeout_ms: 5}}\n");
         assert_ne!(fp(&one), fp(&workloads(&[record(&limited)])));
+        let granted = format!("{base}    secrets: [db]\n");
+        let granted = workloads(&[record(&granted)]);
+        assert_ne!(fp(&one), fp(&granted));
+        let Start::Component(start) = &granted["web"].start else { panic!("a component") };
+        assert_eq!(start.secrets, ["db"]);
+        let none = format!("{base}    secrets: []\n");
+        assert_eq!(fp(&one), fp(&workloads(&[record(&none)])), "no grants: as before");
     }
 
     #[test]

@@ -207,6 +207,11 @@ pub struct ComponentSpec {
     /// Named config it reads, merged in order (later wins).
     #[serde(default)]
     pub config: Vec<Id>,
+    /// Secrets (`trellis secret put`) it may read through wasi:config, each under its name
+    /// (over a config key of the same name). Only hosts holding the lattice's secrets key run
+    /// it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Id>,
     /// Overrides of the hosts' default limits.
     #[serde(default)]
     pub limits: LimitsSpec,

@@ -5,7 +5,7 @@
 //! running it again on the new observation yields nothing (level-triggered and stable).
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 pub use crate::manifest::Scale;
 
@@ -223,6 +223,8 @@ struct Mark {
     runs: u32,
     /// Of that, outdated.
     outdated: bool,
+    /// Some share of the workload would take it.
+    fits: u32,
     /// The plan keeps it there.
     kept: u32,
 }
@@ -238,14 +240,14 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
     let mut hosts: Vec<&Observed> = hosts.iter().map(Borrow::borrow).collect();
     hosts.sort_by(|a, b| a.id.cmp(&b.id));
     let hosts = &hosts[..];
-    let wanted_ids: HashSet<&str> = wanted.iter().map(|w| w.id.as_str()).collect();
     let mut commands = Vec::new();
-    // By workload id, the ranks of the hosts running it, ascending.
-    let mut running_on: HashMap<&str, Vec<usize>> = HashMap::new();
+    // By wanted workload id, the ranks of the hosts running it (ascending), with what runs.
+    let mut running_on: HashMap<&str, Vec<(usize, &Workload)>> =
+        wanted.iter().map(|w| (w.id.as_str(), Vec::new())).collect();
     for (rank, h) in hosts.iter().enumerate() {
         for (id, workload) in &h.workloads {
-            if wanted_ids.contains(id.as_str()) {
-                running_on.entry(id.as_str()).or_default().push(rank);
+            if let Some(on) = running_on.get_mut(id.as_str()) {
+                on.push((rank, workload));
             } else if !workload.app.is_empty() {
                 commands.push(Command::Stop { host: h.id.clone(), id: id.clone() });
             }
@@ -261,8 +263,7 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
     for (n, w) in wanted.iter().enumerate() {
         let tag = n as u32 + 1;
         let on = running_on.get(w.id.as_str()).map_or(&[][..], Vec::as_slice);
-        for &rank in on {
-            let r = &hosts[rank].workloads[&w.id];
+        for &(rank, r) in on {
             let outdated = r.app != w.app || r.fingerprint != w.fingerprint;
             marks[rank] = Mark { runs: tag, outdated, ..marks[rank] };
         }
@@ -285,16 +286,21 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
             let target = target as usize;
             let fits = eligible.get(&w.requirements, &share.requirements);
             let free = |rank: usize, marks: &[Mark]| fits.member[rank] && marks[rank].kept != tag;
+            for &(rank, _) in on {
+                if fits.member[rank] {
+                    marks[rank].fits = tag;
+                }
+            }
             let mut chosen = 0;
             // Replicas already where they belong stay (lowest host ids first, for stability).
-            for &rank in on {
+            for &(rank, _) in on {
                 if chosen < target && !marks[rank].outdated && free(rank, &marks) {
                     marks[rank].kept = tag;
                     chosen += 1;
                 }
             }
             // Then out-of-date replicas are replaced in place (no new host, no gap).
-            for &rank in on {
+            for &(rank, _) in on {
                 if chosen < target && marks[rank].outdated && free(rank, &marks) {
                     commands
                         .push(Command::Replace { host: hosts[rank].id.clone(), id: w.id.clone() });
@@ -334,8 +340,24 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
             }
             placed += chosen as u32;
         }
+        // While a share is short, replicas beyond another share's count stay, up to the wanted
+        // total (the wanted spec first, then outdated ones replaced in place): a spread that
+        // cannot be met is no reason to run fewer. They stop once the short share is placed.
+        for outdated in [false, true] {
+            for &(rank, _) in on {
+                let m = marks[rank];
+                if placed < w.replicas && m.kept != tag && m.fits == tag && m.outdated == outdated {
+                    if outdated {
+                        let (host, id) = (hosts[rank].id.clone(), w.id.clone());
+                        commands.push(Command::Replace { host, id });
+                    }
+                    marks[rank].kept = tag;
+                    placed += 1;
+                }
+            }
+        }
         // Replicas beyond the spec, or on hosts no share wants any more, stop.
-        for &rank in on {
+        for &(rank, _) in on {
             if marks[rank].kept != tag {
                 commands.push(Command::Stop { host: hosts[rank].id.clone(), id: w.id.clone() });
                 load[rank] = load[rank].saturating_sub(1);
@@ -488,6 +510,34 @@ mod tests {
         let (commands, _) = plan(std::slice::from_ref(&w), &back);
         assert_eq!(commands.iter().filter(|c| matches!(c, Command::Stop { .. })).count(), 1);
         assert_eq!(running_in(&apply(&back, &commands, &w), "a"), 2);
+    }
+
+    #[test]
+    fn while_a_share_is_short_the_others_keep_their_surplus_up_to_the_wanted_count() {
+        // Two replicas in zone a; the spread now wants one in a and one in b, but b has no
+        // host up: the second stays in a rather than the workload running one.
+        let mut hosts = vec![host("a1", "a"), host("a2", "a"), host("a3", "a")];
+        let w = wanted(2, &[("a", 1), ("b", 1)]);
+        hosts[0].workloads.insert(w.id.clone(), workload(&w.fingerprint));
+        hosts[1].workloads.insert(w.id.clone(), workload("f0"));
+        let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
+        assert_eq!(commands, vec![Command::Replace { host: "a2".into(), id: w.id.clone() }]);
+        assert_eq!(placements[0].placed, 2);
+        assert!(placements[0].shortfall.as_deref().is_some_and(|s| s.contains("`b`")));
+        let after = apply(&hosts, &commands, &w);
+        assert!(plan(std::slice::from_ref(&w), &after).0.is_empty(), "stable while b is down");
+        // A host in b comes up: the replica is placed there, then the surplus in a stops.
+        let mut after = after;
+        after.push(host("b1", "b"));
+        let (commands, placements) = plan(std::slice::from_ref(&w), &after);
+        assert_eq!(
+            commands,
+            vec![
+                Command::Stop { host: "a2".into(), id: w.id.clone() },
+                Command::Start { host: "b1".into(), id: w.id.clone() },
+            ]
+        );
+        assert_eq!((placements[0].placed, placements[0].shortfall.as_deref()), (2, None));
     }
 
     #[test]

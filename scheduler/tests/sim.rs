@@ -30,10 +30,22 @@ fn report(o: &Outcome) -> String {
 
 #[test]
 fn every_seed_converges_within_the_bound_after_its_last_fault_and_breaks_no_promise() {
+    all_pass(seeds());
+}
+
+/// Seeds beyond the 300 CI runs that failed in release runs of thousands, each for a rule the
+/// scheduler lacked (docs/design/scheduler.md): a spread short in one share stopped surplus
+/// elsewhere; a move started before its stops landed; and checks of the simulator's own.
+#[test]
+fn seeds_that_once_failed_in_release_runs_pass() {
+    all_pass([363, 739, 1045, 1666, 1718, 2282, 2307]);
+}
+
+fn all_pass(runs: impl IntoIterator<Item = u64>) {
+    let runs: Vec<u64> = runs.into_iter().collect();
     let mut failed = Vec::new();
     let mut worst = Duration::ZERO;
-    let runs = seeds();
-    let count = runs.end - runs.start;
+    let count = runs.len();
     for seed in runs {
         let outcome = chaos(seed);
         match outcome.converged_after {

@@ -29,6 +29,7 @@ mod policy;
 mod regions;
 mod reuse;
 mod scheduler;
+mod secrets;
 mod security;
 mod tracing;
 mod values;

@@ -132,6 +132,11 @@ pub fn config(g: &Global, args: &HostArgs) -> anyhow::Result<HostConfig> {
             .with_context(|| format!("cannot read cluster seed file {}", path.display()))?;
         config.cluster_seed = Some(seed);
     }
+    if let Some(path) = &args.secrets_seed {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read secrets seed file {}", path.display()))?;
+        config.secrets_seed = Some(seed);
+    }
     config.allow_unsigned = args.allow_unsigned;
     config.compile_cache = !args.no_compile_cache;
     // An empty TRELLIS_TRUSTED_OPERATORS (as templates leave it) trusts nobody.

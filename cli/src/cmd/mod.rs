@@ -13,6 +13,7 @@ pub(crate) mod host;
 mod keys;
 mod link;
 mod nats;
+mod secret;
 mod start;
 mod stop;
 mod up;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCod
         Command::Link(cmd) => link::run(g, cmd).await,
         Command::Call(args) => call::run(g, args).await,
         Command::Config(cmd) => config::run(g, cmd).await,
+        Command::Secret(cmd) => secret::run(g, cmd).await,
         Command::Bench(args) => bench::run(g, args).await,
         Command::Keys(cmd) => keys::run(g, cmd),
         Command::Nats(cmd) => nats::run(g, cmd),

@@ -35,24 +35,37 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
         digest: digest.clone(),
         limits: args.limits(),
         config: args.config.clone(),
+        secrets: args.secrets.clone(),
         ..Default::default()
     };
     for name in &args.config {
         trellis_lattice::subject::validate_id("config name", name)?;
     }
+    for name in &args.secrets {
+        trellis_lattice::subject::validate_id("secret name", name)?;
+    }
 
     let hosts = match &args.host {
         Some(host) => vec![host.clone()],
         None => {
-            let all = lattice.hosts(PING_WAIT).await?;
+            let mut all = lattice.hosts(PING_WAIT).await?;
+            // Granted secrets open only where the lattice's secrets key is.
+            if !args.secrets.is_empty() {
+                all.retain(|h| !h.secrets_xkey.is_empty());
+            }
             let labels = args.labels.iter().cloned().collect();
             let load = |h: &trellis_proto::HostInfo| h.components as usize;
             let chosen = choose_hosts(&all, &labels, args.replicas, load);
             if chosen.is_empty() {
                 bail!(
-                    "no host in lattice `{}` matches {}",
+                    "no host in lattice `{}` matches {}{}",
                     g.lattice,
-                    describe_labels(&args.labels)
+                    describe_labels(&args.labels),
+                    if args.secrets.is_empty() {
+                        ""
+                    } else {
+                        " and holds the secrets key (--secrets-seed), which --secret needs"
+                    }
                 );
             }
             chosen

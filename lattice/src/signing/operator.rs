@@ -270,6 +270,14 @@ pub enum RequestDenied {
     /// Too many requests within the replay window.
     #[error("too many requests in the replay window; try again shortly")]
     Busy,
+    /// The request may be taken only from a trusted operator, even on a development host (it
+    /// reads a secret).
+    #[error(
+        "this request reads a secret, so it must be signed by an operator this host trusts as \
+         admin, even on a development host: sign with --operator-key <seed file> \
+         (TRELLIS_OPERATOR_KEY) and trust its key with --trusted-operator <key>"
+    )]
+    SignatureRequired,
 }
 
 /// Who a request was accepted from.

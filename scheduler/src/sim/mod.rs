@@ -349,9 +349,9 @@ pub struct Sim {
     passes_taken: u64,
     /// Prints what the schedulers do and hear (`TRELLIS_SIM_TRACE=1`).
     pub trace: bool,
-    /// Wall-clock CPU spent in the schedulers' `poll` (planning passes), for reports.
+    /// CPU time spent in the schedulers' `poll` (planning passes), for reports.
     pub poll_time: Duration,
-    /// The longest single `poll`.
+    /// The most CPU time a single `poll` took.
     pub longest_poll: Duration,
 }
 
@@ -636,9 +636,9 @@ impl Sim {
             return;
         }
         let now = self.local(s);
-        let started = std::time::Instant::now();
+        let started = thread_cpu_time();
         let effects = self.nodes[s].core.poll(now);
-        let spent = started.elapsed();
+        let spent = thread_cpu_time().saturating_sub(started);
         self.poll_time += spent;
         self.longest_poll = self.longest_poll.max(spent);
         for effect in effects {
@@ -1124,6 +1124,14 @@ impl Sim {
         let starting = starting.len();
         on.extend(self.host_index(host));
         if on.len() > (replicas + batch) as usize {
+            if self.trace {
+                for (o, host) in self.hosts.iter().enumerate() {
+                    if host.runs.contains_key(id) || on.contains(&o) {
+                        let view = self.nodes[s].core.liveness(&host.id);
+                        eprintln!("  {} runs {:?}; view {view:?}", host.id, host.runs.get(id));
+                    }
+                }
+            }
             self.violation(format!(
                 "start of {id} on {host} makes {} replicas ({running} running, {starting} starting) where {replicas} + batch {batch} are allowed",
                 on.len()
@@ -1142,11 +1150,14 @@ impl Sim {
         }
         let Some(s) = self.leader() else { return };
         let Some((replicas, _)) = self.nodes[s].core.wants(id) else { return };
-        let (running, starting) =
-            self.replicas_where(id, Some(&fingerprint), |o| o != h && self.up(o));
-        let (others, starting) = (running.len(), starting.len());
-        // A draining host's replica stops only once its replacements run, not merely start.
+        // A draining host's replica stops only once its replacements run in the wanted
+        // version, not merely start. Any other stop (surplus after a scale-down, a share that
+        // wants fewer) may count replicas of an older version that still serve: a rollout
+        // replaces those in place, so they stay up until their successors start.
         let draining = self.hosts[h].draining_since.is_some();
+        let version = draining.then_some(fingerprint.as_str());
+        let (running, starting) = self.replicas_where(id, version, |o| o != h && self.up(o));
+        let (others, starting) = (running.len(), starting.len());
         let counted = if draining { others } else { others + starting };
         if counted < replicas as usize {
             if self.trace {
@@ -1210,7 +1221,7 @@ impl Sim {
         };
         let all = BTreeMap::new();
         for (id, w) in &workloads {
-            // As many as wanted, or as many as each share's hosts can hold.
+            // At least as many as wanted, or as many as each share's hosts can hold.
             let want: usize = if w.wanted.spread.is_empty() {
                 (w.wanted.replicas as usize).min(eligible(&w.wanted.requirements, &all))
             } else {
@@ -1236,9 +1247,12 @@ impl Sim {
                     })
                     .count()
             });
-            // A draining host keeps a replica it cannot hand over until it leaves.
+            // A draining host keeps a replica it cannot hand over until it leaves. While a
+            // share is short, the others keep what they run beyond their count, up to the
+            // wanted total.
+            let most = if w.wanted.spread.is_empty() { want } else { w.wanted.replicas as usize };
             let fewer = running < want;
-            let more = running > want + draining;
+            let more = running > most + draining;
             if (fewer || more) && !self.broken.contains(&w.wanted.fingerprint) {
                 return Some(format!("{id}: {running} running, {want} wanted"));
             }
@@ -1327,4 +1341,10 @@ fn no_responders(on_timeout: Input) -> Input {
         Input::Done { command, .. } => Input::Done { command, error: Some(error) },
         other => other,
     }
+}
+
+/// CPU time this thread has used: what a poll costs, whatever else the machine runs.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }

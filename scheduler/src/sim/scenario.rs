@@ -1,5 +1,6 @@
 //! Lattices, applications and faults for the simulator, drawn from a seed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::manifest::{Manifest, Version};
@@ -86,11 +87,20 @@ enum Action {
     Crash(usize),
     Cut(usize),
     Heal(usize),
+    /// Cut whichever scheduler leads then; the number pairs it with its heal.
+    CutLeader(u64),
+    HealLeader(u64),
     Slow(usize, Duration, Duration),
     Storm,
     Calm(Net),
-    Rollout { app: usize, broken: bool },
-    Scale { app: usize, replicas: u32 },
+    Rollout {
+        app: usize,
+        broken: bool,
+    },
+    Scale {
+        app: usize,
+        replicas: u32,
+    },
     Join(String),
     Undeploy(usize),
     Drain(usize),
@@ -147,8 +157,9 @@ pub fn chaos(seed: u64) -> Outcome {
             }
             2 => {
                 // The leading scheduler's host (whichever leads then).
-                actions.push((at, Action::Cut(usize::MAX)));
-                actions.push((at + lasting, Action::Heal(usize::MAX)));
+                let n = actions.len() as u64;
+                actions.push((at, Action::CutLeader(n)));
+                actions.push((at + lasting, Action::HealLeader(n)));
             }
             3 => {
                 let late = rng.between(Duration::from_millis(200), Duration::from_secs(5));
@@ -175,7 +186,8 @@ pub fn chaos(seed: u64) -> Outcome {
     }
     actions.sort_by_key(|(at, _)| *at);
     let last_fault = actions.last().map_or(Duration::from_secs(1), |(at, _)| *at);
-    let mut cut_leader: Option<usize> = None;
+    // Each leader cut heals the host it cut, however cuts overlap.
+    let mut cut_leaders: HashMap<u64, usize> = HashMap::new();
     let mut version = 1;
     for (at, action) in actions {
         sim.run_until(at);
@@ -189,16 +201,16 @@ pub fn chaos(seed: u64) -> Outcome {
                 script.push(format!("{secs:.1}s drain h{h:05}"));
                 sim.drain(h);
             }
-            Action::Cut(usize::MAX) => {
+            Action::CutLeader(n) => {
                 if let Some(leader) = sim.leader() {
                     let h = sim.scheduler_host(leader);
                     script.push(format!("{secs:.1}s cut the leader (scheduler {leader}, h{h:05})"));
                     sim.partition(h, true);
-                    cut_leader = Some(h);
+                    cut_leaders.insert(n, h);
                 }
             }
-            Action::Heal(usize::MAX) => {
-                if let Some(h) = cut_leader.take() {
+            Action::HealLeader(n) => {
+                if let Some(h) = cut_leaders.remove(&n) {
                     script.push(format!("{secs:.1}s heal h{h:05}"));
                     sim.partition(h, false);
                 }

@@ -212,6 +212,7 @@ impl Translator {
                     requirements: BTreeMap::new(),
                     spread,
                     config,
+                    secrets: Vec::new(),
                     limits: LimitsSpec::default(),
                     reuse: None,
                 });
