@@ -108,12 +108,11 @@ pub enum WadmError {
         /// Its image.
         image: String,
     },
-    /// A secret reference: Trellis has no secrets backend.
+    /// A secret given to a provider or a link: Trellis grants secrets to components only.
     #[error(
         "component `{component}`: secret `{secret}` (key `{key}` of policy `{policy}`) cannot be \
-         served: \
-         Trellis has no secrets backend yet; put the value in named config or in the link's \
-         config instead"
+         given to a provider or a link: Trellis grants secrets to components only; put the value \
+         in the link's config instead"
     )]
     Secrets {
         /// The component's manifest name.

@@ -176,7 +176,9 @@ impl Translator {
         let (id, provider) = (self.entries[&c.name].id.clone(), self.entries[&c.name].provider);
         let unsupported =
             |message: String| WadmError::Unsupported { component: c.name.clone(), message };
-        refuse_secrets(&c.name, &c.properties.secrets)?;
+        if provider.is_some() {
+            refuse_secrets(&c.name, &c.properties.secrets)?;
+        }
         if let Some(shared) = &c.properties.application {
             return Err(unsupported(format!(
                 "shared components (`application: {}`, component `{}`) are not supported; give \
@@ -204,6 +206,10 @@ impl Translator {
                 for r in &c.properties.config {
                     config.push(self.named_config(&c.name, r)?);
                 }
+                let mut secrets = Vec::new();
+                for r in &c.properties.secrets {
+                    secrets.push(self.secret(&c.name, r)?);
+                }
                 manifest.components.push(ComponentSpec {
                     name: id,
                     source: source(image).map_err(unsupported)?,
@@ -212,13 +218,27 @@ impl Translator {
                     requirements: BTreeMap::new(),
                     spread,
                     config,
-                    secrets: Vec::new(),
+                    secrets,
                     limits: LimitsSpec::default(),
                     reuse: None,
                 });
             }
         }
         Ok(())
+    }
+
+    /// A component's secret: granted by its name, which the operator puts in Trellis's store.
+    fn secret(&mut self, component: &str, r: &SecretRef) -> Result<Id, WadmError> {
+        let name = Id::try_from(r.name.clone()).map_err(|e| {
+            WadmError::Invalid(format!("component `{component}`: secret `{}`: {e}", r.name))
+        })?;
+        self.notes.push(format!(
+            "component `{component}` is granted secret `{name}` (key `{}` of policy `{}` in \
+             wadm): put its value with `trellis secret put {name}`; the component reads it \
+             through wasi:config under that name (wasmcloud:secrets is not served)",
+            r.properties.key, r.properties.policy
+        ));
+        Ok(name)
     }
 
     /// A component's named config: defined here when it has properties, otherwise expected in

@@ -218,22 +218,26 @@ fn unknown_images_traits_types_and_versions_are_named() {
 }
 
 #[test]
-fn secrets_shared_components_and_external_link_config_are_refused_with_a_way_out() {
-    let with_secret = APP.replace(
-        "        id: counter\n",
-        "        id: counter\n        secrets:\n          - name: api-key\n            properties:\n              policy: vault\n              key: api\n",
-    );
-    let e = error(&with_secret);
+fn secrets_are_granted_to_components_and_shared_components_and_external_link_config_refused() {
+    // A component's secret is a Trellis grant of that name; a provider's is refused.
+    let secret = "        secrets:\n          - name: api-key\n            properties:\n              policy: vault\n              key: api\n";
+    let t =
+        translate(&APP.replace("        id: counter\n", &format!("        id: counter\n{secret}")))
+            .unwrap();
+    let granted: Vec<&str> = t.manifest.components[0].secrets.iter().map(Id::as_str).collect();
+    assert_eq!(granted, ["api-key"]);
+    assert!(t.notes.iter().any(|n| n.contains("trellis secret put api-key")), "{:?}", t.notes);
+    let e = error(&APP.replace("        id: web\n", &format!("        id: web\n{secret}")));
     assert_eq!(
         e,
         WadmError::Secrets {
-            component: "counter".into(),
+            component: "web".into(),
             secret: "api-key".into(),
             key: "api".into(),
             policy: "vault".into()
         }
     );
-    assert!(e.to_string().contains("named config"), "{e}");
+    assert!(e.to_string().contains("components only"), "{e}");
 
     let shared = APP.replace(
         "        image: ghcr.io/acme/echo:1.0\n",
