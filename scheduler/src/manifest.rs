@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
 use trellis_lattice::subject::validate_id;
 
+pub mod wadm;
+mod yaml;
+
 /// A manifest that cannot be used, with where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
@@ -192,6 +195,9 @@ pub struct ComponentSpec {
     /// How many hosts run it (at most one replica per host).
     #[serde(default = "one")]
     pub replicas: u32,
+    /// How `replicas` is read: `exact` (default), `up-to` or `every-host`.
+    #[serde(default, skip_serializing_if = "Scale::is_exact")]
+    pub scale: Scale,
     /// Labels every host running it must carry.
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
@@ -241,6 +247,9 @@ pub struct ProviderSpec {
     /// How many hosts run it.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// How `replicas` is read: `exact` (default), `up-to` or `every-host`.
+    #[serde(default, skip_serializing_if = "Scale::is_exact")]
+    pub scale: Scale,
     /// Labels every host running it must carry.
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
@@ -262,6 +271,27 @@ pub struct SpreadSpec {
     #[serde(default = "nonzero_one")]
     #[schemars(with = "u32", range(min = 1))]
     pub weight: NonZeroU32,
+}
+
+/// How `replicas` is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// Exactly `replicas` hosts; fewer matching hosts make the application `unplaceable`.
+    #[default]
+    Exact,
+    /// As many of `replicas` as there are matching hosts, and more as hosts join (wadm's
+    /// spreadscaler).
+    UpTo,
+    /// Every matching host, whatever `replicas` says (wadm's daemonscaler).
+    EveryHost,
+}
+
+impl Scale {
+    /// The default, left out when a manifest is written.
+    pub fn is_exact(&self) -> bool {
+        *self == Scale::Exact
+    }
 }
 
 /// Per-component limits; zero or absent keeps the host's default (never above the host's).
