@@ -343,10 +343,13 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
         // While a share is short, replicas beyond another share's count stay, up to the wanted
         // total (the wanted spec first, then outdated ones replaced in place): a spread that
         // cannot be met is no reason to run fewer. They stop once the short share is placed.
+        // (An exact count only: `up-to` and `every-host` take what each share's hosts allow.)
+        let exact = w.scale == Scale::Exact;
         for outdated in [false, true] {
             for &(rank, _) in on {
                 let m = marks[rank];
-                if placed < w.replicas && m.kept != tag && m.fits == tag && m.outdated == outdated {
+                let spare = exact && placed < w.replicas;
+                if spare && m.kept != tag && m.fits == tag && m.outdated == outdated {
                     if outdated {
                         let (host, id) = (hosts[rank].id.clone(), w.id.clone());
                         commands.push(Command::Replace { host, id });
