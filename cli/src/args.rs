@@ -232,7 +232,8 @@ pub enum ContextCommand {
 pub enum AppCommand {
     /// Deploy (or update to) the version in a manifest; waits until it is placed.
     Deploy {
-        /// The manifest (YAML, see docs/manifest.md).
+        /// The manifest: Trellis YAML (docs/manifest.md) or a wadm (wasmCloud OAM) manifest,
+        /// translated (docs/migrating-from-wasmcloud.md).
         manifest: PathBuf,
         /// Seconds to wait for placement; then exit 2 if it is not placed yet.
         #[arg(long, default_value_t = 60)]
@@ -281,6 +282,11 @@ pub enum AppCommand {
     },
     /// Print the JSON Schema of manifests.
     Schema,
+    /// Print the Trellis manifest a wadm (wasmCloud OAM) manifest translates to, for review.
+    Convert {
+        /// The wadm manifest (`apiVersion: core.oam.dev/v1beta1`, `kind: Application`).
+        manifest: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -238,10 +238,19 @@ pub enum Notice {
     },
 }
 
-/// A command sent and not yet seen in its host's inventory.
 /// By workload id, the hosts of the view that run it, with what they run.
 type Running<'a> = HashMap<&'a str, Vec<(&'a Observed, &'a plan::Workload)>>;
 
+/// By workload id, how the pass's plan places it.
+type Placements<'a> = HashMap<&'a str, &'a Placement>;
+
+/// The replicas a workload wants this pass: its count, or, at scale `up-to` or `every-host`,
+/// what the plan found hosts for.
+fn wanted_count(placements: &Placements, id: &str, w: &Workload) -> u32 {
+    placements.get(id).map_or(w.wanted.replicas, |p| p.wanted)
+}
+
+/// A command sent and not yet seen in its host's inventory.
 #[derive(Debug, Clone)]
 struct Pending {
     command: Command,
@@ -759,12 +768,11 @@ impl Scheduler {
             }
         }
 
-        let commands = self.pace(now, commands, &running);
+        let placements: Placements = placements.iter().map(|p| (p.id.as_str(), p)).collect();
+        let commands = self.pace(now, commands, &running, &placements);
         for command in &commands {
             self.send(command.clone());
         }
-        let placements: HashMap<&str, &Placement> =
-            placements.iter().map(|p| (p.id.as_str(), p)).collect();
         // Hosts waiting to be read or heard from, by label set: one look at every host per
         // set, not per workload (during a partition most workloads ask).
         let mut waiting = HashMap::new();
@@ -793,8 +801,14 @@ impl Scheduler {
     /// recently, starts that could take a workload past replicas + batch before its stops
     /// land, replaces beyond each application's rollout batch (counting those in flight), and
     /// stops on draining hosts until the replacements run.
-    fn pace(&self, now: Duration, commands: Vec<Command>, running: &Running) -> Vec<Command> {
-        let moved = self.moved_off_draining_hosts(&commands);
+    fn pace(
+        &self,
+        now: Duration,
+        commands: Vec<Command>,
+        running: &Running,
+        placements: &Placements,
+    ) -> Vec<Command> {
+        let moved = self.moved_off_draining_hosts(&commands, placements);
         let mut replaces: HashMap<&str, u32> = HashMap::new();
         for p in self.pending.values().flatten() {
             if let Command::Replace { id, .. } = &p.command
@@ -838,7 +852,7 @@ impl Scheduler {
                     }
                 })
                 .collect();
-        self.pace_moves(commands, running)
+        self.pace_moves(commands, running, placements)
     }
 
     /// Paces moves: where a pass both starts and stops replicas of a workload (moving them
@@ -847,7 +861,12 @@ impl Scheduler {
     /// takes commands in flight as done, but a stop not yet answered may not have landed.
     /// Replicas on draining hosts count apart (replacing them first is a surge by design).
     /// What is held goes in a later pass, once the stops sent now are answered.
-    fn pace_moves(&self, commands: Vec<Command>, running: &Running) -> Vec<Command> {
+    fn pace_moves(
+        &self,
+        commands: Vec<Command>,
+        running: &Running,
+        placements: &Placements,
+    ) -> Vec<Command> {
         let leaving =
             |host: &str, id: &str| !self.hosts.draining(host) && self.workloads.contains_key(id);
         // By workload: starts and stops this pass.
@@ -885,7 +904,7 @@ impl Scheduler {
             let view =
                 running.get(id).map_or(0, |on| on.iter().filter(|(h, _)| !h.draining).count());
             let up = view + unlanded;
-            let (replicas, batch) = (w.wanted.replicas as usize, w.batch as usize);
+            let (replicas, batch) = (wanted_count(placements, id, w) as usize, w.batch as usize);
             let starts = starts.min((replicas + batch).saturating_sub(up));
             let stops = stops.min((up + starts).saturating_sub(replicas));
             allowed.insert(id.to_owned(), (starts, stops));
@@ -911,7 +930,11 @@ impl Scheduler {
     /// as many replicas of the wanted spec as are wanted run on other hosts, as read from them
     /// (commands in flight do not count). A drain never takes capacity away first; when the
     /// others cannot hold them all, the replica stays until the host's own drain wait ends.
-    fn moved_off_draining_hosts(&self, commands: &[Command]) -> HashSet<String> {
+    fn moved_off_draining_hosts(
+        &self,
+        commands: &[Command],
+        placements: &Placements,
+    ) -> HashSet<String> {
         let leaving: HashSet<&str> = commands
             .iter()
             .filter_map(|c| match c {
@@ -938,7 +961,7 @@ impl Scheduler {
         leaving
             .into_iter()
             .filter(|id| {
-                let wanted = self.workloads.get(*id).map_or(0, |w| w.wanted.replicas);
+                let wanted = self.workloads.get(*id).map_or(0, |w| wanted_count(placements, id, w));
                 running.get(id).copied().unwrap_or(0) >= wanted
             })
             .map(str::to_owned)
@@ -977,7 +1000,7 @@ impl Scheduler {
         record: &'a AppRecord,
         observed: &[Arc<Observed>],
         running: &Running<'a>,
-        placements: &HashMap<&str, &Placement>,
+        placements: &Placements,
         waiting: &mut HashMap<&'a Requirements, usize>,
     ) -> Draft<'a> {
         let version = record.current.as_ref().map_or("", |v| v.as_str());
@@ -1038,7 +1061,7 @@ impl Scheduler {
                         format!("{shortfall}; waiting for {slow} hosts that are slow to answer"),
                     ),
                 }
-            } else if runs.len() as u32 != w.wanted.replicas {
+            } else if runs.len() as u32 != wanted_count(placements, id, w) {
                 (State::Reconciling, String::new())
             } else if unhealthy > 0 {
                 (State::Reconciling, format!("{unhealthy} replicas report a problem"))
@@ -1048,7 +1071,7 @@ impl Scheduler {
             status.workloads.push(WorkloadDraft {
                 name: id,
                 kind: w.kind(),
-                desired: w.wanted.replicas,
+                desired: wanted_count(placements, id, w),
                 hosts: runs.iter().map(|h| self.hosts.name(&h.id)).collect(),
                 state,
                 reason,

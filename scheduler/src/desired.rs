@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::apps::AppRecord;
-use crate::manifest::{ComponentSpec, Manifest, ProviderSpec, Source, SpreadSpec};
+use crate::manifest::{ComponentSpec, Manifest, ProviderSpec, Scale, Source, SpreadSpec};
 use sha2::{Digest, Sha256};
 use trellis_proto as pb;
 
@@ -83,12 +83,15 @@ fn spread(spread: &[SpreadSpec]) -> Vec<Spread> {
         .collect()
 }
 
+/// Where a workload's replicas go: replicas, scale, requirements, spread.
+type Placing<'a> = (u32, Scale, &'a BTreeMap<String, String>, &'a [SpreadSpec]);
+
 /// The planner's view of workload `id` of `manifest`, and the owner its replicas carry.
 fn wanted(
     manifest: &Manifest,
     id: &str,
     fingerprint: String,
-    (replicas, requirements, spreads): (u32, &BTreeMap<String, String>, &[SpreadSpec]),
+    (replicas, scale, requirements, spreads): Placing<'_>,
 ) -> (Wanted, pb::Owner) {
     let app = manifest.name.to_string();
     let owner = pb::Owner { app: app.clone(), fingerprint: fingerprint.clone() };
@@ -97,6 +100,7 @@ fn wanted(
         id: id.to_owned(),
         fingerprint,
         replicas,
+        scale,
         requirements: requirements.clone(),
         spread: spread(spreads),
     };
@@ -123,7 +127,7 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
         vec![b"component", digest.as_bytes(), config_text.as_bytes(), limits_text.as_bytes()];
     parts.extend(grants.as_ref().map(|g| g.as_bytes()));
     let fingerprint = fingerprint(&parts);
-    let placement = (c.replicas.min, &c.requirements, &c.spread[..]);
+    let placement = (c.replicas.min, c.scale, &c.requirements, &c.spread[..]);
     let (wanted, owner) = wanted(manifest, c.name.as_str(), fingerprint, placement);
     Some(Workload {
         wanted,
@@ -144,7 +148,7 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
 fn provider(manifest: &Manifest, p: &ProviderSpec) -> Workload {
     let builtin: &[u8] = if p.builtin { b"builtin" } else { b"process" };
     let fingerprint = fingerprint(&[b"provider", p.kind.as_str().as_bytes(), builtin]);
-    let placement = (p.replicas, &p.requirements, &p.spread[..]);
+    let placement = (p.replicas, p.scale, &p.requirements, &p.spread[..]);
     let (wanted, owner) = wanted(manifest, p.name.as_str(), fingerprint, placement);
     Workload {
         wanted,

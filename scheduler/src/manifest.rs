@@ -16,6 +16,9 @@ pub use crate::replicas::Replicas;
 use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
 use trellis_lattice::subject::validate_id;
 
+pub mod wadm;
+mod yaml;
+
 /// A manifest that cannot be used, with where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
@@ -194,6 +197,9 @@ pub struct ComponentSpec {
     /// `{min: 0, max: N, idle: 5m}` to stop it when idle and start it on the next call.
     #[serde(default)]
     pub replicas: Replicas,
+    /// How `replicas` is read: `exact` (default), `up-to` or `every-host`.
+    #[serde(default, skip_serializing_if = "Scale::is_exact")]
+    pub scale: Scale,
     /// Labels every host running it must carry.
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
@@ -243,6 +249,9 @@ pub struct ProviderSpec {
     /// How many hosts run it.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// How `replicas` is read: `exact` (default), `up-to` or `every-host`.
+    #[serde(default, skip_serializing_if = "Scale::is_exact")]
+    pub scale: Scale,
     /// Labels every host running it must carry.
     #[serde(default)]
     pub requirements: BTreeMap<String, String>,
@@ -264,6 +273,27 @@ pub struct SpreadSpec {
     #[serde(default = "nonzero_one")]
     #[schemars(with = "u32", range(min = 1))]
     pub weight: NonZeroU32,
+}
+
+/// How `replicas` is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// Exactly `replicas` hosts; fewer matching hosts make the application `unplaceable`.
+    #[default]
+    Exact,
+    /// As many of `replicas` as there are matching hosts, and more as hosts join (wadm's
+    /// spreadscaler).
+    UpTo,
+    /// Every matching host, whatever `replicas` says (wadm's daemonscaler).
+    EveryHost,
+}
+
+impl Scale {
+    /// The default, left out when a manifest is written.
+    pub fn is_exact(&self) -> bool {
+        *self == Scale::Exact
+    }
 }
 
 /// Per-component limits; zero or absent keeps the host's default (never above the host's).
@@ -367,6 +397,17 @@ impl Manifest {
     /// Checks what spans fields: names are unique, spread names are unique per workload.
     /// On error: (field path, offending value, message).
     fn check(&self) -> Result<(), (String, String, String)> {
+        for (i, c) in self.components.iter().enumerate() {
+            if c.replicas.scales_to_zero().is_some() && c.scale == Scale::EveryHost {
+                return Err((
+                    format!("components[{i}].scale"),
+                    "every-host".to_owned(),
+                    "a component that scales to zero (`replicas: {min: 0}`) cannot run on every \
+                     host; use `scale: exact` or `up-to`"
+                        .to_owned(),
+                ));
+            }
+        }
         let mut names = BTreeSet::new();
         let workloads = self
             .components
@@ -534,6 +575,18 @@ config:
         assert!(e.message.contains("version"), "{e}");
         let e = error(&GOOD.replace("name: shop", "name: sh.op"));
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn a_component_that_scales_to_zero_does_not_run_on_every_host() {
+        let lazy = GOOD.replace("replicas: 3", "replicas: {min: 0, max: 2, idle: 2s}");
+        let m = Manifest::from_yaml(&lazy).unwrap();
+        assert_eq!(
+            m.components[0].replicas.scales_to_zero(),
+            Some(std::time::Duration::from_secs(2))
+        );
+        let e = error(&lazy.replace("replicas: {", "scale: every-host\n    replicas: {"));
+        assert!(e.message.contains("cannot run on every host"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
+pub use crate::manifest::Scale;
+
 /// Labels a host must carry: every `key=value` must match.
 pub type Requirements = BTreeMap<String, String>;
 
@@ -33,6 +35,8 @@ pub struct Wanted {
     pub fingerprint: String,
     /// How many hosts should run it (at most one replica per host).
     pub replicas: u32,
+    /// How `replicas` is read: exactly, up to, or every eligible host.
+    pub scale: Scale,
     /// Labels every host running it must carry.
     pub requirements: Requirements,
     /// How replicas are shared out; empty: one share over every eligible host.
@@ -100,6 +104,7 @@ pub fn choose_hosts(
         id: String::new(),
         fingerprint: String::new(),
         replicas,
+        scale: Scale::Exact,
         requirements: requirements.clone(),
         spread: Vec::new(),
     };
@@ -140,6 +145,9 @@ impl Command {
 pub struct Placement {
     /// Component id.
     pub id: String,
+    /// Replicas wanted this pass: `replicas`, or what the eligible hosts allow when the scale
+    /// is `up-to` or `every-host`.
+    pub wanted: u32,
     /// Replicas that will run.
     pub placed: u32,
     /// Why fewer than wanted, if so.
@@ -260,9 +268,20 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
             marks[rank] = Mark { runs: tag, outdated, ..marks[rank] };
         }
         let shares: &[Spread] = if w.spread.is_empty() { &default_share } else { &w.spread };
-        let targets = apportion(w.replicas, &shares.iter().map(|s| s.weight).collect::<Vec<_>>());
-        let mut placed = 0u32;
+        let mut targets =
+            apportion(w.replicas, &shares.iter().map(|s| s.weight).collect::<Vec<_>>());
         let mut short = Vec::new();
+        if w.scale != Scale::Exact {
+            for (share, target) in shares.iter().zip(&mut targets) {
+                let up = eligible.get(&w.requirements, &share.requirements).ranks.len() as u32;
+                // Fewer hosts than wanted is fine at this scale; none at all is not.
+                if up == 0 && (*target > 0 || w.scale == Scale::EveryHost) {
+                    short.push(format!("spread `{}` has no matching host up", share.name));
+                }
+                *target = if w.scale == Scale::EveryHost { up } else { (*target).min(up) };
+            }
+        }
+        let mut placed = 0u32;
         for (share, &target) in shares.iter().zip(&targets) {
             let target = target as usize;
             let fits = eligible.get(&w.requirements, &share.requirements);
@@ -311,7 +330,9 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
                     chosen += 1;
                 }
             }
-            if chosen < target {
+            // Shares that overlap can leave one short without a host missing: only an exact
+            // count is a shortfall.
+            if chosen < target && w.scale == Scale::Exact {
                 short.push(format!(
                     "spread `{}` wants {target} but only {chosen} matching hosts are up",
                     share.name,
@@ -322,10 +343,13 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
         // While a share is short, replicas beyond another share's count stay, up to the wanted
         // total (the wanted spec first, then outdated ones replaced in place): a spread that
         // cannot be met is no reason to run fewer. They stop once the short share is placed.
+        // (An exact count only: `up-to` and `every-host` take what each share's hosts allow.)
+        let exact = w.scale == Scale::Exact;
         for outdated in [false, true] {
             for &(rank, _) in on {
                 let m = marks[rank];
-                if placed < w.replicas && m.kept != tag && m.fits == tag && m.outdated == outdated {
+                let spare = exact && placed < w.replicas;
+                if spare && m.kept != tag && m.fits == tag && m.outdated == outdated {
                     if outdated {
                         let (host, id) = (hosts[rank].id.clone(), w.id.clone());
                         commands.push(Command::Replace { host, id });
@@ -343,7 +367,8 @@ pub fn plan<H: Borrow<Observed>>(wanted: &[Wanted], hosts: &[H]) -> (Vec<Command
             }
         }
         let shortfall = (!short.is_empty()).then(|| short.join("; "));
-        placements.push(Placement { id: w.id.clone(), placed, shortfall });
+        let wanted = if w.scale == Scale::Exact { w.replicas } else { placed };
+        placements.push(Placement { id: w.id.clone(), wanted, placed, shortfall });
     }
     commands.sort();
     commands.dedup();
@@ -381,6 +406,7 @@ mod tests {
             id: "web".into(),
             fingerprint: "f1".into(),
             replicas,
+            scale: Scale::Exact,
             requirements: Requirements::new(),
             spread: spread
                 .iter()
@@ -429,6 +455,46 @@ mod tests {
         assert_eq!((running_in(&after, "a"), running_in(&after, "b")), (3, 1));
         assert_eq!(placements[0].placed, 4);
         assert_eq!(plan(&[w], &after).0, vec![], "nothing to do once placed");
+    }
+
+    #[test]
+    fn up_to_places_what_fits_and_every_host_follows_the_hosts() {
+        let mut hosts: Vec<Observed> = ["a1", "b1"].iter().map(|id| host(id, &id[..1])).collect();
+        // Up to four over zones a and b, one host each: two placed, no shortfall.
+        let w = Wanted { scale: Scale::UpTo, ..wanted(4, &[("a", 1), ("b", 1)]) };
+        let (commands, placements) = plan(std::slice::from_ref(&w), &hosts);
+        let after = apply(&hosts, &commands, &w);
+        assert_eq!((running_in(&after, "a"), running_in(&after, "b")), (1, 1));
+        let p = &placements[0];
+        assert_eq!((p.wanted, p.placed, p.shortfall.as_deref()), (2, 2, None));
+        // The same wanted exactly is short.
+        let exact = Wanted { scale: Scale::Exact, ..w.clone() };
+        let (_, placements) = plan(std::slice::from_ref(&exact), &hosts);
+        assert!(placements[0].shortfall.is_some());
+        assert_eq!(placements[0].wanted, 4);
+
+        // No matching host at all is a shortfall at any scale.
+        let nowhere = Wanted { scale: Scale::UpTo, ..wanted(4, &[("c", 1)]) };
+        let (_, placements) = plan(std::slice::from_ref(&nowhere), &hosts);
+        assert_eq!(placements[0].shortfall.as_deref(), Some("spread `c` has no matching host up"));
+        let nowhere = Wanted { scale: Scale::EveryHost, ..nowhere };
+        assert!(plan(std::slice::from_ref(&nowhere), &hosts).1[0].shortfall.is_some());
+
+        // Every host of zone a, whatever `replicas` says; a host that joins gets one.
+        let every = Wanted { scale: Scale::EveryHost, ..wanted(1, &[("a", 1)]) };
+        hosts.extend(["a2", "a3"].iter().map(|id| host(id, "a")));
+        let (commands, placements) = plan(std::slice::from_ref(&every), &hosts);
+        let after = apply(&hosts, &commands, &every);
+        assert_eq!((running_in(&after, "a"), running_in(&after, "b")), (3, 0));
+        assert_eq!((placements[0].wanted, placements[0].shortfall.as_deref()), (3, None));
+        let mut joined = after.clone();
+        joined.push(host("a4", "a"));
+        let (commands, _) = plan(std::slice::from_ref(&every), &joined);
+        assert_eq!(commands, vec![Command::Start { host: "a4".into(), id: "web".into() }]);
+        // A draining host is not one of them.
+        joined[0].draining = true;
+        let (_, placements) = plan(std::slice::from_ref(&every), &joined);
+        assert_eq!(placements[0].wanted, 3);
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod secrets;
 mod security;
 mod tracing;
 mod values;
+mod wadm;
 
 use std::net::SocketAddr;
 use std::time::Duration;

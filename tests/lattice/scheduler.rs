@@ -16,20 +16,20 @@ mod store;
 mod zero;
 
 /// Hosts that run a scheduler, with a short lease so takeovers are quick.
-fn scheduler_args(labels: &[&str]) -> Vec<String> {
+pub(crate) fn scheduler_args(labels: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = labels.iter().map(|l| format!("--label={l}")).collect();
     args.extend(["--allow-unsigned", "--scheduler", "--scheduler-lease", "2"].map(String::from));
     args
 }
 
 /// Writes `yaml` to a manifest file in `dir`.
-fn manifest(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+pub(crate) fn manifest(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, yaml).expect("write manifest");
     path
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 

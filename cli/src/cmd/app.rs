@@ -12,7 +12,7 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 use trellis_lattice::client::LatticeClient;
 use trellis_scheduler::apps::{AppError, AppRecord, AppStatus, AppStore, Deployed, State};
-use trellis_scheduler::manifest::{Manifest, Source};
+use trellis_scheduler::manifest::{Manifest, Source, wadm};
 
 use super::NOT_PLACED;
 use crate::args::{AppCommand, Global, Output};
@@ -20,9 +20,13 @@ use crate::output::{print_json, print_table, time_text};
 use crate::progress::Progress;
 
 pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
-    if let AppCommand::Schema = cmd {
-        print!("{}", Manifest::json_schema());
-        return Ok(ExitCode::SUCCESS);
+    match &cmd {
+        AppCommand::Schema => {
+            print!("{}", Manifest::json_schema());
+            return Ok(ExitCode::SUCCESS);
+        }
+        AppCommand::Convert { manifest } => return convert(manifest),
+        _ => {}
     }
     if let AppCommand::Deploy { manifest, .. } = &cmd {
         // A bad manifest is reported before anything else, NATS included.
@@ -74,14 +78,47 @@ pub async fn run(g: &Global, cmd: AppCommand) -> anyhow::Result<ExitCode> {
             eprintln!("application `{name}`: rolling back to {version}");
             wait_placed(g, &apps, &name, version.as_str(), wait).await
         }
-        AppCommand::Schema => unreachable!("handled above"),
+        AppCommand::Schema | AppCommand::Convert { .. } => unreachable!("handled above"),
     }
 }
 
+/// Reads a Trellis manifest, or translates a wadm one (saying on stderr what reads
+/// differently).
 fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read manifest {}", path.display()))?;
-    Manifest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let read = wadm::read(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if read.from_wadm {
+        eprintln!(
+            "{}: a wadm manifest, translated (`trellis app convert` shows the result)",
+            path.display()
+        );
+    }
+    for note in &read.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(read.manifest)
+}
+
+/// `trellis app convert`: the translation as Trellis YAML, with its notes as comments.
+fn convert(path: &Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    if !wadm::is_wadm(&text) {
+        bail!(
+            "{} is not a wadm manifest (no `apiVersion: core.oam.dev/v1beta1`); a Trellis \
+             manifest deploys as it is",
+            path.display()
+        );
+    }
+    let t = wadm::translate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    println!("# Translated from {} by `trellis app convert`.", path.display());
+    println!("# File sources are relative to that manifest's directory.");
+    for note in &t.notes {
+        println!("# note: {note}");
+    }
+    print!("{}", t.manifest.to_yaml());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn get(g: &Global, apps: &AppStore, name: &str) -> anyhow::Result<AppRecord> {

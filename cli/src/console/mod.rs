@@ -21,7 +21,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use trellis_lattice::client::LatticeClient;
 use trellis_scheduler::apps::AppStore;
-use trellis_scheduler::manifest::Manifest;
 
 use crate::args::{ConsoleArgs, Global};
 use crate::cmd::app::Sources;
@@ -228,8 +227,9 @@ async fn deploy(
     if let Err(e) = console.sessions.check(&headers) {
         return refused(&e);
     }
-    let mut manifest = match Manifest::from_yaml(&body.manifest) {
-        Ok(manifest) => manifest,
+    // A wadm manifest is translated as `trellis app deploy` does.
+    let mut manifest = match trellis_scheduler::manifest::wadm::read(&body.manifest) {
+        Ok(read) => read.manifest,
         Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.to_string() })),
     };
     let (name, version) = (manifest.name.to_string(), manifest.version.to_string());
