@@ -182,6 +182,7 @@ impl FakeHost {
             cpu_ms: uptime.as_millis() as u64 / 100,
             draining: false,
             secrets_xkey: String::new(),
+            active: Vec::new(),
         }
     }
 

@@ -290,7 +290,7 @@ fn manifest(a: usize, digest: &str, replicas: usize) -> Result<Manifest, BenchEr
         components: vec![ComponentSpec {
             name: id(&format!("{name}-web"))?,
             source: Source::Digest(digest.to_owned()),
-            replicas: replicas as u32,
+            replicas: (replicas as u32).into(),
             scale: Default::default(),
             requirements: [("fleet".to_owned(), "scale".to_owned())].into(),
             spread: vec![],

@@ -67,7 +67,7 @@ async fn place(options: &Options) -> Result<Vec<Row>, BenchError> {
                 Ok(ComponentSpec {
                     name: id(&format!("placed{c}"))?,
                     source: Source::Digest(digest.clone()),
-                    replicas: replicas as u32,
+                    replicas: (replicas as u32).into(),
                     scale: Default::default(),
                     requirements: Default::default(),
                     spread: vec![],

@@ -41,6 +41,9 @@ pub(crate) struct Running {
     pub claims: Option<Token>,
     /// The secrets granted to it, opened (read through wasi:config; never described).
     pub secrets: crate::secrets::Granted,
+    /// `invocations` when last looked at by [`Running::called_within`], and when it last
+    /// changed: the heartbeat's `active` list (scale to zero) costs the call path nothing.
+    last_counted: std::sync::Mutex<(u64, std::time::Instant)>,
 }
 
 impl Running {
@@ -69,7 +72,19 @@ impl Running {
             serving: std::sync::Mutex::new(None),
             claims,
             secrets: Vec::new(),
+            last_counted: std::sync::Mutex::new((0, std::time::Instant::now())),
         }
+    }
+
+    /// Whether it took a call within `window`, as far as the last look tells (a call is
+    /// noticed at the first look after it: looks come with every heartbeat).
+    pub fn called_within(&self, window: std::time::Duration) -> bool {
+        let count = self.invocations.load(Ordering::Relaxed);
+        let mut last = self.last_counted.lock().unwrap_or_else(|p| p.into_inner());
+        if last.0 != count {
+            *last = (count, std::time::Instant::now());
+        }
+        last.1.elapsed() < window
     }
 
     /// The same, with the secrets granted to it.

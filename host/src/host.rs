@@ -282,6 +282,9 @@ impl Host {
             }
         }
         let inventory_hash = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let window = self.config.heartbeat_interval * 2;
+        let active =
+            components.iter().filter(|c| c.called_within(window)).map(|c| c.id.clone()).collect();
         pb::HostInfo {
             id: self.id.clone(),
             name: self.config.name.clone(),
@@ -300,6 +303,7 @@ impl Host {
             cpu_ms: crate::metrics::resources::cpu_seconds().map_or(0, |s| (s * 1000.0) as u64),
             draining: self.is_draining(),
             secrets_xkey: self.secrets.as_ref().map(|s| s.public_key()).unwrap_or_default(),
+            active,
         }
     }
 
@@ -667,6 +671,13 @@ pub async fn run(config: HostConfig, shutdown: impl Future<Output = ()>) -> Resu
             js_replicas: host.js_replicas(),
             records: host.records(),
             stats: host.scheduler.clone(),
+            wakes: Arc::new(trellis_lattice::signing::Verifier::new(
+                host.config.trusted_clusters.clone(),
+                host.config.allow_unsigned,
+                u64::try_from(host.config.call_timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(60_000),
+            )),
         };
         tasks.push(tokio::spawn(trellis_scheduler::run(context, scheduler)));
     }

@@ -34,6 +34,7 @@ mod router;
 pub mod runtime;
 mod secrets;
 mod slots;
+mod wake;
 
 pub use config::HostConfig;
 pub use host::{Host, HostError, run};

@@ -259,7 +259,26 @@ impl Router {
                 let client = span.context();
                 let call = Call { timeout, trace: Some(client), ..call };
                 let answers = Some(&self.answers);
-                let result = send_invocation(&self.nats, &self.subjects, answers, call).await;
+                let started = Instant::now();
+                let result = match send_invocation(
+                    &self.nats,
+                    &self.subjects,
+                    answers,
+                    call.clone(),
+                )
+                .await
+                {
+                    // Nobody runs it: it may scale to zero; ask for a replica and wait for it.
+                    Err(e) if e.kind() == InvokeErrorKind::NoResponders => {
+                        let waker = crate::wake::Waker {
+                            nats: &self.nats,
+                            subjects: &self.subjects,
+                            answers: &self.answers,
+                        };
+                        waker.call(call, e, started).await
+                    }
+                    other => other,
+                };
                 if let Err(e) = &result {
                     span.fail(|| e.to_string());
                 }

@@ -46,6 +46,7 @@ pub mod state;
 pub mod subject;
 pub mod telemetry;
 pub mod trace;
+pub mod wake;
 
 pub use trellis_proto as proto;
 

@@ -143,6 +143,8 @@ pub enum Subject<'a> {
     },
     /// `ctl.hosts.ping`
     HostsPing,
+    /// `ctl.sched.wake`
+    SchedulerWake,
     /// `rpc.<target>.<interface>.<function>`
     Rpc {
         /// Component or provider id.
@@ -180,6 +182,12 @@ impl Subjects {
     /// `trellis.<lattice>.ctl.hosts.ping`: every host replies with its digest.
     pub fn hosts_ping(&self) -> String {
         format!("{}.ctl.hosts.ping", self.prefix)
+    }
+
+    /// `trellis.<lattice>.ctl.sched.wake`: a caller that found no replica of a component asks
+    /// the leading scheduler to start one (scale to zero); signed like a call.
+    pub fn scheduler_wake(&self) -> String {
+        format!("{}.ctl.sched.wake", self.prefix)
     }
 
     /// `trellis.<lattice>.policy`: start and invoke decisions (request/reply).
@@ -237,6 +245,10 @@ impl Subjects {
                 "ping" => Subject::HostsPing,
                 _ => return None,
             },
+            ("ctl", "sched") => match tokens.next()? {
+                "wake" => Subject::SchedulerWake,
+                _ => return None,
+            },
             ("rpc", target) => {
                 let interface = tokens.next()?;
                 let function = tokens.next()?;
@@ -291,6 +303,8 @@ mod tests {
         assert_eq!(s.parse("trellis.a.ctl.hosts.ping.extra"), None);
         assert_eq!(s.parse("trellis.a.rpc.x"), None);
         assert_eq!(s.parse("trellis.a.ctl.hosts.ping"), Some(Subject::HostsPing));
+        assert_eq!(s.parse(&s.scheduler_wake()), Some(Subject::SchedulerWake));
+        assert_eq!(s.parse("trellis.a.ctl.sched.sleep"), None);
     }
 
     #[test]

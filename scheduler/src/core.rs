@@ -19,6 +19,7 @@ use trellis_proto as pb;
 use crate::apps::{AppRecord, AppStatus, State};
 use crate::desired::{self, Start, Workload};
 use crate::hosts::{Expired, Hosts};
+use crate::idle::Idle;
 use crate::plan::{self, Command, Observed, Placement, Requirements};
 use crate::status::{Draft, WorkloadDraft};
 
@@ -293,6 +294,8 @@ pub struct Scheduler {
     records: BTreeMap<String, AppRecord>,
     /// What they want, by workload id.
     workloads: BTreeMap<String, Workload>,
+    /// Which of them that scale to zero are awake.
+    idle: Idle,
     /// Applications whose record was refused the last time, announced once.
     refused: BTreeSet<String>,
     /// Records were read at least once.
@@ -344,6 +347,7 @@ impl Scheduler {
             lease: LeaseView { next_renewal: now, ..LeaseView::default() },
             records: BTreeMap::new(),
             workloads: BTreeMap::new(),
+            idle: Idle::default(),
             refused: BTreeSet::new(),
             apps_loaded: false,
             apps_reading: false,
@@ -385,6 +389,29 @@ impl Scheduler {
         self.workloads.get(id).map(|w| (w.wanted.replicas, w.batch))
     }
 
+    /// A caller found no replica of component `id` and asks for one (`trellis.<lattice>.ctl.
+    /// sched.wake`): a workload that scales to zero is awake from `now` for its idle time, and
+    /// asleep, it is planned again. However many ask at once, it wants the same replicas.
+    /// `false`: `id` is not a workload that scales to zero (or this scheduler does not lead),
+    /// and the caller should not wait for one.
+    pub fn wake(&mut self, now: Duration, id: &str) -> bool {
+        if !self.leading(now) {
+            return false;
+        }
+        match self.idle.wake(id, now, &mut self.workloads) {
+            Some(woke) => {
+                self.dirty |= woke;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether workload `id`, which scales to zero, is awake (`None`: it does not scale).
+    pub fn awake(&self, id: &str) -> Option<bool> {
+        self.idle.awake(id)
+    }
+
     /// Where it thinks `host` stands (`None`: not known, or lost).
     pub fn liveness(&self, host: &str) -> Option<crate::hosts::Liveness> {
         self.hosts.liveness(host)
@@ -413,6 +440,9 @@ impl Scheduler {
     pub fn handle(&mut self, now: Duration, input: Input) {
         match input {
             Input::Host(info) => {
+                for id in &info.active {
+                    self.idle.active(id, now);
+                }
                 if self.hosts.seen(info, now) {
                     self.dirty = true;
                 }
@@ -448,7 +478,7 @@ impl Scheduler {
             Input::Apps(read) => {
                 self.apps_reading = false;
                 match read {
-                    Some((records, refused)) => self.take_records(records, refused),
+                    Some((records, refused)) => self.take_records(now, records, refused),
                     None => self.apps_stale = true,
                 }
             }
@@ -550,6 +580,9 @@ impl Scheduler {
             self.apps_stale = true;
             self.dirty = true;
         }
+        if self.idle.expire(now, &mut self.workloads) {
+            self.dirty = true;
+        }
         // A failed start comes due for its retry.
         let retry = self.config.retry_failed;
         if self.failures.values().any(|(_, at)| now.saturating_sub(*at) >= retry) {
@@ -594,7 +627,7 @@ impl Scheduler {
 
     /// Records as read: those that passed the gate now and, for an application whose record
     /// was refused (or, strict, vanished: only a forgery deletes one), the last one that passed.
-    fn take_records(&mut self, records: Vec<AppRecord>, refused: Vec<String>) {
+    fn take_records(&mut self, now: Duration, records: Vec<AppRecord>, refused: Vec<String>) {
         let mut by_name: BTreeMap<String, AppRecord> =
             records.into_iter().map(|r| (r.name.clone(), r)).collect();
         for (name, known) in &self.records {
@@ -609,6 +642,7 @@ impl Scheduler {
         if by_name != self.records || !self.apps_loaded {
             let records: Vec<AppRecord> = by_name.values().cloned().collect();
             self.workloads = desired::workloads(&records);
+            self.idle.sync(&mut self.workloads, now);
             self.records = by_name;
             // Failures of specs nobody wants any more are forgotten.
             let workloads = &self.workloads;

@@ -28,6 +28,10 @@ pub struct Workload {
     pub start: Start,
     /// Hosts switched to a new version at a time.
     pub batch: u32,
+    /// For a component that scales to zero: how many replicas it runs while awake, and how
+    /// long it stays awake without a call (`wanted.replicas` is its `min` here; the scheduler
+    /// raises it while the workload is awake).
+    pub scale_to_zero: Option<(u32, std::time::Duration)>,
 }
 
 impl Workload {
@@ -123,7 +127,7 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
         vec![b"component", digest.as_bytes(), config_text.as_bytes(), limits_text.as_bytes()];
     parts.extend(grants.as_ref().map(|g| g.as_bytes()));
     let fingerprint = fingerprint(&parts);
-    let placement = (c.replicas, c.scale, &c.requirements, &c.spread[..]);
+    let placement = (c.replicas.min, c.scale, &c.requirements, &c.spread[..]);
     let (wanted, owner) = wanted(manifest, c.name.as_str(), fingerprint, placement);
     Some(Workload {
         wanted,
@@ -137,6 +141,7 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
             secrets,
         }),
         batch: manifest.rollout.batch.get(),
+        scale_to_zero: c.replicas.scales_to_zero().map(|idle| (c.replicas.awake(), idle)),
     })
 }
 
@@ -154,6 +159,7 @@ fn provider(manifest: &Manifest, p: &ProviderSpec) -> Workload {
             owner: Some(owner),
         }),
         batch: manifest.rollout.batch.get(),
+        scale_to_zero: None,
     }
 }
 

@@ -19,9 +19,11 @@ pub mod apps;
 pub mod core;
 pub mod desired;
 pub mod hosts;
+pub mod idle;
 pub mod manifest;
 pub mod nats;
 pub mod plan;
+pub mod replicas;
 pub mod sim;
 mod status;
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::replicas::Replicas;
 use trellis_lattice::link::{DEFAULT_LINK_NAME, InterfaceName, Link};
 use trellis_lattice::subject::validate_id;
 
@@ -192,9 +193,10 @@ pub struct ComponentSpec {
     pub name: Id,
     /// Where its artifact comes from.
     pub source: Source,
-    /// How many hosts run it (at most one replica per host).
-    #[serde(default = "one")]
-    pub replicas: u32,
+    /// How many hosts run it (at most one replica per host): a count, or
+    /// `{min: 0, max: N, idle: 5m}` to stop it when idle and start it on the next call.
+    #[serde(default)]
+    pub replicas: Replicas,
     /// How `replicas` is read: `exact` (default), `up-to` or `every-host`.
     #[serde(default, skip_serializing_if = "Scale::is_exact")]
     pub scale: Scale,
@@ -395,6 +397,17 @@ impl Manifest {
     /// Checks what spans fields: names are unique, spread names are unique per workload.
     /// On error: (field path, offending value, message).
     fn check(&self) -> Result<(), (String, String, String)> {
+        for (i, c) in self.components.iter().enumerate() {
+            if c.replicas.scales_to_zero().is_some() && c.scale == Scale::EveryHost {
+                return Err((
+                    format!("components[{i}].scale"),
+                    "every-host".to_owned(),
+                    "a component that scales to zero (`replicas: {min: 0}`) cannot run on every \
+                     host; use `scale: exact` or `up-to`"
+                        .to_owned(),
+                ));
+            }
+        }
         let mut names = BTreeSet::new();
         let workloads = self
             .components
@@ -562,6 +575,18 @@ config:
         assert!(e.message.contains("version"), "{e}");
         let e = error(&GOOD.replace("name: shop", "name: sh.op"));
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn a_component_that_scales_to_zero_does_not_run_on_every_host() {
+        let lazy = GOOD.replace("replicas: 3", "replicas: {min: 0, max: 2, idle: 2s}");
+        let m = Manifest::from_yaml(&lazy).unwrap();
+        assert_eq!(
+            m.components[0].replicas.scales_to_zero(),
+            Some(std::time::Duration::from_secs(2))
+        );
+        let e = error(&lazy.replace("replicas: {", "scale: every-host\n    replicas: {"));
+        assert!(e.message.contains("cannot run on every host"), "{e}");
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub struct Context {
     pub records: Arc<RecordGate>,
     /// Where it reports what it does.
     pub stats: Arc<Stats>,
+    /// Checks wake requests (`ctl.sched.wake`) as the host checks calls: signed by a host of
+    /// the lattice, within their deadline, not replayed.
+    pub wakes: Arc<trellis_lattice::signing::Verifier>,
 }
 
 /// Requests to hosts in flight at once (inventory reads and commands).
@@ -129,6 +132,13 @@ pub async fn run(ctx: Context, config: SchedulerConfig) {
         Ok(sub) => sub,
         Err(e) => {
             tracing::error!(error = %e, "scheduler cannot follow events; not scheduling");
+            return;
+        }
+    };
+    let mut wakes = match ctx.nats.subscribe(client.subjects().scheduler_wake()).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduler cannot take wake requests; not scheduling");
             return;
         }
     };
@@ -167,6 +177,7 @@ pub async fn run(ctx: Context, config: SchedulerConfig) {
             }
             Some(_) = watch.next() => core.handle(now(), Input::AppsChanged),
             Some(input) = answered.recv() => core.handle(now(), input),
+            Some(msg) = wakes.next() => answer_wake(&ctx, &mut core, now(), &msg).await,
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
         // Whatever else already arrived goes in before planning: a burst is one pass.
@@ -194,6 +205,40 @@ pub async fn run(ctx: Context, config: SchedulerConfig) {
             let left = until.saturating_sub(at).as_millis() as u64;
             stats.lease_until_ms.store(unix_ms() + left, Ordering::Relaxed);
         }
+    }
+}
+
+/// Answers a wake request: only the leader does (the others stay silent and the caller asks
+/// again), and only a verified one.
+async fn answer_wake(
+    ctx: &Context,
+    core: &mut Scheduler,
+    now: Duration,
+    msg: &async_nats::Message,
+) {
+    let Some(reply) = msg.reply.as_ref() else { return };
+    if !core.leading(now) {
+        return;
+    }
+    let checked = trellis_lattice::wake::verify_wake(
+        &ctx.wakes,
+        (msg.subject.as_str(), reply.as_str()),
+        msg.headers.as_ref(),
+        &msg.payload,
+        unix_ms(),
+    );
+    let component = match checked {
+        Ok(component) => component,
+        Err(e) => {
+            tracing::warn!(error = %e, "wake request refused");
+            return;
+        }
+    };
+    let waking = core.wake(now, &component);
+    tracing::debug!(component, waking, "wake request");
+    let answer = trellis_lattice::wake::wake_reply(waking);
+    if let Err(e) = ctx.nats.publish(reply.clone(), answer).await {
+        tracing::warn!(error = %e, component, "cannot answer a wake request");
     }
 }
 

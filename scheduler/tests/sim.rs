@@ -258,4 +258,38 @@ mod scenarios {
             assert!(sim.violations().is_empty(), "{:?}", sim.violations());
         }
     }
+
+    #[test]
+    fn an_idle_workload_stops_and_many_first_calls_start_one_replica() {
+        use trellis_scheduler::manifest::Replicas;
+        let mut sim = Sim::new(Config::quick(21), 6, 2, 2);
+        sim.run_until(2 * S);
+        let mut m = app("lazy", 1, 1, 1, &[]);
+        m.components[0].replicas = Replicas { min: 0, max: 3, idle: Some(10 * S) };
+        sim.deploy(record(m));
+        // A deploy wakes it: one replica, kept while it serves calls.
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("lazy-web").values().sum::<usize>(), 1);
+        for _ in 0..25 {
+            assert!(sim.call("lazy-web"), "served while awake");
+            sim.run_until(sim.now() + S);
+        }
+        assert_eq!(sim.replicas("lazy-web").values().sum::<usize>(), 1, "busy: kept");
+        // No calls for its idle time: stopped.
+        sim.run_until(sim.now() + 15 * S);
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("lazy-web").values().sum::<usize>(), 0, "idle: stopped");
+        // Twenty first calls at once find nothing and ask for it: one start.
+        let before = sim.commands_sent;
+        let served = (0..20).filter(|_| sim.call("lazy-web")).count();
+        assert_eq!(served, 0);
+        sim.run_until(sim.now() + S / 2);
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("lazy-web").values().sum::<usize>(), 1, "woken: one replica");
+        assert_eq!(sim.commands_sent - before, 1, "one start for twenty wakes");
+        assert!(sim.call("lazy-web"), "the retried call is served");
+        // A workload without `min: 0` is not woken.
+        assert!(!sim.call("nobody"));
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
 }

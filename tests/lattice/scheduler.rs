@@ -13,6 +13,7 @@ use trellis_tests::{OciRegistry, Trellis, component, eventually, free_port, http
 use crate::Lattice;
 
 mod store;
+mod zero;
 
 /// Hosts that run a scheduler, with a short lease so takeovers are quick.
 pub(crate) fn scheduler_args(labels: &[&str]) -> Vec<String> {

@@ -168,6 +168,8 @@ struct Host {
     draining_since: Option<Duration>,
     /// When a drained host left, and whether it had to stop replicas nobody had moved.
     left: Option<(Duration, bool)>,
+    /// When each component it runs last served a call ([`Sim::call`]).
+    called: BTreeMap<String, Duration>,
 }
 
 /// How long a draining host waits for the scheduler to move its replicas.
@@ -187,11 +189,20 @@ impl Host {
             slow_until: Duration::ZERO,
             draining_since: None,
             left: None,
+            called: BTreeMap::new(),
         }
     }
 
-    fn info(&self, heartbeat: Duration) -> pb::HostInfo {
+    fn info(&self, heartbeat: Duration, now: Duration) -> pb::HostInfo {
+        // As a host lists what served a call within its last two heartbeats.
+        let active = (self.called.iter())
+            .filter(|(id, at)| {
+                self.runs.contains_key(*id) && now.saturating_sub(**at) < 2 * heartbeat
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
         pb::HostInfo {
+            active,
             id: self.id.clone(),
             name: self.id.clone(),
             labels: self.labels.clone().into_iter().collect(),
@@ -203,7 +214,7 @@ impl Host {
         }
     }
 
-    fn inventory(&self, heartbeat: Duration) -> pb::Inventory {
+    fn inventory(&self, heartbeat: Duration, now: Duration) -> pb::Inventory {
         let components = self
             .runs
             .iter()
@@ -213,7 +224,7 @@ impl Host {
                 ..Default::default()
             })
             .collect();
-        pb::Inventory { host: Some(self.info(heartbeat)), components, ..Default::default() }
+        pb::Inventory { host: Some(self.info(heartbeat, now)), components, ..Default::default() }
     }
 }
 
@@ -674,7 +685,7 @@ impl Sim {
 
     /// Host `h`'s heartbeat (its info) to every scheduler.
     fn tell_schedulers(&mut self, h: usize) {
-        let info = self.hosts[h].info(self.config.heartbeat);
+        let info = self.hosts[h].info(self.config.heartbeat, self.now);
         for s in 0..self.nodes.len() {
             let input = Input::Host(info.clone());
             self.send(Peer::Host(h), Peer::Scheduler(s), Event::Input { s, input, token: None });
@@ -836,7 +847,7 @@ impl Sim {
         }
         match request {
             HostRequest::Ping => {
-                let input = Input::Host(self.hosts[h].info(self.config.heartbeat));
+                let input = Input::Host(self.hosts[h].info(self.config.heartbeat, self.now));
                 self.send(
                     Peer::Host(h),
                     Peer::Scheduler(s),
@@ -845,7 +856,7 @@ impl Sim {
             }
             HostRequest::Inventory { read } => {
                 let host = self.hosts[h].id.clone();
-                let inventory = Ok(self.hosts[h].inventory(self.config.heartbeat));
+                let inventory = Ok(self.hosts[h].inventory(self.config.heartbeat, self.now));
                 let input = Input::Inventory { host, read, inventory };
                 self.send(
                     Peer::Host(h),
@@ -1203,7 +1214,14 @@ impl Sim {
             }
         }
         let records: Vec<AppRecord> = self.server.records.values().cloned().collect();
-        let workloads = desired::workloads(&records);
+        let mut workloads = desired::workloads(&records);
+        // A workload that scales to zero wants what the leader says while awake, none asleep.
+        for (id, w) in &mut workloads {
+            if let Some((awake, _)) = w.scale_to_zero {
+                let on = self.leader().and_then(|s| self.nodes[s].core.awake(id)) == Some(true);
+                w.wanted.replicas = if on { awake } else { 0 };
+            }
+        }
         // Hosts new replicas may go to (draining ones take none), per label set: at scale
         // thousands of workloads share a few sets.
         let open: Vec<usize> =
@@ -1313,6 +1331,25 @@ impl Sim {
             }
         }
         out
+    }
+
+    /// A call to component `id`: served by a replica on a host that is up (which lists it as
+    /// active in its next heartbeats), `true`; or none runs, and the caller asks the leader
+    /// to wake it (as a host does on no responders), `false`.
+    pub fn call(&mut self, id: &str) -> bool {
+        let now = self.now;
+        let serving = (0..self.hosts.len())
+            .find(|&h| self.reachable(Peer::Host(h)) && self.hosts[h].runs.contains_key(id));
+        if let Some(h) = serving {
+            self.hosts[h].called.insert(id.to_owned(), now);
+            return true;
+        }
+        if let Some(s) = self.leader() {
+            let local = self.local(s);
+            self.nodes[s].core.wake(local, id);
+            self.poll(s);
+        }
+        false
     }
 
     /// The term scheduler `s` believes it leads in (0: none).

@@ -244,7 +244,7 @@ pub fn chaos(seed: u64) -> Outcome {
                     continue;
                 };
                 let weights: Vec<u32> = c.spread.iter().map(|s| s.weight.get()).collect();
-                let manifest = app(&names[i], version, rng.next_u64(), c.replicas, &weights);
+                let manifest = app(&names[i], version, rng.next_u64(), c.replicas.min, &weights);
                 let next = deploy_over(&stored, manifest);
                 if broken {
                     sim.break_fingerprint(&fingerprint(&next));
@@ -259,7 +259,7 @@ pub fn chaos(seed: u64) -> Outcome {
                 version += 1;
                 let Some(stored) = sim.record(&names[i]).cloned() else { continue };
                 let Some(mut m) = stored.current_manifest().cloned() else { continue };
-                m.components[0].replicas = n;
+                m.components[0].replicas = n.into();
                 m.version = Version::try_from(format!("v{version}")).expect("a version");
                 script.push(format!("{secs:.1}s scale {} to {n}", names[i]));
                 sim.deploy(deploy_over(&stored, m));
@@ -314,7 +314,7 @@ pub fn chaos(seed: u64) -> Outcome {
 }
 
 fn replicas(record: &AppRecord) -> u32 {
-    record.current_manifest().map_or(0, |m| m.components[0].replicas)
+    record.current_manifest().map_or(0, |m| m.components[0].replicas.min)
 }
 
 /// A lattice at scale: `hosts` hosts over `zones` zones, `apps` applications of `replicas`
@@ -393,7 +393,7 @@ pub fn at_scale(scale: &Scale) -> (Vec<Step>, Vec<Violation>) {
         && let Some(m) = stored.current_manifest()
     {
         let spread: Vec<u32> = m.components[0].spread.iter().map(|s| s.weight.get()).collect();
-        let next = app(&name, 2, rng.next_u64(), m.components[0].replicas, &spread);
+        let next = app(&name, 2, rng.next_u64(), m.components[0].replicas.min, &spread);
         sim.deploy(deploy_over(&stored, next));
         steps.push(step(&mut sim, "roll one application out", limit));
     }

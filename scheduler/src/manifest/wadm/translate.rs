@@ -213,7 +213,7 @@ impl Translator {
                 manifest.components.push(ComponentSpec {
                     name: id,
                     source: source(image).map_err(unsupported)?,
-                    replicas,
+                    replicas: replicas.into(),
                     scale,
                     requirements: BTreeMap::new(),
                     spread,
