@@ -59,11 +59,10 @@ impl Waker<'_> {
             let now = Instant::now();
             if asked.is_none_or(|at| now.duration_since(at) >= ASK_AGAIN) {
                 let left = deadline.saturating_duration_since(now);
-                let ask = (self.subjects, Some(self.answers.signer()));
                 match request_wake(
                     self.nats,
-                    ask.0,
-                    ask.1,
+                    self.subjects,
+                    Some(self.answers.signer()),
                     (call.source, call.target),
                     left.min(ASK_TIMEOUT),
                 )
@@ -93,7 +92,7 @@ impl Waker<'_> {
             }
             tokio::time::sleep(delay).await;
             let left = deadline.saturating_duration_since(Instant::now());
-            let again = Call { timeout: left, payload: call.payload.clone(), ..call.clone() };
+            let again = Call { timeout: left, ..call.clone() };
             match send_invocation(self.nats, self.subjects, Some(self.answers), again).await {
                 Err(e) if e.kind() == InvokeErrorKind::NoResponders => continue,
                 other => return other,
