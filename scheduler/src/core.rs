@@ -428,12 +428,25 @@ impl Scheduler {
         {
             wake = wake.min(until);
         }
-        if self.dirty
+        // Only the pass's own pacing is a timer: what else holds a pass back (not leading, a
+        // ping round, unread records or hosts) ends with an input, which polls anyway. Waking
+        // for those would spin: a follower that once led and heard a heartbeat polled at once,
+        // again and again.
+        if self.ready_to_plan()
             && let Some(at) = self.last_pass
         {
             wake = wake.min((at + PASS_EVERY).max(now));
         }
         wake
+    }
+
+    /// Whether a pass would run now if one is due.
+    fn ready_to_plan(&self) -> bool {
+        self.dirty
+            && self.lease.was_leading
+            && !self.pinging
+            && self.apps_loaded
+            && self.hosts.all_read()
     }
 
     /// Takes in what happened at `now`.
@@ -546,7 +559,7 @@ impl Scheduler {
         if leading {
             self.reads();
             let due = self.last_pass.is_none_or(|at| now >= at + PASS_EVERY);
-            if self.dirty && due && !self.pinging && self.apps_loaded && self.hosts.all_read() {
+            if due && self.ready_to_plan() {
                 self.dirty = false;
                 self.last_pass = Some(now);
                 self.pass(now);

@@ -241,7 +241,14 @@ struct Node {
     lease_revision: Option<u64>,
     /// The next wake-up already queued.
     wake_at: Option<Duration>,
+    /// Timer wake-ups in the simulated second that began at `.0`: a spin check.
+    wakes: (Duration, u32),
 }
+
+/// Timer wake-ups a scheduler may take in one simulated second. Its timers (lease renewal,
+/// the tick, passes at least 50 ms apart) need a few dozen; more is a scheduler that asks to
+/// be woken at once over and over, burning a core while it waits for an input.
+const MOST_WAKES_PER_SECOND: u32 = 100;
 
 /// Who is at either end of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +280,8 @@ enum ServerRequest {
 #[derive(Debug, Clone)]
 enum Event {
     Beat(usize),
-    Wake(usize),
+    /// Scheduler `.0`'s timer, set for `.1`; a wake-up moved earlier leaves a stale one.
+    Wake(usize, Duration),
     /// An input reaches a scheduler; `token`: the answer to that request.
     Input {
         s: usize,
@@ -385,6 +393,7 @@ impl Sim {
                     open: HashMap::new(),
                     lease_revision: None,
                     wake_at: None,
+                    wakes: (Duration::ZERO, 0),
                 }
             })
             .collect();
@@ -418,7 +427,8 @@ impl Sim {
             sim.at(first, Event::Beat(h));
         }
         for s in 0..sim.nodes.len() {
-            sim.at(Duration::ZERO, Event::Wake(s));
+            sim.nodes[s].wake_at = Some(Duration::ZERO);
+            sim.at(Duration::ZERO, Event::Wake(s, Duration::ZERO));
         }
         sim
     }
@@ -594,8 +604,13 @@ impl Sim {
     fn step(&mut self, event: Event) {
         match event {
             Event::Beat(h) => self.beat(h),
-            Event::Wake(s) => {
+            Event::Wake(s, at) => {
+                // Each input may move the wake-up earlier; the one it replaced stays queued.
+                if self.nodes[s].wake_at != Some(at) {
+                    return;
+                }
                 self.nodes[s].wake_at = None;
+                self.count_wake(s);
                 self.poll(s);
             }
             Event::Input { s, input, token } => {
@@ -661,7 +676,7 @@ impl Sim {
         if self.nodes[s].wake_at.is_none_or(|at| wake < at) {
             self.nodes[s].wake_at = Some(wake);
             let delay = wake - self.now;
-            self.at(delay, Event::Wake(s));
+            self.at(delay, Event::Wake(s, wake));
         }
     }
 
@@ -1021,6 +1036,20 @@ impl Sim {
     }
 
     // ---- the properties ----
+
+    fn count_wake(&mut self, s: usize) {
+        let (since, count) = &mut self.nodes[s].wakes;
+        if self.now >= *since + Duration::from_secs(1) {
+            (*since, *count) = (self.now, 0);
+        }
+        *count += 1;
+        if *count == MOST_WAKES_PER_SECOND + 1 {
+            self.violation(format!(
+                "scheduler {s} woke on its timer over {MOST_WAKES_PER_SECOND} times within a \
+                 second: it spins"
+            ));
+        }
+    }
 
     fn violation(&mut self, what: String) {
         if self.trace {
