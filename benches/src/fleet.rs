@@ -183,6 +183,7 @@ impl FakeHost {
             draining: false,
             secrets_xkey: String::new(),
             active: Vec::new(),
+            load: Vec::new(),
         }
     }
 

@@ -44,6 +44,8 @@ pub(crate) struct Running {
     /// `invocations` when last looked at by [`Running::called_within`], and when it last
     /// changed: the heartbeat's `active` list (scale to zero) costs the call path nothing.
     last_counted: std::sync::Mutex<(u64, std::time::Instant)>,
+    /// Its counters at the last heartbeat, for the load it reports (autoscaling).
+    pub(crate) last_look: crate::load::LastLook,
 }
 
 impl Running {
@@ -73,6 +75,7 @@ impl Running {
             claims,
             secrets: Vec::new(),
             last_counted: std::sync::Mutex::new((0, std::time::Instant::now())),
+            last_look: crate::load::LastLook::new(),
         }
     }
 

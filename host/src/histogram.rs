@@ -25,6 +25,11 @@ impl Histogram {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    /// The time all observed calls took, in microseconds.
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+
     /// Cumulative counts per bound (the last is the total), and the sum in microseconds.
     pub fn snapshot(&self) -> ([u64; BOUNDS_US.len() + 1], u64) {
         let mut cumulative = [0u64; BOUNDS_US.len() + 1];

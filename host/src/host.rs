@@ -114,6 +114,8 @@ pub struct Host {
     pub(crate) scheduler: Arc<trellis_scheduler::Stats>,
     /// The lattice's secrets key and bucket (`--secrets-seed`); `None`: it opens no secret.
     pub(crate) secrets: Option<crate::secrets::Secrets>,
+    /// Each busy component's load between the last two heartbeats, sent in every digest.
+    load: std::sync::Mutex<Vec<pb::ComponentLoad>>,
 }
 
 /// What the host saw of its NATS connection.
@@ -304,7 +306,15 @@ impl Host {
             draining: self.is_draining(),
             secrets_xkey: self.secrets.as_ref().map(|s| s.public_key()).unwrap_or_default(),
             active,
+            load: self.load.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
+    }
+
+    /// Looks at every component's load since the last heartbeat, for the next digests.
+    fn look_at_load(&self) {
+        let now = std::time::Instant::now();
+        let load = self.components.all().iter().filter_map(|c| crate::load::look(c, now)).collect();
+        *self.load.lock().unwrap_or_else(|p| p.into_inner()) = load;
     }
 
     /// Refuses new work while the host drains.
@@ -842,6 +852,7 @@ impl Host {
             nats_health: NatsHealth::default(),
             scheduler: Arc::default(),
             secrets,
+            load: std::sync::Mutex::default(),
         };
         Ok((Arc::new(host), conn_events))
     }
@@ -987,6 +998,7 @@ async fn heartbeat(host: Arc<Host>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        host.look_at_load();
         host.announce(EventKind::HostHeartbeat).await;
         if host.nats_connected() {
             let ms = u64::try_from(host.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);

@@ -26,6 +26,7 @@ mod inbound;
 mod limits;
 mod links;
 mod live;
+mod load;
 mod metrics;
 mod providers;
 mod refused;

@@ -54,6 +54,11 @@ impl Events {
         self.publish(kind, pb::event::Body::Request(body)).await;
     }
 
+    /// The scheduler changed a component's replicas from its load (`component_scaled`).
+    pub async fn scaled(&self, body: pb::ScaleEvent) {
+        self.publish(EventKind::ComponentScaled, pb::event::Body::Scale(body)).await;
+    }
+
     /// A provider event.
     pub async fn provider(&self, kind: EventKind, id: &str, provider_kind: &str, reason: &str) {
         let body = pb::ProviderEvent {

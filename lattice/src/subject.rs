@@ -106,6 +106,8 @@ pub enum EventKind {
     /// A record in the lattice's state (link, config) was not applied: unsigned, untrusted,
     /// altered or stale.
     RecordDenied,
+    /// The scheduler changed a component's replicas from its load (autoscaling).
+    ComponentScaled,
 }
 
 impl EventKind {
@@ -127,6 +129,7 @@ impl EventKind {
             EventKind::NoLink => "no_link",
             EventKind::RequestDenied => "request_denied",
             EventKind::RecordDenied => "record_denied",
+            EventKind::ComponentScaled => "component_scaled",
         }
     }
 }

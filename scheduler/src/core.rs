@@ -17,6 +17,7 @@ use std::time::Duration;
 use trellis_proto as pb;
 
 use crate::apps::{AppRecord, AppStatus, State};
+use crate::autoscale::{Autoscaler, Scaled};
 use crate::desired::{self, Start, Workload};
 use crate::hosts::{Expired, Hosts};
 use crate::idle::Idle;
@@ -227,6 +228,8 @@ pub enum Notice {
     /// An application record was not sealed by a trusted operator; the last sealed version
     /// stays.
     RecordDenied(String),
+    /// Autoscaling changed a workload's replicas.
+    Scaled(Scaled),
     /// A command failed.
     CommandFailed {
         /// The command.
@@ -296,6 +299,10 @@ pub struct Scheduler {
     workloads: BTreeMap<String, Workload>,
     /// Which of them that scale to zero are awake.
     idle: Idle,
+    /// Replicas of autoscaled workloads from their load.
+    autoscale: Autoscaler,
+    /// When autoscaling decides next.
+    next_decision: Duration,
     /// Applications whose record was refused the last time, announced once.
     refused: BTreeSet<String>,
     /// Records were read at least once.
@@ -348,6 +355,8 @@ impl Scheduler {
             records: BTreeMap::new(),
             workloads: BTreeMap::new(),
             idle: Idle::default(),
+            autoscale: Autoscaler::default(),
+            next_decision: Duration::ZERO,
             refused: BTreeSet::new(),
             apps_loaded: false,
             apps_reading: false,
@@ -400,6 +409,7 @@ impl Scheduler {
         }
         match self.idle.wake(id, now, &mut self.workloads) {
             Some(woke) => {
+                self.autoscale.apply(&mut self.workloads);
                 self.dirty |= woke;
                 true
             }
@@ -456,12 +466,14 @@ impl Scheduler {
                 for id in &info.active {
                     self.idle.active(id, now);
                 }
+                self.autoscale.report(&info, now, &self.workloads);
                 if self.hosts.seen(info, now) {
                     self.dirty = true;
                 }
             }
             Input::HostStopped(host) => {
                 let name = self.hosts.name(&host).to_owned();
+                self.autoscale.gone(&host);
                 if self.hosts.gone(&host) {
                     self.pending.remove(&host);
                     self.effects.push(Effect::Announce(Notice::HostLost(name)));
@@ -553,7 +565,15 @@ impl Scheduler {
                 self.dirty = true;
             } else {
                 self.lease.stopped_leading = now;
+                self.autoscale.stop_deciding();
                 self.effects.push(Effect::Announce(Notice::NotLeading));
+            }
+        }
+        if leading && now >= self.next_decision {
+            self.next_decision = now + EXPIRY_EVERY;
+            for scaled in self.autoscale.decide(now, &mut self.workloads) {
+                self.dirty = true;
+                self.effects.push(Effect::Announce(Notice::Scaled(scaled)));
             }
         }
         if leading {
@@ -594,6 +614,7 @@ impl Scheduler {
             self.dirty = true;
         }
         if self.idle.expire(now, &mut self.workloads) {
+            self.autoscale.apply(&mut self.workloads);
             self.dirty = true;
         }
         // A failed start comes due for its retry.
@@ -656,6 +677,7 @@ impl Scheduler {
             let records: Vec<AppRecord> = by_name.values().cloned().collect();
             self.workloads = desired::workloads(&records);
             self.idle.sync(&mut self.workloads, now);
+            self.autoscale.apply(&mut self.workloads);
             self.records = by_name;
             // Failures of specs nobody wants any more are forgotten.
             let workloads = &self.workloads;
@@ -771,8 +793,13 @@ impl Scheduler {
                 self.effects.push(Effect::ApplyLinks { record: Box::new(record.clone()), mark });
             }
         }
-        let wanted: Vec<_> = self.workloads.values().map(|w| w.wanted.clone()).collect();
         let observed = self.observed();
+        if self.autoscale.needs_adoption(&self.workloads) {
+            let running =
+                |id: &str| observed.iter().filter(|h| h.workloads.contains_key(id)).count();
+            self.autoscale.adopt(&mut self.workloads, |id| running(id) as u32);
+        }
+        let wanted: Vec<_> = self.workloads.values().map(|w| w.wanted.clone()).collect();
         let (commands, placements) = plan::plan(&wanted, &observed);
         let mut running: Running = HashMap::new();
         for h in observed.iter().map(Arc::as_ref) {

@@ -32,6 +32,9 @@ pub struct Workload {
     /// long it stays awake without a call (`wanted.replicas` is its `min` here; the scheduler
     /// raises it while the workload is awake).
     pub scale_to_zero: Option<(u32, std::time::Duration)>,
+    /// For a component with a range of replicas above its awake count: how the scheduler
+    /// scales it by load (`wanted.replicas` is set between the floor and `max`).
+    pub autoscale: Option<crate::replicas::Autoscale>,
 }
 
 impl Workload {
@@ -142,6 +145,7 @@ fn component(manifest: &Manifest, c: &ComponentSpec) -> Option<Workload> {
         }),
         batch: manifest.rollout.batch.get(),
         scale_to_zero: c.replicas.scales_to_zero().map(|idle| (c.replicas.awake(), idle)),
+        autoscale: c.replicas.autoscale(),
     })
 }
 
@@ -160,7 +164,26 @@ fn provider(manifest: &Manifest, p: &ProviderSpec) -> Workload {
         }),
         batch: manifest.rollout.batch.get(),
         scale_to_zero: None,
+        autoscale: None,
     }
+}
+
+/// The workloads of app `a`: component `web` with `replicas` as written, and `api` with 2.
+#[cfg(test)]
+pub(crate) fn web_and_api(replicas: &str) -> BTreeMap<String, Workload> {
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let yaml = format!(
+        "name: a\nversion: '1'\ncomponents:\n  - name: web\n    source: {DIGEST}\n    replicas: {replicas}\n  - name: api\n    source: {DIGEST}\n    replicas: 2\n"
+    );
+    let m = crate::manifest::Manifest::from_yaml(&yaml).expect("a valid manifest");
+    let record = AppRecord {
+        name: "a".into(),
+        current: Some(m.version.clone()),
+        stable: None,
+        versions: vec![m],
+        history: vec![],
+    };
+    workloads(&[record])
 }
 
 #[cfg(test)]

@@ -85,25 +85,7 @@ impl Idle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::AppRecord;
-    use crate::manifest::Manifest;
-
-    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-
-    fn workloads(replicas: &str) -> BTreeMap<String, Workload> {
-        let yaml = format!(
-            "name: a\nversion: '1'\ncomponents:\n  - name: web\n    source: {DIGEST}\n    replicas: {replicas}\n  - name: api\n    source: {DIGEST}\n    replicas: 2\n"
-        );
-        let m = Manifest::from_yaml(&yaml).unwrap();
-        let record = AppRecord {
-            name: "a".into(),
-            current: Some(m.version.clone()),
-            stable: None,
-            versions: vec![m],
-            history: vec![],
-        };
-        crate::desired::workloads(&[record])
-    }
+    use crate::desired::web_and_api as workloads;
 
     #[test]
     fn awake_from_deploy_asleep_after_idle_and_woken_once() {

@@ -16,6 +16,7 @@
 //! It depends on the wire contract (`trellis-lattice`), never on wasmtime.
 
 pub mod apps;
+pub mod autoscale;
 pub mod core;
 pub mod desired;
 pub mod hosts;

@@ -407,6 +407,17 @@ impl Manifest {
                         .to_owned(),
                 ));
             }
+            if c.replicas.autoscale().is_some() && c.scale == Scale::EveryHost {
+                return Err((
+                    format!("components[{i}].scale"),
+                    "every-host".to_owned(),
+                    format!(
+                        "a component scaled by load (`replicas: {}`) cannot run on every host; \
+                         use `scale: exact` or `up-to`, or a plain count",
+                        c.replicas
+                    ),
+                ));
+            }
         }
         let mut names = BTreeSet::new();
         let workloads = self
@@ -587,6 +598,9 @@ config:
         );
         let e = error(&lazy.replace("replicas: {", "scale: every-host\n    replicas: {"));
         assert!(e.message.contains("cannot run on every host"), "{e}");
+        let busy = GOOD.replace("replicas: 3", "scale: every-host\n    replicas: {min: 1, max: 4}");
+        let e = error(&busy);
+        assert!(e.message.contains("scaled by load (`replicas: 1..4`)"), "{e}");
     }
 
     #[test]

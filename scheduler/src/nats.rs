@@ -429,6 +429,21 @@ impl Carrier {
             Notice::CommandFailed { command, host, error } => {
                 tracing::warn!(?command, %host, %error, "scheduler command failed")
             }
+            Notice::Scaled(s) => {
+                tracing::info!(component = %s.id, app = %s.app, from = s.from, to = s.to,
+                    reason = %s.reason, "autoscaled");
+                let events = self.announce.clone();
+                tokio::spawn(async move {
+                    let body = pb::ScaleEvent {
+                        component_id: s.id,
+                        app: s.app,
+                        from: s.from,
+                        to: s.to,
+                        reason: s.reason,
+                    };
+                    events.scaled(body).await;
+                });
+            }
             Notice::RecordDenied(name) => {
                 let (events, record) =
                     (self.announce.clone(), format!("{}/spec.{name}", self.apps.bucket()));

@@ -265,7 +265,7 @@ mod scenarios {
         let mut sim = Sim::new(Config::quick(21), 6, 2, 2);
         sim.run_until(2 * S);
         let mut m = app("lazy", 1, 1, 1, &[]);
-        m.components[0].replicas = Replicas { min: 0, max: 3, idle: Some(10 * S) };
+        m.components[0].replicas = Replicas { idle: Some(10 * S), ..Replicas::range(0, 3) };
         sim.deploy(record(m));
         // A deploy wakes it: one replica, kept while it serves calls.
         settle(&mut sim, 30 * S);

@@ -12,6 +12,7 @@ use trellis_tests::{OciRegistry, Trellis, component, eventually, free_port, http
 
 use crate::Lattice;
 
+mod autoscale;
 mod store;
 mod zero;
 

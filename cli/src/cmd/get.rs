@@ -134,6 +134,10 @@ pub(crate) fn event_json(kind: &str, event: &pb::Event) -> Value {
         Some(pb::event::Body::Request(r)) => {
             json!({ "subject": r.subject, "operator": r.operator, "reason": r.reason })
         }
+        Some(pb::event::Body::Scale(s)) => json!({
+            "component_id": s.component_id, "app": s.app, "from": s.from, "to": s.to,
+            "reason": s.reason,
+        }),
         None => Value::Null,
     };
     json!({ "kind": kind, "time_ms": event.time_ms, "host_id": event.host_id, "body": body })
@@ -150,6 +154,12 @@ fn event_text(event: &pb::Event) -> String {
         Some(pb::event::Body::Request(r)) => {
             let by = if r.operator.is_empty() { "unsigned" } else { &r.operator };
             format!("subject={} by={by} {}", r.subject, r.reason)
+        }
+        Some(pb::event::Body::Scale(s)) => {
+            format!(
+                "component={} app={} {} -> {}: {}",
+                s.component_id, s.app, s.from, s.to, s.reason
+            )
         }
         None => String::new(),
     }
