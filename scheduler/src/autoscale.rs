@@ -30,6 +30,8 @@ pub struct Autoscaler {
     reports: HashMap<String, (Duration, Vec<pb::ComponentLoad>)>,
     /// By workload id, while leading.
     levels: HashMap<String, Level>,
+    /// The longest heartbeat interval of a report: within it every host has reported again.
+    refresh: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +39,8 @@ struct Level {
     replicas: u32,
     /// When it last changed (`None`: not since this scheduler leads).
     changed: Option<Duration>,
-    /// Since when the load wanted fewer, and the most it wanted since.
+    /// Since when the load wanted fewer, and the most it wanted since (after the reports
+    /// before the fall had all been replaced).
     low: Option<(Duration, u32)>,
 }
 
@@ -74,7 +77,9 @@ impl Autoscaler {
             self.reports.remove(&info.id);
             return;
         }
-        let lasts = Duration::from_millis(u64::from(info.heartbeat_ms.max(1))) * REPORT_LASTS;
+        let interval = Duration::from_millis(u64::from(info.heartbeat_ms.max(1)));
+        self.refresh = self.refresh.max(interval);
+        let lasts = interval * REPORT_LASTS;
         self.reports.insert(info.id.clone(), (now + lasts, load));
     }
 
@@ -175,12 +180,16 @@ impl Autoscaler {
                 }
                 want
             } else if want < from {
-                let (since, most) = level.low.get_or_insert((now, want));
-                *most = (*most).max(want);
+                let (since, most) = level.low.get_or_insert((now, 0));
+                // Reports change one host at a time: for one heartbeat interval after the load
+                // fell, some still say what it was. Only what it wanted after that counts.
+                if now >= *since + self.refresh {
+                    *most = (*most).max(want);
+                }
                 if now.saturating_sub(*since) < a.cooldown {
                     continue;
                 }
-                let most = *most;
+                let most = (*most).max(want);
                 level.low = None;
                 most
             } else {
@@ -274,6 +283,7 @@ mod tests {
         report(&mut a, &w, "h1", 2.5, 0, 30 * S);
         report(&mut a, &w, "h2", 0.0, 0, 30 * S);
         assert!(a.decide(30 * S, &mut w).is_empty());
+        assert!(a.decide(31 * S, &mut w).is_empty(), "a heartbeat later, it still wants 2");
         a.report(
             &pb::HostInfo { id: "h1".into(), heartbeat_ms: 1000, ..Default::default() },
             40 * S,

@@ -260,6 +260,54 @@ mod scenarios {
     }
 
     #[test]
+    fn a_load_ramp_scales_out_a_failover_keeps_the_replicas_and_the_cooldown_scales_in() {
+        use trellis_scheduler::manifest::Replicas;
+        let mut sim = Sim::new(Config::quick(23), 8, 2, 2);
+        sim.run_until(2 * S);
+        let mut m = app("busy", 1, 1, 1, &[1, 1]);
+        m.components[0].replicas =
+            Replicas { target: Some(2), cooldown: Some(20 * S), ..Replicas::range(1, 4) };
+        sim.deploy(record(m));
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("busy-web").values().sum::<usize>(), 1, "no load: the floor");
+
+        // 7 calls in flight at 2 per replica: 4, two per zone.
+        sim.set_load("busy-web", 7.0);
+        sim.run_until(sim.now() + 5 * S);
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("busy-web").values().sum::<usize>(), 4);
+        let up = &sim.scaled.last().expect("a decision").1;
+        assert_eq!((up.from, up.to), (1, 4), "{up:?}");
+
+        // The leader is cut off under load: the next starts from the four that run.
+        let leader = sim.leader().expect("a leader");
+        let decisions = sim.scaled.len();
+        sim.partition(sim.scheduler_host(leader), true);
+        sim.run_until(sim.now() + 20 * S);
+        assert_eq!(sim.leader(), Some(1 - leader), "the other scheduler took over");
+        sim.partition(sim.scheduler_host(leader), false);
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("busy-web").values().sum::<usize>(), 4, "kept across failover");
+        // (It adopts the replicas it can read: without the cut-off host's, three, and the load
+        // takes it to four again. Never fewer.)
+        let after = &sim.scaled[decisions..];
+        assert!(after.iter().all(|(_, d)| d.to >= d.from), "no step down: {after:?}");
+
+        // The load stops: nothing for the cool-down, then the floor.
+        sim.set_load("busy-web", 0.0);
+        let stopped = sim.now();
+        sim.run_until(stopped + 15 * S);
+        assert_eq!(sim.replicas("busy-web").values().sum::<usize>(), 4, "cooling down");
+        sim.run_until(stopped + 25 * S);
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("busy-web").values().sum::<usize>(), 1, "{:?}", sim.scaled);
+        let (at, down) = sim.scaled.last().expect("a decision");
+        assert_eq!((down.from, down.to), (4, 1), "{down:?}");
+        assert!(*at >= stopped + 20 * S, "not before the cool-down: {at:?}");
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+
+    #[test]
     fn an_idle_workload_stops_and_many_first_calls_start_one_replica() {
         use trellis_scheduler::manifest::Replicas;
         let mut sim = Sim::new(Config::quick(21), 6, 2, 2);

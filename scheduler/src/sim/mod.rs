@@ -20,7 +20,7 @@ use std::time::Duration;
 use trellis_proto as pb;
 
 use crate::apps::{AppRecord, AppStatus};
-use crate::core::{self, CommandError, Effect, Input, Order, Scheduler};
+use crate::core::{self, CommandError, Effect, Input, Notice, Order, Scheduler};
 use crate::desired;
 use crate::hosts::{Liveness, UNKNOWN_AFTER_BEATS};
 use crate::plan::Command;
@@ -359,6 +359,11 @@ pub struct Sim {
     running_on: HashMap<String, BTreeSet<usize>>,
     /// What the stored records want (kept as they change).
     wanted: BTreeMap<String, (String, String, u32, u32)>,
+    /// Calls in flight on each workload, shared evenly by the hosts running it and reported
+    /// in their heartbeats ([`Sim::set_load`]).
+    load: BTreeMap<String, f64>,
+    /// Autoscaling decisions the schedulers announced, with when.
+    pub scaled: Vec<(Duration, crate::autoscale::Scaled)>,
     violations: Vec<Violation>,
     /// Which scheduler acted in each term.
     terms: HashMap<u64, usize>,
@@ -414,6 +419,8 @@ impl Sim {
             starting: HashMap::new(),
             running_on: HashMap::new(),
             wanted: BTreeMap::new(),
+            load: BTreeMap::new(),
+            scaled: Vec::new(),
             violations: Vec::new(),
             terms: HashMap::new(),
             trace: std::env::var_os("TRELLIS_SIM_TRACE").is_some(),
@@ -698,9 +705,31 @@ impl Sim {
         self.at(self.config.heartbeat + late + jitter, Event::Beat(h));
     }
 
+    /// Host `h`'s digest, with its share of the load of what it runs.
+    fn info(&self, h: usize) -> pb::HostInfo {
+        let mut info = self.hosts[h].info(self.config.heartbeat, self.now);
+        for (id, calls) in &self.load {
+            if !self.hosts[h].runs.contains_key(id) {
+                continue;
+            }
+            let serving = self
+                .running_on
+                .get(id)
+                .map_or(0, |on| on.iter().filter(|&&other| self.hosts[other].alive).count());
+            let share = calls / serving.max(1) as f64;
+            info.load.push(pb::ComponentLoad {
+                id: id.clone(),
+                in_flight_milli: (share * 1000.0) as u32,
+                calls: 1,
+                refused: 0,
+            });
+        }
+        info
+    }
+
     /// Host `h`'s heartbeat (its info) to every scheduler.
     fn tell_schedulers(&mut self, h: usize) {
-        let info = self.hosts[h].info(self.config.heartbeat, self.now);
+        let info = self.info(h);
         for s in 0..self.nodes.len() {
             let input = Input::Host(info.clone());
             self.send(Peer::Host(h), Peer::Scheduler(s), Event::Input { s, input, token: None });
@@ -852,7 +881,8 @@ impl Sim {
                 let failed = Input::RecordUpdated { app: app.clone() };
                 self.ask_server(s, ServerRequest::RollBack { app, from, to }, failed)
             }
-            Effect::Announce(_notice) => {}
+            Effect::Announce(Notice::Scaled(scaled)) => self.scaled.push((self.now, scaled)),
+            Effect::Announce(_) => {}
         }
     }
 
@@ -862,7 +892,7 @@ impl Sim {
         }
         match request {
             HostRequest::Ping => {
-                let input = Input::Host(self.hosts[h].info(self.config.heartbeat, self.now));
+                let input = Input::Host(self.info(h));
                 self.send(
                     Peer::Host(h),
                     Peer::Scheduler(s),
@@ -1244,8 +1274,16 @@ impl Sim {
         }
         let records: Vec<AppRecord> = self.server.records.values().cloned().collect();
         let mut workloads = desired::workloads(&records);
-        // A workload that scales to zero wants what the leader says while awake, none asleep.
+        // A workload that scales to zero wants what the leader says while awake, none asleep;
+        // one scaled by load, what the leader wants.
         for (id, w) in &mut workloads {
+            if w.autoscale.is_some()
+                && let Some((replicas, _)) =
+                    self.leader().and_then(|s| self.nodes[s].core.wants(id))
+            {
+                w.wanted.replicas = replicas;
+                continue;
+            }
             if let Some((awake, _)) = w.scale_to_zero {
                 let on = self.leader().and_then(|s| self.nodes[s].core.awake(id)) == Some(true);
                 w.wanted.replicas = if on { awake } else { 0 };
@@ -1379,6 +1417,11 @@ impl Sim {
             self.poll(s);
         }
         false
+    }
+
+    /// `calls` calls in flight on workload `id` from now on, shared by the hosts running it.
+    pub fn set_load(&mut self, id: &str, calls: f64) {
+        self.load.insert(id.to_owned(), calls);
     }
 
     /// The term scheduler `s` believes it leads in (0: none).
