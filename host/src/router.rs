@@ -416,6 +416,12 @@ impl Outbound for Router {
         }
     }
 
+    fn secret(&self, source: &str, name: &str) -> Option<String> {
+        let running = self.components.get(source)?;
+        let (_, value) = running.secrets.iter().find(|(granted, _)| granted == name)?;
+        Some(value.expose().to_owned())
+    }
+
     fn call<'a>(
         &'a self,
         source: &'a str,

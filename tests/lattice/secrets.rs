@@ -92,6 +92,9 @@ async fn only_granted_components_read_a_secret_and_it_is_stored_sealed() {
 
     assert_eq!(get(granted, "/config/db").await.text(), VALUE, "the granted component reads it");
     assert_eq!(get(other, "/config/db").await.status, 404, "another component on the host cannot");
+    // The same through `wasmcloud:secrets`, as wasmCloud 1.x components read secrets.
+    assert_eq!(get(granted, "/secret/db").await.text(), VALUE, "revealed to the granted one");
+    assert_eq!(get(other, "/secret/db").await.status, 404, "not-found for another");
     assert!(!get(other, "/config").await.text().contains(VALUE));
 
     // The bucket holds only the sealed form.

@@ -86,6 +86,7 @@ impl Runtime {
             .and_then(|()| super::config::add_to_linker(&mut linker))
             .and_then(|()| super::blobstore::add_to_linker(&mut linker))
             .and_then(|()| super::bus::add_to_linker(&mut linker))
+            .and_then(|()| super::secrets::add_to_linker(&mut linker))
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));

@@ -15,10 +15,10 @@ use super::outbound::no_outbound;
 use super::state::CallState;
 use super::values;
 
-/// Whether the host itself serves imports of this interface (WASI, the contracts it binds, and
-/// `wasmcloud:bus`).
+/// Whether the host itself serves imports of this interface (WASI, the contracts it binds,
+/// `wasmcloud:bus` and `wasmcloud:secrets`).
 pub(crate) fn served_by_host(interface: &str) -> bool {
-    interface.starts_with("wasi:") || interface.starts_with("wasmcloud:bus/")
+    ["wasi:", "wasmcloud:bus/", "wasmcloud:secrets/"].iter().any(|p| interface.starts_with(p))
 }
 
 /// A linker for `compiled`: `base` plus forwarding functions for its custom imports.

@@ -19,6 +19,7 @@ mod keyvalue;
 mod outbound;
 mod output;
 mod precompiled;
+mod secrets;
 mod state;
 pub mod values;
 mod warm;

@@ -23,6 +23,9 @@ pub trait Outbound: Send + Sync {
     /// The runtime config of component `source` (its named configs, merged).
     fn config(&self, source: &str) -> Vec<(String, String)>;
 
+    /// The value of secret `name` if it is granted to component `source`.
+    fn secret(&self, source: &str, name: &str) -> Option<String>;
+
     /// Calls `function` of the link's interface on the link's target, on behalf of `source`
     /// running in span `trace`, `depth` calls deep in its chain, with `payload`, waiting at
     /// most `timeout`.

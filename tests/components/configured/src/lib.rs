@@ -3,6 +3,8 @@
 //! - `/config/<key>`: the value from `wasi:config/store`, or 404
 //! - `/runtime/<key>`: the same through the older `wasi:config/runtime`
 //! - `/config`: every `key=value`, one per line
+//! - `/secret/<name>`: a granted secret through `wasmcloud:secrets` (`store.get`, then
+//!   `reveal`), or 404 with the error
 //!
 //! Every request is logged at info level with context `configured`.
 
@@ -11,6 +13,9 @@ mod config {
 }
 mod logging {
     wit_bindgen::generate!({ path: "../../../host/wit/logging", world: "wasi:logging/imports" });
+}
+mod secrets {
+    wit_bindgen::generate!({ path: "../../../host/wit/secrets", world: "wasmcloud:secrets/imports" });
 }
 
 use config::wasi::config::{runtime, store};
@@ -23,7 +28,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Configured {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
         log(Level::Info, "configured", &format!("serving {path}"));
-        let found = if let Some(key) = path.strip_prefix("/config/") {
+        let found = if let Some(name) = path.strip_prefix("/secret/") {
+            secret(name)
+        } else if let Some(key) = path.strip_prefix("/config/") {
             store::get(key).ok().flatten()
         } else if let Some(key) = path.strip_prefix("/runtime/") {
             runtime::get(key).ok().flatten()
@@ -43,6 +50,16 @@ impl wasip2::exports::http::incoming_handler::Guest for Configured {
             let _ = stream.blocking_write_and_flush(body.as_bytes());
         }
         let _ = OutgoingBody::finish(out, None);
+    }
+}
+
+/// Secret `name` as wasmCloud 1.x components read one: a handle first, the value on reveal.
+fn secret(name: &str) -> Option<String> {
+    use secrets::wasmcloud::secrets::{reveal, store};
+    let handle = store::get(name).ok()?;
+    match reveal::reveal(&handle) {
+        store::SecretValue::String(value) => Some(value),
+        store::SecretValue::Bytes(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
     }
 }
 
