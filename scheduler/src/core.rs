@@ -566,6 +566,7 @@ impl Scheduler {
             } else {
                 self.lease.stopped_leading = now;
                 self.autoscale.stop_deciding();
+                self.idle.stop_deciding();
                 self.effects.push(Effect::Announce(Notice::NotLeading));
             }
         }
@@ -794,9 +795,15 @@ impl Scheduler {
             }
         }
         let observed = self.observed();
+        // The first pass of a term starts from what runs.
+        let running = |id: &str| observed.iter().filter(|h| h.workloads.contains_key(id)).count();
+        if self.idle.needs_adoption() {
+            let records = &self.records;
+            let placed = |app: &str| records.get(app).is_some_and(|r| r.stable.is_some());
+            self.idle.adopt(&mut self.workloads, |id| running(id) > 0, placed);
+            self.autoscale.apply(&mut self.workloads);
+        }
         if self.autoscale.needs_adoption(&self.workloads) {
-            let running =
-                |id: &str| observed.iter().filter(|h| h.workloads.contains_key(id)).count();
             self.autoscale.adopt(&mut self.workloads, |id| running(id) as u32);
         }
         let wanted: Vec<_> = self.workloads.values().map(|w| w.wanted.clone()).collect();

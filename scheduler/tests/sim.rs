@@ -327,6 +327,19 @@ mod scenarios {
         sim.run_until(sim.now() + 15 * S);
         settle(&mut sim, 30 * S);
         assert_eq!(sim.replicas("lazy-web").values().sum::<usize>(), 0, "idle: stopped");
+        // A failover while it sleeps starts nothing, even to a scheduler that restarted and
+        // never saw it awake: the new leader sees nothing running.
+        let leader = sim.leader().expect("a leader");
+        let sent = sim.commands_sent;
+        sim.restart_scheduler(1 - leader);
+        sim.run_until(sim.now() + 5 * S);
+        sim.partition(sim.scheduler_host(leader), true);
+        sim.run_until(sim.now() + 20 * S);
+        assert_eq!(sim.leader(), Some(1 - leader), "the other scheduler took over");
+        sim.partition(sim.scheduler_host(leader), false);
+        settle(&mut sim, 30 * S);
+        assert_eq!(sim.replicas("lazy-web").values().sum::<usize>(), 0, "still asleep");
+        assert_eq!(sim.commands_sent, sent, "not started (and stopped again) by the new leader");
         // Twenty first calls at once find nothing and ask for it: one start.
         let before = sim.commands_sent;
         let served = (0..20).filter(|_| sim.call("lazy-web")).count();

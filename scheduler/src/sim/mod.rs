@@ -1419,6 +1419,20 @@ impl Sim {
         false
     }
 
+    /// Scheduler `s`'s process restarts: it forgets everything it knew (its lease handle
+    /// too) and starts over from what it reads.
+    pub fn restart_scheduler(&mut self, s: usize) {
+        let mut core_config = self.config.scheduler.clone();
+        core_config.me = self.hosts[self.nodes[s].host].id.clone();
+        let now = self.local(s);
+        let node = &mut self.nodes[s];
+        node.core = Scheduler::new(core_config, now);
+        node.open.clear();
+        node.lease_revision = None;
+        node.wake_at = Some(self.now);
+        self.at(Duration::ZERO, Event::Wake(s, self.now));
+    }
+
     /// `calls` calls in flight on workload `id` from now on, shared by the hosts running it.
     pub fn set_load(&mut self, id: &str, calls: f64) {
         self.load.insert(id.to_owned(), calls);
