@@ -57,10 +57,10 @@ pub fn inspect(bytes: &[u8]) -> Result<Generation, LoadError> {
                     generation = generation.max(of_name(export.name.name)?);
                 }
             }
-            Payload::ComponentCanonicalSection(canonicals) => {
-                if canonicals.into_iter().flatten().any(|c| needs_concurrency(&c)) {
-                    generation = Generation::P3;
-                }
+            Payload::ComponentCanonicalSection(canonicals)
+                if canonicals.clone().into_iter().flatten().any(|c| needs_concurrency(&c)) =>
+            {
+                generation = Generation::P3;
             }
             Payload::CodeSectionStart { size, .. } => {
                 parser.skip_section();
