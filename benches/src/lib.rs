@@ -28,6 +28,7 @@ mod server;
 mod start;
 mod state;
 mod telemetry;
+mod wasi03;
 
 use std::path::PathBuf;
 
@@ -62,11 +63,14 @@ pub enum Scenario {
     /// nats-server and scheduler: heartbeat traffic, `get hosts`, deploying 10,000 replicas,
     /// healing after 100 hosts vanish.
     Scale,
+    /// WASI 0.2 calls on an engine with concurrency support against one without; an I/O-bound
+    /// handler as WASI 0.3 (one shared instance) against WASI 0.2 (an instance per call).
+    Wasi03,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Invoke,
         Scenario::Local,
         Scenario::Http,
@@ -78,6 +82,7 @@ impl Scenario {
         Scenario::Telemetry,
         Scenario::State,
         Scenario::Scale,
+        Scenario::Wasi03,
     ];
 
     /// The scenario's name on the command line.
@@ -94,6 +99,7 @@ impl Scenario {
             Scenario::Telemetry => "telemetry",
             Scenario::State => "state",
             Scenario::Scale => "scale",
+            Scenario::Wasi03 => "wasi03",
         }
     }
 }
@@ -162,6 +168,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Telemetry => telemetry::run(options).await?,
         Scenario::State => state::run(options).await?,
         Scenario::Scale => scale::run(options).await?,
+        Scenario::Wasi03 => wasi03::run(options).await?,
     };
     Ok(Report { scenario: scenario.name(), quick: options.quick, rows })
 }

@@ -444,6 +444,7 @@ pub enum BenchScenario {
     Telemetry,
     State,
     Scale,
+    Wasi03,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use trellis_lattice::signing::verify_code;
 
 use crate::config::HostConfig;
 use crate::router::Router;
-use crate::runtime::{Component, LoadError, Runtime};
+use crate::runtime::{Component, Generation, LoadError, Runtime};
 
 /// Where a component's code came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl CompileCache {
     pub fn load_or_compile(
         &self,
         runtime: &Runtime,
-        (digest, key): (&str, &str),
+        (digest, generation, key): (&str, Generation, &str),
         bytes: &[u8],
         entry: Option<Entry>,
         now_s: u64,
@@ -97,7 +97,7 @@ impl CompileCache {
             None => None,
             Some(Entry { code, seal }) => {
                 match verify_code(&seal, key, code, &self.trusted_clusters, now_s) {
-                    Ok(code) => match runtime.load_cached(digest, &code) {
+                    Ok(code) => match runtime.load_cached(digest, generation, &code) {
                         Ok(component) => {
                             let signer = code.signer().to_owned();
                             return Ok((component, Source::Cache { signer }));

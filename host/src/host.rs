@@ -491,7 +491,13 @@ impl Host {
             .get_artifact(digest)
             .await
             .map_err(|e| Refused::ArtifactUnavailable(e.to_string()))?;
-        let key = self.runtime.cache_key(digest);
+        // Which engine compiles it, or a refusal naming a WASI import this host cannot serve.
+        let generation =
+            Runtime::generation(&bytes).map_err(|e| Refused::InvalidComponent(e.to_string()))?;
+        let key = self
+            .runtime
+            .cache_key(digest, generation)
+            .map_err(|e| Refused::InvalidComponent(e.to_string()))?;
         let entry = match &self.compile_cache {
             Some(cache) => cache.fetch(&key).await,
             None => None,
@@ -507,7 +513,8 @@ impl Host {
             let digest = owned_digest.as_str();
             let loaded = match &cache {
                 Some(cache) => {
-                    cache.load_or_compile(&runtime, (digest, &owned_key), &bytes, entry, unix_s())
+                    let at = (digest, generation, owned_key.as_str());
+                    cache.load_or_compile(&runtime, at, &bytes, entry, unix_s())
                 }
                 None => {
                     runtime.load(digest, &bytes).map(|c| (c, Source::Compiled { refused: None }))

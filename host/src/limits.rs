@@ -55,11 +55,17 @@ impl Limits {
             0 => DEFAULT_MAX_REQUEST,
             n => n,
         };
+        let max_concurrent = r.max_concurrent;
         let reuse = r.reuse.map(|r| Reuse {
             max_calls: if r.max_calls == 0 { Reuse::DEFAULT.max_calls } else { r.max_calls },
             idle: match r.idle_ms {
                 0 => Reuse::DEFAULT.idle,
                 ms => Duration::from_millis(u64::from(ms)),
+            },
+            // A shared instance takes as many calls at once as the component may have.
+            at_once: match max_concurrent {
+                0 => Reuse::DEFAULT.at_once,
+                n => n,
             },
         });
         Ok(Self {
@@ -112,7 +118,11 @@ mod tests {
             (2 << 20, Duration::from_millis(500), 10)
         );
         assert_eq!(l.concurrency.map(|s| s.available_permits()), Some(3));
-        let reuse = Reuse { max_calls: Reuse::DEFAULT.max_calls, idle: Duration::from_millis(250) };
+        let reuse = Reuse {
+            max_calls: Reuse::DEFAULT.max_calls,
+            idle: Duration::from_millis(250),
+            at_once: 3,
+        };
         assert_eq!(l.reuse, Some(reuse), "zero fields take the defaults");
         assert_eq!(d.reuse, None, "off unless asked for");
 

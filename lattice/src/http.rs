@@ -12,6 +12,17 @@ pub const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
 /// The function of [`INCOMING_HANDLER`] and [`OUTGOING_HANDLER`].
 pub const HANDLE: &str = "handle";
 
+/// The interface a link names for an (unversioned) import or export: WASI 0.3's
+/// `wasi:http/client` and `wasi:http/handler` are linked as their 0.2 counterparts
+/// [`OUTGOING_HANDLER`] and [`INCOMING_HANDLER`], so one link serves both generations.
+pub fn link_interface(interface: &str) -> &str {
+    match interface {
+        "wasi:http/client" => OUTGOING_HANDLER,
+        "wasi:http/handler" => INCOMING_HANDLER,
+        other => other,
+    }
+}
+
 /// An HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRequest {
@@ -98,6 +109,13 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::d
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wasi_0_3_http_interfaces_are_linked_as_their_0_2_counterparts() {
+        assert_eq!(link_interface("wasi:http/client"), OUTGOING_HANDLER);
+        assert_eq!(link_interface("wasi:http/handler"), INCOMING_HANDLER);
+        assert_eq!(link_interface("wasi:keyvalue/store"), "wasi:keyvalue/store");
+    }
 
     #[test]
     fn request_round_trips() {

@@ -32,7 +32,8 @@ async fn every_bench_scenario_runs_and_reports_numbers() {
             "schedule",
             "telemetry",
             "state",
-            "scale"
+            "scale",
+            "wasi03"
         ]
     );
     for report in &reports {

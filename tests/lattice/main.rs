@@ -34,6 +34,7 @@ mod security;
 mod tracing;
 mod values;
 mod wadm;
+mod wasi03;
 
 use std::net::SocketAddr;
 use std::time::Duration;

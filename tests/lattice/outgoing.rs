@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use crate::{Lattice, get};
 
 /// A plain HTTP/1.1 server on loopback that answers every request with `body`.
-async fn upstream(body: &'static str) -> SocketAddr {
+pub(crate) async fn upstream(body: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

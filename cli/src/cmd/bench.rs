@@ -29,6 +29,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Telemetry => vec![Scenario::Telemetry],
         BenchScenario::State => vec![Scenario::State],
         BenchScenario::Scale => vec![Scenario::Scale],
+        BenchScenario::Wasi03 => vec![Scenario::Wasi03],
     };
     let mut reports = Vec::new();
     for scenario in scenarios {

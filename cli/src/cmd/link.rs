@@ -92,7 +92,10 @@ async fn check_link(lattice: &LatticeClient, link: &Link) -> anyhow::Result<bool
             found = true;
         }
         for c in inv.components.iter().filter(|c| c.id == link.source) {
-            let imports = c.imports.iter().any(|i| unversioned(i) == interface);
+            let imports = c
+                .imports
+                .iter()
+                .any(|i| trellis_lattice::http::link_interface(unversioned(i)) == interface);
             if !imports {
                 bail!(
                     "component `{}` does not import {interface}, so the link would never be used; \

@@ -8,9 +8,12 @@ use trellis_lattice::artifact::{WasmKind, sniff};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyIndices;
+use wasmtime_wasi_http::p3::bindings::ServiceIndices;
 
 use super::engine::Runtime;
+use super::generation::Generation;
 use super::outbound::CallSettings;
+use super::shared::SharedPool;
 use super::state::CallState;
 use super::warm::{Reuse, Warm, WarmPool};
 
@@ -36,10 +39,21 @@ pub enum LoadError {
     Link(String),
     /// The component exports nothing Trellis can call.
     #[error(
-        "the component exports no `wasi:http/incoming-handler@0.2.x` and no function of its own, \
-         so nothing can call it"
+        "the component exports no `wasi:http/incoming-handler@0.2.x`, no \
+         `wasi:http/handler@0.3.x` and no function of its own, so nothing can call it"
     )]
     NoUsableExport,
+    /// The component imports a WASI interface at a version this host does not serve.
+    #[error(
+        "the component imports `{import}`, a WASI version this host does not serve; it serves \
+         WASI {offered}: rebuild the component against one of those"
+    )]
+    UnsupportedWasi {
+        /// The import, `ns:pkg/iface@version`.
+        import: String,
+        /// The versions this host serves.
+        offered: &'static str,
+    },
     /// The engine could not be built.
     #[error("wasmtime engine: {0}")]
     Engine(String),
@@ -83,18 +97,28 @@ pub(super) type Functions = HashMap<String, HashMap<String, ComponentExportIndex
 #[derive(Clone)]
 pub struct Component {
     pub(super) runtime: Runtime,
-    /// Where its `wasi:http` handler is, when it exports one.
+    /// The WASI generation it targets (so the engine it runs on).
+    pub(super) generation: Generation,
+    /// Where its `wasi:http/incoming-handler@0.2` is, when it exports one.
     pub(super) http: Option<Arc<ProxyIndices>>,
+    /// Where its `wasi:http/handler@0.3` is, when it exports one.
+    pub(super) service: Option<Arc<ServiceIndices>>,
     pub(super) pre: InstancePre<CallState>,
     pub(super) functions: Arc<Functions>,
     imports: Arc<[String]>,
     /// Idle warm instances, when it reuses them.
     warm: Option<Arc<WarmPool>>,
+    /// Instances serving several HTTP requests at once, when it reuses them and has a WASI 0.3
+    /// handler.
+    shared: Option<Arc<SharedPool>>,
 }
 
 impl std::fmt::Debug for Component {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Component").field("http", &self.http.is_some()).finish_non_exhaustive()
+        f.debug_struct("Component")
+            .field("generation", &self.generation)
+            .field("http", &self.serves_http())
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,6 +126,7 @@ impl Component {
     pub(super) fn new(
         runtime: Runtime,
         base: &Linker<CallState>,
+        generation: Generation,
         compiled: wasmtime::component::Component,
     ) -> Result<Self, LoadError> {
         let engine = base.engine();
@@ -111,17 +136,47 @@ impl Component {
             linker.instantiate_pre(&compiled).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         // Semver-compatible: finds `wasi:http/incoming-handler@0.2.N` for any N.
         let http = ProxyIndices::new(&pre).ok().map(Arc::new);
+        // The same for `wasi:http/handler@0.3.N`.
+        let service = match generation {
+            Generation::P3 => ServiceIndices::new(&pre).ok().map(Arc::new),
+            Generation::P2 => None,
+        };
         let functions = functions_of(engine, &compiled);
-        if http.is_none() && functions.is_empty() {
+        if http.is_none() && service.is_none() && functions.is_empty() {
             return Err(LoadError::NoUsableExport);
         }
-        Ok(Self { runtime, http, pre, functions: Arc::new(functions), imports, warm: None })
+        let functions = Arc::new(functions);
+        Ok(Self {
+            runtime,
+            generation,
+            http,
+            service,
+            pre,
+            functions,
+            imports,
+            warm: None,
+            shared: None,
+        })
     }
 
-    /// The same component, keeping instances warm between calls as `reuse` says.
+    /// The same component, keeping instances warm between calls as `reuse` says (its WASI 0.3
+    /// HTTP handler: shared instances, each serving up to `reuse.at_once` requests at once).
     pub fn with_reuse(mut self, reuse: Reuse) -> Self {
         self.warm = Some(WarmPool::start(reuse, self.runtime.warm_budget()));
+        if self.service.is_some() {
+            self.shared = Some(SharedPool::new(reuse));
+        }
         self
+    }
+
+    /// Forgets the reuse settings (for the copy a shared instance's worker holds).
+    pub(super) fn detach_reuse(&mut self) {
+        (self.warm, self.shared) = (None, None);
+    }
+
+    /// Its shared instances, when it has them.
+    pub(super) fn shared_pool(&self) -> Option<Arc<SharedPool>> {
+        self.shared.clone()
     }
 
     /// Idle warm instances it holds now.
@@ -156,10 +211,22 @@ impl Component {
         &self.imports
     }
 
-    /// The interfaces (without version) this component exports that Trellis can call.
+    /// Whether it exports an HTTP handler (of either generation).
+    pub fn serves_http(&self) -> bool {
+        self.http.is_some() || self.service.is_some()
+    }
+
+    /// The WASI generation it targets.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The interfaces (without version) this component exports that Trellis can call. Both
+    /// generations' HTTP handlers are called as `wasi:http/incoming-handler`: links and the
+    /// http-server provider need not know which one a component has.
     pub fn exports(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.http.is_some() {
+        if self.serves_http() {
             out.push(trellis_lattice::http::INCOMING_HANDLER.to_owned());
         }
         let mut custom: Vec<String> = self.functions.keys().cloned().collect();

@@ -1,8 +1,9 @@
-//! The wasmtime engine: pooling allocator sized from limits, epoch interruption on its own thread.
+//! The wasmtime engines (one per WASI generation): pooling allocator sized from limits, epoch
+//! interruption on a thread of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 use trellis_lattice::signing::VerifiedCode;
 
 use super::component::{Component, LoadError};
+use super::generation::Generation;
 use super::state::CallState;
 use super::warm::Budget;
 
@@ -38,23 +40,42 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// A wasmtime engine with the Trellis linker; cheap to clone.
+/// Wasmtime engines with the Trellis linker; cheap to clone.
+///
+/// Two engines: WASI 0.2 components run on one with concurrency support off (it costs every
+/// call), WASI 0.3 ones on one with it, built when the first of them loads (see
+/// [`super::generation`] and `docs/design/wasi-0.3.md`).
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    engine: Engine,
-    linker: Linker<CallState>,
+    /// The engine of WASI 0.2 components.
+    plain: Flavor,
+    /// The engine of WASI 0.3 components, once one has loaded (or why it cannot be built).
+    concurrent: OnceLock<Result<Flavor, LoadError>>,
     config: RuntimeConfig,
     /// Compiled components by digest: starting the same artifact twice compiles it once.
-    compiled: Mutex<HashMap<String, wasmtime::component::Component>>,
-    /// What code compiled by this engine is compatible with (see [`Runtime::cache_key`]).
-    engine_hash: String,
+    compiled: Mutex<HashMap<String, Compiled>>,
     /// Idle warm instances, over all components.
     warm: Arc<Budget>,
     ticker_stop: Arc<AtomicBool>,
+}
+
+/// Compiled code and the generation (so the engine) it was compiled for.
+#[derive(Clone)]
+struct Compiled {
+    generation: Generation,
+    code: wasmtime::component::Component,
+}
+
+/// One engine and its linker.
+struct Flavor {
+    engine: Engine,
+    linker: Linker<CallState>,
+    /// What code compiled by this engine is compatible with (see [`Runtime::cache_key`]).
+    hash: String,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -70,36 +91,17 @@ impl Drop for Inner {
 }
 
 impl Runtime {
-    /// Builds the engine and linker and starts the epoch thread.
+    /// Builds the WASI 0.2 engine and linker and starts its epoch thread.
     pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
-        let engine = match build_engine(&config, Reset::DirtyPages) {
-            Ok(engine) => engine,
-            // Without the PAGEMAP_SCAN ioctl (Linux before 6.7, other systems), slots are reset
-            // with madvise, as by wasmtime's defaults.
-            Err(_) if !config.on_demand_allocator => build_engine(&config, Reset::Madvise)?,
-            Err(e) => return Err(e),
-        };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .and_then(|()| super::keyvalue::add_to_linker(&mut linker))
-            .and_then(|()| super::config::add_to_linker(&mut linker))
-            .and_then(|()| super::blobstore::add_to_linker(&mut linker))
-            .and_then(|()| super::bus::add_to_linker(&mut linker))
-            .and_then(|()| super::secrets::add_to_linker(&mut linker))
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
-        let engine_hash = engine_hash(&engine);
+        let plain = Flavor::new(&config, Generation::P2, &ticker_stop)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                engine,
-                linker,
+                plain,
+                concurrent: OnceLock::new(),
                 warm: Budget::new(config.max_instances as usize),
                 config,
                 compiled: Mutex::new(HashMap::new()),
-                engine_hash,
                 ticker_stop,
             }),
         })
@@ -115,8 +117,25 @@ impl Runtime {
         self.inner.warm.clone()
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
+    /// The engine and linker of `generation`, built on first use.
+    fn flavor(&self, generation: Generation) -> Result<&Flavor, LoadError> {
+        match generation {
+            Generation::P2 => Ok(&self.inner.plain),
+            Generation::P3 => self
+                .inner
+                .concurrent
+                .get_or_init(|| {
+                    Flavor::new(&self.inner.config, generation, &self.inner.ticker_stop)
+                })
+                .as_ref()
+                .map_err(Clone::clone),
+        }
+    }
+
+    /// The WASI generation the component in `bytes` targets, or why this host cannot run it.
+    /// Cheap: it reads the top level of the binary only.
+    pub fn generation(bytes: &[u8]) -> Result<Generation, LoadError> {
+        super::generation::inspect(bytes)
     }
 
     /// Compiles (or reuses) and validates the component in `bytes`, known by `digest`.
@@ -124,36 +143,59 @@ impl Runtime {
     /// CPU-heavy: call from a blocking thread.
     pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
         if let Some(compiled) = self.lock_compiled().get(digest).cloned() {
-            return Component::new(self.clone(), &self.inner.linker, compiled);
+            return self.link(compiled);
         }
-        let compiled = super::component::compile(&self.inner.engine, bytes)?;
-        let component = Component::new(self.clone(), &self.inner.linker, compiled.clone())?;
+        let generation = Self::generation(bytes)?;
+        let compiled = Compiled {
+            generation,
+            code: super::component::compile(&self.flavor(generation)?.engine, bytes)?,
+        };
+        let component = self.link(compiled.clone())?;
         // Cache only what links: a rejected artifact must not stay compiled in memory.
         self.lock_compiled().insert(digest.to_owned(), compiled);
         Ok(component)
+    }
+
+    /// Compiles `bytes` for `generation`'s engine whatever the component targets (a WASI 0.2
+    /// component runs on either), uncached: for comparing the engines (`trellis bench wasi03`).
+    pub fn load_for(&self, generation: Generation, bytes: &[u8]) -> Result<Component, LoadError> {
+        let code = super::component::compile(&self.flavor(generation)?.engine, bytes)?;
+        self.link(Compiled { generation, code })
+    }
+
+    fn link(&self, compiled: Compiled) -> Result<Component, LoadError> {
+        let flavor = self.flavor(compiled.generation)?;
+        Component::new(self.clone(), &flavor.linker, compiled.generation, compiled.code)
     }
 
     /// The component of `digest` if its code is already compiled here: starting another
     /// component from a known artifact needs no fetch and no compile.
     pub fn load_compiled(&self, digest: &str) -> Option<Result<Component, LoadError>> {
         let compiled = self.lock_compiled().get(digest).cloned()?;
-        Some(Component::new(self.clone(), &self.inner.linker, compiled))
+        Some(self.link(compiled))
     }
 
-    /// The key of `digest`'s compiled code in the lattice's compile cache: code compiled by
-    /// any engine of the same key loads into this one.
-    pub fn cache_key(&self, digest: &str) -> String {
+    /// The key of `digest`'s compiled code (for `generation`'s engine) in the lattice's
+    /// compile cache: code compiled by any engine of the same key loads into this one.
+    pub fn cache_key(&self, digest: &str, generation: Generation) -> Result<String, LoadError> {
         let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
-        trellis_lattice::compiled::cache_key(digest, &self.inner.engine_hash, &target)
+        let hash = &self.flavor(generation)?.hash;
+        Ok(trellis_lattice::compiled::cache_key(digest, hash, &target))
     }
 
     /// Loads the component of `digest` from code compiled by another host (see
-    /// [`super::precompiled`]), instead of compiling it.
+    /// [`super::precompiled`]) for `generation`'s engine, instead of compiling it.
     ///
     /// CPU-heavy (it copies and links the code): call from a blocking thread.
-    pub fn load_cached(&self, digest: &str, code: &VerifiedCode) -> Result<Component, LoadError> {
-        let compiled = super::precompiled::deserialize(&self.inner.engine, code)?;
-        let component = Component::new(self.clone(), &self.inner.linker, compiled.clone())?;
+    pub fn load_cached(
+        &self,
+        digest: &str,
+        generation: Generation,
+        code: &VerifiedCode,
+    ) -> Result<Component, LoadError> {
+        let code = super::precompiled::deserialize(&self.flavor(generation)?.engine, code)?;
+        let compiled = Compiled { generation, code };
+        let component = self.link(compiled.clone())?;
         self.lock_compiled().insert(digest.to_owned(), compiled);
         Ok(component)
     }
@@ -163,7 +205,7 @@ impl Runtime {
     /// CPU-heavy (it copies the code): call from a blocking thread.
     pub fn serialized(&self, digest: &str) -> Option<Result<Vec<u8>, LoadError>> {
         let compiled = self.lock_compiled().get(digest).cloned()?;
-        Some(compiled.serialize().map_err(|e| LoadError::Engine(format!("{e:#}"))))
+        Some(compiled.code.serialize().map_err(|e| LoadError::Engine(format!("{e:#}"))))
     }
 
     /// Forgets the compiled code of `digest` (after its last component stopped).
@@ -171,12 +213,52 @@ impl Runtime {
         self.lock_compiled().remove(digest);
     }
 
-    fn lock_compiled(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, wasmtime::component::Component>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, Compiled>> {
         // A panic while holding this lock leaves a consistent map; keep going.
         self.inner.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+impl Flavor {
+    /// The engine for `generation` with its linker, its epoch ticking until `stop`.
+    fn new(
+        config: &RuntimeConfig,
+        generation: Generation,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Self, LoadError> {
+        let engine = match build_engine(config, generation, Reset::DirtyPages) {
+            Ok(engine) => engine,
+            // Without the PAGEMAP_SCAN ioctl (Linux before 6.7, other systems), slots are reset
+            // with madvise, as by wasmtime's defaults.
+            Err(_) if !config.on_demand_allocator => {
+                build_engine(config, generation, Reset::Madvise)?
+            }
+            Err(e) => return Err(e),
+        };
+        let linker =
+            linker(&engine, generation).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        spawn_epoch_ticker(engine.clone(), stop.clone())?;
+        let hash = engine_hash(&engine);
+        Ok(Self { engine, linker, hash })
+    }
+}
+
+/// The host's imports: WASI 0.2 and Trellis's own interfaces for every component, WASI 0.3 too
+/// on the concurrent engine (released 0.3 components import 0.2 interfaces as well).
+fn linker(engine: &Engine, generation: Generation) -> wasmtime::Result<Linker<CallState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    if generation == Generation::P3 {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    }
+    super::keyvalue::add_to_linker(&mut linker)?;
+    super::config::add_to_linker(&mut linker)?;
+    super::blobstore::add_to_linker(&mut linker)?;
+    super::bus::add_to_linker(&mut linker)?;
+    super::secrets::add_to_linker(&mut linker)?;
+    Ok(linker)
 }
 
 /// How the pool resets a memory slot when its store is dropped.
@@ -194,11 +276,20 @@ enum Reset {
 /// Bytes of each pooled memory kept resident between calls when only dirty pages are reset.
 const KEEP_RESIDENT: usize = 2 << 20;
 
-fn build_engine(config: &RuntimeConfig, reset: Reset) -> Result<Engine, LoadError> {
+fn build_engine(
+    config: &RuntimeConfig,
+    generation: Generation,
+    reset: Reset,
+) -> Result<Engine, LoadError> {
     let mut wasm = Config::new();
     wasm.epoch_interruption(true);
-    // Concurrency support (component-model async) costs ~3x per call and we do not use it.
-    wasm.concurrency_support(false);
+    // Concurrency support (the component model's async) costs ~3x per call: only WASI 0.3
+    // components, which need it, get it.
+    let concurrent = generation == Generation::P3;
+    wasm.concurrency_support(concurrent);
+    if concurrent {
+        wasm.wasm_component_model_async(true);
+    }
     if !config.on_demand_allocator {
         // Every admitted call may make one in-process call to another component (which rides
         // on its caller's admission slot), and warm instances wait between calls: the pool
@@ -262,4 +353,57 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), LoadE
         })
         .map(drop)
         .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::generation::tests::{importing, importing_now};
+
+    fn runtime() -> Runtime {
+        let config = RuntimeConfig { on_demand_allocator: true, ..RuntimeConfig::default() };
+        Runtime::new(config).expect("runtime")
+    }
+
+    #[test]
+    fn wasi_0_3_imports_link_on_the_concurrent_engine_semver_compatibly() {
+        let runtime = runtime();
+        for import in ["wasi:clocks/monotonic-clock@0.3.0", "wasi:clocks/monotonic-clock@0.3.2"] {
+            let wasm = importing_now(import);
+            // Linked (a 0.3 interface next to a 0.2 one); refused only for exporting nothing.
+            let err = runtime.load(import, &wasm).unwrap_err();
+            assert_eq!(err, LoadError::NoUsableExport, "{import}");
+        }
+        // The engine of 0.2 components does not serve 0.3 interfaces.
+        let wasm = importing_now("wasi:clocks/monotonic-clock@0.3.0");
+        let err = runtime.load_for(Generation::P2, &wasm).unwrap_err();
+        assert!(matches!(err, LoadError::Link(_)), "{err}");
+        // Its 0.2 twin is a 0.2 component, linked on the plain engine.
+        let wasm = importing_now("wasi:clocks/monotonic-clock@0.2.0");
+        assert_eq!(runtime.load("v2", &wasm).unwrap_err(), LoadError::NoUsableExport);
+    }
+
+    #[test]
+    fn an_unsupported_wasi_version_is_refused_before_compiling() {
+        let runtime = runtime();
+        let import = "wasi:http/types@0.3.0-rc-2025-09-16";
+        let err = runtime.load("rc", &importing(&[import])).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::UnsupportedWasi { import: i, .. } if i == import),
+            "{err}"
+        );
+        assert!(runtime.inner.concurrent.get().is_none(), "no engine was built for it");
+    }
+
+    #[test]
+    fn the_concurrent_engine_is_built_on_first_use_with_a_key_of_its_own() {
+        let runtime = runtime();
+        assert!(runtime.inner.concurrent.get().is_none());
+        let plain = runtime.cache_key("sha256:x", Generation::P2).unwrap();
+        let concurrent = runtime.cache_key("sha256:x", Generation::P3).unwrap();
+        assert_ne!(plain, concurrent, "code of one engine must not load into the other");
+        assert!(!runtime.inner.plain.engine.get_concurrency_support());
+        let concurrent = runtime.inner.concurrent.get().unwrap().as_ref().unwrap();
+        assert!(concurrent.engine.get_concurrency_support());
+    }
 }

@@ -1,4 +1,5 @@
-//! Serving `wasi:http/incoming-handler.handle` with a fresh store per request.
+//! Serving `wasi:http/incoming-handler.handle` (WASI 0.2) with a fresh store per request (or a
+//! warm instance); WASI 0.3 handlers are in `http_p3`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,6 +24,9 @@ impl Component {
         req: HttpRequest,
         mut settings: CallSettings<'_>,
     ) -> Result<HttpResponse, InvokeError> {
+        if self.service.is_some() {
+            return self.handle_http_p3(req, settings).await;
+        }
         let (id, timeout) = (settings.component_id, settings.timeout);
         let who = (id, settings.trace);
         let slots = std::mem::take(&mut settings.slots);
@@ -124,7 +128,7 @@ impl Component {
     /// long-running guest never holds a worker thread (the deadline is the caller's timeout).
     pub(super) fn new_store(&self, settings: &CallSettings<'_>) -> Store<CallState> {
         let max_memory = settings.max_memory_bytes.min(self.runtime.config().max_memory_bytes);
-        let mut store = Store::new(self.runtime.engine(), CallState::new(settings, max_memory));
+        let mut store = Store::new(self.pre.engine(), CallState::new(settings, max_memory));
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
@@ -142,7 +146,11 @@ fn guest_failure((id, trace): (&str, TraceContext), guest: wasmtime::Result<()>)
     }
 }
 
-fn trap((id, trace): (&str, TraceContext), during: &str, e: &wasmtime::Error) -> InvokeError {
+pub(super) fn trap(
+    (id, trace): (&str, TraceContext),
+    during: &str,
+    e: &wasmtime::Error,
+) -> InvokeError {
     // The log gets the whole chain with the wasm backtrace (and the trace to find the request
     // by); the caller gets the cause.
     let trace_id = trace.trace_id_hex();
@@ -153,7 +161,7 @@ fn trap((id, trace): (&str, TraceContext), during: &str, e: &wasmtime::Error) ->
     )
 }
 
-fn timed_out(id: &str, timeout: std::time::Duration) -> InvokeError {
+pub(super) fn timed_out(id: &str, timeout: std::time::Duration) -> InvokeError {
     InvokeError::new(
         InvokeErrorKind::Timeout,
         format!("component `{id}` did not answer within {timeout:?}"),
@@ -164,7 +172,7 @@ fn bad(message: String) -> InvokeError {
     InvokeError::new(InvokeErrorKind::BadRequest, message)
 }
 
-fn to_hyper(req: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, InvokeError> {
+pub(super) fn to_hyper(req: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, InvokeError> {
     let mut builder =
         hyper::Request::builder().method(req.method.as_str()).uri(req.path_and_query.as_str());
     let mut has_host = false;

@@ -27,11 +27,15 @@ pub struct Reuse {
     pub max_calls: u32,
     /// How long an unused instance is kept.
     pub idle: Duration,
+    /// Calls one instance of a WASI 0.3 component serves at once (at least 1); a WASI 0.2
+    /// instance serves one at a time.
+    pub at_once: u32,
 }
 
 impl Reuse {
     /// The settings used when only reuse itself is asked for.
-    pub const DEFAULT: Reuse = Reuse { max_calls: 10_000, idle: Duration::from_secs(1) };
+    pub const DEFAULT: Reuse =
+        Reuse { max_calls: 10_000, idle: Duration::from_secs(1), at_once: 16 };
 }
 
 /// Idle warm instances a host keeps over all its components.
