@@ -169,6 +169,21 @@ impl BenchLattice {
     }
 }
 
+impl BenchLattice {
+    /// Entries in the lattice's compile cache (0 while it has no bucket).
+    pub async fn compiled_entries(&self) -> usize {
+        let js = async_nats::jetstream::new(self.client.nats().clone());
+        let Ok(objects) = js.get_object_store(trellis_lattice::compiled::bucket("bench")).await
+        else {
+            return 0;
+        };
+        match objects.list().await {
+            Ok(list) => futures::StreamExt::count(list).await,
+            Err(_) => 0,
+        }
+    }
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> Result<std::net::SocketAddr, BenchError> {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(setup)

@@ -243,6 +243,11 @@ impl FakeHost {
                     refused(ErrorCode::BadRequest, "the bench's hosts hold no secrets".into());
                 pb::SecretGetReply { status: Some(status), ..Default::default() }.encode_to_vec()
             }
+            HostVerb::Compile => {
+                let status =
+                    refused(ErrorCode::BadRequest, "the bench's hosts compile nothing".into());
+                pb::CompileReply { status: Some(status), ..Default::default() }.encode_to_vec()
+            }
         }
     }
 

@@ -28,6 +28,7 @@ mod server;
 mod start;
 mod state;
 mod telemetry;
+mod wake;
 mod wasi03;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub enum Scenario {
     /// Starting components on a host that did not compile them: loaded from the lattice's
     /// compile cache vs compiled.
     Compile,
+    /// The first request to a component scaled to zero (woken, loaded from the compile
+    /// cache) vs a warm request.
+    Wake,
     /// A host reading 10,000 links at start: sealed and verified against plain.
     State,
     /// The control plane at scale: 1,000 hosts (played by one process) against a real
@@ -70,7 +74,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Invoke,
         Scenario::Local,
         Scenario::Http,
@@ -78,6 +82,7 @@ impl Scenario {
         Scenario::Memory,
         Scenario::Call,
         Scenario::Compile,
+        Scenario::Wake,
         Scenario::Schedule,
         Scenario::Telemetry,
         Scenario::State,
@@ -95,6 +100,7 @@ impl Scenario {
             Scenario::Memory => "memory",
             Scenario::Call => "call",
             Scenario::Compile => "compile",
+            Scenario::Wake => "wake",
             Scenario::Schedule => "schedule",
             Scenario::Telemetry => "telemetry",
             Scenario::State => "state",
@@ -111,7 +117,7 @@ pub struct Options {
     pub quick: bool,
     /// The http-hello test component (built from `tests/components`).
     pub component: PathBuf,
-    /// The componentize-py py-hello component (`compile`; without it, or with `quick`, that
+    /// The componentize-py py-hello component (`compile`, `wake`; without it, or with `quick`, that
     /// scenario starts http-hello only).
     pub python: Option<PathBuf>,
     /// The `trellis` executable used to start hosts (normally the running one).
@@ -164,6 +170,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         Scenario::Memory => memory::run(options).await?,
         Scenario::Call => call::run(options).await?,
         Scenario::Compile => compile::run(options).await?,
+        Scenario::Wake => wake::run(options).await?,
         Scenario::Schedule => schedule::run(options).await?,
         Scenario::Telemetry => telemetry::run(options).await?,
         Scenario::State => state::run(options).await?,

@@ -135,6 +135,9 @@ pub enum Command {
     /// Show hosts, a host's inventory, or links.
     #[command(subcommand)]
     Get(GetCommand),
+    /// Upload a component to the lattice's artifact store without starting it; with
+    /// `--compile`, have one host compile it into the compile cache first.
+    Push(PushArgs),
     /// Start a component or provider.
     #[command(subcommand)]
     Start(StartCommand),
@@ -420,7 +423,7 @@ pub struct BenchArgs {
     /// built beside this binary's target directory].
     #[arg(long)]
     pub component: Option<PathBuf>,
-    /// The componentize-py py-hello component that `compile` starts [default:
+    /// The componentize-py py-hello component that `compile` and `wake` start [default:
     /// `wasm-components/py-hello.wasm` in this binary's target directory, where the tests
     /// build it; http-hello when missing].
     #[arg(long)]
@@ -440,6 +443,7 @@ pub enum BenchScenario {
     Memory,
     Call,
     Compile,
+    Wake,
     Schedule,
     Telemetry,
     State,
@@ -637,6 +641,19 @@ pub enum StartCommand {
     Component(StartComponentArgs),
     /// Start a capability provider process on a host.
     Provider(StartProviderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Path to the .wasm component.
+    pub file: PathBuf,
+    /// Ask one host to compile it and store the code in the lattice's compile cache, so that
+    /// every host that starts it later loads the code, the first one too.
+    #[arg(long)]
+    pub compile: bool,
+    /// The host that compiles [default: the one running fewest components].
+    #[arg(long, requires = "compile")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -83,6 +83,18 @@ impl CompileCache {
         }
     }
 
+    /// Whether the cache holds code under `key` whose seal this host accepts (compile ahead
+    /// skips such an artifact). Reads and hashes the entry: call off the hot path.
+    pub async fn holds(&self, key: &str, now_s: u64) -> bool {
+        let Some(Entry { code, seal }) = self.fetch(key).await else { return false };
+        let (trusted, key) = (self.trusted_clusters.clone(), key.to_owned());
+        crate::runtime::compile::low_priority(move || {
+            verify_code(&seal, &key, code, &trusted, now_s).is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+
     /// Loads `digest` from `entry` when its seal verifies and wasmtime takes it; compiles
     /// `bytes` otherwise. CPU-heavy: call from a compile thread.
     pub fn load_or_compile(
@@ -132,12 +144,13 @@ impl CompileCache {
 
     /// Stores the code of `digest` compiled by `runtime` under `key`, sealed by this host
     /// (`router`'s signer), in the background: the start that compiled it does not wait.
+    /// Compile ahead waits on the task: `true` once stored.
     pub fn store_later(
         self: &Arc<Self>,
         (digest, key): (&str, &str),
         runtime: Runtime,
         router: Arc<Router>,
-    ) {
+    ) -> tokio::task::JoinHandle<bool> {
         let (cache, digest, key) = (self.clone(), digest.to_owned(), key.to_owned());
         tokio::spawn(async move {
             let sealed = crate::runtime::compile::low_priority({
@@ -150,7 +163,7 @@ impl CompileCache {
             .await;
             let result = match sealed {
                 // Stopped (and evicted) before it could be stored: nothing to share.
-                Ok(None) => return,
+                Ok(None) => return false,
                 Ok(Some(Ok((seal, code)))) => {
                     cache.store.put(&key, &code, &seal).await.map_err(|e| e.to_string())
                 }
@@ -160,13 +173,15 @@ impl CompileCache {
                 Ok(()) => {
                     cache.counts.stored.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(digest, key, "stored in the compile cache");
+                    true
                 }
                 Err(e) => {
                     cache.counts.store_failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(digest, error = %e, "cannot store in the compile cache");
+                    false
                 }
             }
-        });
+        })
     }
 
     /// Counts by result, for metrics: loaded, compiled, refused, stored, store_failed.

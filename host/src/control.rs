@@ -136,7 +136,8 @@ fn needs(verb: HostVerb) -> Option<Role> {
         HostVerb::StartComponent
         | HostVerb::StopComponent
         | HostVerb::StartProvider
-        | HostVerb::StopProvider => Some(Role::Deployer),
+        | HostVerb::StopProvider
+        | HostVerb::Compile => Some(Role::Deployer),
         HostVerb::Drain | HostVerb::SecretGet => Some(Role::Admin),
     }
 }
@@ -157,6 +158,7 @@ fn reply_of(verb: HostVerb, status: pb::Status) -> Vec<u8> {
         HostVerb::StopProvider => pb::StopProviderReply { status }.encode_to_vec(),
         HostVerb::Drain => pb::DrainReply { status }.encode_to_vec(),
         HostVerb::SecretGet => pb::SecretGetReply { status, sealed: Vec::new() }.encode_to_vec(),
+        HostVerb::Compile => pb::CompileReply { status, already_cached: false }.encode_to_vec(),
     }
 }
 
@@ -209,6 +211,16 @@ async fn dispatch(host: &Arc<Host>, verb: HostVerb, payload: &[u8]) -> Vec<u8> {
             pb::DrainReply { status: Some(status) }.encode_to_vec()
         }
         HostVerb::SecretGet => secret_get(host, payload).await,
+        HostVerb::Compile => {
+            let (status, already_cached) = match pb::CompileRequest::decode(payload) {
+                Ok(req) => match host.compile_ahead(&req.digest).await {
+                    Ok(already_cached) => (ok(), already_cached),
+                    Err(refused) => (refused.status(), false),
+                },
+                Err(e) => (bad_request(e), false),
+            };
+            pb::CompileReply { status: Some(status), already_cached }.encode_to_vec()
+        }
     }
 }
 

@@ -476,15 +476,61 @@ impl Host {
         Ok(())
     }
 
+    /// Compiles `digest` into the lattice's compile cache ahead of any start (`trellis push
+    /// --compile`) and answers once its code is stored; `Ok(true)`: the cache held code for it
+    /// that this host accepts, nothing compiled. The host keeps the code only if a component
+    /// of the artifact runs here.
+    pub(crate) async fn compile_ahead(&self, digest: &str) -> Result<bool, Refused> {
+        let Some(cache) = &self.compile_cache else {
+            return Err(Refused::BadRequest(format!(
+                "host {} runs without the compile cache (--no-compile-cache, or no                  --trusted-cluster): ask another",
+                self.id
+            )));
+        };
+        // The key depends on the engine, which the artifact's WASI generation picks.
+        let bytes = (self.state.get_artifact(digest).await)
+            .map_err(|e| Refused::ArtifactUnavailable(e.to_string()))?;
+        let generation =
+            Runtime::generation(&bytes).map_err(|e| Refused::InvalidComponent(e.to_string()))?;
+        drop(bytes);
+        let key = (self.runtime.cache_key(digest, generation))
+            .map_err(|e| Refused::InvalidComponent(e.to_string()))?;
+        if cache.holds(&key, unix_s()).await {
+            return Ok(true);
+        }
+        let (_, storing) = self.load_component(digest).await?;
+        let stored = match storing {
+            Some(task) => task.await.unwrap_or(false),
+            // Loaded here earlier: stored then, or loaded from the cache meanwhile.
+            None => true,
+        };
+        self.forget_digest_if_unused(digest);
+        if !stored {
+            return Err(Refused::Internal(format!(
+                "compiled {digest} but could not store it in the compile cache (see the host's log)"
+            )));
+        }
+        Ok(false)
+    }
+
     /// The component of `digest`, compiled once: starts of the same artifact that arrive
     /// together wait for one fetch and one compile.
     async fn component(&self, digest: &str) -> Result<Component, Refused> {
+        self.load_component(digest).await.map(|(component, _)| component)
+    }
+
+    /// [`Self::component`], and the task storing its code in the compile cache when this call
+    /// compiled it.
+    async fn load_component(
+        &self,
+        digest: &str,
+    ) -> Result<(Component, Option<tokio::task::JoinHandle<bool>>), Refused> {
         if let Some(loaded) = self.cached_component(digest) {
-            return loaded;
+            return loaded.map(|c| (c, None));
         }
         let _one_at_a_time = self.compiling.lock().await;
         if let Some(loaded) = self.cached_component(digest) {
-            return loaded;
+            return loaded.map(|c| (c, None));
         }
         let bytes = self
             .state
@@ -530,14 +576,16 @@ impl Host {
             self.runtime.evict(digest);
             return Err(e.into());
         }
+        let mut storing = None;
         if let Some(cache) = &self.compile_cache {
             cache.note(digest, &source);
             if matches!(source, Source::Compiled { .. }) {
-                cache.store_later((digest, &key), self.runtime.clone(), self.router.clone());
+                let (runtime, router) = (self.runtime.clone(), self.router.clone());
+                storing = Some(cache.store_later((digest, &key), runtime, router));
             }
         }
         self.lock_tokens().insert(digest.to_owned(), token);
-        Ok(component)
+        Ok((component, storing))
     }
 
     /// A component compiled earlier from `digest`, its claims' validity checked again.

@@ -313,6 +313,18 @@ impl LatticeClient {
         check(reply.status)
     }
 
+    /// Asks `host` to compile artifact `digest` into the lattice's compile cache, ahead of any
+    /// start (see [`pb::CompileRequest`]); answers once the code is stored: `true` when the
+    /// cache already held it. Waits at least a minute (a large component compiles for seconds).
+    pub async fn compile_ahead(&self, host: &str, digest: &str) -> Result<bool, ControlError> {
+        let req = pb::CompileRequest { digest: digest.to_owned() };
+        let timeout = self.timeout.max(Duration::from_secs(120));
+        let reply: pb::CompileReply =
+            self.request_within(host, HostVerb::Compile, &req, timeout).await?;
+        check(reply.status)?;
+        Ok(reply.already_cached)
+    }
+
     /// Asks `host` (which must hold the lattice's secrets key) for secret `name`, sealed to
     /// `recipient` (a one-time public xkey whose seed only the caller holds). Needs an admin
     /// operator's signature.

@@ -8,13 +8,14 @@
 //! [`crate::signing::verify_code`] before it loads anything.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
-use crate::signing::CodeSeal;
-use crate::state::{StateError, js_err, open_objects};
+use crate::objects::{Limits, Objects};
+use crate::signing::{CodeSeal, IDENTITY_TTL_S};
+use crate::state::{StateError, js_err};
 
 /// Object metadata: the sealing host's key.
 const META_HOST: &str = "trellis-host";
@@ -25,6 +26,12 @@ const META_IDENTITY: &str = "trellis-host-identity";
 /// Chunks of compiled code: larger than the store's 128 KiB default (fewer messages for tens
 /// of MiB of code), well under NATS' default 1 MiB `max_payload`.
 const CHUNK: usize = 512 << 10;
+/// How long the server keeps an entry: the life of the identity token that seals it. A reader
+/// refuses an entry whose writer's token has expired, and a token is at most this old when the
+/// entry is written, so nothing older is of use: the bucket holds at most one token lifetime of
+/// what hosts compiled, and an artifact still started after that is compiled once more and
+/// stored again.
+pub const MAX_AGE: Duration = Duration::from_secs(IDENTITY_TTL_S);
 
 /// The bucket of `lattice`'s compile cache.
 pub fn bucket(lattice: &str) -> String {
@@ -54,7 +61,7 @@ pub struct Entry {
 /// A handle on a lattice's compile cache.
 #[derive(Clone)]
 pub struct CompiledStore {
-    store: object_store::ObjectStore,
+    store: Objects,
 }
 
 impl std::fmt::Debug for CompiledStore {
@@ -64,31 +71,28 @@ impl std::fmt::Debug for CompiledStore {
 }
 
 impl CompiledStore {
-    /// Opens the cache of `lattice`, creating its bucket with `replicas` replicas if missing.
+    /// Opens the cache of `lattice`, creating its bucket with `replicas` replicas if missing;
+    /// entries expire after [`MAX_AGE`] (set on a bucket an older host created without it).
     pub async fn open(
         js: &jetstream::Context,
         lattice: &str,
         replicas: usize,
     ) -> Result<Self, StateError> {
-        Ok(Self { store: open_objects(js, &bucket(lattice), replicas).await? })
+        let limits = Limits { replicas, max_age: MAX_AGE };
+        Ok(Self { store: Objects::open(js, &bucket(lattice), limits).await? })
     }
 
     /// The entry under `key`, if there is one.
     pub async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
-        let mut object = match self.store.get(key).await {
-            Ok(object) => object,
-            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(js_err("compiled code fetch")(&e)),
+        let Some((info, code)) = self.store.read(key).await? else {
+            return Ok(None);
         };
-        let meta = &object.info().metadata;
-        let field = |name: &str| meta.get(name).cloned().unwrap_or_default();
+        let field = |name: &str| info.metadata.get(name).cloned().unwrap_or_default();
         let seal = CodeSeal {
             host: field(META_HOST),
             signature: field(META_SIG),
-            identity: meta.get(META_IDENTITY).cloned(),
+            identity: info.metadata.get(META_IDENTITY).cloned(),
         };
-        let mut code = Vec::with_capacity(object.info().size);
-        object.read_to_end(&mut code).await.map_err(|e| js_err("compiled code read")(&e))?;
         Ok(Some(Entry { code, seal }))
     }
 
@@ -109,6 +113,7 @@ impl CompiledStore {
         };
         let mut reader = code;
         self.store
+            .store()
             .put(meta, &mut reader)
             .await
             .map(drop)

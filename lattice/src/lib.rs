@@ -36,6 +36,7 @@ pub mod hostlink;
 pub mod http;
 pub mod keyvalue;
 pub mod link;
+mod objects;
 pub mod outbox;
 pub mod permissions;
 pub mod policy;

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
 use std::sync::Arc;
 
@@ -13,6 +12,7 @@ use bytes::Bytes;
 
 use crate::envelope::unix_ms;
 use crate::link::{InterfaceName, Link, link_key, source_filter};
+use crate::objects::{Limits, Objects};
 use crate::record::{self, Stored};
 use crate::signing::OperatorKey;
 
@@ -108,7 +108,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
 pub struct LatticeState {
     links: kv::Store,
     config: kv::Store,
-    artifacts: object_store::ObjectStore,
+    artifacts: Objects,
     /// Seals links and config written through this handle (see [`crate::record`]).
     sealer: Option<Arc<OperatorKey>>,
 }
@@ -137,7 +137,8 @@ impl LatticeState {
     ) -> Result<Self, StateError> {
         let links = open_kv(js, &format!("TRELLIS_{lattice}_LINKS"), replicas).await?;
         let config = open_kv(js, &format!("TRELLIS_{lattice}_CONFIG"), replicas).await?;
-        let artifacts = open_objects(js, &format!("TRELLIS_{lattice}_ARTIFACTS"), replicas).await?;
+        let limits = Limits { replicas, ..Default::default() };
+        let artifacts = Objects::open(js, &format!("TRELLIS_{lattice}_ARTIFACTS"), limits).await?;
         Ok(Self { links, config, artifacts, sealer: None })
     }
 
@@ -166,11 +167,12 @@ impl LatticeState {
     /// Stores `bytes` under their digest (skipping the upload when present); returns the digest.
     pub async fn put_artifact(&self, bytes: &[u8]) -> Result<String, StateError> {
         let digest = digest_of(bytes);
-        if self.artifacts.info(&digest).await.is_ok() {
+        if self.artifacts.store().info(&digest).await.is_ok() {
             return Ok(digest);
         }
         let mut reader = bytes;
         self.artifacts
+            .store()
             .put(digest.as_str(), &mut reader)
             .await
             .map_err(|e| js_err("artifact upload")(&e))?;
@@ -179,7 +181,7 @@ impl LatticeState {
 
     /// Whether the store holds an artifact under `digest`.
     pub async fn has_artifact(&self, digest: &str) -> Result<bool, StateError> {
-        match self.artifacts.info(digest).await {
+        match self.artifacts.store().info(digest).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
             Err(e) => Err(js_err("artifact lookup")(&e)),
@@ -188,14 +190,9 @@ impl LatticeState {
 
     /// Fetches an artifact and checks that it hashes to `digest`.
     pub async fn get_artifact(&self, digest: &str) -> Result<Vec<u8>, StateError> {
-        let mut object = self.artifacts.get(digest).await.map_err(|e| match e.kind() {
-            object_store::GetErrorKind::NotFound => {
-                StateError::ArtifactMissing { digest: digest.to_owned() }
-            }
-            _ => js_err("artifact fetch")(&e),
-        })?;
-        let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await.map_err(|e| js_err("artifact read")(&e))?;
+        let Some((_, bytes)) = self.artifacts.read(digest).await? else {
+            return Err(StateError::ArtifactMissing { digest: digest.to_owned() });
+        };
         let actual = digest_of(&bytes);
         if actual != digest {
             return Err(StateError::ArtifactCorrupt { digest: digest.to_owned(), actual });
@@ -388,29 +385,6 @@ pub async fn open_kv_with(
             .get_key_value(&bucket)
             .await
             .map_err(|_| StateError::Bucket { bucket, reason: create.to_string() }),
-    }
-}
-
-/// Opens an object store with `replicas` replicas, creating it when missing.
-pub(crate) async fn open_objects(
-    js: &jetstream::Context,
-    bucket: &str,
-    replicas: usize,
-) -> Result<object_store::ObjectStore, StateError> {
-    if let Ok(store) = js.get_object_store(bucket).await {
-        return Ok(store);
-    }
-    let config = object_store::Config {
-        bucket: bucket.to_owned(),
-        num_replicas: replicas,
-        ..Default::default()
-    };
-    match js.create_object_store(config).await {
-        Ok(store) => Ok(store),
-        Err(create) => js.get_object_store(bucket).await.map_err(|_| StateError::Bucket {
-            bucket: bucket.to_owned(),
-            reason: create.to_string(),
-        }),
     }
 }
 

@@ -40,11 +40,13 @@ pub enum HostVerb {
     Drain,
     /// Hand one secret, sealed to the asker, to an admin operator.
     SecretGet,
+    /// Compile an artifact into the lattice's compile cache ahead of any start.
+    Compile,
 }
 
 impl HostVerb {
     /// Every verb, for subscribing and tests.
-    pub const ALL: [HostVerb; 7] = [
+    pub const ALL: [HostVerb; 8] = [
         HostVerb::Inventory,
         HostVerb::StartComponent,
         HostVerb::StopComponent,
@@ -52,6 +54,7 @@ impl HostVerb {
         HostVerb::StopProvider,
         HostVerb::Drain,
         HostVerb::SecretGet,
+        HostVerb::Compile,
     ];
 
     /// The verb's subject token.
@@ -64,6 +67,7 @@ impl HostVerb {
             HostVerb::StopProvider => "stop_provider",
             HostVerb::Drain => "drain",
             HostVerb::SecretGet => "secret_get",
+            HostVerb::Compile => "compile",
         }
     }
 

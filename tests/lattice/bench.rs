@@ -29,6 +29,7 @@ async fn every_bench_scenario_runs_and_reports_numbers() {
             "memory",
             "call",
             "compile",
+            "wake",
             "schedule",
             "telemetry",
             "state",

@@ -25,6 +25,7 @@ pub async fn run(g: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchScenario::Memory => vec![Scenario::Memory],
         BenchScenario::Call => vec![Scenario::Call],
         BenchScenario::Compile => vec![Scenario::Compile],
+        BenchScenario::Wake => vec![Scenario::Wake],
         BenchScenario::Schedule => vec![Scenario::Schedule],
         BenchScenario::Telemetry => vec![Scenario::Telemetry],
         BenchScenario::State => vec![Scenario::State],

@@ -13,6 +13,7 @@ pub(crate) mod host;
 mod keys;
 mod link;
 mod nats;
+mod push;
 mod secret;
 mod start;
 mod stop;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCod
         Command::Dev(args) => dev::run(g, args).await,
         Command::Console(args) => crate::console::run(g, args).await,
         Command::Get(cmd) => get::run(g, cmd).await,
+        Command::Push(args) => push::run(g, args).await,
         Command::Start(cmd) => start::run(g, cmd).await,
         Command::Stop(cmd) => stop::run(g, cmd).await,
         Command::Link(cmd) => link::run(g, cmd).await,

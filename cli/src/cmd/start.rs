@@ -107,7 +107,7 @@ async fn component(g: &Global, args: StartComponentArgs) -> anyhow::Result<ExitC
 }
 
 /// Reads a component file, refusing what is not a component before anything is uploaded.
-fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read component file {}", path.display()))?;
     match sniff(&bytes) {

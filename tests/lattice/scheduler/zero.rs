@@ -99,38 +99,3 @@ async fn an_idle_app_goes_to_zero_and_twenty_first_requests_start_one_replica() 
     let reply = http_request(addr, "GET", "/", b"").await.expect("answered");
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
-
-/// Wake latency: the first request to an app at zero replicas, against a warm request in the
-/// same run (`cargo test -p trellis-tests --test lattice -- --ignored wake_latency --nocapture`;
-/// `TRELLIS_WAKE_ROUNDS`, default 20).
-#[tokio::test]
-#[ignore = "a measurement: about 4 s per round"]
-async fn wake_latency() {
-    let rounds: usize =
-        std::env::var("TRELLIS_WAKE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
-    let (lattice, _hosts, addr) = deployed("sched-wake", "1s").await;
-    let t = &lattice.trellis;
-    let timed = || async move {
-        let began = Instant::now();
-        let reply = http_request(addr, "GET", "/", b"").await.expect("answered");
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        began.elapsed()
-    };
-    let (mut wakes, mut warm) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        asleep(t).await;
-        wakes.push(timed().await);
-        warm.push(timed().await);
-    }
-    let pct = |v: &mut Vec<Duration>, p: usize| {
-        v.sort();
-        v[(v.len() * p / 100).min(v.len() - 1)]
-    };
-    println!(
-        "wake latency over {rounds} rounds: p50 {:?}, p99 {:?}; warm request p50 {:?}, p99 {:?}",
-        pct(&mut wakes, 50),
-        pct(&mut wakes, 99),
-        pct(&mut warm, 50),
-        pct(&mut warm, 99)
-    );
-}
