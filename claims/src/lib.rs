@@ -258,6 +258,15 @@ pub fn verify(wasm: &[u8], trusted: &[String], now: u64) -> Result<Verified, Cla
     Ok(Verified { issuer: token.iss.clone(), claims: token.trellis.clone(), token })
 }
 
+/// The interface a claim names for `interface`: WASI 0.3's HTTP client is the capability WASI
+/// 0.2 calls `outgoing-handler`, so one claim allows both generations.
+fn claimed_as(interface: &str) -> &str {
+    match interface {
+        "wasi:http/client" => "wasi:http/outgoing-handler",
+        other => other,
+    }
+}
+
 /// Checks that every import (`ns:pkg/iface@version`) is in the baseline or allowed by `claims`.
 pub fn check_imports<'a>(
     claims: &ComponentClaims,
@@ -266,9 +275,11 @@ pub fn check_imports<'a>(
     for import in imports {
         let interface = import.split_once('@').map_or(import, |(name, _)| name);
         let baseline = BASELINE.iter().any(|b| interface.starts_with(b) || interface == *b);
-        let allowed = claims.allow.iter().any(|a| match a.strip_suffix('*') {
-            Some(prefix) => interface.starts_with(prefix),
-            None => interface == a,
+        let allowed = claims.allow.iter().any(|a| {
+            [interface, claimed_as(interface)].into_iter().any(|i| match a.strip_suffix('*') {
+                Some(prefix) => i.starts_with(prefix),
+                None => i == a,
+            })
         });
         if !(baseline || allowed) {
             return Err(ClaimsError::NotAllowed { interface: interface.to_owned() });
@@ -404,12 +415,18 @@ mod tests {
             "wasi:io/streams@0.2.0",
             "wasi:keyvalue/store@0.2.0-draft",
             "wasi:http/outgoing-handler@0.2.3",
+            "wasi:http/client@0.3.0",
             "wasi:http/types@0.2.0",
         ];
         assert!(check_imports(&claims, ok).is_ok());
         assert_eq!(
             check_imports(&claims, ["wasi:blobstore/blobstore@0.2.0-draft"]),
             Err(ClaimsError::NotAllowed { interface: "wasi:blobstore/blobstore".into() })
+        );
+        let without_http = ComponentClaims { allow: vec!["wasi:keyvalue/*".into()], ..claims };
+        assert_eq!(
+            check_imports(&without_http, ["wasi:http/client@0.3.0"]),
+            Err(ClaimsError::NotAllowed { interface: "wasi:http/client".into() })
         );
     }
 }

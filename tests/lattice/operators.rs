@@ -229,7 +229,13 @@ async fn state_written_without_an_operator_key_changes_nothing_a_strict_lattice_
     let dir = tempfile::tempdir().unwrap();
     let account = nkeys::KeyPair::new_account();
     let host = t.host_with("h", &[format!("--trusted-issuer={}", account.public_key())]).await;
-    let allow = ["wasi:config/store", "wasi:config/runtime", "wasi:logging/logging"];
+    let allow = [
+        "wasi:config/store",
+        "wasi:config/runtime",
+        "wasi:logging/logging",
+        "wasmcloud:secrets/store",
+        "wasmcloud:secrets/reveal",
+    ];
     let file =
         trellis_tests::signed_component(dir.path(), "configured", &account, (&allow, &[]), false);
     // The operator's CLI seals the config and the link it writes.

@@ -1,7 +1,8 @@
 //! WASI 0.3 components next to WASI 0.2 ones: `http-hello-p3` (built with the `wasip3` crate,
 //! so importing `@0.3.2` interfaces and some 0.2 ones) answers over HTTP through the
 //! http-server provider and across hosts, calls out through the http-client provider, serves
-//! several requests at once from one instance when started with reuse; a component importing
+//! several requests at once from one instance when started with reuse, calls a WASI 0.2
+//! component on another host over a custom WIT link; a component importing
 //! a WASI version no host serves is refused at start, by name.
 
 use trellis_tests::component;
@@ -36,6 +37,27 @@ async fn wasi_0_3_and_0_2_handlers_answer_http_side_by_side_across_hosts() {
 
     assert!(lattice.invocations(&worker.id, "v3").await >= 4, "served on the worker");
     assert_eq!(lattice.invocations(&edge.id, "v3").await, 0, "the edge runs no replica");
+}
+
+#[tokio::test]
+async fn a_wasi_0_3_component_calls_a_wasi_0_2_one_on_another_host_over_a_custom_link() {
+    let lattice = Lattice::new("wasi03link").await;
+    let t = &lattice.trellis;
+    let a = t.host("a", &[]).await;
+    let b = t.host("b", &[]).await;
+    let p3 = component("http-hello-p3");
+    t.ok(&["start", "component", p3.to_str().unwrap(), "--id", "v3", "--host", &a.id]).await;
+    let greeter = component("greeter");
+    t.ok(&["start", "component", greeter.to_str().unwrap(), "--id", "greeter", "--host", &b.id])
+        .await;
+    let addr = lattice.serve_http_as("web", &a.id, "v3", &[]).await;
+    let interface = "trellis:test/types";
+    t.ok(&["link", "put", "--source", "v3", "--interface", interface, "--target", "greeter"]).await;
+
+    let reply = get(addr, "/greet/p3").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "hello, p3", "greet ran in the 0.2 greeter, its answer came back");
+    assert!(lattice.invocations(&b.id, "greeter").await >= 1, "served on the other host");
 }
 
 #[tokio::test]

@@ -10,6 +10,8 @@
 //!   had in flight at one time
 //! - `/fetch?to=<host:port>`: GETs `http://<host:port>/from-component` through
 //!   `wasi:http/client` and answers with the status and body, or the error
+//! - `/greet/<name>`: `trellis:test/types.greet(name)` over a link (a custom WIT interface,
+//!   served by the WASI 0.2 `greeter`), answered with its result
 //! - `/trap`: traps
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +21,10 @@ use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response, Scheme};
 use wasip3::{wit_future, wit_stream};
 
 wasip3::http::service::export!(Hello);
+
+mod greeting {
+    wit_bindgen::generate!({ path: "../wit", world: "greeting" });
+}
 
 struct Hello;
 
@@ -36,6 +42,9 @@ impl wasip3::exports::http::handler::Guest for Hello {
             "/calls" => calls.to_string().into_bytes(),
             "/trap" => panic!("asked to trap"),
             "/echo" => read_body(request).await,
+            p if p.starts_with("/greet/") => {
+                greeting::trellis::test::types::greet(&p["/greet/".len()..]).into_bytes()
+            }
             p if p.starts_with("/sleep/") => {
                 let ms: u64 = p["/sleep/".len()..].parse().unwrap_or(0);
                 let now = IN_FLIGHT.fetch_add(1, Ordering::Relaxed) + 1;
