@@ -69,17 +69,27 @@ pub async fn run(options: &Options) -> Result<Vec<Row>, BenchError> {
 
 /// One `GET /` through the runtime, timed.
 async fn timed_call(component: &Component) -> Result<Duration, String> {
+    timed_get(component, "local", "/", Duration::from_secs(5)).await.map(|(took, _)| took)
+}
+
+/// One `GET path` through the runtime as component `id`, timed: how long, and the status.
+pub(crate) async fn timed_get(
+    component: &Component,
+    id: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(Duration, u16), String> {
     let request = HttpRequest {
         method: "GET".into(),
-        path_and_query: "/".into(),
+        path_and_query: path.into(),
         authority: Some("localhost".into()),
         headers: vec![],
         body: Vec::new().into(),
         scheme: None,
     };
     let settings = CallSettings {
-        component_id: "local",
-        timeout: Duration::from_secs(5),
+        component_id: id,
+        timeout,
         max_memory_bytes: usize::MAX,
         outbound: None,
         slots: [None, None],
@@ -87,6 +97,6 @@ async fn timed_call(component: &Component) -> Result<Duration, String> {
         depth: 0,
     };
     let t = Instant::now();
-    component.handle_http(request, settings).await.map_err(|e| e.to_string())?;
-    Ok(t.elapsed())
+    let response = component.handle_http(request, settings).await.map_err(|e| e.to_string())?;
+    Ok((t.elapsed(), response.status))
 }

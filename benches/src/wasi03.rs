@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use trellis_host::runtime::{CallSettings, Component, Generation, Reuse, Runtime, RuntimeConfig};
-use trellis_lattice::http::HttpRequest;
+use trellis_host::runtime::{Component, Generation, Reuse, Runtime, RuntimeConfig};
 
 use crate::report::{Figures, Row};
 use crate::{BenchError, Options, setup};
@@ -113,30 +112,13 @@ async fn closed_loop(
     Ok((samples, started.elapsed()))
 }
 
-/// One `GET path` through the runtime, timed.
+/// One `GET path` through the runtime, timed; a status other than 200 is a failure.
 async fn timed(component: &Component, path: &str) -> Result<Duration, BenchError> {
-    let request = HttpRequest {
-        method: "GET".into(),
-        path_and_query: path.into(),
-        authority: Some("localhost".into()),
-        headers: vec![],
-        body: Vec::new().into(),
-        scheme: None,
-    };
-    let settings = CallSettings {
-        component_id: "wasi03",
-        timeout: Duration::from_secs(10),
-        max_memory_bytes: usize::MAX,
-        outbound: None,
-        slots: [None, None],
-        trace: trellis_lattice::trace::TraceContext::root(),
-        depth: 0,
-    };
-    let t = Instant::now();
-    let response =
-        component.handle_http(request, settings).await.map_err(|e| fail(e.to_string()))?;
-    if response.status != 200 {
-        return Err(fail(format!("{path}: status {}", response.status)));
+    let timeout = Duration::from_secs(10);
+    let (took, status) =
+        crate::local::timed_get(component, "wasi03", path, timeout).await.map_err(fail)?;
+    if status != 200 {
+        return Err(fail(format!("{path}: status {status}")));
     }
-    Ok(t.elapsed())
+    Ok(took)
 }
