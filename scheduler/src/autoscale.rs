@@ -167,12 +167,6 @@ impl Autoscaler {
                 want = want.max(from.saturating_add(1));
             }
             let want = want.clamp(a.floor, a.max);
-            let in_flight = in_flight_milli as f64 / 1000.0;
-            let refusals = if refused > 0 {
-                format!(", {refused} calls refused at a concurrency limit")
-            } else {
-                String::new()
-            };
             let to = if want > from {
                 level.low = None;
                 if level.changed.is_some_and(|at| now.saturating_sub(at) < UP_COOLDOWN) {
@@ -196,7 +190,14 @@ impl Autoscaler {
                 level.low = None;
                 continue;
             };
+            // Words only for a decision: most looks change nothing.
+            let in_flight = in_flight_milli as f64 / 1000.0;
             let reason = if to > from {
+                let refusals = if refused > 0 {
+                    format!(", {refused} calls refused at a concurrency limit")
+                } else {
+                    String::new()
+                };
                 format!(
                     "{in_flight:.1} calls in flight{refusals}; target {} per replica (max {})",
                     a.target, a.max
